@@ -426,6 +426,22 @@ py::tuple sample_impl(py::handle params, py::handle h0, py::handle prime_obj, st
     return py::make_tuple(out, h);
 }
 
+template <typename T>
+py::tuple evaluate_loss_impl(py::handle params, py::handle data_obj, py::handle h0) {
+    auto P = load_params<T>(params, "params", false, true);
+    py::array data = as_index_array(data_obj, "data");
+    const std::size_t N = static_cast<std::size_t>(data.shape(0));
+    if (N < 2) fail_value("data has " + std::to_string(N) + " characters; the loss needs at least 2");
+    py::array_t<T> h = hidden_state<T>(h0, P.m);
+    double loss = 0.0;
+    with_index_type(data, "data", [&](auto* d) {
+        check_index_range(d, 0, N, P.K, "data");
+        py::gil_scoped_release nogil;
+        loss = charrnn::sequence_loss(P.view(), d, N, h.mutable_data());
+    });
+    return py::make_tuple(loss, h);
+}
+
 template <template <typename> class Impl, typename... Args>
 py::tuple dispatch(py::handle params, Args&&... args) {
     if (scalar_of(params) == Scalar::f64) return Impl<double>::run(params, std::forward<Args>(args)...);
@@ -435,6 +451,7 @@ py::tuple dispatch(py::handle params, Args&&... args) {
 template <typename T> struct LossAndGrads { template <typename... A> static py::tuple run(A&&... a) { return loss_and_grads_impl<T>(a...); } };
 template <typename T> struct TrainStep { template <typename... A> static py::tuple run(A&&... a) { return train_step_impl<T>(a...); } };
 template <typename T> struct TrainSteps { template <typename... A> static py::tuple run(A&&... a) { return train_steps_impl<T>(a...); } };
+template <typename T> struct EvaluateLoss { template <typename... A> static py::tuple run(A&&... a) { return evaluate_loss_impl<T>(a...); } };
 template <typename T> struct Sample { template <typename... A> static py::tuple run(A&&... a) { return sample_impl<T>(a...); } };
 
 }  // namespace
@@ -475,6 +492,12 @@ PYBIND11_MODULE(_core, mod) {
         py::arg("n_steps"), py::arg("seq_length") = 25, py::arg("pos") = 0, py::arg("eta") = 0.1,
         py::arg("clip") = 5.0, py::arg("eps") = 1e-8,
         "Many training steps walking data in chunks. Returns (losses, h, pos, wraps, diverged).");
+
+    mod.def(
+        "evaluate_loss",
+        [](py::handle params, py::handle data, py::handle h0) { return dispatch<EvaluateLoss>(params, data, h0); },
+        py::arg("params"), py::arg("data"), py::arg("h0") = py::none(),
+        "Summed loss of predicting data[1:] from data[:-1] in one pass (no gradients). Returns (loss, h_last).");
 
     mod.def(
         "sample",

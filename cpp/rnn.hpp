@@ -111,6 +111,23 @@ T forward(const ParamsView<T>& P, const I* x, const I* y, std::size_t n, const T
     return loss;
 }
 
+// Loss of predicting data[1..N) from data[0..N-1) in one pass, carrying the
+// hidden state h (updated in place) and keeping no activations. The sum is
+// accumulated in double whatever T is.
+template <typename T, typename I>
+double sequence_loss(const ParamsView<T>& P, const I* data, std::size_t N, T* h) {
+    std::vector<T> h_next(P.m), o(P.K);
+    double loss = 0.0;
+    for (std::size_t t = 0; t + 1 < N; ++t) {
+        rnn_cell(P, h, static_cast<std::size_t>(data[t]), h_next.data());
+        std::copy(h_next.begin(), h_next.end(), h);
+        output_logits(P, h, o.data());
+        const T o_y = o[static_cast<std::size_t>(data[t + 1])];
+        loss += static_cast<double>(softmax_inplace(o.data(), P.K) - o_y);
+    }
+    return loss;
+}
+
 // Scratch space for the backward pass, reused across calls.
 template <typename T>
 struct BackwardScratch {

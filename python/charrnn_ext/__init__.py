@@ -3,7 +3,7 @@
 The numerical kernels (forward pass, BPTT, clipped AdaGrad, sampling) are C++;
 everything around them (data, checks, training loop, reports) is Python.
 """
-from ._core import loss_and_grads, sample, train_step, train_steps
+from ._core import evaluate_loss, loss_and_grads, sample, train_step, train_steps
 from .gradcheck import GradCheckReport, check_gradients, gradient_check
 from .params import PARAM_NAMES, init_params, zeros_like_params
 
@@ -13,6 +13,7 @@ __all__ = [
     "PARAM_NAMES",
     "GradCheckReport",
     "check_gradients",
+    "evaluate_loss",
     "gradient_check",
     "init_params",
     "loss_and_grads",
