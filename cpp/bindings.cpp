@@ -51,7 +51,8 @@ enum class Scalar { f32, f64 };
 bool is_c_contiguous(const py::array& a) { return (a.flags() & py::array::c_style) != 0; }
 
 py::array lookup(py::handle mapping, const char* what, const char* key) {
-    if (!PyMapping_Check(mapping.ptr()) || py::isinstance<py::str>(mapping)) {
+    if (!py::isinstance<py::dict>(mapping) &&
+        !py::isinstance(mapping, py::module_::import("collections.abc").attr("Mapping"))) {
         fail_type(std::string(what) + " must be a dict of NumPy arrays with keys U, W, V, b, c; got " +
                   type_name(mapping));
     }
@@ -158,6 +159,8 @@ py::array as_index_array(py::handle obj, const char* name) {
         }
         try {
             a = py::module_::import("numpy").attr("asarray")(obj);
+            // An empty list becomes float64; it is still an empty index sequence.
+            if (a.size() == 0) a = py::module_::import("numpy").attr("asarray")(obj, "int64");
         } catch (py::error_already_set&) {
             fail_type(std::string(name) + " must be an array of integer character indices, got " + type_name(obj));
         }
