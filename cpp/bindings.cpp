@@ -345,7 +345,7 @@ py::tuple loss_and_grads_impl(py::handle params, py::handle X, py::handle Y, py:
         for (int i = 0; i < 5; ++i) {
             std::copy(src[i], src[i] + sizes[i], static_cast<T*>(grads[i].mutable_data()));
         }
-        const T* hl = tr.act.h_last(P.m);
+        const T* hl = tr.act.h_last();
         std::copy(hl, hl + P.m, h.mutable_data());
     });
     return py::make_tuple(loss, as_dict(grads), h);
@@ -405,7 +405,7 @@ py::tuple train_steps_impl(py::handle params, py::handle state, py::handle data_
                                  losses.mutable_data(), P.K, P.m);
     });
     if (w.steps_done < n_steps) losses.resize({static_cast<py::ssize_t>(w.steps_done)});
-    return py::make_tuple(losses, h, w.pos, w.wraps, w.diverged);
+    return py::make_tuple(losses, h, w.pos[0], w.wraps[0], w.diverged);
 }
 
 template <typename T>

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels.hpp"
 #include "rnn.hpp"
 
 namespace charrnn {
@@ -52,19 +53,28 @@ template <typename T, typename I>
 void sample(const ParamsView<T>& P, T* h, const I* prime, std::size_t n_prime, std::size_t n,
             double temperature, std::uint64_t seed, std::int32_t* out) {
     const std::size_t m = P.m, K = P.K;
-    std::vector<T> h_next(m), o(K);
+    const Kernels<T>& kn = kernels<T>();
+    Transposed<T> tr;
+    tr.resize(K, m);
+    tr.refresh(kn, P, 0, 1);
+    std::vector<T> a(m), o(K);
     SplitMix64 rng(seed);
     const T inv_temp = static_cast<T>(1.0 / temperature);
+    T log_z;
+    // h = tanh(W h + U[:, x] + b)
     auto step = [&](std::size_t x) {
-        rnn_cell(P, h, x, h_next.data());
-        std::copy(h_next.begin(), h_next.end(), h);
+        for (std::size_t i = 0; i < m; ++i) a[i] = P.b[i] + P.U[i * K + x];
+        kn.gemm({1, m, m, h, m, 1, tr.WT.data(), m, a.data(), m, true});
+        kn.tanh_inplace(a.data(), m);
+        std::copy(a.begin(), a.end(), h);
     };
     for (std::size_t i = 0; i < n_prime; ++i) step(static_cast<std::size_t>(prime[i]));
     for (std::size_t i = 0; i < n; ++i) {
         if (i > 0) step(static_cast<std::size_t>(out[i - 1]));
-        output_logits(P, h, o.data());
-        for (std::size_t k = 0; k < K; ++k) o[k] *= inv_temp;
-        softmax_inplace(o.data(), K);
+        // p = softmax((V h + c) / temperature)
+        std::copy(P.c, P.c + K, o.begin());
+        kn.gemm({1, K, m, h, m, 1, tr.VT.data(), K, o.data(), K, true});
+        kn.softmax_rows(o.data(), 1, K, K, inv_temp, &log_z);
         out[i] = static_cast<std::int32_t>(draw_index(o.data(), K, rng.uniform()));
     }
 }
