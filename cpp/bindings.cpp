@@ -408,6 +408,171 @@ py::tuple train_steps_impl(py::handle params, py::handle state, py::handle data_
     return py::make_tuple(losses, h, w.pos[0], w.wraps[0], w.diverged);
 }
 
+// ---------------------------------------------------------------- batched API
+
+std::size_t thread_count(py::handle obj) {
+    const std::size_t n = non_negative_int(obj, "threads");
+    if (n == 0) fail_value("threads must be at least 1, got 0");
+    if (n > 256) fail_value("threads must be at most 256, got " + std::to_string(n));
+    return n;
+}
+
+// A fresh (B, m) hidden state: zeros when h0 is None, otherwise a checked copy.
+template <typename T>
+py::array_t<T> batch_hidden_state(py::handle h0, std::size_t B, std::size_t m) {
+    py::array_t<T> h({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(m)});
+    T* out = h.mutable_data();
+    if (h0.is_none()) {
+        std::fill(out, out + B * m, T(0));
+        return h;
+    }
+    const std::string expect = "(batch_size, m) = (" + std::to_string(B) + ", " + std::to_string(m) + ")";
+    if (!py::isinstance<py::array>(h0)) {
+        fail_type("h0 must be a NumPy array of shape " + expect + " or None, got " + type_name(h0));
+    }
+    auto a = py::reinterpret_borrow<py::array>(h0);
+    if (!py::isinstance<py::array_t<T>>(a)) {
+        fail_type("h0 has dtype " + dtype_name(a) + "; expected " + float_name(T()) + " like the parameters");
+    }
+    if (a.ndim() != 2 || static_cast<std::size_t>(a.shape(0)) != B || static_cast<std::size_t>(a.shape(1)) != m) {
+        fail_value("h0 has shape " + shape_str(a) + "; expected " + expect);
+    }
+    if (!is_c_contiguous(a)) fail_value("h0 is not C-contiguous; pass np.ascontiguousarray(...)");
+    const T* src = static_cast<const T*>(a.data());
+    if (!all_finite(src, B * m)) fail_value("h0 contains NaN or infinity");
+    std::copy(src, src + B * m, out);
+    return h;
+}
+
+// A (B, T) integer array of indices in [0, K), returned as time-major int32 (T*B).
+std::vector<std::int32_t> batch_indices(py::handle obj, const char* name, std::size_t K, std::size_t& B,
+                                        std::size_t& n) {
+    py::array a;
+    if (py::isinstance<py::array>(obj)) {
+        a = py::reinterpret_borrow<py::array>(obj);
+    } else {
+        if (py::isinstance<py::str>(obj) || py::isinstance<py::bytes>(obj)) {
+            fail_type(std::string(name) + " must be a 2-D array of integer character indices, got " + type_name(obj));
+        }
+        try {
+            a = py::module_::import("numpy").attr("asarray")(obj);
+        } catch (py::error_already_set&) {
+            fail_type(std::string(name) + " must be a 2-D array of integer character indices, got " + type_name(obj));
+        }
+    }
+    const char kind = a.dtype().kind();
+    if (kind != 'i' && kind != 'u') {
+        fail_type(std::string(name) + " must hold integer character indices, got dtype " + dtype_name(a));
+    }
+    if (a.ndim() != 2) fail_value(std::string(name) + " must be 2-D with shape (batch_size, T), got shape " + shape_str(a));
+    B = static_cast<std::size_t>(a.shape(0));
+    n = static_cast<std::size_t>(a.shape(1));
+    if (B == 0 || n == 0) fail_value(std::string(name) + " has shape " + shape_str(a) + "; batch_size and T must be at least 1");
+    auto a64 = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+    const std::int64_t* v = a64.data();
+    std::vector<std::int32_t> out(B * n);
+    for (std::size_t s = 0; s < B; ++s) {
+        for (std::size_t t = 0; t < n; ++t) {
+            const std::int64_t x = v[s * n + t];
+            if (x < 0 || static_cast<std::uint64_t>(x) >= K) {
+                std::ostringstream msg;
+                msg << name << "[" << s << ", " << t << "] = " << x << " is outside the vocabulary range [0, " << K << ")";
+                fail_index(msg.str());
+            }
+            out[t * B + s] = static_cast<std::int32_t>(x);
+        }
+    }
+    return out;
+}
+
+template <typename T>
+py::tuple loss_and_grads_batched_impl(py::handle params, py::handle X, py::handle Y, py::handle h0,
+                                      std::size_t threads) {
+    auto P = load_params<T>(params, "params", false, true);
+    std::size_t B = 0, n = 0, By = 0, ny = 0;
+    std::vector<std::int32_t> x = batch_indices(X, "X", P.K, B, n);
+    std::vector<std::int32_t> y = batch_indices(Y, "Y", P.K, By, ny);
+    if (B != By || n != ny) {
+        fail_value("X and Y must have the same shape, got (" + std::to_string(B) + ", " + std::to_string(n) + ") and (" +
+                   std::to_string(By) + ", " + std::to_string(ny) + ")");
+    }
+    py::array_t<T> h = batch_hidden_state<T>(h0, B, P.m);
+    py::array grads[5] = {new_array<T>({P.m, P.K}), new_array<T>({P.m, P.m}), new_array<T>({P.K, P.m}),
+                          new_array<T>({P.m}), new_array<T>({P.K})};
+    double loss = 0.0;
+    {
+        py::gil_scoped_release nogil;
+        charrnn::Trainer<T> tr(P.K, P.m, B, threads);
+        loss = tr.loss_and_grads(P.view(), x.data(), y.data(), n, h.data());
+        const std::size_t sizes[5] = {P.m * P.K, P.m * P.m, P.K * P.m, P.m, P.K};
+        T* src[5] = {tr.g.U, tr.g.W, tr.g.V, tr.g.b, tr.g.c};
+        for (int i = 0; i < 5; ++i) std::copy(src[i], src[i] + sizes[i], static_cast<T*>(grads[i].mutable_data()));
+        std::copy(tr.act.h_last(), tr.act.h_last() + B * P.m, h.mutable_data());
+    }
+    return py::make_tuple(loss, as_dict(grads), h);
+}
+
+template <typename T>
+py::tuple train_steps_batched_impl(py::handle params, py::handle state, py::handle data_obj, py::handle h0,
+                                   std::size_t n_steps, std::size_t B, std::size_t seq_len, py::handle positions,
+                                   std::size_t threads, const charrnn::AdagradConfig& cfg) {
+    auto P = load_params<T>(params, "params", true, true);
+    auto S = load_params<T>(state, "state", true, false, P.K, P.m);
+    py::array data = as_index_array(data_obj, "data");
+    const std::size_t N = static_cast<std::size_t>(data.shape(0));
+    if (B == 0) fail_value("batch_size must be at least 1");
+    if (seq_len == 0) fail_value("seq_length must be at least 1");
+    const std::size_t L = N / B;
+    if (L < seq_len + 1) {
+        fail_value("data has " + std::to_string(N) + " characters: split into batch_size = " + std::to_string(B) +
+                   " segments of " + std::to_string(L) + ", but a chunk needs seq_length + 1 = " +
+                   std::to_string(seq_len + 1) + " per segment");
+    }
+    std::vector<std::size_t> pos(B, 0);
+    if (!positions.is_none()) {
+        py::array pa;
+        if (py::isinstance<py::array>(positions)) {
+            pa = py::reinterpret_borrow<py::array>(positions);
+        } else {
+            try {
+                pa = py::module_::import("numpy").attr("asarray")(positions);
+            } catch (py::error_already_set&) {
+                fail_type("positions must be an integer array of shape (batch_size,) or None, got " + type_name(positions));
+            }
+        }
+        const char kind = pa.dtype().kind();
+        if (kind != 'i' && kind != 'u') fail_type("positions must hold integers, got dtype " + dtype_name(pa));
+        if (pa.ndim() != 1 || static_cast<std::size_t>(pa.shape(0)) != B) {
+            fail_value("positions has shape " + shape_str(pa) + "; expected (batch_size,) = (" + std::to_string(B) + ",)");
+        }
+        auto p64 = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(pa);
+        for (std::size_t s = 0; s < B; ++s) {
+            const std::int64_t v = p64.data()[s];
+            if (v < 0 || static_cast<std::uint64_t>(v) > L) {
+                fail_value("positions[" + std::to_string(s) + "] = " + std::to_string(v) +
+                           " is outside its segment: offsets run from 0 to the segment length " + std::to_string(L));
+            }
+            pos[s] = static_cast<std::size_t>(v);
+        }
+    }
+    py::array_t<T> h = batch_hidden_state<T>(h0, B, P.m);
+    py::array_t<T> losses(static_cast<py::ssize_t>(n_steps));
+    charrnn::WalkState w;
+    with_index_type(data, "data", [&](auto* d) {
+        if (n_steps > 0) check_index_range(d, 0, B * L, P.K, "data");
+        py::gil_scoped_release nogil;
+        w = charrnn::train_walk(P.mut(), S.mut(), d, N, h.mutable_data(), pos.data(), B, n_steps, seq_len, cfg,
+                                losses.mutable_data(), P.K, P.m, threads);
+    });
+    if (w.steps_done < n_steps) losses.resize({static_cast<py::ssize_t>(w.steps_done)});
+    py::array_t<std::int64_t> pos_out(static_cast<py::ssize_t>(B)), wraps_out(static_cast<py::ssize_t>(B));
+    for (std::size_t s = 0; s < B; ++s) {
+        pos_out.mutable_data()[s] = static_cast<std::int64_t>(w.pos[s]);
+        wraps_out.mutable_data()[s] = static_cast<std::int64_t>(w.wraps[s]);
+    }
+    return py::make_tuple(losses, h, pos_out, wraps_out, w.diverged);
+}
+
 template <typename T>
 py::tuple sample_impl(py::handle params, py::handle h0, py::handle prime_obj, std::size_t n, double temperature,
                       std::uint64_t seed) {
@@ -452,6 +617,8 @@ template <typename T> struct LossAndGrads { template <typename... A> static py::
 template <typename T> struct TrainStep { template <typename... A> static py::tuple run(A&&... a) { return train_step_impl<T>(a...); } };
 template <typename T> struct TrainSteps { template <typename... A> static py::tuple run(A&&... a) { return train_steps_impl<T>(a...); } };
 template <typename T> struct EvaluateLoss { template <typename... A> static py::tuple run(A&&... a) { return evaluate_loss_impl<T>(a...); } };
+template <typename T> struct LossAndGradsBatched { template <typename... A> static py::tuple run(A&&... a) { return loss_and_grads_batched_impl<T>(a...); } };
+template <typename T> struct TrainStepsBatched { template <typename... A> static py::tuple run(A&&... a) { return train_steps_batched_impl<T>(a...); } };
 template <typename T> struct Sample { template <typename... A> static py::tuple run(A&&... a) { return sample_impl<T>(a...); } };
 
 }  // namespace
@@ -492,6 +659,41 @@ PYBIND11_MODULE(_core, mod) {
         py::arg("n_steps"), py::arg("seq_length") = 25, py::arg("pos") = 0, py::arg("eta") = 0.1,
         py::arg("clip") = 5.0, py::arg("eps") = 1e-8,
         "Many training steps walking data in chunks. Returns (losses, h, pos, wraps, diverged).");
+
+    mod.def(
+        "loss_and_grads_batched",
+        [](py::handle params, py::handle X, py::handle Y, py::handle h0, py::handle threads) {
+            const std::size_t nt = thread_count(threads);
+            return dispatch<LossAndGradsBatched>(params, X, Y, h0, nt);
+        },
+        py::arg("params"), py::arg("X"), py::arg("Y"), py::arg("h0") = py::none(), py::kw_only(),
+        py::arg("threads") = 1,
+        "Loss and raw gradients of B streams at once: X, Y (batch_size, T), h0 (batch_size, m) or None. "
+        "Loss and gradients are SUMS over the streams. Returns (loss, grads, h_last (batch_size, m)).");
+
+    mod.def(
+        "train_steps_batched",
+        [](py::handle params, py::handle state, py::handle data, py::handle h0, py::handle n_steps,
+           py::handle batch_size, py::handle seq_length, py::handle positions, py::handle threads, double eta,
+           double clip, double eps) {
+            const auto cfg = adagrad_config(eta, clip, eps);
+            const std::size_t n = non_negative_int(n_steps, "n_steps");
+            const std::size_t B = non_negative_int(batch_size, "batch_size");
+            const std::size_t T = non_negative_int(seq_length, "seq_length");
+            const std::size_t nt = thread_count(threads);
+            return dispatch<TrainStepsBatched>(params, state, data, h0, n, B, T, positions, nt, cfg);
+        },
+        py::arg("params"), py::arg("state"), py::arg("data"), py::arg("h0") = py::none(), py::kw_only(),
+        py::arg("n_steps"), py::arg("batch_size"), py::arg("seq_length") = 25, py::arg("positions") = py::none(),
+        py::arg("threads") = 1, py::arg("eta") = 0.1, py::arg("clip") = 5.0, py::arg("eps") = 1e-8,
+        "Minibatched training: data is split into batch_size contiguous segments of len(data) // batch_size, "
+        "stream s walks segment s with its own hidden state h[s]; per step the gradients of all streams are "
+        "summed, then clipped and applied in one AdaGrad update. Returns (losses, h (batch_size, m), "
+        "positions (batch_size,) int64 offsets within the segments, wraps (batch_size,) int64, diverged).");
+
+    mod.def(
+        "simd_level", [] { return std::string(charrnn::isa_name(charrnn::kernels<double>().isa)); },
+        "Instruction set of the kernels chosen for this CPU: 'avx512', 'avx2' or 'baseline'.");
 
     mod.def(
         "evaluate_loss",

@@ -75,10 +75,10 @@ struct Kernels {
 };
 
 // One set of entry points per instruction set, VB = its vector width in bytes.
-#define CHARRNN_KERNEL_SET(ATTR, SUFFIX, VB)                                                                  \
+#define CHARRNN_KERNEL_SET(ATTR, SUFFIX, VB, FMA)                                                                  \
     template <typename T>                                                                                     \
     struct KernelSet_##SUFFIX {                                                                               \
-        ATTR static void gemm(const GemmArgs<T>& g) { gemm_impl<T, VB>(g); }                                  \
+        ATTR static void gemm(const GemmArgs<T>& g) { gemm_impl<T, VB, FMA>(g); }                             \
         ATTR static void tanh_inplace(T* x, std::size_t n) { tanh_inplace_impl<T>(x, n); }                    \
         ATTR static void softmax_rows(T* O, std::size_t rows, std::size_t K, std::size_t ld, T scale,        \
                                       T* log_z) {                                                             \
@@ -99,6 +99,11 @@ struct Kernels {
         }                                                                                                     \
     };
 
+#if defined(__FMA__)
+#define CHARRNN_BASELINE_FMA true
+#else
+#define CHARRNN_BASELINE_FMA false
+#endif
 #if defined(__AVX512F__)
 #define CHARRNN_BASELINE_VB 64
 #elif defined(__AVX__)
@@ -107,10 +112,10 @@ struct Kernels {
 #define CHARRNN_BASELINE_VB 16
 #endif
 
-CHARRNN_KERNEL_SET(, baseline, CHARRNN_BASELINE_VB)
+CHARRNN_KERNEL_SET(, baseline, CHARRNN_BASELINE_VB, CHARRNN_BASELINE_FMA)
 #if CHARRNN_X86_DISPATCH
-CHARRNN_KERNEL_SET(CHARRNN_TARGET_AVX2, avx2, 32)
-CHARRNN_KERNEL_SET(CHARRNN_TARGET_AVX512, avx512, 64)
+CHARRNN_KERNEL_SET(CHARRNN_TARGET_AVX2, avx2, 32, true)
+CHARRNN_KERNEL_SET(CHARRNN_TARGET_AVX512, avx512, 64, true)
 #endif
 #undef CHARRNN_KERNEL_SET
 

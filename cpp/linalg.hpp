@@ -32,28 +32,31 @@ struct GemmArgs {
     bool accumulate;
 };
 
-// One R x W tile of C held in registers across the whole p loop (plain loops:
-// the scalar tail tiles, and compilers without vector extensions).
-template <typename T, int R, int W>
+// A tile of R rows x W columns with plain loops: the narrow column tails, and
+// compilers without vector extensions. Rows are done one at a time and, when
+// the instruction set has FMA (Fma = true), with explicit fused multiply-adds,
+// so that every element is computed exactly as in the contracted vector tiles
+// whatever R is (results must not depend on how rows are split into tiles).
+template <typename T, int R, int W, bool Fma>
 CHARRNN_ALWAYS_INLINE void gemm_tile_scalar(const GemmArgs<T>& g, std::size_t r0, std::size_t c0) {
-    T acc[R][W];
-    if (g.accumulate) {
-        for (int r = 0; r < R; ++r)
-            for (int c = 0; c < W; ++c) acc[r][c] = g.C[(r0 + r) * g.ldc + c0 + c];
-    } else {
-        for (int r = 0; r < R; ++r)
-            for (int c = 0; c < W; ++c) acc[r][c] = T(0);
-    }
-    const T* a = g.A + r0 * g.rsa;
-    const T* b = g.B + c0;
-    for (std::size_t p = 0; p < g.P; ++p, a += g.csa, b += g.ldb) {
-        for (int r = 0; r < R; ++r) {
-            const T ar = a[r * g.rsa];
-            for (int c = 0; c < W; ++c) acc[r][c] += ar * b[c];
+    for (int r = 0; r < R; ++r) {
+        T acc[W];
+        T* crow = g.C + (r0 + r) * g.ldc + c0;
+        for (int c = 0; c < W; ++c) acc[c] = g.accumulate ? crow[c] : T(0);
+        const T* a = g.A + (r0 + r) * g.rsa;
+        const T* b = g.B + c0;
+        for (std::size_t p = 0; p < g.P; ++p, a += g.csa, b += g.ldb) {
+            const T ar = *a;
+            for (int c = 0; c < W; ++c) {
+                if constexpr (Fma) {
+                    acc[c] = __builtin_fma(ar, b[c], acc[c]);
+                } else {
+                    acc[c] += ar * b[c];
+                }
+            }
         }
+        for (int c = 0; c < W; ++c) crow[c] = acc[c];
     }
-    for (int r = 0; r < R; ++r)
-        for (int c = 0; c < W; ++c) g.C[(r0 + r) * g.ldc + c0 + c] = acc[r][c];
 }
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -76,10 +79,10 @@ CHARRNN_ALWAYS_INLINE void store_vec(T* p, V v) {
     std::memcpy(p, &v, sizeof(V));
 }
 
-template <typename T, int R, int W, int VL>
+template <typename T, int R, int W, int VL, bool Fma>
 CHARRNN_ALWAYS_INLINE void gemm_tile(const GemmArgs<T>& g, std::size_t r0, std::size_t c0) {
     if constexpr (W < VL || VL == 1) {
-        gemm_tile_scalar<T, R, W>(g, r0, c0);
+        gemm_tile_scalar<T, R, W, Fma>(g, r0, c0);
     } else {
         using V = typename Vec<T, VL>::type;
         constexpr int NV = W / VL;
@@ -102,48 +105,50 @@ CHARRNN_ALWAYS_INLINE void gemm_tile(const GemmArgs<T>& g, std::size_t r0, std::
     }
 }
 #else
-template <typename T, int R, int W, int VL>
+template <typename T, int R, int W, int VL, bool Fma>
 CHARRNN_ALWAYS_INLINE void gemm_tile(const GemmArgs<T>& g, std::size_t r0, std::size_t c0) {
-    gemm_tile_scalar<T, R, W>(g, r0, c0);
+    gemm_tile_scalar<T, R, W, Fma>(g, r0, c0);
 }
 #endif
 
 // The columns left after the full-width tiles, as tiles of W, W/2, ..., 1.
-template <typename T, int R, int W, int VL>
+template <typename T, int R, int W, int VL, bool Fma>
 CHARRNN_ALWAYS_INLINE void gemm_col_tail(const GemmArgs<T>& g, std::size_t r0, std::size_t c0) {
     if (c0 + W <= g.N) {
-        gemm_tile<T, R, W, VL>(g, r0, c0);
+        gemm_tile<T, R, W, VL, Fma>(g, r0, c0);
         c0 += W;
     }
-    if constexpr (W > 1) gemm_col_tail<T, R, W / 2, VL>(g, r0, c0);
+    if constexpr (W > 1) gemm_col_tail<T, R, W / 2, VL, Fma>(g, r0, c0);
 }
 
 // R rows of C: tiles of R x W with R * W = 8 vector registers of accumulators.
-template <typename T, int R, int VL>
+template <typename T, int R, int VL, bool Fma>
 CHARRNN_ALWAYS_INLINE void gemm_rows(const GemmArgs<T>& g, std::size_t r0) {
     constexpr int W = 8 * VL / R;
     std::size_t c0 = 0;
-    for (; c0 + W <= g.N; c0 += W) gemm_tile<T, R, W, VL>(g, r0, c0);
-    if constexpr (W > 1) gemm_col_tail<T, R, W / 2, VL>(g, r0, c0);
+    for (; c0 + W <= g.N; c0 += W) gemm_tile<T, R, W, VL, Fma>(g, r0, c0);
+    if constexpr (W > 1) gemm_col_tail<T, R, W / 2, VL, Fma>(g, r0, c0);
 }
 
-template <typename T, int R, int VL>
+template <typename T, int R, int VL, bool Fma>
 CHARRNN_ALWAYS_INLINE void gemm_row_tail(const GemmArgs<T>& g, std::size_t r0) {
     if (r0 + R <= g.M) {
-        gemm_rows<T, R, VL>(g, r0);
+        gemm_rows<T, R, VL, Fma>(g, r0);
         r0 += R;
     }
-    if constexpr (R > 1) gemm_row_tail<T, R / 2, VL>(g, r0);
+    if constexpr (R > 1) gemm_row_tail<T, R / 2, VL, Fma>(g, r0);
 }
 
-// VB: vector register width in bytes of the instruction set compiled for.
-template <typename T, int VB>
+// VB: vector register width in bytes of the instruction set compiled for;
+// Fma: whether it has fused multiply-add (the vector tiles then contract
+// a * b + c into FMA under -ffp-contract=fast, and the scalar tails match).
+template <typename T, int VB, bool Fma>
 CHARRNN_ALWAYS_INLINE void gemm_impl(const GemmArgs<T>& g) {
     constexpr int VL = VB / static_cast<int>(sizeof(T));
     constexpr int R = 4;
     std::size_t r0 = 0;
-    for (; r0 + R <= g.M; r0 += R) gemm_rows<T, R, VL>(g, r0);
-    gemm_row_tail<T, R / 2, VL>(g, r0);
+    for (; r0 + R <= g.M; r0 += R) gemm_rows<T, R, VL, Fma>(g, r0);
+    gemm_row_tail<T, R / 2, VL, Fma>(g, r0);
 }
 
 // dst (cols x rows) = src (rows x cols)^T, both row-major; 8 x 8 blocks.

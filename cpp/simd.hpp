@@ -26,6 +26,9 @@
 #define CHARRNN_X86_DISPATCH 0
 #endif
 
+#include <cstdlib>
+#include <string>
+
 namespace charrnn {
 
 enum class Isa { baseline, avx2, avx512 };
@@ -38,17 +41,25 @@ inline const char* isa_name(Isa isa) {
     }
 }
 
-// The widest instruction set this CPU (and OS) supports among those compiled in.
+// The widest instruction set this CPU (and OS) supports among those compiled
+// in. The environment variable CHARRNN_ISA=baseline|avx2|avx512 lowers the
+// choice (for testing the other variants; it never raises it).
 inline Isa detect_isa() {
+    Isa best = Isa::baseline;
 #if CHARRNN_X86_DISPATCH
     __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::avx2;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
-        return Isa::avx512;
+        best = Isa::avx512;
     }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
 #endif
-    return Isa::baseline;
+    if (const char* want = std::getenv("CHARRNN_ISA")) {
+        const std::string w(want);
+        if (w == "baseline") best = Isa::baseline;
+        if (w == "avx2" && best == Isa::avx512) best = Isa::avx2;
+    }
+    return best;
 }
 
 }  // namespace charrnn
