@@ -690,7 +690,9 @@ charrnn::SampleOptions sample_options(py::handle top_k, double top_p, bool greed
 }
 
 void require_mapping(py::handle mapping, const char* what) {
-    if (!PyMapping_Check(mapping.ptr()) || py::isinstance<py::str>(mapping)) {
+    const bool ok = PyDict_Check(mapping.ptr()) ||
+                    py::isinstance(mapping, py::module_::import("collections.abc").attr("Mapping"));
+    if (!ok) {
         fail_type(std::string(what) + " must be a dict of NumPy arrays, got " + type_name(mapping));
     }
 }
