@@ -1,19 +1,24 @@
 // AdaGrad with elementwise gradient clipping, fused into one pass:
 //   g <- clip(g, -clip, clip);  M <- M + g^2;  theta <- theta - eta * g / sqrt(M + eps)
+// (kernels.hpp compiles it per instruction set; the loop vectorises because
+// the build uses -fno-math-errno, which leaves sqrt IEEE-exact.)
 #pragma once
 
-#include <algorithm>
 #include <cmath>
 #include <cstddef>
+
+#include "simd.hpp"
 
 namespace charrnn {
 
 template <typename T>
-inline void clip_adagrad(T* theta, T* mem, const T* grad, std::size_t n, T eta, T clip, T eps) {
+CHARRNN_ALWAYS_INLINE void clip_adagrad_impl(T* theta, T* mem, const T* grad, std::size_t n, T eta, T clip, T eps) {
     for (std::size_t i = 0; i < n; ++i) {
-        const T g = std::min(std::max(grad[i], -clip), clip);
-        mem[i] += g * g;
-        theta[i] -= eta * g / std::sqrt(mem[i] + eps);
+        T g = grad[i] < -clip ? -clip : grad[i];
+        g = g > clip ? clip : g;
+        const T mi = mem[i] + g * g;
+        mem[i] = mi;
+        theta[i] -= eta * g / std::sqrt(mi + eps);
     }
 }
 

@@ -14,6 +14,9 @@
 #include <utility>
 #include <vector>
 
+#include "net_train.hpp"
+#include "network.hpp"
+#include "optim.hpp"
 #include "rnn.hpp"
 #include "sampling.hpp"
 #include "train.hpp"
@@ -348,7 +351,7 @@ py::tuple loss_and_grads_impl(py::handle params, py::handle X, py::handle Y, py:
         for (int i = 0; i < 5; ++i) {
             std::copy(src[i], src[i] + sizes[i], static_cast<T*>(grads[i].mutable_data()));
         }
-        const T* hl = tr.act.h_last(P.m);
+        const T* hl = tr.act.h_last();
         std::copy(hl, hl + P.m, h.mutable_data());
     });
     return py::make_tuple(loss, as_dict(grads), h);
@@ -408,12 +411,177 @@ py::tuple train_steps_impl(py::handle params, py::handle state, py::handle data_
                                  losses.mutable_data(), P.K, P.m);
     });
     if (w.steps_done < n_steps) losses.resize({static_cast<py::ssize_t>(w.steps_done)});
-    return py::make_tuple(losses, h, w.pos, w.wraps, w.diverged);
+    return py::make_tuple(losses, h, w.pos[0], w.wraps[0], w.diverged);
+}
+
+// ---------------------------------------------------------------- batched API
+
+std::size_t thread_count(py::handle obj) {
+    const std::size_t n = non_negative_int(obj, "threads");
+    if (n == 0) fail_value("threads must be at least 1, got 0");
+    if (n > 256) fail_value("threads must be at most 256, got " + std::to_string(n));
+    return n;
+}
+
+// A fresh (B, m) hidden state: zeros when h0 is None, otherwise a checked copy.
+template <typename T>
+py::array_t<T> batch_hidden_state(py::handle h0, std::size_t B, std::size_t m) {
+    py::array_t<T> h({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(m)});
+    T* out = h.mutable_data();
+    if (h0.is_none()) {
+        std::fill(out, out + B * m, T(0));
+        return h;
+    }
+    const std::string expect = "(batch_size, m) = (" + std::to_string(B) + ", " + std::to_string(m) + ")";
+    if (!py::isinstance<py::array>(h0)) {
+        fail_type("h0 must be a NumPy array of shape " + expect + " or None, got " + type_name(h0));
+    }
+    auto a = py::reinterpret_borrow<py::array>(h0);
+    if (!py::isinstance<py::array_t<T>>(a)) {
+        fail_type("h0 has dtype " + dtype_name(a) + "; expected " + float_name(T()) + " like the parameters");
+    }
+    if (a.ndim() != 2 || static_cast<std::size_t>(a.shape(0)) != B || static_cast<std::size_t>(a.shape(1)) != m) {
+        fail_value("h0 has shape " + shape_str(a) + "; expected " + expect);
+    }
+    if (!is_c_contiguous(a)) fail_value("h0 is not C-contiguous; pass np.ascontiguousarray(...)");
+    const T* src = static_cast<const T*>(a.data());
+    if (!all_finite(src, B * m)) fail_value("h0 contains NaN or infinity");
+    std::copy(src, src + B * m, out);
+    return h;
+}
+
+// A (B, T) integer array of indices in [0, K), returned as time-major int32 (T*B).
+std::vector<std::int32_t> batch_indices(py::handle obj, const char* name, std::size_t K, std::size_t& B,
+                                        std::size_t& n) {
+    py::array a;
+    if (py::isinstance<py::array>(obj)) {
+        a = py::reinterpret_borrow<py::array>(obj);
+    } else {
+        if (py::isinstance<py::str>(obj) || py::isinstance<py::bytes>(obj)) {
+            fail_type(std::string(name) + " must be a 2-D array of integer character indices, got " + type_name(obj));
+        }
+        try {
+            a = py::module_::import("numpy").attr("asarray")(obj);
+        } catch (py::error_already_set&) {
+            fail_type(std::string(name) + " must be a 2-D array of integer character indices, got " + type_name(obj));
+        }
+    }
+    const char kind = a.dtype().kind();
+    if (kind != 'i' && kind != 'u') {
+        fail_type(std::string(name) + " must hold integer character indices, got dtype " + dtype_name(a));
+    }
+    if (a.ndim() != 2) fail_value(std::string(name) + " must be 2-D with shape (batch_size, T), got shape " + shape_str(a));
+    B = static_cast<std::size_t>(a.shape(0));
+    n = static_cast<std::size_t>(a.shape(1));
+    if (B == 0 || n == 0) fail_value(std::string(name) + " has shape " + shape_str(a) + "; batch_size and T must be at least 1");
+    auto a64 = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+    const std::int64_t* v = a64.data();
+    std::vector<std::int32_t> out(B * n);
+    for (std::size_t s = 0; s < B; ++s) {
+        for (std::size_t t = 0; t < n; ++t) {
+            const std::int64_t x = v[s * n + t];
+            if (x < 0 || static_cast<std::uint64_t>(x) >= K) {
+                std::ostringstream msg;
+                msg << name << "[" << s << ", " << t << "] = " << x << " is outside the vocabulary range [0, " << K << ")";
+                fail_index(msg.str());
+            }
+            out[t * B + s] = static_cast<std::int32_t>(x);
+        }
+    }
+    return out;
+}
+
+template <typename T>
+py::tuple loss_and_grads_batched_impl(py::handle params, py::handle X, py::handle Y, py::handle h0,
+                                      std::size_t threads) {
+    auto P = load_params<T>(params, "params", false, true);
+    std::size_t B = 0, n = 0, By = 0, ny = 0;
+    std::vector<std::int32_t> x = batch_indices(X, "X", P.K, B, n);
+    std::vector<std::int32_t> y = batch_indices(Y, "Y", P.K, By, ny);
+    if (B != By || n != ny) {
+        fail_value("X and Y must have the same shape, got (" + std::to_string(B) + ", " + std::to_string(n) + ") and (" +
+                   std::to_string(By) + ", " + std::to_string(ny) + ")");
+    }
+    py::array_t<T> h = batch_hidden_state<T>(h0, B, P.m);
+    py::array grads[5] = {new_array<T>({P.m, P.K}), new_array<T>({P.m, P.m}), new_array<T>({P.K, P.m}),
+                          new_array<T>({P.m}), new_array<T>({P.K})};
+    double loss = 0.0;
+    {
+        py::gil_scoped_release nogil;
+        charrnn::Trainer<T> tr(P.K, P.m, B, threads);
+        loss = tr.loss_and_grads(P.view(), x.data(), y.data(), n, h.data());
+        const std::size_t sizes[5] = {P.m * P.K, P.m * P.m, P.K * P.m, P.m, P.K};
+        T* src[5] = {tr.g.U, tr.g.W, tr.g.V, tr.g.b, tr.g.c};
+        for (int i = 0; i < 5; ++i) std::copy(src[i], src[i] + sizes[i], static_cast<T*>(grads[i].mutable_data()));
+        std::copy(tr.act.h_last(), tr.act.h_last() + B * P.m, h.mutable_data());
+    }
+    return py::make_tuple(loss, as_dict(grads), h);
+}
+
+template <typename T>
+py::tuple train_steps_batched_impl(py::handle params, py::handle state, py::handle data_obj, py::handle h0,
+                                   std::size_t n_steps, std::size_t B, std::size_t seq_len, py::handle positions,
+                                   std::size_t threads, const charrnn::AdagradConfig& cfg) {
+    auto P = load_params<T>(params, "params", true, true);
+    auto S = load_params<T>(state, "state", true, false, P.K, P.m);
+    py::array data = as_index_array(data_obj, "data");
+    const std::size_t N = static_cast<std::size_t>(data.shape(0));
+    if (B == 0) fail_value("batch_size must be at least 1");
+    if (seq_len == 0) fail_value("seq_length must be at least 1");
+    const std::size_t L = N / B;
+    if (L < seq_len + 1) {
+        fail_value("data has " + std::to_string(N) + " characters: split into batch_size = " + std::to_string(B) +
+                   " segments of " + std::to_string(L) + ", but a chunk needs seq_length + 1 = " +
+                   std::to_string(seq_len + 1) + " per segment");
+    }
+    std::vector<std::size_t> pos(B, 0);
+    if (!positions.is_none()) {
+        py::array pa;
+        if (py::isinstance<py::array>(positions)) {
+            pa = py::reinterpret_borrow<py::array>(positions);
+        } else {
+            try {
+                pa = py::module_::import("numpy").attr("asarray")(positions);
+            } catch (py::error_already_set&) {
+                fail_type("positions must be an integer array of shape (batch_size,) or None, got " + type_name(positions));
+            }
+        }
+        const char kind = pa.dtype().kind();
+        if (kind != 'i' && kind != 'u') fail_type("positions must hold integers, got dtype " + dtype_name(pa));
+        if (pa.ndim() != 1 || static_cast<std::size_t>(pa.shape(0)) != B) {
+            fail_value("positions has shape " + shape_str(pa) + "; expected (batch_size,) = (" + std::to_string(B) + ",)");
+        }
+        auto p64 = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(pa);
+        for (std::size_t s = 0; s < B; ++s) {
+            const std::int64_t v = p64.data()[s];
+            if (v < 0 || static_cast<std::uint64_t>(v) > L) {
+                fail_value("positions[" + std::to_string(s) + "] = " + std::to_string(v) +
+                           " is outside its segment: offsets run from 0 to the segment length " + std::to_string(L));
+            }
+            pos[s] = static_cast<std::size_t>(v);
+        }
+    }
+    py::array_t<T> h = batch_hidden_state<T>(h0, B, P.m);
+    py::array_t<T> losses(static_cast<py::ssize_t>(n_steps));
+    charrnn::WalkState w;
+    with_index_type(data, "data", [&](auto* d) {
+        if (n_steps > 0) check_index_range(d, 0, B * L, P.K, "data");
+        py::gil_scoped_release nogil;
+        w = charrnn::train_walk(P.mut(), S.mut(), d, N, h.mutable_data(), pos.data(), B, n_steps, seq_len, cfg,
+                                losses.mutable_data(), P.K, P.m, threads);
+    });
+    if (w.steps_done < n_steps) losses.resize({static_cast<py::ssize_t>(w.steps_done)});
+    py::array_t<std::int64_t> pos_out(static_cast<py::ssize_t>(B)), wraps_out(static_cast<py::ssize_t>(B));
+    for (std::size_t s = 0; s < B; ++s) {
+        pos_out.mutable_data()[s] = static_cast<std::int64_t>(w.pos[s]);
+        wraps_out.mutable_data()[s] = static_cast<std::int64_t>(w.wraps[s]);
+    }
+    return py::make_tuple(losses, h, pos_out, wraps_out, w.diverged);
 }
 
 template <typename T>
 py::tuple sample_impl(py::handle params, py::handle h0, py::handle prime_obj, std::size_t n, double temperature,
-                      std::uint64_t seed) {
+                      std::uint64_t seed, const charrnn::SampleOptions& opt) {
     auto P = load_params<T>(params, "params", false, true);
     py::array prime = as_index_array(prime_obj, "prime");
     const std::size_t n_prime = static_cast<std::size_t>(prime.shape(0));
@@ -424,7 +592,7 @@ py::tuple sample_impl(py::handle params, py::handle h0, py::handle prime_obj, st
     with_index_type(prime, "prime", [&](auto* x) {
         check_index_range(x, 0, n_prime, P.K, "prime");
         py::gil_scoped_release nogil;
-        charrnn::sample(P.view(), h.mutable_data(), x, n_prime, n, temperature, seed, out.mutable_data());
+        charrnn::sample(P.view(), h.mutable_data(), x, n_prime, n, temperature, seed, out.mutable_data(), opt);
     });
     return py::make_tuple(out, h);
 }
@@ -455,7 +623,349 @@ template <typename T> struct LossAndGrads { template <typename... A> static py::
 template <typename T> struct TrainStep { template <typename... A> static py::tuple run(A&&... a) { return train_step_impl<T>(a...); } };
 template <typename T> struct TrainSteps { template <typename... A> static py::tuple run(A&&... a) { return train_steps_impl<T>(a...); } };
 template <typename T> struct EvaluateLoss { template <typename... A> static py::tuple run(A&&... a) { return evaluate_loss_impl<T>(a...); } };
+template <typename T> struct LossAndGradsBatched { template <typename... A> static py::tuple run(A&&... a) { return loss_and_grads_batched_impl<T>(a...); } };
+template <typename T> struct TrainStepsBatched { template <typename... A> static py::tuple run(A&&... a) { return train_steps_batched_impl<T>(a...); } };
 template <typename T> struct Sample { template <typename... A> static py::tuple run(A&&... a) { return sample_impl<T>(a...); } };
+
+// ================================================================ general networks
+//
+// rnn / lstm / gru stacks (network.hpp), the optimisers of optim.hpp and
+// filtered sampling. Parameters are a flat dict: per layer l "l{l}.Wx",
+// "l{l}.Wh", "l{l}.b" (and "l{l}.bh" for gru), then "V" and "c"; the number
+// of layers is the number of consecutive "l{l}.Wx" keys. Hidden states are
+// (layers, S*m) arrays, S = 2 for lstm (h then c), 1 otherwise.
+
+charrnn::Cell parse_cell(py::handle obj) {
+    if (!py::isinstance<py::str>(obj)) fail_type("cell must be a string ('rnn', 'lstm' or 'gru'), got " + type_name(obj));
+    const std::string c = obj.cast<std::string>();
+    if (c == "rnn") return charrnn::Cell::rnn;
+    if (c == "lstm") return charrnn::Cell::lstm;
+    if (c == "gru") return charrnn::Cell::gru;
+    fail_value("unknown cell '" + c + "'; expected one of 'rnn', 'lstm', 'gru'");
+}
+
+charrnn::Optimizer parse_optimizer(py::handle obj) {
+    if (!py::isinstance<py::str>(obj)) {
+        fail_type("optimizer must be a string ('adagrad', 'rmsprop' or 'adam'), got " + type_name(obj));
+    }
+    const std::string o = obj.cast<std::string>();
+    if (o == "adagrad") return charrnn::Optimizer::adagrad;
+    if (o == "rmsprop") return charrnn::Optimizer::rmsprop;
+    if (o == "adam") return charrnn::Optimizer::adam;
+    fail_value("unknown optimizer '" + o + "'; expected one of 'adagrad', 'rmsprop', 'adam'");
+}
+
+charrnn::ClipMode parse_clip_mode(py::handle obj) {
+    if (!py::isinstance<py::str>(obj)) {
+        fail_type("clip_mode must be a string ('elementwise', 'global_norm' or 'none'), got " + type_name(obj));
+    }
+    const std::string c = obj.cast<std::string>();
+    if (c == "elementwise") return charrnn::ClipMode::elementwise;
+    if (c == "global_norm") return charrnn::ClipMode::global_norm;
+    if (c == "none") return charrnn::ClipMode::none;
+    fail_value("unknown clip_mode '" + c + "'; expected one of 'elementwise', 'global_norm', 'none'");
+}
+
+// A number in [0, 1) (decay rates).
+double unit_interval(double v, const char* name) {
+    if (!std::isfinite(v) || v < 0.0 || v >= 1.0) {
+        std::ostringstream s;
+        s << name << " must be in [0, 1), got " << v;
+        fail_value(s.str());
+    }
+    return v;
+}
+
+charrnn::SampleOptions sample_options(py::handle top_k, double top_p, bool greedy) {
+    charrnn::SampleOptions opt;
+    if (!py::isinstance<py::int_>(top_k) && !py::hasattr(top_k, "__index__")) {
+        fail_type("top_k must be an integer (0 = off), got " + type_name(top_k));
+    }
+    opt.top_k = non_negative_int(top_k, "top_k");
+    if (!(top_p > 0.0 && top_p <= 1.0)) {
+        std::ostringstream s;
+        s << "top_p must be in (0, 1] (1 = off), got " << top_p;
+        fail_value(s.str());
+    }
+    opt.top_p = top_p;
+    opt.greedy = greedy;
+    return opt;
+}
+
+void require_mapping(py::handle mapping, const char* what) {
+    const bool ok = PyDict_Check(mapping.ptr()) ||
+                    py::isinstance(mapping, py::module_::import("collections.abc").attr("Mapping"));
+    if (!ok) {
+        fail_type(std::string(what) + " must be a dict of NumPy arrays, got " + type_name(mapping));
+    }
+}
+
+bool has_key(py::handle mapping, const std::string& key) {
+    const int r = PyMapping_HasKeyString(mapping.ptr(), key.c_str());
+    return r == 1;
+}
+
+py::array net_lookup(py::handle mapping, const char* what, const std::string& key, const std::string& hint) {
+    py::object value;
+    try {
+        value = mapping[py::str(key)];
+    } catch (py::error_already_set& e) {
+        if (!e.matches(PyExc_KeyError)) throw;
+        fail_value(std::string(what) + " has no '" + key + "' entry (" + hint + ")");
+    }
+    if (!py::isinstance<py::array>(value)) {
+        fail_type(std::string(what) + "['" + key + "'] must be a NumPy array, got " + type_name(value));
+    }
+    return py::reinterpret_borrow<py::array>(value);
+}
+
+std::string net_keys_hint(charrnn::Cell cell) {
+    return std::string("a '") + charrnn::cell_name(cell) + "' network has keys l{l}.Wx, l{l}.Wh, l{l}.b" +
+           (cell == charrnn::Cell::gru ? ", l{l}.bh" : "") + " per layer l = 0, 1, ..., then V and c";
+}
+
+// The layout of a params dict: layers from the "l{l}.Wx" keys, K and m from V.
+charrnn::NetLayout net_layout(charrnn::Cell cell, py::handle params) {
+    require_mapping(params, "params");
+    const std::string hint = net_keys_hint(cell);
+    py::array V = net_lookup(params, "params", "V", hint);
+    if (V.ndim() != 2) fail_value("params['V'] must be 2-D with shape (K, m), got shape " + shape_str(V));
+    charrnn::NetLayout lay{cell, static_cast<std::size_t>(V.shape(0)), static_cast<std::size_t>(V.shape(1)), 0};
+    if (lay.K == 0 || lay.m == 0) {
+        fail_value("params['V'] has shape " + shape_str(V) + "; K and m must be at least 1");
+    }
+    while (has_key(params, "l" + std::to_string(lay.L) + ".Wx")) ++lay.L;
+    if (lay.L == 0) fail_value("params has no 'l0.Wx' entry: a network needs at least one layer (" + hint + ")");
+    return lay;
+}
+
+Scalar net_scalar(py::handle params) {
+    require_mapping(params, "params");
+    py::array V = net_lookup(params, "params", "V", "the output weights, shape (K, m)");
+    if (py::isinstance<py::array_t<double>>(V)) return Scalar::f64;
+    if (py::isinstance<py::array_t<float>>(V)) return Scalar::f32;
+    fail_type("params['V'] has dtype " + dtype_name(V) + "; expected float64 or float32 (native byte order)");
+}
+
+std::string expected_shape(const charrnn::ArraySpec& s) {
+    return s.cols ? "(" + std::to_string(s.rows) + ", " + std::to_string(s.cols) + ")"
+                  : "(" + std::to_string(s.rows) + ",)";
+}
+
+// One array of a dict, checked against its spec and viewed in place.
+template <typename T>
+T* checked_array(py::handle mapping, const char* what, const std::string& key, const charrnn::ArraySpec& spec,
+                 const charrnn::NetLayout& lay, const std::string& hint, bool writable, bool need_finite,
+                 std::vector<py::array>& keep) {
+    py::array a = net_lookup(mapping, what, key, hint);
+    const std::string name = std::string(what) + "['" + key + "']";
+    if (!py::isinstance<py::array_t<T>>(a)) {
+        fail_type(name + " has dtype " + dtype_name(a) + "; expected " + float_name(T()) +
+                  " like params['V'] (all arrays must share one dtype)");
+    }
+    const py::ssize_t nd = spec.cols ? 2 : 1;
+    bool ok = a.ndim() == nd && static_cast<std::size_t>(a.shape(0)) == spec.rows;
+    if (ok && nd == 2) ok = static_cast<std::size_t>(a.shape(1)) == spec.cols;
+    if (!ok) {
+        std::ostringstream s;
+        s << name << " has shape " << shape_str(a) << "; expected " << expected_shape(spec) << " for a '"
+          << charrnn::cell_name(lay.cell) << "' network with K=" << lay.K << ", m=" << lay.m << ", "
+          << lay.L << " layer(s), " << lay.G() << " gate block(s) of m rows";
+        fail_value(s.str());
+    }
+    if (!is_c_contiguous(a)) fail_value(name + " is not C-contiguous; pass np.ascontiguousarray(...) (arrays are used in place)");
+    if (writable && !a.writeable()) fail_value(name + " is read-only; it must be writable to be updated in place");
+    if (need_finite && !all_finite(static_cast<const T*>(a.data()), spec.size())) {
+        fail_value(name + " contains NaN or infinity");
+    }
+    keep.push_back(a);
+    return static_cast<T*>(a.mutable_data());
+}
+
+// All parameter arrays of a network, in NetLayout order.
+template <typename T>
+struct NetArrays {
+    charrnn::NetLayout lay;
+    std::vector<py::array> keep;
+    std::vector<T*> ptrs;
+    charrnn::NetView<T> view() const { return charrnn::NetView<T>(lay, ptrs); }
+};
+
+template <typename T>
+NetArrays<T> load_net_params(charrnn::Cell cell, py::handle params, bool writable) {
+    NetArrays<T> na{net_layout(cell, params), {}, {}};
+    const std::string hint = net_keys_hint(cell);
+    const auto specs = na.lay.arrays();
+    for (const auto& sp : specs) {
+        na.ptrs.push_back(checked_array<T>(params, "params", sp.name, sp, na.lay, hint, writable, true, na.keep));
+    }
+    // Anything else in the dict is a mistake (a gru bias given to an lstm, a layer after a gap, ...).
+    if (static_cast<std::size_t>(py::len(params)) != specs.size()) {
+        for (auto item : py::reinterpret_borrow<py::object>(params).attr("keys")()) {
+            const std::string k = py::str(item);
+            bool known = false;
+            for (const auto& sp : specs) known = known || sp.name == k;
+            if (!known) {
+                fail_value("params has an unexpected entry '" + k + "' for a " + std::to_string(na.lay.L) +
+                           "-layer '" + charrnn::cell_name(cell) + "' network (" + hint + ")");
+            }
+        }
+    }
+    return na;
+}
+
+// Optimiser memory: "M:<name>" (adagrad, rmsprop) or "m:<name>" and "v:<name>" (adam).
+template <typename T>
+void load_opt_state(py::handle state, const charrnn::NetLayout& lay, charrnn::Optimizer opt, std::vector<T*>& s1,
+                    std::vector<T*>& s2, std::vector<py::array>& keep) {
+    require_mapping(state, "opt_state");
+    const bool adam = opt == charrnn::Optimizer::adam;
+    const std::string hint = std::string("optimizer '") +
+                             (adam ? "adam" : opt == charrnn::Optimizer::rmsprop ? "rmsprop" : "adagrad") +
+                             "' needs " + (adam ? "m:<name> and v:<name>" : "M:<name>") +
+                             " for every parameter; make it with init_opt_state(params, optimizer)";
+    const auto specs = lay.arrays();
+    for (const auto& sp : specs) {
+        s1.push_back(checked_array<T>(state, "opt_state", (adam ? "m:" : "M:") + sp.name, sp, lay, hint, true, false, keep));
+        if (adam) s2.push_back(checked_array<T>(state, "opt_state", "v:" + sp.name, sp, lay, hint, true, false, keep));
+    }
+    const std::size_t expect = specs.size() * (adam ? 2 : 1);
+    if (static_cast<std::size_t>(py::len(state)) != expect) {
+        fail_value("opt_state has " + std::to_string(py::len(state)) + " entries; expected " + std::to_string(expect) +
+                   " (" + hint + ")");
+    }
+}
+
+// A fresh (layers, S*m) state: zeros when h0 is None, otherwise a checked copy.
+template <typename T>
+py::array_t<T> net_hidden_state(py::handle h0, const charrnn::NetLayout& lay) {
+    const std::size_t cols = lay.S() * lay.m;
+    py::array_t<T> h({static_cast<py::ssize_t>(lay.L), static_cast<py::ssize_t>(cols)});
+    T* out = h.mutable_data();
+    if (h0.is_none()) {
+        std::fill(out, out + lay.state_size(), T(0));
+        return h;
+    }
+    const std::string expect = "(layers, " + std::string(lay.S() == 2 ? "2*m" : "m") + ") = (" +
+                               std::to_string(lay.L) + ", " + std::to_string(cols) + ")" +
+                               (lay.S() == 2 ? " (each row: h then c)" : "");
+    if (!py::isinstance<py::array>(h0)) fail_type("h0 must be a NumPy array of shape " + expect + " or None, got " + type_name(h0));
+    auto a = py::reinterpret_borrow<py::array>(h0);
+    if (!py::isinstance<py::array_t<T>>(a)) {
+        fail_type("h0 has dtype " + dtype_name(a) + "; expected " + float_name(T()) + " like the parameters");
+    }
+    if (a.ndim() != 2 || static_cast<std::size_t>(a.shape(0)) != lay.L || static_cast<std::size_t>(a.shape(1)) != cols) {
+        fail_value("h0 has shape " + shape_str(a) + "; expected " + expect);
+    }
+    if (!is_c_contiguous(a)) fail_value("h0 is not C-contiguous; pass np.ascontiguousarray(...)");
+    const T* src = static_cast<const T*>(a.data());
+    if (!all_finite(src, lay.state_size())) fail_value("h0 contains NaN or infinity");
+    std::copy(src, src + lay.state_size(), out);
+    return h;
+}
+
+template <typename T>
+py::tuple net_loss_and_grads_impl(charrnn::Cell cell, py::handle params, py::handle X, py::handle Y, py::handle h0) {
+    auto P = load_net_params<T>(cell, params, false);
+    Chunk chunk = load_chunk(X, Y, P.lay.K);
+    py::array_t<T> h = net_hidden_state<T>(h0, P.lay);
+    py::dict grads;
+    std::vector<T*> g;
+    for (const auto& sp : P.lay.arrays()) {
+        py::array_t<T> a = sp.cols ? new_array<T>({sp.rows, sp.cols}) : new_array<T>({sp.rows});
+        g.push_back(a.mutable_data());
+        grads[py::str(sp.name)] = a;
+    }
+    double loss = 0.0;
+    with_chunk<T>(chunk, [&](auto* x, auto* y) {
+        py::gil_scoped_release nogil;
+        charrnn::Network<T> net(P.lay);
+        loss = net.loss_and_grads(P.view(), x, y, chunk.n, h.mutable_data(), g);
+    });
+    return py::make_tuple(loss, grads, h);
+}
+
+template <typename T>
+py::tuple net_train_steps_impl(charrnn::Cell cell, py::handle params, py::handle opt_state, py::handle data_obj,
+                               py::handle h0, std::size_t n_steps, std::size_t seq_len, std::size_t pos,
+                               const charrnn::OptConfig& cfg, std::uint64_t t) {
+    auto P = load_net_params<T>(cell, params, true);
+    std::vector<T*> s1, s2;
+    std::vector<py::array> keep;
+    load_opt_state<T>(opt_state, P.lay, cfg.opt, s1, s2, keep);
+    py::array data = as_index_array(data_obj, "data");
+    const std::size_t N = static_cast<std::size_t>(data.shape(0));
+    if (seq_len == 0) fail_value("seq_length must be at least 1");
+    if (N < seq_len + 1) {
+        fail_value("data has " + std::to_string(N) + " characters; a chunk needs seq_length + 1 = " +
+                   std::to_string(seq_len + 1));
+    }
+    if (pos > N) fail_value("pos = " + std::to_string(pos) + " is past the end of data (length " + std::to_string(N) + ")");
+    py::array_t<T> h = net_hidden_state<T>(h0, P.lay);
+    py::array_t<T> losses(static_cast<py::ssize_t>(n_steps));
+    charrnn::NetWalk w;
+    with_index_type(data, "data", [&](auto* d) {
+        std::size_t begin = 0, end = N;  // only what this call will read (see train_steps)
+        if (n_steps <= N / seq_len) {
+            const std::size_t stop = pos + n_steps * seq_len + 1;
+            if (stop <= N) {
+                begin = pos;
+                end = stop;
+            }
+        }
+        if (n_steps > 0) check_index_range(d, begin, end, P.lay.K, "data");
+        py::gil_scoped_release nogil;
+        w = charrnn::net_train_walk(P.lay, P.ptrs, s1, s2, d, N, h.mutable_data(), pos, n_steps, seq_len, cfg, t,
+                                    losses.mutable_data());
+    });
+    if (w.steps_done < n_steps) losses.resize({static_cast<py::ssize_t>(w.steps_done)});
+    return py::make_tuple(losses, h, w.pos, w.wraps, w.diverged, t);
+}
+
+template <typename T>
+py::tuple net_sample_impl(charrnn::Cell cell, py::handle params, py::handle h0, py::handle prime_obj, std::size_t n,
+                          double temperature, const charrnn::SampleOptions& opt, std::uint64_t seed) {
+    auto P = load_net_params<T>(cell, params, false);
+    py::array prime = as_index_array(prime_obj, "prime");
+    const std::size_t n_prime = static_cast<std::size_t>(prime.shape(0));
+    if (n_prime == 0) fail_value("prime is empty; give at least one character index to start from");
+    py::array_t<T> h = net_hidden_state<T>(h0, P.lay);
+    py::array_t<std::int32_t> out(static_cast<py::ssize_t>(n));
+    with_index_type(prime, "prime", [&](auto* x) {
+        check_index_range(x, 0, n_prime, P.lay.K, "prime");
+        py::gil_scoped_release nogil;
+        charrnn::net_sample(P.lay, P.view(), h.mutable_data(), x, n_prime, n, temperature, opt, seed,
+                            out.mutable_data());
+    });
+    return py::make_tuple(out, h);
+}
+
+template <typename T>
+py::tuple net_evaluate_loss_impl(charrnn::Cell cell, py::handle params, py::handle data_obj, py::handle h0) {
+    auto P = load_net_params<T>(cell, params, false);
+    py::array data = as_index_array(data_obj, "data");
+    const std::size_t N = static_cast<std::size_t>(data.shape(0));
+    if (N < 2) fail_value("data has " + std::to_string(N) + " characters; the loss needs at least 2");
+    py::array_t<T> h = net_hidden_state<T>(h0, P.lay);
+    double loss = 0.0;
+    with_index_type(data, "data", [&](auto* d) {
+        check_index_range(d, 0, N, P.lay.K, "data");
+        py::gil_scoped_release nogil;
+        loss = charrnn::net_sequence_loss(P.lay, P.view(), d, N, h.mutable_data());
+    });
+    return py::make_tuple(loss, h);
+}
+
+template <template <typename> class Impl, typename... Args>
+py::tuple net_dispatch(charrnn::Cell cell, py::handle params, Args&&... args) {
+    if (net_scalar(params) == Scalar::f64) return Impl<double>::run(cell, params, std::forward<Args>(args)...);
+    return Impl<float>::run(cell, params, std::forward<Args>(args)...);
+}
+
+template <typename T> struct NetLossAndGrads { template <typename... A> static py::tuple run(A&&... a) { return net_loss_and_grads_impl<T>(a...); } };
+template <typename T> struct NetTrainSteps { template <typename... A> static py::tuple run(A&&... a) { return net_train_steps_impl<T>(a...); } };
+template <typename T> struct NetSample { template <typename... A> static py::tuple run(A&&... a) { return net_sample_impl<T>(a...); } };
+template <typename T> struct NetEvaluateLoss { template <typename... A> static py::tuple run(A&&... a) { return net_evaluate_loss_impl<T>(a...); } };
 
 }  // namespace
 
@@ -497,6 +1007,41 @@ PYBIND11_MODULE(_core, mod) {
         "Many training steps walking data in chunks. Returns (losses, h, pos, wraps, diverged).");
 
     mod.def(
+        "loss_and_grads_batched",
+        [](py::handle params, py::handle X, py::handle Y, py::handle h0, py::handle threads) {
+            const std::size_t nt = thread_count(threads);
+            return dispatch<LossAndGradsBatched>(params, X, Y, h0, nt);
+        },
+        py::arg("params"), py::arg("X"), py::arg("Y"), py::arg("h0") = py::none(), py::kw_only(),
+        py::arg("threads") = 1,
+        "Loss and raw gradients of B streams at once: X, Y (batch_size, T), h0 (batch_size, m) or None. "
+        "Loss and gradients are SUMS over the streams. Returns (loss, grads, h_last (batch_size, m)).");
+
+    mod.def(
+        "train_steps_batched",
+        [](py::handle params, py::handle state, py::handle data, py::handle h0, py::handle n_steps,
+           py::handle batch_size, py::handle seq_length, py::handle positions, py::handle threads, double eta,
+           double clip, double eps) {
+            const auto cfg = adagrad_config(eta, clip, eps);
+            const std::size_t n = non_negative_int(n_steps, "n_steps");
+            const std::size_t B = non_negative_int(batch_size, "batch_size");
+            const std::size_t T = non_negative_int(seq_length, "seq_length");
+            const std::size_t nt = thread_count(threads);
+            return dispatch<TrainStepsBatched>(params, state, data, h0, n, B, T, positions, nt, cfg);
+        },
+        py::arg("params"), py::arg("state"), py::arg("data"), py::arg("h0") = py::none(), py::kw_only(),
+        py::arg("n_steps"), py::arg("batch_size"), py::arg("seq_length") = 25, py::arg("positions") = py::none(),
+        py::arg("threads") = 1, py::arg("eta") = 0.1, py::arg("clip") = 5.0, py::arg("eps") = 1e-8,
+        "Minibatched training: data is split into batch_size contiguous segments of len(data) // batch_size, "
+        "stream s walks segment s with its own hidden state h[s]; per step the gradients of all streams are "
+        "summed, then clipped and applied in one AdaGrad update. Returns (losses, h (batch_size, m), "
+        "positions (batch_size,) int64 offsets within the segments, wraps (batch_size,) int64, diverged).");
+
+    mod.def(
+        "simd_level", [] { return std::string(charrnn::isa_name(charrnn::kernels<double>().isa)); },
+        "Instruction set of the kernels chosen for this CPU: 'avx512', 'avx2' or 'baseline'.");
+
+    mod.def(
         "evaluate_loss",
         [](py::handle params, py::handle data, py::handle h0) { return dispatch<EvaluateLoss>(params, data, h0); },
         py::arg("params"), py::arg("data"), py::arg("h0") = py::none(),
@@ -504,12 +1049,82 @@ PYBIND11_MODULE(_core, mod) {
 
     mod.def(
         "sample",
-        [](py::handle params, py::handle h0, py::handle prime, py::handle n, double temperature, py::handle seed) {
+        [](py::handle params, py::handle h0, py::handle prime, py::handle n, double temperature, py::handle seed,
+           py::handle top_k, double top_p, bool greedy) {
             const std::size_t count = non_negative_int(n, "n");
             const std::uint64_t s = seed_value(seed);
-            return dispatch<Sample>(params, h0, prime, count, temperature, s);
+            const auto opt = sample_options(top_k, top_p, greedy);
+            return dispatch<Sample>(params, h0, prime, count, temperature, s, opt);
         },
         py::arg("params"), py::arg("h0"), py::arg("prime"), py::arg("n"), py::arg("temperature") = 1.0,
+        py::arg("seed") = 0, py::kw_only(), py::arg("top_k") = 0, py::arg("top_p") = 1.0, py::arg("greedy") = false,
+        "Feed prime through the network from h0, then draw n characters. Returns (indices, h). "
+        "top_k > 0 keeps the k most probable characters, top_p < 1 the nucleus of cumulative probability >= top_p "
+        "(after top_k), greedy takes the argmax; the defaults leave sampling unchanged.");
+
+    // ------------------------------------------------------------ general networks
+
+    mod.def(
+        "net_loss_and_grads",
+        [](py::handle cell, py::handle params, py::handle X, py::handle Y, py::handle h0) {
+            const auto c = parse_cell(cell);
+            return net_dispatch<NetLossAndGrads>(c, params, X, Y, h0);
+        },
+        py::arg("cell"), py::arg("params"), py::arg("X"), py::arg("Y"), py::arg("h0") = py::none(),
+        "Loss summed over the chunk X -> Y, raw gradients (dict keyed like params) and the final state "
+        "(layers, S*m) for cell 'rnn', 'lstm' or 'gru'. Returns (loss, grads, h_last).");
+
+    mod.def(
+        "net_train_steps",
+        [](py::handle cell, py::handle params, py::handle opt_state, py::handle data, py::handle h0,
+           py::handle n_steps, py::handle seq_length, py::handle pos, py::handle optimizer, double lr, double clip,
+           py::handle clip_mode, double gamma, double beta1, double beta2, double eps, py::handle t) {
+            const auto c = parse_cell(cell);
+            charrnn::OptConfig cfg;
+            cfg.opt = parse_optimizer(optimizer);
+            cfg.lr = positive_finite(lr, "lr");
+            cfg.clip = positive_finite(clip, "clip");
+            cfg.clip_mode = parse_clip_mode(clip_mode);
+            cfg.gamma = unit_interval(gamma, "gamma");
+            cfg.beta1 = unit_interval(beta1, "beta1");
+            cfg.beta2 = unit_interval(beta2, "beta2");
+            cfg.eps = positive_finite(eps, "eps");
+            const std::size_t n = non_negative_int(n_steps, "n_steps");
+            const std::size_t T = non_negative_int(seq_length, "seq_length");
+            const std::size_t p = non_negative_int(pos, "pos");
+            const std::uint64_t t0 = static_cast<std::uint64_t>(non_negative_int(t, "t"));
+            return net_dispatch<NetTrainSteps>(c, params, opt_state, data, h0, n, T, p, cfg, t0);
+        },
+        py::arg("cell"), py::arg("params"), py::arg("opt_state"), py::arg("data"), py::arg("h0") = py::none(),
+        py::kw_only(), py::arg("n_steps"), py::arg("seq_length") = 25, py::arg("pos") = 0,
+        py::arg("optimizer") = "adagrad", py::arg("lr") = 0.1, py::arg("clip") = 5.0,
+        py::arg("clip_mode") = "elementwise", py::arg("gamma") = 0.9, py::arg("beta1") = 0.9,
+        py::arg("beta2") = 0.999, py::arg("eps") = 1e-8, py::arg("t") = 0,
+        "Training steps walking data in chunks (as train_steps), updating params and opt_state in place. "
+        "Returns (losses, h, pos, wraps, diverged, t).");
+
+    mod.def(
+        "net_sample",
+        [](py::handle cell, py::handle params, py::handle h0, py::handle prime, py::handle n, double temperature,
+           py::handle top_k, double top_p, bool greedy, py::handle seed) {
+            const auto c = parse_cell(cell);
+            const std::size_t count = non_negative_int(n, "n");
+            positive_finite(temperature, "temperature");
+            const auto opt = sample_options(top_k, top_p, greedy);
+            const std::uint64_t s = seed_value(seed);
+            return net_dispatch<NetSample>(c, params, h0, prime, count, temperature, opt, s);
+        },
+        py::arg("cell"), py::arg("params"), py::arg("h0"), py::arg("prime"), py::arg("n"),
+        py::arg("temperature") = 1.0, py::arg("top_k") = 0, py::arg("top_p") = 1.0, py::arg("greedy") = false,
         py::arg("seed") = 0,
-        "Feed prime through the network from h0, then draw n characters. Returns (indices, h).");
+        "Feed prime through the network from h0 (or zeros if None), then draw n characters. Returns (indices, h).");
+
+    mod.def(
+        "net_evaluate_loss",
+        [](py::handle cell, py::handle params, py::handle data, py::handle h0) {
+            const auto c = parse_cell(cell);
+            return net_dispatch<NetEvaluateLoss>(c, params, data, h0);
+        },
+        py::arg("cell"), py::arg("params"), py::arg("data"), py::arg("h0") = py::none(),
+        "Summed loss of predicting data[1:] from data[:-1] in one forward pass. Returns (loss, h_last).");
 }

@@ -2,11 +2,14 @@
 // softmax(o / temperature).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <numeric>
 #include <vector>
 
+#include "kernels.hpp"
 #include "rnn.hpp"
 
 namespace charrnn {
@@ -44,28 +47,96 @@ inline std::size_t draw_index(const T* w, std::size_t K, double u) {
     return last_positive;  // only reached through rounding at the top end
 }
 
+// Optional filters on the next-character distribution p = softmax(o / temperature):
+//   top_k > 0:   keep the top_k most probable characters
+//   top_p < 1:   then keep the smallest set of most probable characters whose
+//                (renormalised) probabilities sum to at least top_p (nucleus)
+//   greedy:      take the most probable character (the first on ties), no draw
+// Characters are ranked by decreasing p, ties broken by the lower index. The
+// defaults (0, 1.0, false) leave p untouched, so sampling is unchanged.
+struct SampleOptions {
+    std::size_t top_k = 0;
+    double top_p = 1.0;
+    bool greedy = false;
+
+    bool filters() const { return top_k > 0 || top_p < 1.0; }
+};
+
+// Zeroes the entries of p (length K) that top_k / top_p exclude; draw_index
+// renormalises over the rest. `order` is scratch space.
+template <typename T>
+inline void filter_probs(T* p, std::size_t K, const SampleOptions& opt, std::vector<std::size_t>& order) {
+    if (!opt.filters()) return;
+    order.resize(K);
+    std::iota(order.begin(), order.end(), std::size_t(0));
+    std::stable_sort(order.begin(), order.end(), [p](std::size_t a, std::size_t b) { return p[a] > p[b]; });
+    std::size_t keep = (opt.top_k > 0 && opt.top_k < K) ? opt.top_k : K;
+    if (opt.top_p < 1.0) {
+        double total = 0.0;
+        for (std::size_t j = 0; j < keep; ++j) total += static_cast<double>(p[order[j]]);
+        const double target = opt.top_p * total;
+        double cum = 0.0;
+        for (std::size_t j = 0; j < keep; ++j) {
+            cum += static_cast<double>(p[order[j]]);
+            if (cum >= target) {
+                keep = j + 1;
+                break;
+            }
+        }
+    }
+    for (std::size_t j = keep; j < K; ++j) p[order[j]] = T(0);
+}
+
+// Index of the largest entry (the first one on ties).
+template <typename T>
+inline std::size_t argmax_index(const T* p, std::size_t K) {
+    std::size_t best = 0;
+    for (std::size_t k = 1; k < K; ++k)
+        if (p[k] > p[best]) best = k;
+    return best;
+}
+
+// The next character from probabilities p (modified by the filters).
+template <typename T>
+inline std::size_t choose_index(T* p, std::size_t K, const SampleOptions& opt, SplitMix64& rng,
+                                std::vector<std::size_t>& order) {
+    if (opt.greedy) return argmax_index(p, K);
+    filter_probs(p, K, opt, order);
+    return draw_index(p, K, rng.uniform());
+}
+
 // Feeds the prime characters through the network starting from h (updated in
 // place), then synthesises n characters into out. On return h is the state
 // after the last prime/sampled character *before* the final sampled one, so
 // calling again with prime = {out[n-1]} and the returned h continues exactly.
 template <typename T, typename I>
 void sample(const ParamsView<T>& P, T* h, const I* prime, std::size_t n_prime, std::size_t n,
-            double temperature, std::uint64_t seed, std::int32_t* out) {
+            double temperature, std::uint64_t seed, std::int32_t* out, const SampleOptions& opt = {}) {
     const std::size_t m = P.m, K = P.K;
-    std::vector<T> h_next(m), o(K);
+    const Kernels<T>& kn = kernels<T>();
+    Transposed<T> tr;
+    tr.resize(K, m);
+    tr.refresh(kn, P, 0, 1);
+    std::vector<T> a(m), o(K);
+    std::vector<std::size_t> order;
     SplitMix64 rng(seed);
     const T inv_temp = static_cast<T>(1.0 / temperature);
+    T log_z;
+    // h = tanh(W h + U[:, x] + b)
     auto step = [&](std::size_t x) {
-        rnn_cell(P, h, x, h_next.data());
-        std::copy(h_next.begin(), h_next.end(), h);
+        for (std::size_t i = 0; i < m; ++i) a[i] = P.b[i] + P.U[i * K + x];
+        kn.gemm({1, m, m, h, m, 1, tr.WT.data(), m, a.data(), m, true});
+        kn.tanh_inplace(a.data(), m);
+        std::copy(a.begin(), a.end(), h);
     };
     for (std::size_t i = 0; i < n_prime; ++i) step(static_cast<std::size_t>(prime[i]));
     for (std::size_t i = 0; i < n; ++i) {
         if (i > 0) step(static_cast<std::size_t>(out[i - 1]));
-        output_logits(P, h, o.data());
-        for (std::size_t k = 0; k < K; ++k) o[k] *= inv_temp;
-        softmax_inplace(o.data(), K);
-        out[i] = static_cast<std::int32_t>(draw_index(o.data(), K, rng.uniform()));
+        // p = softmax((V h + c) / temperature)
+        std::copy(P.c, P.c + K, o.begin());
+        kn.gemm({1, K, m, h, m, 1, tr.VT.data(), K, o.data(), K, true});
+        kn.softmax_rows(o.data(), 1, K, K, inv_temp, &log_z);
+        out[i] = static_cast<std::int32_t>(choose_index(o.data(), K, opt, rng, order));
     }
 }
 

@@ -1,13 +1,23 @@
-// Training: one step (loss, BPTT, clip + AdaGrad) and a loop of steps that
-// walks a text in chunks exactly as the classic training loop does.
+// Training: one step (loss, BPTT, clip + AdaGrad) over B streams, and the
+// walks through a text -- the classic single walk (B = 1) and B parallel
+// walks over B contiguous segments of the text.
+//
+// With B > 1 the gradients of the B streams are SUMMED (not averaged) and
+// then clipped and applied in one AdaGrad update, and the reported loss is
+// the sum over all B * seq_len predictions. B = 1 is exactly the classic
+// algorithm. Threads split the streams for the recurrences and the output
+// rows for everything else (rnn.hpp), so results are bit-identical for every
+// thread count.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
-#include "adagrad.hpp"
+#include "kernels.hpp"
+#include "parallel.hpp"
 #include "rnn.hpp"
 
 namespace charrnn {
@@ -19,15 +29,23 @@ struct AdagradConfig {
 };
 
 // Everything a training step needs besides the parameters, allocated once.
+// The phase functions are called by every worker of a team of `threads`
+// (id = 0..threads-1) with barriers in between; with one thread they simply
+// run in order.
 template <typename T>
 struct Trainer {
-    std::size_t K, m;
+    std::size_t K, m, B, threads;
+    const Kernels<T>& kn;
+    Transposed<T> tr;
     Activations<T> act;
-    BackwardScratch<T> scratch;
     std::vector<T> grad;  // all five gradients, back to back
     MutableParams<T> g;
+    SpinBarrier barrier;
 
-    Trainer(std::size_t K_, std::size_t m_) : K(K_), m(m_), grad(n_params(K_, m_)) {
+    Trainer(std::size_t K_, std::size_t m_, std::size_t B_ = 1, std::size_t threads_ = 1)
+        : K(K_), m(m_), B(B_), threads(std::max<std::size_t>(1, threads_)), kn(kernels<T>()),
+          grad(n_params(K_, m_)), barrier(threads) {
+        tr.resize(K, m);
         T* base = grad.data();
         g.U = base;
         g.W = g.U + m * K;
@@ -36,72 +54,160 @@ struct Trainer {
         g.c = g.b + m;
     }
 
+    // Sets the chunk: x, y are n*B time-major indices, h0 is B x m.
+    template <typename I>
+    void load(const I* x, const I* y, std::size_t n, const T* h0) {
+        act.resize(B, n, K, m);
+        for (std::size_t r = 0; r < n * B; ++r) {
+            act.x[r] = static_cast<std::int32_t>(x[r]);
+            act.y[r] = static_cast<std::int32_t>(y[r]);
+        }
+        std::copy(h0, h0 + B * m, act.h.begin());
+    }
+
+    // Forward pass and loss (worker id). Returns the loss, the same on every worker.
+    double forward_phase(const ParamsView<T>& P, std::size_t id) {
+        tr.refresh(kn, P, id, threads);
+        barrier.wait();
+        const Range s = split_range(B, id, threads);
+        forward_recurrence(kn, P, tr, act, s.begin, s.end);
+        barrier.wait();
+        const Range r = split_range(act.n * B, id, threads, 4);
+        output_layer(kn, P, tr, act, r.begin, r.end);
+        barrier.wait();
+        return act.loss();
+    }
+
+    // Backward pass into g (worker id), after forward_phase.
+    void backward_phase(const ParamsView<T>& P, std::size_t id) {
+        const Range r = split_range(act.n * B, id, threads, 4);
+        output_backward(kn, P, act, r.begin, r.end);
+        barrier.wait();
+        const Range s = split_range(B, id, threads);
+        backward_recurrence(kn, P, act, s.begin, s.end);
+        barrier.wait();
+        parameter_gradients(kn, P, act, g, id, threads);
+        barrier.wait();
+    }
+
+    // theta <- AdaGrad step with the gradients in g (worker id's share of every array).
+    void adagrad_phase(MutableParams<T> theta, MutableParams<T> mem, const AdagradConfig& cfg, std::size_t id) {
+        const T eta = static_cast<T>(cfg.eta), clip = static_cast<T>(cfg.clip), eps = static_cast<T>(cfg.eps);
+        T* th[5] = {theta.U, theta.W, theta.V, theta.b, theta.c};
+        T* me[5] = {mem.U, mem.W, mem.V, mem.b, mem.c};
+        const T* gr[5] = {g.U, g.W, g.V, g.b, g.c};
+        const std::size_t n[5] = {m * K, m * m, K * m, m, K};
+        for (int a = 0; a < 5; ++a) {
+            const Range r = split_range(n[a], id, threads, 64);
+            if (r.size()) kn.clip_adagrad(th[a] + r.begin, me[a] + r.begin, gr[a] + r.begin, r.size(), eta, clip, eps);
+        }
+        barrier.wait();
+    }
+
     // Loss and raw (unclipped) gradients into g; act keeps h_last.
     template <typename I>
-    T loss_and_grads(const ParamsView<T>& P, const I* x, const I* y, std::size_t n, const T* h0) {
-        const T loss = forward(P, x, y, n, h0, act);
-        backward(P, x, y, act, g, scratch);
+    double loss_and_grads(const ParamsView<T>& P, const I* x, const I* y, std::size_t n, const T* h0) {
+        load(x, y, n, h0);
+        double loss = 0.0;
+        run_team(threads, [&](std::size_t id) {
+            const double l = forward_phase(P, id);
+            backward_phase(P, id);
+            if (id == 0) loss = l;
+        });
         return loss;
     }
 
-    // theta <- AdaGrad step with the gradients currently in g.
-    void apply_adagrad(MutableParams<T> theta, MutableParams<T> mem, const AdagradConfig& cfg) const {
-        const T eta = static_cast<T>(cfg.eta), clip = static_cast<T>(cfg.clip), eps = static_cast<T>(cfg.eps);
-        clip_adagrad(theta.U, mem.U, g.U, m * K, eta, clip, eps);
-        clip_adagrad(theta.W, mem.W, g.W, m * m, eta, clip, eps);
-        clip_adagrad(theta.V, mem.V, g.V, K * m, eta, clip, eps);
-        clip_adagrad(theta.b, mem.b, g.b, m, eta, clip, eps);
-        clip_adagrad(theta.c, mem.c, g.c, K, eta, clip, eps);
+    // One full step on worker id; h (B x m) is replaced by the last hidden
+    // states by worker 0. If the loss is not finite the parameters are left
+    // untouched (on every worker).
+    double step_phase(MutableParams<T> theta, MutableParams<T> mem, T* h, const AdagradConfig& cfg, std::size_t id) {
+        const ParamsView<T> P = theta.view(K, m);
+        const double loss = forward_phase(P, id);
+        if (!std::isfinite(loss)) return loss;
+        backward_phase(P, id);
+        adagrad_phase(theta, mem, cfg, id);
+        if (id == 0) std::copy(act.h_last(), act.h_last() + B * m, h);
+        return loss;
     }
 
-    // One full step; h (length m) is replaced by the last hidden state.
-    // Returns the loss; if it is not finite the parameters are left untouched.
+    // One full step with the whole team.
     template <typename I>
-    T step(MutableParams<T> theta, MutableParams<T> mem, const I* x, const I* y, std::size_t n, T* h,
-           const AdagradConfig& cfg) {
-        const ParamsView<T> P = theta.view(K, m);
-        const T loss = loss_and_grads(P, x, y, n, h);
-        if (!std::isfinite(loss)) return loss;
-        apply_adagrad(theta, mem, cfg);
-        const T* hl = act.h_last(m);
-        std::copy(hl, hl + m, h);
+    double step(MutableParams<T> theta, MutableParams<T> mem, const I* x, const I* y, std::size_t n, T* h,
+                const AdagradConfig& cfg) {
+        load(x, y, n, h);
+        double loss = 0.0;
+        run_team(threads, [&](std::size_t id) {
+            const double l = step_phase(theta, mem, h, cfg, id);
+            if (id == 0) loss = l;
+        });
         return loss;
     }
 };
 
 struct WalkState {
-    std::size_t pos = 0;         // index of the first input character of the next chunk
-    std::size_t steps_done = 0;  // steps completed in this call
-    std::size_t wraps = 0;       // times the walk went back to the start of the text
-    bool diverged = false;       // stopped on a non-finite loss (parameters untouched by it)
+    std::vector<std::size_t> pos;    // per stream: offset in its segment of the next chunk's first input
+    std::vector<std::size_t> wraps;  // per stream: times it went back to the start of its segment
+    std::size_t steps_done = 0;      // steps completed in this call
+    bool diverged = false;           // stopped on a non-finite loss (parameters untouched by it)
 };
 
-// Walks data[0..N) in chunks of seq_len: inputs data[pos..pos+T), targets
-// data[pos+1..pos+T+1). When a full chunk no longer fits, the walk returns to
-// position 0 and the hidden state is reset to zeros (a new epoch).
+// B walks through data[0..N): stream s owns the segment [s*L, (s+1)*L) with
+// L = N / B (the last N - B*L characters are not used when B > 1). Each step
+// takes inputs seg[pos..pos+n) and targets seg[pos+1..pos+n+1) from every
+// stream; when a full chunk no longer fits in a stream's segment, that stream
+// returns to offset 0 with a zero hidden state (a new epoch). With B = 1 this
+// is the classic walk. h is B x m, pos holds B offsets.
+template <typename T, typename I>
+WalkState train_walk(MutableParams<T> theta, MutableParams<T> mem, const I* data, std::size_t N, T* h,
+                     const std::size_t* pos, std::size_t B, std::size_t n_steps, std::size_t seq_len,
+                     const AdagradConfig& cfg, T* losses, std::size_t K, std::size_t m, std::size_t threads) {
+    Trainer<T> trainer(K, m, B, threads);
+    const std::size_t L = N / B;
+    WalkState w;
+    w.pos.assign(pos, pos + B);
+    w.wraps.assign(B, 0);
+    trainer.act.resize(B, seq_len, K, m);
+    std::copy(h, h + B * m, trainer.act.h.begin());
+    run_team(trainer.threads, [&](std::size_t id) {
+        for (std::size_t step = 0; step < n_steps; ++step) {
+            if (id == 0) {
+                // Bookkeeping on one worker: wrap-arounds and the chunk's indices.
+                for (std::size_t s = 0; s < B; ++s) {
+                    if (w.pos[s] + seq_len + 1 > L) {
+                        w.pos[s] = 0;
+                        std::fill(h + s * m, h + (s + 1) * m, T(0));
+                        ++w.wraps[s];
+                    }
+                    const I* seg = data + s * L + w.pos[s];
+                    for (std::size_t t = 0; t < seq_len; ++t) {
+                        trainer.act.x[t * B + s] = static_cast<std::int32_t>(seg[t]);
+                        trainer.act.y[t * B + s] = static_cast<std::int32_t>(seg[t + 1]);
+                    }
+                }
+                std::copy(h, h + B * m, trainer.act.h.begin());
+            }
+            trainer.barrier.wait();
+            const double loss = trainer.step_phase(theta, mem, h, cfg, id);
+            if (!std::isfinite(loss)) {
+                if (id == 0) w.diverged = true;
+                break;
+            }
+            if (id == 0) {
+                losses[step] = static_cast<T>(loss);
+                for (std::size_t s = 0; s < B; ++s) w.pos[s] += seq_len;
+                ++w.steps_done;
+            }
+        }
+    });
+    return w;
+}
+
+// The classic single walk (B = 1): see train_walk.
 template <typename T, typename I>
 WalkState train_steps(MutableParams<T> theta, MutableParams<T> mem, const I* data, std::size_t N, T* h,
                       std::size_t pos, std::size_t n_steps, std::size_t seq_len, const AdagradConfig& cfg,
                       T* losses, std::size_t K, std::size_t m) {
-    Trainer<T> trainer(K, m);
-    WalkState w;
-    w.pos = pos;
-    for (std::size_t s = 0; s < n_steps; ++s) {
-        if (w.pos + seq_len + 1 > N) {
-            w.pos = 0;
-            std::fill(h, h + m, T(0));
-            ++w.wraps;
-        }
-        const T loss = trainer.step(theta, mem, data + w.pos, data + w.pos + 1, seq_len, h, cfg);
-        if (!std::isfinite(loss)) {
-            w.diverged = true;
-            break;
-        }
-        losses[s] = loss;
-        w.pos += seq_len;
-        ++w.steps_done;
-    }
-    return w;
+    return train_walk(theta, mem, data, N, h, &pos, 1, n_steps, seq_len, cfg, losses, K, m, 1);
 }
 
 }  // namespace charrnn

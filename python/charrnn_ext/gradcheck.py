@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from . import _core, reference
+from . import _core, reference, reference_nets
 from .params import PARAM_NAMES, copy_params, dims, init_params
 
 LossFn = Callable[[Mapping[str, np.ndarray]], float]
@@ -32,13 +32,23 @@ def extended_precision_loss(X, Y, h0=None) -> LossFn:
     return loss
 
 
-def numerical_grads(loss: LossFn, params: Mapping[str, np.ndarray], h: float = 1e-4) -> dict[str, np.ndarray]:
-    """Centred differences of loss for every entry of every parameter."""
+def net_extended_precision_loss(cell: str, X, Y, h0=None) -> LossFn:
+    """The loss of a general network (reference_nets) as a function of its parameters, in np.longdouble."""
+    def loss(params: Mapping[str, np.ndarray]) -> float:
+        return reference_nets.forward(cell, params, X, Y, h0, dtype=np.longdouble)[0]
+    return loss
+
+
+def numerical_grads(loss: LossFn, params: Mapping[str, np.ndarray], h: float = 1e-4,
+                    names=None) -> dict[str, np.ndarray]:
+    """Centred differences of loss for every entry of every parameter
+    (names: the keys to differentiate and pass on; the vanilla five by default)."""
     if not h > 0:
         raise ValueError(f"h must be positive, got {h}")
-    work = copy_params(params, dtype=np.longdouble)
+    names = PARAM_NAMES if names is None else tuple(names)
+    work = {k: np.array(params[k], dtype=np.longdouble, order="C", copy=True) for k in names}
     grads = {}
-    for name in PARAM_NAMES:
+    for name in names:
         flat = work[name].reshape(-1)
         g = np.zeros(flat.size)
         for i in range(flat.size):
@@ -146,3 +156,28 @@ def gradient_check(data=None, K: int | None = None, m: int = 5, seq_length: int 
         K = int(data.max()) + 1 if K is None else K
     params = init_params(K, m, sig, seed=rng)
     return check_gradients(params, data[:seq_length], data[1:seq_length + 1], h=h, eps=eps)
+
+
+def check_net_gradients(cell: str, params: Mapping[str, np.ndarray], X, Y, h0=None, h: float = 1e-4,
+                        eps: float = 1e-12) -> GradCheckReport:
+    """check_gradients for a general network (rnn / lstm / gru stack): the C++
+    float64 gradients of _core.net_loss_and_grads, the NumPy reference
+    (reference_nets) and centred differences of the long-double loss."""
+    params64 = {k: np.array(v, dtype=np.float64, order="C", copy=True) for k, v in params.items()}
+    X = np.ascontiguousarray(X)
+    Y = np.ascontiguousarray(Y)
+    h0_64 = None if h0 is None else np.ascontiguousarray(h0, dtype=np.float64)
+    _, g_cpp, _ = _core.net_loss_and_grads(cell, params64, X, Y, h0_64)
+    _, g_ref, _ = reference_nets.loss_and_grads(cell, params64, X, Y, h0_64)
+    g_num = numerical_grads(net_extended_precision_loss(cell, X, Y, h0_64), params64, h, names=tuple(params64))
+    K, m = np.shape(params64["V"])
+    report = GradCheckReport(K=int(K), m=int(m), T=len(X), h=h, eps=eps)
+    for name in params64:
+        report.rows.append(GradCheckRow(
+            name=name,
+            shape=tuple(np.shape(params64[name])),
+            cpp_vs_numerical=_summary(relative_error(g_cpp[name], g_num[name], eps)),
+            numpy_vs_numerical=_summary(relative_error(g_ref[name], g_num[name], eps)),
+            cpp_vs_numpy=_summary(relative_error(g_cpp[name], g_ref[name], eps)),
+        ))
+    return report

@@ -1,0 +1,249 @@
+"""Training-step benchmark: the C++ core against a NumPy min-char-rnn trainer.
+
+Run from the repository root:
+
+    python -m benchmarks.step            # full table (a few minutes)
+    python -m benchmarks.step --quick    # smoke run for CI: seconds, no assertions
+
+Everything is timed in ONE process so that the ratios compare like with like
+on a possibly busy machine: each figure is the best of a few repeats. Rows:
+NumPy reference (float64, batch 1), the core's train_steps (float64/float32,
+batch 1), train_steps_batched (several batch sizes and thread counts), and
+PyTorch CPU when it can be imported. Then sampling of 1,000,000 characters.
+"""
+from __future__ import annotations
+
+import os
+
+# OpenBLAS tuning variables change what NumPy's reference costs; record them
+# and drop them for this process only, before NumPy is imported.
+OPENBLAS_ENV = {k: os.environ.pop(k, None) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from charrnn_ext import _core  # noqa: E402
+from charrnn_ext.params import init_params, zeros_like_params  # noqa: E402
+
+from .numpy_ref import NumpyCharRNN  # noqa: E402
+
+K_DEFAULT = 72
+SEQ = 25
+
+
+def best_time(fn, repeats: int) -> float:
+    """Smallest wall time of `repeats` calls of fn() (after one warm-up call)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def make_text(K: int, n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, K, n).astype(np.int32)
+
+
+def time_numpy(K, m, steps, repeats):
+    text = make_text(K, 200_000)
+    model = NumpyCharRNN(K, m)
+    return best_time(lambda: model.train(text, steps), repeats) / steps
+
+
+def time_core(K, m, dtype, steps, repeats, batch=None, threads=1):
+    text = make_text(K, max(200_000, (batch or 1) * (SEQ + 1) * 4))
+    p = init_params(K, m, seed=1, dtype=dtype)
+    s = zeros_like_params(p)
+    if batch is None:
+        run = lambda: _core.train_steps(p, s, text, n_steps=steps, seq_length=SEQ)  # noqa: E731
+    else:
+        run = lambda: _core.train_steps_batched(  # noqa: E731
+            p, s, text, n_steps=steps, batch_size=batch, seq_length=SEQ, threads=threads)
+    return best_time(run, repeats) / steps
+
+
+def python_overhead(K, m, steps, repeats):
+    """Per-step cost of calling train_steps once per step vs once for all steps."""
+    text = make_text(K, 200_000)
+    p = init_params(K, m, seed=1)
+    s = zeros_like_params(p)
+
+    def one_call():
+        _core.train_steps(p, s, text, n_steps=steps, seq_length=SEQ)
+
+    def many_calls():
+        h, pos = None, 0
+        for _ in range(steps):
+            _, h, pos, _, _ = _core.train_steps(p, s, text, h, n_steps=1, seq_length=SEQ, pos=pos)
+
+    t1 = best_time(one_call, repeats) / steps
+    tn = best_time(many_calls, repeats) / steps
+    return t1, tn
+
+
+def time_torch(K, m, batch, threads, steps, repeats):
+    """A min-char-rnn equivalent in PyTorch (nn.RNN tanh + Linear, Adagrad with
+    elementwise clipping), float32, batch-first streams of SEQ characters."""
+    try:
+        import torch
+    except Exception:  # noqa: BLE001 - optional
+        return None
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(K, m, nonlinearity="tanh", batch_first=True)
+    out = torch.nn.Linear(m, K)
+    params = list(rnn.parameters()) + list(out.parameters())
+    opt = torch.optim.Adagrad(params, lr=0.1, eps=1e-8)
+    eye = torch.eye(K)
+    text = torch.from_numpy(make_text(K, batch * (SEQ + 1) * 8).astype(np.int64))
+    L = len(text) // batch
+    seg = text[: batch * L].view(batch, L)
+    h = torch.zeros(1, batch, m)
+
+    def run():
+        nonlocal h
+        pos = 0
+        for _ in range(steps):
+            if pos + SEQ + 1 > L:
+                pos, h = 0, torch.zeros(1, batch, m)
+            x = eye[seg[:, pos:pos + SEQ]]
+            y = seg[:, pos + 1:pos + SEQ + 1]
+            hs, hT = rnn(x, h)
+            loss = torch.nn.functional.cross_entropy(out(hs).reshape(-1, K), y.reshape(-1), reduction="sum")
+            opt.zero_grad()
+            loss.backward()
+            for q in params:
+                q.grad.clamp_(-5, 5)
+            opt.step()
+            h = hT.detach()
+            pos += SEQ
+
+    return best_time(run, repeats) / steps
+
+
+def time_sampling(n_chars: int, m: int = 100, K: int = K_DEFAULT):
+    p = init_params(K, m, seed=3)
+    return best_time(lambda: _core.sample(p, None, [0], n_chars, 1.0, 0), 1)
+
+
+# ------------------------------------------------------------------ memory
+def measure_train_memory(text_mb: int = 100, steps: int = 200):
+    """Peak RSS of `python -m charrnn_ext train` on a generated text of text_mb MB.
+
+    MEMORY MEASUREMENT (pending the training CLI): runs
+    `python -m charrnn_ext train --text FILE --steps N --out DIR` in a child
+    process and reads its peak RSS from getrusage(RUSAGE_CHILDREN).ru_maxrss.
+    Returns None (skipped) when the CLI is not available yet.
+    """
+    probe = subprocess.run([sys.executable, "-m", "charrnn_ext", "train", "--help"],
+                           capture_output=True, text=True, cwd=tempfile.gettempdir())
+    if probe.returncode != 0:
+        return None
+    tmp = tempfile.mkdtemp(prefix="charrnn_mem_")
+    try:
+        path = os.path.join(tmp, "text.txt")
+        rng = np.random.default_rng(0)
+        words = [w.encode() for w in "the of and to in a is that for it as was with be by on not he".split()]
+        with open(path, "wb") as f:
+            chunk = b" ".join(words[i] for i in rng.integers(0, len(words), 200_000)) + b"\n"
+            for _ in range(max(1, text_mb * 1_000_000 // len(chunk))):
+                f.write(chunk)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        subprocess.run([sys.executable, "-m", "charrnn_ext", "train", "--text", path, "--steps", str(steps),
+                        "--out", os.path.join(tmp, "out")], check=True, capture_output=True,
+                       cwd=tempfile.gettempdir())
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        return {"text_mb": text_mb, "peak_rss_mb": peak_kb / 1024, "previous_child_peak_mb": before / 1024}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ report
+def machine_description() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    cxx = "unknown compiler"
+    for exe in ("c++", "g++", "clang++"):
+        if shutil.which(exe):
+            cxx = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+            break
+    return (f"{model}, {os.cpu_count()} logical CPUs, load {os.getloadavg()[0]:.2f}; {cxx}; "
+            f"kernels: {_core.simd_level()}; numpy {np.__version__}; "
+            f"OPENBLAS_CORETYPE={OPENBLAS_ENV['OPENBLAS_CORETYPE']} "
+            f"OPENBLAS_L2_SIZE={OPENBLAS_ENV['OPENBLAS_L2_SIZE']} (unset here)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run (CI): seconds, no timing assertions")
+    ap.add_argument("--K", type=int, default=K_DEFAULT)
+    ap.add_argument("--memory", action="store_true", help="also measure peak RSS of the training CLI on 100 MB")
+    args = ap.parse_args(argv)
+    K = args.K
+    if args.quick:
+        ms, steps, repeats, batches, nsample = [16], 5, 1, [(4, 1), (4, 2)], 10_000
+    else:
+        ms, steps, repeats, batches, nsample = [50, 100, 256], 200, 3, [(16, 1), (64, 1), (64, 2), (256, 2)], 1_000_000
+
+    print(f"# charrnn_ext training step benchmark (K={K}, T={SEQ})")
+    print(machine_description())
+    print()
+    print("| m | implementation | dtype | batch | threads | ms/step | chars/s | x NumPy ref (chars/s) |")
+    print("|---|---|---|---|---|---|---|---|")
+
+    def row(m, name, dtype, batch, threads, sec, ref_cps):
+        cps = batch * SEQ / sec
+        ratio = cps / ref_cps if ref_cps else float("nan")
+        print(f"| {m} | {name} | {dtype} | {batch} | {threads} | {sec * 1e3:.4f} | {cps:,.0f} | {ratio:.1f} |",
+              flush=True)
+
+    for m in ms:
+        ref_steps = max(5, steps // (10 if m < 256 else 20))
+        t_ref = time_numpy(K, m, ref_steps, repeats)
+        ref_cps = SEQ / t_ref
+        row(m, "NumPy reference", "float64", 1, 1, t_ref, ref_cps)
+        for dtype in (np.float64, np.float32):
+            row(m, "train_steps", np.dtype(dtype).name, 1, 1, time_core(K, m, dtype, steps, repeats), ref_cps)
+        for dtype in (np.float64, np.float32):
+            for batch, threads in batches:
+                n = max(3, steps * 4 // batch)
+                sec = time_core(K, m, dtype, n, repeats, batch=batch, threads=threads)
+                row(m, "train_steps_batched", np.dtype(dtype).name, batch, threads, sec, ref_cps)
+        for batch, threads in ((1, 1), (batches[-1][0], 2)):
+            sec = time_torch(K, m, batch, threads, max(3, steps // (4 * max(1, batch // 16))), repeats)
+            if sec is not None:
+                row(m, "PyTorch CPU (nn.RNN)", "float32", batch, threads, sec, ref_cps)
+
+    m = 100 if not args.quick else ms[0]
+    t1, tn = python_overhead(K, m, steps, repeats)
+    print()
+    print(f"Python overhead (m={m}, float64): train_steps(n_steps={steps}) {t1 * 1e6:.1f} us/step; "
+          f"one call per step {tn * 1e6:.1f} us/step -> per-call overhead {(tn - t1) * 1e6:.1f} us, "
+          f"{(tn - t1) / t1 * 100:.1f}% of a step when called per step, "
+          f"{(tn - t1) / steps / t1 * 100:.3f}% at n_steps={steps}")
+    ts = time_sampling(nsample, m=m, K=K)
+    print(f"Sampling {nsample:,} chars (m={m}, K={K}, float64): {ts:.3f} s ({nsample / ts:,.0f} chars/s)")
+    if args.memory:
+        mem = measure_train_memory()
+        print("Training CLI peak RSS:", "skipped (CLI not available)" if mem is None else mem)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

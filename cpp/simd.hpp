@@ -1,0 +1,65 @@
+// Compiler plumbing for the hot kernels: forced inlining, and the x86-64
+// instruction-set levels the kernels are compiled for.
+//
+// The kernels (linalg.hpp, vmath.hpp, ...) are plain C++ written so that the
+// compiler vectorises them. kernels.hpp instantiates each one several times
+// with __attribute__((target(...))) -- AVX-512, AVX2+FMA, and the baseline
+// of the build -- and picks one at run time from what the CPU supports, so a
+// default build runs on any x86-64 yet uses the wide units where present.
+#pragma once
+
+#if defined(__GNUC__) || defined(__clang__)
+#define CHARRNN_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define CHARRNN_ALWAYS_INLINE inline
+#endif
+
+// Run-time dispatch needs GCC/Clang on x86-64 (target attributes and
+// __builtin_cpu_supports). CHARRNN_NATIVE builds (-march=native) and other
+// compilers or architectures compile one baseline version only.
+#if !defined(CHARRNN_NO_DISPATCH) && (defined(__GNUC__) || defined(__clang__)) && \
+    (defined(__x86_64__) || defined(_M_X64))
+#define CHARRNN_X86_DISPATCH 1
+#define CHARRNN_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi2")))
+#define CHARRNN_TARGET_AVX2 __attribute__((target("avx2,fma,bmi2")))
+#else
+#define CHARRNN_X86_DISPATCH 0
+#endif
+
+#include <cstdlib>
+#include <string>
+
+namespace charrnn {
+
+enum class Isa { baseline, avx2, avx512 };
+
+inline const char* isa_name(Isa isa) {
+    switch (isa) {
+        case Isa::avx512: return "avx512";
+        case Isa::avx2: return "avx2";
+        default: return "baseline";
+    }
+}
+
+// The widest instruction set this CPU (and OS) supports among those compiled
+// in. The environment variable CHARRNN_ISA=baseline|avx2|avx512 lowers the
+// choice (for testing the other variants; it never raises it).
+inline Isa detect_isa() {
+    Isa best = Isa::baseline;
+#if CHARRNN_X86_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::avx2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
+        best = Isa::avx512;
+    }
+#endif
+    if (const char* want = std::getenv("CHARRNN_ISA")) {
+        const std::string w(want);
+        if (w == "baseline") best = Isa::baseline;
+        if (w == "avx2" && best == Isa::avx512) best = Isa::avx2;
+    }
+    return best;
+}
+
+}  // namespace charrnn
