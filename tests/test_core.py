@@ -78,6 +78,16 @@ def test_mixed_index_dtypes_for_X_and_Y():
     assert same[0] == mixed[0]
 
 
+# Free-running trajectories: both implementations start from the same
+# parameters and each takes 100 steps on its own. Their single-step results
+# agree to ~1e-15, but AdaGrad divides every gradient by sqrt(M + eps), so an
+# entry whose gradient hovers near zero turns ulp-sized differences into
+# visible ones (measured after 100 steps at eta=0.1: losses 3.5e-9 apart,
+# parameters 1.0e-7 of their scale). The bounds leave a 5-10x margin.
+TRAJ_LOSS_TOL = 2e-8
+TRAJ_PARAM_TOL = 1e-6
+
+
 @pytest.mark.parametrize("eta,clip", [(0.1, 5.0), (0.05, 0.01)])
 def test_train_step_matches_reference_over_100_steps(eta, clip):
     K, m, T = 30, 20, 25
@@ -89,15 +99,22 @@ def test_train_step_matches_reference_over_100_steps(eta, clip):
     h = h_r = np.zeros(m)
     for s in range(100):
         X, Y = data[s * T:(s + 1) * T], data[s * T + 1:(s + 1) * T + 1]
+        # One step from identical starting points agrees to rounding.
+        p_one, s_one = copy_params(params_r), copy_params(state_r)
+        loss_one, h_one = cx.train_step(p_one, s_one, X, Y, h_r, eta=eta, clip=clip)
         loss, h = cx.train_step(params, state, X, Y, h, eta=eta, clip=clip)
         loss_r, h_r = reference.train_step(params_r, state_r, X, Y, h_r, eta=eta, clip=clip)
-        assert max_rel_err(loss, loss_r) <= 1e-9, s
-    # Ulp-level differences in the gradients grow slowly through 100 updates;
-    # measured here: ~1e-8 of each array's scale after 100 steps.
+        assert max_rel_err(loss_one, loss_r) <= TOL64, s
+        assert max_scaled_err(h_one, h_r) <= TOL64, s
+        for name in PARAM_NAMES:
+            assert max_scaled_err(p_one[name], params_r[name]) <= TOL64, (s, name)
+            assert max_rel_err(s_one[name], state_r[name]) <= TOL64, (s, name)
+        # And the free-running trajectories stay together.
+        assert max_rel_err(loss, loss_r) <= TRAJ_LOSS_TOL, s
     for name in PARAM_NAMES:
-        assert max_scaled_err(params[name], params_r[name]) <= 1e-7, name
-        assert max_rel_err(state[name], state_r[name]) <= 1e-7, name
-    assert max_scaled_err(h, h_r) <= 1e-7
+        assert max_scaled_err(params[name], params_r[name]) <= TRAJ_PARAM_TOL, name
+        assert max_rel_err(state[name], state_r[name]) <= TRAJ_PARAM_TOL, name
+    assert max_scaled_err(h, h_r) <= TRAJ_PARAM_TOL
 
 
 def test_clipping_is_active_in_the_update():
@@ -129,10 +146,10 @@ def test_train_steps_walks_the_text_like_the_reference():
     # 42 chunks fit in 300 characters (42 * 7 + 1 <= 300), so 100 steps wrap twice.
     assert (pos, wraps) == (pos_r, wraps_r) == ((100 - 2 * 42) * T, 2)
     assert losses.shape == (100,)
-    assert max_rel_err(losses, losses_r) <= 1e-9
-    assert max_scaled_err(h, h_r) <= 1e-7
+    assert max_rel_err(losses, losses_r) <= TRAJ_LOSS_TOL
+    assert max_scaled_err(h, h_r) <= TRAJ_PARAM_TOL
     for name in PARAM_NAMES:
-        assert max_scaled_err(params[name], params_r[name]) <= 1e-7, name
+        assert max_scaled_err(params[name], params_r[name]) <= TRAJ_PARAM_TOL, name
 
 
 def test_train_steps_equals_repeated_train_step():
