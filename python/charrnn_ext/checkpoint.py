@@ -35,6 +35,7 @@ and, for ``kind == "training"`` only:
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import importlib.metadata
 import json
@@ -42,9 +43,10 @@ import math
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -63,6 +65,7 @@ __all__ = [
     "corpus_identity",
     "load_checkpoint",
     "package_version",
+    "remove_stale_temp_files",
     "save_checkpoint",
 ]
 
@@ -72,6 +75,11 @@ FORMAT_NAME = "charrnn_ext.checkpoint"
 FORMAT_VERSION = 1
 
 _KINDS = ("model", "training")
+# What the zipfile / numpy.lib.format readers raise on damaged archives: a
+# flipped bit in a zip header can select an unsupported compression method or
+# zip version (NotImplementedError), set the "encrypted" flag (RuntimeError)
+# or make a stored member look deflated (zlib.error).
+_READ_ERRORS = (OSError, zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError, zlib.error)
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -123,6 +131,25 @@ def _atomic_write(path: str | os.PathLike[str], write) -> Path:
             pass
         raise
     return target
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str], names: Iterable[str]) -> list[Path]:
+    """Delete the temporary files that interrupted atomic writes of
+    ``folder/name`` left behind (a process killed between creating the
+    temporary file and renaming it). Returns the deleted paths.
+
+    Only for a folder no other process is writing to at the same time."""
+    base = Path(folder)
+    removed = []
+    for name in names:
+        for tmp in base.glob(f".{glob.escape(name)}.*.tmp"):
+            if tmp.is_file() and not tmp.is_symlink():
+                try:
+                    tmp.unlink()
+                except FileNotFoundError:
+                    continue
+                removed.append(tmp)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -299,11 +326,22 @@ class _Reader:
         if key not in self.keys:
             raise self.fail(f"missing required entry {key!r}; the file is not a complete charrnn_ext checkpoint")
         try:
-            return self.z[key]
-        except ValueError as exc:  # object arrays need pickle
-            raise self.fail(f"entry {key!r} cannot be read without pickle ({exc}); refusing to load it") from None
-        except (OSError, zipfile.BadZipFile, EOFError) as exc:
+            value = self.z[key]
+            if not isinstance(value, np.ndarray):  # NpzFile hands out members without the .npy magic as bytes
+                raise self.fail(f"entry {key!r} is corrupt (not a .npy array)")
+            return value
+        except CheckpointError:
+            raise
+        except ValueError as exc:
+            if "pickle" in str(exc):  # object arrays need pickle
+                raise self.fail(f"entry {key!r} cannot be read without pickle ({exc}); "
+                                f"refusing to load it") from None
             raise self.fail(f"entry {key!r} is corrupt ({exc})") from None
+        except _READ_ERRORS as exc:
+            raise self.fail(f"entry {key!r} is corrupt ({type(exc).__name__}: {exc})") from None
+        except MemoryError as exc:  # a (tampered) header declaring a huge shape
+            raise self.fail(f"entry {key!r} declares an array too large to load ({exc}); "
+                            f"the file is corrupt or not a charrnn_ext checkpoint") from None
 
     def string(self, key: str) -> str:
         a = self.get(key)
@@ -365,7 +403,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise FileNotFoundError(f"checkpoint not found: {p}")
     try:
         z = np.load(p, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (ValueError, *_READ_ERRORS) as exc:
         raise CheckpointError(f"{p}: not a readable .npz checkpoint ({exc})") from None
     if not hasattr(z, "files"):
         raise CheckpointError(f"{p}: holds a single array, not a charrnn_ext checkpoint archive")
@@ -386,8 +424,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         meta = r.json("meta")
         if not isinstance(meta, dict):
             raise r.fail("entry 'meta' must hold a JSON object")
+        raw_vocab = r.get("vocab")
         try:
-            vocab = Vocabulary.from_array(r.get("vocab"))
+            vocab = Vocabulary.from_array(raw_vocab)
         except (ValueError, TypeError) as exc:
             raise r.fail(f"invalid vocabulary: {exc}") from None
         K = vocab.size
