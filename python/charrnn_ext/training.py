@@ -51,6 +51,7 @@ from .checkpoint import (
     atomic_write_text,
     corpus_identity,
     package_version,
+    remove_stale_temp_files,
     save_checkpoint,
 )
 from .data import BUILTIN_SOURCE, Corpus, corpus_from_string, load_corpus
@@ -340,6 +341,8 @@ class Trainer:
             if state is None and (self.out / "last.npz").exists():
                 raise ValueError(f"{self.out} already holds a run (last.npz); resume it or choose another folder")
             self.out.mkdir(parents=True, exist_ok=True)
+            # temporary files of writes cut short by a crash or SIGKILL (never read)
+            remove_stale_temp_files(self.out, RUN_FILES)
         self.resume = resume
         self._bar = None
         self._ckpt_step: int | None = None
