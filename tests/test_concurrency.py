@@ -1,0 +1,220 @@
+"""Threads: the long C++ calls release the GIL, separate models train
+independently in parallel, and sharing one model between concurrent calls
+(unsupported) does not crash the process."""
+from __future__ import annotations
+
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import charrnn_ext as cx
+from charrnn_ext.params import PARAM_NAMES
+
+K, M, T = 40, 32, 25
+
+
+def _model(seed: int):
+    params = cx.init_params(K=K, m=M, sig=0.01, seed=seed)
+    state = cx.zeros_like_params(params)
+    data = np.random.default_rng(100 + seed).integers(0, K, 6000).astype(np.uint8)
+    return params, state, data
+
+
+def _train_chunks(params, state, data, chunks: int, n: int, log: list, barrier=None):
+    """Several train_steps chunks in a row, carrying h and pos like the Trainer."""
+    h, pos = None, 0
+    if barrier is not None:
+        barrier.wait()
+    for _ in range(chunks):
+        losses, h, pos, wraps, diverged = cx.train_steps(params, state, data, h, n_steps=n, seq_length=T, pos=pos)
+        log.append((losses.copy(), h.copy(), pos, wraps, diverged))
+
+
+def test_two_models_in_two_threads_match_sequential_runs():
+    chunks, n = 6, 150  # 900 updates each, wrapping the 6000-character texts
+    seq = []
+    for seed in (1, 2):
+        params, state, data = _model(seed)
+        log: list = []
+        _train_chunks(params, state, data, chunks, n, log)
+        seq.append((params, state, log))
+
+    models = [_model(1), _model(2)]
+    logs: list[list] = [[], []]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def work(i):
+        try:
+            _train_chunks(*models[i], chunks, n, logs[i], barrier)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(2):
+        params, state, log = seq[i]
+        for k in PARAM_NAMES:
+            assert np.array_equal(models[i][0][k], params[k]), (i, k)
+            assert np.array_equal(models[i][1][k], state[k]), (i, k)
+        assert len(logs[i]) == len(log) == chunks
+        for a, b in zip(logs[i], log):
+            assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2:] == b[2:]
+        assert not log[-1][4] and sum(entry[3] for entry in log) >= 1  # no divergence; the text wrapped
+    # the two models really are different runs
+    assert not np.array_equal(models[0][0]["W"], models[1][0]["W"])
+
+
+def test_train_steps_lets_another_thread_run_during_the_call():
+    """While one long train_steps call runs, a Python thread watches the
+    parameters (updated in place by C++). Holding the GIL, C++ would let the
+    watcher see at most two states (before and after the call); seeing three
+    or more distinct states before the call returned proves the GIL was
+    released, and the watcher's loop counter advanced during the call."""
+    params, state, data = _model(3)
+    for attempt in range(3):  # longer calls if the machine was too busy to look in
+        started, done = threading.Event(), threading.Event()
+        seen: set[bytes] = set()
+        count = [0]
+
+        def watch():
+            started.wait()
+            while not done.is_set():
+                seen.add(params["c"].tobytes())
+                count[0] += 1
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        started.set()
+        losses, *_ = cx.train_steps(params, state, data, n_steps=2000 * 2 ** attempt, seq_length=T)
+        during = count[0]
+        seen_during = len(seen)
+        done.set()
+        watcher.join()
+        assert np.isfinite(losses).all()
+        if seen_during >= 3:
+            break
+    assert seen_during >= 3, seen_during
+    assert during >= seen_during
+
+
+def _counter_during(call) -> int:
+    """Iterations a spinning Python thread makes while ``call()`` runs in this thread."""
+    go, stop = threading.Event(), threading.Event()
+    count = [0]
+
+    def spin():
+        go.wait()
+        while not stop.is_set():
+            count[0] += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    go.set()
+    before = count[0]
+    call()
+    after = count[0]
+    stop.set()
+    t.join()
+    return after - before
+
+
+@pytest.mark.parametrize("which", ["sample", "evaluate_loss"])
+def test_sample_and_evaluate_loss_release_the_gil(which):
+    """A spinning thread advances far more during the C++ call than during a
+    C call of similar or longer length that holds the GIL (list.sort of ints),
+    where it can only run in the few switch intervals around the call."""
+    params, _, data = _model(4)
+    long_data = np.tile(data, 24)
+    if which == "sample":
+        call = lambda: cx.sample(params, None, prime=[0], n=150_000, seed=1)  # noqa: E731
+    else:
+        call = lambda: cx.evaluate_loss(params, long_data)  # noqa: E731
+    values = np.random.default_rng(0).integers(0, 1 << 60, 500_000).tolist()
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.001)
+    try:
+        released = max(_counter_during(call) for _ in range(2))
+        held = min(_counter_during(lambda: sorted(values)) for _ in range(2))
+    finally:
+        sys.setswitchinterval(old)
+    assert released > 10_000
+    assert released > 5 * held, (released, held)
+
+
+def test_sharing_one_model_between_threads_does_not_crash():
+    """Unsupported (see SECURITY.md): two threads train the same arrays at once.
+    The results are unspecified, but the calls return normally, the arrays keep
+    their shapes and dtypes, and every returned loss is a number."""
+    params, state, data = _model(5)
+    ids = {k: id(params[k]) for k in PARAM_NAMES}
+    out: list = []
+    errors: list[BaseException] = []
+    finished: list[int] = []
+    barrier = threading.Barrier(3)
+
+    def work(seed):
+        try:
+            rng = np.random.default_rng(seed)
+            barrier.wait()
+            for _ in range(4):
+                pos = int(rng.integers(0, 5000))
+                out.append(cx.train_steps(params, state, data, n_steps=150, seq_length=T, pos=pos))
+                out.append(cx.sample(params, None, prime=[1], n=500, seed=seed))
+                out.append(cx.evaluate_loss(params, data[:2000]))
+            finished.append(seed)
+        except ValueError as exc:  # e.g. "contains NaN" if a racing update overflowed: allowed
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(finished) + len(errors) == 3  # every thread got through or stopped on a clean error
+    assert len(out) >= 12 * len(finished)
+    for k in PARAM_NAMES:
+        assert id(params[k]) == ids[k]
+        assert params[k].dtype == np.float64 and params[k].flags.c_contiguous
+    assert params["U"].shape == (M, K) and params["W"].shape == (M, M) and params["V"].shape == (K, M)
+    assert params["b"].shape == (M,) and params["c"].shape == (K,)
+    for r in out:
+        if len(r) == 5:  # train_steps
+            assert r[0].dtype == np.float64 and r[1].shape == (M,)
+        elif isinstance(r[0], np.ndarray):  # sample
+            assert r[0].shape == (500,) and ((r[0] >= 0) & (r[0] < K)).all()
+        else:
+            assert isinstance(r[0], float)
+    # the model is still usable afterwards (or was cleanly refused if it overflowed)
+    if all(np.isfinite(params[k]).all() for k in PARAM_NAMES):
+        losses, *_ = cx.train_steps(params, state, data, n_steps=5, seq_length=T)
+        assert losses.shape[0] <= 5
+
+
+def test_concurrent_readers_of_one_model_agree_with_sequential_calls():
+    """Reading shared parameters from several threads (sample, evaluate_loss) is supported."""
+    params, _, data = _model(6)
+    expected = [cx.sample(params, None, prime=[2], n=3000, seed=s)[0] for s in range(4)]
+    expected_loss = cx.evaluate_loss(params, data)[0]
+    got: dict = {}
+    barrier = threading.Barrier(4)
+
+    def work(s):
+        barrier.wait()
+        got[s] = (cx.sample(params, None, prime=[2], n=3000, seed=s)[0], cx.evaluate_loss(params, data)[0])
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in range(4):
+        assert np.array_equal(got[s][0], expected[s])
+        assert got[s][1] == expected_loss
+    assert not np.array_equal(expected[0], expected[1])

@@ -1,0 +1,339 @@
+"""Runs that survive faults: real `charrnn train` processes killed with SIGKILL.
+
+Every test here starts the command line in a subprocess, kills it (at seeded
+random moments relative to the measured length of an uninterrupted run, or at
+exact points inside a checkpoint write through a small driver that patches
+the atomic writer), and then checks that
+
+* the run folder holds only run files and (ignored) temporary files;
+* the last complete checkpoint loads with numpy.load(allow_pickle=False),
+  load_checkpoint and CharRNN.load, at a sample point (or the final update);
+* `--resume DIR` (or a fresh start if no checkpoint was written yet) finishes
+  the run, leaves a complete folder without temporary files, and ends with
+  parameters, metrics, samples and report bit-identical to a run that was
+  never interrupted (training is deterministic and resumes from the exact
+  state stored at the last sample point).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from charrnn_ext.checkpoint import load_checkpoint
+from charrnn_ext.model import CharRNN
+from charrnn_ext.params import PARAM_NAMES
+from charrnn_ext.training import RUN_FILES
+
+from conftest import SMALL_TEXT
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL semantics are POSIX")
+
+STEPS = 2000
+SAMPLE_EVERY = 50
+OPTS = ["--hidden", "16", "--seq-length", "10", "--log-every", "10", "--sample-every", str(SAMPLE_EVERY),
+        "--no-progress"]
+COMPARED = ("metrics.csv", "samples.md", "summary.json", "report.md")
+TEMP = re.compile(r"^\.(?P<name>.+)\.[^.]+\.tmp$")
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
+
+# Patches checkpoint._atomic_write (through which every run file is written)
+# so the process SIGKILLs itself at an exact point of the nth write of one file:
+#   start          before anything of that write happened
+#   partial        after half of the bytes reached the temporary file
+#   before_replace after the complete temporary file was fsync'ed, before os.replace
+#   after_replace  right after the file was replaced
+DRIVER = r"""
+import io, os, signal, sys
+from pathlib import Path
+from charrnn_ext import checkpoint, cli
+
+target, nth, phase = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+seen = 0
+original = checkpoint._atomic_write
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def patched(path, write):
+    global seen
+    if Path(path).name != target:
+        return original(path, write)
+    seen += 1
+    if seen != nth:
+        return original(path, write)
+    if phase == "start":
+        die()
+    def sabotaged(fh):
+        buf = io.BytesIO()
+        write(buf)
+        data = buf.getvalue()
+        if phase == "partial":
+            fh.write(data[: len(data) // 2])
+            fh.flush(); os.fsync(fh.fileno())
+            die()
+        fh.write(data)
+        if phase == "before_replace":
+            fh.flush(); os.fsync(fh.fileno())
+            die()
+    out = original(path, sabotaged)
+    if phase == "after_replace":
+        die()
+    return out
+
+checkpoint._atomic_write = patched
+sys.exit(cli.main(sys.argv[4:]))
+"""
+
+
+def _train_cmd(text: Path, out: Path, steps: int = STEPS) -> list[str]:
+    return ["train", "--text", str(text), "--steps", str(steps), "--out", str(out), *OPTS]
+
+
+def _resume_cmd(out: Path) -> list[str]:
+    return ["train", "--resume", str(out), "--no-progress"]
+
+
+def _cli(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "charrnn_ext", *args], capture_output=True, text=True,
+                          env=ENV, timeout=timeout)
+
+
+def _driver(target: str, nth: int, phase: str, args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", DRIVER, target, str(nth), phase, *args], capture_output=True,
+                          text=True, env=ENV, timeout=120)
+
+
+def _kill_after(args: list[str], delay: float) -> int | None:
+    """Start the CLI, SIGKILL it after ``delay`` seconds; returns its exit code
+    (-SIGKILL if the kill landed, 0 if it had already finished)."""
+    p = subprocess.Popen([sys.executable, "-m", "charrnn_ext", *args], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, env=ENV)
+    try:
+        p.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGKILL)
+    p.wait(timeout=60)
+    err = p.stderr.read().decode()
+    p.stderr.close()
+    assert "Traceback" not in err, err
+    return p.returncode
+
+
+def _params(path: Path) -> dict[str, np.ndarray]:
+    return load_checkpoint(path).params
+
+
+def _check_consistent(out: Path, steps: int = STEPS) -> int | None:
+    """The folder after a kill: only run files and temporary files, every
+    checkpoint loads. Returns the step of last.npz (None if there is none)."""
+    if not out.exists():
+        return None
+    for f in out.iterdir():
+        m = TEMP.match(f.name)
+        assert f.name in RUN_FILES or (m and m.group("name") in RUN_FILES), f"unexpected file {f.name}"
+    step = None
+    if (out / "last.npz").exists():
+        with np.load(out / "last.npz", allow_pickle=False) as z:
+            assert all(z[k].dtype != object for k in z.files)
+            step = int(z["step"])
+        ck = load_checkpoint(out / "last.npz")
+        assert ck.kind == "training" and ck.state.step == step
+        assert step % SAMPLE_EVERY == 0 or step == steps, step
+        assert 0 <= step <= steps
+        model = CharRNN.load(out / "last.npz")
+        assert model.step == step and all(np.isfinite(model.params[k]).all() for k in PARAM_NAMES)
+        # a checkpoint never runs ahead of the metrics it carries
+        assert [r.step for r in ck.state.history] == [s for s in range(10, step + 1, 10)]
+    if (out / "best.npz").exists():
+        best = CharRNN.load(out / "best.npz")
+        assert best.state is None and best.step == 0
+    return step
+
+
+def _finish(out: Path, text: Path, steps: int = STEPS) -> subprocess.CompletedProcess:
+    """Continue a killed run: --resume if a checkpoint exists, else start over."""
+    if (out / "last.npz").exists():
+        r = _cli(_resume_cmd(out))
+    else:
+        if out.exists():  # nothing to resume: the command says so clearly
+            bad = _cli(_resume_cmd(out))
+            assert bad.returncode == 2 and "Traceback" not in bad.stderr
+            assert bad.stderr.strip() == f"charrnn: error: cannot resume: {out / 'last.npz'} not found"
+        r = _cli(_train_cmd(text, out, steps))
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    return r
+
+
+def _assert_same_as_reference(out: Path, ref: Path) -> None:
+    assert sorted(f.name for f in out.iterdir()) == sorted(RUN_FILES)  # complete, no temporary files
+    for name in ("last.npz", "best.npz"):
+        a, b = _params(out / name), _params(ref / name)
+        for k in PARAM_NAMES:
+            assert np.array_equal(a[k], b[k]), f"{name} {k}"
+    a, b = load_checkpoint(out / "last.npz").state, load_checkpoint(ref / "last.npz").state
+    assert a.step == b.step == STEPS
+    assert (a.pos, a.wraps, a.best_step, a.best_loss) == (b.pos, b.wraps, b.best_step, b.best_loss)
+    assert np.array_equal(a.h, b.h) and all(np.array_equal(a.mem[k], b.mem[k]) for k in PARAM_NAMES)
+    assert a.smooth_loss == b.smooth_loss
+    for f in COMPARED:
+        assert (out / f).read_bytes() == (ref / f).read_bytes(), f
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("faults") / "small.txt"
+    p.write_text(SMALL_TEXT)
+    return p
+
+
+@pytest.fixture(scope="module")
+def reference(text) -> tuple[Path, float]:
+    """An uninterrupted run and its wall time (the scale for the kill delays)."""
+    out = text.parent / "reference"
+    t0 = time.monotonic()
+    r = _cli(_train_cmd(text, out))
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    assert _check_consistent(out) == STEPS
+    assert sorted(f.name for f in out.iterdir()) == sorted(RUN_FILES)
+    return out, elapsed
+
+
+# Fractions of the measured run time at which the random kills land: startup
+# (imports, gradient check), training with checkpoints every 50 updates, the
+# final validation / report. Jittered with a fixed seed.
+KILL_FRACTIONS = (0.03, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9)
+
+
+@pytest.mark.parametrize("i", range(len(KILL_FRACTIONS)))
+def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(i, text, reference, tmp_path):
+    ref, elapsed = reference
+    rng = np.random.default_rng(1000 + i)
+    delay = elapsed * float(np.clip(KILL_FRACTIONS[i] + rng.uniform(-0.05, 0.05), 0.01, 0.99))
+    out = tmp_path / "run"
+    for _ in range(4):  # the machine got faster than the reference run: kill earlier
+        rc = _kill_after(_train_cmd(text, out), delay)
+        assert rc in (-signal.SIGKILL, 0), rc
+        if rc != 0 or delay < 0.05:
+            break
+        shutil.rmtree(out)
+        delay *= 0.6
+    step = _check_consistent(out)
+    print(f"kill at {delay:.3f}s of {elapsed:.3f}s: rc={rc}, last.npz step={step}")
+    _finish(out, text)
+    _assert_same_as_reference(out, ref)
+
+
+def test_killed_repeatedly_then_finished(text, reference, tmp_path):
+    """Five SIGKILLs of the same run (each restart resumes), then a clean finish.
+    The checkpointed step never goes backwards."""
+    ref, elapsed = reference
+    rng = np.random.default_rng(7)
+    out = tmp_path / "run"
+    steps_seen = []
+    for _ in range(5):
+        args = _resume_cmd(out) if (out / "last.npz").exists() else _train_cmd(text, out)
+        rc = _kill_after(args, elapsed * float(rng.uniform(0.2, 0.8)))
+        assert rc in (-signal.SIGKILL, 0), rc
+        step = _check_consistent(out)
+        steps_seen.append(-1 if step is None else step)
+        if rc == 0:
+            break
+    assert steps_seen == sorted(steps_seen)
+    _finish(out, text)
+    _assert_same_as_reference(out, ref)
+
+
+# Exact kill points inside checkpoint writes: (file, which write, phase,
+# step last.npz must hold afterwards; None = no checkpoint yet). last.npz is
+# written at updates 0, 50, 100, ... so its 3rd write is update 100.
+EXACT = [
+    ("last.npz", 1, "partial", None),          # first checkpoint half written
+    ("last.npz", 3, "partial", 50),            # half of update 100's checkpoint on disk
+    ("last.npz", 3, "before_replace", 50),     # complete temp file, not yet renamed
+    ("last.npz", 3, "after_replace", 100),     # last.npz replaced, best.npz still old
+    ("best.npz", 2, "before_replace", 100),    # between last.npz and best.npz (none at update 0)
+    ("metrics.csv", 3, "start", 100),          # checkpoints done, metrics.csv not yet
+    ("report.md", 1, "partial", STEPS),        # during the final report
+]
+
+
+@pytest.mark.parametrize("target, nth, phase, expect", EXACT, ids=[f"{t}-{n}-{p}" for t, n, p, _ in EXACT])
+def test_sigkill_inside_a_checkpoint_write(target, nth, phase, expect, text, reference, tmp_path):
+    ref, _ = reference
+    out = tmp_path / "run"
+    r = _driver(target, nth, phase, _train_cmd(text, out))
+    assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr)
+    temps = [f.name for f in out.iterdir() if TEMP.match(f.name)]
+    if phase in ("partial", "before_replace"):
+        assert len(temps) == 1 and temps[0].startswith(f".{target}.")  # the interrupted write
+    else:
+        assert temps == []
+    assert _check_consistent(out) == expect
+    if expect is not None and expect > 0:
+        # the surviving checkpoint is exactly the uninterrupted run's state at that update
+        again = tmp_path / "upto"
+        assert _cli(_train_cmd(text, again, steps=expect)).returncode == 0
+        a, b = _params(out / "last.npz"), _params(again / "last.npz")
+        assert all(np.array_equal(a[k], b[k]) for k in PARAM_NAMES)
+    _finish(out, text)
+    _assert_same_as_reference(out, ref)
+
+
+def test_divergence_exits_1_and_keeps_the_last_good_checkpoint(text, tmp_path):
+    out = tmp_path / "run"
+    r = _cli(_train_cmd(text, out, steps=200) + ["--eta", "1e307"])
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last == (f"charrnn: error: training diverged: the loss of update 2 is not finite (smooth loss so far "
+                    f"31.7792); stopped after update 1 without applying it; the last good checkpoint is "
+                    f"{out / 'last.npz'} (update 0). Try a smaller learning rate (eta=1e+307).")
+    with np.load(out / "last.npz", allow_pickle=False) as z:
+        assert int(z["step"]) == 0
+        assert all(np.isfinite(z[f"param_{k}"]).all() for k in PARAM_NAMES)
+    model = CharRNN.load(out / "last.npz")
+    assert model.step == 0 and all(np.isfinite(model.params[k]).all() for k in PARAM_NAMES)
+    assert not any(TEMP.match(f.name) for f in out.iterdir())
+
+
+SABOTAGE = r"""
+import sys
+from charrnn_ext import _core, cli
+real = _core.train_steps
+def train_steps(params, *a, **kw):
+    if kw.get("pos", 0) >= 1000:  # from update 100 on: finite weights whose output overflows
+        params["b"][:] = 1e300  # h = tanh(huge) = 1
+        params["V"][:] = 1.5e308  # o = V h = 16 * 1.5e308 = inf
+    return real(params, *a, **kw)
+_core.train_steps = train_steps
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_divergence_after_some_checkpoints_keeps_the_good_one(text, tmp_path):
+    """Divergence in the middle of a run: last.npz stays at the last sample point
+    and equals the uninterrupted run's state there, bit for bit."""
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-c", SABOTAGE, *_train_cmd(text, out, steps=300)], capture_output=True,
+                       text=True, env=ENV, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    msg = r.stderr.strip().splitlines()[-1]
+    assert msg.startswith("charrnn: error: training diverged: the loss of update 101 is not finite")
+    assert f"the last good checkpoint is {out / 'last.npz'} (update 100)" in msg
+    ck = load_checkpoint(out / "last.npz")
+    assert ck.state.step == 100
+    good = tmp_path / "good"
+    assert _cli(_train_cmd(text, good, steps=100)).returncode == 0
+    ref = _params(good / "last.npz")
+    assert all(np.array_equal(ck.params[k], ref[k]) for k in PARAM_NAMES)
