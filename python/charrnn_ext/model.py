@@ -191,7 +191,7 @@ class CharRNN:
 
     def resume(self, data: str | os.PathLike[str] | Corpus | None = None, *, total_steps: int | None = None,
                out: str | os.PathLike[str] | None = None, callback: Callable[[Any], None] | None = None,
-               progress: bool = False, max_steps: int | None = None):
+               progress: bool = False, max_steps: int | None = None, max_minutes: float | None = None):
         """Continue an interrupted run up to its target (or ``total_steps``).
 
         ``data`` None means the text the run was trained on (the stored file
@@ -202,7 +202,7 @@ class CharRNN:
         if self.state is None:
             raise ValueError("this model has no training state to resume; use fit()")
         trainer = Trainer(self, data, out=out, callback=callback, progress=progress, resume=True)
-        return trainer.run(total_steps=total_steps, max_steps=max_steps)
+        return trainer.run(total_steps=total_steps, max_steps=max_steps, max_minutes=max_minutes)
 
     def reset_training(self) -> None:
         """Forget the optimiser state and step counter (keeps the parameters)."""
