@@ -30,7 +30,7 @@ and, for ``kind == "training"`` only:
                                 layout with optimiser adagrad
 ``opt:<slot>:<name>`` (v2)      optimiser state of every other configuration, keyed
                                 as :func:`charrnn_ext.nets.init_opt_state` does
-``opt_t`` (v2, 0-d int64)       Adam's step counter (0 for the other optimisers)
+``opt_t`` (v2, 0-d int64)       update counter of the network path (Adam's t)
 ``positions`` (v2, int64 (B,))  per-stream offsets of a batched run (batch_size > 1)
 ``h``                           hidden state carried to the next chunk: (m,), or
                                 (B, m) for a batched run, or (layers, S*m)
