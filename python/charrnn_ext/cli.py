@@ -74,12 +74,13 @@ def _finite_float(s: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     from .checkpoint import package_version
 
-    p = argparse.ArgumentParser(prog="charrnn", description="Character-level vanilla RNN with a C++ core.")
+    p = argparse.ArgumentParser(prog="charrnn", description="Character-level RNN/LSTM/GRU with a C++ core.")
     p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     t = sub.add_parser("train", help="train a model and write a run folder",
-                       description="Train with AdaGrad on a text (default: the built-in Shakespeare corpus). "
+                       description="Train a vanilla RNN (or an LSTM/GRU stack) on a text (default: the built-in "
+                                   "Shakespeare corpus); without options, the classic AdaGrad setup. "
                                    "Writes metrics.csv, loss.png, samples.md, best.npz, last.npz, config.json "
                                    "and report.md to the run folder.")
     t.add_argument("--text", metavar="FILE", help="UTF-8 training text (default: built-in Shakespeare corpus)")
