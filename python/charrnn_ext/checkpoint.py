@@ -5,27 +5,41 @@ allow_pickle=False)`` reads: arrays for the numbers, 0-d arrays for scalars and
 0-d unicode arrays holding JSON for the structured metadata. Nothing is ever
 pickled.
 
-Keys of format version 1:
+Keys of format version 2 (version 1 is the same layout for the vanilla RNN
+with AdaGrad, without the entries marked "v2"; it loads as cell "rnn", one
+layer, optimiser "adagrad"):
 
 ``format`` (0-d str)            always ``"charrnn_ext.checkpoint"``
 ``format_version`` (0-d int64)  :data:`FORMAT_VERSION`
 ``kind`` (0-d str)              ``"model"`` (parameters only) or ``"training"``
 ``meta`` (0-d str, JSON)        model hyper-parameters (hidden, sig, seed,
-                                dtype), package version and free-form info
+                                dtype; v2: cell, layers, forget_bias), package
+                                version and free-form info
 ``vocab`` (int32, K)            code points, see ``Vocabulary.to_array``
-``param_U`` ... ``param_c``     the five parameter arrays
-``start_h`` (m,), optional      hidden state to start sampling/evaluation from
-                                (the training state when the parameters were taken)
+``param_<name>``                the parameter arrays: U, W, V, b, c for a
+                                one-layer rnn (the classic layout), else the
+                                network layout of :mod:`charrnn_ext.nets`
+                                (``param_l0.Wx`` ... ``param_V``, ``param_c``)
+``start_h``, optional           hidden state to start sampling/evaluation from
+                                (the training state when the parameters were
+                                taken): (m,) in the classic layout, else (layers, S*m)
 
 and, for ``kind == "training"`` only:
 
-``adagrad_*``                   AdaGrad memory (sums of squared gradients)
-``h`` (m,)                      hidden state carried to the next chunk
+``adagrad_*``                   AdaGrad memory (sums of squared gradients), classic
+                                layout with optimiser adagrad
+``opt:<slot>:<name>`` (v2)      optimiser state of every other configuration, keyed
+                                as :func:`charrnn_ext.nets.init_opt_state` does
+``opt_t`` (v2, 0-d int64)       update counter of the network path (Adam's t)
+``positions`` (v2, int64 (B,))  per-stream offsets of a batched run (batch_size > 1)
+``h``                           hidden state carried to the next chunk: (m,), or
+                                (B, m) for a batched run, or (layers, S*m)
 ``pos``, ``step``, ``wraps``, ``total_steps``, ``best_step`` (0-d int64)
 ``smooth_loss``, ``last_loss``, ``best_loss`` (0-d float64, NaN = none yet)
 ``best_U`` ... ``best_c``, ``best_h``
                                 parameters and hidden state of the best model (if any)
-``train_config`` (0-d JSON)     training hyper-parameters
+``train_config`` (0-d JSON)     training hyper-parameters (v2: optimiser and its
+                                settings, clip mode, learning-rate schedule, batch size)
 ``corpus`` (0-d JSON)           identity of the training text: source, sizes,
                                 SHA-256 of the training index array
 ``hist_step``, ``hist_epoch``, ``hist_loss``, ``hist_smooth_loss``,
@@ -51,6 +65,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .data import Vocabulary
+from .nets import CELLS, OPTIMIZERS, STATES, init_opt_state, net_param_shapes
 from .params import PARAM_NAMES, param_shapes
 
 __all__ = [
@@ -72,7 +87,7 @@ __all__ = [
 FORMAT_NAME = "charrnn_ext.checkpoint"
 #: Version of the checkpoint layout written by this package. Files with a
 #: larger number were written by a newer release and are refused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _KINDS = ("model", "training")
 # What the zipfile / numpy.lib.format readers raise on damaged archives: a
@@ -229,11 +244,37 @@ class TrainState:
     corpus: dict[str, Any] = field(default_factory=dict)
     history: list[MetricRow] = field(default_factory=list)
     samples: list[SampleRecord] = field(default_factory=list)
+    t: int = 0  # Adam's step counter (net path)
+    positions: np.ndarray | None = None  # per-stream offsets of a batched run
 
     @property
     def epoch(self) -> int:
         """1-based epoch of the last update (1 before any update)."""
         return self.wraps + 1
+
+
+def is_classic(cell: str, layers: int) -> bool:
+    """True if the model keeps the classic U, W, V, b, c parameter layout."""
+    return cell == "rnn" and int(layers) == 1
+
+
+def layout_shapes(cell: str, layers: int, K: int, m: int) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of the parameters of a model (classic or network layout)."""
+    if is_classic(cell, layers):
+        return param_shapes(K, m)
+    return net_param_shapes(cell, K, m, layers)
+
+
+def state_shape(cell: str, layers: int, m: int, batch_size: int = 1) -> tuple[int, ...]:
+    """Shape of the hidden state a model carries during training."""
+    if is_classic(cell, layers):
+        return (m,) if batch_size == 1 else (batch_size, m)
+    return (int(layers), STATES[cell] * m)
+
+
+def model_spec(meta: Mapping[str, Any]) -> tuple[str, int]:
+    """(cell, layers) from checkpoint meta; files without them are vanilla one-layer RNNs."""
+    return str(meta.get("cell", "rnn")), int(meta.get("layers", 1))
 
 
 @dataclass
@@ -274,21 +315,25 @@ def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
         "meta": _json0d(dict(ckpt.meta, package_version=package_version())),
         "vocab": ckpt.vocab.to_array(),
     }
-    for name in PARAM_NAMES:
+    for name in ckpt.params:
         arrays[f"param_{name}"] = np.ascontiguousarray(ckpt.params[name])
     if ckpt.start_h is not None:
         arrays["start_h"] = np.ascontiguousarray(ckpt.start_h)
     s = ckpt.state
     if s is not None:
-        for name in PARAM_NAMES:
-            arrays[f"adagrad_{name}"] = np.ascontiguousarray(s.mem[name])
+        classic = set(s.mem) == set(PARAM_NAMES)
+        for name, a in s.mem.items():
+            arrays[f"adagrad_{name}" if classic else f"opt:{name}"] = np.ascontiguousarray(a)
+        arrays["opt_t"] = np.array(int(s.t), dtype=np.int64)
+        if s.positions is not None:
+            arrays["positions"] = np.ascontiguousarray(s.positions, dtype=np.int64)
         arrays["h"] = np.ascontiguousarray(s.h)
         for key in ("pos", "step", "wraps", "total_steps", "best_step"):
             arrays[key] = np.array(int(getattr(s, key)), dtype=np.int64)
         for key in ("smooth_loss", "last_loss", "best_loss"):
             arrays[key] = np.array(float(getattr(s, key)), dtype=np.float64)
         if s.best_params is not None:
-            for name in PARAM_NAMES:
+            for name in s.best_params:
                 arrays[f"best_{name}"] = np.ascontiguousarray(s.best_params[name])
             arrays["best_h"] = np.ascontiguousarray(s.best_h)
         arrays["train_config"] = _json0d(s.config)
@@ -379,9 +424,10 @@ class _Reader:
         return np.ascontiguousarray(a)
 
     def param_set(self, prefix: str, K: int, m: int, dtype: np.dtype, what: str,
-                  finite: bool = True) -> dict[str, np.ndarray]:
+                  finite: bool = True, shapes: Mapping[str, tuple[int, ...]] | None = None
+                  ) -> dict[str, np.ndarray]:
         out = {}
-        for name, shape in param_shapes(K, m).items():
+        for name, shape in (param_shapes(K, m) if shapes is None else shapes).items():
             arr = self.array(f"{prefix}{name}", shape, dtype)
             if finite and not np.all(np.isfinite(arr)):
                 raise self.fail(f"{what} {name} contains NaN or infinite values")
@@ -430,38 +476,80 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         except (ValueError, TypeError) as exc:
             raise r.fail(f"invalid vocabulary: {exc}") from None
         K = vocab.size
-        U = r.get("param_U")
-        if U.ndim != 2 or U.shape[1] != K:
-            raise r.fail(f"param_U has shape {U.shape}, expected (m, {K}) for the {K}-character vocabulary")
-        m = int(U.shape[0])
+        try:
+            cell, layers = model_spec(meta)
+        except (TypeError, ValueError):
+            raise r.fail(f"meta has an invalid cell/layers ({meta.get('cell')!r}, {meta.get('layers')!r})") from None
+        if cell not in CELLS or layers < 1:
+            raise r.fail(f"meta has an invalid model: cell={cell!r} (expected one of {CELLS}), layers={layers}")
+        classic = is_classic(cell, layers)
+        if version < 2 and not classic:
+            raise r.fail(f"a version-{version} checkpoint cannot hold a {cell} network with {layers} layers")
+        if classic:
+            U = r.get("param_U")
+            if U.ndim != 2 or U.shape[1] != K:
+                raise r.fail(f"param_U has shape {U.shape}, expected (m, {K}) for the {K}-character vocabulary")
+            m, dtype = int(U.shape[0]), U.dtype
+        else:
+            V = r.get("param_V")
+            if V.ndim != 2 or V.shape[0] != K:
+                raise r.fail(f"param_V has shape {V.shape}, expected ({K}, m) for the {K}-character vocabulary")
+            m, dtype = int(V.shape[1]), V.dtype
         if m < 1:
             raise r.fail("hidden size m is 0")
-        if U.dtype not in _FLOAT_DTYPES:
-            raise r.fail(f"parameters must be float32 or float64, got {U.dtype}")
-        dtype = U.dtype
+        if dtype not in _FLOAT_DTYPES:
+            raise r.fail(f"parameters must be float32 or float64, got {dtype}")
         hidden = meta.get("hidden")
         if hidden is not None and hidden != m:
             raise r.fail(f"meta says hidden={hidden} but the parameters have m={m}")
-        params = r.param_set("param_", K, m, dtype, "parameter")
+        shapes = layout_shapes(cell, layers, K, m)
+        stray = sorted(k for k in r.keys if k.startswith("param_") and k[6:] not in shapes)
+        if stray:
+            raise r.fail(f"unexpected parameter entries {stray} for a {cell} network with {layers} layer(s)")
+        params = r.param_set("param_", K, m, dtype, "parameter", shapes=shapes)
         start_h = None
         if "start_h" in r.keys:
-            start_h = np.array(r.array("start_h", (m,), dtype), copy=True)
+            start_h = np.array(r.array("start_h", state_shape(cell, layers, m), dtype), copy=True)
             if not np.all(np.isfinite(start_h)):
                 raise r.fail("start_h contains NaN or infinite values")
         state = None
         if kind == "training":
-            state = _load_state(r, K, m, dtype)
+            state = _load_state(r, K, m, dtype, cell, layers, shapes)
     return Checkpoint(vocab=vocab, params=params, meta=meta, state=state, start_h=start_h,
                       format_version=version)
 
 
-def _load_state(r: _Reader, K: int, m: int, dtype: np.dtype) -> TrainState:
-    mem = r.param_set("adagrad_", K, m, dtype, "AdaGrad memory")
-    if any(np.any(v < 0) for v in mem.values()):
-        raise r.fail("AdaGrad memory holds negative values")
-    h = np.array(r.array("h", (m,), dtype), copy=True)
+def _load_state(r: _Reader, K: int, m: int, dtype: np.dtype, cell: str = "rnn", layers: int = 1,
+                shapes: Mapping[str, tuple[int, ...]] | None = None) -> TrainState:
+    config = r.json("train_config")
+    if not isinstance(config, dict):
+        raise r.fail("train_config must hold a JSON object")
+    optimizer = config.get("optimizer", "adagrad")
+    batch_size = config.get("batch_size", 1)
+    if optimizer not in OPTIMIZERS:
+        raise r.fail(f"train_config names an unknown optimizer {optimizer!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise r.fail(f"train_config has an invalid batch_size {batch_size!r}")
+    shapes = param_shapes(K, m) if shapes is None else shapes
+    if is_classic(cell, layers) and optimizer == "adagrad":
+        mem = r.param_set("adagrad_", K, m, dtype, "AdaGrad memory", shapes=shapes)
+    else:
+        template = init_opt_state({k: np.empty(v, dtype=dtype) for k, v in shapes.items()}, optimizer)
+        mem = {k: r.param_set("opt:", K, m, dtype, "optimiser state", shapes={k: a.shape})[k]
+               for k, a in template.items()}
+    if any(np.any(v < 0) for k, v in mem.items() if not k.startswith("m:")):
+        raise r.fail("optimiser memory (squared-gradient averages) holds negative values")
+    t = r.int("opt_t") if "opt_t" in r.keys else 0
+    if t < 0:
+        raise r.fail(f"opt_t = {t} is negative")
+    h = np.array(r.array("h", state_shape(cell, layers, m, batch_size), dtype), copy=True)
     if not np.all(np.isfinite(h)):
         raise r.fail("hidden state h contains NaN or infinite values")
+    positions = None
+    if batch_size > 1:
+        positions = np.array(r.array("positions", (batch_size,), kinds="iu"), dtype=np.int64)
+        if np.any(positions < 0):
+            raise r.fail("positions holds negative offsets")
     ints = {k: r.int(k) for k in ("pos", "step", "wraps", "total_steps", "best_step")}
     for k in ("pos", "step", "wraps", "total_steps"):
         if ints[k] < 0:
@@ -469,11 +557,10 @@ def _load_state(r: _Reader, K: int, m: int, dtype: np.dtype) -> TrainState:
     floats = {k: r.float(k) for k in ("smooth_loss", "last_loss", "best_loss")}
     best_params = best_h = None
     if ints["best_step"] >= 0:
-        best_params = r.param_set("best_", K, m, dtype, "best parameter")
-        best_h = np.array(r.array("best_h", (m,), dtype), copy=True)
-    config = r.json("train_config")
+        best_params = r.param_set("best_", K, m, dtype, "best parameter", shapes=shapes)
+        best_h = np.array(r.array("best_h", state_shape(cell, layers, m, batch_size), dtype), copy=True)
     corpus = r.json("corpus")
-    if not isinstance(config, dict) or not isinstance(corpus, dict):
+    if not isinstance(corpus, dict):
         raise r.fail("train_config and corpus must hold JSON objects")
     n_train = corpus.get("n_train")
     if not isinstance(n_train, int) or not isinstance(corpus.get("train_sha256"), str):
@@ -509,4 +596,4 @@ def _load_state(r: _Reader, K: int, m: int, dtype: np.dtype) -> TrainState:
     except (KeyError, TypeError, ValueError) as exc:
         raise r.fail(f"malformed sample record ({exc!r})") from None
     return TrainState(mem=mem, h=h, best_params=best_params, best_h=best_h, config=config, corpus=corpus,
-                      history=history, samples=samples, **ints, **floats)
+                      history=history, samples=samples, t=t, positions=positions, **ints, **floats)

@@ -22,9 +22,17 @@ _RUN_OPTIONS = {
     "hidden": "--hidden", "sig": "--sig", "seed": "--seed", "dtype": "--dtype",
     "seq_length": "--seq-length", "eta": "--eta", "clip": "--clip", "log_every": "--log-every",
     "sample_every": "--sample-every", "val_fraction": "--val-fraction", "val_chars": "--val-chars",
+    "cell": "--cell", "layers": "--layers", "forget_bias": "--forget-bias", "optimizer": "--optimizer",
+    "gamma": "--gamma", "beta1": "--beta1", "beta2": "--beta2", "clip_mode": "--clip-mode",
+    "lr_decay": "--lr-decay", "lr_decay_every": "--lr-decay-every", "batch_size": "--batch-size",
 }
-_DEFAULTS = {"hidden": 100, "sig": 0.01, "seed": 0, "dtype": "float64", "seq_length": 25, "eta": 0.1,
-             "clip": 5.0, "log_every": 100, "sample_every": 10000, "val_fraction": 0.1, "val_chars": 100000}
+_DEFAULTS = {"hidden": 100, "sig": 0.01, "seed": 0, "dtype": "float64", "seq_length": 25, "eta": None,
+             "clip": 5.0, "log_every": 100, "sample_every": 10000, "val_fraction": 0.1, "val_chars": 100000,
+             "cell": "rnn", "layers": 1, "forget_bias": 1.0, "optimizer": "adagrad", "gamma": 0.9, "beta1": 0.9,
+             "beta2": 0.999, "clip_mode": "elementwise", "lr_decay": 1.0, "lr_decay_every": 1, "batch_size": 1}
+# TrainConfig fields among the options above (the rest describe the model)
+_TRAIN_KEYS = ("seq_length", "eta", "clip", "log_every", "sample_every", "val_fraction", "val_chars", "optimizer",
+               "gamma", "beta1", "beta2", "clip_mode", "lr_decay", "lr_decay_every", "batch_size")
 DEFAULT_EPOCHS = 2
 
 
@@ -49,23 +57,59 @@ def _positive_float(s: str) -> float:
     return v
 
 
+def _unit_float(s: str) -> float:
+    v = float(s)
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {s}")
+    return v
+
+
+def _finite_float(s: str) -> float:
+    v = float(s)
+    if not np.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {s}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .checkpoint import package_version
 
-    p = argparse.ArgumentParser(prog="charrnn", description="Character-level vanilla RNN with a C++ core.")
+    p = argparse.ArgumentParser(prog="charrnn", description="Character-level RNN/LSTM/GRU with a C++ core.")
     p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     t = sub.add_parser("train", help="train a model and write a run folder",
-                       description="Train with AdaGrad on a text (default: the built-in Shakespeare corpus). "
+                       description="Train a vanilla RNN (or an LSTM/GRU stack) on a text (default: the built-in "
+                                   "Shakespeare corpus); without options, the classic AdaGrad setup. "
                                    "Writes metrics.csv, loss.png, samples.md, best.npz, last.npz, config.json "
                                    "and report.md to the run folder.")
     t.add_argument("--text", metavar="FILE", help="UTF-8 training text (default: built-in Shakespeare corpus)")
     t.add_argument("--hidden", type=_positive_int, help="hidden units m (default 100)")
     t.add_argument("--seq-length", type=_positive_int, help="characters per update (default 25)")
-    t.add_argument("--eta", type=_positive_float, help="learning rate (default 0.1)")
+    t.add_argument("--eta", type=_positive_float,
+                   help="learning rate (default 0.1 for adagrad, 0.002 for rmsprop and adam)")
     t.add_argument("--sig", type=float, help="std. dev. of the initial weights (default 0.01)")
     t.add_argument("--clip", type=_positive_float, help="gradient clipping bound (default 5)")
+    t.add_argument("--cell", choices=("rnn", "lstm", "gru"), help="recurrent cell (default rnn)")
+    t.add_argument("--layers", type=_positive_int, help="stacked recurrent layers (default 1)")
+    t.add_argument("--forget-bias", type=_finite_float, help="initial LSTM forget-gate bias (default 1)")
+    t.add_argument("--optimizer", choices=("adagrad", "rmsprop", "adam"), help="optimiser (default adagrad)")
+    t.add_argument("--gamma", type=_unit_float, help="RMSProp decay of the squared-gradient average (default 0.9)")
+    t.add_argument("--beta1", type=_unit_float, help="Adam first-moment decay (default 0.9)")
+    t.add_argument("--beta2", type=_unit_float, help="Adam second-moment decay (default 0.999)")
+    t.add_argument("--clip-mode", choices=("elementwise", "global_norm"),
+                   help="clip each gradient entry to ±clip, or rescale the whole gradient to norm <= clip "
+                        "(default elementwise)")
+    t.add_argument("--lr-decay", type=_positive_float, metavar="FACTOR",
+                   help="multiply the learning rate by FACTOR every --lr-decay-every epochs (default 1: none)")
+    t.add_argument("--lr-decay-every", type=_positive_int, metavar="EPOCHS", help="epochs per decay (default 1)")
+    t.add_argument("--batch-size", type=_positive_int, metavar="B",
+                   help="B streams over B segments of the text, gradients summed into one update "
+                        "(vanilla rnn with adagrad only; default 1)")
+    t.add_argument("--threads", type=_positive_int, help="worker threads for --batch-size > 1 (default 1; "
+                                                         "results do not depend on it)")
+    t.add_argument("--max-minutes", type=_positive_float, metavar="M",
+                   help="end the run (finished, with the final evaluation) after M minutes of training")
     n = t.add_mutually_exclusive_group()
     n.add_argument("--epochs", type=_positive_float,
                    help=f"passes over the training split (default {DEFAULT_EPOCHS}); on --resume: new total")
@@ -92,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--temperature", type=_positive_float, default=1.0, help="softmax temperature (default 1)")
     s.add_argument("--prime", help="text fed to the network first (default: a newline)")
     s.add_argument("--seed", type=_nonneg_int, help="sampler seed (default: random)")
+    s.add_argument("--top-k", type=_nonneg_int, default=0, help="draw among the K most probable characters "
+                                                                "(default 0: all)")
+    s.add_argument("--top-p", type=float, default=1.0,
+                   help="draw from the smallest set of most probable characters holding probability P "
+                        "(default 1: all)")
+    s.add_argument("--greedy", action="store_true", help="always take the most probable character")
 
     g = sub.add_parser("gradcheck", help="compare analytic and numerical gradients",
                        description="Gradient check on the first seq_length+1 characters of a text, "
@@ -148,7 +198,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model = CharRNN.load(run / "last.npz")
         if model.state is None:
             raise ValueError(f"{run / 'last.npz'} holds no training state")
-        stored = {**model.state.config, **model.meta()}
+        stored = {**_DEFAULTS, **model.state.config, **model.meta()}
         for k, v in given.items():
             if stored.get(k) != v:
                 raise ValueError(f"{_RUN_OPTIONS[k]} {v} differs from the run's value {stored.get(k)}; "
@@ -156,26 +206,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
         total = args.steps
         if args.epochs is not None:
             total = int(round(args.epochs * steps_per_epoch(model.state.corpus["n_train"],
-                                                            model.state.config["seq_length"])))
+                                                            model.state.config["seq_length"],
+                                                            model.state.config.get("batch_size", 1))))
         data = None if args.text is None else Path(args.text)
         out = run
         _echo(f"resuming {run} at update {model.step}")
+        if args.threads is not None and args.threads != model.state.config.get("threads", 1):
+            model.state.config["threads"] = args.threads  # does not change the results
         call = lambda **kw: model.resume(data, total_steps=total, **kw)  # noqa: E731
     else:
         opts = {**_DEFAULTS, **given}
         corpus = load_corpus(args.text, opts["val_fraction"])
         model = CharRNN.new(corpus.vocab, hidden=opts["hidden"], sig=opts["sig"], seed=opts["seed"],
-                            dtype=np.dtype(opts["dtype"]))
+                            dtype=np.dtype(opts["dtype"]), cell=opts["cell"], layers=opts["layers"],
+                            forget_bias=opts["forget_bias"])
         out = Path(args.out) if args.out is not None else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
         epochs = DEFAULT_EPOCHS if args.steps is None and args.epochs is None else args.epochs
         _echo(f"training on {corpus.source}: {corpus.train.size:,} training / {corpus.val.size:,} validation "
               f"characters, vocabulary {corpus.vocab.size}; run folder {out}")
-        train_opts = {k: opts[k] for k in ("seq_length", "eta", "clip", "log_every", "sample_every",
-                                           "val_fraction", "val_chars")}
+        train_opts = {k: opts[k] for k in _TRAIN_KEYS}
+        if args.threads is not None:
+            train_opts["threads"] = args.threads
         call = lambda **kw: model.fit(corpus, steps=args.steps, epochs=epochs, **train_opts, **kw)  # noqa: E731
     resume_hint = f"resume with: charrnn train --resume {out}"
     try:
-        result = call(out=out, callback=_print_sample, progress=not args.no_progress, max_steps=args.stop_after)
+        result = call(out=out, callback=_print_sample, progress=not args.no_progress, max_steps=args.stop_after,
+                      max_minutes=args.max_minutes)
     except KeyboardInterrupt:
         if model.state is not None and (out / "last.npz").exists():
             _echo(f"\ninterrupted at update {model.step}; the run is saved in {out}; {resume_hint}")
@@ -192,6 +248,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
           file=sys.stdout)
     _echo(result.passage or "", file=sys.stdout)
     val = "n/a" if result.final_val_loss is None else f"{result.final_val_loss:.4f}"
+    if result.time_limited:
+        _echo(f"the {args.max_minutes:g}-minute budget is used up: the run ends at update {result.step}")
     _echo(f"done: {result.step} updates, best smooth loss {result.best_loss:.4f} at update {result.best_step}, "
           f"final validation loss {val}/char; report: {out / 'report.md'}")
     return EXIT_OK
@@ -205,9 +263,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from .model import CharRNN
 
+    from .sampling import random_seed
+
     model = CharRNN.load(args.checkpoint)
-    text = model.sample(args.n, temperature=args.temperature, prime=args.prime, seed=args.seed)
-    sys.stdout.write((args.prime or "") + text + "\n")
+    if not 0.0 < args.top_p <= 1.0:
+        raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
+    seed = random_seed() if args.seed is None else args.seed
+    # validate the prime before printing anything
+    pieces = model.sample_stream(args.n, temperature=args.temperature, prime=args.prime, seed=seed,
+                                 top_k=args.top_k, top_p=args.top_p, greedy=args.greedy, piece=256)
+    first = next(pieces, "")
+    sys.stdout.write((args.prime or "") + first)
+    sys.stdout.flush()
+    for text in pieces:  # printed as it is generated
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
     return EXIT_OK
 
 

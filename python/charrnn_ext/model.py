@@ -1,5 +1,9 @@
-"""The user-facing model: a vocabulary, the five parameter arrays and (once
+"""The user-facing model: a vocabulary, the parameter arrays and (once
 trained) the optimiser state, with fit / sample / save / load.
+
+A one-layer vanilla RNN (``cell="rnn", layers=1``, the default) keeps the
+classic U, W, V, b, c parameters; LSTM, GRU and stacked networks use the
+layout of :mod:`charrnn_ext.nets`.
 
 Typical use::
 
@@ -22,10 +26,11 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
-from .checkpoint import Checkpoint, TrainState, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, TrainState, is_classic, load_checkpoint, model_spec, save_checkpoint
 from .data import Corpus, Vocabulary, corpus_from_string
+from .nets import CELLS, copy_net_params, net_dims, net_init
 from .params import copy_params, dims, init_params
-from .sampling import sample_text
+from .sampling import sample_pieces, sample_text
 
 __all__ = ["CharRNN"]
 
@@ -37,24 +42,37 @@ def _check_seed(seed: Any) -> int:
 
 
 class CharRNN:
-    """A character-level vanilla RNN.
+    """A character-level recurrent network (vanilla RNN by default).
 
-    Attributes: ``vocab`` (:class:`~charrnn_ext.data.Vocabulary`), ``params``
-    (dict of U, W, V, b, c), ``sig`` and ``seed`` (initialisation; the seed also
-    drives the samples taken during training) and ``state``
+    Attributes: ``vocab`` (:class:`~charrnn_ext.data.Vocabulary`), ``cell``
+    ('rnn', 'lstm' or 'gru'), ``layers``, ``params`` (dict of U, W, V, b, c
+    for a one-layer rnn, else keyed as in :mod:`charrnn_ext.nets`), ``sig``,
+    ``forget_bias`` and ``seed`` (initialisation; the seed also drives the
+    samples taken during training) and ``state``
     (:class:`~charrnn_ext.checkpoint.TrainState` or None before training).
     """
 
     def __init__(self, vocab: Vocabulary, params: dict[str, np.ndarray], *, sig: float = 0.01, seed: int = 0,
-                 state: TrainState | None = None, start_h: np.ndarray | None = None):
+                 state: TrainState | None = None, start_h: np.ndarray | None = None, cell: str = "rnn",
+                 layers: int = 1, forget_bias: float = 1.0):
         if not isinstance(vocab, Vocabulary):
             raise TypeError(f"vocab must be a charrnn_ext.data.Vocabulary, got {type(vocab).__name__}")
-        K, m = dims(params)
+        if cell not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(map(repr, CELLS))}")
+        self.cell = cell
+        self.layers = int(layers)
+        if self.classic:
+            K, m = dims(params)
+        else:
+            K, m, n_layers = net_dims(params)
+            if n_layers != self.layers:
+                raise ValueError(f"parameters have {n_layers} layers, expected {self.layers}")
         if K != vocab.size:
             raise ValueError(f"parameters are for K={K} characters but the vocabulary has {vocab.size}")
         self.vocab = vocab
         self.params = params
         self.sig = float(sig)
+        self.forget_bias = float(forget_bias)
         self.seed = _check_seed(seed)
         self.state = state
         self.start_h = start_h
@@ -63,10 +81,13 @@ class CharRNN:
 
     @classmethod
     def new(cls, vocab: Vocabulary | Corpus, hidden: int = 100, sig: float = 0.01, seed: int = 0,
-            dtype: npt.DTypeLike = np.float64) -> CharRNN:
-        """A freshly initialised model (b = c = 0, U, W, V ~ N(0, sig^2)).
+            dtype: npt.DTypeLike = np.float64, *, cell: str = "rnn", layers: int = 1,
+            forget_bias: float = 1.0) -> CharRNN:
+        """A freshly initialised model (biases 0, weights ~ N(0, sig^2); an
+        LSTM's forget-gate bias is ``forget_bias``).
 
         ``vocab`` may also be a :class:`~charrnn_ext.data.Corpus` (its vocabulary is used).
+        ``cell`` is 'rnn', 'lstm' or 'gru'; ``layers`` stacks that many cells.
         """
         if isinstance(vocab, Corpus):
             vocab = vocab.vocab
@@ -74,9 +95,17 @@ class CharRNN:
             raise TypeError(f"vocab must be a Vocabulary or a Corpus, got {type(vocab).__name__}")
         if isinstance(hidden, bool) or not isinstance(hidden, (int, np.integer)) or hidden < 1:
             raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
+        if isinstance(layers, bool) or not isinstance(layers, (int, np.integer)) or layers < 1:
+            raise ValueError(f"layers must be a positive integer, got {layers!r}")
+        if cell not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(map(repr, CELLS))}")
         seed = _check_seed(seed)
-        params = init_params(vocab.size, int(hidden), sig, seed=seed, dtype=dtype)
-        return cls(vocab, params, sig=sig, seed=seed)
+        if is_classic(cell, layers):
+            params = init_params(vocab.size, int(hidden), sig, seed=seed, dtype=dtype)
+        else:
+            params = net_init(cell, vocab.size, int(hidden), int(layers), sig, seed=seed, dtype=dtype,
+                              forget_bias=forget_bias)
+        return cls(vocab, params, sig=sig, seed=seed, cell=cell, layers=int(layers), forget_bias=forget_bias)
 
     # -- properties ---------------------------------------------------------
 
@@ -86,13 +115,23 @@ class CharRNN:
         return self.vocab.size
 
     @property
+    def classic(self) -> bool:
+        """True for a one-layer vanilla RNN (parameters U, W, V, b, c)."""
+        return is_classic(self.cell, self.layers)
+
+    @property
     def hidden(self) -> int:
         """Hidden size m."""
-        return dims(self.params)[1]
+        return int(np.shape(self.params["V"])[1])
 
     @property
     def dtype(self) -> np.dtype:
-        return self.params["U"].dtype
+        return self.params["V"].dtype
+
+    @property
+    def n_params(self) -> int:
+        """Number of trainable numbers."""
+        return int(sum(a.size for a in self.params.values()))
 
     @property
     def step(self) -> int:
@@ -100,19 +139,21 @@ class CharRNN:
         return 0 if self.state is None else self.state.step
 
     def __repr__(self) -> str:
-        return (f"CharRNN(K={self.K}, hidden={self.hidden}, dtype={self.dtype}, step={self.step}, "
+        net = "" if self.classic else f"cell={self.cell!r}, layers={self.layers}, "
+        return (f"CharRNN({net}K={self.K}, hidden={self.hidden}, dtype={self.dtype}, step={self.step}, "
                 f"seed={self.seed})")
 
     def meta(self) -> dict[str, Any]:
         """Model hyper-parameters as stored in checkpoints."""
-        return {"hidden": self.hidden, "K": self.K, "sig": self.sig, "seed": self.seed, "dtype": str(self.dtype)}
+        return {"hidden": self.hidden, "K": self.K, "sig": self.sig, "seed": self.seed, "dtype": str(self.dtype),
+                "cell": self.cell, "layers": self.layers, "forget_bias": self.forget_bias}
 
     # -- training -----------------------------------------------------------
 
     def fit(self, data: str | os.PathLike[str] | Corpus | None = None, steps: int | None = None,
             epochs: float | None = None, *, out: str | os.PathLike[str] | None = None,
             callback: Callable[[Any], None] | None = None, progress: bool = False,
-            max_steps: int | None = None, **config: Any):
+            max_steps: int | None = None, max_minutes: float | None = None, **config: Any):
         """Train for ``steps`` more updates (or ``epochs`` more passes over the
         training split; default 2 epochs) and return a
         :class:`~charrnn_ext.training.TrainResult`.
@@ -131,9 +172,12 @@ class CharRNN:
         many updates of this call while the run's target stays
         ``steps``/``epochs`` (continue with :meth:`resume`). Other keyword
         arguments set :class:`~charrnn_ext.training.TrainConfig` fields
-        (seq_length, eta, clip, eps, log_every, sample_every, val_fraction,
-        val_chars, ...); unset ones keep the values of the previous fit or the
-        defaults.
+        (seq_length, eta, clip, eps, optimizer, clip_mode, gamma, beta1,
+        beta2, lr_decay, lr_decay_every, batch_size, threads, log_every,
+        sample_every, val_fraction, val_chars, ...); unset ones keep the
+        values of the previous fit or the defaults. ``max_minutes`` ends the
+        run (finished, with the final evaluation) once that much wall-clock
+        time has passed.
 
         Calling fit again continues training (same optimiser state, position
         in the text and step counter) on the same text; a different text is
@@ -143,11 +187,11 @@ class CharRNN:
         from .training import Trainer
 
         trainer = Trainer(self, data, out=out, callback=callback, progress=progress, **config)
-        return trainer.run(steps=steps, epochs=epochs, max_steps=max_steps)
+        return trainer.run(steps=steps, epochs=epochs, max_steps=max_steps, max_minutes=max_minutes)
 
     def resume(self, data: str | os.PathLike[str] | Corpus | None = None, *, total_steps: int | None = None,
                out: str | os.PathLike[str] | None = None, callback: Callable[[Any], None] | None = None,
-               progress: bool = False, max_steps: int | None = None):
+               progress: bool = False, max_steps: int | None = None, max_minutes: float | None = None):
         """Continue an interrupted run up to its target (or ``total_steps``).
 
         ``data`` None means the text the run was trained on (the stored file
@@ -158,7 +202,7 @@ class CharRNN:
         if self.state is None:
             raise ValueError("this model has no training state to resume; use fit()")
         trainer = Trainer(self, data, out=out, callback=callback, progress=progress, resume=True)
-        return trainer.run(total_steps=total_steps, max_steps=max_steps)
+        return trainer.run(total_steps=total_steps, max_steps=max_steps, max_minutes=max_minutes)
 
     def reset_training(self) -> None:
         """Forget the optimiser state and step counter (keeps the parameters)."""
@@ -176,10 +220,12 @@ class CharRNN:
         ones it was trained in; starting from zero can then give poor text.
         """
         if self.state is not None:
-            return self.state.h
+            h = self.state.h
+            return h[0] if self.classic and h.ndim == 2 else h  # batched run: stream 0
         return self.start_h
 
-    def sample(self, n: int, temperature: float = 1.0, prime: str | None = None, seed: int | None = None) -> str:
+    def sample(self, n: int, temperature: float = 1.0, prime: str | None = None, seed: int | None = None,
+               top_k: int = 0, top_p: float = 1.0, greedy: bool = False) -> str:
         """Synthesise ``n`` characters and return them (without the prime).
 
         The network starts from :attr:`start_state` (the training hidden state
@@ -187,14 +233,30 @@ class CharRNN:
         string; every character must be in the vocabulary, else ValueError);
         without a prime it reads a newline (or the first vocabulary character).
         ``seed`` None draws a random seed; the same seed gives the same text.
+        ``top_k`` > 0 draws only among the k most probable characters,
+        ``top_p`` < 1 only from the smallest set holding that much probability,
+        ``greedy`` always takes the most probable one.
         """
         return sample_text(self.params, self.vocab, n, temperature=temperature, prime=prime, seed=seed,
-                           h0=self.start_state)
+                           h0=self.start_state, top_k=top_k, top_p=top_p, greedy=greedy,
+                           cell=None if self.classic else self.cell)
+
+    def sample_stream(self, n: int, temperature: float = 1.0, prime: str | None = None, seed: int | None = None,
+                      *, top_k: int = 0, top_p: float = 1.0, greedy: bool = False, piece: int = 256):
+        """Like :meth:`sample`, but yields the text in pieces of at most
+        ``piece`` characters as it is generated; the pieces joined equal
+        :meth:`sample` with the same arguments."""
+        return sample_pieces(self.params, self.vocab, n, temperature=temperature, prime=prime, seed=seed,
+                             h0=self.start_state, top_k=top_k, top_p=top_p, greedy=greedy,
+                             cell=None if self.classic else self.cell, piece=piece)
 
     def loss(self, text: str) -> float:
         """Loss per character of predicting text[1:] from text[:-1], from :attr:`start_state`."""
         data = corpus_from_string(text, 0.0, self.vocab).train
-        total, _ = _core.evaluate_loss(self.params, data, self.start_state)
+        if self.classic:
+            total, _ = _core.evaluate_loss(self.params, data, self.start_state)
+        else:
+            total, _ = _core.net_evaluate_loss(self.cell, self.params, data, self.start_state)
         return float(total) / (len(data) - 1)
 
     # -- persistence --------------------------------------------------------
@@ -212,8 +274,10 @@ class CharRNN:
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint) -> CharRNN:
         meta = ckpt.meta
+        cell, layers = model_spec(meta)
         return cls(ckpt.vocab, ckpt.params, sig=float(meta.get("sig", 0.01)), seed=int(meta.get("seed", 0)),
-                   state=ckpt.state, start_h=ckpt.start_h)
+                   state=ckpt.state, start_h=ckpt.start_h, cell=cell, layers=layers,
+                   forget_bias=float(meta.get("forget_bias", 1.0)))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CharRNN:
@@ -226,5 +290,7 @@ class CharRNN:
 
     def copy(self) -> CharRNN:
         h = self.start_state
-        return CharRNN(self.vocab, copy_params(self.params), sig=self.sig, seed=self.seed, state=None,
-                       start_h=None if h is None else h.copy())
+        params = copy_params(self.params) if self.classic else copy_net_params(self.params)
+        return CharRNN(self.vocab, params, sig=self.sig, seed=self.seed, state=None,
+                       start_h=None if h is None else h.copy(), cell=self.cell, layers=self.layers,
+                       forget_bias=self.forget_bias)

@@ -107,10 +107,30 @@ def build_report(run_dir: str | os.PathLike[str], plot: bool = True) -> str:
           f"- charrnn_ext {config.get('package_version', '?')}", ""]
 
     L += ["## Hyper-parameters", "", "| setting | value |", "|---|---|"]
+    cell, layers = model.get("cell", "rnn"), int(model.get("layers", 1))
+    opt = train.get("optimizer", "adagrad")
+    opt_text = {"adagrad": f"AdaGrad (eps={train['eps']:g})",
+                "rmsprop": f"RMSProp (gamma={train.get('gamma', 0.9):g}, eps={train['eps']:g})",
+                "adam": f"Adam (beta1={train.get('beta1', 0.9):g}, beta2={train.get('beta2', 0.999):g}, "
+                        f"eps={train['eps']:g})"}[opt]
+    if train.get("clip_mode", "elementwise") == "global_norm":
+        opt_text += f", gradient rescaled to global norm <= {train['clip']:g}"
+    else:
+        opt_text += f", gradients clipped to ±{train['clip']:g}"
+    decay, every = train.get("lr_decay", 1.0), train.get("lr_decay_every", 1)
+    lr_text = f"{train['eta']:g}" + ("" if decay == 1.0 else f", × {decay:g} every {every} epoch(s)")
+    B = int(train.get("batch_size", 1))
+    init = (f"U, W, V ~ N(0, {model['sig']:g}²), b = c = 0" if cell == "rnn" and layers == 1 else
+            f"weights ~ N(0, {model['sig']:g}²), biases 0"
+            + (f" except the forget gate's {model.get('forget_bias', 1.0):g}" if cell == "lstm" else ""))
     rows = [
-        ("hidden units m", model["hidden"]), ("sequence length", T), ("learning rate eta", train["eta"]),
-        ("optimiser", f"AdaGrad (eps={train['eps']:g}), gradients clipped to ±{train['clip']:g}"),
-        ("initialisation", f"U, W, V ~ N(0, {model['sig']:g}²), b = c = 0"),
+        ("cell", f"{cell}, {layers} layer(s)"
+                 + (f", {model['n_params']:,} parameters" if "n_params" in model else "")),
+        ("hidden units m", model["hidden"]), ("sequence length", T), ("learning rate eta", lr_text),
+        ("optimiser", opt_text),
+        ("batch size", "1" if B == 1 else f"{B} streams over {B} segments of the text, gradients summed "
+                                          f"(threads: {train.get('threads', 1)})"),
+        ("initialisation", init),
         ("seed", model["seed"]), ("float type", model["dtype"]),
         ("hidden state", "carried between chunks, reset to zero at the start of each epoch"),
         ("smooth loss", "0.999·smooth + 0.001·loss, starting at the first loss"),

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import math
 import secrets
-from typing import Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from . import _core
 from .data import Vocabulary
 
-__all__ = ["derived_seed", "default_start_char", "random_seed", "sample_text"]
+__all__ = ["derived_seed", "default_start_char", "random_seed", "sample_pieces", "sample_text"]
 
 #: Tags that keep the seeds of different kinds of samples apart.
 SEED_TAG_PROGRESS = 0  # the 200-character samples taken during training
@@ -54,12 +54,10 @@ def encode_prime(vocab: Vocabulary, prime: str) -> np.ndarray:
     return vocab.encode(prime)
 
 
-def sample_text(params: Mapping[str, np.ndarray], vocab: Vocabulary, n: int, *, temperature: float = 1.0,
-                prime: str | np.ndarray | None = None, seed: int | None = None,
-                h0: np.ndarray | None = None) -> str:
-    """Feed ``prime`` (a string, an index array, or None for
-    :func:`default_start_char`) from ``h0`` (None: zeros) and return the ``n``
-    characters drawn after it (the prime is not included)."""
+_GOLDEN = 0x9E3779B97F4A7C15  # SplitMix64's increment: the C++ sampler advances its state by this per draw
+
+
+def _sample_args(vocab: Vocabulary, n: Any, temperature: Any, prime: Any, seed: int | None) -> tuple[np.ndarray, int]:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
@@ -73,5 +71,49 @@ def sample_text(params: Mapping[str, np.ndarray], vocab: Vocabulary, n: int, *, 
         idx = np.asarray(prime)
     if seed is None:
         seed = random_seed()
-    out, _ = _core.sample(params, h0, idx, int(n), float(temperature), int(seed))
+    return idx, int(seed)
+
+
+def _draw(params: Mapping[str, np.ndarray], cell: str | None, h0: np.ndarray | None, idx: np.ndarray, n: int,
+          temperature: float, seed: int, top_k: int, top_p: float, greedy: bool) -> tuple[np.ndarray, np.ndarray]:
+    if cell is None:  # the classic U, W, V, b, c parameters
+        return _core.sample(params, h0, idx, int(n), float(temperature), int(seed), top_k=top_k, top_p=top_p,
+                            greedy=greedy)
+    return _core.net_sample(cell, params, h0, idx, int(n), float(temperature), top_k=top_k, top_p=top_p,
+                            greedy=greedy, seed=int(seed))
+
+
+def sample_text(params: Mapping[str, np.ndarray], vocab: Vocabulary, n: int, *, temperature: float = 1.0,
+                prime: str | np.ndarray | None = None, seed: int | None = None,
+                h0: np.ndarray | None = None, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
+                cell: str | None = None) -> str:
+    """Feed ``prime`` (a string, an index array, or None for
+    :func:`default_start_char`) from ``h0`` (None: zeros) and return the ``n``
+    characters drawn after it (the prime is not included). ``cell`` None
+    means the classic U, W, V, b, c parameters, else the network's cell."""
+    idx, seed = _sample_args(vocab, n, temperature, prime, seed)
+    out, _ = _draw(params, cell, h0, idx, n, temperature, seed, top_k, top_p, greedy)
     return vocab.decode(out)
+
+
+def sample_pieces(params: Mapping[str, np.ndarray], vocab: Vocabulary, n: int, *, temperature: float = 1.0,
+                  prime: str | np.ndarray | None = None, seed: int | None = None,
+                  h0: np.ndarray | None = None, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
+                  cell: str | None = None, piece: int = 256) -> Iterator[str]:
+    """:func:`sample_text` in pieces of at most ``piece`` characters, yielded
+    as they are drawn. Each piece continues from the previous one's hidden
+    state (re-reading its last character) and random-number state, so the
+    pieces joined are exactly the text :func:`sample_text` gives."""
+    if isinstance(piece, bool) or not isinstance(piece, (int, np.integer)) or piece < 1:
+        raise ValueError(f"piece must be a positive integer, got {piece!r}")
+    idx, seed = _sample_args(vocab, n, temperature, prime, seed)
+    h = None if h0 is None else np.array(h0, copy=True)
+    done = 0
+    while done < n:
+        k = min(int(piece), int(n) - done)
+        out, h = _draw(params, cell, h, idx, k, temperature, seed, top_k, top_p, greedy)
+        if not greedy:  # one SplitMix64 draw per character
+            seed = (seed + k * _GOLDEN) % 2**64
+        idx = out[-1:]
+        done += k
+        yield vocab.decode(out)

@@ -1,8 +1,25 @@
 """The training loop and the run folder it writes.
 
-The updates themselves run in C++ (:func:`charrnn_ext._core.train_steps`), in
-chunks that end at the next *record point*. Python only runs the smooth-loss
-recurrence over each returned loss array and does the bookkeeping.
+The updates themselves run in C++, in chunks that end at the next *record
+point*. Python only runs the smooth-loss recurrence over each returned loss
+array and does the bookkeeping. Three paths:
+
+- the classic one (a one-layer vanilla RNN, AdaGrad, elementwise clipping,
+  batch_size 1): :func:`charrnn_ext._core.train_steps`, unchanged;
+- the same configuration with batch_size B > 1:
+  :func:`charrnn_ext._core.train_steps_batched`. The training split is cut into
+  B contiguous segments, one stream each with its own hidden state; the
+  gradients of the B streams are *summed* (not averaged) into one update, so
+  an update sees B * seq_length characters and an epoch has
+  (len(train) // B - 1) // seq_length updates. The (B, m) hidden states and the
+  B positions are part of the training state;
+- everything else (lstm / gru cells, stacked layers, RMSProp / Adam, global-norm
+  clipping): :func:`charrnn_ext._core.net_train_steps`.
+
+Learning-rate decay: the update in (0-based) epoch e uses
+``eta * lr_decay ** (e // lr_decay_every)``; chunks end at those epoch
+boundaries, so the rate is constant within a chunk and a resumed run uses
+the same rates.
 
 Record points (one metrics.csv row and one callback each) are the updates
 that are a multiple of ``log_every`` or of ``sample_every``, and the last
@@ -55,6 +72,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .data import BUILTIN_SOURCE, Corpus, corpus_from_string, load_corpus
+from .nets import CLIP_MODES, OPTIMIZERS, copy_net_params, init_opt_state, net_zero_state
 from .params import copy_params, zeros_like_params
 from .sampling import SEED_TAG_PASSAGE, SEED_TAG_PROGRESS, derived_seed, sample_text
 
@@ -91,12 +109,28 @@ class TrainingDiverged(RuntimeError):
         self.checkpoint = checkpoint
 
 
+#: Learning rate used when none is given: AdaGrad's classic 0.1, else 2e-3.
+DEFAULT_LR = {"adagrad": 0.1, "rmsprop": 2e-3, "adam": 2e-3}
+
+_BATCH_ERROR = "batching is only available for the vanilla RNN with AdaGrad"
+
+
 @dataclass
 class TrainConfig:
-    """Training hyper-parameters (defaults: the classic min-char-rnn setup)."""
+    """Training hyper-parameters (defaults: the classic min-char-rnn setup).
+
+    ``eta`` is the learning rate (None: :data:`DEFAULT_LR` of the optimiser);
+    ``gamma`` is RMSProp's decay, ``beta1``/``beta2`` Adam's; ``clip_mode``
+    'elementwise' clips each gradient entry to ±clip, 'global_norm' rescales
+    the whole gradient to norm <= clip. ``lr_decay``/``lr_decay_every``: the
+    rate is multiplied by lr_decay every lr_decay_every epochs.
+    ``batch_size`` > 1 (vanilla RNN with AdaGrad only) trains that many
+    streams with summed gradients, ``threads`` worker threads (results do
+    not depend on it).
+    """
 
     seq_length: int = 25
-    eta: float = 0.1
+    eta: float | None = None
     clip: float = 5.0
     eps: float = 1e-8
     log_every: int = 100
@@ -105,9 +139,29 @@ class TrainConfig:
     passage_chars: int = 1000
     val_fraction: float = 0.1
     val_chars: int = 100000
+    optimizer: str = "adagrad"
+    clip_mode: str = "elementwise"
+    gamma: float = 0.9
+    beta1: float = 0.9
+    beta2: float = 0.999
+    lr_decay: float = 1.0
+    lr_decay_every: int = 1
+    batch_size: int = 1
+    threads: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("seq_length", "log_every", "sample_every"):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+        if self.clip_mode not in CLIP_MODES:
+            raise ValueError(f"unknown clip_mode {self.clip_mode!r}; expected one of {', '.join(CLIP_MODES)}")
+        if self.eta is None:
+            self.eta = DEFAULT_LR[self.optimizer]
+        for name in ("gamma", "beta1", "beta2"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
+                raise ValueError(f"{name} must be a number in [0, 1), got {v!r}")
+            setattr(self, name, float(v))
+        for name in ("seq_length", "log_every", "sample_every", "lr_decay_every", "batch_size", "threads"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -117,7 +171,7 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
             setattr(self, name, int(v))
-        for name in ("eta", "clip", "eps"):
+        for name in ("eta", "clip", "eps", "lr_decay"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"{name} must be a positive finite number, got {v!r}")
@@ -152,6 +206,7 @@ class Progress:
     val_chars: int
     chars_per_sec: float  # training throughput over the last chunk
     sample: str | None  # text synthesised here (sample points only)
+    lr: float = math.nan  # learning rate of the last update
 
 
 @dataclass
@@ -171,6 +226,7 @@ class TrainResult:
     passage: str | None = None
     out: Path | None = None
     records: list[Progress] = field(default_factory=list)
+    time_limited: bool = False  # ended by max_minutes (the run is finished at that update)
 
 
 # ---------------------------------------------------------------------------
@@ -204,9 +260,29 @@ def resolve_corpus(data: Any, vocab, val_fraction: float) -> tuple[Corpus, str |
                     f"got {type(data).__name__}")
 
 
-def steps_per_epoch(n_train: int, seq_length: int) -> int:
-    """Number of chunks of seq_length (+1 target) in one pass over n_train characters."""
-    return (n_train - 1) // seq_length
+def steps_per_epoch(n_train: int, seq_length: int, batch_size: int = 1) -> int:
+    """Number of chunks of seq_length (+1 target) in one pass over n_train
+    characters (with batch_size streams: over each of the segments of n_train // batch_size)."""
+    return (n_train // batch_size - 1) // seq_length
+
+
+def _net_name(name: str) -> str:
+    return {"U": "l0.Wx", "W": "l0.Wh", "b": "l0.b"}.get(name, name)
+
+
+def net_view(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The classic U, W, V, b, c renamed to the one-layer network keys (same arrays)."""
+    return {_net_name(k): v for k, v in params.items()}
+
+
+def opt_net_view(mem: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Optimiser state keyed by classic names ("U" for AdaGrad's memory, "m:U", ...)
+    renamed to network keys ("M:l0.Wx", "m:l0.Wx", ...); same arrays."""
+    out = {}
+    for k, v in mem.items():
+        slot, _, name = k.rpartition(":")
+        out[f"{slot or 'M'}:{_net_name(name)}"] = v
+    return out
 
 
 def _fence(text: str) -> str:
@@ -303,8 +379,24 @@ class Trainer:
             if config:
                 raise ValueError(f"cannot change training options when resuming (got {sorted(config)})")
         base = dict(state.config) if state is not None and state.config else {}
+        if "optimizer" in config and "eta" not in config and base.get("optimizer", "adagrad") != config["optimizer"]:
+            base.pop("eta", None)  # the stored rate belongs to another optimiser
         base.update(config)
         self.config = TrainConfig.from_dict(base)
+        if state is not None and state.config:
+            for key in ("optimizer", "batch_size"):
+                old = state.config.get(key, TrainConfig.__dataclass_fields__[key].default)
+                if old != getattr(self.config, key):
+                    raise ValueError(f"cannot change {key} of a run ({old!r} -> {getattr(self.config, key)!r}); "
+                                     f"call model.reset_training() to start a new run")
+        c = self.config
+        self.path = "net"
+        if model.classic and c.optimizer == "adagrad" and c.clip_mode == "elementwise":
+            self.path = "classic" if c.batch_size == 1 else "batched"
+        if c.batch_size > 1 and self.path != "batched":
+            raise ValueError(f"{_BATCH_ERROR} (cell 'rnn', 1 layer, optimizer 'adagrad', clip_mode "
+                             f"'elementwise'); got cell {model.cell!r}, {model.layers} layer(s), optimizer "
+                             f"{c.optimizer!r}, clip_mode {c.clip_mode!r} with batch_size {c.batch_size}")
         if resume and data is None:
             stored = state.corpus
             if stored.get("source") == BUILTIN_SOURCE:
@@ -330,10 +422,11 @@ class Trainer:
                     f"{str(old.get('train_sha256'))[:12]}...) vs {self.corpus.source!r} "
                     f"({self.identity['n_train']} chars, sha256 {self.identity['train_sha256'][:12]}...). "
                     f"Use the same text, or call model.reset_training() to start a new run on this one")
-        T = self.config.seq_length
-        if self.corpus.train.size < T + 1:
+        T, B = self.config.seq_length, self.config.batch_size
+        if self.corpus.train.size // B < T + 1:
             raise ValueError(f"the training split of {self.corpus.source!r} has {self.corpus.train.size} "
-                             f"characters; seq_length={T} needs at least {T + 1}")
+                             f"characters; seq_length={T} needs at least {T + 1}"
+                             + (f" per stream, {B * (T + 1)} for batch_size={B}" if B > 1 else ""))
         self.out = None if out is None else Path(out)
         if self.out is not None:
             if self.out.exists() and not self.out.is_dir():
@@ -344,6 +437,7 @@ class Trainer:
             # temporary files of writes cut short by a crash or SIGKILL (never read)
             remove_stale_temp_files(self.out, RUN_FILES)
         self.resume = resume
+        self._lr = math.nan
         self._bar = None
         self._ckpt_step: int | None = None
 
@@ -351,13 +445,51 @@ class Trainer:
 
     @property
     def steps_per_epoch(self) -> int:
-        return steps_per_epoch(self.corpus.train.size, self.config.seq_length)
+        return steps_per_epoch(self.corpus.train.size, self.config.seq_length, self.config.batch_size)
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of the update that follows ``step`` updates."""
+        c = self.config
+        if c.lr_decay == 1.0:
+            return c.eta
+        return c.eta * c.lr_decay ** ((step // self.steps_per_epoch) // c.lr_decay_every)
+
+    def _fresh_state(self) -> TrainState:
+        model, c = self.model, self.config
+        if self.path == "classic":
+            return TrainState(mem=zeros_like_params(model.params), h=np.zeros(model.hidden, dtype=model.dtype))
+        if self.path == "batched":
+            return TrainState(mem=zeros_like_params(model.params),
+                              h=np.zeros((c.batch_size, model.hidden), dtype=model.dtype),
+                              positions=np.zeros(c.batch_size, dtype=np.int64))
+        if model.classic:  # one-layer rnn on the network path: keep the U..c names
+            mem = zeros_like_params(model.params) if c.optimizer == "adagrad" else \
+                init_opt_state(model.params, c.optimizer)
+            return TrainState(mem=mem, h=np.zeros(model.hidden, dtype=model.dtype))
+        return TrainState(mem=init_opt_state(model.params, c.optimizer), h=net_zero_state(model.cell, model.params))
+
+    def sample_state(self, h: np.ndarray | None) -> np.ndarray | None:
+        """The hidden state sampling/validation start from (stream 0 of a batched run)."""
+        return h[0] if h is not None and self.path == "batched" else h
+
+    def _evaluate(self, params: dict[str, np.ndarray], data: np.ndarray, h: np.ndarray | None) -> float:
+        h = self.sample_state(h)
+        if self.model.classic:
+            return float(_core.evaluate_loss(params, data, h)[0])
+        return float(_core.net_evaluate_loss(self.model.cell, params, data, h)[0])
 
     def run(self, steps: int | None = None, epochs: float | None = None, *, total_steps: int | None = None,
-            max_steps: int | None = None) -> TrainResult:
+            max_steps: int | None = None, max_minutes: float | None = None) -> TrainResult:
         """Train ``steps`` more updates, or ``epochs`` more epochs, or up to
-        ``total_steps`` (for resuming; default: the run's stored target)."""
+        ``total_steps`` (for resuming; default: the run's stored target).
+        ``max_minutes``: end the run (as finished) at the first chunk
+        boundary after that much wall-clock time."""
         model, cfg = self.model, self.config
+        if max_minutes is not None and (isinstance(max_minutes, bool) or not isinstance(max_minutes, (int, float))
+                                        or not max_minutes > 0 or not math.isfinite(max_minutes)):
+            raise ValueError(f"max_minutes must be a positive number, got {max_minutes!r}")
+        deadline = None if max_minutes is None else time.monotonic() + 60.0 * max_minutes
+        time_limited = False
         for name, v in (("steps", steps), ("total_steps", total_steps), ("max_steps", max_steps)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
@@ -368,8 +500,7 @@ class Trainer:
             raise ValueError("give only one of steps, epochs and total_steps")
         fresh = model.state is None
         if fresh:
-            model.state = TrainState(mem=zeros_like_params(model.params),
-                                     h=np.zeros(model.hidden, dtype=model.dtype))
+            model.state = self._fresh_state()
         s = model.state
         if total_steps is not None:
             total = int(total_steps)
@@ -400,8 +531,14 @@ class Trainer:
                     if interrupted.is_set():
                         raise KeyboardInterrupt
                     rate = self._chunk(min(self._next_record(s.step, total), session_end))
+                    if deadline is not None and time.monotonic() >= deadline and s.step < session_end:
+                        # out of time: this update becomes the end of the run
+                        total = s.total_steps = s.step
+                        time_limited = True
                     if self._is_record(s.step, total):
                         result_records.append(self._record(rate, metrics_row=True))
+                    if time_limited:
+                        break
                 if interrupted.is_set():
                     raise KeyboardInterrupt
             stopped = s.step < total
@@ -412,7 +549,7 @@ class Trainer:
             raise
         result = TrainResult(step=s.step, epoch=s.epoch, steps_done=s.step - start_step,
                              smooth_loss=s.smooth_loss, best_loss=s.best_loss, best_step=s.best_step,
-                             stopped=stopped, out=self.out, records=result_records)
+                             stopped=stopped, out=self.out, records=result_records, time_limited=time_limited)
         if stopped:
             self._save(plot=True)
         else:
@@ -428,16 +565,38 @@ class Trainer:
     def _next_record(self, step: int, total: int) -> int:
         c = self.config
         nxt = min((step // c.log_every + 1) * c.log_every, (step // c.sample_every + 1) * c.sample_every)
+        if c.lr_decay != 1.0:  # chunks end where the learning rate changes
+            span = self.steps_per_epoch * c.lr_decay_every
+            nxt = min(nxt, (step // span + 1) * span)
         return min(nxt, total)
 
     def _chunk(self, until: int) -> float:
         """Run the updates up to step ``until`` in C++; returns chars/s."""
-        s, c, params = self.model.state, self.config, self.model.params
+        s, c, params, model = self.model.state, self.config, self.model.params, self.model
         n = until - s.step
+        lr = self.lr_at(s.step)
         t0 = time.perf_counter()
-        losses, h, pos, wraps, diverged = _core.train_steps(
-            params, s.mem, self.corpus.train, s.h, n_steps=n, seq_length=c.seq_length, pos=s.pos,
-            eta=c.eta, clip=c.clip, eps=c.eps)
+        if self.path == "classic":
+            losses, h, pos, wraps, diverged = _core.train_steps(
+                params, s.mem, self.corpus.train, s.h, n_steps=n, seq_length=c.seq_length, pos=s.pos,
+                eta=lr, clip=c.clip, eps=c.eps)
+        elif self.path == "batched":
+            losses, h, positions, stream_wraps, diverged = _core.train_steps_batched(
+                params, s.mem, self.corpus.train, s.h, n_steps=n, batch_size=c.batch_size,
+                seq_length=c.seq_length, positions=s.positions, threads=c.threads, eta=lr, clip=c.clip, eps=c.eps)
+            s.positions = np.asarray(positions, dtype=np.int64)
+            pos, wraps = int(s.positions[0]), int(stream_wraps[0])  # the streams wrap together
+        else:
+            h_in = s.h.reshape(1, -1) if model.classic else s.h
+            losses, h, pos, wraps, diverged, t = _core.net_train_steps(
+                model.cell, net_view(params) if model.classic else params,
+                opt_net_view(s.mem) if model.classic else s.mem, self.corpus.train, h_in, n_steps=n,
+                seq_length=c.seq_length, pos=s.pos, optimizer=c.optimizer, lr=lr, clip=c.clip,
+                clip_mode=c.clip_mode, gamma=c.gamma, beta1=c.beta1, beta2=c.beta2, eps=c.eps, t=s.t)
+            s.t = int(t)
+            if model.classic:
+                h = h.reshape(-1)
+        self._lr = lr
         dt = time.perf_counter() - t0
         values = losses.tolist()
         smooth = s.smooth_loss
@@ -461,7 +620,7 @@ class Trainer:
         raise TrainingDiverged(
             f"training diverged: the loss of update {s.step + 1} is not finite (smooth loss so far "
             f"{_fmt(s.smooth_loss)}); stopped after update {s.step} without applying it; {where}. "
-            f"Try a smaller learning rate (eta={self.config.eta:g}).", s.step,
+            f"Try a smaller learning rate (eta={self.lr_at(s.step):g}).", s.step,
             self.out / "last.npz" if self.out is not None and self._ckpt_step is not None else None)
 
     def _validation(self, limit: int | None) -> tuple[float | None, int, float | None]:
@@ -473,10 +632,10 @@ class Trainer:
         # after the training split): the hidden state is reset to zero only once
         # per epoch, and early networks can be poor from a zero state.
         s = self.model.state
-        loss, _ = _core.evaluate_loss(self.model.params, val, s.h)
+        loss = self._evaluate(self.model.params, val, s.h)
         best = None
         if limit is None and s.best_params is not None:
-            best = float(_core.evaluate_loss(s.best_params, val, s.best_h)[0]) / (val.size - 1)
+            best = self._evaluate(s.best_params, val, s.best_h) / (val.size - 1)
         return float(loss) / (val.size - 1), int(val.size), best
 
     def _record(self, chunk_rate: float, metrics_row: bool) -> Progress:
@@ -485,14 +644,15 @@ class Trainer:
         sample_point = s.step % c.sample_every == 0
         if sample_point:
             val_loss, val_chars, _ = self._validation(c.val_chars)
-            # the state the next update starts from (wrapping to a new epoch if due)
-            if s.pos + c.seq_length + 1 > self.corpus.train.size:
+            # the state the next update starts from (wrapping to a new epoch if due;
+            # stream 0, which walks the start of the text, for a batched run)
+            if s.pos + c.seq_length + 1 > self.corpus.train.size // c.batch_size:
                 h, pos = None, 0
             else:
-                h, pos = s.h, s.pos
+                h, pos = self.sample_state(s.h), s.pos
             seed = derived_seed(model.seed, SEED_TAG_PROGRESS, s.step)
             text = sample_text(model.params, model.vocab, c.sample_chars, prime=self.corpus.train[pos:pos + 1],
-                               seed=seed, h0=h)
+                               seed=seed, h0=h, cell=None if model.classic else model.cell)
             s.samples.append(SampleRecord(step=s.step, epoch=s.epoch,
                                           smooth_loss=None if s.step == 0 else s.smooth_loss,
                                           val_loss=val_loss, val_chars=val_chars, seed=seed, text=text))
@@ -501,13 +661,14 @@ class Trainer:
                                        val_loss=val_loss, val_chars=val_chars))
             if s.best_step < 0 or s.smooth_loss < s.best_loss:
                 s.best_loss, s.best_step = s.smooth_loss, s.step
-                s.best_params = copy_params(model.params)
+                s.best_params = copy_params(model.params) if model.classic else copy_net_params(model.params)
                 s.best_h = s.h.copy()
         if sample_point:
             self._save()
         rec = Progress(step=s.step, epoch=s.epoch, total_steps=s.total_steps,
                        loss=s.last_loss, smooth_loss=s.smooth_loss, val_loss=val_loss, val_chars=val_chars,
-                       chars_per_sec=chunk_rate, sample=text)
+                       chars_per_sec=chunk_rate, sample=text,
+                       lr=self._lr if s.step > 0 else math.nan)
         if self._bar is not None:
             post = {"epoch": s.epoch, "smooth": f"{s.smooth_loss:.3f}" if s.step else "n/a",
                     "chars/s": f"{chunk_rate:,.0f}"}
@@ -539,7 +700,8 @@ class Trainer:
             return
         model, s = self.model, self.model.state
         cfg = {
-            "model": model.meta(),
+            "model": {**model.meta(), "n_params": model.n_params},
+            "training_path": self.path,
             "train": self.config.to_dict(),
             "corpus": {**self.identity, "vocab_size": model.K, "n_chars": self.corpus.n_chars},
             "total_steps": s.total_steps,
@@ -564,7 +726,7 @@ class Trainer:
             save_checkpoint(self.out / "last.npz", model.to_checkpoint())
             if s.best_params is not None:
                 save_checkpoint(self.out / "best.npz", Checkpoint(
-                    vocab=model.vocab, params=s.best_params, start_h=s.best_h,
+                    vocab=model.vocab, params=s.best_params, start_h=self.sample_state(s.best_h),
                     meta={**model.meta(), "step": s.best_step, "smooth_loss": s.best_loss}))
             self._ckpt_step = s.step
         atomic_write_text(self.out / "metrics.csv", metrics_csv(s.history))
@@ -581,15 +743,16 @@ class Trainer:
         model, s, c = self.model, self.model.state, self.config
         result.final_val_loss, result.val_chars, result.best_val_loss = self._validation(None)
         best, h = (s.best_params, s.best_h) if s.best_params is not None else (model.params, s.h)
-        result.passage = sample_text(best, model.vocab, c.passage_chars, h0=h,
-                                     seed=derived_seed(model.seed, SEED_TAG_PASSAGE, s.step))
+        result.passage = sample_text(best, model.vocab, c.passage_chars, h0=self.sample_state(h),
+                                     seed=derived_seed(model.seed, SEED_TAG_PASSAGE, s.step),
+                                     cell=None if model.classic else model.cell)
         if self.out is None:
             return
         summary = {
             "step": s.step, "epoch": s.epoch, "total_steps": s.total_steps, "smooth_loss": s.smooth_loss,
             "best_loss": s.best_loss, "best_step": s.best_step, "final_val_loss": result.final_val_loss,
             "best_val_loss": result.best_val_loss, "val_chars": result.val_chars,
-            "passage": result.passage,
+            "passage": result.passage, "time_limited": result.time_limited,
         }
         self._save(plot=True, summary=summary)
         from .report import write_report
