@@ -8,7 +8,7 @@ import pytest
 from charrnn_ext import _core
 from charrnn_ext import reference_nets as ref
 from charrnn_ext.gradcheck import check_net_gradients
-from charrnn_ext.nets import STATES, init_opt_state, net_init, net_param_shapes, net_zero_state
+from charrnn_ext.nets import STATES, net_init, net_param_shapes, net_zero_state
 
 from nets_common import CELLS, max_rel_err, net_problem, spectral_radius
 

@@ -1,7 +1,6 @@
 """A third opinion: PyTorch autograd (only where torch is installed)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import charrnn_ext as cx

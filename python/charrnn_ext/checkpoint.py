@@ -482,6 +482,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             raise r.fail(f"meta has an invalid cell/layers ({meta.get('cell')!r}, {meta.get('layers')!r})") from None
         if cell not in CELLS or layers < 1:
             raise r.fail(f"meta has an invalid model: cell={cell!r} (expected one of {CELLS}), layers={layers}")
+        # Trust no count from meta before it is matched by the archive itself:
+        # a tampered layers=10**8 must not make us build 10**8 shapes.
+        stored_layers = sum(1 for k in r.keys if k.startswith("param_l") and k.endswith(".Wx"))
+        if not is_classic(cell, layers) and layers != stored_layers:
+            raise r.fail(f"meta says layers={layers} but the archive holds {stored_layers} layer(s) of parameters")
         classic = is_classic(cell, layers)
         if version < 2 and not classic:
             raise r.fail(f"a version-{version} checkpoint cannot hold a {cell} network with {layers} layers")
@@ -559,6 +564,8 @@ def _load_state(r: _Reader, K: int, m: int, dtype: np.dtype, cell: str = "rnn", 
     if ints["best_step"] >= 0:
         best_params = r.param_set("best_", K, m, dtype, "best parameter", shapes=shapes)
         best_h = np.array(r.array("best_h", state_shape(cell, layers, m, batch_size), dtype), copy=True)
+        if not np.all(np.isfinite(best_h)):
+            raise r.fail("best_h contains NaN or infinite values")
     corpus = r.json("corpus")
     if not isinstance(corpus, dict):
         raise r.fail("train_config and corpus must hold JSON objects")

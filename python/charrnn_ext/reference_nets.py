@@ -18,7 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .nets import GATES, STATES, net_dims
+from .nets import STATES, net_dims
 
 
 def _sigmoid(x):

@@ -6,21 +6,22 @@ non-interactive Agg backend.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from .checkpoint import MetricRow, SampleRecord, atomic_write_bytes, atomic_write_text, load_checkpoint
+from .training import _fence, _fmt
 
 __all__ = ["build_report", "plot_losses", "write_report"]
 
 
 def plot_losses(path: str | os.PathLike[str], history: Sequence[MetricRow], samples: Sequence[SampleRecord],
-                seq_length: int, final: tuple[int, float | None] | None = None) -> Path:
+                chunk_chars: int, final: tuple[int, float | None] | None = None) -> Path:
     """Draw the smooth training loss against the update step, with the
-    validation losses (per character × seq_length, i.e. on the scale of a
-    training chunk) as points; write a PNG atomically."""
+    validation losses (per character × chunk_chars, the characters one update
+    sees: seq_length, times batch_size for minibatches) as points; write a
+    PNG atomically."""
     import io
 
     # A bare Figure renders with the Agg canvas and leaves pyplot's backend alone.
@@ -30,16 +31,16 @@ def plot_losses(path: str | os.PathLike[str], history: Sequence[MetricRow], samp
     ax = fig.add_subplot(1, 1, 1)
     if history:
         ax.plot([r.step for r in history], [r.smooth_loss for r in history], color="tab:blue", lw=1.5,
-                label="smooth training loss (per chunk of seq_length chars)")
-    pts = [(r.step, r.val_loss * seq_length) for r in samples if r.val_loss is not None]
+                label=f"smooth training loss (summed over the {chunk_chars} chars of an update)")
+    pts = [(r.step, r.val_loss * chunk_chars) for r in samples if r.val_loss is not None]
     if pts:
         ax.plot(*zip(*pts), "o", color="tab:orange", ms=4,
-                label=f"validation loss per char × {seq_length} (start of val split)")
+                label=f"validation loss per char × {chunk_chars} (start of val split)")
     if final is not None and final[1] is not None:
-        ax.plot([final[0]], [final[1] * seq_length], "D", color="tab:red", ms=6,
-                label=f"final validation loss per char × {seq_length} (whole val split)")
+        ax.plot([final[0]], [final[1] * chunk_chars], "D", color="tab:red", ms=6,
+                label=f"final validation loss per char × {chunk_chars} (whole val split)")
     ax.set_xlabel("update step")
-    ax.set_ylabel(f"loss over {seq_length} characters (nats)")
+    ax.set_ylabel(f"loss over {chunk_chars} characters (nats)")
     ax.set_title("Training progress")
     ax.grid(True, alpha=0.3)
     if history or pts:
@@ -49,25 +50,14 @@ def plot_losses(path: str | os.PathLike[str], history: Sequence[MetricRow], samp
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def _fmt(x: Any, spec: str = ".4f") -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    return format(x, spec)
-
-
-def _fence(text: str) -> str:
-    from .training import _fence as f
-
-    return f(text)
-
-
-def _gradcheck_section(run: Path, K: int, T: int, seed: int) -> str:
+def _gradcheck_section(run: Path, K: int, T: int, model: dict[str, Any]) -> str:
     gc = run / "gradcheck.md"
     if gc.exists():
         return gc.read_text(encoding="utf-8").strip()
     from .gradcheck import gradient_check
 
-    rep = gradient_check(None, K=K, m=5, seq_length=T, seed=seed % 2**32)
+    rep = gradient_check(None, K=K, m=5, seq_length=T, seed=int(model["seed"]) % 2**32,
+                         cell=model.get("cell", "rnn"), layers=int(model.get("layers", 1)))
     text = f"{rep.table()}\n\nData: {T + 1} random characters of the {K}-character vocabulary."
     atomic_write_text(gc, text + "\n")
     return text
@@ -92,9 +82,11 @@ def build_report(run_dir: str | os.PathLike[str], plot: bool = True) -> str:
         summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     model, train, corpus = config["model"], state.config, config["corpus"]
     T = int(train["seq_length"])
+    B = int(train.get("batch_size", 1))
+    chunk = T * B  # characters whose losses one update sums
     if plot:
         final = None if summary is None else (summary["step"], summary["final_val_loss"])
-        plot_losses(run / "loss.png", state.history, state.samples, T, final)
+        plot_losses(run / "loss.png", state.history, state.samples, chunk, final)
 
     L: list[str] = ["# Character-level RNN: training report", ""]
     status = ("finished" if summary is not None and state.step >= state.total_steps
@@ -141,11 +133,12 @@ def build_report(run_dir: str | os.PathLike[str], plot: bool = True) -> str:
 
     L += ["## Gradient check", "",
           "Analytic gradients (C++ and NumPy) against centred differences, m = 5.", "",
-          _gradcheck_section(run, ckpt.vocab.size, T, int(model["seed"])), ""]
+          _gradcheck_section(run, ckpt.vocab.size, T, model), ""]
 
     L += ["## Loss", "", "![Smooth training loss and validation loss](loss.png)", "",
-          f"The curve is the smooth loss of a {T}-character chunk. Validation losses are per character, "
-          f"multiplied by {T} to share the axis: dots are measured on at most {train['val_chars']:,} characters "
+          f"The curve is the smooth loss of one update: the summed loss of {chunk} characters"
+          + (f" ({B} streams × {T})" if B > 1 else "") + ". Validation losses are per character, "
+          f"multiplied by {chunk} to share the axis: dots are measured on at most {train['val_chars']:,} characters "
           f"from the start of the validation split every {train['sample_every']} updates, the diamond on the "
           f"whole split at the end. Validation starts from the network's running hidden state (it is reset to "
           f"zero only at the start of an epoch).", ""]

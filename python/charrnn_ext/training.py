@@ -117,7 +117,7 @@ _BATCH_ERROR = "batching is only available for the vanilla RNN with AdaGrad"
 
 @dataclass
 class TrainConfig:
-    """Training hyper-parameters (defaults: the classic min-char-rnn setup).
+    """Training hyper-parameters (defaults: the classic vanilla-RNN experiment).
 
     ``eta`` is the learning rate (None: :data:`DEFAULT_LR` of the optimiser);
     ``gamma`` is RMSProp's decay, ``beta1``/``beta2`` Adam's; ``clip_mode``
@@ -200,7 +200,7 @@ class Progress:
     step: int
     epoch: int
     total_steps: int
-    loss: float  # loss of this update, summed over seq_length characters
+    loss: float  # loss of this update, summed over its seq_length (x batch_size streams) characters
     smooth_loss: float
     val_loss: float | None  # per character, None if not measured here
     val_chars: int
@@ -610,7 +610,7 @@ class Trainer:
             self._bar.update(len(values))
         if diverged:
             self._diverged()
-        return len(values) * c.seq_length / dt if dt > 0 else math.inf
+        return len(values) * c.seq_length * c.batch_size / dt if dt > 0 else math.inf
 
     def _diverged(self) -> None:
         s = self.model.state
@@ -714,7 +714,7 @@ class Trainer:
 
             T = self.config.seq_length
             rep = gradient_check(np.asarray(self.corpus.train[:T + 1], dtype=np.int64), K=model.K, m=5,
-                                 seq_length=T, seed=model.seed % 2**32)
+                                 seq_length=T, seed=model.seed % 2**32, cell=model.cell, layers=model.layers)
             atomic_write_text(self.out / "gradcheck.md",
                               f"{rep.table()}\n\nData: the first {T + 1} characters of the training text.\n")
 
@@ -737,7 +737,8 @@ class Trainer:
             from .report import plot_losses
 
             final = None if summary is None else (summary["step"], summary["final_val_loss"])
-            plot_losses(self.out / "loss.png", s.history, s.samples, self.config.seq_length, final)
+            plot_losses(self.out / "loss.png", s.history, s.samples,
+                        self.config.seq_length * self.config.batch_size, final)
 
     def _finish(self, result: TrainResult) -> None:
         model, s, c = self.model, self.model.state, self.config
