@@ -18,6 +18,13 @@ import os
 # OpenBLAS tuning variables change what NumPy's reference costs; record them
 # and drop them for this process only, before NumPy is imported.
 OPENBLAS_ENV = {k: os.environ.pop(k, None) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+# The reference is single-threaded NumPy (min-char-rnn's mat-vecs are too
+# small for a BLAS thread pool to help, and an idle pool spinning in the
+# background would steal the core the two-thread rows need). Override with
+# CHARRNN_BENCH_BLAS_THREADS.
+BLAS_THREADS = os.environ.get("CHARRNN_BENCH_BLAS_THREADS", "1")
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = BLAS_THREADS
 
 import argparse  # noqa: E402
 import platform  # noqa: E402
@@ -182,7 +189,7 @@ def machine_description() -> str:
     return (f"{model}, {os.cpu_count()} logical CPUs, load {os.getloadavg()[0]:.2f}; {cxx}; "
             f"kernels: {_core.simd_level()}; numpy {np.__version__}; "
             f"OPENBLAS_CORETYPE={OPENBLAS_ENV['OPENBLAS_CORETYPE']} "
-            f"OPENBLAS_L2_SIZE={OPENBLAS_ENV['OPENBLAS_L2_SIZE']} (unset here)")
+            f"OPENBLAS_L2_SIZE={OPENBLAS_ENV['OPENBLAS_L2_SIZE']} (unset here); BLAS threads {BLAS_THREADS}")
 
 
 def main(argv=None) -> int:

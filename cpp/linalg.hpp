@@ -9,10 +9,38 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <memory>
+#include <new>
+#include <vector>
 
 #include "simd.hpp"
 
 namespace charrnn {
+
+// std::vector whose resize() leaves new elements uninitialised: work arrays
+// that every step overwrites in full need no zeroing (which was a visible
+// share of a short train_steps call).
+template <typename T>
+struct DefaultInitAllocator : std::allocator<T> {
+    template <typename U>
+    struct rebind {
+        using other = DefaultInitAllocator<U>;
+    };
+    DefaultInitAllocator() = default;
+    template <typename U>
+    DefaultInitAllocator(const DefaultInitAllocator<U>&) noexcept {}
+    template <typename U>
+    void construct(U* p) noexcept {
+        ::new (static_cast<void*>(p)) U;
+    }
+    template <typename U, typename... Args>
+    void construct(U* p, Args&&... args) {
+        ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    }
+};
+
+template <typename T>
+using WorkArray = std::vector<T, DefaultInitAllocator<T>>;
 
 // C = A B  or  C += A B, with
 //   A (M x P): A(r, p) = A[r * rsa + p * csa]  (pass A^T by swapping the strides)

@@ -38,7 +38,7 @@ struct Trainer {
     const Kernels<T>& kn;
     Transposed<T> tr;
     Activations<T> act;
-    std::vector<T> grad;  // all five gradients, back to back
+    WorkArray<T> grad;  // all five gradients, back to back (every step overwrites all of them)
     MutableParams<T> g;
     SpinBarrier barrier;
 
