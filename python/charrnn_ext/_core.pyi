@@ -106,4 +106,6 @@ def sample(
     """Feed prime from h0, then draw n characters: (indices (n,) int32, h (m,))."""
 
 def simd_level() -> str:
-    """Kernel set chosen for this CPU: 'avx512', 'avx2' or 'baseline'."""
+    """Kernel set chosen for this CPU: 'avx512', 'avx2' or 'baseline' (the
+    build's own target; 'baseline-avx2' / 'baseline-avx512' when the build
+    itself was compiled for those, e.g. with CHARRNN_NATIVE=ON)."""
