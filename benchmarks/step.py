@@ -18,6 +18,13 @@ import os
 # OpenBLAS tuning variables change what NumPy's reference costs; record them
 # and drop them for this process only, before NumPy is imported.
 OPENBLAS_ENV = {k: os.environ.pop(k, None) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+# The reference is single-threaded NumPy (min-char-rnn's mat-vecs are too
+# small for a BLAS thread pool to help, and an idle pool spinning in the
+# background would steal the core the two-thread rows need). Override with
+# CHARRNN_BENCH_BLAS_THREADS.
+BLAS_THREADS = os.environ.get("CHARRNN_BENCH_BLAS_THREADS", "1")
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = BLAS_THREADS
 
 import argparse  # noqa: E402
 import platform  # noqa: E402
@@ -73,22 +80,18 @@ def time_core(K, m, dtype, steps, repeats, batch=None, threads=1):
 
 
 def python_overhead(K, m, steps, repeats):
-    """Per-step cost of calling train_steps once per step vs once for all steps."""
+    """(seconds per step inside one train_steps call, seconds per call spent
+    outside the C++ loop). The latter is measured as a call with n_steps=0:
+    argument parsing, validation (finiteness of the parameters, index range)
+    and building the result tuple -- everything a call pays besides steps."""
     text = make_text(K, 200_000)
     p = init_params(K, m, seed=1)
     s = zeros_like_params(p)
-
-    def one_call():
-        _core.train_steps(p, s, text, n_steps=steps, seq_length=SEQ)
-
-    def many_calls():
-        h, pos = None, 0
-        for _ in range(steps):
-            _, h, pos, _, _ = _core.train_steps(p, s, text, h, n_steps=1, seq_length=SEQ, pos=pos)
-
-    t1 = best_time(one_call, repeats) / steps
-    tn = best_time(many_calls, repeats) / steps
-    return t1, tn
+    per_step = best_time(lambda: _core.train_steps(p, s, text, n_steps=steps, seq_length=SEQ), repeats) / steps
+    calls = 200
+    per_call = best_time(
+        lambda: [_core.train_steps(p, s, text, n_steps=0, seq_length=SEQ) for _ in range(calls)], repeats) / calls
+    return per_step, per_call
 
 
 def time_torch(K, m, batch, threads, steps, repeats):
@@ -186,7 +189,7 @@ def machine_description() -> str:
     return (f"{model}, {os.cpu_count()} logical CPUs, load {os.getloadavg()[0]:.2f}; {cxx}; "
             f"kernels: {_core.simd_level()}; numpy {np.__version__}; "
             f"OPENBLAS_CORETYPE={OPENBLAS_ENV['OPENBLAS_CORETYPE']} "
-            f"OPENBLAS_L2_SIZE={OPENBLAS_ENV['OPENBLAS_L2_SIZE']} (unset here)")
+            f"OPENBLAS_L2_SIZE={OPENBLAS_ENV['OPENBLAS_L2_SIZE']} (unset here); BLAS threads {BLAS_THREADS}")
 
 
 def main(argv=None) -> int:
@@ -231,12 +234,11 @@ def main(argv=None) -> int:
                 row(m, "PyTorch CPU (nn.RNN)", "float32", batch, threads, sec, ref_cps)
 
     m = 100 if not args.quick else ms[0]
-    t1, tn = python_overhead(K, m, steps, repeats)
+    t1, tc = python_overhead(K, m, steps, repeats)
     print()
-    print(f"Python overhead (m={m}, float64): train_steps(n_steps={steps}) {t1 * 1e6:.1f} us/step; "
-          f"one call per step {tn * 1e6:.1f} us/step -> per-call overhead {(tn - t1) * 1e6:.1f} us, "
-          f"{(tn - t1) / t1 * 100:.1f}% of a step when called per step, "
-          f"{(tn - t1) / steps / t1 * 100:.3f}% at n_steps={steps}")
+    print(f"Python overhead (m={m}, float64): {t1 * 1e6:.1f} us/step inside train_steps; "
+          f"{tc * 1e6:.1f} us per call outside the C++ loop = {tc / t1 * 100:.1f}% of one step "
+          f"(n_steps=1 per call), {tc / (100 * t1) * 100:.2f}% of the step time at n_steps=100")
     ts = time_sampling(nsample, m=m, K=K)
     print(f"Sampling {nsample:,} chars (m={m}, K={K}, float64): {ts:.3f} s ({nsample / ts:,.0f} chars/s)")
     if args.memory:

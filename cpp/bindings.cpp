@@ -93,12 +93,19 @@ struct ParamArrays {
 const char* float_name(float) { return "float32"; }
 const char* float_name(double) { return "float64"; }
 
+// x - x is +0 for finite x and NaN for inf or NaN; eight lane sums of it stay
+// 0 exactly unless some element is not finite. No early exit, so the loop
+// vectorises: this check runs on every call and must stay cheap.
 template <typename T>
 bool all_finite(const T* p, std::size_t n) {
-    for (std::size_t i = 0; i < n; ++i) {
-        if (!std::isfinite(p[i])) return false;
-    }
-    return true;
+    T acc[8] = {T(0), T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (std::size_t l = 0; l < 8; ++l) acc[l] += p[i + l] - p[i + l];
+    for (; i < n; ++i) acc[0] += p[i] - p[i];
+    T total = T(0);
+    for (std::size_t l = 0; l < 8; ++l) total += acc[l];
+    return total == T(0);
 }
 
 // what: "params" or "state". When K, m are 0 they are taken from U's shape.

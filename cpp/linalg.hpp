@@ -9,10 +9,38 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <memory>
+#include <new>
+#include <vector>
 
 #include "simd.hpp"
 
 namespace charrnn {
+
+// std::vector whose resize() leaves new elements uninitialised: work arrays
+// that every step overwrites in full need no zeroing (which was a visible
+// share of a short train_steps call).
+template <typename T>
+struct DefaultInitAllocator : std::allocator<T> {
+    template <typename U>
+    struct rebind {
+        using other = DefaultInitAllocator<U>;
+    };
+    DefaultInitAllocator() = default;
+    template <typename U>
+    DefaultInitAllocator(const DefaultInitAllocator<U>&) noexcept {}
+    template <typename U>
+    void construct(U* p) noexcept {
+        ::new (static_cast<void*>(p)) U;
+    }
+    template <typename U, typename... Args>
+    void construct(U* p, Args&&... args) {
+        ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    }
+};
+
+template <typename T>
+using WorkArray = std::vector<T, DefaultInitAllocator<T>>;
 
 // C = A B  or  C += A B, with
 //   A (M x P): A(r, p) = A[r * rsa + p * csa]  (pass A^T by swapping the strides)
@@ -81,27 +109,29 @@ CHARRNN_ALWAYS_INLINE void store_vec(T* p, V v) {
 
 template <typename T, int R, int W, int VL, bool Fma>
 CHARRNN_ALWAYS_INLINE void gemm_tile(const GemmArgs<T>& g, std::size_t r0, std::size_t c0) {
-    if constexpr (W < VL || VL == 1) {
+    if constexpr (W == 1 || VL == 1) {
         gemm_tile_scalar<T, R, W, Fma>(g, r0, c0);
     } else {
-        using V = typename Vec<T, VL>::type;
-        constexpr int NV = W / VL;
+        // Narrow tails use narrower vectors (e.g. 8 floats in a ymm register).
+        constexpr int VW = W < VL ? W : VL;
+        using V = typename Vec<T, VW>::type;
+        constexpr int NV = W / VW;
         V acc[R][NV];
         for (int r = 0; r < R; ++r)
             for (int v = 0; v < NV; ++v)
-                acc[r][v] = g.accumulate ? load_vec<V>(g.C + (r0 + r) * g.ldc + c0 + v * VL) : V{};
+                acc[r][v] = g.accumulate ? load_vec<V>(g.C + (r0 + r) * g.ldc + c0 + v * VW) : V{};
         const T* a = g.A + r0 * g.rsa;
         const T* b = g.B + c0;
         for (std::size_t p = 0; p < g.P; ++p, a += g.csa, b += g.ldb) {
             V bv[NV];
-            for (int v = 0; v < NV; ++v) bv[v] = load_vec<V>(b + v * VL);
+            for (int v = 0; v < NV; ++v) bv[v] = load_vec<V>(b + v * VW);
             for (int r = 0; r < R; ++r) {
                 const T ar = a[r * g.rsa];
                 for (int v = 0; v < NV; ++v) acc[r][v] += ar * bv[v];
             }
         }
         for (int r = 0; r < R; ++r)
-            for (int v = 0; v < NV; ++v) store_vec(g.C + (r0 + r) * g.ldc + c0 + v * VL, acc[r][v]);
+            for (int v = 0; v < NV; ++v) store_vec(g.C + (r0 + r) * g.ldc + c0 + v * VW, acc[r][v]);
     }
 }
 #else
@@ -121,10 +151,17 @@ CHARRNN_ALWAYS_INLINE void gemm_col_tail(const GemmArgs<T>& g, std::size_t r0, s
     if constexpr (W > 1) gemm_col_tail<T, R, W / 2, VL, Fma>(g, r0, c0);
 }
 
-// R rows of C: tiles of R x W with R * W = 8 vector registers of accumulators.
+// R rows of C: tiles of R x W with R * W = NACC vector registers of
+// accumulators: 16 of the 32 AVX-512 registers, 8 of the 16 elsewhere --
+// enough independent FMA chains to cover the FMA latency.
+template <int VL, typename T>
+constexpr int accumulators() {
+    return VL * static_cast<int>(sizeof(T)) >= 64 ? 16 : 8;
+}
+
 template <typename T, int R, int VL, bool Fma>
 CHARRNN_ALWAYS_INLINE void gemm_rows(const GemmArgs<T>& g, std::size_t r0) {
-    constexpr int W = 8 * VL / R;
+    constexpr int W = accumulators<VL, T>() * VL / R;
     std::size_t c0 = 0;
     for (; c0 + W <= g.N; c0 += W) gemm_tile<T, R, W, VL, Fma>(g, r0, c0);
     if constexpr (W > 1) gemm_col_tail<T, R, W / 2, VL, Fma>(g, r0, c0);

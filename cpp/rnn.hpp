@@ -59,7 +59,7 @@ inline std::size_t n_params(std::size_t K, std::size_t m) { return m * K + m * m
 // h W^T and h V^T run along unit-stride rows.
 template <typename T>
 struct Transposed {
-    std::vector<T> WT, VT;
+    WorkArray<T> WT, VT;
 
     void resize(std::size_t K, std::size_t m) {
         WT.resize(m * m);
@@ -78,12 +78,12 @@ struct Transposed {
 template <typename T>
 struct Activations {
     std::size_t B = 0, n = 0, K = 0, m = 0;
-    std::vector<std::int32_t> x, y;  // n*B, time-major
-    std::vector<T> h;                // (n+1)*B x m; block 0 is h0, block t+1 is h_t
-    std::vector<T> p;                // n*B x K; p_t, then dL/do_t = p_t - onehot(y_t)
-    std::vector<T> dh;               // n*B x m; dL/dh_t from the output, then dL/da_t
-    std::vector<T> dh_next;          // B x m; dL/dh_{t-1} carried back through W
-    std::vector<T> log_z, row_loss;  // n*B each
+    WorkArray<std::int32_t> x, y;  // n*B, time-major
+    WorkArray<T> h;                // (n+1)*B x m; block 0 is h0, block t+1 is h_t
+    WorkArray<T> p;                // n*B x K; p_t, then dL/do_t = p_t - onehot(y_t)
+    WorkArray<T> dh;               // n*B x m; dL/dh_t from the output, then dL/da_t
+    WorkArray<T> dh_next;          // B x m; dL/dh_{t-1} carried back through W
+    WorkArray<T> log_z, row_loss;  // n*B each
 
     void resize(std::size_t B_, std::size_t steps, std::size_t K_, std::size_t m_) {
         B = B_;

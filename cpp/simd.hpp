@@ -37,7 +37,16 @@ inline const char* isa_name(Isa isa) {
     switch (isa) {
         case Isa::avx512: return "avx512";
         case Isa::avx2: return "avx2";
-        default: return "baseline";
+        default:
+            // The build's own target: plain x86-64 (SSE2) unless compiled
+            // with -march flags (e.g. CHARRNN_NATIVE=ON).
+#if defined(__AVX512F__)
+            return "baseline-avx512";
+#elif defined(__AVX2__)
+            return "baseline-avx2";
+#else
+            return "baseline";
+#endif
     }
 }
 

@@ -38,7 +38,7 @@ struct Trainer {
     const Kernels<T>& kn;
     Transposed<T> tr;
     Activations<T> act;
-    std::vector<T> grad;  // all five gradients, back to back
+    WorkArray<T> grad;  // all five gradients, back to back (every step overwrites all of them)
     MutableParams<T> g;
     SpinBarrier barrier;
 
@@ -72,17 +72,22 @@ struct Trainer {
         const Range s = split_range(B, id, threads);
         forward_recurrence(kn, P, tr, act, s.begin, s.end);
         barrier.wait();
+        // Output layer and its backward are row-local: do both for blocks of
+        // rows while the block is in cache (dO, dH are computed even if the
+        // loss turns out not finite; the step is then simply not applied).
         const Range r = split_range(act.n * B, id, threads, 4);
-        output_layer(kn, P, tr, act, r.begin, r.end);
+        constexpr std::size_t block = 64;
+        for (std::size_t r0 = r.begin; r0 < r.end; r0 += block) {
+            const std::size_t r1 = std::min(r.end, r0 + block);
+            output_layer(kn, P, tr, act, r0, r1);
+            output_backward(kn, P, act, r0, r1);
+        }
         barrier.wait();
         return act.loss();
     }
 
     // Backward pass into g (worker id), after forward_phase.
     void backward_phase(const ParamsView<T>& P, std::size_t id) {
-        const Range r = split_range(act.n * B, id, threads, 4);
-        output_backward(kn, P, act, r.begin, r.end);
-        barrier.wait();
         const Range s = split_range(B, id, threads);
         backward_recurrence(kn, P, act, s.begin, s.end);
         barrier.wait();

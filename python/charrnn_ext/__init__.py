@@ -3,8 +3,20 @@
 The numerical kernels (forward pass, BPTT, clipped AdaGrad, sampling) are C++;
 everything around them (data, checks, training loop, reports) is Python.
 """
-from ._core import evaluate_loss, loss_and_grads, sample, train_step, train_steps
-from ._core import net_evaluate_loss, net_loss_and_grads, net_sample, net_train_steps
+from ._core import (
+    evaluate_loss,
+    loss_and_grads,
+    loss_and_grads_batched,
+    net_evaluate_loss,
+    net_loss_and_grads,
+    net_sample,
+    net_train_steps,
+    sample,
+    simd_level,
+    train_step,
+    train_steps,
+    train_steps_batched,
+)
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import Corpus, Vocabulary, builtin_corpus, load_corpus, load_text
 from .gradcheck import GradCheckReport, check_gradients, check_net_gradients, gradient_check
@@ -42,6 +54,7 @@ __all__ = [
     "load_corpus",
     "load_text",
     "loss_and_grads",
+    "loss_and_grads_batched",
     "net_evaluate_loss",
     "net_init",
     "net_loss_and_grads",
@@ -51,8 +64,10 @@ __all__ = [
     "net_zero_state",
     "sample",
     "save_checkpoint",
+    "simd_level",
     "train_step",
     "train_steps",
+    "train_steps_batched",
     "write_report",
     "zeros_like_params",
 ]
