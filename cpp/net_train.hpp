@@ -44,13 +44,15 @@ NetWalk net_train_walk(const NetLayout& lay, const std::vector<T*>& params, cons
     w.pos = pos;
     std::vector<T> next_state(lay.state_size());
     for (std::size_t step = 0; step < n_steps; ++step) {
-        if (w.pos + seq_len + 1 > N) {
-            w.pos = 0;
-            std::fill(state, state + lay.state_size(), T(0));
-            ++w.wraps;
+        // The state and the walk change only once the step is applied.
+        const ChunkPlan plan = ChunkPlan::at(w.pos, seq_len, N);
+        if (plan.wrap) {
+            std::fill(next_state.begin(), next_state.end(), T(0));
+        } else {
+            std::copy(state, state + lay.state_size(), next_state.begin());
         }
-        std::copy(state, state + lay.state_size(), next_state.begin());
-        const double loss = net.loss_and_grads(Pv, data + w.pos, data + w.pos + 1, seq_len, next_state.data(), g);
+        const I* chunk = data + plan.start;
+        const double loss = net.loss_and_grads(Pv, chunk, chunk + 1, seq_len, next_state.data(), g);
         if (!std::isfinite(loss)) {
             w.diverged = true;
             break;
@@ -58,16 +60,13 @@ NetWalk net_train_walk(const NetLayout& lay, const std::vector<T*>& params, cons
         optimizer_update(slots, cfg, t);
         std::copy(next_state.begin(), next_state.end(), state);
         losses[step] = static_cast<T>(loss);
-        w.pos += seq_len;
+        plan.commit(seq_len, w.pos, w.wraps);
         ++w.steps_done;
     }
     return w;
 }
 
-// Feeds the prime characters through the network from state (L x S*m,
-// updated in place), then draws n characters into out. As in sampling.hpp,
-// the returned state is the one *before* the last sampled character is fed,
-// so calling again with prime = {out[n-1]} continues exactly.
+// The general-network sampler: state (L x S*m) is updated in place; see sample_loop.
 template <typename T, typename I>
 void net_sample(const NetLayout& lay, const NetView<T>& Pv, T* state, const I* prime, std::size_t n_prime,
                 std::size_t n, double temperature, const SampleOptions& opt, std::uint64_t seed,
@@ -76,26 +75,18 @@ void net_sample(const NetLayout& lay, const NetView<T>& Pv, T* state, const I* p
     Network<T> net(lay);
     net.prepare(Pv);
     net.resize(1);
-    std::vector<T> o(K);
-    std::vector<std::size_t> order;
-    SplitMix64 rng(seed);
-    const T inv_temp = static_cast<T>(1.0 / temperature);
-    T log_z;
-    auto step = [&](std::size_t x) {
+    auto advance = [&](std::size_t x) {
         net.x[0] = static_cast<std::int32_t>(x);
         net.forward_hidden(Pv, state);
         net.final_state(state);
     };
-    for (std::size_t i = 0; i < n_prime; ++i) step(static_cast<std::size_t>(prime[i]));
-    for (std::size_t i = 0; i < n; ++i) {
-        if (i > 0) step(static_cast<std::size_t>(out[i - 1]));
-        // p = softmax((V h_top + c) / temperature)
+    // o = V h_top + c
+    auto logits = [&](T* o) {
         const T* h = state + (lay.L - 1) * lay.S() * m;
-        std::copy(Pv.c, Pv.c + K, o.begin());
-        net.kn.gemm({1, K, m, h, m, 1, net.VT.data(), K, o.data(), K, true});
-        net.kn.softmax_rows(o.data(), 1, K, K, inv_temp, &log_z);
-        out[i] = static_cast<std::int32_t>(choose_index(o.data(), K, opt, rng, order));
-    }
+        std::copy(Pv.c, Pv.c + K, o);
+        net.kn.gemm({1, K, m, h, m, 1, net.VT.data(), K, o, K, true});
+    };
+    sample_loop<T>(net.kn, K, prime, n_prime, n, temperature, opt, seed, out, advance, logits);
 }
 
 }  // namespace charrnn

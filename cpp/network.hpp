@@ -28,6 +28,7 @@
 #include "cells.hpp"
 #include "kernels.hpp"
 #include "linalg.hpp"
+#include "walk.hpp"
 
 namespace charrnn {
 
@@ -298,8 +299,8 @@ struct Network {
     void load(const I* xs, const I* ys, std::size_t steps) {
         resize(steps);
         for (std::size_t t = 0; t < steps; ++t) {
-            x[t] = static_cast<std::int32_t>(xs[t]);
-            y[t] = static_cast<std::int32_t>(ys[t]);
+            x[t] = safe_index(xs[t], lay.K);
+            y[t] = safe_index(ys[t], lay.K);
         }
     }
 
@@ -317,21 +318,19 @@ struct Network {
     }
 };
 
-// Summed loss of predicting data[1..N) from data[0..N-1), chunks of up to
-// 128 steps, carrying state (updated in place). Forward only.
+// Summed loss of predicting data[1..N) from data[0..N-1), chunks
+// (for_each_loss_chunk), carrying state (updated in place). Forward only.
 template <typename T, typename I>
 double net_sequence_loss(const NetLayout& lay, const NetView<T>& Pv, const I* data, std::size_t N, T* state) {
     Network<T> net(lay);
     net.prepare(Pv);
-    constexpr std::size_t chunk = 128;
     double loss = 0.0;
-    for (std::size_t t0 = 0; t0 + 1 < N; t0 += chunk) {
-        const std::size_t steps = std::min(chunk, N - 1 - t0);
+    for_each_loss_chunk(N, [&](std::size_t t0, std::size_t steps) {
         net.load(data + t0, data + t0 + 1, steps);
         net.forward_hidden(Pv, state);
         loss += net.output_loss(Pv);
         net.final_state(state);
-    }
+    });
     return loss;
 }
 

@@ -25,6 +25,7 @@
 
 #include "kernels.hpp"
 #include "linalg.hpp"
+#include "walk.hpp"
 
 namespace charrnn {
 
@@ -209,7 +210,7 @@ void parameter_gradients(const Kernels<T>& kn, const ParamsView<T>& P, const Act
 // ---------------------------------------------------------------- forward only
 
 // Loss of predicting data[1..N) from data[0..N-1) in one pass, carrying the
-// hidden state h (updated in place), in chunks of up to 128 steps. The sum is
+// hidden state h (updated in place), in chunks (for_each_loss_chunk). The sum is
 // accumulated in double whatever T is.
 template <typename T, typename I>
 double sequence_loss(const ParamsView<T>& P, const I* data, std::size_t N, T* h) {
@@ -218,21 +219,16 @@ double sequence_loss(const ParamsView<T>& P, const I* data, std::size_t N, T* h)
     tr.resize(P.K, P.m);
     tr.refresh(kn, P, 0, 1);
     Activations<T> act;
-    constexpr std::size_t chunk = 128;
     double loss = 0.0;
-    for (std::size_t t0 = 0; t0 + 1 < N; t0 += chunk) {
-        const std::size_t n = std::min(chunk, N - 1 - t0);
+    for_each_loss_chunk(N, [&](std::size_t t0, std::size_t n) {
         act.resize(1, n, P.K, P.m);
-        for (std::size_t t = 0; t < n; ++t) {
-            act.x[t] = static_cast<std::int32_t>(data[t0 + t]);
-            act.y[t] = static_cast<std::int32_t>(data[t0 + t + 1]);
-        }
+        copy_chunk(data + t0, n, P.K, act.x.data(), act.y.data());
         std::copy(h, h + P.m, act.h.begin());
         forward_recurrence(kn, P, tr, act, 0, 1);
         output_layer(kn, P, tr, act, 0, n);
         loss += act.loss();
         std::copy(act.h_last(), act.h_last() + P.m, h);
-    }
+    });
     return loss;
 }
 

@@ -11,6 +11,7 @@
 
 #include "kernels.hpp"
 #include "rnn.hpp"
+#include "walk.hpp"
 
 namespace charrnn {
 
@@ -105,10 +106,31 @@ inline std::size_t choose_index(T* p, std::size_t K, const SampleOptions& opt, S
     return draw_index(p, K, rng.uniform());
 }
 
-// Feeds the prime characters through the network starting from h (updated in
-// place), then synthesises n characters into out. On return h is the state
-// after the last prime/sampled character *before* the final sampled one, so
-// calling again with prime = {out[n-1]} and the returned h continues exactly.
+// The loop every sampler shares: feeds the prime characters, then draws n
+// characters into out from softmax(logits / temperature). advance(x) feeds
+// character x into the model's state; logits(o) writes the K output logits
+// of the current state into o. The state is left as it was *before* the
+// last sampled character would be fed, so calling again with
+// prime = {out[n-1]} and that state continues exactly.
+template <typename T, typename I, typename Advance, typename Logits>
+void sample_loop(const Kernels<T>& kn, std::size_t K, const I* prime, std::size_t n_prime, std::size_t n,
+                 double temperature, const SampleOptions& opt, std::uint64_t seed, std::int32_t* out,
+                 Advance&& advance, Logits&& logits) {
+    std::vector<T> o(K);
+    std::vector<std::size_t> order;
+    SplitMix64 rng(seed);
+    const T inv_temp = static_cast<T>(1.0 / temperature);
+    T log_z;
+    for (std::size_t i = 0; i < n_prime; ++i) advance(static_cast<std::size_t>(safe_index(prime[i], K)));
+    for (std::size_t i = 0; i < n; ++i) {
+        if (i > 0) advance(static_cast<std::size_t>(out[i - 1]));
+        logits(o.data());
+        kn.softmax_rows(o.data(), 1, K, K, inv_temp, &log_z);
+        out[i] = static_cast<std::int32_t>(choose_index(o.data(), K, opt, rng, order));
+    }
+}
+
+// The vanilla RNN sampler: h (m) is the hidden state, updated in place; see sample_loop.
 template <typename T, typename I>
 void sample(const ParamsView<T>& P, T* h, const I* prime, std::size_t n_prime, std::size_t n,
             double temperature, std::uint64_t seed, std::int32_t* out, const SampleOptions& opt = {}) {
@@ -117,27 +139,20 @@ void sample(const ParamsView<T>& P, T* h, const I* prime, std::size_t n_prime, s
     Transposed<T> tr;
     tr.resize(K, m);
     tr.refresh(kn, P, 0, 1);
-    std::vector<T> a(m), o(K);
-    std::vector<std::size_t> order;
-    SplitMix64 rng(seed);
-    const T inv_temp = static_cast<T>(1.0 / temperature);
-    T log_z;
+    std::vector<T> a(m);
     // h = tanh(W h + U[:, x] + b)
-    auto step = [&](std::size_t x) {
+    auto advance = [&](std::size_t x) {
         for (std::size_t i = 0; i < m; ++i) a[i] = P.b[i] + P.U[i * K + x];
         kn.gemm({1, m, m, h, m, 1, tr.WT.data(), m, a.data(), m, true});
         kn.tanh_inplace(a.data(), m);
         std::copy(a.begin(), a.end(), h);
     };
-    for (std::size_t i = 0; i < n_prime; ++i) step(static_cast<std::size_t>(prime[i]));
-    for (std::size_t i = 0; i < n; ++i) {
-        if (i > 0) step(static_cast<std::size_t>(out[i - 1]));
-        // p = softmax((V h + c) / temperature)
-        std::copy(P.c, P.c + K, o.begin());
-        kn.gemm({1, K, m, h, m, 1, tr.VT.data(), K, o.data(), K, true});
-        kn.softmax_rows(o.data(), 1, K, K, inv_temp, &log_z);
-        out[i] = static_cast<std::int32_t>(choose_index(o.data(), K, opt, rng, order));
-    }
+    // o = V h + c
+    auto logits = [&](T* o) {
+        std::copy(P.c, P.c + K, o);
+        kn.gemm({1, K, m, h, m, 1, tr.VT.data(), K, o, K, true});
+    };
+    sample_loop<T>(kn, K, prime, n_prime, n, temperature, opt, seed, out, advance, logits);
 }
 
 }  // namespace charrnn

@@ -19,6 +19,7 @@
 #include "kernels.hpp"
 #include "parallel.hpp"
 #include "rnn.hpp"
+#include "walk.hpp"
 
 namespace charrnn {
 
@@ -59,8 +60,8 @@ struct Trainer {
     void load(const I* x, const I* y, std::size_t n, const T* h0) {
         act.resize(B, n, K, m);
         for (std::size_t r = 0; r < n * B; ++r) {
-            act.x[r] = static_cast<std::int32_t>(x[r]);
-            act.y[r] = static_cast<std::int32_t>(y[r]);
+            act.x[r] = safe_index(x[r], K);
+            act.y[r] = safe_index(y[r], K);
         }
         std::copy(h0, h0 + B * m, act.h.begin());
     }
@@ -172,24 +173,24 @@ WalkState train_walk(MutableParams<T> theta, MutableParams<T> mem, const I* data
     w.pos.assign(pos, pos + B);
     w.wraps.assign(B, 0);
     trainer.act.resize(B, seq_len, K, m);
-    std::copy(h, h + B * m, trainer.act.h.begin());
+    std::vector<ChunkPlan> plan(B);
     run_team(trainer.threads, [&](std::size_t id) {
         for (std::size_t step = 0; step < n_steps; ++step) {
             if (id == 0) {
-                // Bookkeeping on one worker: wrap-arounds and the chunk's indices.
+                // Bookkeeping on one worker: where each stream's chunk starts
+                // and its initial state (zeros after a wrap). h, pos and wraps
+                // change only once the step has been applied.
                 for (std::size_t s = 0; s < B; ++s) {
-                    if (w.pos[s] + seq_len + 1 > L) {
-                        w.pos[s] = 0;
-                        std::fill(h + s * m, h + (s + 1) * m, T(0));
-                        ++w.wraps[s];
-                    }
-                    const I* seg = data + s * L + w.pos[s];
-                    for (std::size_t t = 0; t < seq_len; ++t) {
-                        trainer.act.x[t * B + s] = static_cast<std::int32_t>(seg[t]);
-                        trainer.act.y[t * B + s] = static_cast<std::int32_t>(seg[t + 1]);
+                    plan[s] = ChunkPlan::at(w.pos[s], seq_len, L);
+                    copy_chunk(data + s * L + plan[s].start, seq_len, K, trainer.act.x.data() + s,
+                               trainer.act.y.data() + s, B);
+                    T* h0 = trainer.act.h.data() + s * m;
+                    if (plan[s].wrap) {
+                        std::fill(h0, h0 + m, T(0));
+                    } else {
+                        std::copy(h + s * m, h + (s + 1) * m, h0);
                     }
                 }
-                std::copy(h, h + B * m, trainer.act.h.begin());
             }
             trainer.barrier.wait();
             const double loss = trainer.step_phase(theta, mem, h, cfg, id);
@@ -199,7 +200,7 @@ WalkState train_walk(MutableParams<T> theta, MutableParams<T> mem, const I* data
             }
             if (id == 0) {
                 losses[step] = static_cast<T>(loss);
-                for (std::size_t s = 0; s < B; ++s) w.pos[s] += seq_len;
+                for (std::size_t s = 0; s < B; ++s) plan[s].commit(seq_len, w.pos[s], w.wraps[s]);
                 ++w.steps_done;
             }
         }
