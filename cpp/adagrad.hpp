@@ -11,15 +11,25 @@
 
 namespace charrnn {
 
+// g limited to [-clip, clip].
+template <typename T>
+CHARRNN_ALWAYS_INLINE T clip_value(T g, T clip) {
+    g = g < -clip ? -clip : g;
+    return g > clip ? clip : g;
+}
+
+// One AdaGrad update of one entry with the (already clipped) gradient g.
+// Shared with optim.hpp, so both trainers do the same arithmetic.
+template <typename T>
+CHARRNN_ALWAYS_INLINE void adagrad_entry(T& theta, T& mem, T g, T eta, T eps) {
+    const T mi = mem + g * g;
+    mem = mi;
+    theta -= eta * g / std::sqrt(mi + eps);
+}
+
 template <typename T>
 CHARRNN_ALWAYS_INLINE void clip_adagrad_impl(T* theta, T* mem, const T* grad, std::size_t n, T eta, T clip, T eps) {
-    for (std::size_t i = 0; i < n; ++i) {
-        T g = grad[i] < -clip ? -clip : grad[i];
-        g = g > clip ? clip : g;
-        const T mi = mem[i] + g * g;
-        mem[i] = mi;
-        theta[i] -= eta * g / std::sqrt(mi + eps);
-    }
+    for (std::size_t i = 0; i < n; ++i) adagrad_entry(theta[i], mem[i], clip_value(grad[i], clip), eta, eps);
 }
 
 }  // namespace charrnn

@@ -5,7 +5,7 @@
 //   adam:     t <- t + 1
 //             m <- beta1 m + (1 - beta1) g;  v <- beta2 v + (1 - beta2) g^2
 //             theta <- theta - lr (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
-// AdaGrad is the same arithmetic, in the same order, as adagrad.hpp.
+// AdaGrad is the same code as adagrad.hpp's (adagrad_entry, clip_value).
 // Clipping, before the update:
 //   elementwise:  g <- min(max(g, -clip), clip)
 //   global_norm:  g <- g * min(1, clip / ||g||_2), the norm over ALL arrays
@@ -16,6 +16,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <vector>
+
+#include "adagrad.hpp"
 
 namespace charrnn {
 
@@ -52,55 +54,80 @@ double global_grad_norm(const std::vector<OptSlot<T>>& slots) {
     return std::sqrt(s);
 }
 
+// Per-step constants of an update, in T.
+template <typename T>
+struct OptCoeffs {
+    T clip, scale, lr, eps, gamma, one_m_gamma, b1, one_m_b1, b2, one_m_b2, bc1, bc2;
+};
+
+// One slot's update with the clipping mode and the optimiser fixed at
+// compile time, so the element loop has no branches left but the clamps.
+template <ClipMode C, Optimizer O, typename T>
+void update_slot(const OptSlot<T>& sl, const OptCoeffs<T>& k) {
+    T* const theta = sl.theta;
+    const T* const grad = sl.grad;
+    T* const s1 = sl.s1;
+    T* const s2 = sl.s2;
+    for (std::size_t i = 0; i < sl.n; ++i) {
+        T g = grad[i];
+        if constexpr (C == ClipMode::elementwise) g = clip_value(g, k.clip);
+        if constexpr (C == ClipMode::global_norm) g = g * k.scale;
+        if constexpr (O == Optimizer::adagrad) {
+            adagrad_entry(theta[i], s1[i], g, k.lr, k.eps);
+        } else if constexpr (O == Optimizer::rmsprop) {
+            const T mi = k.gamma * s1[i] + k.one_m_gamma * (g * g);
+            s1[i] = mi;
+            theta[i] -= k.lr * g / std::sqrt(mi + k.eps);
+        } else {
+            const T mi = k.b1 * s1[i] + k.one_m_b1 * g;
+            const T vi = k.b2 * s2[i] + k.one_m_b2 * (g * g);
+            s1[i] = mi;
+            s2[i] = vi;
+            theta[i] -= k.lr * (mi / k.bc1) / (std::sqrt(vi / k.bc2) + k.eps);
+        }
+    }
+}
+
+template <ClipMode C, Optimizer O, typename T>
+void update_slots(const std::vector<OptSlot<T>>& slots, const OptCoeffs<T>& k) {
+    for (const auto& sl : slots) update_slot<C, O>(sl, k);
+}
+
+template <ClipMode C, typename T>
+void update_slots_for(Optimizer opt, const std::vector<OptSlot<T>>& slots, const OptCoeffs<T>& k) {
+    switch (opt) {
+        case Optimizer::adagrad: return update_slots<C, Optimizer::adagrad>(slots, k);
+        case Optimizer::rmsprop: return update_slots<C, Optimizer::rmsprop>(slots, k);
+        case Optimizer::adam: return update_slots<C, Optimizer::adam>(slots, k);
+    }
+}
+
 // Applies one update to every slot; t is the step count (incremented here).
 template <typename T>
 void optimizer_update(const std::vector<OptSlot<T>>& slots, const OptConfig& cfg, std::uint64_t& t) {
     ++t;
-    const T clip = static_cast<T>(cfg.clip);
-    T scale = T(1);
+    OptCoeffs<T> k;
+    k.clip = static_cast<T>(cfg.clip);
+    k.scale = T(1);
     if (cfg.clip_mode == ClipMode::global_norm) {
         const double norm = global_grad_norm(slots);
-        if (norm > cfg.clip) scale = static_cast<T>(cfg.clip / norm);
+        if (norm > cfg.clip) k.scale = static_cast<T>(cfg.clip / norm);
     }
-    const T lr = static_cast<T>(cfg.lr), eps = static_cast<T>(cfg.eps);
-    const T gamma = static_cast<T>(cfg.gamma), one_m_gamma = static_cast<T>(1.0 - cfg.gamma);
-    const T b1 = static_cast<T>(cfg.beta1), one_m_b1 = static_cast<T>(1.0 - cfg.beta1);
-    const T b2 = static_cast<T>(cfg.beta2), one_m_b2 = static_cast<T>(1.0 - cfg.beta2);
+    k.lr = static_cast<T>(cfg.lr);
+    k.eps = static_cast<T>(cfg.eps);
+    k.gamma = static_cast<T>(cfg.gamma);
+    k.one_m_gamma = static_cast<T>(1.0 - cfg.gamma);
+    k.b1 = static_cast<T>(cfg.beta1);
+    k.one_m_b1 = static_cast<T>(1.0 - cfg.beta1);
+    k.b2 = static_cast<T>(cfg.beta2);
+    k.one_m_b2 = static_cast<T>(1.0 - cfg.beta2);
     const double td = static_cast<double>(t);
-    const T bc1 = static_cast<T>(1.0 - std::pow(cfg.beta1, td));
-    const T bc2 = static_cast<T>(1.0 - std::pow(cfg.beta2, td));
-    for (const auto& sl : slots) {
-        for (std::size_t i = 0; i < sl.n; ++i) {
-            T g = sl.grad[i];
-            if (cfg.clip_mode == ClipMode::elementwise) {
-                g = g < -clip ? -clip : g;
-                g = g > clip ? clip : g;
-            } else if (cfg.clip_mode == ClipMode::global_norm) {
-                g = g * scale;
-            }
-            switch (cfg.opt) {
-                case Optimizer::adagrad: {
-                    const T mi = sl.s1[i] + g * g;
-                    sl.s1[i] = mi;
-                    sl.theta[i] -= lr * g / std::sqrt(mi + eps);
-                    break;
-                }
-                case Optimizer::rmsprop: {
-                    const T mi = gamma * sl.s1[i] + one_m_gamma * (g * g);
-                    sl.s1[i] = mi;
-                    sl.theta[i] -= lr * g / std::sqrt(mi + eps);
-                    break;
-                }
-                case Optimizer::adam: {
-                    const T mi = b1 * sl.s1[i] + one_m_b1 * g;
-                    const T vi = b2 * sl.s2[i] + one_m_b2 * (g * g);
-                    sl.s1[i] = mi;
-                    sl.s2[i] = vi;
-                    sl.theta[i] -= lr * (mi / bc1) / (std::sqrt(vi / bc2) + eps);
-                    break;
-                }
-            }
-        }
+    k.bc1 = static_cast<T>(1.0 - std::pow(cfg.beta1, td));
+    k.bc2 = static_cast<T>(1.0 - std::pow(cfg.beta2, td));
+    switch (cfg.clip_mode) {
+        case ClipMode::elementwise: return update_slots_for<ClipMode::elementwise>(cfg.opt, slots, k);
+        case ClipMode::global_norm: return update_slots_for<ClipMode::global_norm>(cfg.opt, slots, k);
+        case ClipMode::none: return update_slots_for<ClipMode::none>(cfg.opt, slots, k);
     }
 }
 
