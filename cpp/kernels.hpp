@@ -1,7 +1,12 @@
 // The hot kernels, compiled once per instruction-set level and chosen at run
 // time (see simd.hpp): matrix product, tanh over an array, row softmax, and
-// clipped AdaGrad. Every variant runs the same arithmetic in the same order,
-// so results do not depend on which one the CPU gets.
+// clipped AdaGrad. Every variant runs the same operations in the same order,
+// but the build contracts a*b + c into fused multiply-adds where the target
+// has them (-ffp-contract=fast; AVX2 and AVX-512 do, the SSE2 baseline does
+// not), and a fused multiply-add rounds once instead of twice. So the last
+// bits of a result depend on the variant the CPU gets: CHARRNN_ISA=baseline,
+// avx2 or avx512 give slightly different numbers. For a fixed variant the
+// results are reproducible run to run and for any thread count.
 #pragma once
 
 #include <cmath>

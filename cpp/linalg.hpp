@@ -3,7 +3,10 @@
 // dimensions and fixed-size accumulator tiles, so the compiler vectorises them
 // without -ffast-math; the order of every floating-point addition is fixed by
 // this code, so a result does not depend on the vector width or on how the
-// rows are shared between threads.
+// rows are shared between threads. It can depend on the instruction set,
+// though: on targets with fused multiply-add (AVX2, AVX-512) the compiler
+// contracts a*b + c into one rounding, the SSE2 baseline rounds twice, so
+// the variants of kernels.hpp differ in the last bits.
 #pragma once
 
 #include <algorithm>
