@@ -2,9 +2,11 @@
 // Python: it checks every argument (type, dtype, shape, contiguity, range,
 // finiteness), views NumPy memory without copying, releases the GIL around
 // the numerical work and turns problems into Python exceptions.
+#include <pybind11/gil_safe_call_once.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -53,23 +55,43 @@ enum class Scalar { f32, f64 };
 
 bool is_c_contiguous(const py::array& a) { return (a.flags() & py::array::c_style) != 0; }
 
-py::array lookup(py::handle mapping, const char* what, const char* key) {
-    if (!py::isinstance<py::dict>(mapping) &&
-        !py::isinstance(mapping, py::module_::import("collections.abc").attr("Mapping"))) {
-        fail_type(std::string(what) + " must be a dict of NumPy arrays with keys U, W, V, b, c; got " +
-                  type_name(mapping));
+// dicts, and any other collections.abc.Mapping. The Mapping class is looked
+// up once and kept for the life of the interpreter.
+bool is_mapping(py::handle obj) {
+    if (PyDict_Check(obj.ptr())) return true;
+    PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<py::object> mapping_class;
+    const py::object& cls =
+        mapping_class
+            .call_once_and_store_result([] { return py::module_::import("collections.abc").attr("Mapping"); })
+            .get_stored();
+    return py::isinstance(obj, cls);
+}
+
+// detail goes between "a dict of NumPy arrays" and the type found.
+void require_mapping(py::handle mapping, const char* what, const char* detail = ",") {
+    if (!is_mapping(mapping)) {
+        fail_type(std::string(what) + " must be a dict of NumPy arrays" + detail + " got " + type_name(mapping));
     }
+}
+
+// mapping[key], which must exist and be a NumPy array; hint says what keys are expected.
+py::array dict_array(py::handle mapping, const char* what, const std::string& key, const std::string& hint) {
     py::object value;
     try {
         value = mapping[py::str(key)];
     } catch (py::error_already_set& e) {
         if (!e.matches(PyExc_KeyError)) throw;
-        fail_value(std::string(what) + " has no '" + key + "' entry (expected keys U, W, V, b, c)");
+        fail_value(std::string(what) + " has no '" + key + "' entry (" + hint + ")");
     }
     if (!py::isinstance<py::array>(value)) {
         fail_type(std::string(what) + "['" + key + "'] must be a NumPy array, got " + type_name(value));
     }
     return py::reinterpret_borrow<py::array>(value);
+}
+
+py::array lookup(py::handle mapping, const char* what, const char* key) {
+    require_mapping(mapping, what, " with keys U, W, V, b, c;");
+    return dict_array(mapping, what, key, "expected keys U, W, V, b, c");
 }
 
 Scalar scalar_of(py::handle params) {
@@ -108,9 +130,72 @@ bool all_finite(const T* p, std::size_t n) {
     return total == T(0);
 }
 
+// Like all_finite, and also no entry below zero (NaN compares false and is
+// caught by the finiteness sum). One pass, no early exit.
+template <typename T>
+bool all_finite_non_negative(const T* p, std::size_t n) {
+    T acc[8] = {T(0), T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
+    T low[8] = {T(0), T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (std::size_t l = 0; l < 8; ++l) {
+            const T v = p[i + l];
+            acc[l] += v - v;
+            low[l] = v < low[l] ? v : low[l];
+        }
+    for (; i < n; ++i) {
+        acc[0] += p[i] - p[i];
+        low[0] = p[i] < low[0] ? p[i] : low[0];
+    }
+    T total = T(0), lowest = T(0);
+    for (std::size_t l = 0; l < 8; ++l) {
+        total += acc[l];
+        lowest = low[l] < lowest ? low[l] : lowest;
+    }
+    return total == T(0) && !(lowest < T(0));
+}
+
+// What the values of an array must satisfy.
+enum class Values { any, finite, non_negative };  // non_negative: finite and >= 0
+
+template <typename T>
+void check_values(const py::array& a, std::size_t n, Values need, const std::string& name) {
+    const T* p = static_cast<const T*>(a.data());
+    if (need == Values::finite && !all_finite(p, n)) fail_value(name + " contains NaN or infinity");
+    if (need == Values::non_negative && !all_finite_non_negative(p, n)) {
+        fail_value(name + " must hold finite values >= 0 (accumulated squared gradients); it contains a "
+                          "negative entry, NaN or infinity");
+    }
+}
+
+// The memory of arrays that a call writes: no two may share any byte, or
+// an in-place update would read values it has already changed.
+struct Span {
+    const char* lo;
+    const char* hi;
+    std::string name;
+};
+
+void add_span(std::vector<Span>& spans, const py::array& a, std::string name) {
+    const char* lo = static_cast<const char*>(a.data());
+    spans.push_back({lo, lo + a.nbytes(), std::move(name)});
+}
+
+void reject_overlaps(std::vector<Span> spans) {
+    std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.lo < b.lo; });
+    std::size_t widest = 0;  // the span reaching furthest so far
+    for (std::size_t i = 1; i < spans.size(); ++i) {
+        if (spans[i].lo < spans[widest].hi) {
+            fail_value(spans[widest].name + " and " + spans[i].name +
+                       " overlap in memory; every parameter and optimiser-state array must be a separate array");
+        }
+        if (spans[i].hi > spans[widest].hi) widest = i;
+    }
+}
+
 // what: "params" or "state". When K, m are 0 they are taken from U's shape.
 template <typename T>
-ParamArrays<T> load_params(py::handle mapping, const char* what, bool writable, bool need_finite,
+ParamArrays<T> load_params(py::handle mapping, const char* what, bool writable, Values need,
                            std::size_t K = 0, std::size_t m = 0) {
     ParamArrays<T> pa;
     for (int i = 0; i < 5; ++i) pa.arrays[i] = lookup(mapping, what, kNames[i]);
@@ -149,22 +234,33 @@ ParamArrays<T> load_params(py::handle mapping, const char* what, bool writable, 
             fail_value(name + " is not C-contiguous; pass np.ascontiguousarray(...) (arrays are used in place)");
         }
         if (writable && !a.writeable()) fail_value(name + " is read-only; it must be writable to be updated in place");
-        if (need_finite && !all_finite(static_cast<const T*>(a.data()), static_cast<std::size_t>(a.size()))) {
-            fail_value(name + " contains NaN or infinity");
-        }
+        check_values<T>(a, static_cast<std::size_t>(a.size()), need, name);
     }
     return pa;
 }
 
+// params and state of a call that updates both in place must not share memory.
+template <typename T>
+void reject_aliasing(const ParamArrays<T>& P, const ParamArrays<T>& S) {
+    std::vector<Span> spans;
+    for (int i = 0; i < 5; ++i) {
+        add_span(spans, P.arrays[i], std::string("params['") + kNames[i] + "']");
+        add_span(spans, S.arrays[i], std::string("state['") + kNames[i] + "']");
+    }
+    reject_overlaps(std::move(spans));
+}
+
 // ---------------------------------------------------------------- index arrays
 
-py::array as_index_array(py::handle obj, const char* name) {
+// obj as a NumPy array of integers (any integer dtype). what describes the
+// expected argument for the TypeError ("an array of integer character indices").
+py::array as_int_array(py::handle obj, const char* name, const std::string& what) {
     py::array a;
     if (py::isinstance<py::array>(obj)) {
         a = py::reinterpret_borrow<py::array>(obj);
     } else {
         if (py::isinstance<py::str>(obj) || py::isinstance<py::bytes>(obj)) {
-            fail_type(std::string(name) + " must be an array of integer character indices, got " + type_name(obj) +
+            fail_type(std::string(name) + " must be " + what + ", got " + type_name(obj) +
                       " (encode text with a Vocabulary first)");
         }
         try {
@@ -172,13 +268,21 @@ py::array as_index_array(py::handle obj, const char* name) {
             // An empty list becomes float64; it is still an empty index sequence.
             if (a.size() == 0) a = py::module_::import("numpy").attr("asarray")(obj, "int64");
         } catch (py::error_already_set&) {
-            fail_type(std::string(name) + " must be an array of integer character indices, got " + type_name(obj));
+            fail_type(std::string(name) + " must be " + what + ", got " + type_name(obj));
         }
     }
     const char kind = a.dtype().kind();
     if (kind != 'i' && kind != 'u') {
-        fail_type(std::string(name) + " must hold integer character indices, got dtype " + dtype_name(a));
+        fail_type(std::string(name) + " must hold integer" + (what.find("character") != std::string::npos
+                                                                   ? " character indices"
+                                                                   : "s") +
+                  ", got dtype " + dtype_name(a));
     }
+    return a;
+}
+
+py::array as_index_array(py::handle obj, const char* name) {
+    py::array a = as_int_array(obj, name, "an array of integer character indices");
     if (a.ndim() != 1) {
         fail_value(std::string(name) + " must be 1-D, got shape " + shape_str(a));
     }
@@ -186,6 +290,21 @@ py::array as_index_array(py::handle obj, const char* name) {
         fail_value(std::string(name) + " is not contiguous; pass np.ascontiguousarray(...)");
     }
     return a;
+}
+
+// The part of a text of length N that a walk of n_steps chunks of seq_len
+// from pos reads: the chunks ahead of pos, or all of it when the walk may
+// wrap around. [begin, end) is what the range check must cover.
+struct Window {
+    std::size_t begin, end;
+};
+
+Window walk_window(std::size_t N, std::size_t pos, std::size_t n_steps, std::size_t seq_len) {
+    if (n_steps <= N / seq_len) {
+        const std::size_t stop = pos + n_steps * seq_len + 1;
+        if (stop <= N) return {pos, stop};
+    }
+    return {0, N};
 }
 
 // Calls f(static_cast<const I*>(data)) with I the array's integer type.
@@ -236,9 +355,23 @@ double positive_finite(double v, const char* name) {
     return v;
 }
 
+// 1 / temperature must be finite in T, or the softmax turns into NaN.
+template <typename T>
+void check_temperature(double temperature) {
+    positive_finite(temperature, "temperature");
+    if (!std::isfinite(static_cast<T>(1.0 / temperature))) {
+        std::ostringstream s;
+        s << "temperature = " << temperature << " is too small for " << float_name(T())
+          << ": 1/temperature overflows; the smallest allowed is about " << 1.0 / static_cast<double>(std::numeric_limits<T>::max());
+        fail_value(s.str());
+    }
+}
+
+// A count: a Python int or anything with __index__, but not a bool.
 std::size_t non_negative_int(py::handle obj, const char* name) {
-    if (!py::isinstance<py::int_>(obj) || py::isinstance<py::bool_>(obj)) {
-        if (!py::hasattr(obj, "__index__")) fail_type(std::string(name) + " must be an integer, got " + type_name(obj));
+    if (PyBool_Check(obj.ptr())) fail_type(std::string(name) + " must be an integer, got bool");
+    if (!py::isinstance<py::int_>(obj) && !py::hasattr(obj, "__index__")) {
+        fail_type(std::string(name) + " must be an integer, got " + type_name(obj));
     }
     py::int_ v = py::reinterpret_steal<py::int_>(PyNumber_Index(obj.ptr()));
     if (!v) throw py::error_already_set();
@@ -261,28 +394,47 @@ std::uint64_t seed_value(py::handle obj) {
     return v.cast<std::uint64_t>();
 }
 
-// A fresh hidden-state vector: zeros when h0 is None, otherwise a checked copy.
+// A fresh hidden state of the given shape: zeros when h0 is None, otherwise
+// a checked copy. expect spells the shape for messages ("(m,) = (4,)").
 template <typename T>
-py::array_t<T> hidden_state(py::handle h0, std::size_t m) {
-    py::array_t<T> h(static_cast<py::ssize_t>(m));
+py::array_t<T> initial_state(py::handle h0, std::initializer_list<std::size_t> dims, const std::string& expect) {
+    const std::vector<py::ssize_t> shape(dims.begin(), dims.end());
+    std::size_t n = 1;
+    for (std::size_t d : dims) n *= d;
+    py::array_t<T> h(shape);
     T* out = h.mutable_data();
     if (h0.is_none()) {
-        std::fill(out, out + m, T(0));
+        std::fill(out, out + n, T(0));
         return h;
     }
-    if (!py::isinstance<py::array>(h0)) fail_type("h0 must be a NumPy array of shape (m,) or None, got " + type_name(h0));
+    if (!py::isinstance<py::array>(h0)) {
+        fail_type("h0 must be a NumPy array of shape " + expect + " or None, got " + type_name(h0));
+    }
     auto a = py::reinterpret_borrow<py::array>(h0);
     if (!py::isinstance<py::array_t<T>>(a)) {
         fail_type("h0 has dtype " + dtype_name(a) + "; expected " + float_name(T()) + " like the parameters");
     }
-    if (a.ndim() != 1 || static_cast<std::size_t>(a.shape(0)) != m) {
-        fail_value("h0 has shape " + shape_str(a) + "; expected (m,) = (" + std::to_string(m) + ",)");
-    }
-    if (!is_c_contiguous(a)) fail_value("h0 is not contiguous; pass np.ascontiguousarray(...)");
+    bool ok = static_cast<std::size_t>(a.ndim()) == shape.size();
+    for (std::size_t i = 0; ok && i < shape.size(); ++i) ok = a.shape(static_cast<py::ssize_t>(i)) == shape[i];
+    if (!ok) fail_value("h0 has shape " + shape_str(a) + "; expected " + expect);
+    if (!is_c_contiguous(a)) fail_value("h0 is not C-contiguous; pass np.ascontiguousarray(...)");
     const T* src = static_cast<const T*>(a.data());
-    if (!all_finite(src, m)) fail_value("h0 contains NaN or infinity");
-    std::copy(src, src + m, out);
+    if (!all_finite(src, n)) fail_value("h0 contains NaN or infinity");
+    std::copy(src, src + n, out);
     return h;
+}
+
+// The vanilla RNN's state (m,).
+template <typename T>
+py::array_t<T> hidden_state(py::handle h0, std::size_t m) {
+    return initial_state<T>(h0, {m}, "(m,) = (" + std::to_string(m) + ",)");
+}
+
+// B streams of the vanilla RNN: (B, m).
+template <typename T>
+py::array_t<T> batch_hidden_state(py::handle h0, std::size_t B, std::size_t m) {
+    return initial_state<T>(h0, {B, m},
+                            "(batch_size, m) = (" + std::to_string(B) + ", " + std::to_string(m) + ")");
 }
 
 charrnn::AdagradConfig adagrad_config(double eta, double clip, double eps) {
@@ -312,19 +464,25 @@ Chunk load_chunk(py::handle X_obj, py::handle Y_obj, std::size_t K) {
     return c;
 }
 
-// Both arrays of a chunk as one index type (the smaller common case: same dtype).
+// Both arrays of a chunk as one index type: their own when X and Y share a
+// dtype, otherwise both widened to int64. Widening never changes a checked
+// index (every integer dtype's values in [0, K) fit in int64); converting one
+// to the other's type could (uint8 200 is int8 -56).
 template <typename T, typename F>
 void with_chunk(const Chunk& c, F&& f) {
+    bool same = false;
     with_index_type(c.X, "X", [&](auto* x) {
         using I = std::remove_cv_t<std::remove_pointer_t<decltype(x)>>;
         if (py::isinstance<py::array_t<I>>(c.Y)) {
+            same = true;
             f(x, static_cast<const I*>(c.Y.data()));
-        } else {
-            // Different integer dtypes: bring Y to X's type (the range is already checked).
-            py::array_t<I> Yc = py::array_t<I, py::array::c_style | py::array::forcecast>::ensure(c.Y);
-            f(x, Yc.data());
         }
     });
+    if (same) return;
+    using Wide = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
+    const Wide X = Wide::ensure(c.X), Y = Wide::ensure(c.Y);
+    if (!X || !Y) throw py::error_already_set();
+    f(X.data(), Y.data());
 }
 
 py::dict as_dict(const py::array* arrays) {
@@ -343,23 +501,26 @@ py::array_t<T> new_array(std::initializer_list<std::size_t> dims) {
 
 template <typename T>
 py::tuple loss_and_grads_impl(py::handle params, py::handle X, py::handle Y, py::handle h0) {
-    auto P = load_params<T>(params, "params", false, true);
+    auto P = load_params<T>(params, "params", false, Values::finite);
     Chunk chunk = load_chunk(X, Y, P.K);
     py::array_t<T> h = hidden_state<T>(h0, P.m);
     py::array grads[5] = {new_array<T>({P.m, P.K}), new_array<T>({P.m, P.m}), new_array<T>({P.K, P.m}),
                           new_array<T>({P.m}), new_array<T>({P.K})};
+    T* gout[5];
+    for (int i = 0; i < 5; ++i) gout[i] = static_cast<T*>(grads[i].mutable_data());
+    T* h_out = h.mutable_data();
     double loss = 0.0;
     with_chunk<T>(chunk, [&](auto* x, auto* y) {
         py::gil_scoped_release nogil;
         charrnn::Trainer<T> tr(P.K, P.m);
-        loss = static_cast<double>(tr.loss_and_grads(P.view(), x, y, chunk.n, h.data()));
+        loss = static_cast<double>(tr.loss_and_grads(P.view(), x, y, chunk.n, h_out));
         const std::size_t sizes[5] = {P.m * P.K, P.m * P.m, P.K * P.m, P.m, P.K};
         T* src[5] = {tr.g.U, tr.g.W, tr.g.V, tr.g.b, tr.g.c};
         for (int i = 0; i < 5; ++i) {
-            std::copy(src[i], src[i] + sizes[i], static_cast<T*>(grads[i].mutable_data()));
+            std::copy(src[i], src[i] + sizes[i], gout[i]);
         }
         const T* hl = tr.act.h_last();
-        std::copy(hl, hl + P.m, h.mutable_data());
+        std::copy(hl, hl + P.m, h_out);
     });
     return py::make_tuple(loss, as_dict(grads), h);
 }
@@ -367,15 +528,17 @@ py::tuple loss_and_grads_impl(py::handle params, py::handle X, py::handle Y, py:
 template <typename T>
 py::tuple train_step_impl(py::handle params, py::handle state, py::handle X, py::handle Y, py::handle h0,
                           const charrnn::AdagradConfig& cfg) {
-    auto P = load_params<T>(params, "params", true, true);
-    auto S = load_params<T>(state, "state", true, false, P.K, P.m);
+    auto P = load_params<T>(params, "params", true, Values::finite);
+    auto S = load_params<T>(state, "state", true, Values::non_negative, P.K, P.m);
+    reject_aliasing(P, S);
     Chunk chunk = load_chunk(X, Y, P.K);
     py::array_t<T> h = hidden_state<T>(h0, P.m);
+    T* h_out = h.mutable_data();
     double loss = 0.0;
     with_chunk<T>(chunk, [&](auto* x, auto* y) {
         py::gil_scoped_release nogil;
         charrnn::Trainer<T> tr(P.K, P.m);
-        loss = static_cast<double>(tr.step(P.mut(), S.mut(), x, y, chunk.n, h.mutable_data(), cfg));
+        loss = static_cast<double>(tr.step(P.mut(), S.mut(), x, y, chunk.n, h_out, cfg));
     });
     if (!std::isfinite(loss)) {
         throw py::value_error("the loss is not finite (" + std::to_string(loss) +
@@ -388,8 +551,9 @@ template <typename T>
 py::tuple train_steps_impl(py::handle params, py::handle state, py::handle data_obj, py::handle h0,
                            std::size_t n_steps, std::size_t seq_len, std::size_t pos,
                            const charrnn::AdagradConfig& cfg) {
-    auto P = load_params<T>(params, "params", true, true);
-    auto S = load_params<T>(state, "state", true, false, P.K, P.m);
+    auto P = load_params<T>(params, "params", true, Values::finite);
+    auto S = load_params<T>(state, "state", true, Values::non_negative, P.K, P.m);
+    reject_aliasing(P, S);
     py::array data = as_index_array(data_obj, "data");
     const std::size_t N = static_cast<std::size_t>(data.shape(0));
     if (seq_len == 0) fail_value("seq_length must be at least 1");
@@ -401,21 +565,13 @@ py::tuple train_steps_impl(py::handle params, py::handle state, py::handle data_
     py::array_t<T> h = hidden_state<T>(h0, P.m);
     py::array_t<T> losses(static_cast<py::ssize_t>(n_steps));
     charrnn::WalkState w;
+    T* h_out = h.mutable_data();
+    T* loss_out = losses.mutable_data();
     with_index_type(data, "data", [&](auto* d) {
-        // Check only what this call will read: the chunks ahead of pos, or
-        // the whole text when the walk may wrap around.
-        std::size_t begin = 0, end = N;
-        if (n_steps <= N / seq_len) {
-            const std::size_t stop = pos + n_steps * seq_len + 1;
-            if (stop <= N) {
-                begin = pos;
-                end = stop;
-            }
-        }
-        if (n_steps > 0) check_index_range(d, begin, end, P.K, "data");
+        const Window win = walk_window(N, pos, n_steps, seq_len);  // only what this call reads
+        if (n_steps > 0) check_index_range(d, win.begin, win.end, P.K, "data");
         py::gil_scoped_release nogil;
-        w = charrnn::train_steps(P.mut(), S.mut(), d, N, h.mutable_data(), pos, n_steps, seq_len, cfg,
-                                 losses.mutable_data(), P.K, P.m);
+        w = charrnn::train_steps(P.mut(), S.mut(), d, N, h_out, pos, n_steps, seq_len, cfg, loss_out, P.K, P.m);
     });
     if (w.steps_done < n_steps) losses.resize({static_cast<py::ssize_t>(w.steps_done)});
     return py::make_tuple(losses, h, w.pos[0], w.wraps[0], w.diverged);
@@ -430,53 +586,10 @@ std::size_t thread_count(py::handle obj) {
     return n;
 }
 
-// A fresh (B, m) hidden state: zeros when h0 is None, otherwise a checked copy.
-template <typename T>
-py::array_t<T> batch_hidden_state(py::handle h0, std::size_t B, std::size_t m) {
-    py::array_t<T> h({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(m)});
-    T* out = h.mutable_data();
-    if (h0.is_none()) {
-        std::fill(out, out + B * m, T(0));
-        return h;
-    }
-    const std::string expect = "(batch_size, m) = (" + std::to_string(B) + ", " + std::to_string(m) + ")";
-    if (!py::isinstance<py::array>(h0)) {
-        fail_type("h0 must be a NumPy array of shape " + expect + " or None, got " + type_name(h0));
-    }
-    auto a = py::reinterpret_borrow<py::array>(h0);
-    if (!py::isinstance<py::array_t<T>>(a)) {
-        fail_type("h0 has dtype " + dtype_name(a) + "; expected " + float_name(T()) + " like the parameters");
-    }
-    if (a.ndim() != 2 || static_cast<std::size_t>(a.shape(0)) != B || static_cast<std::size_t>(a.shape(1)) != m) {
-        fail_value("h0 has shape " + shape_str(a) + "; expected " + expect);
-    }
-    if (!is_c_contiguous(a)) fail_value("h0 is not C-contiguous; pass np.ascontiguousarray(...)");
-    const T* src = static_cast<const T*>(a.data());
-    if (!all_finite(src, B * m)) fail_value("h0 contains NaN or infinity");
-    std::copy(src, src + B * m, out);
-    return h;
-}
-
 // A (B, T) integer array of indices in [0, K), returned as time-major int32 (T*B).
 std::vector<std::int32_t> batch_indices(py::handle obj, const char* name, std::size_t K, std::size_t& B,
                                         std::size_t& n) {
-    py::array a;
-    if (py::isinstance<py::array>(obj)) {
-        a = py::reinterpret_borrow<py::array>(obj);
-    } else {
-        if (py::isinstance<py::str>(obj) || py::isinstance<py::bytes>(obj)) {
-            fail_type(std::string(name) + " must be a 2-D array of integer character indices, got " + type_name(obj));
-        }
-        try {
-            a = py::module_::import("numpy").attr("asarray")(obj);
-        } catch (py::error_already_set&) {
-            fail_type(std::string(name) + " must be a 2-D array of integer character indices, got " + type_name(obj));
-        }
-    }
-    const char kind = a.dtype().kind();
-    if (kind != 'i' && kind != 'u') {
-        fail_type(std::string(name) + " must hold integer character indices, got dtype " + dtype_name(a));
-    }
+    py::array a = as_int_array(obj, name, "a 2-D array of integer character indices");
     if (a.ndim() != 2) fail_value(std::string(name) + " must be 2-D with shape (batch_size, T), got shape " + shape_str(a));
     B = static_cast<std::size_t>(a.shape(0));
     n = static_cast<std::size_t>(a.shape(1));
@@ -501,7 +614,7 @@ std::vector<std::int32_t> batch_indices(py::handle obj, const char* name, std::s
 template <typename T>
 py::tuple loss_and_grads_batched_impl(py::handle params, py::handle X, py::handle Y, py::handle h0,
                                       std::size_t threads) {
-    auto P = load_params<T>(params, "params", false, true);
+    auto P = load_params<T>(params, "params", false, Values::finite);
     std::size_t B = 0, n = 0, By = 0, ny = 0;
     std::vector<std::int32_t> x = batch_indices(X, "X", P.K, B, n);
     std::vector<std::int32_t> y = batch_indices(Y, "Y", P.K, By, ny);
@@ -512,15 +625,18 @@ py::tuple loss_and_grads_batched_impl(py::handle params, py::handle X, py::handl
     py::array_t<T> h = batch_hidden_state<T>(h0, B, P.m);
     py::array grads[5] = {new_array<T>({P.m, P.K}), new_array<T>({P.m, P.m}), new_array<T>({P.K, P.m}),
                           new_array<T>({P.m}), new_array<T>({P.K})};
+    T* gout[5];
+    for (int i = 0; i < 5; ++i) gout[i] = static_cast<T*>(grads[i].mutable_data());
+    T* h_out = h.mutable_data();
     double loss = 0.0;
     {
         py::gil_scoped_release nogil;
         charrnn::Trainer<T> tr(P.K, P.m, B, threads);
-        loss = tr.loss_and_grads(P.view(), x.data(), y.data(), n, h.data());
+        loss = tr.loss_and_grads(P.view(), x.data(), y.data(), n, h_out);
         const std::size_t sizes[5] = {P.m * P.K, P.m * P.m, P.K * P.m, P.m, P.K};
         T* src[5] = {tr.g.U, tr.g.W, tr.g.V, tr.g.b, tr.g.c};
-        for (int i = 0; i < 5; ++i) std::copy(src[i], src[i] + sizes[i], static_cast<T*>(grads[i].mutable_data()));
-        std::copy(tr.act.h_last(), tr.act.h_last() + B * P.m, h.mutable_data());
+        for (int i = 0; i < 5; ++i) std::copy(src[i], src[i] + sizes[i], gout[i]);
+        std::copy(tr.act.h_last(), tr.act.h_last() + B * P.m, h_out);
     }
     return py::make_tuple(loss, as_dict(grads), h);
 }
@@ -529,8 +645,9 @@ template <typename T>
 py::tuple train_steps_batched_impl(py::handle params, py::handle state, py::handle data_obj, py::handle h0,
                                    std::size_t n_steps, std::size_t B, std::size_t seq_len, py::handle positions,
                                    std::size_t threads, const charrnn::AdagradConfig& cfg) {
-    auto P = load_params<T>(params, "params", true, true);
-    auto S = load_params<T>(state, "state", true, false, P.K, P.m);
+    auto P = load_params<T>(params, "params", true, Values::finite);
+    auto S = load_params<T>(state, "state", true, Values::non_negative, P.K, P.m);
+    reject_aliasing(P, S);
     py::array data = as_index_array(data_obj, "data");
     const std::size_t N = static_cast<std::size_t>(data.shape(0));
     if (B == 0) fail_value("batch_size must be at least 1");
@@ -543,18 +660,7 @@ py::tuple train_steps_batched_impl(py::handle params, py::handle state, py::hand
     }
     std::vector<std::size_t> pos(B, 0);
     if (!positions.is_none()) {
-        py::array pa;
-        if (py::isinstance<py::array>(positions)) {
-            pa = py::reinterpret_borrow<py::array>(positions);
-        } else {
-            try {
-                pa = py::module_::import("numpy").attr("asarray")(positions);
-            } catch (py::error_already_set&) {
-                fail_type("positions must be an integer array of shape (batch_size,) or None, got " + type_name(positions));
-            }
-        }
-        const char kind = pa.dtype().kind();
-        if (kind != 'i' && kind != 'u') fail_type("positions must hold integers, got dtype " + dtype_name(pa));
+        py::array pa = as_int_array(positions, "positions", "an integer array of shape (batch_size,) or None");
         if (pa.ndim() != 1 || static_cast<std::size_t>(pa.shape(0)) != B) {
             fail_value("positions has shape " + shape_str(pa) + "; expected (batch_size,) = (" + std::to_string(B) + ",)");
         }
@@ -571,11 +677,13 @@ py::tuple train_steps_batched_impl(py::handle params, py::handle state, py::hand
     py::array_t<T> h = batch_hidden_state<T>(h0, B, P.m);
     py::array_t<T> losses(static_cast<py::ssize_t>(n_steps));
     charrnn::WalkState w;
+    T* h_out = h.mutable_data();
+    T* loss_out = losses.mutable_data();
     with_index_type(data, "data", [&](auto* d) {
         if (n_steps > 0) check_index_range(d, 0, B * L, P.K, "data");
         py::gil_scoped_release nogil;
-        w = charrnn::train_walk(P.mut(), S.mut(), d, N, h.mutable_data(), pos.data(), B, n_steps, seq_len, cfg,
-                                losses.mutable_data(), P.K, P.m, threads);
+        w = charrnn::train_walk(P.mut(), S.mut(), d, N, h_out, pos.data(), B, n_steps, seq_len, cfg, loss_out, P.K,
+                                P.m, threads);
     });
     if (w.steps_done < n_steps) losses.resize({static_cast<py::ssize_t>(w.steps_done)});
     py::array_t<std::int64_t> pos_out(static_cast<py::ssize_t>(B)), wraps_out(static_cast<py::ssize_t>(B));
@@ -589,33 +697,36 @@ py::tuple train_steps_batched_impl(py::handle params, py::handle state, py::hand
 template <typename T>
 py::tuple sample_impl(py::handle params, py::handle h0, py::handle prime_obj, std::size_t n, double temperature,
                       std::uint64_t seed, const charrnn::SampleOptions& opt) {
-    auto P = load_params<T>(params, "params", false, true);
+    auto P = load_params<T>(params, "params", false, Values::finite);
     py::array prime = as_index_array(prime_obj, "prime");
     const std::size_t n_prime = static_cast<std::size_t>(prime.shape(0));
     if (n_prime == 0) fail_value("prime is empty; give at least one character index to start from");
-    positive_finite(temperature, "temperature");
+    check_temperature<T>(temperature);
     py::array_t<T> h = hidden_state<T>(h0, P.m);
     py::array_t<std::int32_t> out(static_cast<py::ssize_t>(n));
+    T* h_out = h.mutable_data();
+    std::int32_t* idx_out = out.mutable_data();
     with_index_type(prime, "prime", [&](auto* x) {
         check_index_range(x, 0, n_prime, P.K, "prime");
         py::gil_scoped_release nogil;
-        charrnn::sample(P.view(), h.mutable_data(), x, n_prime, n, temperature, seed, out.mutable_data(), opt);
+        charrnn::sample(P.view(), h_out, x, n_prime, n, temperature, seed, idx_out, opt);
     });
     return py::make_tuple(out, h);
 }
 
 template <typename T>
 py::tuple evaluate_loss_impl(py::handle params, py::handle data_obj, py::handle h0) {
-    auto P = load_params<T>(params, "params", false, true);
+    auto P = load_params<T>(params, "params", false, Values::finite);
     py::array data = as_index_array(data_obj, "data");
     const std::size_t N = static_cast<std::size_t>(data.shape(0));
     if (N < 2) fail_value("data has " + std::to_string(N) + " characters; the loss needs at least 2");
     py::array_t<T> h = hidden_state<T>(h0, P.m);
+    T* h_out = h.mutable_data();
     double loss = 0.0;
     with_index_type(data, "data", [&](auto* d) {
         check_index_range(d, 0, N, P.K, "data");
         py::gil_scoped_release nogil;
-        loss = charrnn::sequence_loss(P.view(), d, N, h.mutable_data());
+        loss = charrnn::sequence_loss(P.view(), d, N, h_out);
     });
     return py::make_tuple(loss, h);
 }
@@ -699,31 +810,9 @@ charrnn::SampleOptions sample_options(py::handle top_k, double top_p, bool greed
     return opt;
 }
 
-void require_mapping(py::handle mapping, const char* what) {
-    const bool ok = PyDict_Check(mapping.ptr()) ||
-                    py::isinstance(mapping, py::module_::import("collections.abc").attr("Mapping"));
-    if (!ok) {
-        fail_type(std::string(what) + " must be a dict of NumPy arrays, got " + type_name(mapping));
-    }
-}
-
 bool has_key(py::handle mapping, const std::string& key) {
     const int r = PyMapping_HasKeyString(mapping.ptr(), key.c_str());
     return r == 1;
-}
-
-py::array net_lookup(py::handle mapping, const char* what, const std::string& key, const std::string& hint) {
-    py::object value;
-    try {
-        value = mapping[py::str(key)];
-    } catch (py::error_already_set& e) {
-        if (!e.matches(PyExc_KeyError)) throw;
-        fail_value(std::string(what) + " has no '" + key + "' entry (" + hint + ")");
-    }
-    if (!py::isinstance<py::array>(value)) {
-        fail_type(std::string(what) + "['" + key + "'] must be a NumPy array, got " + type_name(value));
-    }
-    return py::reinterpret_borrow<py::array>(value);
 }
 
 std::string net_keys_hint(charrnn::Cell cell) {
@@ -735,7 +824,7 @@ std::string net_keys_hint(charrnn::Cell cell) {
 charrnn::NetLayout net_layout(charrnn::Cell cell, py::handle params) {
     require_mapping(params, "params");
     const std::string hint = net_keys_hint(cell);
-    py::array V = net_lookup(params, "params", "V", hint);
+    py::array V = dict_array(params, "params", "V", hint);
     if (V.ndim() != 2) fail_value("params['V'] must be 2-D with shape (K, m), got shape " + shape_str(V));
     charrnn::NetLayout lay{cell, static_cast<std::size_t>(V.shape(0)), static_cast<std::size_t>(V.shape(1)), 0};
     if (lay.K == 0 || lay.m == 0) {
@@ -748,7 +837,7 @@ charrnn::NetLayout net_layout(charrnn::Cell cell, py::handle params) {
 
 Scalar net_scalar(py::handle params) {
     require_mapping(params, "params");
-    py::array V = net_lookup(params, "params", "V", "the output weights, shape (K, m)");
+    py::array V = dict_array(params, "params", "V", "the output weights, shape (K, m)");
     if (py::isinstance<py::array_t<double>>(V)) return Scalar::f64;
     if (py::isinstance<py::array_t<float>>(V)) return Scalar::f32;
     fail_type("params['V'] has dtype " + dtype_name(V) + "; expected float64 or float32 (native byte order)");
@@ -762,9 +851,9 @@ std::string expected_shape(const charrnn::ArraySpec& s) {
 // One array of a dict, checked against its spec and viewed in place.
 template <typename T>
 T* checked_array(py::handle mapping, const char* what, const std::string& key, const charrnn::ArraySpec& spec,
-                 const charrnn::NetLayout& lay, const std::string& hint, bool writable, bool need_finite,
-                 std::vector<py::array>& keep) {
-    py::array a = net_lookup(mapping, what, key, hint);
+                 const charrnn::NetLayout& lay, const std::string& hint, bool writable, Values need,
+                 std::vector<py::array>& keep, std::vector<Span>& spans) {
+    py::array a = dict_array(mapping, what, key, hint);
     const std::string name = std::string(what) + "['" + key + "']";
     if (!py::isinstance<py::array_t<T>>(a)) {
         fail_type(name + " has dtype " + dtype_name(a) + "; expected " + float_name(T()) +
@@ -782,10 +871,9 @@ T* checked_array(py::handle mapping, const char* what, const std::string& key, c
     }
     if (!is_c_contiguous(a)) fail_value(name + " is not C-contiguous; pass np.ascontiguousarray(...) (arrays are used in place)");
     if (writable && !a.writeable()) fail_value(name + " is read-only; it must be writable to be updated in place");
-    if (need_finite && !all_finite(static_cast<const T*>(a.data()), spec.size())) {
-        fail_value(name + " contains NaN or infinity");
-    }
+    check_values<T>(a, spec.size(), need, name);
     keep.push_back(a);
+    add_span(spans, a, name);
     return static_cast<T*>(a.mutable_data());
 }
 
@@ -794,17 +882,19 @@ template <typename T>
 struct NetArrays {
     charrnn::NetLayout lay;
     std::vector<py::array> keep;
+    std::vector<Span> spans;  // of the arrays, for the aliasing check
     std::vector<T*> ptrs;
     charrnn::NetView<T> view() const { return charrnn::NetView<T>(lay, ptrs); }
 };
 
 template <typename T>
 NetArrays<T> load_net_params(charrnn::Cell cell, py::handle params, bool writable) {
-    NetArrays<T> na{net_layout(cell, params), {}, {}};
+    NetArrays<T> na{net_layout(cell, params), {}, {}, {}};
     const std::string hint = net_keys_hint(cell);
     const auto specs = na.lay.arrays();
     for (const auto& sp : specs) {
-        na.ptrs.push_back(checked_array<T>(params, "params", sp.name, sp, na.lay, hint, writable, true, na.keep));
+        na.ptrs.push_back(checked_array<T>(params, "params", sp.name, sp, na.lay, hint, writable, Values::finite, na.keep,
+                                            na.spans));
     }
     // Anything else in the dict is a mistake (a gru bias given to an lstm, a layer after a gap, ...).
     if (static_cast<std::size_t>(py::len(params)) != specs.size()) {
@@ -823,8 +913,11 @@ NetArrays<T> load_net_params(charrnn::Cell cell, py::handle params, bool writabl
 
 // Optimiser memory: "M:<name>" (adagrad, rmsprop) or "m:<name>" and "v:<name>" (adam).
 template <typename T>
+// The first moment m of adam may be any finite value; the squared-gradient
+// memories (M, v) must also be >= 0. None may share memory with the
+// parameters (whose spans come in `spans`) or with each other.
 void load_opt_state(py::handle state, const charrnn::NetLayout& lay, charrnn::Optimizer opt, std::vector<T*>& s1,
-                    std::vector<T*>& s2, std::vector<py::array>& keep) {
+                    std::vector<T*>& s2, std::vector<py::array>& keep, std::vector<Span> spans) {
     require_mapping(state, "opt_state");
     const bool adam = opt == charrnn::Optimizer::adam;
     const std::string hint = std::string("optimizer '") +
@@ -833,42 +926,29 @@ void load_opt_state(py::handle state, const charrnn::NetLayout& lay, charrnn::Op
                              " for every parameter; make it with init_opt_state(params, optimizer)";
     const auto specs = lay.arrays();
     for (const auto& sp : specs) {
-        s1.push_back(checked_array<T>(state, "opt_state", (adam ? "m:" : "M:") + sp.name, sp, lay, hint, true, false, keep));
-        if (adam) s2.push_back(checked_array<T>(state, "opt_state", "v:" + sp.name, sp, lay, hint, true, false, keep));
+        s1.push_back(checked_array<T>(state, "opt_state", (adam ? "m:" : "M:") + sp.name, sp, lay, hint, true,
+                                      adam ? Values::finite : Values::non_negative, keep, spans));
+        if (adam) {
+            s2.push_back(checked_array<T>(state, "opt_state", "v:" + sp.name, sp, lay, hint, true,
+                                          Values::non_negative, keep, spans));
+        }
     }
     const std::size_t expect = specs.size() * (adam ? 2 : 1);
     if (static_cast<std::size_t>(py::len(state)) != expect) {
         fail_value("opt_state has " + std::to_string(py::len(state)) + " entries; expected " + std::to_string(expect) +
                    " (" + hint + ")");
     }
+    reject_overlaps(std::move(spans));
 }
 
-// A fresh (layers, S*m) state: zeros when h0 is None, otherwise a checked copy.
+// A general network's state (layers, S*m).
 template <typename T>
 py::array_t<T> net_hidden_state(py::handle h0, const charrnn::NetLayout& lay) {
     const std::size_t cols = lay.S() * lay.m;
-    py::array_t<T> h({static_cast<py::ssize_t>(lay.L), static_cast<py::ssize_t>(cols)});
-    T* out = h.mutable_data();
-    if (h0.is_none()) {
-        std::fill(out, out + lay.state_size(), T(0));
-        return h;
-    }
-    const std::string expect = "(layers, " + std::string(lay.S() == 2 ? "2*m" : "m") + ") = (" +
-                               std::to_string(lay.L) + ", " + std::to_string(cols) + ")" +
-                               (lay.S() == 2 ? " (each row: h then c)" : "");
-    if (!py::isinstance<py::array>(h0)) fail_type("h0 must be a NumPy array of shape " + expect + " or None, got " + type_name(h0));
-    auto a = py::reinterpret_borrow<py::array>(h0);
-    if (!py::isinstance<py::array_t<T>>(a)) {
-        fail_type("h0 has dtype " + dtype_name(a) + "; expected " + float_name(T()) + " like the parameters");
-    }
-    if (a.ndim() != 2 || static_cast<std::size_t>(a.shape(0)) != lay.L || static_cast<std::size_t>(a.shape(1)) != cols) {
-        fail_value("h0 has shape " + shape_str(a) + "; expected " + expect);
-    }
-    if (!is_c_contiguous(a)) fail_value("h0 is not C-contiguous; pass np.ascontiguousarray(...)");
-    const T* src = static_cast<const T*>(a.data());
-    if (!all_finite(src, lay.state_size())) fail_value("h0 contains NaN or infinity");
-    std::copy(src, src + lay.state_size(), out);
-    return h;
+    return initial_state<T>(h0, {lay.L, cols},
+                            "(layers, " + std::string(lay.S() == 2 ? "2*m" : "m") + ") = (" +
+                                std::to_string(lay.L) + ", " + std::to_string(cols) + ")" +
+                                (lay.S() == 2 ? " (each row: h then c)" : ""));
 }
 
 template <typename T>
@@ -883,11 +963,12 @@ py::tuple net_loss_and_grads_impl(charrnn::Cell cell, py::handle params, py::han
         g.push_back(a.mutable_data());
         grads[py::str(sp.name)] = a;
     }
+    T* h_out = h.mutable_data();
     double loss = 0.0;
     with_chunk<T>(chunk, [&](auto* x, auto* y) {
         py::gil_scoped_release nogil;
         charrnn::Network<T> net(P.lay);
-        loss = net.loss_and_grads(P.view(), x, y, chunk.n, h.mutable_data(), g);
+        loss = net.loss_and_grads(P.view(), x, y, chunk.n, h_out, g);
     });
     return py::make_tuple(loss, grads, h);
 }
@@ -899,7 +980,7 @@ py::tuple net_train_steps_impl(charrnn::Cell cell, py::handle params, py::handle
     auto P = load_net_params<T>(cell, params, true);
     std::vector<T*> s1, s2;
     std::vector<py::array> keep;
-    load_opt_state<T>(opt_state, P.lay, cfg.opt, s1, s2, keep);
+    load_opt_state<T>(opt_state, P.lay, cfg.opt, s1, s2, keep, P.spans);
     py::array data = as_index_array(data_obj, "data");
     const std::size_t N = static_cast<std::size_t>(data.shape(0));
     if (seq_len == 0) fail_value("seq_length must be at least 1");
@@ -911,19 +992,13 @@ py::tuple net_train_steps_impl(charrnn::Cell cell, py::handle params, py::handle
     py::array_t<T> h = net_hidden_state<T>(h0, P.lay);
     py::array_t<T> losses(static_cast<py::ssize_t>(n_steps));
     charrnn::NetWalk w;
+    T* h_out = h.mutable_data();
+    T* loss_out = losses.mutable_data();
     with_index_type(data, "data", [&](auto* d) {
-        std::size_t begin = 0, end = N;  // only what this call will read (see train_steps)
-        if (n_steps <= N / seq_len) {
-            const std::size_t stop = pos + n_steps * seq_len + 1;
-            if (stop <= N) {
-                begin = pos;
-                end = stop;
-            }
-        }
-        if (n_steps > 0) check_index_range(d, begin, end, P.lay.K, "data");
+        const Window win = walk_window(N, pos, n_steps, seq_len);  // only what this call reads
+        if (n_steps > 0) check_index_range(d, win.begin, win.end, P.lay.K, "data");
         py::gil_scoped_release nogil;
-        w = charrnn::net_train_walk(P.lay, P.ptrs, s1, s2, d, N, h.mutable_data(), pos, n_steps, seq_len, cfg, t,
-                                    losses.mutable_data());
+        w = charrnn::net_train_walk(P.lay, P.ptrs, s1, s2, d, N, h_out, pos, n_steps, seq_len, cfg, t, loss_out);
     });
     if (w.steps_done < n_steps) losses.resize({static_cast<py::ssize_t>(w.steps_done)});
     return py::make_tuple(losses, h, w.pos, w.wraps, w.diverged, t);
@@ -936,13 +1011,15 @@ py::tuple net_sample_impl(charrnn::Cell cell, py::handle params, py::handle h0, 
     py::array prime = as_index_array(prime_obj, "prime");
     const std::size_t n_prime = static_cast<std::size_t>(prime.shape(0));
     if (n_prime == 0) fail_value("prime is empty; give at least one character index to start from");
+    check_temperature<T>(temperature);
     py::array_t<T> h = net_hidden_state<T>(h0, P.lay);
     py::array_t<std::int32_t> out(static_cast<py::ssize_t>(n));
+    T* h_out = h.mutable_data();
+    std::int32_t* idx_out = out.mutable_data();
     with_index_type(prime, "prime", [&](auto* x) {
         check_index_range(x, 0, n_prime, P.lay.K, "prime");
         py::gil_scoped_release nogil;
-        charrnn::net_sample(P.lay, P.view(), h.mutable_data(), x, n_prime, n, temperature, opt, seed,
-                            out.mutable_data());
+        charrnn::net_sample(P.lay, P.view(), h_out, x, n_prime, n, temperature, opt, seed, idx_out);
     });
     return py::make_tuple(out, h);
 }
@@ -954,11 +1031,12 @@ py::tuple net_evaluate_loss_impl(charrnn::Cell cell, py::handle params, py::hand
     const std::size_t N = static_cast<std::size_t>(data.shape(0));
     if (N < 2) fail_value("data has " + std::to_string(N) + " characters; the loss needs at least 2");
     py::array_t<T> h = net_hidden_state<T>(h0, P.lay);
+    T* h_out = h.mutable_data();
     double loss = 0.0;
     with_index_type(data, "data", [&](auto* d) {
         check_index_range(d, 0, N, P.lay.K, "data");
         py::gil_scoped_release nogil;
-        loss = charrnn::net_sequence_loss(P.lay, P.view(), d, N, h.mutable_data());
+        loss = charrnn::net_sequence_loss(P.lay, P.view(), d, N, h_out);
     });
     return py::make_tuple(loss, h);
 }
@@ -977,7 +1055,12 @@ template <typename T> struct NetEvaluateLoss { template <typename... A> static p
 }  // namespace
 
 PYBIND11_MODULE(_core, mod) {
-    mod.doc() = "C++ kernels of charrnn_ext: vanilla RNN forward/BPTT, clipped AdaGrad, sampling";
+    mod.doc() =
+        "C++ kernels of charrnn_ext. The vanilla RNN (params U, W, V, b, c): loss and gradients by BPTT, "
+        "training with clipped AdaGrad (single walk or minibatched over B streams and threads), loss "
+        "evaluation and sampling. General networks (net_*): stacks of rnn, lstm or gru layers trained "
+        "with adagrad, rmsprop or adam and elementwise, global-norm or no gradient clipping, with "
+        "temperature, top-k, top-p and greedy sampling.";
 
     mod.def(
         "loss_and_grads",
@@ -1116,7 +1199,6 @@ PYBIND11_MODULE(_core, mod) {
            py::handle top_k, double top_p, bool greedy, py::handle seed) {
             const auto c = parse_cell(cell);
             const std::size_t count = non_negative_int(n, "n");
-            positive_finite(temperature, "temperature");
             const auto opt = sample_options(top_k, top_p, greedy);
             const std::uint64_t s = seed_value(seed);
             return net_dispatch<NetSample>(c, params, h0, prime, count, temperature, opt, s);
