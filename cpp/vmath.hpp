@@ -112,7 +112,12 @@ template <typename T>
 CHARRNN_ALWAYS_INLINE T vexp(T x) {
     using E = ExpTraits<T>;
     using Bits = typename E::Bits;
-    T xc = x < E::kMin ? E::kMin : x;  // NaN passes through both clamps
+    // A NaN is evaluated as 0 and returned unchanged at the end, so that the
+    // integer exponent arithmetic below only ever sees values in range (a
+    // NaN's bits would make it shift a negative number: undefined behaviour).
+    const bool nan = !(x == x);
+    T xc = nan ? T(0) : x;
+    xc = xc < E::kMin ? E::kMin : xc;
     xc = xc > E::kMax ? E::kMax : xc;
     const Reduced<T> red = reduce_ln2(xc);
     const T q = expm1_poly(red.r);
@@ -120,21 +125,23 @@ CHARRNN_ALWAYS_INLINE T vexp(T x) {
     const Bits off = Bits(2) * E::kBias;  // makes the shift operand non-negative
     const Bits n1 = ((red.n + off) >> 1) - E::kBias;
     const Bits n2 = red.n - n1;
-    return ((T(1) + q) * pow2_bits<T>(n1)) * pow2_bits<T>(n2);
+    const T e = ((T(1) + q) * pow2_bits<T>(n1)) * pow2_bits<T>(n2);
+    return nan ? x : e;
 }
 
 // tanh(x) via expm1(2|x|); exact +-1 beyond the saturation point, NaN stays NaN.
 template <typename T>
 CHARRNN_ALWAYS_INLINE T vtanh(T x) {
     using E = ExpTraits<T>;
-    const T ax = x < T(0) ? -x : x;
+    const bool nan = !(x == x);  // as in vexp: keep NaN bits away from the exponent arithmetic
+    const T ax = nan ? T(0) : (x < T(0) ? -x : x);
     const T y = T(2) * (ax > E::kTanhSat ? E::kTanhSat : ax);
     const Reduced<T> red = reduce_ln2(y);
     const T q = expm1_poly(red.r);
     const T s = pow2_bits<T>(red.n);  // n >= 0 and small here
     const T em1 = s * q + (s - T(1));
     const T t = em1 / (em1 + T(2));
-    return x < T(0) ? -t : t;
+    return nan ? x : (x < T(0) ? -t : t);
 }
 
 }  // namespace charrnn
