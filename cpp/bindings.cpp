@@ -874,7 +874,9 @@ T* checked_array(py::handle mapping, const char* what, const std::string& key, c
     check_values<T>(a, spec.size(), need, name);
     keep.push_back(a);
     add_span(spans, a, name);
-    return static_cast<T*>(a.mutable_data());
+    // Calls that only read (writable == false) accept read-only arrays; the
+    // kernels never write through these pointers then.
+    return writable ? static_cast<T*>(a.mutable_data()) : static_cast<T*>(const_cast<void*>(a.data()));
 }
 
 // All parameter arrays of a network, in NetLayout order.

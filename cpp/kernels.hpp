@@ -25,17 +25,19 @@ CHARRNN_ALWAYS_INLINE void tanh_inplace_impl(T* x, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) x[i] = vtanh(x[i]);
 }
 
-// For each of `rows` rows of O (length K, row stride ld):
-//   s = scale * o;  o <- softmax(s);  log_z[r] = log(sum(exp(s - max s))) + max s
-// so that -log p[y] = log_z[r] - s[y]. Lane-wise partial max/sum keep the
-// loops vectorisable with a fixed order.
+// For each of `rows` rows of O (length K, row stride ld), with s = scale * o:
+//   o <- softmax(s) = exp(scale * (o - max o)) / sum;  log_z[r] = log(sum) + scale * max o
+// so that -log p[y] = log_z[r] - s[y]. The maximum is taken before scaling, so
+// a huge scale (a tiny sampling temperature) sends the other entries to
+// exp(-huge) = 0 instead of overflowing to inf - inf; for scale = 1 this is
+// the plain softmax. Lane-wise partial max/sum keep the loops vectorisable
+// with a fixed order.
 template <typename T, int VB>
 CHARRNN_ALWAYS_INLINE void softmax_rows_impl(T* O, std::size_t rows, std::size_t K, std::size_t ld, T scale,
                                              T* log_z) {
     constexpr std::size_t L = 2 * VB / sizeof(T);
     for (std::size_t r = 0; r < rows; ++r) {
         T* o = O + r * ld;
-        for (std::size_t k = 0; k < K; ++k) o[k] *= scale;
         T mxl[L];
         for (std::size_t l = 0; l < L; ++l) mxl[l] = o[0];
         std::size_t k = 0;
@@ -44,7 +46,7 @@ CHARRNN_ALWAYS_INLINE void softmax_rows_impl(T* O, std::size_t rows, std::size_t
         T mx = o[0];
         for (; k < K; ++k) mx = mx < o[k] ? o[k] : mx;
         for (std::size_t l = 0; l < L; ++l) mx = mx < mxl[l] ? mxl[l] : mx;
-        for (k = 0; k < K; ++k) o[k] = vexp(o[k] - mx);
+        for (k = 0; k < K; ++k) o[k] = vexp((o[k] - mx) * scale);
         T suml[L];
         for (std::size_t l = 0; l < L; ++l) suml[l] = T(0);
         for (k = 0; k + L <= K; k += L)
@@ -54,7 +56,7 @@ CHARRNN_ALWAYS_INLINE void softmax_rows_impl(T* O, std::size_t rows, std::size_t
         for (std::size_t l = 0; l < L; ++l) sum += suml[l];
         const T inv = T(1) / sum;
         for (k = 0; k < K; ++k) o[k] *= inv;
-        log_z[r] = std::log(sum) + mx;
+        log_z[r] = std::log(sum) + mx * scale;
     }
 }
 

@@ -274,10 +274,7 @@ def test_fuzz_sample(data):
 #   True  - valid: the call must return, and its result must be right;
 #   False - invalid: the call must raise ValueError, TypeError or IndexError;
 #   None  - either outcome is allowed: only for a bool seed (not a count, so
-#           not covered by the "no bools as counts" rule) and for the two known
-#           defects at the end of the file (read-only parameters refused by
-#           read-only net_* calls; temperatures so small that logits / temperature
-#           overflow although 1 / temperature does not).
+#           not covered by the "no bools as counts" rule).
 # The rules of b3c22fc are the ones checked: counts refuse bool; 1/temperature
 # must be finite in the parameters' dtype; optimiser state must be finite, and
 # >= 0 in the squared-gradient slots (M, v); no two arrays that a call writes
@@ -348,14 +345,12 @@ def seed_verdict(v):
 
 def temperature_verdict(v, dtype):
     """Positive and finite, and 1/temperature finite in the parameters' dtype.
-    None just above that limit, where logits / temperature overflow (DEFECT,
-    see test_temperature_that_overflows_the_logits): a fix may refuse these
-    temperatures or sample them right."""
+    (Just above that limit logits / temperature may overflow; the kernels
+    subtract the maximum first, see test_temperature_that_overflows_the_logits.)"""
     def ok(t):
         with np.errstate(over="ignore"):
             return positive_finite(t) and np.isfinite(np.asarray(1.0 / t).astype(dtype))
-    verdict = float_verdict(v, ok)
-    return None if verdict and float(v) < 1e3 / np.finfo(dtype).max else verdict
+    return float_verdict(v, ok)
 
 
 def positive_finite(f):
@@ -532,8 +527,6 @@ def net_params_verdict(cell, p, writable=False):
         return False
     if writable and overlapping(list(p.values())):
         return False
-    if not all(p[k].flags.writeable for k in shapes):
-        return None  # DEFECT: read-only parameters are refused even by calls that only read them (see below)
     return True
 
 
@@ -1265,15 +1258,13 @@ def test_fuzz_simd_level(data):
         assert len(out) == 1 and out <= {"avx512", "avx2", "baseline", "baseline-avx2", "baseline-avx512"}
 
 
-# ---------------------------------------------------------------- defects found by the fuzzing above
+# ---------------------------------------------------------------- regressions for defects the fuzzing found
 
 @pytest.mark.parametrize("dtype, temperature", [(np.float32, 3e-39), (np.float64, 6e-309)])
 @pytest.mark.parametrize("fn", ["net_sample", "sample"])
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="check_temperature only requires 1/temperature to be finite; softmax_rows_impl "
-                          "multiplies the logits by it before subtracting their max, so |logit| > 1 overflows "
-                          "to inf, inf - inf = NaN, and every draw (greedy too) is 0")
 def test_temperature_that_overflows_the_logits(fn, dtype, temperature):
+    """Found by the fuzzing: the logits were scaled by 1/temperature before
+    their maximum was subtracted, so |logit| > 1 overflowed to inf - inf."""
     c = np.array([5.0, -3.0, 7.0, 2.0, 6.5], dtype=dtype)  # the most probable character is 2
     if fn == "net_sample":
         params = {k: np.zeros(s, dtype=dtype) for k, s in net_param_shapes("rnn", 5, 3, 1).items()}
@@ -1287,11 +1278,9 @@ def test_temperature_that_overflows_the_logits(fn, dtype, temperature):
     assert out.tolist() == [2, 2, 2, 2]  # a refusal (ValueError) would be a fix as well
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="net_* calls that only read the parameters refuse read-only arrays "
-                          "('array is not writeable' from py::array::mutable_data in checked_array)")
 @pytest.mark.parametrize("fn", ["net_loss_and_grads", "net_evaluate_loss", "net_sample"])
 def test_read_only_network_parameters_can_be_read(fn):
+    """Found by the fuzzing: net_* calls that only read refused read-only arrays."""
     params = {k: (0.1 * np.ones(s)) for k, s in net_param_shapes("gru", 4, 3, 2).items()}
     for a in params.values():
         a.setflags(write=False)
