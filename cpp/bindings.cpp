@@ -753,35 +753,37 @@ template <typename T> struct Sample { template <typename... A> static py::tuple 
 // of layers is the number of consecutive "l{l}.Wx" keys. Hidden states are
 // (layers, S*m) arrays, S = 2 for lstm (h then c), 1 otherwise.
 
+// One of a fixed set of names, e.g. the cell or optimiser.
+template <typename E, std::size_t N>
+E parse_choice(py::handle obj, const char* what, const std::pair<const char*, E> (&choices)[N]) {
+    std::string allowed;
+    for (std::size_t i = 0; i < N; ++i) allowed += (i ? ", '" : "'") + std::string(choices[i].first) + "'";
+    if (!py::isinstance<py::str>(obj)) fail_type(std::string(what) + " must be a string (" + allowed + "), got " + type_name(obj));
+    const std::string v = obj.cast<std::string>();
+    for (const auto& c : choices) {
+        if (v == c.first) return c.second;
+    }
+    fail_value("unknown " + std::string(what) + " '" + v + "'; expected one of " + allowed);
+}
+
 charrnn::Cell parse_cell(py::handle obj) {
-    if (!py::isinstance<py::str>(obj)) fail_type("cell must be a string ('rnn', 'lstm' or 'gru'), got " + type_name(obj));
-    const std::string c = obj.cast<std::string>();
-    if (c == "rnn") return charrnn::Cell::rnn;
-    if (c == "lstm") return charrnn::Cell::lstm;
-    if (c == "gru") return charrnn::Cell::gru;
-    fail_value("unknown cell '" + c + "'; expected one of 'rnn', 'lstm', 'gru'");
+    static constexpr std::pair<const char*, charrnn::Cell> kCells[] = {
+        {"rnn", charrnn::Cell::rnn}, {"lstm", charrnn::Cell::lstm}, {"gru", charrnn::Cell::gru}};
+    return parse_choice(obj, "cell", kCells);
 }
 
 charrnn::Optimizer parse_optimizer(py::handle obj) {
-    if (!py::isinstance<py::str>(obj)) {
-        fail_type("optimizer must be a string ('adagrad', 'rmsprop' or 'adam'), got " + type_name(obj));
-    }
-    const std::string o = obj.cast<std::string>();
-    if (o == "adagrad") return charrnn::Optimizer::adagrad;
-    if (o == "rmsprop") return charrnn::Optimizer::rmsprop;
-    if (o == "adam") return charrnn::Optimizer::adam;
-    fail_value("unknown optimizer '" + o + "'; expected one of 'adagrad', 'rmsprop', 'adam'");
+    static constexpr std::pair<const char*, charrnn::Optimizer> kOptimizers[] = {
+        {"adagrad", charrnn::Optimizer::adagrad}, {"rmsprop", charrnn::Optimizer::rmsprop},
+        {"adam", charrnn::Optimizer::adam}};
+    return parse_choice(obj, "optimizer", kOptimizers);
 }
 
 charrnn::ClipMode parse_clip_mode(py::handle obj) {
-    if (!py::isinstance<py::str>(obj)) {
-        fail_type("clip_mode must be a string ('elementwise', 'global_norm' or 'none'), got " + type_name(obj));
-    }
-    const std::string c = obj.cast<std::string>();
-    if (c == "elementwise") return charrnn::ClipMode::elementwise;
-    if (c == "global_norm") return charrnn::ClipMode::global_norm;
-    if (c == "none") return charrnn::ClipMode::none;
-    fail_value("unknown clip_mode '" + c + "'; expected one of 'elementwise', 'global_norm', 'none'");
+    static constexpr std::pair<const char*, charrnn::ClipMode> kModes[] = {
+        {"elementwise", charrnn::ClipMode::elementwise}, {"global_norm", charrnn::ClipMode::global_norm},
+        {"none", charrnn::ClipMode::none}};
+    return parse_choice(obj, "clip_mode", kModes);
 }
 
 // A number in [0, 1) (decay rates).
