@@ -547,6 +547,19 @@ py::tuple train_step_impl(py::handle params, py::handle state, py::handle X, py:
     return py::make_tuple(loss, h);
 }
 
+// The text walk of train_steps / net_train_steps: returns len(data) after
+// checking that a chunk fits and pos lies within the text.
+std::size_t check_walk(const py::array& data, std::size_t seq_len, std::size_t pos) {
+    const std::size_t N = static_cast<std::size_t>(data.shape(0));
+    if (seq_len == 0) fail_value("seq_length must be at least 1");
+    if (N < seq_len + 1) {
+        fail_value("data has " + std::to_string(N) + " characters; a chunk needs seq_length + 1 = " +
+                   std::to_string(seq_len + 1));
+    }
+    if (pos > N) fail_value("pos = " + std::to_string(pos) + " is past the end of data (length " + std::to_string(N) + ")");
+    return N;
+}
+
 template <typename T>
 py::tuple train_steps_impl(py::handle params, py::handle state, py::handle data_obj, py::handle h0,
                            std::size_t n_steps, std::size_t seq_len, std::size_t pos,
@@ -555,13 +568,7 @@ py::tuple train_steps_impl(py::handle params, py::handle state, py::handle data_
     auto S = load_params<T>(state, "state", true, Values::non_negative, P.K, P.m);
     reject_aliasing(P, S);
     py::array data = as_index_array(data_obj, "data");
-    const std::size_t N = static_cast<std::size_t>(data.shape(0));
-    if (seq_len == 0) fail_value("seq_length must be at least 1");
-    if (N < seq_len + 1) {
-        fail_value("data has " + std::to_string(N) + " characters; a chunk needs seq_length + 1 = " +
-                   std::to_string(seq_len + 1));
-    }
-    if (pos > N) fail_value("pos = " + std::to_string(pos) + " is past the end of data (length " + std::to_string(N) + ")");
+    const std::size_t N = check_walk(data, seq_len, pos);
     py::array_t<T> h = hidden_state<T>(h0, P.m);
     py::array_t<T> losses(static_cast<py::ssize_t>(n_steps));
     charrnn::WalkState w;
@@ -986,13 +993,7 @@ py::tuple net_train_steps_impl(charrnn::Cell cell, py::handle params, py::handle
     std::vector<py::array> keep;
     load_opt_state<T>(opt_state, P.lay, cfg.opt, s1, s2, keep, P.spans);
     py::array data = as_index_array(data_obj, "data");
-    const std::size_t N = static_cast<std::size_t>(data.shape(0));
-    if (seq_len == 0) fail_value("seq_length must be at least 1");
-    if (N < seq_len + 1) {
-        fail_value("data has " + std::to_string(N) + " characters; a chunk needs seq_length + 1 = " +
-                   std::to_string(seq_len + 1));
-    }
-    if (pos > N) fail_value("pos = " + std::to_string(pos) + " is past the end of data (length " + std::to_string(N) + ")");
+    const std::size_t N = check_walk(data, seq_len, pos);
     py::array_t<T> h = net_hidden_state<T>(h0, P.lay);
     py::array_t<T> losses(static_cast<py::ssize_t>(n_steps));
     charrnn::NetWalk w;
