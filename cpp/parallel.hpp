@@ -1,5 +1,5 @@
 // A fixed team of threads running one function SPMD-style, with a barrier
-// between phases. Work is split by fixed rules (linalg.hpp split_range) over
+// between phases. Work is split by fixed rules (gemm.hpp split_range) over
 // output rows or streams, never by racing for it, so results are identical
 // for any thread count.
 #pragma once

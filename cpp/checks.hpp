@@ -1,0 +1,89 @@
+// Scans the bindings run over caller data before any work starts: finiteness,
+// signs, index ranges and overlapping memory. Each returns what it found, so
+// that the caller can name the offending argument and position.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace charrnn {
+
+// x - x is +0 for finite x and NaN for inf or NaN; eight lane sums of it stay
+// 0 exactly unless some element is not finite. No early exit, so the loop
+// vectorises: this runs on every call and must stay cheap.
+template <typename T>
+bool all_finite(const T* p, std::size_t n) {
+    T acc[8] = {T(0), T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (std::size_t l = 0; l < 8; ++l) acc[l] += p[i + l] - p[i + l];
+    for (; i < n; ++i) acc[0] += p[i] - p[i];
+    T total = T(0);
+    for (std::size_t l = 0; l < 8; ++l) total += acc[l];
+    return total == T(0);
+}
+
+// all_finite, and no entry below zero (NaN compares false and is caught by the finiteness sum).
+template <typename T>
+bool all_finite_non_negative(const T* p, std::size_t n) {
+    T acc[8] = {T(0), T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
+    T low[8] = {T(0), T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (std::size_t l = 0; l < 8; ++l) {
+            const T v = p[i + l];
+            acc[l] += v - v;
+            low[l] = v < low[l] ? v : low[l];
+        }
+    for (; i < n; ++i) {
+        acc[0] += p[i] - p[i];
+        low[0] = p[i] < low[0] ? p[i] : low[0];
+    }
+    T total = T(0), lowest = T(0);
+    for (std::size_t l = 0; l < 8; ++l) {
+        total += acc[l];
+        lowest = low[l] < lowest ? low[l] : lowest;
+    }
+    return total == T(0) && !(lowest < T(0));
+}
+
+// The first i in [begin, end) with data[i] outside [0, K), or end.
+template <typename I>
+std::size_t first_out_of_range(const I* data, std::size_t begin, std::size_t end, std::size_t K) {
+    for (std::size_t i = begin; i < end; ++i) {
+        const I v = data[i];
+        bool bad;
+        if constexpr (std::is_signed_v<I>) {
+            bad = v < 0 || static_cast<std::uint64_t>(v) >= K;
+        } else {
+            bad = static_cast<std::uint64_t>(v) >= K;
+        }
+        if (bad) return i;
+    }
+    return end;
+}
+
+// Byte ranges of the arrays a call writes: no two may share a byte, or an
+// in-place update would read values it has already changed.
+struct Span {
+    const char* lo;
+    const char* hi;
+    std::string name;
+};
+
+// The names of two overlapping spans, or an empty pair.
+inline std::pair<std::string, std::string> find_overlap(std::vector<Span> spans) {
+    std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.lo < b.lo; });
+    std::size_t widest = 0;  // the span reaching furthest so far
+    for (std::size_t i = 1; i < spans.size(); ++i) {
+        if (spans[i].lo < spans[widest].hi && spans[i].lo < spans[i].hi) return {spans[widest].name, spans[i].name};
+        if (spans[i].hi > spans[widest].hi) widest = i;
+    }
+    return {};
+}
+
+}  // namespace charrnn
