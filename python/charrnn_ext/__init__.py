@@ -1,52 +1,61 @@
 """charrnn_ext: character-level recurrent networks with a C++ core.
 
-The numerical kernels (forward pass, BPTT, clipped AdaGrad, sampling) are C++;
-everything around them (data, checks, training loop, reports) is Python.
+Forward pass, backpropagation through time, the optimisers, evaluation and
+sampling are one C++ engine (:mod:`charrnn_ext.engine` gives its functions
+with their defaults); text, checks, the training loop, checkpoints and
+reports are Python.
 """
-from ._core import (
-    evaluate_loss,
-    loss_and_grads,
-    loss_and_grads_batched,
-    net_evaluate_loss,
-    net_loss_and_grads,
-    net_sample,
-    net_train_steps,
-    sample,
-    simd_level,
-    train_step,
-    train_steps,
-    train_steps_batched,
-)
+from ._core import simd_level
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import CELLS, CLIP_MODES, OPTIMIZERS, OPTIONS, PRESETS, TrainConfig
 from .data import Corpus, Vocabulary, builtin_corpus, load_corpus, load_text
-from .gradcheck import GradCheckReport, check_gradients, check_net_gradients, gradient_check
+from .engine import evaluate_loss, loss_and_grads, numerical_grads, sample, train_step, train_steps
+from .gradcheck import GradCheckReport, check_gradients, gradient_check
+from .layout import (
+    PARAM_NAMES,
+    copy_params,
+    from_classic,
+    init_opt_state,
+    init_params,
+    net_init,
+    param_shapes,
+    to_classic,
+    zero_state,
+    zeros_like_params,
+)
 from .model import CharRNN
-from .nets import CELLS, OPTIMIZERS, init_opt_state, net_init, net_param_shapes, net_zero_state
-from .params import PARAM_NAMES, init_params, zeros_like_params
-from .report import write_report
-from .training import Progress, StopTraining, TrainConfig, Trainer, TrainingDiverged, TrainResult
+from .runfolder import write_report
+from .state import Checkpoint, TrainState
+from .training import Progress, StopTraining, Trainer, TrainingDiverged, TrainResult
+from .version import package_version
 
-__version__ = "0.1.0"
+__version__ = package_version()
 
 __all__ = [
     "CELLS",
+    "CLIP_MODES",
     "OPTIMIZERS",
+    "OPTIONS",
     "PARAM_NAMES",
+    "PRESETS",
     "CharRNN",
+    "Checkpoint",
     "CheckpointError",
     "Corpus",
     "GradCheckReport",
     "Progress",
     "StopTraining",
     "TrainConfig",
+    "TrainResult",
+    "TrainState",
     "Trainer",
     "TrainingDiverged",
-    "TrainResult",
     "Vocabulary",
     "builtin_corpus",
     "check_gradients",
-    "check_net_gradients",
+    "copy_params",
     "evaluate_loss",
+    "from_classic",
     "gradient_check",
     "init_opt_state",
     "init_params",
@@ -54,20 +63,16 @@ __all__ = [
     "load_corpus",
     "load_text",
     "loss_and_grads",
-    "loss_and_grads_batched",
-    "net_evaluate_loss",
     "net_init",
-    "net_loss_and_grads",
-    "net_param_shapes",
-    "net_sample",
-    "net_train_steps",
-    "net_zero_state",
+    "numerical_grads",
+    "param_shapes",
     "sample",
     "save_checkpoint",
     "simd_level",
+    "to_classic",
     "train_step",
     "train_steps",
-    "train_steps_batched",
     "write_report",
+    "zero_state",
     "zeros_like_params",
 ]

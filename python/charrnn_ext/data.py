@@ -16,7 +16,7 @@ import importlib.util
 import math
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ __all__ = [
     "builtin_corpus_info",
     "load_corpus",
     "corpus_from_string",
+    "resolve_corpus",
 ]
 
 #: Number of characters converted per numpy batch in :meth:`Vocabulary.encode`
@@ -106,10 +107,16 @@ class Vocabulary:
         if not text:
             raise ValueError("cannot build a vocabulary from empty text")
         step = _chunk_size(chunk_chars)
+        return cls.from_pieces(text[start : start + step] for start in range(0, len(text), step))
+
+    @classmethod
+    def from_pieces(cls, pieces: Iterable[str]) -> Vocabulary:
+        """The vocabulary of the text made of ``pieces`` (read one at a time)."""
         seen = np.empty(0, dtype="<u4")
-        for start in range(0, len(text), step):
-            chunk_codes = np.unique(_code_points(text[start : start + step]))
-            seen = np.union1d(seen, chunk_codes)
+        for piece in pieces:
+            seen = np.union1d(seen, np.unique(_code_points(piece)))
+        if seen.size == 0:
+            raise ValueError("cannot build a vocabulary from empty text")
         return cls(_code_points_to_str(seen))
 
     @classmethod
@@ -130,6 +137,12 @@ class Vocabulary:
             raise ValueError(
                 f"vocabulary array holds invalid code points (range {lo}..{hi}, "
                 f"allowed 0..{_MAX_CODE_POINT})"
+            )
+        surrogate = (wide >= 0xD800) & (wide <= 0xDFFF)
+        if surrogate.any():
+            raise ValueError(
+                f"vocabulary array holds the surrogate code point U+{int(wide[surrogate][0]):04X}, "
+                f"which is not a character (no UTF-8 text contains one)"
             )
         if wide.size > 1 and not bool(np.all(np.diff(wide) > 0)):
             raise ValueError("vocabulary array must be strictly increasing")
@@ -220,34 +233,27 @@ class Vocabulary:
 # ---------------------------------------------------------------------------
 
 
+def _check_file(p: Path) -> None:
+    if not p.exists():
+        raise FileNotFoundError(errno.ENOENT, f"text file not found: {p}", str(p))
+    if p.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"expected a text file but got a directory: {p}", str(p))
+    if not p.is_file():
+        raise ValueError(f"{p} is not a regular file (a device or a pipe?); give a UTF-8 text file")
+
+
 def load_text(path: str | os.PathLike[str]) -> str:
     """Read a UTF-8 text file, dropping a leading BOM and turning CRLF into LF.
 
     Raises ``FileNotFoundError``, ``IsADirectoryError``, or ``ValueError`` (for
-    invalid UTF-8 or an empty file); each message names the file.
+    invalid UTF-8, an empty file or a file that is not a regular file); each
+    message names the file.
     """
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(errno.ENOENT, f"text file not found: {p}", str(p))
-    if p.is_dir():
-        raise IsADirectoryError(
-            errno.EISDIR, f"expected a text file but got a directory: {p}", str(p)
-        )
-    raw = p.read_bytes()
-    offset = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    if len(raw) == offset:
+    _check_file(p)
+    text = "".join(_decoded_chunks(p, CHUNK_BYTES))
+    if not text:
         raise ValueError(f"text file is empty: {p}")
-    try:
-        text = raw[offset:].decode("utf-8") if offset else raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        bad = raw[offset + exc.start : offset + exc.end]
-        raise ValueError(
-            f"{p} is not valid UTF-8: {exc.reason} at byte offset "
-            f"{offset + exc.start} (byte {bad[:4]!r})"
-        ) from None
-    del raw
-    if "\r\n" in text:
-        text = text.replace("\r\n", "\n")
     return text
 
 
@@ -455,15 +461,23 @@ def _encode_file(path: Path, vocab: Vocabulary | None, chunk_bytes: int) -> tupl
     twice so that only the index array is ever held whole: peak memory is
     about one byte per character (uint8 indices) plus one chunk."""
     n = 0
-    seen = np.empty(0, dtype="<u4")
-    for piece in _decoded_chunks(path, chunk_bytes):
-        n += len(piece)
-        if vocab is None:
-            seen = np.union1d(seen, np.unique(_code_points(piece)))
+
+    def counted() -> Iterator[str]:
+        nonlocal n
+        for piece in _decoded_chunks(path, chunk_bytes):
+            n += len(piece)
+            yield piece
+
+    if vocab is None:
+        try:
+            vocab = Vocabulary.from_pieces(counted())
+        except ValueError:
+            raise ValueError(f"text file is empty: {path}") from None
+    else:
+        for _ in counted():
+            pass
     if n == 0:
         raise ValueError(f"text file is empty: {path}")
-    if vocab is None:
-        vocab = Vocabulary(_code_points_to_str(seen))
     out = np.empty(n, dtype=vocab.dtype)
     start = 0
     for piece in _decoded_chunks(path, chunk_bytes):
@@ -497,9 +511,49 @@ def load_corpus(
         )
     source = os.fspath(text)
     p = Path(source)
-    if not p.exists():
-        raise FileNotFoundError(errno.ENOENT, f"text file not found: {p}", str(p))
-    if p.is_dir():
-        raise IsADirectoryError(errno.EISDIR, f"expected a text file but got a directory: {p}", str(p))
+    _check_file(p)
     vocab, encoded = _encode_file(p, vocab, CHUNK_BYTES if chunk_bytes is None else int(chunk_bytes))
     return _split(encoded, vocab, f, source)
+
+
+def resolve_corpus(data: Any, vocab: Vocabulary, val_fraction: float) -> tuple[Corpus, str | None]:
+    """A training ``data`` argument (a Corpus, a path, a text string, or None
+    for the built-in corpus) as a Corpus encoded with ``vocab``. Returns
+    (corpus, absolute file path or None)."""
+    if isinstance(data, Corpus):
+        if data.vocab != vocab:
+            text = data.vocab.decode(np.concatenate([data.train, data.val]))
+            return corpus_from_string(text, val_fraction, vocab, source=data.source), None
+        path = None
+        if data.source != BUILTIN_SOURCE and os.path.isfile(data.source):
+            path = os.path.abspath(data.source)
+        return data, path
+    if data is None:
+        return load_corpus(None, val_fraction, vocab), None
+    if isinstance(data, os.PathLike) or (isinstance(data, str) and "\n" not in data and len(data) < 4096
+                                         and os.path.isfile(data)):
+        path = os.path.abspath(os.fspath(data))
+        corpus = load_corpus(path, val_fraction, vocab)
+        corpus.source = os.fspath(data)
+        return corpus, path
+    if isinstance(data, str):
+        return corpus_from_string(data, val_fraction, vocab, source="<string>"), None
+    raise TypeError(f"data must be a Corpus, a path, a text string or None (built-in corpus), "
+                    f"got {type(data).__name__}")
+
+
+def resume_source(corpus_identity: dict[str, Any]) -> Path | None:
+    """The text a run was trained on, from its stored identity: a file path,
+    or None for the built-in corpus. Raises if it was given in memory or the
+    file is gone."""
+    if corpus_identity.get("source") == BUILTIN_SOURCE:
+        return None
+    stored = corpus_identity.get("path")
+    if not stored:
+        raise ValueError(f"the run was trained on a text given in memory ({corpus_identity.get('source')!r}); "
+                         f"pass the same text or Corpus again to resume")
+    path = Path(stored)
+    if not path.is_file():
+        raise FileNotFoundError(f"the run was trained on {corpus_identity.get('source')!r} ({path}), which no "
+                                f"longer exists; pass the text explicitly (--text FILE)")
+    return path

@@ -13,7 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .params import PARAM_NAMES, Params
+from .layout import PARAM_NAMES, Params
 
 
 def forward(params: Mapping[str, np.ndarray], X, Y, h0=None, dtype=np.float64):
