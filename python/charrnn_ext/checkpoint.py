@@ -411,13 +411,15 @@ def _load_state(r: _Archive, version: int, classic: bool, cell: str, layers: int
         else:
             stored = f"opt:{slot}:{names[name]}"
         opt_state[key] = r.finite(stored, shapes[name], dtype, "optimiser state", non_negative=slot != "m")
+    ints = {k: r.int(k) for k in ("step", "wraps", "total_steps", "best_step")}
+    # versions 1 and 2 kept no counter for the classic AdaGrad runs (one update per step)
     t_key = "opt:t" if version >= 3 else "opt_t"
-    t = r.int(t_key) if t_key in r.keys else 0
+    classic_adagrad = version < 3 and classic and cfg.optimizer == "adagrad"
+    t = ints["step"] if classic_adagrad or t_key not in r.keys else r.int(t_key)
     if t < 0:
         raise r.fail(f"the update counter ({t_key!r}) is negative: {t}")
     opt_state["t"] = np.array(t, dtype=np.int64)
     # the streams' states and positions
-    ints = {k: r.int(k) for k in ("step", "wraps", "total_steps", "best_step")}
     for k in ("step", "wraps", "total_steps"):
         if ints[k] < 0:
             raise r.fail(f"{k} = {ints[k]} is negative")
