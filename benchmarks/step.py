@@ -29,23 +29,23 @@ BLAS_THREADS = os.environ.get("CHARRNN_BENCH_BLAS_THREADS", "1")
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = BLAS_THREADS
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Callable  # noqa: E402
+import argparse
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import charrnn_ext as cx  # noqa: E402
-from charrnn_ext import reference  # noqa: E402
+import charrnn_ext as cx
+from charrnn_ext import reference
 
 K = 80  # the built-in corpus's vocabulary
 SEQ = 25  # the classic chunk
@@ -109,7 +109,7 @@ def engine(cell: str, layers: int, m: int, dtype, B: int, T: int, threads: int, 
 def torch_available() -> bool:
     try:
         import torch  # noqa: F401
-    except Exception:  # noqa: BLE001 - optional
+    except Exception:
         return False
     return True
 
@@ -224,7 +224,8 @@ def machine_description() -> str:
         torch_v = torch.__version__
     return (f"{model}, {os.cpu_count()} logical CPUs, load {os.getloadavg()[0]:.2f} at the start; {cxx}; "
             f"kernels: {cx.simd_level()}; numpy {np.__version__} (BLAS threads {BLAS_THREADS}); torch {torch_v}; "
-            f"OPENBLAS_CORETYPE={OPENBLAS_ENV['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE={OPENBLAS_ENV['OPENBLAS_L2_SIZE']} "
+            f"OPENBLAS_CORETYPE={OPENBLAS_ENV['OPENBLAS_CORETYPE']} "
+            f"OPENBLAS_L2_SIZE={OPENBLAS_ENV['OPENBLAS_L2_SIZE']} "
             f"(unset in this process)")
 
 

@@ -10,13 +10,13 @@ the classic names (U, W, V, b, c); the cell is read from the shapes and
 (streams, layers, S*m) by the training functions and (layers, S*m) by
 evaluate_loss and sample, S = 2 for lstm.
 """
-from typing import Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 Params = Mapping[str, np.ndarray]
-Indices = Union[npt.NDArray[np.integer], Sequence[int], Sequence[Sequence[int]]]
+Indices = npt.NDArray[np.integer] | Sequence[int] | Sequence[Sequence[int]]
 
 CELLS: tuple[str, ...]
 OPTIMIZERS: tuple[str, ...]

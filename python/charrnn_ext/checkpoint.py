@@ -51,8 +51,9 @@ import math
 import os
 import zipfile
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any, Mapping
+from typing import IO, Any
 
 import numpy as np
 
@@ -148,7 +149,7 @@ def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
              "val_chars": r.val_chars, "seed": str(r.seed), "text": r.text}
             for r in s.samples
         ])
-    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------
@@ -260,10 +261,10 @@ class _Archive:
         except RecursionError:
             raise self.fail(f"entry {key!r} is nested too deeply to be charrnn_ext metadata") from None
 
-    def int(self, key: str) -> int:
+    def integer(self, key: str) -> int:
         return int(self.get(key, shape=(), kinds="iu")[()])
 
-    def float(self, key: str) -> float:
+    def real(self, key: str) -> float:
         return float(self.get(key, shape=(), kinds="f")[()])
 
     def finite(self, key: str, shape: tuple[int, ...], dtype: np.dtype, what: str,
@@ -323,7 +324,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         r = _Archive(p, zf, budget=64 << 20)
         if "format" not in r.keys or r.string("format", 64) != FORMAT_NAME:
             raise r.fail(f"not a charrnn_ext checkpoint (no 'format' entry equal to {FORMAT_NAME!r})")
-        version = r.int("format_version")
+        version = r.integer("format_version")
         if version > FORMAT_VERSION:
             raise r.fail(f"checkpoint format version {version} was written by a newer charrnn_ext; this version "
                          f"({package_version()}) reads versions up to {FORMAT_VERSION}. Upgrade charrnn_ext to load it")
@@ -352,7 +353,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         if classic and (cell, layers) != ("rnn", 1):
             raise r.fail(f"the archive holds classic parameters (param_U ...) but meta describes a {cell} network "
                          f"with {layers} layers")
-        ref, ref_shape = ("param_U", (None, K)) if classic else ("param_V", (K, None))
+        ref, _ref_shape = ("param_U", (None, K)) if classic else ("param_V", (K, None))
         shape, dtype = r.peek(ref)
         if len(shape) != 2 or (classic and shape[1] != K) or (not classic and shape[0] != K):
             raise r.fail(f"entry {ref!r} has shape {shape}; expected {('(m, %d)' if classic else '(%d, m)') % K} "
@@ -411,11 +412,11 @@ def _load_state(r: _Archive, version: int, classic: bool, cell: str, layers: int
         else:
             stored = f"opt:{slot}:{names[name]}"
         opt_state[key] = r.finite(stored, shapes[name], dtype, "optimiser state", non_negative=slot != "m")
-    ints = {k: r.int(k) for k in ("step", "wraps", "total_steps", "best_step")}
+    ints = {k: r.integer(k) for k in ("step", "wraps", "total_steps", "best_step")}
     # versions 1 and 2 kept no counter for the classic AdaGrad runs (one update per step)
     t_key = "opt:t" if version >= 3 else "opt_t"
     classic_adagrad = version < 3 and classic and cfg.optimizer == "adagrad"
-    t = ints["step"] if classic_adagrad or t_key not in r.keys else r.int(t_key)
+    t = ints["step"] if classic_adagrad or t_key not in r.keys else r.integer(t_key)
     if t < 0:
         raise r.fail(f"the update counter ({t_key!r}) is negative: {t}")
     opt_state["t"] = np.array(t, dtype=np.int64)
@@ -432,14 +433,15 @@ def _load_state(r: _Archive, version: int, classic: bool, cell: str, layers: int
         old_shape = ((m,) if B == 1 else (B, m)) if classic else (layers, W)
         h = r.finite("h", old_shape, dtype, "hidden state").reshape(B, layers, W)
         positions = (r.get("positions", shape=(B,), kinds="iu").astype(np.int64) if B > 1
-                     else np.array([r.int("pos")], dtype=np.int64))
-    floats = {k: r.float(k) for k in ("smooth_loss", "last_loss", "best_loss")}
-    extra = {k: (r.float(k) if k in r.keys else math.nan) for k in ("seconds", "budget_seconds")}
+                     else np.array([r.integer("pos")], dtype=np.int64))
+    floats: dict[str, Any] = {k: r.real(k) for k in ("smooth_loss", "last_loss", "best_loss")}
+    extra = {k: (r.real(k) if k in r.keys else math.nan) for k in ("seconds", "budget_seconds")}
     if ints["step"] > 0 and not math.isfinite(floats["smooth_loss"]):
         raise r.fail(f"smooth_loss is {floats['smooth_loss']} after {ints['step']} updates; expected a finite number")
     seconds = 0.0 if math.isnan(extra["seconds"]) else extra["seconds"]
     budget = None if math.isnan(extra["budget_seconds"]) else extra["budget_seconds"]
-    if not (math.isfinite(seconds) and seconds >= 0) or (budget is not None and not (math.isfinite(budget) and budget > 0)):
+    bad_budget = budget is not None and not (math.isfinite(budget) and budget > 0)
+    if not (math.isfinite(seconds) and seconds >= 0) or bad_budget:
         raise r.fail(f"seconds = {seconds} / budget_seconds = {budget} must be finite, >= 0 and > 0")
     best_params = best_h = None
     if ints["best_step"] >= 0:

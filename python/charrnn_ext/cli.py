@@ -13,8 +13,9 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .config import OPTIONS, Option, TrainConfig, default, group, option, preset_values
 from .version import package_version
@@ -78,15 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
         _add(s, o, default_value=o.default, flag="-n" if o.name == "length" else None)
     s.add_argument("--seed", type=_parser_type(option("seed")), help="sampler seed (default: random)")
 
-    g = sub.add_parser("gradcheck", help="compare analytic and numerical gradients",
+    c = sub.add_parser("gradcheck", help="compare analytic and numerical gradients",
                        description="Gradient check on the first seq_length+1 characters of a text, with K = the "
                                    "text's vocabulary size: C++ and NumPy gradients against centred differences.")
     for name, value in (("cell", None), ("layers", None), ("hidden", 5), ("seq_length", None), ("dropout", None),
                         ("seed", None)):
         o = option(name)
-        _add(g, o, default_value=o.default if value is None else value, show_default=value)
-    _add(g, option("text"))
-    g.add_argument("--tolerance", type=float, default=1e-6,
+        _add(c, o, default_value=o.default if value is None else value, show_default=value)
+    _add(c, option("text"))
+    c.add_argument("--tolerance", type=float, default=1e-6,
                    help="largest acceptable C++ vs numerical relative error; default 1e-6")
 
     r = sub.add_parser("report", help="(re)build report.md of a run folder")
@@ -181,8 +182,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         total = args.steps
         if args.epochs is not None:
             cfg = model.state.config
-            total = int(round(args.epochs * steps_per_epoch(model.state.corpus["n_train"], cfg["seq_length"],
-                                                            cfg["batch_size"])))
+            total = round(args.epochs * steps_per_epoch(model.state.corpus["n_train"], cfg["seq_length"],
+                                                            cfg["batch_size"]))
         data = None if args.text is None else Path(args.text)
         out = run
         _echo(f"resuming {run} at update {model.step}")
@@ -227,7 +228,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_FAIL
     if result.stopped:
-        _echo(f"stopped at update {result.step} of {model.state.total_steps}; saved in {out}; {resume_hint}")
+        _echo(f"stopped at update {result.step}; saved in {out}; {resume_hint}")
         return EXIT_OK
     out_stream.write(f"----- {len(result.passage or '')} characters from the best model (update "
                      f"{result.best_step}):\n{result.passage or ''}\n")

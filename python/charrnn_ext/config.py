@@ -130,7 +130,7 @@ def _is_number(v: Any, integral: bool) -> bool:
     return isinstance(v, numbers.Real)
 
 
-def _opt(name, kind, default, help, group, **kw) -> Option:  # noqa: A002 - "help" as argparse spells it
+def _opt(name, kind, default, help, group, **kw) -> Option:
     return Option(name, kind, default, help, group, **kw)
 
 

@@ -25,15 +25,15 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    "CHUNK_CHARS",
     "BUILTIN_SOURCE",
-    "Vocabulary",
+    "CHUNK_CHARS",
     "Corpus",
-    "load_text",
+    "Vocabulary",
     "builtin_corpus",
     "builtin_corpus_info",
-    "load_corpus",
     "corpus_from_string",
+    "load_corpus",
+    "load_text",
     "resolve_corpus",
 ]
 

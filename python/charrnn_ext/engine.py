@@ -14,7 +14,8 @@ streams); the gradients of B streams go into one update.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +26,7 @@ from .config import DEFAULT_ETA, default
 __all__ = ["evaluate_loss", "loss_and_grads", "numerical_grads", "sample", "train_step", "train_steps"]
 
 Params = Mapping[str, np.ndarray]
-IndexArray = Union[npt.NDArray[np.integer], Sequence[int]]
+IndexArray = npt.NDArray[np.integer] | Sequence[int]
 
 
 def _one_stream(params: Params, h: np.ndarray) -> np.ndarray:

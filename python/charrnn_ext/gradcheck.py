@@ -15,8 +15,9 @@ and :mod:`charrnn_ext.reference_nets` (every network).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -99,7 +100,7 @@ def check_gradients(params: Mapping[str, np.ndarray], X, Y, h0=None, h: float | 
     h0_64 = None if h0 is None else np.ascontiguousarray(h0, dtype=np.float64)
     if h is None:
         h = 1e-4 if (cell, layers) == ("rnn", 1) else 1e-5
-    drop = dict(dropout=dropout, seed=seed, update=update)
+    drop: dict[str, Any] = {"dropout": dropout, "seed": seed, "update": update}
     _, g_cpp, _ = engine.loss_and_grads(params64, X, Y, h0_64, **drop)
     g_num = engine.numerical_grads(params64, X, Y, h0_64, h=h, **drop)
     classic = "U" in params64

@@ -29,7 +29,7 @@ array, which Adam's bias correction and the dropout masks use).
 from __future__ import annotations
 
 import functools
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -124,7 +124,7 @@ def state_shape(cell: str, layers: int, m: int, streams: int | None = None) -> t
 
 def zero_state(params: Mapping[str, np.ndarray], streams: int | None = None) -> np.ndarray:
     """A zero recurrent state in the parameters' dtype (classic names: (m,) or (streams, m))."""
-    cell, K, m, layers = describe(params)
+    cell, _K, m, layers = describe(params)
     dtype = params["V"].dtype
     if "U" in params:
         return np.zeros((m,) if streams is None else (int(streams), m), dtype=dtype)

@@ -19,8 +19,9 @@ Typical use::
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -53,7 +54,7 @@ class CharRNN:
         if not isinstance(vocab, Vocabulary):
             raise TypeError(f"vocab must be a charrnn_ext.data.Vocabulary, got {type(vocab).__name__}")
         params = from_classic(params)
-        cell, K, m, layers = describe(params)
+        cell, K, _m, layers = describe(params)
         if K != vocab.size:
             raise ValueError(f"parameters are for K={K} characters but the vocabulary has {vocab.size}")
         self.vocab = vocab
@@ -167,7 +168,7 @@ class CharRNN:
         change (results do not depend on it)."""
         if self.state is None:
             raise ValueError("this model has no training state to resume; use fit()")
-        extra = {} if threads is None else {"threads": threads}
+        extra: dict[str, Any] = {} if threads is None else {"threads": threads}
         trainer = Trainer(self, data, out=out, callback=callback, progress=progress, resume=True, **extra)
         return trainer.run(total_steps=total_steps, max_steps=max_steps, max_minutes=max_minutes)
 

@@ -9,7 +9,7 @@ x_t is the one-hot vector of character X[t]; U x_t is simply column X[t] of U.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -23,7 +23,8 @@ gradients are summed.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -124,7 +125,7 @@ def forward(cell, params: Mapping[str, np.ndarray], X, Y, h0=None, dtype=np.floa
     """(loss, cache, final state) of the chunk X -> Y of one stream from state
     h0 (None = zeros). dtype is the working precision (np.longdouble serves
     numerical gradients); dropout/seed/update/stream select the masks."""
-    K, m, L = net_dims(params)
+    _K, m, L = net_dims(params)
     S = STATES[cell]
     state = np.zeros((L, S * m), dtype=dtype) if h0 is None else np.array(h0, dtype=dtype)
     layers = [_layer(params, l, cell, dtype) for l in range(L)]
@@ -134,14 +135,14 @@ def forward(cell, params: Mapping[str, np.ndarray], X, Y, h0=None, dtype=np.floa
     T = len(X)
     h = [state[l, :m].copy() for l in range(L)]
     c = [state[l, m:].copy() if S == 2 else None for l in range(L)]
-    caches = [[None] * T for _ in range(L)]
-    Hs = [[None] * T for _ in range(L)]   # h_t of each layer
-    Xs = [[None] * T for _ in range(L + 1)]  # what layer l (L: the output) reads, after dropout
-    keeps = [[None] * T for _ in range(L + 1)]
+    caches: list[list[Any]] = [[None] * T for _ in range(L)]
+    Hs: list[list[Any]] = [[None] * T for _ in range(L)]  # h_t of each layer
+    Xs: list[list[Any]] = [[None] * T for _ in range(L + 1)]  # what layer l (L: the output) reads, after dropout
+    keeps: list[list[Any]] = [[None] * T for _ in range(L + 1)]
     Ps = []
     loss = dtype(0)
     for t in range(T):
-        xin = int(X[t])
+        xin: Any = int(X[t])
         for l in range(L):
             if l > 0:
                 xin = _dropped(xin, keeps, l, t, dropout, seed, update, stream, scale)
@@ -181,12 +182,12 @@ def _undrop(dh, cache, site, t):
 
 def backward(cell, params, X, Y, cache):
     """Raw gradients of the loss, keyed like params."""
-    K, m, L = net_dims(params)
+    _K, m, L = net_dims(params)
     grads = {k: np.zeros(np.shape(v)) for k, v in params.items()}
     layers, V, Hs, Xs, P = cache["layers"], cache["V"], cache["H"], cache["X"], cache["P"]
     T = len(X)
     # dL/dh_t of the top layer from the output
-    dH = [[None] * T for _ in range(L)]
+    dH: list[list[Any]] = [[None] * T for _ in range(L)]
     for t in range(T):
         do = P[t].copy()
         do[int(Y[t])] -= 1.0
@@ -288,7 +289,7 @@ def train_steps(cell, params, opt_state, data, h0=None, *, n_steps, seq_length=2
     """The training walk of charrnn_ext.train_steps with B = batch_size
     streams over contiguous segments of data (network names, float64):
     (losses, h (B, layers, S*m), positions, wraps, t)."""
-    K, m, L = net_dims(params)
+    _K, m, L = net_dims(params)
     zero = np.zeros((L, STATES[cell] * m))
     B = batch_size
     seg = len(data) // B
@@ -329,7 +330,7 @@ def filter_probs(p, top_k: int = 0, top_p: float = 1.0):
 
 def next_char_distribution(cell, params, state, x: int, temperature: float = 1.0):
     """(p, new_state): the distribution of the character after x from state."""
-    K, m, L = net_dims(params)
+    _K, m, L = net_dims(params)
     state = np.array(state, dtype=np.float64)
     xin = int(x)
     for l in range(L):

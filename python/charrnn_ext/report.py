@@ -6,7 +6,8 @@ turns a run's records into text and knows nothing about writing them.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .config import OPTIONS
 from .state import Checkpoint, SampleRecord

@@ -20,8 +20,9 @@ import csv
 import io
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .fileio import atomic_write_bytes, atomic_write_text, remove_stale_temp_files

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import math
 import secrets
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
 from . import _core
 from .data import Vocabulary
 
-__all__ = ["derived_seed", "default_start_char", "random_seed", "sample_pieces", "sample_text"]
+__all__ = ["default_start_char", "derived_seed", "random_seed", "sample_pieces", "sample_text"]
 
 #: Tags that keep the seeds of different kinds of samples apart.
 SEED_TAG_PROGRESS = 0  # the samples taken during training

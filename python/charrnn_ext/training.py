@@ -41,9 +41,10 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -183,6 +184,7 @@ class Trainer:
                     raise ValueError(f"cannot change {key} of a run ({old!r} -> {getattr(self.config, key)!r}); "
                                      f"call model.reset_training() to start a new run")
         if resume and data is None:
+            assert state is not None
             data = resume_source(state.corpus)
         self.corpus, path = resolve_corpus(data, model.vocab, self.config.val_fraction)
         self.identity = corpus_identity(self.corpus.train, self.corpus.source, self.corpus.val.size, path)
@@ -261,7 +263,7 @@ class Trainer:
         elif steps is not None:
             total = s.step + int(steps)
         elif epochs is not None:
-            total = s.step + int(round(epochs * self.steps_per_epoch))
+            total = s.step + round(epochs * self.steps_per_epoch)
         elif self.resume or (not fresh and s.total_steps > s.step):
             total = s.total_steps  # continue an unfinished run to its target
         else:
@@ -409,8 +411,9 @@ class Trainer:
             seed = derived_seed(model.seed, SEED_TAG_PROGRESS, s.step)
             text = sample_text(model.params, model.vocab, c.sample_chars, prime=self.corpus.train[pos:pos + 1],
                                seed=seed, h0=h)
-            s.samples.append(SampleRecord(step=s.step, epoch=s.epoch, smooth_loss=None if s.step == 0 else s.smooth_loss,
-                                          val_loss=val_loss, val_chars=val_chars, seed=seed, text=text))
+            smooth = None if s.step == 0 else s.smooth_loss
+            s.samples.append(SampleRecord(step=s.step, epoch=s.epoch, smooth_loss=smooth, val_loss=val_loss,
+                                          val_chars=val_chars, seed=seed, text=text))
         if metrics_row:
             s.history.append(MetricRow(step=s.step, epoch=s.epoch, loss=s.last_loss, smooth_loss=s.smooth_loss,
                                        val_loss=val_loss, val_chars=val_chars))
