@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         for o in group(name):
             _add(g, o, show_default="the optimiser's" if o.name == "eta" else None)
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--force", action="store_true",
+                   help="start the run even in a folder that holds other files or another run (only the run's own "
+                        "files are replaced)")
 
     s = sub.add_parser("sample", help="synthesise text from a checkpoint",
                        description="Print the prime followed by N sampled characters, as they are drawn.")
@@ -150,6 +153,7 @@ def _unique_run_folder() -> Path:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .data import load_corpus
     from .model import CharRNN
+    from .runfolder import RunFolder
     from .training import TrainingDiverged, steps_per_epoch
 
     names = [o.name for o in OPTIONS if o.group in ("model", "train")]
@@ -185,7 +189,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             total = round(args.epochs * steps_per_epoch(model.state.corpus["n_train"], cfg["seq_length"],
                                                             cfg["batch_size"]))
         data = None if args.text is None else Path(args.text)
-        out = run
+        out, created = run, False
         _echo(f"resuming {run} at update {model.step}")
 
         def call(**kw):
@@ -199,6 +203,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model = CharRNN.new(corpus.vocab, hidden=opts["hidden"], sig=opts["sig"], seed=opts["seed"],
                             dtype=opts["dtype"], cell=opts["cell"], layers=opts["layers"],
                             forget_bias=opts["forget_bias"])
+        created = args.out is None or not Path(args.out).exists()
         out = Path(args.out) if args.out is not None else _unique_run_folder()
         epochs = DEFAULT_EPOCHS if args.steps is None and args.epochs is None and args.max_minutes is None \
             else args.epochs
@@ -213,8 +218,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     "options": opts}
 
         def call(**kw):
-            return model.fit(corpus, steps=steps, epochs=epochs, run_info=run_info, **train_opts, **kw)
+            return model.fit(corpus, steps=steps, epochs=epochs, run_info=run_info, force=args.force, **train_opts,
+                             **kw)
     resume_hint = f"resume with: charrnn train --resume {out}"
+
+    def discard() -> bool:
+        """Undo a run that saved nothing resumable: its files, and its folder if it made it."""
+        folder = RunFolder(out)
+        folder.created = created
+        return out.is_dir() and folder.discard_if_unused()
+
     try:
         result = call(out=out, callback=show, progress=not args.no_progress, max_steps=args.stop_after,
                       max_minutes=args.max_minutes)
@@ -222,8 +235,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if model.state is not None and (out / "last.npz").exists():
             _echo(f"\ninterrupted at update {model.step}; the run is saved in {out}; {resume_hint}")
         else:
-            _echo(f"\ninterrupted before the first checkpoint; {out} holds no resumable run")
+            removed = f" ({out} removed)" if discard() else ""
+            _echo(f"\ninterrupted before the first checkpoint; nothing was saved{removed}")
         return EXIT_INTERRUPTED
+    except (ValueError, TypeError, OSError, MemoryError):
+        if not (out / "last.npz").exists():
+            discard()
+        raise
     except TrainingDiverged as exc:
         _err(str(exc))
         return EXIT_FAIL

@@ -31,6 +31,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import default, option
 from .data import Corpus, Vocabulary, corpus_from_string
 from .layout import copy_params, describe, from_classic, is_classic, net_init
+from .resources import check_fits, model_bytes
 from .sampling import sample_pieces, sample_text
 from .state import Checkpoint, TrainState
 from .training import Trainer, TrainResult
@@ -86,6 +87,8 @@ class CharRNN:
         sig = option("sig").check(sig)
         dt = np.dtype(dtype)
         option("dtype").check(str(dt) if dt.kind == "f" else repr(dtype))
+        check_fits(f"a {cell} network of {layers} x {hidden} units ({dt})",
+                   model_bytes(cell, vocab.size, hidden, layers, str(dt)), "choose a smaller --hidden or --layers")
         params = net_init(cell, vocab.size, hidden, layers, sig, seed=seed, dtype=dt, forget_bias=forget_bias)
         return cls(vocab, params, sig=sig, seed=seed, forget_bias=forget_bias)
 
@@ -134,7 +137,8 @@ class CharRNN:
     def fit(self, data: str | os.PathLike[str] | Corpus | None = None, steps: int | None = None,
             epochs: float | None = None, *, out: str | os.PathLike[str] | None = None,
             callback: Callable[[Any], None] | None = None, progress: bool = False,
-            max_steps: int | None = None, max_minutes: float | None = None, **config: Any) -> TrainResult:
+            max_steps: int | None = None, max_minutes: float | None = None, force: bool = False,
+            **config: Any) -> TrainResult:
         """Train for ``steps`` more updates (or ``epochs`` more passes over the
         training split; default 2 epochs) and return a
         :class:`~charrnn_ext.training.TrainResult`.
@@ -146,7 +150,9 @@ class CharRNN:
         every record point and may raise
         :class:`~charrnn_ext.training.StopTraining`. ``max_steps`` stops this
         call after that many updates (continue with :meth:`resume`);
-        ``max_minutes`` is the run's training-time budget. Other keyword
+        ``max_minutes`` is the run's training-time budget. ``force`` lets a
+        new run write into a folder that holds other files (only the run's
+        own files are replaced). Other keyword
         arguments are training options (:class:`~charrnn_ext.config.TrainConfig`);
         unset ones keep the values of the previous fit or the defaults.
 
@@ -155,7 +161,8 @@ class CharRNN:
         KeyboardInterrupt and SIGTERM save the run folder.
         """
         run_info = config.pop("run_info", None)
-        trainer = Trainer(self, data, out=out, callback=callback, progress=progress, run_info=run_info, **config)
+        trainer = Trainer(self, data, out=out, callback=callback, progress=progress, run_info=run_info, force=force,
+                          **config)
         return trainer.run(steps=steps, epochs=epochs, max_steps=max_steps, max_minutes=max_minutes)
 
     def resume(self, data: str | os.PathLike[str] | Corpus | None = None, *, total_steps: int | None = None,

@@ -91,25 +91,99 @@ def plot_losses(path: str | os.PathLike[str], history: Sequence[MetricRow], samp
     return atomic_write_bytes(path, buf.getvalue())
 
 
+LOCK_FILE = ".lock"
+
+
+def _own(name: str) -> bool:
+    """A file this package writes in a run folder (or the temporary file of one)."""
+    return name in RUN_FILES or name == LOCK_FILE or any(
+        name.startswith(f".{f}.") and name.endswith(".tmp") for f in RUN_FILES)
+
+
 class RunFolder:
     """The files of one run, written by :class:`~charrnn_ext.training.Trainer`
-    and rebuilt by ``charrnn report``."""
+    and rebuilt by ``charrnn report``. While a run writes to it, the folder
+    is locked (an exclusive lock on .lock, released when the process ends
+    however it ends), so that two runs cannot mix their files."""
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
+        self._lock: int | None = None
+        self.created = False
 
     def file(self, name: str) -> Path:
         return self.path / name
 
-    def open_for_run(self, fresh: bool) -> None:
-        """Create the folder (or check it for a continuing run) and delete the
-        temporary files of writes a crash cut short (never read)."""
+    def open_for_run(self, fresh: bool, force: bool = False) -> None:
+        """Create and lock the folder for a run. A fresh run needs a new or
+        empty folder: one holding a run (last.npz) or anything else is
+        refused unless ``force``, and then only the run's own files are
+        replaced. Temporary files of writes a crash cut short are deleted."""
         if self.path.exists() and not self.path.is_dir():
             raise NotADirectoryError(f"run folder {self.path} exists and is not a directory")
-        if fresh and self.file("last.npz").exists():
-            raise ValueError(f"{self.path} already holds a run (last.npz); resume it or choose another folder")
+        self.created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
-        remove_stale_temp_files(self.path, RUN_FILES)
+        self.lock()
+        try:
+            if not force:
+                others = sorted(p.name for p in self.path.iterdir() if not _own(p.name))
+                if others:
+                    shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+                    raise ValueError(f"{self.path} holds files that are not part of a charrnn run ({shown}); choose "
+                                     f"a new or empty folder, or pass --force to write the run there (only the run's "
+                                     f"own files are replaced)")
+                if fresh:
+                    ours = sorted(p.name for p in self.path.iterdir() if p.name in RUN_FILES)
+                    if "last.npz" in ours:
+                        raise ValueError(f"{self.path} already holds a run (last.npz); resume it with "
+                                         f"--resume {self.path}, choose another folder, or pass --force to start "
+                                         f"a new run there")
+                    if ours:
+                        raise ValueError(f"{self.path} already holds {', '.join(ours)} but no resumable run; "
+                                         f"choose another folder, or pass --force to replace them")
+            remove_stale_temp_files(self.path, RUN_FILES)
+        except BaseException:
+            self.unlock()
+            raise
+
+    def lock(self) -> None:
+        """Take the folder's lock, or raise if another process holds it."""
+        if self._lock is not None:
+            return
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no locking
+            return
+        fd = os.open(self.file(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise ValueError(f"another charrnn process (pid {holder}) is writing to {self.path}; wait for it to "
+                             f"end or choose another folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._lock = fd
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the lock
+            self._lock = None
+
+    def discard_if_unused(self) -> bool:
+        """After a run that saved nothing resumable: remove the files it wrote,
+        and the folder if this run created it and it is now empty. True if
+        the folder is gone."""
+        if self.file("last.npz").exists():
+            return False
+        for name in ("config.json", "gradcheck.md", LOCK_FILE):
+            self.file(name).unlink(missing_ok=True)
+        self.unlock()
+        if self.created and not any(self.path.iterdir()):
+            self.path.rmdir()
+            return True
+        return False
 
     # -- writers ---------------------------------------------------------------
 

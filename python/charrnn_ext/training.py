@@ -54,6 +54,7 @@ from .data import Vocabulary, resolve_corpus, resume_source
 from .fileio import index_sha256
 from .gradcheck import gradient_check
 from .layout import copy_params, init_opt_state, state_shape
+from .resources import check_fits, run_bytes
 from .runfolder import RunFolder
 from .sampling import SEED_TAG_PASSAGE, SEED_TAG_PROGRESS, derived_seed, sample_text
 from .signals import deferred_interrupts
@@ -159,7 +160,7 @@ class Trainer:
 
     def __init__(self, model: Trainable, data: Any = None, *, out: str | os.PathLike[str] | None = None,
                  callback: Callable[[Progress], None] | None = None, progress: bool = False,
-                 resume: bool = False, run_info: dict[str, Any] | None = None, **config: Any):
+                 resume: bool = False, run_info: dict[str, Any] | None = None, force: bool = False, **config: Any):
         self.model = model
         self.callback = callback
         self.progress = progress
@@ -199,13 +200,16 @@ class Trainer:
                     f"({self.identity['n_train']} chars, sha256 {self.identity['train_sha256'][:12]}...). "
                     f"Use the same text, or call model.reset_training() to start a new run on this one")
         T, B = self.config.seq_length, self.config.batch_size
+        check_fits(f"training this {model.cell} network with {B} streams of {T} characters",
+                   run_bytes(model.cell, model.K, model.hidden, model.layers, str(model.dtype), self.config.optimizer,
+                             B, T), "choose a smaller --batch-size, --seq-length or --hidden")
         if self.corpus.train.size // B < T + 1:
             raise ValueError(f"the training split of {self.corpus.source!r} has {self.corpus.train.size} "
                              f"characters; seq_length={T} needs at least {T + 1}"
                              + (f" per stream, {B * (T + 1)} for batch_size={B}" if B > 1 else ""))
         self.folder = None if out is None else RunFolder(out)
         if self.folder is not None:
-            self.folder.open_for_run(fresh=state is None)
+            self.folder.open_for_run(fresh=state is None, force=force)
         self.resume = resume
         self._lr = math.nan
         self._bar: Any = None
@@ -275,8 +279,18 @@ class Trainer:
         s.total_steps = total
         s.config = cfg.to_dict()
         s.corpus = self.identity
-        start_step = s.step
         session_end = total if max_steps is None else min(total, s.step + int(max_steps))
+        try:
+            return self._run(fresh, total, session_end)
+        finally:
+            if self.folder is not None:
+                self.folder.unlock()
+
+    def _run(self, fresh: bool, total: int, session_end: int) -> TrainResult:
+        """The loop of :meth:`run` (the folder locked)."""
+        cfg, s = self.config, self.model.state
+        assert s is not None
+        start_step = s.step
         records: list[Progress] = []
         self._write_static(fresh)
         stopped = time_limited = False
