@@ -292,9 +292,9 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
     T = args.seq_length
     if len(text) < T + 1:
         raise ValueError(f"the text has {len(text)} characters; --seq-length {T} needs at least {T + 1}")
-    if args.hidden > 64 or args.layers > 4 or T > 200:
+    if args.hidden > 64 or args.layers > 3 or T > 200:
         raise ValueError("the numerical gradient perturbs every parameter in turn; keep --hidden <= 64, "
-                         "--layers <= 4 and --seq-length <= 200 so that it ends in reasonable time")
+                         "--layers <= 3 and --seq-length <= 200 so that it ends in reasonable time")
     vocab = Vocabulary.from_text(text[:T + 1])
     data = vocab.encode(text[:T + 1]).astype("int64")
     report = gradient_check(data, K=vocab.size, m=args.hidden, seq_length=T, seed=args.seed, cell=args.cell,
