@@ -41,7 +41,7 @@ import numpy as np
 
 from .checkpoint import load_checkpoint
 from .fileio import atomic_write_bytes
-from .layout import GATES, STATES, describe
+from .layout import GATES, STATES, describe, from_classic
 from .state import Checkpoint
 from .version import package_version
 
@@ -87,7 +87,7 @@ def onnx_model(source: Checkpoint | str | os.PathLike[str]) -> onnx.ModelProto:
                           name="onnx") from exc
 
     ckpt = _as_checkpoint(source)
-    params = ckpt.params
+    params = from_classic(ckpt.params)
     cell, K, m, layers = describe(params)
     op, order = GATE_ORDER[cell]
     G, S = GATES[cell], STATES[cell]

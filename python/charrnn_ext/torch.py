@@ -44,7 +44,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import CELLS, default
 from .data import Vocabulary
 from .fileio import atomic_write
-from .layout import STATES, describe, param_shapes
+from .layout import STATES, describe, from_classic, param_shapes
 from .state import Checkpoint
 
 __all__ = ["EXPORT_FORMAT", "CharRNNModule", "State", "save_torch"]
@@ -98,10 +98,11 @@ class CharRNNModule(nn.Module):
         """The module of a checkpoint (a :class:`~charrnn_ext.state.Checkpoint`
         or the path of an .npz file), in the checkpoint's dtype."""
         ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
-        cell, K, m, layers = describe(ckpt.params)
-        module = cls(cell, K, m, layers, dtype=_DTYPES[str(ckpt.params["V"].dtype)], vocab=ckpt.vocab,
+        params = from_classic(ckpt.params)
+        cell, K, m, layers = describe(params)
+        module = cls(cell, K, m, layers, dtype=_DTYPES[str(params["V"].dtype)], vocab=ckpt.vocab,
                      meta={k: ckpt.meta[k] for k in _INIT_META if k in ckpt.meta})
-        module.load_params(ckpt.params, ckpt.sampling_state)
+        module.load_params(params, ckpt.sampling_state)
         return module
 
     @torch.no_grad()
