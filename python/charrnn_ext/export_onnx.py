@@ -91,13 +91,16 @@ def onnx_model(source: Checkpoint | str | os.PathLike[str]) -> onnx.ModelProto:
     cell, K, m, layers = describe(params)
     op, order = GATE_ORDER[cell]
     G, S = GATES[cell], STATES[cell]
-    n_bytes = 4 * sum(a.size for a in params.values())
+    n_bytes = 4 * sum(a.size for a in params.values()) + 8 * K
     if n_bytes > _MAX_BYTES:
-        raise ValueError(f"the model has {n_bytes:,} bytes of float32 parameters; a single ONNX file holds less "
-                         f"than 2 GiB")
+        raise ValueError(f"the model would take {n_bytes:,} bytes; a single ONNX file holds less than 2 GiB")
 
     def f32(name: str, a: np.ndarray) -> onnx.TensorProto:
-        return numpy_helper.from_array(np.ascontiguousarray(a, dtype=np.float32), name)
+        with np.errstate(over="ignore"):
+            b = np.ascontiguousarray(a, dtype=np.float32)
+        if not np.all(np.isfinite(b)):
+            raise ValueError(f"{name}: values beyond the float32 range; the ONNX model computes in float32")
+        return numpy_helper.from_array(b, name)
 
     def i64(name: str, values: list[int]) -> onnx.TensorProto:
         return numpy_helper.from_array(np.asarray(values, dtype=np.int64), name)

@@ -117,13 +117,13 @@ class CharRNNModule(nn.Module):
                 raise ValueError(f"parameter {name!r} has shape {np.shape(params[name])}, expected {shape}")
         for name, tensor in self._mapping().items():
             if name in params:
-                tensor.copy_(torch.from_numpy(np.asarray(params[name])))
+                tensor.copy_(torch.tensor(np.asarray(params[name])))
             else:
                 tensor.zero_()
         if start_h is None:
             self.start_state.zero_()
         else:
-            self.start_state.copy_(torch.from_numpy(np.asarray(start_h).reshape(self.start_state.shape)))
+            self.start_state.copy_(torch.tensor(np.asarray(start_h)).reshape(self.start_state.shape))
 
     def to_params(self) -> dict[str, np.ndarray]:
         """The parameters as this package's arrays (network names), in the
