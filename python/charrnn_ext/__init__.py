@@ -4,12 +4,17 @@ Forward pass, backpropagation through time, the optimisers, evaluation and
 sampling are one C++ engine (:mod:`charrnn_ext.engine` gives its functions
 with their defaults); text, checks, the training loop, checkpoints and
 reports are Python.
+
+A trained model also runs elsewhere: :func:`save_onnx` writes an ONNX model
+(needs the ``[onnx]`` extra) and :mod:`charrnn_ext.torch` turns a checkpoint
+into a PyTorch module (needs ``[torch]``; not imported by this package).
 """
 from ._core import simd_level
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import CELLS, CLIP_MODES, OPTIMIZERS, OPTIONS, PRESETS, TrainConfig
 from .data import Corpus, Vocabulary, builtin_corpus, load_corpus, load_text
 from .engine import evaluate_loss, loss_and_grads, numerical_grads, sample, train_step, train_steps
+from .export_onnx import onnx_model, save_onnx
 from .gradcheck import GradCheckReport, check_gradients, gradient_check
 from .layout import (
     PARAM_NAMES,
@@ -65,9 +70,11 @@ __all__ = [
     "loss_and_grads",
     "net_init",
     "numerical_grads",
+    "onnx_model",
     "param_shapes",
     "sample",
     "save_checkpoint",
+    "save_onnx",
     "simd_level",
     "to_classic",
     "train_step",

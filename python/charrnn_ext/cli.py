@@ -1,4 +1,4 @@
-"""Command line: ``charrnn train | sample | gradcheck | report`` (also ``python -m charrnn_ext``).
+"""Command line: ``charrnn train | sample | gradcheck | report | export`` (also ``python -m charrnn_ext``).
 
 A thin layer over :class:`charrnn_ext.model.CharRNN` and
 :mod:`charrnn_ext.runfolder`; every option, its type, default, range and
@@ -95,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="(re)build report.md of a run folder")
     r.add_argument("run_dir", metavar="DIR", help="run folder written by charrnn train")
+
+    e = sub.add_parser("export", help="write a model as an ONNX model or a PyTorch file",
+                       description="Write a checkpoint for use without this package: an ONNX model (float32, "
+                                   "vocabulary in its metadata; needs charrnn_ext[onnx]) or a PyTorch file that "
+                                   "torch.load(path, weights_only=True) reads (needs charrnn_ext[torch]).")
+    e.add_argument("model", metavar="MODEL", help=".npz checkpoint, or a run folder (uses best.npz)")
+    e.add_argument("--format", metavar="{onnx,torch}",
+                   help="output format; default: torch if the output ends in .pt or .pth, else onnx")
+    e.add_argument("-o", "--output", metavar="FILE",
+                   help="file to write (replaced atomically); default: MODEL with the suffix .onnx or .pt")
     return p
 
 
@@ -314,6 +324,45 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: Export formats: suffix of the default output file, and the extra that installs what the format needs.
+EXPORT_FORMATS = {"onnx": (".onnx", "onnx"), "torch": (".pt", "torch")}
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+
+    fmt = args.format
+    if fmt is None:
+        fmt = "torch" if args.output is not None and Path(args.output).suffix.lower() in (".pt", ".pth") else "onnx"
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
+    source = Path(args.model)
+    if source.is_dir():
+        source = source / "best.npz"
+    out = Path(args.output) if args.output is not None else source.with_suffix(EXPORT_FORMATS[fmt][0])
+    if out.is_dir():
+        raise IsADirectoryError(f"the output {out} is a folder; give a file name with -o")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"the output's folder {out.parent} does not exist")
+    if out.exists() and source.exists() and out.resolve() == source.resolve():
+        raise ValueError(f"the output {out} is the checkpoint being exported; choose another file with -o")
+    ckpt = load_checkpoint(source)
+    try:
+        if fmt == "onnx":
+            from .export_onnx import save_onnx as save
+        else:
+            from .torch import save_torch as save
+        save(ckpt, out)
+    except ImportError as exc:
+        _err(f"the {fmt} export needs the {exc.name or fmt} package, which cannot be imported: "
+             f"pip install 'charrnn_ext[{EXPORT_FORMATS[fmt][1]}]'")
+        return EXIT_USAGE
+    meta = ckpt.meta
+    print(f"wrote {out} ({fmt}: {meta.get('cell', 'rnn')}, {meta.get('layers', 1)} layer(s) of "
+          f"{ckpt.params['V'].shape[1]} units, {ckpt.vocab.size} characters)")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``charrnn`` command; returns the exit code."""
     parser = build_parser()
@@ -321,7 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version or a usage error
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
-    commands = {"train": _cmd_train, "sample": _cmd_sample, "gradcheck": _cmd_gradcheck, "report": _cmd_report}
+    commands = {"train": _cmd_train, "sample": _cmd_sample, "gradcheck": _cmd_gradcheck, "report": _cmd_report,
+                "export": _cmd_export}
     try:
         return commands[args.command](args)
     except KeyboardInterrupt:

@@ -98,3 +98,10 @@ class Checkpoint:
     @property
     def kind(self) -> str:
         return "model" if self.state is None else "training"
+
+    @property
+    def sampling_state(self) -> np.ndarray | None:
+        """The (layers, S*m) state a model loaded from this checkpoint samples
+        from (:attr:`charrnn_ext.CharRNN.start_state`): stream 0's training
+        state if there is one, else ``start_h``; None means zeros."""
+        return self.state.h[0] if self.state is not None else self.start_h
