@@ -406,7 +406,11 @@ class Trainer:
         loss = self._evaluate(self.model.params, val, s.h)
         best = None
         if limit is None and s.best_params is not None:
-            best = self._evaluate(s.best_params, val, s.best_h) / (val.size - 1)
+            # the best model is often the last one (taken at this very update)
+            same = s.best_step == s.step and all(np.array_equal(s.best_params[k], v)
+                                                  for k, v in self.model.params.items())
+            best = loss if same else self._evaluate(s.best_params, val, s.best_h)
+            best /= val.size - 1
         return loss / (val.size - 1), int(val.size), best
 
     def _record(self, chunk_rate: float, metrics_row: bool) -> Progress:
