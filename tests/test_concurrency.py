@@ -10,45 +10,56 @@ import numpy as np
 import pytest
 
 import charrnn_ext as cx
-from charrnn_ext.params import PARAM_NAMES
 
 K, M, T = 40, 32, 25
+NAMES = ("l0.Wx", "l0.Wh", "l0.b", "V", "c")  # the classic RNN under its network names
+
+# (cell, layers, hidden, batch_size, threads): the classic single stream, and
+# batched LSTMs whose hidden size (40 > 32 units per float64 panel) makes the
+# engine split every update over its own 2 worker threads.
+CONFIGS = [("rnn", 1, M, None, 1), ("lstm", 2, 40, 3, 2)]
 
 
-def _model(seed: int):
-    params = cx.init_params(K=K, m=M, sig=0.01, seed=seed)
-    state = cx.zeros_like_params(params)
+def _model(seed: int, cell: str = "rnn", layers: int = 1, m: int = M):
+    params = cx.net_init(cell, K, m, layers, sig=0.01, seed=seed)
+    state = cx.init_opt_state(params, "adam" if cell != "rnn" else "adagrad")
     data = np.random.default_rng(100 + seed).integers(0, K, 6000).astype(np.uint8)
     return params, state, data
 
 
-def _train_chunks(params, state, data, chunks: int, n: int, log: list, barrier=None):
-    """Several train_steps chunks in a row, carrying h and pos like the Trainer."""
-    h, pos = None, 0
+def _train_chunks(params, state, data, chunks: int, n: int, log: list, barrier=None, batch_size=None, threads=1):
+    """Several train_steps chunks in a row, carrying h and the positions like the Trainer."""
+    h = None
+    where = {"pos": 0} if batch_size is None else {"positions": None, "batch_size": batch_size}
+    optimizer = "adam" if "m:V" in state else "adagrad"
     if barrier is not None:
         barrier.wait()
     for _ in range(chunks):
-        losses, h, pos, wraps, diverged = cx.train_steps(params, state, data, h, n_steps=n, seq_length=T, pos=pos)
-        log.append((losses.copy(), h.copy(), pos, wraps, diverged))
+        losses, h, pos, wraps, diverged = cx.train_steps(params, state, data, h, n_steps=n, seq_length=T,
+                                                         threads=threads, optimizer=optimizer, **where)
+        log.append((losses.copy(), h.copy(), np.copy(pos), np.copy(wraps), diverged))
+        where = {"pos": pos} if batch_size is None else {"positions": pos, "batch_size": batch_size}
 
 
-def test_two_models_in_two_threads_match_sequential_runs():
-    chunks, n = 6, 150  # 900 updates each, wrapping the 6000-character texts
+@pytest.mark.parametrize("cell, layers, m, batch_size, threads", CONFIGS, ids=["classic", "lstm-batched-2-threads"])
+def test_two_models_in_two_threads_match_sequential_runs(cell, layers, m, batch_size, threads):
+    chunks, n = (6, 150) if batch_size is None else (3, 20)  # the classic runs wrap the 6000-character texts
+    kw = dict(batch_size=batch_size, threads=threads)
     seq = []
     for seed in (1, 2):
-        params, state, data = _model(seed)
+        params, state, data = _model(seed, cell, layers, m)
         log: list = []
-        _train_chunks(params, state, data, chunks, n, log)
+        _train_chunks(params, state, data, chunks, n, log, **kw)
         seq.append((params, state, log))
 
-    models = [_model(1), _model(2)]
+    models = [_model(1, cell, layers, m), _model(2, cell, layers, m)]
     logs: list[list] = [[], []]
     errors: list[BaseException] = []
     barrier = threading.Barrier(2)
 
     def work(i):
         try:
-            _train_chunks(*models[i], chunks, n, logs[i], barrier)
+            _train_chunks(*models[i], chunks, n, logs[i], barrier, **kw)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -60,15 +71,23 @@ def test_two_models_in_two_threads_match_sequential_runs():
     assert not errors
     for i in range(2):
         params, state, log = seq[i]
-        for k in PARAM_NAMES:
+        for k in params:
             assert np.array_equal(models[i][0][k], params[k]), (i, k)
+        assert set(models[i][1]) == set(state)
+        for k in state:
             assert np.array_equal(models[i][1][k], state[k]), (i, k)
+        assert int(state["t"]) == chunks * n
         assert len(logs[i]) == len(log) == chunks
         for a, b in zip(logs[i], log):
-            assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2:] == b[2:]
-        assert not log[-1][4] and sum(entry[3] for entry in log) >= 1  # no divergence; the text wrapped
+            assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+            assert np.array_equal(a[2], b[2]) and np.array_equal(a[3], b[3]) and a[4] == b[4]
+        assert not log[-1][4]  # no divergence
+        if batch_size is None:
+            assert sum(int(entry[3]) for entry in log) >= 1  # the text wrapped
+        else:
+            assert log[-1][1].shape == (batch_size, layers, 2 * m)
     # the two models really are different runs
-    assert not np.array_equal(models[0][0]["W"], models[1][0]["W"])
+    assert not np.array_equal(models[0][0]["l0.Wh"], models[1][0]["l0.Wh"])
 
 
 def test_train_steps_lets_another_thread_run_during_the_call():
@@ -83,7 +102,7 @@ def test_train_steps_lets_another_thread_run_during_the_call():
         seen: set[bytes] = set()
         count = [0]
 
-        def watch():
+        def watch(started=started, done=done, seen=seen, count=count):
             started.wait()
             while not done.is_set():
                 seen.add(params["c"].tobytes())
@@ -153,7 +172,7 @@ def test_sharing_one_model_between_threads_does_not_crash():
     The results are unspecified, but the calls return normally, the arrays keep
     their shapes and dtypes, and every returned loss is a number."""
     params, state, data = _model(5)
-    ids = {k: id(params[k]) for k in PARAM_NAMES}
+    ids = {k: id(params[k]) for k in NAMES}
     out: list = []
     errors: list[BaseException] = []
     finished: list[int] = []
@@ -179,20 +198,20 @@ def test_sharing_one_model_between_threads_does_not_crash():
         t.join()
     assert len(finished) + len(errors) == 3  # every thread got through or stopped on a clean error
     assert len(out) >= 12 * len(finished)
-    for k in PARAM_NAMES:
+    for k in NAMES:
         assert id(params[k]) == ids[k]
         assert params[k].dtype == np.float64 and params[k].flags.c_contiguous
-    assert params["U"].shape == (M, K) and params["W"].shape == (M, M) and params["V"].shape == (K, M)
-    assert params["b"].shape == (M,) and params["c"].shape == (K,)
+    assert params["l0.Wx"].shape == (M, K) and params["l0.Wh"].shape == (M, M) and params["V"].shape == (K, M)
+    assert params["l0.b"].shape == (M,) and params["c"].shape == (K,)
     for r in out:
         if len(r) == 5:  # train_steps
-            assert r[0].dtype == np.float64 and r[1].shape == (M,)
+            assert r[0].dtype == np.float64 and r[1].shape == (1, M)
         elif isinstance(r[0], np.ndarray):  # sample
             assert r[0].shape == (500,) and ((r[0] >= 0) & (r[0] < K)).all()
         else:
             assert isinstance(r[0], float)
     # the model is still usable afterwards (or was cleanly refused if it overflowed)
-    if all(np.isfinite(params[k]).all() for k in PARAM_NAMES):
+    if all(np.isfinite(params[k]).all() for k in NAMES):
         losses, *_ = cx.train_steps(params, state, data, n_steps=5, seq_length=T)
         assert losses.shape[0] <= 5
 

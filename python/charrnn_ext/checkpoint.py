@@ -313,9 +313,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise IsADirectoryError(f"expected a checkpoint file (.npz) but got a directory: {p}")
     if not p.exists():
         raise FileNotFoundError(f"checkpoint not found: {p}")
+    if not p.is_file():
+        raise CheckpointError(f"{p}: not a regular file (a device or a pipe?); a checkpoint is an .npz file")
     try:
         zf = zipfile.ZipFile(p)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except _READ_ERRORS as exc:
         hint = " (a text file? checkpoints are the .npz files of a run folder)" if p.suffix != ".npz" else ""
         raise CheckpointError(f"{p}: not a readable .npz checkpoint{hint} ({exc})") from None
     with zf:

@@ -189,6 +189,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if model.state is None:
             raise ValueError(f"{run / 'last.npz'} holds no training state")
         stored = {**TrainConfig.from_dict(model.state.config).to_dict(), **model.meta()}
+        if args.preset is not None:
+            run_preset = RunFolder(run).read_json("config.json").get("run", {}).get("preset", "classic") \
+                if (run / "config.json").exists() else "classic"
+            if args.preset != run_preset:
+                raise ValueError(f"--preset {args.preset} differs from the run's preset {run_preset}; training "
+                                 f"options cannot change on --resume")
         for k, v in given.items():
             if k != "threads" and stored.get(k) != v:
                 raise ValueError(f"{option(k).flag} {v} differs from the run's value {stored.get(k)}; training "
@@ -305,7 +311,7 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
     if args.hidden > 64 or args.layers > 3 or T > 200:
         raise ValueError("the numerical gradient perturbs every parameter in turn; keep --hidden <= 64, "
                          "--layers <= 3 and --seq-length <= 200 so that it ends in reasonable time")
-    vocab = Vocabulary.from_text(text[:T + 1])
+    vocab = Vocabulary.from_text(text)
     data = vocab.encode(text[:T + 1]).astype("int64")
     report = gradient_check(data, K=vocab.size, m=args.hidden, seq_length=T, seed=args.seed, cell=args.cell,
                             layers=args.layers, dropout=args.dropout)

@@ -106,7 +106,10 @@ class Option:
             return value
         if isinstance(value, bool) or not _is_number(value, integral=self.kind is int):
             raise TypeError(f"{what} in {self.range_text()}, got {type(value).__name__} {value!r}")
-        v = int(value) if self.kind is int else float(value)
+        try:
+            v = int(value) if self.kind is int else float(value)
+        except OverflowError:  # an integer beyond the float range
+            raise ValueError(f"{what} in {self.range_text()}, got {value!r}") from None
         if not math.isfinite(v) or not self._in_range(v):
             raise ValueError(f"{what} in {self.range_text()}, got {value!r}")
         return v

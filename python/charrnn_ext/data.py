@@ -13,6 +13,7 @@ import errno
 import functools
 import importlib.metadata
 import importlib.util
+import itertools
 import math
 import os
 import re
@@ -469,10 +470,11 @@ def _encode_file(path: Path, vocab: Vocabulary | None, chunk_bytes: int) -> tupl
             yield piece
 
     if vocab is None:
-        try:
-            vocab = Vocabulary.from_pieces(counted())
-        except ValueError:
-            raise ValueError(f"text file is empty: {path}") from None
+        pieces = counted()
+        first = next(pieces, None)  # a decoding error surfaces here or later, naming the file and offset
+        if first is None:
+            raise ValueError(f"text file is empty: {path}")
+        vocab = Vocabulary.from_pieces(itertools.chain([first], pieces))
     else:
         for _ in counted():
             pass

@@ -95,7 +95,13 @@ def from_classic(params: Mapping[str, np.ndarray]) -> Params:
 
 
 def to_classic(params: Mapping[str, np.ndarray]) -> Params:
-    """Network names of a one-layer rnn -> classic names; the same arrays."""
+    """Network names of a one-layer rnn -> classic names; the same arrays.
+    Other networks have no classic names (ValueError)."""
+    if "U" not in params:
+        cell, _, _, layers = describe(params)
+        if not is_classic(cell, layers):
+            raise ValueError(f"only a one-layer rnn has the classic names U, W, V, b, c; these parameters are a "
+                             f"{layers}-layer {cell}")
     back = {v: k for k, v in CLASSIC_NAMES.items()}
     return {back.get(k, k): v for k, v in params.items()}
 

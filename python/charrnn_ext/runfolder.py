@@ -214,11 +214,11 @@ class RunFolder:
         for name in ("config.json", "last.npz"):
             if not self.file(name).exists():
                 raise FileNotFoundError(f"{self.path} is not a run folder: {name} is missing")
-        config = self._read_json("config.json")
+        config = self.read_json("config.json")
         ckpt = load_checkpoint(self.file("last.npz"))
         if ckpt.state is None:
             raise ValueError(f"{self.file('last.npz')} holds no training state")
-        summary = self._read_json("summary.json") if self.file("summary.json").exists() else None
+        summary = self.read_json("summary.json") if self.file("summary.json").exists() else None
         gc = self.file("gradcheck.md")
         gradcheck = gc.read_text(encoding="utf-8") if gc.exists() else None
         if plot:
@@ -228,7 +228,8 @@ class RunFolder:
                             int(train["seq_length"]) * int(train["batch_size"]), final)
         return atomic_write_text(self.file("report.md"), report_markdown(config, ckpt, summary, gradcheck))
 
-    def _read_json(self, name: str) -> dict[str, Any]:
+    def read_json(self, name: str) -> dict[str, Any]:
+        """A JSON object file of the folder; ValueError naming the file if it is not one."""
         path = self.file(name)
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))

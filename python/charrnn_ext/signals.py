@@ -9,7 +9,12 @@ import signal
 import threading
 from collections.abc import Iterator
 
-__all__ = ["deferred_interrupts"]
+__all__ = ["ImmediateInterrupt", "deferred_interrupts"]
+
+
+class ImmediateInterrupt(KeyboardInterrupt):
+    """A second Ctrl-C: raised at once, wherever the run is; its state may be
+    half-updated, so nothing is saved."""
 
 
 @contextlib.contextmanager
@@ -28,7 +33,7 @@ def deferred_interrupts() -> Iterator[threading.Event]:
     def handler(signum, frame):
         if flag.is_set() and signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
+            raise ImmediateInterrupt
         flag.set()
 
     for sig, default in defaults.items():

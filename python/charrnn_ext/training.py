@@ -57,7 +57,7 @@ from .layout import copy_params, init_opt_state, state_shape
 from .resources import check_fits, run_bytes
 from .runfolder import RunFolder
 from .sampling import SEED_TAG_PASSAGE, SEED_TAG_PROGRESS, derived_seed, sample_text
-from .signals import deferred_interrupts
+from .signals import ImmediateInterrupt, deferred_interrupts
 from .state import Checkpoint, MetricRow, SampleRecord, TrainState
 from .version import package_version
 
@@ -313,6 +313,8 @@ class Trainer:
             stopped = s.step < total
         except StopTraining:
             stopped = True
+        except ImmediateInterrupt:
+            raise  # the state may be half-updated: nothing is saved
         except KeyboardInterrupt:
             self._save(plot=True)
             raise
@@ -473,10 +475,13 @@ class Trainer:
             return
         model, s = self.model, self.model.state
         assert s is not None
+        run_info = self.run_info
+        if not run_info and self.folder.file("config.json").exists():  # a resumed run keeps how it was asked for
+            run_info = self.folder.read_json("config.json").get("run", {})
         self.folder.write_json("config.json", {
             "model": {**model.meta(), "n_params": model.n_params},
             "train": self.config.to_dict(),
-            "run": self.run_info,
+            "run": run_info,
             "corpus": {**self.identity, "vocab_size": model.K, "n_chars": self.corpus.n_chars},
             "total_steps": s.total_steps,
             "budget_seconds": s.budget_seconds,
