@@ -75,13 +75,19 @@ struct Span {
     std::string name;
 };
 
-// The names of two overlapping spans, or an empty pair.
-inline std::pair<std::string, std::string> find_overlap(std::vector<Span> spans) {
-    std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.lo < b.lo; });
+// The names of two overlapping spans (in the order they were given), or an empty pair.
+inline std::pair<std::string, std::string> find_overlap(const std::vector<Span>& spans) {
+    std::vector<std::size_t> order(spans.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return spans[a].lo < spans[b].lo; });
     std::size_t widest = 0;  // the span reaching furthest so far
-    for (std::size_t i = 1; i < spans.size(); ++i) {
-        if (spans[i].lo < spans[widest].hi && spans[i].lo < spans[i].hi) return {spans[widest].name, spans[i].name};
-        if (spans[i].hi > spans[widest].hi) widest = i;
+    for (std::size_t k = 1; k < order.size(); ++k) {
+        const Span& s = spans[order[k]];
+        const Span& w = spans[order[widest]];
+        if (s.lo < w.hi && s.lo < s.hi) {
+            return order[widest] < order[k] ? std::make_pair(w.name, s.name) : std::make_pair(s.name, w.name);
+        }
+        if (s.hi > w.hi) widest = k;
     }
     return {};
 }

@@ -355,6 +355,7 @@ OptState<T> load_opt_state(py::handle state, const ParamInfo& info, Optimizer op
                                                           " and shape " + shape_str(py::reinterpret_borrow<py::array>(v))
                                                     : type_name(v)));
         st.t = py::reinterpret_borrow<py::array>(v);
+        st.counter = true;
         if (!st.t.writeable()) fail_value("opt_state['t'] is read-only; it must be writable to be updated in place");
         const std::int64_t t = *static_cast<const std::int64_t*>(st.t.data());
         if (t < 0) fail_value("opt_state['t'] must be >= 0, got " + std::to_string(t));

@@ -99,9 +99,10 @@ Arrays<T> load_params(py::handle params, const ParamInfo& info, bool writable);
 template <typename T>
 struct OptState {
     Arrays<T> s1, s2;
-    py::array t;  // empty if the dict has no "t"
+    py::array t;             // the dict's "t", if it has one
+    bool counter = false;    // whether it has one (a default py::array is an empty array, not a null handle)
     std::uint64_t t_value = 0;
-    bool has_t() const { return static_cast<bool>(t); }
+    bool has_t() const { return counter; }
     void store_t(std::uint64_t v) const;
 };
 template <typename T>
