@@ -343,7 +343,7 @@ def test_batched_validation_messages():
     p = init_params(K, m, seed=0)
     s = zeros_like_params(p)
     data = np.arange(100) % K
-    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
         cx.train_steps(p, s, data, n_steps=1, batch_size=0)
     with pytest.raises(ValueError, match=r"split into batch_size = 10 segments of 10; a chunk needs seq_length "
                                          r"\+ 1 = 26 per segment"):
@@ -364,7 +364,7 @@ def test_batched_validation_messages():
         cx.train_steps(p, s, data, n_steps=1, batch_size=2, threads=0)
     with pytest.raises(TypeError, match="threads must be an integer"):
         cx.train_steps(p, s, data, n_steps=1, batch_size=2, threads=1.5)
-    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
         cx.evaluate_loss(p, data, batch_size=0)
     with pytest.raises(IndexError, match=r"X\[1, 2\] = 10 is outside the vocabulary range \[0, 10\)"):
         cx.loss_and_grads(p, [[0, 0, 0], [0, 0, 10]], [[0, 0, 0], [0, 0, 0]])

@@ -39,24 +39,42 @@ std::string tuple_str(std::initializer_list<std::size_t> dims) {
     return s + (dims.size() == 1 ? ",)" : ")");
 }
 
+// Python's bool or NumPy's.
+bool is_bool(py::handle obj) {
+    if (PyBool_Check(obj.ptr())) return true;
+    PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<py::object> numpy_bool;
+    const py::object& cls =
+        numpy_bool.call_once_and_store_result([] { return py::module_::import("numpy").attr("bool_"); })
+            .get_stored();
+    return py::isinstance(obj, cls);
+}
+
 // Python int (or anything with __index__), not a bool, as a Python int.
 py::int_ integer(py::handle obj, const char* name) {
-    if (PyBool_Check(obj.ptr())) fail_type(std::string(name) + " must be an integer, got bool");
+    if (is_bool(obj)) fail_type(std::string(name) + " must be an integer, got bool");
     if (!py::isinstance<py::int_>(obj) && !py::hasattr(obj, "__index__"))
         fail_type(std::string(name) + " must be an integer, got " + type_name(obj));
     py::int_ v = py::reinterpret_steal<py::int_>(PyNumber_Index(obj.ptr()));
-    if (!v) throw py::error_already_set();
+    if (!v) {
+        PyErr_Clear();  // e.g. a NumPy array of several integers
+        fail_type(std::string(name) + " must be an integer, got " + type_name(obj));
+    }
     return v;
 }
 
 // A real number (int or float, not a bool, not a string).
 double real(py::handle obj, const char* name) {
-    if (PyBool_Check(obj.ptr()) || !(PyFloat_Check(obj.ptr()) || py::hasattr(obj, "__index__") ||
-                                     py::hasattr(obj, "__float__")) ||
+    if (is_bool(obj) || !(PyFloat_Check(obj.ptr()) || py::hasattr(obj, "__index__") ||
+                          py::hasattr(obj, "__float__")) ||
         py::isinstance<py::str>(obj))
         fail_type(std::string(name) + " must be a number, got " + type_name(obj));
     const double v = PyFloat_AsDouble(obj.ptr());
-    if (v == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+    if (v == -1.0 && PyErr_Occurred()) {
+        const bool overflow = PyErr_ExceptionMatches(PyExc_OverflowError);
+        PyErr_Clear();
+        if (overflow) fail_value(std::string(name) + " is too large to be a float64 number");
+        fail_type(std::string(name) + " must be a number, got " + type_name(obj));  // e.g. an array of several
+    }
     return v;
 }
 
@@ -105,11 +123,12 @@ std::string spec_shape(const ArraySpec& s) {
 
 const std::string& key_of(const ArraySpec& s, bool classic_names) { return classic_names ? s.alias : s.name; }
 
-// One array of a dict, checked against its spec and viewed in place.
+// One array of a dict, checked against its spec and viewed in place; hint
+// says what keys the dict should have.
 template <typename T>
 T* checked_array(py::handle mapping, const char* what, const std::string& key, const ArraySpec& spec,
-                 const ParamInfo& info, bool writable, Values need, Arrays<T>& out) {
-    py::array a = dict_array(mapping, what, key, keys_hint(info.lay, info.classic_names));
+                 const ParamInfo& info, bool writable, Values need, Arrays<T>& out, const std::string& hint) {
+    py::array a = dict_array(mapping, what, key, hint);
     const std::string name = std::string(what) + "['" + key + "']";
     if (!py::isinstance<py::array_t<T>>(a))
         fail_type(name + " has dtype " + dtype_name(a) + "; expected " + float_name(T()) +
@@ -166,18 +185,17 @@ void reject_overlaps(const std::vector<Span>& spans) {
 
 // ---------------------------------------------------------------- scalars
 
-std::size_t count(py::handle obj, const char* name) {
+std::size_t count(py::handle obj, const char* name, long long low) {
     py::int_ v = integer(obj, name);
-    if (v < py::int_(0)) fail_value(std::string(name) + " must be >= 0, got " + std::string(py::str(v)));
+    if (v < py::int_(low))
+        fail_value(std::string(name) + " must be >= " + std::to_string(low) + ", got " + std::string(py::str(v)));
     if (v > py::int_(std::numeric_limits<std::int64_t>::max()))
         fail_value(std::string(name) + " is too large: " + std::string(py::str(v)));
     return static_cast<std::size_t>(v.cast<std::int64_t>());
 }
 
 std::size_t positive_count(py::handle obj, const char* name) {
-    const std::size_t v = count(obj, name);
-    if (v == 0) fail_value(std::string(name) + " must be at least 1, got 0");
-    return v;
+    return count(obj, name, 1);
 }
 
 std::size_t thread_count(py::handle obj) {
@@ -187,7 +205,7 @@ std::size_t thread_count(py::handle obj) {
 }
 
 std::uint64_t seed_value(py::handle obj, const char* name) {
-    if (PyBool_Check(obj.ptr()) || (!py::isinstance<py::int_>(obj) && !py::hasattr(obj, "__index__")))
+    if (is_bool(obj) || (!py::isinstance<py::int_>(obj) && !py::hasattr(obj, "__index__")))
         fail_type(std::string(name) + " must be an integer in [0, 2**64), got " + type_name(obj));
     py::int_ v = integer(obj, name);
     if (v < py::int_(0) || v >= py::int_(py::module_::import("builtins").attr("pow")(2, 64)))
@@ -246,8 +264,8 @@ SampleOptions sample_options(py::handle top_k, py::handle top_p, py::handle gree
         fail_value(s.str());
     }
     o.top_p = p;
-    if (!PyBool_Check(greedy.ptr())) fail_type("greedy must be a bool, got " + type_name(greedy));
-    o.greedy = greedy.ptr() == Py_True;
+    if (!is_bool(greedy)) fail_type("greedy must be a bool, got " + type_name(greedy));
+    o.greedy = PyObject_IsTrue(greedy.ptr()) == 1;
     return o;
 }
 
@@ -272,6 +290,9 @@ ParamInfo inspect_params(py::handle params, py::handle cell) {
         if (ref.ndim() != 2) fail_value("params['V'] must be 2-D with shape (K, m), got shape " + shape_str(ref));
         info.lay.K = static_cast<std::size_t>(ref.shape(0));
         info.lay.m = static_cast<std::size_t>(ref.shape(1));
+        if (info.lay.K == 0 || info.lay.m == 0)
+            fail_value("params['V'] has shape " + shape_str(ref) +
+                       ": the vocabulary size K and the hidden size m must be at least 1");
         while (has_key(params, "l" + std::to_string(info.lay.L) + ".Wx")) ++info.lay.L;
         if (info.lay.L == 0) fail_value("params has no 'l0.Wx' entry: a network needs at least one layer (" + hint + ")");
         py::array Wh = dict_array(params, "params", "l0.Wh", hint);
@@ -312,7 +333,8 @@ Arrays<T> load_params(py::handle params, const ParamInfo& info, bool writable) {
     Arrays<T> out;
     std::vector<std::string> keys;
     for (const auto& spec : info.lay.arrays()) {
-        checked_array<T>(params, "params", key_of(spec, info.classic_names), spec, info, writable, Values::finite, out);
+        checked_array<T>(params, "params", key_of(spec, info.classic_names), spec, info, writable, Values::finite, out,
+                         keys_hint(info.lay, info.classic_names));
     }
     reject_unknown_keys(params, "params", out.keys, nullptr, keys_hint(info.lay, info.classic_names));
     return out;
@@ -336,12 +358,12 @@ OptState<T> load_opt_state(py::handle state, const ParamInfo& info, Optimizer op
     for (const auto& spec : info.lay.arrays()) {
         const std::string& k = key_of(spec, info.classic_names);
         if (adam) {
-            checked_array<T>(state, "opt_state", "m:" + k, spec, info, true, Values::finite, st.s1);
-            checked_array<T>(state, "opt_state", "v:" + k, spec, info, true, Values::non_negative, st.s2);
+            checked_array<T>(state, "opt_state", "m:" + k, spec, info, true, Values::finite, st.s1, hint);
+            checked_array<T>(state, "opt_state", "v:" + k, spec, info, true, Values::non_negative, st.s2, hint);
         } else {
             // a classic AdaGrad memory dict keys the arrays by the bare parameter names
             const std::string key = has_key(state, "M:" + k) || !has_key(state, k) ? "M:" + k : k;
-            checked_array<T>(state, "opt_state", key, spec, info, true, Values::non_negative, st.s1);
+            checked_array<T>(state, "opt_state", key, spec, info, true, Values::non_negative, st.s1, hint);
         }
     }
     keys = st.s1.keys;
@@ -392,7 +414,8 @@ py::array_t<T> initial_states(py::handle h0, const NetLayout& lay, std::size_t B
     }
     std::string expect = tuple_str({B, L, W}) + " (streams, layers, " + (lay.S() == 2 ? "2*m: h then c" : "m") + ")";
     if (B == 1) expect += " or " + tuple_str({L, W});
-    if (L == 1) expect += " or " + tuple_str({B, W});
+    if (L == 1 && B > 1) expect += " or " + tuple_str({B, W});
+    if (B == 1 && L == 1) expect += " or " + tuple_str({W});
     if (!py::isinstance<py::array>(h0))
         fail_type("h0 must be a NumPy array of shape " + expect + ", or None, got " + type_name(h0));
     auto a = py::reinterpret_borrow<py::array>(h0);
@@ -453,7 +476,14 @@ void check_index_range(const py::array& a, const char* name, std::size_t begin, 
         } else {
             s << "[" << i << "]";
         }
-        s << " = " << static_cast<long long>(p[i]) << " is outside the vocabulary range [0, " << K << ")";
+        using I = std::remove_cv_t<std::remove_pointer_t<decltype(p)>>;
+        s << " = ";
+        if constexpr (std::is_signed_v<I>) {
+            s << static_cast<long long>(p[i]);
+        } else {
+            s << static_cast<unsigned long long>(p[i]);
+        }
+        s << " is outside the vocabulary range [0, " << K << ")";
         fail_index(s.str());
     });
 }

@@ -38,7 +38,10 @@ std::string dtype_name(const py::array& a);
 
 // ---------------------------------------------------------------- scalars
 
-std::size_t count(py::handle obj, const char* name);              // an integer >= 0 (not a bool)
+// The most updates or characters one call produces (its output array is allocated up front).
+constexpr std::size_t kMaxCount = std::size_t(1) << 32;
+
+std::size_t count(py::handle obj, const char* name, long long low = 0);  // an integer >= low (not a bool)
 std::size_t positive_count(py::handle obj, const char* name);     // an integer >= 1
 std::size_t thread_count(py::handle obj);                         // 1 .. 256
 std::uint64_t seed_value(py::handle obj, const char* name);       // an integer in [0, 2**64)

@@ -39,6 +39,9 @@ PYBIND11_MODULE(_core, m) {
         [](py::handle cell, py::handle K, py::handle m_, py::handle layers) {
             const NetLayout lay{choice<Cell>(cell), positive_count(K, "K"), positive_count(m_, "m"),
                                 positive_count(layers, "layers")};
+            if (lay.K > 0x110000) fail_value("K must be at most 1114112 (the Unicode code points), got " + std::to_string(lay.K));
+            if (lay.m > 65536) fail_value("m must be at most 65536, got " + std::to_string(lay.m));
+            if (lay.L > 64) fail_value("layers must be at most 64, got " + std::to_string(lay.L));
             py::list out;
             for (const auto& s : lay.arrays()) {
                 py::tuple shape = s.cols ? py::tuple(py::make_tuple(s.rows, s.cols)) : py::tuple(py::make_tuple(s.rows));

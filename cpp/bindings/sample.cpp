@@ -44,6 +44,8 @@ void bind_sample(py::module_& m) {
            py::handle seed, py::handle top_k, py::handle top_p, py::handle greedy) {
             const ParamInfo info = inspect_params(params, cell);
             const std::size_t count_ = count(n, "n");
+            if (count_ > kMaxCount) fail_value("n is too large: " + std::to_string(count_) + " is more than 2**32 "
+                                               "characters in one call; draw them in several calls");
             const double temp = positive_finite(temperature, "temperature");
             const std::uint64_t s = seed_value(seed, "seed");
             const SampleOptions opt = sample_options(top_k, top_p, greedy);

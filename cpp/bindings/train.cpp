@@ -1,6 +1,9 @@
 // Bindings of the training topic: loss_and_grads, train_step, train_steps.
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <sstream>
+#include <type_traits>
 
 #include "arrays.hpp"
 #include "train.hpp"
@@ -34,12 +37,22 @@ void require_counter(const OptState<T>& st, const OptConfig& cfg, const Dropout&
                " needs; make the state with init_opt_state(params, optimizer)");
 }
 
+// The counter is stored as int64: it must not pass 2**63 - 1.
+template <typename T>
+void require_room(const OptState<T>& st, std::size_t updates) {
+    constexpr std::uint64_t top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+    if (st.t_value > top - std::min<std::uint64_t>(top, updates))
+        fail_value("opt_state['t'] = " + std::to_string(st.t_value) + " would pass 2**63 - 1 after " +
+                   std::to_string(updates) + " more update(s)");
+}
+
 template <typename T>
 py::tuple train_step_impl(py::handle params, const ParamInfo& info, py::handle opt_state, py::handle X, py::handle Y,
                           py::handle h0, const OptConfig& cfg, const Dropout& drop, std::size_t threads) {
     const Arrays<T> P = load_params<T>(params, info, true);
     const OptState<T> st = load_opt_state<T>(opt_state, info, cfg.opt, P.spans);
     require_counter(st, cfg, drop);
+    require_room(st, 1);
     const Chunk c = load_chunk(X, Y, info.lay.K);
     py::array_t<T> h = initial_states<T>(h0, info.lay, c.B);
     T* hs = h.mutable_data();
@@ -66,6 +79,7 @@ py::tuple train_steps_impl(py::handle params, const ParamInfo& info, py::handle 
     const Arrays<T> P = load_params<T>(params, info, true);
     const OptState<T> st = load_opt_state<T>(opt_state, info, cfg.opt, P.spans);
     require_counter(st, cfg, drop);
+    require_room(st, n_steps);
     const py::array data = index_array(data_obj, "data", false);
     const Segments seg{static_cast<std::size_t>(data.shape(0)), B};
     if (!seg.fits(seq_len)) {
@@ -80,16 +94,24 @@ py::tuple train_steps_impl(py::handle params, const ParamInfo& info, py::handle 
         const py::array pa = index_array(positions, "positions", false);
         if (static_cast<std::size_t>(pa.shape(0)) != B)
             fail_value("positions has shape " + shape_str(pa) + "; expected (batch_size,) = (" + std::to_string(B) + ",)");
-        auto p64 = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(pa);
-        if (!p64) throw py::error_already_set();
-        for (std::size_t s = 0; s < B; ++s) {
-            const std::int64_t v = p64.data()[s];
-            if (v < 0 || static_cast<std::size_t>(v) > seg.length())
-                fail_value("positions[" + std::to_string(s) + "] = " + std::to_string(v) +
-                           " is outside its segment: offsets run from 0 to the segment length " +
-                           std::to_string(seg.length()));
-            pos[s] = static_cast<std::size_t>(v);
-        }
+        with_index_type(pa, "positions", [&](auto* p) {  // each offset read in its own type
+            using I = std::remove_cv_t<std::remove_pointer_t<decltype(p)>>;
+            for (std::size_t s = 0; s < B; ++s) {
+                const bool negative = std::is_signed_v<I> && p[s] < 0;
+                if (negative || static_cast<std::uint64_t>(p[s]) > seg.length()) {
+                    std::ostringstream m;
+                    m << "positions[" << s << "] = ";
+                    if (negative) {
+                        m << static_cast<long long>(p[s]);
+                    } else {
+                        m << static_cast<unsigned long long>(p[s]);
+                    }
+                    m << " is outside its segment: offsets run from 0 to the segment length " << seg.length();
+                    fail_value(m.str());
+                }
+                pos[s] = static_cast<std::size_t>(p[s]);
+            }
+        });
     }
     for (std::size_t s = 0; s < B; ++s) {  // only what this call will read
         const auto w = seg.window(s, pos[s], n_steps, seq_len);
@@ -168,6 +190,8 @@ void bind_train(py::module_& m) {
             const OptConfig cfg = opt_config(optimizer, eta, clip, clip_mode, gamma, beta1, beta2, eps);
             const Dropout drop = dropout_config(dropout, seed);
             const std::size_t n = count(n_steps, "n_steps");
+            if (n > kMaxCount) fail_value("n_steps is too large: " + std::to_string(n) + " is more than 2**32 updates "
+                                          "in one call; split the work into several calls");
             const std::size_t T = positive_count(seq_length, "seq_length");
             const std::size_t B = positive_count(batch_size, "batch_size");
             const std::size_t nt = thread_count(threads);

@@ -42,9 +42,8 @@ def _streams(params: Params, h: np.ndarray) -> np.ndarray:
 def _opt_args(optimizer: str, eta: float | None, clip: float, clip_mode: str, gamma: float, beta1: float,
               beta2: float, eps: float) -> dict[str, Any]:
     if eta is None:
-        if optimizer not in DEFAULT_ETA:
-            raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {', '.join(DEFAULT_ETA)}")
-        eta = DEFAULT_ETA[optimizer]
+        # an unknown optimizer is refused by the core, before it looks at eta
+        eta = DEFAULT_ETA.get(optimizer, 0.1) if isinstance(optimizer, str) else 0.1
     return dict(optimizer=optimizer, eta=eta, clip=clip, clip_mode=clip_mode, gamma=gamma, beta1=beta1,
                 beta2=beta2, eps=eps)
 
@@ -105,11 +104,19 @@ def train_steps(params: Params, state: Params, data: IndexArray, h0: np.ndarray 
     single = (batch_size is None or batch_size == 1) and positions is None
     if not single and pos != 0:
         raise ValueError("pos is for one stream; with batch_size > 1 give positions (one offset per stream)")
-    losses, h, pos_out, wraps, diverged = _core.train_steps(
-        params, state, data, h0, n_steps=n_steps, seq_length=seq_length,
-        batch_size=1 if batch_size is None else batch_size, positions=[pos] if single else positions, cell=None,
-        **_opt_args(optimizer, eta, clip, clip_mode, gamma, beta1, beta2, eps), dropout=dropout, seed=seed,
-        threads=threads)
+    if single and (isinstance(pos, bool) or not isinstance(pos, (int, np.integer))):
+        raise TypeError(f"pos must be an integer, got {type(pos).__name__}")
+    try:
+        losses, h, pos_out, wraps, diverged = _core.train_steps(
+            params, state, data, h0, n_steps=n_steps, seq_length=seq_length,
+            batch_size=1 if batch_size is None else batch_size, positions=[pos] if single else positions, cell=None,
+            **_opt_args(optimizer, eta, clip, clip_mode, gamma, beta1, beta2, eps), dropout=dropout, seed=seed,
+            threads=threads)
+    except ValueError as exc:  # one stream's offset is `pos` to the caller
+        if single and "positions[0]" in str(exc):
+            raise ValueError(str(exc).replace("positions[0]", "pos").replace("its segment", "the text")
+                             .replace("the segment length", "len(data)")) from None
+        raise
     if single:
         return losses, _one_stream(params, h), int(pos_out[0]), int(wraps[0]), diverged
     return losses, _streams(params, h), pos_out, wraps, diverged
