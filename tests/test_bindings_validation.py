@@ -1615,13 +1615,13 @@ def test_train_steps_data_and_positions():
     )
     refuses(
         TypeError,
-        "positions must hold integer character indices, got dtype bool",
+        "pos must be an integer, got bool",
         lambda: cx.train_steps(p, s, DATA, n_steps=1, seq_length=3, pos=True),
         *w,
     )
     refuses(
         TypeError,
-        "positions must hold integer character indices, got dtype float64",
+        "pos must be an integer, got float",
         lambda: cx.train_steps(p, s, DATA, n_steps=1, seq_length=3, pos=1.5),
         *w,
     )

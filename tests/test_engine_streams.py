@@ -360,7 +360,7 @@ def test_batched_validation_messages():
         cx.train_steps(p, s, data, n_steps=1, batch_size=2, positions=[0, -1])
     with pytest.raises(ValueError, match="pos is for one stream"):
         cx.train_steps(p, s, data, n_steps=1, batch_size=2, pos=3)
-    with pytest.raises(ValueError, match="threads must be at least 1"):
+    with pytest.raises(ValueError, match="threads must be >= 1"):
         cx.train_steps(p, s, data, n_steps=1, batch_size=2, threads=0)
     with pytest.raises(TypeError, match="threads must be an integer"):
         cx.train_steps(p, s, data, n_steps=1, batch_size=2, threads=1.5)
