@@ -46,21 +46,23 @@ the model's size.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from .config import CELLS, OPTIMIZERS, TrainConfig
+from .config import CELLS, OPTIMIZERS, TrainConfig, option
 from .data import Vocabulary
 from .fileio import atomic_write
 from .layout import CLASSIC_NAMES, STATES, init_opt_state, param_shapes
+from .resources import available_bytes
 from .state import Checkpoint, MetricRow, SampleRecord, TrainState
 from .version import package_version
 
@@ -82,6 +84,13 @@ _JSON_LIMIT = 1 << 20
 _HISTORY_SLACK = 10_000
 _MAX_VOCAB = 0x110000
 _MAX_LAYERS = 64
+# Room for what does not grow with the model: the history, the samples, the
+# metadata and the vocabulary (a run's history is also bounded by its steps).
+_ROOM = 256 << 20
+# Deflate codes a 258-byte match in 2 bits at best: no member can decompress
+# to more than 1032 times its compressed size (plus its block headers).
+_DEFLATE_MAX_RATIO = 1032
+_READ_CHUNK = 1 << 22
 
 
 class CheckpointError(ValueError):
@@ -159,21 +168,55 @@ def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
 
 class _Archive:
     """The members of an .npz archive, read one at a time after their header
-    has been checked against what the caller expects."""
+    and their sizes in the archive have been checked against what the caller
+    expects: nothing is decompressed beyond a member's header before that."""
 
     def __init__(self, path: Path, zf: zipfile.ZipFile, budget: int):
         self.path = path
         self.zf = zf
+        self.size = path.stat().st_size
         self.members: dict[str, zipfile.ZipInfo] = {}
         for info in zf.infolist():
             if info.filename.endswith(".npy"):
                 self.members[info.filename[:-4]] = info
         self.keys = set(self.members)
-        self.budget = budget  # bytes the arrays read so far may still take
+        self.budget = budget  # bytes the arrays read so far may take in all
         self._used = 0
 
     def fail(self, msg: str) -> CheckpointError:
         return CheckpointError(f"{self.path}: {msg}")
+
+    @contextlib.contextmanager
+    def _reading(self, key: str) -> Iterator[None]:
+        """Errors of the zip and .npy readers as a CheckpointError naming the entry."""
+        try:
+            yield
+        except CheckpointError:
+            raise
+        except _READ_ERRORS as exc:
+            raise self.fail(f"entry {key!r} is corrupt ({type(exc).__name__}: {exc})") from None
+        except MemoryError:
+            raise self.fail(f"entry {key!r} is too large to load") from None
+
+    def _info(self, key: str) -> zipfile.ZipInfo:
+        """The directory record of a member, refused if its sizes are impossible."""
+        if key not in self.keys:
+            raise self.fail(f"missing required entry {key!r}; the file is not a complete charrnn_ext checkpoint")
+        info = self.members[key]
+        method, packed, size = info.compress_type, info.compress_size, info.file_size
+        if method in (zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+            raise self.fail(f"entry {key!r} is compressed with zip method {method}; the entries of an .npz "
+                            f"checkpoint are stored or deflated")
+        if packed > self.size:
+            raise self.fail(f"entry {key!r} is corrupt (it declares {packed:,} compressed bytes in a file of "
+                            f"{self.size:,})")
+        if method == zipfile.ZIP_STORED and packed != size:
+            raise self.fail(f"entry {key!r} is corrupt (stored, but {packed:,} bytes in the archive for "
+                            f"{size:,} declared)")
+        if method == zipfile.ZIP_DEFLATED and size > _DEFLATE_MAX_RATIO * packed + 1024:
+            raise self.fail(f"entry {key!r} is corrupt (it declares {size:,} bytes from {packed:,} compressed "
+                            f"bytes, more than deflate can produce)")
+        return info
 
     def _header(self, key: str, fh: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
         try:
@@ -194,58 +237,78 @@ class _Archive:
 
     def peek(self, key: str) -> tuple[tuple[int, ...], np.dtype]:
         """(shape, dtype) of a member from its header alone."""
-        if key not in self.keys:
-            raise self.fail(f"missing required entry {key!r}; the file is not a complete charrnn_ext checkpoint")
-        try:
-            with self.zf.open(self.members[key]) as fh:
-                return self._header(key, fh)
-        except CheckpointError:
-            raise
-        except _READ_ERRORS as exc:
-            raise self.fail(f"entry {key!r} is corrupt ({type(exc).__name__}: {exc})") from None
+        info = self._info(key)
+        with self._reading(key), self.zf.open(info) as fh:
+            return self._header(key, fh)
+
+    def _checked(self, key: str, info: zipfile.ZipInfo, fh: IO[bytes], shape: tuple[int, ...] | None,
+                 dtype: np.dtype | None, kinds: str | None,
+                 max_bytes: int | None) -> tuple[tuple[int, ...], np.dtype, int]:
+        """The member's header, checked against the expectations and its size in the archive."""
+        got_shape, got_dtype = self._header(key, fh)
+        if shape is not None and got_shape != shape:
+            raise self.fail(f"entry {key!r} has shape {got_shape}, expected {shape}")
+        if dtype is not None and got_dtype != dtype:
+            raise self.fail(f"entry {key!r} has dtype {got_dtype}, expected {dtype}")
+        if kinds is not None and got_dtype.kind not in kinds:
+            raise self.fail(f"entry {key!r} has dtype {got_dtype}, expected kind {kinds!r}")
+        nbytes = math.prod(got_shape) * got_dtype.itemsize
+        if max_bytes is not None and nbytes > max_bytes:
+            raise self.fail(f"entry {key!r} declares {nbytes:,} bytes, more than its limit of "
+                            f"{max_bytes:,}; the file is corrupt or not a charrnn_ext checkpoint")
+        if info.file_size != fh.tell() + nbytes:
+            raise self.fail(f"entry {key!r} is {info.file_size:,} bytes in the archive but its header "
+                            f"declares {fh.tell() + nbytes:,}; the file is corrupt")
+        return got_shape, got_dtype, nbytes
+
+    def check(self, key: str, shape: tuple[int, ...] | None = None, dtype: np.dtype | None = None,
+              kinds: str | None = None) -> None:
+        """Check a member's header and sizes without reading its data."""
+        info = self._info(key)
+        with self._reading(key), self.zf.open(info) as fh:
+            self._checked(key, info, fh, shape, dtype, kinds, None)
+
+    def check_total(self) -> None:
+        """The sizes all members declare must fit the budget and the memory
+        available, before any of them is read."""
+        declared = sum(info.file_size for info in self.members.values())
+        if declared > self.budget:
+            largest = max(self.members, key=lambda k: self.members[k].file_size)
+            raise self.fail(f"its entries declare {declared:,} bytes in all (the largest, {largest!r}, "
+                            f"{self.members[largest].file_size:,}), more than a checkpoint of this model can need "
+                            f"({self.budget:,}); the file is corrupt or not a charrnn_ext checkpoint")
+        have = available_bytes()
+        if have is not None and declared > 0.9 * have:
+            raise self.fail(f"its entries declare {declared / 2**30:.2f} GiB but only {have / 2**30:.2f} GiB of "
+                            f"memory is available")
 
     def get(self, key: str, shape: tuple[int, ...] | None = None, dtype: np.dtype | None = None,
             kinds: str | None = None, max_bytes: int | None = None) -> np.ndarray:
         """The member ``key``, refused before its data is read if its header
         disagrees with ``shape`` / ``dtype`` / ``kinds``, if its sizes in the
         archive disagree with its header, or if it would exceed ``max_bytes``
-        or the archive's budget."""
-        if key not in self.keys:
-            raise self.fail(f"missing required entry {key!r}; the file is not a complete charrnn_ext checkpoint")
-        info = self.members[key]
-        try:
-            with self.zf.open(info) as fh:
-                got_shape, got_dtype = self._header(key, fh)
-                if shape is not None and got_shape != shape:
-                    raise self.fail(f"entry {key!r} has shape {got_shape}, expected {shape}")
-                if dtype is not None and got_dtype != dtype:
-                    raise self.fail(f"entry {key!r} has dtype {got_dtype}, expected {dtype}")
-                if kinds is not None and got_dtype.kind not in kinds:
-                    raise self.fail(f"entry {key!r} has dtype {got_dtype}, expected kind {kinds!r}")
-                nbytes = int(np.prod(got_shape, dtype=np.float64)) * got_dtype.itemsize
-                if max_bytes is not None and nbytes > max_bytes:
-                    raise self.fail(f"entry {key!r} declares {nbytes:,} bytes, more than its limit of "
-                                    f"{max_bytes:,}; the file is corrupt or not a charrnn_ext checkpoint")
-                if info.file_size != fh.tell() + nbytes:
-                    raise self.fail(f"entry {key!r} is {info.file_size:,} bytes in the archive but its header "
-                                    f"declares {fh.tell() + nbytes:,}; the file is corrupt")
-                if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
-                    raise self.fail(f"entry {key!r} has inconsistent sizes in the archive directory")
-                if self._used + nbytes > self.budget:
-                    raise self.fail(f"the entries read so far and {key!r} take {self._used + nbytes:,} bytes, more "
-                                    f"than a checkpoint of this model can need ({self.budget:,}); the file is "
-                                    f"corrupt or not a charrnn_ext checkpoint")
-                self._used += nbytes
-                data = fh.read(nbytes)
-        except CheckpointError:
-            raise
-        except _READ_ERRORS as exc:
-            raise self.fail(f"entry {key!r} is corrupt ({type(exc).__name__}: {exc})") from None
-        except MemoryError:
-            raise self.fail(f"entry {key!r} is too large to load") from None
-        if len(data) != nbytes:
+        or the archive's budget. The data is read in slices straight into
+        the array (no second copy)."""
+        info = self._info(key)
+        with self._reading(key), self.zf.open(info) as fh:
+            got_shape, got_dtype, nbytes = self._checked(key, info, fh, shape, dtype, kinds, max_bytes)
+            if self._used + nbytes > self.budget:
+                raise self.fail(f"the entries read so far and {key!r} take {self._used + nbytes:,} bytes, more "
+                                f"than a checkpoint of this model can need ({self.budget:,}); the file is "
+                                f"corrupt or not a charrnn_ext checkpoint")
+            self._used += nbytes
+            out = np.empty(got_shape, dtype=got_dtype)
+            raw = out.reshape(-1).view(np.uint8).data
+            done = 0
+            while done < nbytes:
+                piece = fh.read(min(nbytes - done, _READ_CHUNK))
+                if not piece:
+                    break
+                raw[done:done + len(piece)] = piece
+                done += len(piece)
+        if done != nbytes:
             raise self.fail(f"entry {key!r} is truncated")
-        return np.frombuffer(data, dtype=got_dtype).reshape(got_shape).copy()
+        return out
 
     # -- typed scalars and JSON --------------------------------------------------
 
@@ -365,31 +428,53 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             raise r.fail("hidden size m is 0")
         if dtype not in _FLOAT_DTYPES:
             raise r.fail(f"parameters must be float32 or float64, got {dtype} (entry {ref!r})")
-        hidden = meta.get("hidden")
-        if hidden is not None and hidden != m:
-            raise r.fail(f"meta field 'hidden' says {hidden} but the parameters have m={m}")
+        _check_meta(r, meta, K, m, dtype)
         shapes = param_shapes(cell, K, m, layers)
         names = _names(classic, cell, K, m, layers)
-        model_bytes = sum(int(np.prod(s)) for s in shapes.values()) * dtype.itemsize
-        # parameters, best parameters, up to two optimiser slots, states; plus
-        # fixed room for the history and the texts (checked one by one below)
-        r.budget = 6 * model_bytes + (256 << 20)
         stray = sorted(k for k in r.keys if k.startswith("param_") and k[6:] not in names.values())
         if stray:
             raise r.fail(f"unexpected parameter entries {stray} for a {cell} network with {layers} layer(s)")
-        params = {n: r.finite(f"param_{names[n]}", shapes[n], dtype, "parameter") for n in shapes}
+        cfg = _train_config(r) if kind == "training" else None
+        # The budget: parameters, best parameters and up to two optimiser
+        # slots (6 copies leave room), the states of the streams, and fixed
+        # room for the history, the texts and the vocabulary. Everything the
+        # archive declares must fit in it before anything is read, and every
+        # parameter's header must agree with the model before any of them is.
         W = STATES[cell] * m
+        streams = 1 if cfg is None else cfg.batch_size
+        model_bytes = sum(math.prod(s) for s in shapes.values()) * dtype.itemsize
+        r.budget = 6 * model_bytes + (streams + 2) * (layers * W * dtype.itemsize + 8) + _ROOM
+        r.check_total()
+        for n in shapes:
+            r.check(f"param_{names[n]}", shapes[n], dtype)
+        params = {n: r.finite(f"param_{names[n]}", shapes[n], dtype, "parameter") for n in shapes}
         start_h = None
         if "start_h" in r.keys:
             start_h = r.finite("start_h", (m,) if classic else (layers, W), dtype, "start_h").reshape(layers, W)
         state = None
-        if kind == "training":
-            state = _load_state(r, version, classic, cell, layers, K, m, dtype, shapes, names)
+        if cfg is not None:
+            state = _load_state(r, version, classic, cell, layers, K, m, dtype, shapes, names, cfg)
     return Checkpoint(vocab=vocab, params=params, meta=meta, state=state, start_h=start_h, format_version=version)
 
 
-def _load_state(r: _Archive, version: int, classic: bool, cell: str, layers: int, K: int, m: int, dtype: np.dtype,
-                shapes: Mapping[str, tuple[int, ...]], names: Mapping[str, str]) -> TrainState:
+def _check_meta(r: _Archive, meta: Mapping[str, Any], K: int, m: int, dtype: np.dtype) -> None:
+    """The model fields of ``meta`` (those present) agree with the arrays and lie in their options' ranges."""
+    for name, actual in (("hidden", m), ("K", K)):
+        value = meta.get(name)
+        if value is not None and (isinstance(value, bool) or value != actual):
+            what = "the parameters have m" if name == "hidden" else "the vocabulary has K"
+            raise r.fail(f"meta field {name!r} says {value!r} but {what}={actual}")
+    if meta.get("dtype") is not None and meta["dtype"] != str(dtype):
+        raise r.fail(f"meta field 'dtype' says {meta['dtype']!r} but the parameters are {dtype}")
+    for name in ("sig", "seed", "forget_bias"):
+        if name in meta:
+            try:
+                option(name).check(meta[name])
+            except (TypeError, ValueError) as exc:
+                raise r.fail(f"meta field {name!r} is invalid: {exc}") from None
+
+
+def _train_config(r: _Archive) -> TrainConfig:
     config = r.json("train_config")
     if not isinstance(config, dict):
         raise r.fail("entry 'train_config' must hold a JSON object")
@@ -399,6 +484,11 @@ def _load_state(r: _Archive, version: int, classic: bool, cell: str, layers: int
         raise r.fail(f"entry 'train_config' is invalid: {exc}") from None
     if cfg.optimizer not in OPTIMIZERS:  # pragma: no cover - TrainConfig checks it
         raise r.fail(f"train_config names an unknown optimizer {cfg.optimizer!r}")
+    return cfg
+
+
+def _load_state(r: _Archive, version: int, classic: bool, cell: str, layers: int, K: int, m: int, dtype: np.dtype,
+                shapes: Mapping[str, tuple[int, ...]], names: Mapping[str, str], cfg: TrainConfig) -> TrainState:
     B, W = cfg.batch_size, STATES[cell] * m
     # optimiser state
     template = init_opt_state({n: np.empty(0) for n in shapes}, cfg.optimizer)
@@ -438,8 +528,12 @@ def _load_state(r: _Archive, version: int, classic: bool, cell: str, layers: int
                      else np.array([r.integer("pos")], dtype=np.int64))
     floats: dict[str, Any] = {k: r.real(k) for k in ("smooth_loss", "last_loss", "best_loss")}
     extra = {k: (r.real(k) if k in r.keys else math.nan) for k in ("seconds", "budget_seconds")}
-    if ints["step"] > 0 and not math.isfinite(floats["smooth_loss"]):
-        raise r.fail(f"smooth_loss is {floats['smooth_loss']} after {ints['step']} updates; expected a finite number")
+    for key, needed in (("smooth_loss", ints["step"] > 0), ("last_loss", ints["step"] > 0),
+                        ("best_loss", ints["best_step"] > 0)):
+        v = floats[key]
+        if (needed or not math.isnan(v)) and not (math.isfinite(v) and v >= 0):
+            raise r.fail(f"{key} is {v} after {ints['step']} updates (best at {ints['best_step']}); expected a "
+                         f"finite number >= 0" + ("" if needed else " or NaN"))
     seconds = 0.0 if math.isnan(extra["seconds"]) else extra["seconds"]
     budget = None if math.isnan(extra["budget_seconds"]) else extra["budget_seconds"]
     bad_budget = budget is not None and not (math.isfinite(budget) and budget > 0)
@@ -472,17 +566,17 @@ def _load_state(r: _Archive, version: int, classic: bool, cell: str, layers: int
         raise r.fail(f"entry 'hist_step' has shape {n_shape}; a run of {step} updates has at most {limit} "
                      f"metrics rows")
     n = n_shape[0]
+    steps = r.get("hist_step", (n,), kinds="iu")
+    if n and (steps[0] < 0 or steps[-1] > step or np.any(np.diff(steps) <= 0)):
+        raise r.fail(f"entry 'hist_step' must increase strictly within [0, step = {step}]")
     cols = {
-        "hist_step": r.get("hist_step", (n,), kinds="iu"),
+        "hist_step": steps,
         "hist_epoch": r.get("hist_epoch", (n,), kinds="iu"),
         "hist_loss": r.get("hist_loss", (n,), kinds="f"),
         "hist_smooth_loss": r.get("hist_smooth_loss", (n,), kinds="f"),
         "hist_val_loss": r.get("hist_val_loss", (n,), kinds="f"),
         "hist_val_chars": r.get("hist_val_chars", (n,), kinds="iu"),
     }
-    steps = cols["hist_step"]
-    if n and (steps[0] < 0 or steps[-1] > step or np.any(np.diff(steps) <= 0)):
-        raise r.fail(f"entry 'hist_step' must increase strictly within [0, step = {step}]")
     history = [
         MetricRow(step=int(s), epoch=int(e), loss=float(lo), smooth_loss=float(sm),
                   val_loss=None if math.isnan(v) else float(v), val_chars=int(vc))
