@@ -86,7 +86,7 @@ def _wrong_types(o: config.Option) -> list:
 def test_options_are_unique_and_grouped():
     names = [o.name for o in OPTIONS]
     assert len(names) == len(set(names))
-    assert {o.group for o in OPTIONS} == {"model", "train", "run", "sample"}
+    assert {o.group for o in OPTIONS} == {"model", "train", "run", "sample", "gradcheck"}
     assert [o.name for o in group("train")] == list(TrainConfig.names())
     assert [o.name for o in group("model")] == ["cell", "layers", "hidden", "sig", "forget_bias", "dtype", "seed"]
     for o in OPTIONS:
@@ -386,7 +386,7 @@ def test_gradcheck_parser_options_come_from_OPTIONS():
     for name in ("cell", "layers", "seq_length", "dropout", "seed", "text"):
         _check_action(acts[name], option(name), option(name).default)
     _check_action(acts["hidden"], option("hidden"), 5)
-    assert acts["tolerance"].default == 1e-6
+    _check_action(acts["tolerance"], option("tolerance"), 1e-6)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -400,4 +400,4 @@ def test_parser_refuses_out_of_range_values(argv, message, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1] == f"charrnn {argv[0]}: error: {message}", err
+    assert err.strip().splitlines() == [f"charrnn: error: {message} (see charrnn {argv[0]} --help)"], err

@@ -193,8 +193,10 @@ def _finish(out: Path, text: Path, steps: int = STEPS) -> subprocess.CompletedPr
         # nothing to resume: the command says so clearly
         bad = _cli(_resume_cmd(out))
         assert bad.returncode == 2 and "Traceback" not in bad.stderr
-        assert bad.stderr.strip() == f"charrnn: error: cannot resume: {out / 'last.npz'} not found"
         written = sorted(f.name for f in out.iterdir() if f.name in RUN_FILES)
+        hint = (f" (the run in {out} stopped before its first checkpoint: start it again, with --force to replace "
+                f"its files)" if "config.json" in written else "")
+        assert bad.stderr.strip() == f"charrnn: error: cannot resume: {out / 'last.npz'} not found{hint}"
         if written:
             # the run's first files without a checkpoint: a fresh start there needs --force
             again = _cli(_train_cmd(text, out, steps))

@@ -5,23 +5,40 @@ A thin layer over :class:`charrnn_ext.model.CharRNN` and
 help come from :mod:`charrnn_ext.config`. Exit codes: 0 success, 1 training
 diverged or the gradient check failed, 2 bad input, 130 interrupted (Ctrl-C
 or SIGTERM; the run is saved and can be resumed). Every error is one line
-on stderr.
+on stderr, ``charrnn: error: ...``, usage errors included. A closed stdout
+(``| head``) ends the output quietly; training goes on.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .config import OPTIONS, Option, TrainConfig, default, group, option, preset_values
 from .version import package_version
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_EPOCHS = 2
+#: `charrnn gradcheck` perturbs every parameter of a forward pass in long
+#: double: its work is about 2 * parameters**2 * characters multiply-adds, done
+#: at 1-3e8 per second. Above this (about a minute) it is refused.
+GRADCHECK_MAX_WORK = 1e10
+
+
+class _UsageError(Exception):
+    """A command line argparse refuses (reported as one line, exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as exceptions, so that main reports them as one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see {self.prog} --help)")
 
 
 def _parser_type(o: Option):
@@ -57,7 +74,7 @@ def _add(parser: argparse._ActionsContainer, o: Option, default_value: Any = Non
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="charrnn", description="Character-level RNN/LSTM/GRU with a C++ core.")
+    p = _Parser(prog="charrnn", description="Character-level RNN/LSTM/GRU with a C++ core.")
     p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -90,8 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         o = option(name)
         _add(c, o, default_value=o.default if value is None else value, show_default=value)
     _add(c, option("text"))
-    c.add_argument("--tolerance", type=float, default=1e-6,
-                   help="largest acceptable C++ vs numerical relative error; default 1e-6")
+    _add(c, option("tolerance"), default_value=option("tolerance").default)
 
     r = sub.add_parser("report", help="(re)build report.md of a run folder")
     r.add_argument("run_dir", metavar="DIR", help="run folder written by charrnn train")
@@ -109,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _err(msg: str) -> None:
+    """The one line of an error (line breaks in a file name or a value are escaped)."""
+    msg = msg.replace("\r", "\\r").replace("\n", "\\n")
     print(f"charrnn: error: {msg}", file=sys.stderr)
 
 
@@ -184,14 +202,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ValueError(f"--out {args.out} conflicts with --resume {args.resume}; a resumed run is written to "
                              f"its own folder")
         if not (run / "last.npz").is_file():
-            raise FileNotFoundError(f"cannot resume: {run / 'last.npz'} not found")
+            hint = (f" (the run in {run} stopped before its first checkpoint: start it again, with --force to "
+                    f"replace its files)" if (run / "config.json").is_file() else "")
+            raise FileNotFoundError(f"cannot resume: {run / 'last.npz'} not found{hint}")
         model = CharRNN.load(run / "last.npz")
         if model.state is None:
             raise ValueError(f"{run / 'last.npz'} holds no training state")
         stored = {**TrainConfig.from_dict(model.state.config).to_dict(), **model.meta()}
         if args.preset is not None:
-            run_preset = RunFolder(run).read_json("config.json").get("run", {}).get("preset", "classic") \
-                if (run / "config.json").exists() else "classic"
+            run_preset = RunFolder(run).run_info().get("preset") or "classic"
             if args.preset != run_preset:
                 raise ValueError(f"--preset {args.preset} differs from the run's preset {run_preset}; training "
                                  f"options cannot change on --resume")
@@ -205,7 +224,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             total = round(args.epochs * steps_per_epoch(model.state.corpus["n_train"], cfg["seq_length"],
                                                             cfg["batch_size"]))
         data = None if args.text is None else Path(args.text)
-        out, created = run, False
+        out, made, existed = run, False, True
         _echo(f"resuming {run} at update {model.step}")
 
         def call(**kw):
@@ -219,7 +238,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model = CharRNN.new(corpus.vocab, hidden=opts["hidden"], sig=opts["sig"], seed=opts["seed"],
                             dtype=opts["dtype"], cell=opts["cell"], layers=opts["layers"],
                             forget_bias=opts["forget_bias"])
-        created = args.out is None or not Path(args.out).exists()
+        made = args.out is None
+        existed = not made and Path(args.out).exists()
         out = Path(args.out) if args.out is not None else _unique_run_folder()
         epochs = DEFAULT_EPOCHS if args.steps is None and args.epochs is None and args.max_minutes is None \
             else args.epochs
@@ -238,11 +258,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              **kw)
     resume_hint = f"resume with: charrnn train --resume {out}"
 
-    def discard() -> bool:
-        """Undo a run that saved nothing resumable: its files, and its folder if it made it."""
-        folder = RunFolder(out)
-        folder.created = created
-        return out.is_dir() and folder.discard_if_unused()
+    def cleanup() -> str:
+        """After a new run that saved no checkpoint (the trainer has removed
+        what it wrote): remove the folder made for it if it is empty."""
+        if made:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        return f" ({out} removed)" if not existed and not out.exists() else ""
 
     try:
         result = call(out=out, callback=show, progress=not args.no_progress, max_steps=args.stop_after,
@@ -251,21 +273,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if model.state is not None and (out / "last.npz").exists():
             _echo(f"\ninterrupted at update {model.step}; the run is saved in {out}; {resume_hint}")
         else:
-            removed = f" ({out} removed)" if discard() else ""
-            _echo(f"\ninterrupted before the first checkpoint; nothing was saved{removed}")
+            _echo(f"\ninterrupted before the first checkpoint; nothing was saved{cleanup()}")
         return EXIT_INTERRUPTED
-    except (ValueError, TypeError, OSError, MemoryError):
-        if not (out / "last.npz").exists():
-            discard()
-        raise
     except TrainingDiverged as exc:
         _err(str(exc))
         return EXIT_FAIL
+    except BaseException:
+        if args.resume is None:
+            cleanup()
+        raise
     if result.stopped:
         _echo(f"stopped at update {result.step}; saved in {out}; {resume_hint}")
         return EXIT_OK
-    out_stream.write(f"----- {len(result.passage or '')} characters from the best model (update "
-                     f"{result.best_step}):\n{result.passage or ''}\n")
+    which = f"the best model (update {result.best_step})" if result.best_step >= 0 else "the initial model"
+    out_stream.write(f"----- {len(result.passage or '')} characters from {which}:\n{result.passage or ''}\n")
     val = "n/a" if result.final_val_loss is None else f"{result.final_val_loss:.4f}"
     if result.time_limited:
         _echo(f"the {result.seconds / 60:.1f}-minute budget is used up: the run ends at update {result.step}")
@@ -303,6 +324,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _cmd_gradcheck(args: argparse.Namespace) -> int:
     from .data import Vocabulary, builtin_corpus, load_text
     from .gradcheck import gradient_check
+    from .layout import n_params
 
     text = builtin_corpus() if args.text is None else load_text(args.text)
     T = args.seq_length
@@ -312,21 +334,27 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
         raise ValueError("the numerical gradient perturbs every parameter in turn; keep --hidden <= 64, "
                          "--layers <= 3 and --seq-length <= 200 so that it ends in reasonable time")
     vocab = Vocabulary.from_text(text)
+    P = n_params(args.cell, vocab.size, args.hidden, args.layers)
+    work = 2.0 * P * P * (T + 1)
+    if work > GRADCHECK_MAX_WORK:
+        raise ValueError(f"the numerical gradient of this check ({args.cell}, {args.layers} layer(s) of "
+                         f"{args.hidden} units, {vocab.size} characters: {P:,} parameters, {T} steps) would take "
+                         f"about {work / 2e8 / 60:,.0f} minutes; choose a smaller --hidden, --layers or --seq-length, "
+                         f"or a text with fewer distinct characters")
     data = vocab.encode(text[:T + 1]).astype("int64")
     report = gradient_check(data, K=vocab.size, m=args.hidden, seq_length=T, seed=args.seed, cell=args.cell,
                             layers=args.layers, dropout=args.dropout)
-    print(report.table())
     worst = report.worst()["cpp_vs_numerical"]
     ok = worst < args.tolerance
-    print(f"\n{'PASS' if ok else 'FAIL'}: largest C++ vs numerical relative error {worst:.2e} "
-          f"(tolerance {args.tolerance:g})")
+    _Stdout().write(f"{report.table()}\n\n{'PASS' if ok else 'FAIL'}: largest C++ vs numerical relative error "
+                    f"{worst:.2e} (tolerance {args.tolerance:g})\n")
     return EXIT_OK if ok else EXIT_FAIL
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .runfolder import write_report
 
-    print(write_report(args.run_dir))
+    _Stdout().write(f"{write_report(args.run_dir)}\n")
     return EXIT_OK
 
 
@@ -364,22 +392,28 @@ def _cmd_export(args: argparse.Namespace) -> int:
              f"pip install 'charrnn_ext[{EXPORT_FORMATS[fmt][1]}]'")
         return EXIT_USAGE
     meta = ckpt.meta
-    print(f"wrote {out} ({fmt}: {meta.get('cell', 'rnn')}, {meta.get('layers', 1)} layer(s) of "
-          f"{ckpt.params['V'].shape[1]} units, {ckpt.vocab.size} characters)")
+    _Stdout().write(f"wrote {out} ({fmt}: {meta.get('cell', 'rnn')}, {meta.get('layers', 1)} layer(s) of "
+                    f"{ckpt.params['V'].shape[1]} units, {ckpt.vocab.size} characters)\n")
     return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``charrnn`` command; returns the exit code."""
+    from .signals import terminate_as_interrupt
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version or a usage error
+    except _UsageError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help or --version
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
     commands = {"train": _cmd_train, "sample": _cmd_sample, "gradcheck": _cmd_gradcheck, "report": _cmd_report,
                 "export": _cmd_export}
     try:
-        return commands[args.command](args)
+        with terminate_as_interrupt():
+            return commands[args.command](args)
     except KeyboardInterrupt:
         _echo("\ninterrupted")
         return EXIT_INTERRUPTED

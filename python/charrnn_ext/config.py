@@ -220,6 +220,9 @@ OPTIONS: tuple[Option, ...] = (
     _opt("top_p", float, 1.0, "draw from the smallest set of most probable characters holding probability P "
                               "(1: all)", "sample", low=0, high=1, low_open=True, metavar="P"),
     _opt("greedy", bool, False, "always take the most probable character", "sample"),
+    # -- the gradient check
+    _opt("tolerance", float, 1e-6, "largest acceptable C++ vs numerical relative error", "gradcheck", low=0, high=1,
+         low_open=True),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}

@@ -79,7 +79,7 @@ def report_markdown(config: dict[str, Any], ckpt: Checkpoint, summary: dict[str,
           f"{model['dtype']}",
           f"- Updates: {state.step:,} (epoch {state.epoch}; {config['steps_per_epoch']:,} updates per epoch); "
           f"training time {state.seconds:,.0f} s; status: {status}",
-          f"- Preset: {config.get('run', {}).get('preset', 'classic')}; charrnn_ext "
+          f"- Preset: {(config.get('run') or {}).get('preset', 'classic')}; charrnn_ext "
           f"{config.get('package_version', '?')}", ""]
 
     L += ["## Options", "", "Every option of the model and of its training, as the run used them.", "",
@@ -121,8 +121,10 @@ def report_markdown(config: dict[str, Any], ckpt: Checkpoint, summary: dict[str,
 
     L += ["## Passage from the best model", ""]
     if summary is not None and summary.get("passage") is not None:
-        L.append(f"{len(summary['passage'])} characters from the model of update {state.best_step} (smooth loss "
-                 f"{fmt(state.best_loss)}), temperature 1, starting from its training state.")
+        which = (f"the model of update {state.best_step} (smooth loss {fmt(state.best_loss)})"
+                 if state.best_step >= 0 else "the initial model (no update was made)")
+        L.append(f"{len(summary['passage'])} characters from {which}, temperature 1, starting from its training "
+                 f"state.")
         L += [""] + _code_block(summary["passage"]) + [""]
     else:
         L += ["The run has not finished; the passage is written at the end of training.", ""]

@@ -53,7 +53,7 @@ from .config import TrainConfig
 from .data import Vocabulary, resolve_corpus, resume_source
 from .fileio import index_sha256
 from .gradcheck import gradient_check
-from .layout import copy_params, init_opt_state, state_shape
+from .layout import copy_params, init_opt_state, n_params, state_shape
 from .resources import check_fits, run_bytes
 from .runfolder import RunFolder
 from .sampling import SEED_TAG_PASSAGE, SEED_TAG_PROGRESS, derived_seed, sample_text
@@ -64,8 +64,12 @@ from .version import package_version
 __all__ = ["Progress", "StopTraining", "TrainResult", "Trainer", "TrainingDiverged", "steps_per_epoch"]
 
 #: The gradient check a run writes uses a small model of the run's cell with
-#: at most this many layers, so that it costs well under a second.
+#: at most this many layers, so that it costs about a second.
 GRADCHECK_LAYERS = 2
+#: Its cost grows with the square of its parameter count, which grows with the
+#: vocabulary: (2 * parameters**2 * characters) above this (a few seconds), it
+#: checks the model on the characters of its data alone (at most 26).
+GRADCHECK_MAX_WORK = 6e8
 
 
 class Trainable(Protocol):
@@ -246,7 +250,22 @@ class Trainer:
         ``total_steps`` (for resuming; default: the run's stored target).
         ``max_minutes``: the run's training-time budget; it ends, finished,
         at the first chunk boundary after that much training time in all
-        its sessions (without it, a stored budget applies)."""
+        its sessions (without it, a stored budget applies). A new run that
+        ends before its first checkpoint (an error, Ctrl-C) removes the files
+        it wrote in its folder."""
+        fresh = self.model.state is None
+        try:
+            return self._start(steps, epochs, total_steps, max_steps, max_minutes)
+        except BaseException:
+            if fresh and self.folder is not None:
+                self.folder.discard()
+            raise
+        finally:
+            if self.folder is not None:
+                self.folder.unlock()
+
+    def _start(self, steps: int | None, epochs: float | None, total_steps: int | None, max_steps: int | None,
+               max_minutes: float | None) -> TrainResult:
         model, cfg = self.model, self.config
         for name, v in (("steps", steps), ("total_steps", total_steps), ("max_steps", max_steps)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < 10**15):
@@ -280,11 +299,7 @@ class Trainer:
         s.config = cfg.to_dict()
         s.corpus = self.identity
         session_end = total if max_steps is None else min(total, s.step + int(max_steps))
-        try:
-            return self._run(fresh, total, session_end)
-        finally:
-            if self.folder is not None:
-                self.folder.unlock()
+        return self._run(fresh, total, session_end)
 
     def _run(self, fresh: bool, total: int, session_end: int) -> TrainResult:
         """The loop of :meth:`run` (the folder locked)."""
@@ -476,8 +491,8 @@ class Trainer:
         model, s = self.model, self.model.state
         assert s is not None
         run_info = self.run_info
-        if not run_info and self.folder.file("config.json").exists():  # a resumed run keeps how it was asked for
-            run_info = self.folder.read_json("config.json").get("run", {})
+        if not run_info and not fresh:  # a resumed run keeps how it was asked for
+            run_info = self.folder.run_info()
         self.folder.write_json("config.json", {
             "model": {**model.meta(), "n_params": model.n_params},
             "train": self.config.to_dict(),
@@ -488,15 +503,26 @@ class Trainer:
             "steps_per_epoch": self.steps_per_epoch,
             "package_version": package_version(),
         })
-        if not self.folder.file("gradcheck.md").exists():
-            T = min(self.config.seq_length, 25)
-            layers = min(model.layers, GRADCHECK_LAYERS)
-            rep = gradient_check(self.corpus.train[:T + 1].astype(np.int64), K=model.K, m=5, seq_length=T,
-                                 seed=model.seed % 2**32, cell=model.cell, layers=layers, dropout=self.config.dropout)
-            note = f"Data: the first {T + 1} characters of the training text"
-            if layers < model.layers:
-                note += f"; a {layers}-layer model of the run's cell (the run has {model.layers} layers)"
-            self.folder.write_gradcheck(f"{rep.table()}\n\n{note}.")
+        if fresh or not self.folder.file("gradcheck.md").exists():
+            self.folder.write_gradcheck(self._gradcheck())
+
+    def _gradcheck(self) -> str:
+        """gradcheck.md: a check of the run's cell on a small model, bounded in time."""
+        model = self.model
+        T = min(self.config.seq_length, 25)
+        layers = min(model.layers, GRADCHECK_LAYERS)
+        data, K = self.corpus.train[:T + 1].astype(np.int64), model.K
+        note = f"Data: the first {T + 1} characters of the training text"
+        if 2 * n_params(model.cell, K, 5, layers) ** 2 * (T + 1) > GRADCHECK_MAX_WORK:
+            chars, data = np.unique(data, return_inverse=True)
+            K = int(chars.size)
+            note += (f", as a {K}-character vocabulary of their own (the run's {model.K} characters would make "
+                     f"the check take minutes)")
+        rep = gradient_check(data.reshape(-1), K=K, m=5, seq_length=T, seed=model.seed % 2**32, cell=model.cell,
+                             layers=layers, dropout=self.config.dropout)
+        if layers < model.layers:
+            note += f"; a {layers}-layer model of the run's cell (the run has {model.layers} layers)"
+        return f"{rep.table()}\n\n{note}."
 
     def _save(self, checkpoints: bool = True, plot: bool = False, summary: dict[str, Any] | None = None) -> None:
         if self.folder is None:
@@ -526,11 +552,15 @@ class Trainer:
                                      seed=derived_seed(model.seed, SEED_TAG_PASSAGE, s.step))
         if self.folder is None:
             return
-        summary = {
-            "step": s.step, "epoch": s.epoch, "total_steps": s.total_steps, "smooth_loss": s.smooth_loss,
-            "best_loss": s.best_loss, "best_step": s.best_step, "final_val_loss": result.final_val_loss,
+        summary = {  # null, not NaN, where nothing was measured (a run of 0 updates): standard JSON
+            "step": s.step, "epoch": s.epoch, "total_steps": s.total_steps, "smooth_loss": _finite(s.smooth_loss),
+            "best_loss": _finite(s.best_loss), "best_step": s.best_step, "final_val_loss": result.final_val_loss,
             "best_val_loss": result.best_val_loss, "val_chars": result.val_chars, "passage": result.passage,
             "time_limited": result.time_limited, "seconds": s.seconds,
         }
         self._save(plot=True, summary=summary)
         self.folder.write_report(plot=False)
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
