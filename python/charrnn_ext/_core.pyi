@@ -15,17 +15,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-Params = Mapping[str, np.ndarray]
-Indices = npt.NDArray[np.integer] | Sequence[int] | Sequence[Sequence[int]]
+_Params = Mapping[str, np.ndarray]
+_Indices = npt.NDArray[np.integer] | Sequence[int] | Sequence[Sequence[int]]
 
 CELLS: tuple[str, ...]
 OPTIMIZERS: tuple[str, ...]
 CLIP_MODES: tuple[str, ...]
 
 def loss_and_grads(
-    params: Params,
-    X: Indices,
-    Y: Indices,
+    params: _Params,
+    X: _Indices,
+    Y: _Indices,
     h0: np.ndarray | None,
     *,
     cell: str | None,
@@ -37,10 +37,10 @@ def loss_and_grads(
     """(summed loss, raw gradients keyed like params, final states (streams, layers, S*m))."""
 
 def train_step(
-    params: Params,
-    opt_state: Params,
-    X: Indices,
-    Y: Indices,
+    params: _Params,
+    opt_state: _Params,
+    X: _Indices,
+    Y: _Indices,
     h0: np.ndarray | None,
     *,
     cell: str | None,
@@ -59,15 +59,15 @@ def train_step(
     """One update in place: (loss, final states)."""
 
 def train_steps(
-    params: Params,
-    opt_state: Params,
-    data: Indices,
+    params: _Params,
+    opt_state: _Params,
+    data: _Indices,
     h0: np.ndarray | None,
     *,
     n_steps: int,
     seq_length: int,
     batch_size: int,
-    positions: Indices | None,
+    positions: _Indices | None,
     cell: str | None,
     optimizer: str,
     eta: float,
@@ -84,8 +84,8 @@ def train_steps(
     """(losses (steps done,), states, positions (streams,), wraps (streams,), diverged)."""
 
 def evaluate_loss(
-    params: Params,
-    data: Indices,
+    params: _Params,
+    data: _Indices,
     h0: np.ndarray | None,
     *,
     cell: str | None,
@@ -95,9 +95,9 @@ def evaluate_loss(
     """(summed loss of predicting data[1:] from data[:-1], state at the end (layers, S*m))."""
 
 def numerical_grads(
-    params: Params,
-    X: Indices,
-    Y: Indices,
+    params: _Params,
+    X: _Indices,
+    Y: _Indices,
     h0: np.ndarray | None,
     *,
     cell: str | None,
@@ -109,9 +109,9 @@ def numerical_grads(
     """Centred differences of the summed loss, losses in long double."""
 
 def sample(
-    params: Params,
+    params: _Params,
     h0: np.ndarray | None,
-    prime: Indices,
+    prime: _Indices,
     *,
     n: int,
     cell: str | None,
