@@ -269,8 +269,11 @@ class _Archive:
             self._checked(key, info, fh, shape, dtype, kinds, None)
 
     def check_total(self) -> None:
-        """The sizes all members declare must fit the budget and the memory
-        available, before any of them is read."""
+        """Every member's directory record must be possible, and the sizes
+        all members declare must fit the budget and the memory available,
+        before any of them is read."""
+        for key in self.members:
+            self._info(key)
         declared = sum(info.file_size for info in self.members.values())
         if declared > self.budget:
             largest = max(self.members, key=lambda k: self.members[k].file_size)
@@ -424,8 +427,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             raise r.fail(f"entry {ref!r} has shape {shape}; expected {('(m, %d)' if classic else '(%d, m)') % K} "
                          f"for the {K}-character vocabulary")
         m = shape[0] if classic else shape[1]
-        if m < 1:
-            raise r.fail("hidden size m is 0")
+        if not 1 <= m <= int(option("hidden").high or 0):
+            raise r.fail(f"entry {ref!r} has shape {shape}: a hidden size of {m}, outside the range of --hidden "
+                         f"{option('hidden').range_text()}")
         if dtype not in _FLOAT_DTYPES:
             raise r.fail(f"parameters must be float32 or float64, got {dtype} (entry {ref!r})")
         _check_meta(r, meta, K, m, dtype)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import OPTIONS, Option, TrainConfig, default, group, option, preset_values
+from .config import OPTIONS, Option, TrainConfig, default, group, option, preset_values, shown
 from .version import package_version
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -47,7 +47,8 @@ def _parser_type(o: Option):
         try:
             value: Any = int(text, 10) if o.kind is int else float(text) if o.kind is float else text
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {o._kind_text()} in {o.range_text()}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {o._kind_text()} in {o.range_text()}, got {shown(text)}") from None
         try:
             return o.check(value)
         except (TypeError, ValueError) as exc:

@@ -96,22 +96,22 @@ class Option:
         what = f"{self.name} must be {self._kind_text()}"
         if self.kind is str:
             if not isinstance(value, str):
-                raise TypeError(f"{what}, got {type(value).__name__} {value!r}")
+                raise TypeError(f"{what}, got {type(value).__name__} {shown(value)}")
             if self.choices is not None and value not in self.choices:
-                raise ValueError(f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}")
+                raise ValueError(f"{self.name} must be one of {', '.join(self.choices)}; got {shown(value)}")
             return value
         if self.kind is bool:
             if not isinstance(value, bool):
-                raise TypeError(f"{what}, got {type(value).__name__} {value!r}")
+                raise TypeError(f"{what}, got {type(value).__name__} {shown(value)}")
             return value
         if isinstance(value, bool) or not _is_number(value, integral=self.kind is int):
-            raise TypeError(f"{what} in {self.range_text()}, got {type(value).__name__} {value!r}")
+            raise TypeError(f"{what} in {self.range_text()}, got {type(value).__name__} {shown(value)}")
         try:
             v = int(value) if self.kind is int else float(value)
         except OverflowError:  # an integer beyond the float range
-            raise ValueError(f"{what} in {self.range_text()}, got {value!r}") from None
-        if not math.isfinite(v) or not self._in_range(v):
-            raise ValueError(f"{what} in {self.range_text()}, got {value!r}")
+            raise ValueError(f"{what} in {self.range_text()}, got {shown(value)}") from None
+        if (isinstance(v, float) and not math.isfinite(v)) or not self._in_range(v):
+            raise ValueError(f"{what} in {self.range_text()}, got {shown(value)}")
         return v
 
     def _kind_text(self) -> str:
@@ -123,6 +123,16 @@ class Option:
         if self.high is not None and (v > self.high or (self.high_open and v == self.high)):
             return False
         return True
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """repr(value) for a message, cut to about ``limit`` characters (a value
+    may come from a command line of any length)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for repr (sys.get_int_max_str_digits)
+        return f"an integer of about {int(value.bit_length() * 0.30103):,} digits"
+    return text if len(text) <= limit else f"{text[:limit - 5]}...{text[-2:]} ({len(text):,} characters)"
 
 
 def _is_number(v: Any, integral: bool) -> bool:
