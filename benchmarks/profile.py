@@ -5,7 +5,7 @@ program built against cpp/ with the extension's compiler flags.
     python -m benchmarks.profile                      # LSTM 2x256, B=32, T=64, float32, 1 and 2 threads
     python -m benchmarks.profile gru 2 256 32 64      # CELL LAYERS M B T
 
-Medians of 10 updates after 2 of warm-up; GFLOP/s counts the multiply-adds
+Medians of 101 updates after 5 of warm-up; GFLOP/s counts the multiply-adds
 of the matrix products only.
 """
 from __future__ import annotations

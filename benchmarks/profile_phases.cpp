@@ -57,7 +57,7 @@ int run(Cell cell, std::size_t L, std::size_t m, std::size_t B, std::size_t n, s
     }
     for (std::size_t s = 0; s < B; ++s) eng.zero_state(s);
     const NetParams<T>& P = tr.params();
-    const int warm = 2, reps = 10;
+    const int warm = 5, reps = 101;
     std::vector<double> t_prep, t_fwd, t_out, t_bwd, t_all;
     run_team(eng.threads, [&](std::size_t id) {
         for (int i = 0; i < warm + reps; ++i) {
@@ -79,19 +79,19 @@ int run(Cell cell, std::size_t L, std::size_t m, std::size_t B, std::size_t n, s
             }
         }
     });
-    auto med = [](std::vector<double> v) {
+    auto med = [](std::vector<double> v) {  // milliseconds
         std::sort(v.begin(), v.end());
         return v[v.size() / 2] * 1e3;
     };
     const double Gm = static_cast<double>(lay.Gm()), chars = static_cast<double>(B * n);
     // multiply-adds of the products: recurrences, input projections of layers > 0, output layer
     const double fwd = 2.0 * chars * (Gm * m * L + Gm * m * (L - 1) + K * m);
-    std::printf("| prepare (pack weights) | %.2f | |\n", med(t_prep));
-    std::printf("| forward (all layers) | %.2f | %.0f |\n", med(t_fwd), (fwd - 2.0 * chars * K * m) / med(t_fwd) / 1e6);
-    std::printf("| output layer, softmax, dL/dh | %.2f | %.0f |\n", med(t_out), 4.0 * chars * K * m / med(t_out) / 1e6);
-    std::printf("| backward (all layers, weight gradients) | %.2f | %.0f |\n", med(t_bwd),
+    std::printf("| prepare (pack weights) | %.4f | |\n", med(t_prep));
+    std::printf("| forward (all layers) | %.4f | %.0f |\n", med(t_fwd), (fwd - 2.0 * chars * K * m) / med(t_fwd) / 1e6);
+    std::printf("| output layer, softmax, dL/dh | %.4f | %.0f |\n", med(t_out), 4.0 * chars * K * m / med(t_out) / 1e6);
+    std::printf("| backward (all layers, weight gradients) | %.4f | %.0f |\n", med(t_bwd),
                 (2.0 * fwd - 4.0 * chars * K * m) / med(t_bwd) / 1e6);
-    std::printf("| **one update without the optimiser** | **%.2f** | %.0f |\n", med(t_all), 3.0 * fwd / med(t_all) / 1e6);
+    std::printf("| **one update without the optimiser** | **%.4f** | %.0f |\n", med(t_all), 3.0 * fwd / med(t_all) / 1e6);
     return 0;
 }
 
