@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import OPTIONS, Option, TrainConfig, default, group, option, preset_values
+from .config import OPTIONS, Option, TrainConfig, group, option
+from .trainplan import plan_length, plan_options
 from .version import package_version
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-DEFAULT_EPOCHS = 2
 
 
 def _parser_type(o: Option):
@@ -205,21 +205,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         def call(**kw):
             return model.resume(data, total_steps=total, threads=given.get("threads"), **kw)
     else:
-        preset = args.preset or default("preset")
-        opts = {name: default(name) for name in names}
-        opts.update(preset_values(preset))
-        opts.update(given)
+        preset, opts = plan_options({**given, "preset": args.preset})
         corpus = load_corpus(args.text, opts["val_fraction"])
         model = CharRNN.new(corpus.vocab, hidden=opts["hidden"], sig=opts["sig"], seed=opts["seed"],
                             dtype=opts["dtype"], cell=opts["cell"], layers=opts["layers"],
                             forget_bias=opts["forget_bias"])
         created = args.out is None or not Path(args.out).exists()
         out = Path(args.out) if args.out is not None else _unique_run_folder()
-        epochs = DEFAULT_EPOCHS if args.steps is None and args.epochs is None and args.max_minutes is None \
-            else args.epochs
-        steps = args.steps
-        if args.max_minutes is not None and args.steps is None and args.epochs is None:
-            steps = option("steps").high  # the budget ends the run
+        steps, epochs = plan_length(args.steps, args.epochs, args.max_minutes)
         _echo(f"training on {corpus.source}: {corpus.train.size:,} training / {corpus.val.size:,} validation "
               f"characters, vocabulary {corpus.vocab.size}; {model.cell} x {model.layers} layer(s) of "
               f"{model.hidden} units ({model.n_params:,} parameters); run folder {out}")
