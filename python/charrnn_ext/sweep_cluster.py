@@ -57,9 +57,11 @@ class SweepCluster:
         self._slots, self._slots_checked = 1, -math.inf
         if scheduler is None:
             n = workers if workers is not None else default_workers(threads_per_trial)
+            # No dashboard; the scheduler's small HTTP server (health checks) would otherwise take port 8787.
             self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                                          protocol="tcp", dashboard_address=None, worker_dashboard_address=None,
-                                         memory_limit=0, silence_logs=logging.ERROR)
+                                         scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, memory_limit=0,
+                                         silence_logs=logging.ERROR)
             self._workers = n
             self.address = str(self._cluster.scheduler_address)
             try:
