@@ -162,6 +162,17 @@ def test_the_output_folder_must_be_new_or_a_sweep_to_resume(tmp_path, capsys):
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
 
 
+@needs_sweep
+@pytest.mark.parametrize("address", ["not an address", "tcp://127.0.0.1", "foo://127.0.0.1:8786"])
+def test_a_scheduler_address_that_cannot_be_one_is_refused(tmp_path, capsys, address):
+    space = tmp_path / "space.toml"
+    space.write_text(GOOD_SEARCH, encoding="utf-8")
+    assert cli.main(["sweep", str(space), "--out", str(tmp_path / "out"), "--scheduler", address]) == 2
+    err = capsys.readouterr().err
+    assert f"{address!r} is not the address of a Dask scheduler" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_without_the_sweep_extra_the_command_says_what_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "optuna", None)  # as if it were not installed
     space = tmp_path / "space.toml"

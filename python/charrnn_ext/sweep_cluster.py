@@ -25,7 +25,22 @@ from optuna_integration.dask import DaskStorage
 
 from .config import usable_cores
 
-__all__ = ["SweepCluster", "default_workers"]
+__all__ = ["SweepCluster", "check_address", "default_workers"]
+
+
+def check_address(address: str) -> None:
+    """Refuse what cannot be a scheduler's address before a client tries it."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import get_backend
+
+    try:
+        scheme, location = parse_address(address)
+        get_backend(scheme)
+        if scheme in ("tcp", "tls"):
+            parse_host_port(location)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{address!r} is not the address of a Dask scheduler such as tcp://host:8786 ({exc})") \
+            from None
 
 
 def default_workers(threads_per_trial: int) -> int:

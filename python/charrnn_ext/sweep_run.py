@@ -424,6 +424,11 @@ def sweep(space: Mapping[str, Any] | str | os.PathLike[str], out: str | os.PathL
                 {"path": text_path, "sha256": payload.sha256}, "package_version": package_version()}
     if settings.sampler == "grid":
         checked.grid()  # a space a grid cannot cover is refused before anything starts
+    from . import sweep_study
+    from .sweep_cluster import SweepCluster, check_address
+
+    if scheduler is not None:
+        check_address(scheduler)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock = RunFolder(folder)
@@ -433,17 +438,18 @@ def sweep(space: Mapping[str, Any] | str | os.PathLike[str], out: str | os.PathL
         if created:
             folder.rmdir()
         raise
+    begun = resume  # a new sweep has begun once sweep.json is written; until then, failing leaves nothing
     try:
-        meta["settings"] = settings.to_json()
-        atomic_write_text(folder / SWEEP_JSON, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        if not resume:
+            _check_new_folder(folder)  # again, now that the folder is ours
         remove_partial_trial_folders(folder)
-        from . import sweep_study
-        from .sweep_cluster import SweepCluster
-
         started = time.monotonic()
         finished = False
         try:
             with sweep_study.quiet_optuna(), SweepCluster(scheduler, workers, settings.threads_per_trial) as cluster:
+                meta["settings"] = settings.to_json()
+                atomic_write_text(folder / SWEEP_JSON, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+                begun = True
                 where = "a local cluster" if cluster.local else f"the cluster at {cluster.address}"
                 session = _Session(folder, checked, settings, meta, cluster, payload, text_path, say, progress)
                 say(f"sweep of {session.target} trials on {where} ({cluster.slots()} at once); results in {folder}")
@@ -451,6 +457,8 @@ def sweep(space: Mapping[str, Any] | str | os.PathLike[str], out: str | os.PathL
                 session.write_summary()
                 table = session.table()
         except KeyboardInterrupt:
+            if not begun:
+                raise
             finished = False
         if not finished:
             done = len(read_trial_records(folder))
@@ -463,5 +471,11 @@ def sweep(space: Mapping[str, Any] | str | os.PathLike[str], out: str | os.PathL
             + (f"; best: trial {best.number}, val_loss {best.val_loss:.4f}" if best is not None else "")
             + f"; report: {folder / 'report.md'}")
         return table
+    except BaseException:
+        if not begun:  # the cluster did not start: take back what this call made
+            (folder / ".lock").unlink(missing_ok=True)
+            if created and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     finally:
         lock.unlock()
