@@ -403,7 +403,8 @@ def test_a_worker_killed_mid_trial_is_replaced_and_the_trial_resumes(tmp_path, t
 
         folder = wait_for(checkpointed, 120, "the first trial's first checkpoint")
         pid = int((folder / ".lock").read_text())  # the process writing the run: the worker's
-        assert pid != os.getpid()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if Path(f"/proc/{pid}").exists() else b"spawn_main"
+        assert pid != os.getpid() and b"spawn_main" in cmdline, cmdline  # a worker process of the nanny we started
         os.kill(pid, signal.SIGKILL)
     finally:
         thread.join(300)

@@ -37,8 +37,8 @@ from .trainplan import plan_length, plan_options
 
 __all__ = ["TextPayload", "TrialOutcome", "TrialSpec", "run_trial", "scratch_folder"]
 
-#: How often (seconds of wall time, at record points) a trial asks whether the sweep wants it to stop.
-STOP_CHECK_SECONDS = 1.0
+#: How often (seconds of wall time, at record points) a trial asks the scheduler whether the sweep wants it to stop.
+STOP_CHECK_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
