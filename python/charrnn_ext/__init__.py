@@ -8,6 +8,8 @@ reports are Python.
 A trained model also runs elsewhere: :func:`save_onnx` writes an ONNX model
 (needs the ``[onnx]`` extra) and :mod:`charrnn_ext.torch` turns a checkpoint
 into a PyTorch module (needs ``[torch]``; not imported by this package).
+:func:`sweep` searches training options with Optuna on a Dask cluster
+(needs ``[sweep]``; Optuna and Dask are imported when a sweep starts).
 """
 from ._core import simd_level
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -31,6 +33,7 @@ from .layout import (
 from .model import CharRNN
 from .runfolder import write_report
 from .state import Checkpoint, TrainState
+from .sweep_run import sweep
 from .training import Progress, StopTraining, Trainer, TrainingDiverged, TrainResult
 from .version import package_version
 
@@ -76,6 +79,7 @@ __all__ = [
     "save_checkpoint",
     "save_onnx",
     "simd_level",
+    "sweep",
     "to_classic",
     "train_step",
     "train_steps",

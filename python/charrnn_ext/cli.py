@@ -1,9 +1,9 @@
-"""Command line: ``charrnn train | sample | gradcheck | report | export`` (also ``python -m charrnn_ext``).
+"""Command line: ``charrnn train | sample | gradcheck | report | export | sweep`` (also ``python -m charrnn_ext``).
 
 A thin layer over :class:`charrnn_ext.model.CharRNN` and
 :mod:`charrnn_ext.runfolder`; every option, its type, default, range and
 help come from :mod:`charrnn_ext.config`. Exit codes: 0 success, 1 training
-diverged or the gradient check failed, 2 bad input, 130 interrupted (Ctrl-C
+diverged, the gradient check failed or no trial of a sweep completed, 2 bad input, 130 interrupted (Ctrl-C
 or SIGTERM; the run is saved and can be resumed). Every error is one line
 on stderr, ``charrnn: error: ...``, usage errors included. A closed stdout
 (``| head``) ends the output quietly; training goes on.
@@ -19,11 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import OPTIONS, Option, TrainConfig, default, group, option, preset_values, shown
+from .config import OPTIONS, Option, TrainConfig, group, option, shown
+from .sweep_settings import DEFAULT_TRIALS, PRUNERS, SAMPLERS
+from .trainplan import plan_length, plan_options
 from .version import package_version
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-DEFAULT_EPOCHS = 2
 #: `charrnn gradcheck` perturbs every parameter of a forward pass in long
 #: double: its work is about 2 * parameters**2 * characters multiply-adds, done
 #: at 1-3e8 per second. Above this (about a minute) it is refused.
@@ -122,7 +123,57 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output format; default: torch if the output ends in .pt or .pth, else onnx")
     e.add_argument("-o", "--output", metavar="FILE",
                    help="file to write (replaced atomically); default: MODEL with the suffix .onnx or .pt")
+
+    w = sub.add_parser("sweep", help="search training options with Optuna, trials on a Dask cluster",
+                       description="Train one charrnn train run per trial with options drawn from SPACE.toml "
+                                   "([fixed] options for every trial, [search] one distribution per option: choice, "
+                                   "uniform, loguniform or int), stop unpromising trials early, and write "
+                                   "results.csv, report.md, sweep.png, trials/NNN/ and best/ to --out. Trials run on "
+                                   "an embedded local Dask cluster, or on the cluster at --scheduler. Needs "
+                                   "charrnn_ext[sweep].")
+    w.add_argument("space", metavar="SPACE.toml", help="the search space")
+    w.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty; with --resume: the "
+                                                               "sweep's folder)")
+    w.add_argument("--trials", type=_positive("trials"), metavar="N",
+                   help=f"trials to run in all; default {DEFAULT_TRIALS} (grid: every point)")
+    w.add_argument("--scheduler", metavar="ADDRESS",
+                   help="address of a running Dask scheduler (tcp://HOST:PORT); default: a local cluster")
+    w.add_argument("--workers", type=_positive("workers"), metavar="N",
+                   help="workers of the local cluster (default: cores / threads per trial); with --scheduler: at "
+                        "most N trials at once (default: the workers' threads)")
+    w.add_argument("--threads-per-trial", type=_parser_type(option("threads")), metavar="N",
+                   help="threads of every trial's training; default 1")
+    w.add_argument("--pruner", choices=PRUNERS, help="stops bad trials early; default median")
+    w.add_argument("--sampler", choices=SAMPLERS, help="chooses each trial's options; default tpe")
+    w.add_argument("--seed", type=_seed, metavar="S", help="the sampler's seed (default: random)")
+    w.add_argument("--resume", action="store_true",
+                   help="continue the sweep in --out (its settings are kept; --trials may grow)")
+    w.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def _positive(name: str):
+    """argparse type: an integer of at least 1."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer of at least 1, got {text!r}")
+        return value
+    parse.__name__ = name
+    return parse
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"the seed must be an integer in [0, 2**32), got {text!r}")
+    return value
 
 
 def _err(msg: str) -> None:
@@ -231,10 +282,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         def call(**kw):
             return model.resume(data, total_steps=total, threads=given.get("threads"), **kw)
     else:
-        preset = args.preset or default("preset")
-        opts = {name: default(name) for name in names}
-        opts.update(preset_values(preset))
-        opts.update(given)
+        preset, opts = plan_options({**given, "preset": args.preset})
         corpus = load_corpus(args.text, opts["val_fraction"])
         model = CharRNN.new(corpus.vocab, hidden=opts["hidden"], sig=opts["sig"], seed=opts["seed"],
                             dtype=opts["dtype"], cell=opts["cell"], layers=opts["layers"],
@@ -242,11 +290,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         made = args.out is None
         existed = not made and Path(args.out).exists()
         out = Path(args.out) if args.out is not None else _unique_run_folder()
-        epochs = DEFAULT_EPOCHS if args.steps is None and args.epochs is None and args.max_minutes is None \
-            else args.epochs
-        steps = args.steps
-        if args.max_minutes is not None and args.steps is None and args.epochs is None:
-            steps = option("steps").high  # the budget ends the run
+        steps, epochs = plan_length(args.steps, args.epochs, args.max_minutes)
         _echo(f"training on {corpus.source}: {corpus.train.size:,} training / {corpus.val.size:,} validation "
               f"characters, vocabulary {corpus.vocab.size}; {model.cell} x {model.layers} layer(s) of "
               f"{model.hidden} units ({model.n_params:,} parameters); run folder {out}")
@@ -398,6 +442,24 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep_run import sweep
+
+    try:
+        table = sweep(args.space, args.out, trials=args.trials, scheduler=args.scheduler, workers=args.workers,
+                      threads_per_trial=args.threads_per_trial, pruner=args.pruner, sampler=args.sampler,
+                      seed=args.seed, resume=args.resume, progress=not args.no_progress, echo=_echo)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED  # the sweep has said how to continue
+    except ImportError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    if table.best is None:
+        _err(f"no trial completed; see {Path(args.out) / 'report.md'}")
+        return EXIT_FAIL
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``charrnn`` command; returns the exit code."""
     from .signals import terminate_as_interrupt
@@ -411,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help or --version
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
     commands = {"train": _cmd_train, "sample": _cmd_sample, "gradcheck": _cmd_gradcheck, "report": _cmd_report,
-                "export": _cmd_export}
+                "export": _cmd_export, "sweep": _cmd_sweep}
     try:
         with terminate_as_interrupt():
             return commands[args.command](args)
