@@ -3,7 +3,7 @@
 Run from the repository root, with the package installed (and torch for the
 PyTorch row):
 
-    python -m benchmarks.quality                        # grid, finalists, PyTorch, table (about 3 hours)
+    python -m benchmarks.quality                        # grid, finalists, PyTorch, table (about 2.5 hours)
     python -m benchmarks.quality --stage table --readme # the table again from the stored results
     python -m benchmarks.quality --minutes 0.2 --grid-minutes 0.1 --seeds 1 --results /tmp/q.json  # smoke run
 
@@ -13,9 +13,10 @@ at a time (each uses every core). The score is the final model's validation
 loss per character on the whole held-out 10 % of the text.
 
 1. Grid: each cell/optimiser family is tuned under the same (shorter) budget
-   over hidden size x learning rate.
-2. Finalists: the best grid point of each family, rerun at the full budget
-   with several seeds; reported as mean +- sample standard deviation.
+   over hidden size and learning rate (the schedule of the preset runs over
+   that budget).
+2. Finalists: the best grid point of the best families, rerun at the full
+   budget with several seeds; reported as mean +- sample standard deviation.
 3. PyTorch CPU: an LSTM as a user would write it (benchmarks/torch_baseline.py)
    with the same budget, split and threads, same seeds.
 
@@ -41,33 +42,32 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 README = HERE / "QUALITY.md"
 
-# family -> (options shared by its grid points, grid over {option: values})
-FAMILIES: dict[str, tuple[dict[str, Any], dict[str, list[Any]]]] = {
-    "rnn, AdaGrad": ({"cell": "rnn", "layers": 1, "optimizer": "adagrad", "dropout": 0.0},
-                     {"hidden": [256, 512], "eta": [0.05, 0.1]}),
+# family -> (options shared by its grid points, its (hidden, eta) grid points). The
+# gated families try three sizes at one rate and three rates at the middle size.
+FAMILIES: dict[str, tuple[dict[str, Any], list[tuple[int, float]]]] = {
     "lstm 2 layers, Adam": ({"cell": "lstm", "layers": 2, "optimizer": "adam"},
-                            {"hidden": [256, 384, 512], "eta": [2e-3, 4e-3]}),
+                            [(256, 3e-3), (384, 2e-3), (384, 3e-3), (384, 5e-3), (512, 3e-3)]),
     "gru 2 layers, Adam": ({"cell": "gru", "layers": 2, "optimizer": "adam"},
-                           {"hidden": [256, 384], "eta": [2e-3, 4e-3]}),
+                           [(256, 3e-3), (384, 3e-3), (512, 3e-3)]),
     "lstm 2 layers, RMSProp": ({"cell": "lstm", "layers": 2, "optimizer": "rmsprop"},
-                               {"hidden": [256, 384], "eta": [1e-3, 2e-3]}),
+                               [(384, 1e-3), (384, 2e-3)]),
+    "rnn 1 layer, AdaGrad": ({"cell": "rnn", "layers": 1, "optimizer": "adagrad", "dropout": 0.0},
+                             [(512, 0.05), (512, 0.1)]),
 }
 
 
 def grid_points(family: str) -> list[dict[str, Any]]:
-    fixed, grid = FAMILIES[family]
-    points = [dict(fixed)]
-    for name, values in grid.items():
-        points = [{**p, name: v} for p in points for v in values]
-    return points
+    fixed, points = FAMILIES[family]
+    return [{**fixed, "hidden": m, "eta": eta} for m, eta in points]
 
 
 def key(kind: str, options: dict[str, Any], minutes: float, seed: int) -> str:
     return json.dumps({"kind": kind, "options": options, "minutes": minutes, "seed": seed}, sort_keys=True)
 
 
-def run_charrnn(options: dict[str, Any], minutes: float, seed: int) -> dict[str, Any]:
-    """One `charrnn train --preset quality` run; its summary."""
+def run_charrnn(options: dict[str, Any], minutes: float, seed: int, keep: Path | None = None) -> dict[str, Any]:
+    """One `charrnn train --preset quality` run; its summary. keep: where to
+    leave its run folder (else it is removed)."""
     out = Path(tempfile.mkdtemp(prefix="charrnn_quality_")) / "run"
     cmd = [sys.executable, "-m", "charrnn_ext", "train", "--preset", "quality", "--max-minutes", str(minutes),
            "--seed", str(seed), "--out", str(out), "--no-progress"]
@@ -84,6 +84,10 @@ def run_charrnn(options: dict[str, Any], minutes: float, seed: int) -> dict[str,
     except subprocess.CalledProcessError as exc:
         return {"val_loss": None, "error": exc.stderr.strip().splitlines()[-1:]}
     finally:
+        if keep is not None and out.is_dir():
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.move(str(out), str(keep))
         shutil.rmtree(out.parent, ignore_errors=True)
 
 
@@ -131,8 +135,11 @@ def machine() -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0, help="budget of the finalists and PyTorch (default 10)")
-    ap.add_argument("--grid-minutes", type=float, default=3.0, help="budget of a grid point (default 3)")
+    ap.add_argument("--grid-minutes", type=float, default=4.0, help="budget of a grid point (default 4)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per finalist (default 3)")
+    ap.add_argument("--finalists", type=int, default=2, help="families rerun at the full budget: the best ones of "
+                                                              "the grid (default 2)")
+    ap.add_argument("--keep", type=Path, help="keep the finalists' run folders under this folder")
     ap.add_argument("--stage", choices=("all", "grid", "final", "torch", "table"), default="all")
     ap.add_argument("--results", type=Path, default=HERE / "quality_results.json")
     ap.add_argument("--readme", action="store_true", help="write the tables into benchmarks/QUALITY.md")
@@ -156,12 +163,14 @@ def main(argv=None) -> int:
                 best[family] = (point, r)
     # 2. finalists, 3. PyTorch
     final_rows = []
-    for family, (point, _) in best.items():
+    ranked = sorted(best.items(), key=lambda item: item[1][1]["val_loss"])[:args.finalists]
+    for family, (point, _) in ranked:
         runs = []
         for seed in seeds:
             k = key("final", point, args.minutes, seed)
+            keep = None if args.keep is None else args.keep / f"{point['cell']}-{point['hidden']}-seed{seed}"
             if args.stage in ("all", "final"):
-                runs.append(res.get(k, lambda p=point, s=seed: run_charrnn(p, args.minutes, s)))
+                runs.append(res.get(k, lambda p=point, s=seed, d=keep: run_charrnn(p, args.minutes, s, d)))
             elif k in res.data:
                 runs.append(res.data[k])
         final_rows.append((family, point, runs))

@@ -262,7 +262,7 @@ def group(name: str) -> tuple[Option, ...]:
 PRESETS: dict[str, dict[str, Any]] = {
     "classic": {},
     "quality": {
-        "cell": "lstm", "layers": 2, "hidden": 512, "dtype": "float32", "sig": 0.05,
+        "cell": "lstm", "layers": 2, "hidden": 384, "dtype": "float32", "sig": 0.05,
         "seq_length": 64, "batch_size": 32, "threads": None,
         "optimizer": "adam", "eta": 3e-3, "lr_schedule": "cosine", "lr_final": 0.05, "warmup": 200,
         "clip_mode": "global_norm", "clip": 5.0, "dropout": 0.1,
