@@ -483,6 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, MemoryError, OverflowError) as exc:
         _err(str(exc) or type(exc).__name__)
         return EXIT_USAGE
+    except RecursionError:  # a reader that does not bound the nesting of its input (JSON, TOML)
+        _err(f"an input of charrnn {args.command} is nested too deeply to be read (RecursionError)")
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover
