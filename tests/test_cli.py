@@ -95,11 +95,8 @@ def test_train_stop_and_resume_matches_straight_run(run_dir, text_file, tmp_path
 
 
 def test_resume_keeps_the_run_info_in_config_json(text_file, tmp_path, capsys):
-    """PACKAGE BUG (this test fails): `charrnn train --resume` rewrites
-    config.json with "run": {} (the Trainer of a resumed run gets no
-    run_info, and run_info is not stored in the checkpoint), so a resumed run
-    forgets its preset, length and options, and its report then says
-    "Preset: classic" even for a --preset quality run."""
+    """A resumed run keeps how it was asked for (preset, length, options) in config.json, so its report
+    still names its preset."""
     out = tmp_path / "r"
     assert _train(text_file, out, "--steps", "30", "--stop-after", "10", "--optimizer", "adam") == 0
     before = json.loads((out / "config.json").read_text())["run"]
@@ -309,10 +306,8 @@ def test_gradcheck_command(text_file, capsys):
 
 
 def test_gradcheck_uses_the_texts_vocabulary(text_file, capsys):
-    """PACKAGE BUG (this test fails): `charrnn gradcheck --help` says "with
-    K = the text's vocabulary size" (24 here, as the previous release used),
-    but the command builds the vocabulary of the first seq_length + 1
-    characters only (K=8)."""
+    """charrnn gradcheck takes K from the whole text, as its --help says (24 here), not from its first
+    seq_length + 1 characters."""
     assert cli.main(["gradcheck", "--text", str(text_file), "--seq-length", "10"]) == 0
     assert "K=24, m=5, T=10" in capsys.readouterr().out
 

@@ -59,6 +59,7 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, event, given, note, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from hypothesis.control import currently_in_test_context  # noqa: E402
 
 from charrnn_ext import cli  # noqa: E402
 from charrnn_ext.config import OPTIONS, Option, option  # noqa: E402
@@ -613,7 +614,8 @@ def _cheap(argv: list[str], ns: argparse.Namespace, world: World) -> list[str]:
 
 
 def _check_outcome(argv: list[str], code, out: str, err: str) -> None:
-    note(f"argv = {argv!r}\nexit code = {code!r}\nstderr = {err!r}")
+    if currently_in_test_context():  # also used by the plain tests below
+        note(f"argv = {argv!r}\nexit code = {code!r}\nstderr = {err!r}")
     assert code in EXIT_CODES, code
     assert "Traceback" not in err and "Exception ignored" not in err, err
     errors = [line for line in err.splitlines() if "error:" in line]
@@ -717,17 +719,8 @@ DAMAGED_SWEEP_JSON = {
 
 @pytest.mark.parametrize("name", sorted(DAMAGED_SWEEP_JSON))
 def test_sweep_resume_with_a_damaged_sweep_json(name, tmp_path, capsys):
-    """PACKAGE BUG (this test fails: no-space, no-settings and
-    text-not-an-object end in a traceback; deep and the settings cases give a
-    message that names neither the file nor the field; deep only since cli.main
-    turns a RecursionError into one line). `charrnn sweep SPACE --out DIR --resume` reads
-    DIR/sweep.json without checking its structure (sweep_run._read_sweep_json
-    and sweep()): a deeply nested file raises RecursionError, a missing
-    "space" or "settings" KeyError, a "text" that is not an object
-    AttributeError, each a traceback. Proposed fix: catch RecursionError with
-    the JSON errors there, and check that space, settings and text are objects
-    (naming sweep.json and the field) before using them. The fuzzer writes
-    only well-formed sweep.json files so that it stays meaningful meanwhile."""
+    """A damaged sweep.json on --resume (too deep, a field missing or of the wrong type) is one error
+    line naming the file, exit code 2."""
     space = tmp_path / "space.toml"
     space.write_text(SWEEP_SPACE)
     out = tmp_path / "sweep"
@@ -745,13 +738,8 @@ def test_sweep_resume_with_a_damaged_sweep_json(name, tmp_path, capsys):
 
 @pytest.mark.parametrize("device", ["/dev/zero", "fifo"])
 def test_sweep_space_from_a_device_or_a_fifo_is_refused_at_once(device, tmp_path):
-    """PACKAGE BUG (this test fails). `charrnn sweep SPACE` reads SPACE
-    whole whatever it is (sweep_space.load_space): /dev/zero until memory
-    runs out ("charrnn: error: MemoryError" here, in a child capped at
-    1 GiB; uncapped it took the machine's memory and the fuzzer was killed),
-    a FIFO blocks forever in open(). charrnn train --text refuses both at
-    once ("not a regular file"). Proposed fix: the same check in load_space
-    (Path.is_file() before reading, and a size limit)."""
+    """A space given as a device or a FIFO is refused at once, as charrnn train --text refuses them
+    (in a child capped at 1 GiB, so that reading /dev/zero could not take the machine's memory)."""
     path = "/dev/zero"
     if device == "fifo":
         path = str(tmp_path / "space.toml")

@@ -167,9 +167,8 @@ def test_option_check_converts_numpy_and_int_numbers():
 
 
 def test_option_check_huge_integer_for_a_float_option():
-    """PACKAGE BUG (this test fails): a Python int too large for a float
-    raises OverflowError from float(value) instead of the ValueError naming
-    the option (TrainConfig(eta=10**400) and CharRNN.fit(eta=10**400) too)."""
+    """A Python int too large for a float is refused with the ValueError naming the option (also through
+    TrainConfig and CharRNN.fit), not an OverflowError."""
     for name in ("eta", "sig", "dropout", "temperature"):
         with pytest.raises(ValueError, match=f"^{name} must be a number in "):
             option(name).check(10**400)

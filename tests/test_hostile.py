@@ -460,12 +460,8 @@ def test_device_as_text_is_refused(tmp_path, capsys):
 
 @pytest.mark.skipif(not os.path.exists("/dev/zero") or sys.platform == "win32", reason="needs /dev/zero, rlimit")
 def test_device_as_checkpoint_is_refused_without_reading_it():
-    """PACKAGE BUG (this test fails): load_text refuses files that are not
-    regular, but load_checkpoint opens any path with zipfile, which reads
-    /dev/zero to the end: `charrnn sample /dev/zero` takes all the memory it
-    can get (6.6 GB in 5 s here). Run in a subprocess capped at 1 GiB of
-    address space, it ends with "charrnn: error: MemoryError". (A named pipe
-    as CHECKPOINT blocks forever in open(); not tested, it would hang.)"""
+    """A device given as a checkpoint is refused before anything is read (in a child capped at 1 GiB of
+    address space, so that reading /dev/zero to the end could not take the machine's memory)."""
     code = ("import resource, sys\n"
             "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
             "from charrnn_ext import cli\n"

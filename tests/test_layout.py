@@ -160,11 +160,8 @@ def test_from_classic_and_to_classic_round_trip():
 
 
 def test_to_classic_refuses_networks_without_classic_names():
-    """PACKAGE BUG (this test fails): to_classic is documented for the one-layer
-    rnn, but given a one-layer LSTM it renames l0.Wx/l0.Wh/l0.b to U/W/b. The
-    result has exactly the classic keys with U of shape (4m, K), describe()
-    calls it an rnn of 4m units, and the kernels fail later with a misleading
-    "params['W'] has shape (12, 3); expected (12, 12)"."""
+    """to_classic refuses networks other than the one-layer rnn: renaming a one-layer LSTM would give
+    arrays with the classic names and the wrong shapes."""
     for cell, layers in (("lstm", 1), ("gru", 1), ("rnn", 2)):
         params = net_init(cell, 5, 3, layers)
         with pytest.raises(ValueError):

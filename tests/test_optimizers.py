@@ -190,9 +190,9 @@ def _setup():
     (dict(eta=float("nan")), ValueError, "eta must be a positive finite number"),
     (dict(clip=float("inf")), ValueError, "clip must be a positive finite number"),
     (dict(eps=-1.0), ValueError, "eps must be a positive finite number"),
-    (dict(seq_length=0), ValueError, "seq_length must be at least 1"),
+    (dict(seq_length=0), ValueError, "seq_length must be >= 1"),
     (dict(seq_length=100), ValueError, r"data has 100 characters; a chunk needs seq_length \+ 1 = 101"),
-    (dict(pos=101), ValueError, r"positions\[0\] = 101 is outside its segment"),
+    (dict(pos=101), ValueError, r"pos = 101 is outside the text"),
     (dict(n_steps=-1), ValueError, "n_steps must be >= 0"),
     (dict(dropout=1.0), ValueError, r"dropout must be in \[0, 1\)"),
 ])

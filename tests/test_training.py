@@ -287,13 +287,9 @@ def test_sigint_during_cxx_chunk_stops_at_chunk_boundary(tmp_path, monkeypatch):
 
 
 def test_second_sigint_interrupts_at_once_and_saves_nothing(tmp_path, monkeypatch):
-    """PACKAGE BUG (this test fails). training.py: "A second Ctrl-C interrupts
-    at once and saves nothing." The second SIGINT's KeyboardInterrupt is raised
-    when the C++ chunk returns, after it updated the parameters and the
-    optimiser state in place but before the step, states and positions were
-    booked; run()'s `except KeyboardInterrupt` then saves that mix: a
-    last.npz claiming update 40 with the parameters and counter t of update 60.
-    Resuming it continues a different run."""
+    """A second Ctrl-C interrupts at once and saves nothing: the engine may have updated the parameters
+    in place without the bookkeeping, and saving that mix would make a checkpoint that resumes a
+    different run."""
     real = _core.train_steps
     calls = []
 

@@ -42,7 +42,7 @@ from .sweep_results import (
     write_summary_files,
     write_trial_folder,
 )
-from .sweep_settings import SweepSettings
+from .sweep_settings import MAX_WORKERS, SweepSettings
 from .sweep_space import Space, SpaceError, load_space, parse_space, read_space_text
 from .trainplan import plan_options, train_command
 from .version import package_version
@@ -341,8 +341,13 @@ def _read_sweep_json(out: Path) -> dict[str, Any]:
         raise ValueError(f"cannot resume: {out} holds no sweep ({SWEEP_JSON} not found)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"cannot resume: {path} is not readable ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"cannot resume: {path} is nested too deeply to be a sweep file") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"cannot resume: {path} is not a sweep file of format {FORMAT}")
+    for field, kind in (("space", dict), ("settings", dict), ("text", (dict, type(None)))):
+        if field not in meta or not isinstance(meta[field], kind):
+            raise ValueError(f"cannot resume: {path} has no valid '{field}' entry")
     return meta
 
 
@@ -387,8 +392,9 @@ def sweep(space: Mapping[str, Any] | str | os.PathLike[str], out: str | os.PathL
         checked = parse_space(space, "space")
     else:
         checked = load_space(space)
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ValueError(f"workers must be an integer of at least 1, got {workers!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or not 1 <= workers <= MAX_WORKERS):
+        raise ValueError(f"workers must be an integer in [1, {MAX_WORKERS}], got {workers!r}")
     if scheduler is not None and (not isinstance(scheduler, str) or not scheduler.strip()):
         raise ValueError(f"scheduler must be the address of a Dask scheduler such as tcp://host:8786, got "
                          f"{scheduler!r}")
@@ -410,7 +416,10 @@ def sweep(space: Mapping[str, Any] | str | os.PathLike[str], out: str | os.PathL
         payload = None if text is None else TextPayload.of(text_path or "", text)
         if stored_sha != (None if payload is None else payload.sha256):
             raise SpaceError(f"{checked.source}: the training text has changed since the sweep started")
-        settings = SweepSettings.resolve(given, meta["settings"])
+        try:
+            settings = SweepSettings.resolve(given, meta["settings"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"cannot resume: {folder / SWEEP_JSON} has invalid 'settings' ({exc})") from None
     else:
         _check_new_folder(folder)
         settings = SweepSettings.resolve(given, grid_size=_grid_size(checked.grid())

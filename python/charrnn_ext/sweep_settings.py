@@ -12,13 +12,17 @@ from typing import Any
 
 from .config import option
 
-__all__ = ["DEFAULT_TRIALS", "PRUNERS", "SAMPLERS", "SweepSettings", "median_startup_trials"]
+__all__ = ["DEFAULT_TRIALS", "MAX_TRIALS", "MAX_WORKERS", "PRUNERS", "SAMPLERS", "SweepSettings",
+           "median_startup_trials"]
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
 
 #: Trials of a sweep that does not say (a grid sweep runs its whole grid).
 DEFAULT_TRIALS = 20
+#: The most trials one sweep may ask for, and the most local workers.
+MAX_TRIALS = 100_000
+MAX_WORKERS = 1024
 
 
 def median_startup_trials(trials: int) -> int:
@@ -43,7 +47,7 @@ class SweepSettings:
     threads_per_trial: int
 
     def __post_init__(self) -> None:
-        _positive_int("trials", self.trials)
+        _positive_int("trials", self.trials, MAX_TRIALS)
         _positive_int("threads_per_trial", self.threads_per_trial, int(option("threads").high or 1))
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
@@ -64,6 +68,8 @@ class SweepSettings:
         number of points of the grid, if the space has one."""
         given = {k: v for k, v in given.items() if v is not None}
         if stored is not None:
+            if not isinstance(stored, Mapping):
+                raise ValueError(f"the stored settings must be a JSON object, got {type(stored).__name__}")
             for key, value in given.items():
                 if key in stored and key != "trials" and stored[key] != value:
                     flag = "--" + key.replace("_", "-")

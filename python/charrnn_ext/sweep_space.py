@@ -288,16 +288,27 @@ def parse_space(data: Mapping[str, Any], source: str = "space") -> Space:
     return Space(fixed=fixed, search=search, source=source, spelling=spelling)
 
 
+#: A space file is a few lines; anything much larger is not one.
+MAX_SPACE_BYTES = 1 << 20
+
+
 def load_space(path: str | os.PathLike[str]) -> Space:
     """Read and check a TOML space file."""
     p = Path(path)
+    if not p.exists():
+        raise SpaceError(f"space file not found: {p}")
+    if p.is_dir():
+        raise SpaceError(f"expected a TOML space file but got a directory: {p}")
+    if not p.is_file():
+        raise SpaceError(f"{p}: not a regular file (a device or a pipe?); a space is a TOML file")
+    if p.stat().st_size > MAX_SPACE_BYTES:
+        raise SpaceError(f"{p}: {p.stat().st_size:,} bytes is far more than a space file needs "
+                         f"(at most {MAX_SPACE_BYTES:,})")
     try:
         with open(p, "rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise SpaceError(f"space file not found: {p}") from None
-    except IsADirectoryError:
-        raise SpaceError(f"expected a TOML space file but got a directory: {p}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpaceError(f"{p}: cannot be read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
