@@ -8,6 +8,7 @@ program built against cpp/ with the extension's compiler flags.
 Medians of 101 updates after 5 of warm-up; GFLOP/s counts the multiply-adds
 of the matrix products only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,10 @@ def build(tmp: Path) -> Path:
     if cxx is None:
         raise SystemExit("no C++ compiler found")
     exe = tmp / "profile_phases"
-    subprocess.run([cxx, *FLAGS, f"-I{ROOT / 'cpp'}", str(Path(__file__).with_name("profile_phases.cpp")), "-o",
-                    str(exe)], check=True)
+    subprocess.run(
+        [cxx, *FLAGS, f"-I{ROOT / 'cpp'}", str(Path(__file__).with_name("profile_phases.cpp")), "-o", str(exe)],
+        check=True,
+    )
     return exe
 
 
@@ -38,8 +41,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         exe = build(Path(tmp))
         for threads in (1, 2):
-            print(f"\n{' x '.join(args.shape[:3])}, B={args.shape[3]}, T={args.shape[4]}, {args.dtype}, "
-                  f"{threads} thread(s)\n")
+            print(
+                f"\n{' x '.join(args.shape[:3])}, B={args.shape[3]}, T={args.shape[4]}, {args.dtype}, "
+                f"{threads} thread(s)\n"
+            )
             print("| phase | ms | GFLOP/s |\n|---|---|---|", flush=True)
             subprocess.run([str(exe), *args.shape, str(threads), args.dtype], check=True)
     return 0

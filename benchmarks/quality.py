@@ -24,6 +24,7 @@ Results are kept in a JSON file (one record per run), so that an
 interrupted benchmark continues where it stopped and the table can be
 rebuilt without training again.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,14 +46,16 @@ README = HERE / "QUALITY.md"
 # family -> (options shared by its grid points, its (hidden, eta) grid points). The
 # gated families try three sizes at one rate and three rates at the middle size.
 FAMILIES: dict[str, tuple[dict[str, Any], list[tuple[int, float]]]] = {
-    "lstm 2 layers, Adam": ({"cell": "lstm", "layers": 2, "optimizer": "adam"},
-                            [(256, 3e-3), (384, 2e-3), (384, 3e-3), (384, 5e-3), (512, 3e-3)]),
-    "gru 2 layers, Adam": ({"cell": "gru", "layers": 2, "optimizer": "adam"},
-                           [(256, 3e-3), (384, 3e-3), (512, 3e-3)]),
-    "lstm 2 layers, RMSProp": ({"cell": "lstm", "layers": 2, "optimizer": "rmsprop"},
-                               [(384, 1e-3), (384, 2e-3)]),
-    "rnn 1 layer, AdaGrad": ({"cell": "rnn", "layers": 1, "optimizer": "adagrad", "dropout": 0.0},
-                             [(512, 0.05), (512, 0.1)]),
+    "lstm 2 layers, Adam": (
+        {"cell": "lstm", "layers": 2, "optimizer": "adam"},
+        [(256, 3e-3), (384, 2e-3), (384, 3e-3), (384, 5e-3), (512, 3e-3)],
+    ),
+    "gru 2 layers, Adam": ({"cell": "gru", "layers": 2, "optimizer": "adam"}, [(256, 3e-3), (384, 3e-3), (512, 3e-3)]),
+    "lstm 2 layers, RMSProp": ({"cell": "lstm", "layers": 2, "optimizer": "rmsprop"}, [(384, 1e-3), (384, 2e-3)]),
+    "rnn 1 layer, AdaGrad": (
+        {"cell": "rnn", "layers": 1, "optimizer": "adagrad", "dropout": 0.0},
+        [(512, 0.05), (512, 0.1)],
+    ),
 }
 
 
@@ -69,8 +72,21 @@ def run_charrnn(options: dict[str, Any], minutes: float, seed: int, keep: Path |
     """One `charrnn train --preset quality` run; its summary. keep: where to
     leave its run folder (else it is removed)."""
     out = Path(tempfile.mkdtemp(prefix="charrnn_quality_")) / "run"
-    cmd = [sys.executable, "-m", "charrnn_ext", "train", "--preset", "quality", "--max-minutes", str(minutes),
-           "--seed", str(seed), "--out", str(out), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "charrnn_ext",
+        "train",
+        "--preset",
+        "quality",
+        "--max-minutes",
+        str(minutes),
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     for name, value in options.items():
         cmd += [f"--{name.replace('_', '-')}", str(value)]
     try:
@@ -78,9 +94,14 @@ def run_charrnn(options: dict[str, Any], minutes: float, seed: int, keep: Path |
         summary = json.loads((out / "summary.json").read_text())
         config = json.loads((out / "config.json").read_text())
         chars = summary["step"] * config["train"]["seq_length"] * config["train"]["batch_size"]
-        return {"val_loss": summary["final_val_loss"], "updates": summary["step"], "seconds": summary["seconds"],
-                "chars_per_s": chars / summary["seconds"], "n_params": config["model"]["n_params"],
-                "command": " ".join(cmd[1:cmd.index("--out")] + cmd[cmd.index("--no-progress"):])}
+        return {
+            "val_loss": summary["final_val_loss"],
+            "updates": summary["step"],
+            "seconds": summary["seconds"],
+            "chars_per_s": chars / summary["seconds"],
+            "n_params": config["model"]["n_params"],
+            "command": " ".join(cmd[1 : cmd.index("--out")] + cmd[cmd.index("--no-progress") :]),
+        }
     except subprocess.CalledProcessError as exc:
         return {"val_loss": None, "error": exc.stderr.strip().splitlines()[-1:]}
     finally:
@@ -96,8 +117,17 @@ def run_torch(minutes: float, seed: int, threads: int) -> dict[str, Any] | None:
         import torch  # noqa: F401
     except Exception:
         return None
-    cmd = [sys.executable, "-m", "benchmarks.torch_baseline", "--minutes", str(minutes), "--seed", str(seed),
-           "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.torch_baseline",
+        "--minutes",
+        str(minutes),
+        "--seed",
+        str(seed),
+        "--threads",
+        str(threads),
+    ]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=HERE.parent)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -137,8 +167,12 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=10.0, help="budget of the finalists and PyTorch (default 10)")
     ap.add_argument("--grid-minutes", type=float, default=4.0, help="budget of a grid point (default 4)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per finalist (default 3)")
-    ap.add_argument("--finalists", type=int, default=2, help="families rerun at the full budget: the best ones of "
-                                                              "the grid (default 2)")
+    ap.add_argument(
+        "--finalists",
+        type=int,
+        default=2,
+        help="families rerun at the full budget: the best ones of the grid (default 2)",
+    )
     ap.add_argument("--keep", type=Path, help="keep the finalists' run folders under this folder")
     ap.add_argument("--stage", choices=("all", "grid", "final", "torch", "table"), default="all")
     ap.add_argument("--results", type=Path, default=HERE / "quality_results.json")
@@ -154,8 +188,11 @@ def main(argv=None) -> int:
     for family in FAMILIES:
         for point in grid_points(family):
             k = key("grid", point, args.grid_minutes, 0)
-            r = res.data.get(k) if args.stage in ("final", "torch", "table") else \
-                res.get(k, lambda p=point: run_charrnn(p, args.grid_minutes, 0))
+            r = (
+                res.data.get(k)
+                if args.stage in ("final", "torch", "table")
+                else res.get(k, lambda p=point: run_charrnn(p, args.grid_minutes, 0))
+            )
             if r is None:
                 continue
             grid_rows.append((family, point, r))
@@ -163,7 +200,7 @@ def main(argv=None) -> int:
                 best[family] = (point, r)
     # 2. finalists, 3. PyTorch
     final_rows = []
-    ranked = sorted(best.items(), key=lambda item: item[1][1]["val_loss"])[:args.finalists]
+    ranked = sorted(best.items(), key=lambda item: item[1][1]["val_loss"])[: args.finalists]
     for family, (point, _) in ranked:
         runs = []
         for seed in seeds:
@@ -185,13 +222,17 @@ def main(argv=None) -> int:
             torch_runs.append(r)
 
     # the tables
-    lines = [f"Command: `python -m benchmarks.quality --minutes {args.minutes:g} --grid-minutes "
-             f"{args.grid_minutes:g} --seeds {args.seeds}`; machine: {machine()}; one run at a time, "
-             f"{threads} threads each. Every run: `charrnn train --preset quality` with the options shown, "
-             f"validation loss per character of the final model on the whole held-out 10 % of the built-in corpus.",
-             "", f"### Finalists: {args.minutes:g} minutes, {args.seeds} seeds each", "",
-             "| configuration | hidden | eta | parameters | chars/s | updates | validation loss (mean ± sd) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Command: `python -m benchmarks.quality --minutes {args.minutes:g} --grid-minutes "
+        f"{args.grid_minutes:g} --seeds {args.seeds}`; machine: {machine()}; one run at a time, "
+        f"{threads} threads each. Every run: `charrnn train --preset quality` with the options shown, "
+        f"validation loss per character of the final model on the whole held-out 10 % of the built-in corpus.",
+        "",
+        f"### Finalists: {args.minutes:g} minutes, {args.seeds} seeds each",
+        "",
+        "| configuration | hidden | eta | parameters | chars/s | updates | validation loss (mean ± sd) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     scored = []
     for family, point, runs in final_rows:
         ok = [r for r in runs if r.get("val_loss") is not None]
@@ -199,29 +240,39 @@ def main(argv=None) -> int:
             continue
         m, sd = mean_sd([r["val_loss"] for r in ok])
         scored.append((m, sd, family))
-        lines.append(f"| {family} | {point['hidden']} | {point['eta']:g} | {ok[0]['n_params']:,} | "
-                     f"{statistics.fmean(r['chars_per_s'] for r in ok):,.0f} | "
-                     f"{statistics.fmean(r['updates'] for r in ok):,.0f} | {m:.3f} ± {sd:.3f} (n={len(ok)}) |")
+        lines.append(
+            f"| {family} | {point['hidden']} | {point['eta']:g} | {ok[0]['n_params']:,} | "
+            f"{statistics.fmean(r['chars_per_s'] for r in ok):,.0f} | "
+            f"{statistics.fmean(r['updates'] for r in ok):,.0f} | {m:.3f} ± {sd:.3f} (n={len(ok)}) |"
+        )
     if torch_runs:
         m, sd = mean_sd([r["val_loss"] for r in torch_runs])
         scored.append((m, sd, "PyTorch"))
         t = torch_runs[0]
-        lines.append(f"| PyTorch CPU: {t['description']} | {t['hidden']} | {t['eta']:g} | {t['n_params']:,} | "
-                     f"{statistics.fmean(r['chars_per_s'] for r in torch_runs):,.0f} | "
-                     f"{statistics.fmean(r['updates'] for r in torch_runs):,.0f} | {m:.3f} ± {sd:.3f} "
-                     f"(n={len(torch_runs)}) |")
+        lines.append(
+            f"| PyTorch CPU: {t['description']} | {t['hidden']} | {t['eta']:g} | {t['n_params']:,} | "
+            f"{statistics.fmean(r['chars_per_s'] for r in torch_runs):,.0f} | "
+            f"{statistics.fmean(r['updates'] for r in torch_runs):,.0f} | {m:.3f} ± {sd:.3f} "
+            f"(n={len(torch_runs)}) |"
+        )
     scored.sort()
     if len(scored) > 1:
         (m0, sd0, f0), (m1, sd1, f1) = scored[0], scored[1]
         gap = m1 - m0
         noise = 2 * max(sd0 if sd0 == sd0 else 0.0, sd1 if sd1 == sd1 else 0.0)
-        verdict = (f"Lowest mean: {f0}, {gap:.3f} ahead of {f1}, " +
-                   ("more than twice the larger of their standard deviations." if gap > noise else
-                    "within twice their standard deviations: no winner is named."))
+        verdict = f"Lowest mean: {f0}, {gap:.3f} ahead of {f1}, " + (
+            "more than twice the larger of their standard deviations."
+            if gap > noise
+            else "within twice their standard deviations: no winner is named."
+        )
         lines += ["", verdict]
-    lines += ["", f"### Grid: {args.grid_minutes:g} minutes, seed 0", "",
-              "| configuration | hidden | eta | chars/s | updates | validation loss |",
-              "|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        f"### Grid: {args.grid_minutes:g} minutes, seed 0",
+        "",
+        "| configuration | hidden | eta | chars/s | updates | validation loss |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for family, point, r in grid_rows:
         v = "failed: " + " ".join(r.get("error", [])) if r.get("val_loss") is None else f"{r['val_loss']:.3f}"
         rate = f"{r['chars_per_s']:,.0f}" if "chars_per_s" in r else "n/a"

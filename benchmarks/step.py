@@ -15,6 +15,7 @@ baseline timed in the same run: batch-1 rows against the package's NumPy
 reference trainer, batched rows against PyTorch CPU training the same
 network on the same batch (the peer a user would pick instead).
 """
+
 from __future__ import annotations
 
 import os
@@ -84,6 +85,7 @@ def make_text(n: int, seed: int = 0) -> np.ndarray:
 
 # ------------------------------------------------------------------ the contestants
 
+
 def numpy_classic(m: int, steps: int, repeats: int, min_s: float) -> Timing:
     """The classic trainer in plain NumPy (charrnn_ext.reference): one
     timestep at a time forward and backward, then clipped AdaGrad."""
@@ -93,8 +95,20 @@ def numpy_classic(m: int, steps: int, repeats: int, min_s: float) -> Timing:
     return timed(lambda: reference.train_steps(p, s, text, n_steps=steps, seq_length=SEQ), steps, repeats, min_s)
 
 
-def engine(cell: str, layers: int, m: int, dtype, B: int, T: int, threads: int, optimizer: str, steps: int,
-           repeats: int, min_s: float, clip_mode: str = "elementwise") -> Timing:
+def engine(
+    cell: str,
+    layers: int,
+    m: int,
+    dtype,
+    B: int,
+    T: int,
+    threads: int,
+    optimizer: str,
+    steps: int,
+    repeats: int,
+    min_s: float,
+    clip_mode: str = "elementwise",
+) -> Timing:
     text = make_text(max(400_000, B * (T + 1) * (steps + 2)))
     p = cx.net_init(cell, K, m, layers, seed=1, dtype=dtype, sig=0.05)
     if (cell, layers) == ("rnn", 1):
@@ -114,8 +128,9 @@ def torch_available() -> bool:
     return True
 
 
-def pytorch(cell: str, layers: int, m: int, B: int, T: int, threads: int, optimizer: str, steps: int, repeats: int,
-            min_s: float) -> Timing | None:
+def pytorch(
+    cell: str, layers: int, m: int, B: int, T: int, threads: int, optimizer: str, steps: int, repeats: int, min_s: float
+) -> Timing | None:
     """The same network in PyTorch CPU: nn.RNN/LSTM/GRU (one-hot input of
     size K) + Linear, float32, summed cross-entropy, the same optimiser and
     clipping (AdaGrad with elementwise clipping to 5, Adam with global-norm
@@ -129,8 +144,7 @@ def pytorch(cell: str, layers: int, m: int, B: int, T: int, threads: int, optimi
     rnn = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](K, m, layers, batch_first=True)
     out = torch.nn.Linear(m, K)
     params = list(rnn.parameters()) + list(out.parameters())
-    opt = torch.optim.Adagrad(params, lr=0.1, eps=1e-8) if optimizer == "adagrad" else \
-        torch.optim.Adam(params, lr=2e-3)
+    opt = torch.optim.Adagrad(params, lr=0.1, eps=1e-8) if optimizer == "adagrad" else torch.optim.Adam(params, lr=2e-3)
     eye = torch.eye(K)
     text = torch.from_numpy(make_text(B * (T + 1) * 8).astype(np.int64))
     L = len(text) // B
@@ -142,8 +156,8 @@ def pytorch(cell: str, layers: int, m: int, B: int, T: int, threads: int, optimi
             pos = state["pos"]
             if pos + T + 1 > L:
                 pos, state["h"] = 0, None
-            x = eye[seg[:, pos:pos + T]]
-            y = seg[:, pos + 1:pos + T + 1]
+            x = eye[seg[:, pos : pos + T]]
+            y = seg[:, pos + 1 : pos + T + 1]
             hs, hT = rnn(x, state["h"])
             loss = torch.nn.functional.cross_entropy(out(hs).reshape(-1, K), y.reshape(-1), reduction="sum")
             opt.zero_grad()
@@ -173,6 +187,7 @@ def validation_seconds(repeats: int, min_s: float, quick: bool) -> tuple[Timing,
 
 # ------------------------------------------------------------------ memory
 
+
 def measure_train_memory(text_mb: int = 100, steps: int = 200) -> dict[str, float]:
     """Peak RSS of `python -m charrnn_ext train --text FILE --steps N` on a
     generated text of text_mb MB, from a fresh intermediate process whose
@@ -188,21 +203,39 @@ def measure_train_memory(text_mb: int = 100, steps: int = 200) -> dict[str, floa
             chunk = b" ".join(words[i] for i in rng.integers(0, len(words), 200_000)) + b"\n"
             for _ in range(max(1, text_mb * 1_000_000 // len(chunk))):
                 f.write(chunk)
-        cli = [sys.executable, "-m", "charrnn_ext", "train", "--text", path, "--steps", str(steps),
-               "--out", os.path.join(tmp, "out"), "--no-progress"]
-        probe = ("import resource, subprocess, sys; "
-                 f"subprocess.run({cli!r}, check=True, capture_output=True); "
-                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-        done = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True,
-                              cwd=tempfile.gettempdir())
+        cli = [
+            sys.executable,
+            "-m",
+            "charrnn_ext",
+            "train",
+            "--text",
+            path,
+            "--steps",
+            str(steps),
+            "--out",
+            os.path.join(tmp, "out"),
+            "--no-progress",
+        ]
+        probe = (
+            "import resource, subprocess, sys; "
+            f"subprocess.run({cli!r}, check=True, capture_output=True); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", probe], check=True, capture_output=True, text=True, cwd=tempfile.gettempdir()
+        )
         size_mb = os.path.getsize(path) / 1e6
-        return {"text_mb": round(size_mb, 1), "peak_rss_mb": round(int(done.stdout.split()[-1]) / 1024, 1),
-                "target_mb": round(2 * size_mb + 200, 1)}
+        return {
+            "text_mb": round(size_mb, 1),
+            "peak_rss_mb": round(int(done.stdout.split()[-1]) / 1024, 1),
+            "target_mb": round(2 * size_mb + 200, 1),
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ report
+
 
 def machine_description() -> str:
     model = platform.processor() or "unknown CPU"
@@ -222,11 +255,13 @@ def machine_description() -> str:
         import torch
 
         torch_v = torch.__version__
-    return (f"{model}, {os.cpu_count()} logical CPUs, load {os.getloadavg()[0]:.2f} at the start; {cxx}; "
-            f"kernels: {cx.simd_level()}; numpy {np.__version__} (BLAS threads {BLAS_THREADS}); torch {torch_v}; "
-            f"OPENBLAS_CORETYPE={OPENBLAS_ENV['OPENBLAS_CORETYPE']} "
-            f"OPENBLAS_L2_SIZE={OPENBLAS_ENV['OPENBLAS_L2_SIZE']} "
-            f"(unset in this process)")
+    return (
+        f"{model}, {os.cpu_count()} logical CPUs, load {os.getloadavg()[0]:.2f} at the start; {cxx}; "
+        f"kernels: {cx.simd_level()}; numpy {np.__version__} (BLAS threads {BLAS_THREADS}); torch {torch_v}; "
+        f"OPENBLAS_CORETYPE={OPENBLAS_ENV['OPENBLAS_CORETYPE']} "
+        f"OPENBLAS_L2_SIZE={OPENBLAS_ENV['OPENBLAS_L2_SIZE']} "
+        f"(unset in this process)"
+    )
 
 
 def fmt_rate(t: Timing, chars: int) -> str:
@@ -253,8 +288,10 @@ def main(argv=None) -> int:
 
     out(f"Command: `python -m benchmarks.step{' --quick' if q else ''}`. Machine: {machine_description()}.")
     out()
-    out("Every figure: median of " + str(repeats) + " repeats after a warm-up (min-max in brackets); "
-        "ratios against a baseline timed in the same run.")
+    out(
+        "Every figure: median of " + str(repeats) + " repeats after a warm-up (min-max in brackets); "
+        "ratios against a baseline timed in the same run."
+    )
     out()
 
     # 1. the classic experiment, one stream
@@ -262,13 +299,15 @@ def main(argv=None) -> int:
     out()
     out("| m | implementation | ms per update | chars/s | x NumPy reference |")
     out("|---|---|---|---|---|")
-    for m in ([16] if q else [50, 100, 256]):
+    for m in [16] if q else [50, 100, 256]:
         ref = numpy_classic(m, 20, repeats, min_s)
         out(f"| {m} | NumPy reference (float64) | {fmt_ms(ref)} | {fmt_rate(ref, SEQ)} | 1.0 |")
         for dtype in (np.float64, np.float32):
             t = engine("rnn", 1, m, dtype, 1, SEQ, 1, "adagrad", 200, repeats, min_s)
-            out(f"| {m} | charrnn_ext ({np.dtype(dtype).name}) | {fmt_ms(t)} | {fmt_rate(t, SEQ)} | "
-                f"{ref.median / t.median:.1f} |")
+            out(
+                f"| {m} | charrnn_ext ({np.dtype(dtype).name}) | {fmt_ms(t)} | {fmt_rate(t, SEQ)} | "
+                f"{ref.median / t.median:.1f} |"
+            )
     out()
 
     # 2. batched classic RNN against PyTorch
@@ -277,7 +316,7 @@ def main(argv=None) -> int:
     out("| B | threads | implementation | ms per update | chars/s | x PyTorch, same B and threads |")
     out("|---|---|---|---|---|---|")
     m = 16 if q else 100
-    for B, threads in ([(4, 2)] if q else [(16, 1), (64, 1), (64, 2), (256, 2)]):
+    for B, threads in [(4, 2)] if q else [(16, 1), (64, 1), (64, 2), (256, 2)]:
         steps = max(3, 800 // B)
         pt = pytorch("rnn", 1, m, B, SEQ, threads, "adagrad", max(2, steps // 4), repeats, min_s)
         if pt is not None:
@@ -285,8 +324,10 @@ def main(argv=None) -> int:
         for dtype in (np.float32, np.float64):
             t = engine("rnn", 1, m, dtype, B, SEQ, threads, "adagrad", steps, repeats, min_s)
             ratio = f"{pt.median / t.median:.2f}" if pt is not None else "n/a"
-            out(f"| {B} | {threads} | charrnn_ext ({np.dtype(dtype).name}) | {fmt_ms(t)} | "
-                f"{fmt_rate(t, B * SEQ)} | {ratio} |")
+            out(
+                f"| {B} | {threads} | charrnn_ext ({np.dtype(dtype).name}) | {fmt_ms(t)} | "
+                f"{fmt_rate(t, B * SEQ)} | {ratio} |"
+            )
     out()
 
     # 3. gated stacked networks against PyTorch
@@ -307,25 +348,33 @@ def main(argv=None) -> int:
 
     # 4. validation, sampling, overhead
     vt, n_val = validation_seconds(repeats, min_s, q)
-    out(f"Validation of an LSTM 2x256 (float32) on {'a 20,000-character text' if q else 'the built-in held-out split'} "
+    out(
+        f"Validation of an LSTM 2x256 (float32) on {'a 20,000-character text' if q else 'the built-in held-out split'} "
         f"({n_val:,} characters), 64 streams, 2 threads: {vt.median:.2f} s ({vt.low:.2f}-{vt.high:.2f}), "
-        f"{n_val / vt.median:,.0f} chars/s.")
+        f"{n_val / vt.median:,.0f} chars/s."
+    )
     n_sample = 10_000 if q else 1_000_000
     p = cx.init_params(K, 100, seed=3)
     ts = timed(lambda: cx.sample(p, None, [0], n_sample, 1.0, 0), 1, repeats if not q else 1, 0.0)
-    out(f"Sampling {n_sample:,} characters from the classic m=100 model (float64): {ts.median:.2f} s "
-        f"({ts.low:.2f}-{ts.high:.2f}).")
+    out(
+        f"Sampling {n_sample:,} characters from the classic m=100 model (float64): {ts.median:.2f} s "
+        f"({ts.low:.2f}-{ts.high:.2f})."
+    )
     text = make_text(200_000)
     pc = cx.init_params(K, 100, seed=1)
     sc = cx.zeros_like_params(pc)
     call = timed(lambda: cx.train_steps(pc, sc, text, n_steps=0), 1, repeats, min_s)
     step = timed(lambda: cx.train_steps(pc, sc, text, n_steps=100), 100, repeats, min_s)
-    out(f"Python overhead per train_steps call (m=100, float64): {call.median * 1e6:.1f} µs, "
-        f"{call.median / (100 * step.median) * 100:.2f}% of a call of 100 updates.")
+    out(
+        f"Python overhead per train_steps call (m=100, float64): {call.median * 1e6:.1f} µs, "
+        f"{call.median / (100 * step.median) * 100:.2f}% of a call of 100 updates."
+    )
     if args.memory:
         mem = measure_train_memory()
-        out(f"Training CLI peak RSS on a {mem['text_mb']} MB text: {mem['peak_rss_mb']} MB (target: at most "
-            f"2 x file + 200 MB = {mem['target_mb']} MB).")
+        out(
+            f"Training CLI peak RSS on a {mem['text_mb']} MB text: {mem['peak_rss_mb']} MB (target: at most "
+            f"2 x file + 200 MB = {mem['target_mb']} MB)."
+        )
     if args.readme:
         text = README.read_text(encoding="utf-8")
         block = "<!-- step:begin -->\n" + "\n".join(lines) + "\n<!-- step:end -->"

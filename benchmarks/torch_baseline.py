@@ -12,6 +12,7 @@ loss is computed like charrnn_ext's: the whole held-out split read by 32
 streams over contiguous segments (the remainder continued by the last stream),
 summed and divided by the number of predictions. Prints one JSON line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
     while time.perf_counter() - t0 < budget:
         if pos + T + 1 > L:
             pos, state = 0, None
-        x, y = seg[:, pos:pos + T], seg[:, pos + 1:pos + T + 1]
+        x, y = seg[:, pos : pos + T], seg[:, pos + 1 : pos + T + 1]
         logits, state = net(x, state)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, K), y.reshape(-1))
         opt.zero_grad()
@@ -76,23 +77,32 @@ def main(argv=None) -> int:
     each = n // B
     total = 0.0
     with torch.no_grad():
-        streams = torch.stack([val[s * each: (s + 1) * each + 1] for s in range(B)])
+        streams = torch.stack([val[s * each : (s + 1) * each + 1] for s in range(B)])
         state = None
         for t0_ in range(0, each, 256):
-            x = streams[:, t0_:min(each, t0_ + 256)]
-            y = streams[:, t0_ + 1:min(each, t0_ + 256) + 1]
+            x = streams[:, t0_ : min(each, t0_ + 256)]
+            y = streams[:, t0_ + 1 : min(each, t0_ + 256) + 1]
             logits, state = net(x, state)
             total += float(torch.nn.functional.cross_entropy(logits.reshape(-1, K), y.reshape(-1), reduction="sum"))
-        tail = val[B * each:]
+        tail = val[B * each :]
         if tail.numel() > 1:
             last = tuple(s[:, -1:].contiguous() for s in state)
             logits, _ = net(tail[:-1].view(1, -1), last)
             total += float(torch.nn.functional.cross_entropy(logits.reshape(-1, K), tail[1:], reduction="sum"))
-    print(json.dumps({
-        "val_loss": total / n, "updates": updates, "seconds": seconds, "chars_per_s": updates * B * T / seconds,
-        "n_params": sum(p.numel() for p in net.parameters()), "hidden": H, "eta": 2e-3,
-        "description": f"nn.LSTM 2x{H}, embedding {E}, B={B}, T={T}, Adam 2e-3, global-norm clip 5",
-    }))
+    print(
+        json.dumps(
+            {
+                "val_loss": total / n,
+                "updates": updates,
+                "seconds": seconds,
+                "chars_per_s": updates * B * T / seconds,
+                "n_params": sum(p.numel() for p in net.parameters()),
+                "hidden": H,
+                "eta": 2e-3,
+                "description": f"nn.LSTM 2x{H}, embedding {E}, B={B}, T={T}, Adam 2e-3, global-norm clip 5",
+            }
+        )
+    )
     return 0
 
 

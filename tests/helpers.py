@@ -1,4 +1,5 @@
 """Shared helpers for the test-suite (importable as `helpers`; see conftest.py)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -65,9 +66,17 @@ def spectral_radius(params, cell, m):
     for k, v in params.items():
         if k.endswith(".Wh"):
             for g in range(v.shape[0] // m):
-                out = max(out, float(np.linalg.norm(v[g * m:(g + 1) * m], 2)))
+                out = max(out, float(np.linalg.norm(v[g * m : (g + 1) * m], 2)))
     return out
 
 
-__all__ = ["CELLS", "PARAM_NAMES", "max_rel_err", "max_scaled_err", "net_problem", "perturbed", "problem",
-           "spectral_radius"]
+__all__ = [
+    "CELLS",
+    "PARAM_NAMES",
+    "max_rel_err",
+    "max_scaled_err",
+    "net_problem",
+    "perturbed",
+    "problem",
+    "spectral_radius",
+]

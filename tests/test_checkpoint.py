@@ -1,5 +1,6 @@
 """Checkpoint format 3: plain numpy.load, the keys, round trips, validation,
 refusal of bad files, atomic writes."""
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,18 @@ def test_plain_numpy_load_without_pickle(trained):
     assert all(a.dtype != object for a in arrays.values())
     assert int(arrays["format_version"]) == FORMAT_VERSION == 3 and arrays["format_version"].ndim == 0
     assert str(arrays["format"]) == "charrnn_ext.checkpoint" and str(arrays["kind"]) == "training"
-    for k in ("step", "wraps", "total_steps", "best_step", "smooth_loss", "last_loss", "best_loss", "seconds",
-              "budget_seconds", "opt:t"):
+    for k in (
+        "step",
+        "wraps",
+        "total_steps",
+        "best_step",
+        "smooth_loss",
+        "last_loss",
+        "best_loss",
+        "seconds",
+        "budget_seconds",
+        "opt:t",
+    ):
         assert arrays[k].ndim == 0, k
     assert int(arrays["step"]) == 130 and int(arrays["opt:t"]) == 130 and int(arrays["total_steps"]) == 130
     assert float(arrays["smooth_loss"]) == model.state.smooth_loss
@@ -54,8 +65,14 @@ def test_plain_numpy_load_without_pickle(trained):
     assert arrays["h"].shape == (1, 1, 8) and np.array_equal(arrays["h"], model.state.h)
     assert arrays["positions"].dtype == np.int64 and arrays["positions"].tolist() == [1300]
     meta = json.loads(str(arrays["meta"]))
-    assert {k: meta[k] for k in ("hidden", "K", "seed", "dtype", "cell", "layers")} == \
-        {"hidden": 8, "K": 24, "seed": 7, "dtype": "float64", "cell": "rnn", "layers": 1}
+    assert {k: meta[k] for k in ("hidden", "K", "seed", "dtype", "cell", "layers")} == {
+        "hidden": 8,
+        "K": 24,
+        "seed": 7,
+        "dtype": "float64",
+        "cell": "rnn",
+        "layers": 1,
+    }
     assert "package_version" in meta
     corpus = json.loads(str(arrays["corpus"]))
     assert corpus["n_train"] == model.state.corpus["n_train"] == 2052
@@ -95,13 +112,32 @@ def test_save_load_round_trip(trained, tmp_path):
     for name in NAMES:
         assert np.array_equal(back.params[name], model.params[name])
     s, b = model.state, back.state
-    assert set(b.opt_state) == set(s.opt_state) and all(np.array_equal(b.opt_state[k], s.opt_state[k])
-                                                         for k in s.opt_state)
+    assert set(b.opt_state) == set(s.opt_state) and all(
+        np.array_equal(b.opt_state[k], s.opt_state[k]) for k in s.opt_state
+    )
     assert b.opt_state["t"].shape == () and b.t == 130
     assert np.array_equal(b.h, s.h) and np.array_equal(b.positions, s.positions)
-    assert (b.step, b.wraps, b.total_steps, b.smooth_loss, b.last_loss, b.best_loss, b.best_step, b.seconds,
-            b.budget_seconds) == (s.step, s.wraps, s.total_steps, s.smooth_loss, s.last_loss, s.best_loss,
-                                  s.best_step, s.seconds, s.budget_seconds)
+    assert (
+        b.step,
+        b.wraps,
+        b.total_steps,
+        b.smooth_loss,
+        b.last_loss,
+        b.best_loss,
+        b.best_step,
+        b.seconds,
+        b.budget_seconds,
+    ) == (
+        s.step,
+        s.wraps,
+        s.total_steps,
+        s.smooth_loss,
+        s.last_loss,
+        s.best_loss,
+        s.best_step,
+        s.seconds,
+        s.budget_seconds,
+    )
     assert b.history == s.history and b.samples == s.samples and b.config == s.config and b.corpus == s.corpus
     light = CharRNN.load(model.save(tmp_path / "light.npz", include_state=False))
     assert light.state is None and np.array_equal(light.start_h, model.state.h[0])
@@ -114,14 +150,27 @@ def test_round_trip_of_every_network(tmp_path, cell, layers, dtype):
     vocab = corpus_from_string(SMALL_TEXT).vocab
     params = net_init(cell, vocab.size, 5, layers, sig=0.1, seed=3, dtype=dtype)
     h = np.arange(2 * layers * (10 if cell == "lstm" else 5), dtype=dtype).reshape(2, layers, -1) / 100
-    state = TrainState(opt_state={f"{s}:{k}": np.full_like(v, 0.5) for k, v in params.items() for s in "mv"}
-                       | {"t": np.array(7, dtype=np.int64)},
-                       h=h, positions=np.array([3, 9]), step=7, total_steps=20, smooth_loss=1.5,
-                       last_loss=1.25, seconds=2.5, budget_seconds=60.0,
-                       config={"batch_size": 2, "optimizer": "adam"},
-                       corpus={"n_train": 2052, "train_sha256": "0" * 64, "source": "<string>"})
-    ck = Checkpoint(vocab=vocab, params=params, meta={"cell": cell, "layers": layers, "hidden": 5, "seed": 3},
-                    state=state, start_h=h[1])
+    state = TrainState(
+        opt_state={f"{s}:{k}": np.full_like(v, 0.5) for k, v in params.items() for s in "mv"}
+        | {"t": np.array(7, dtype=np.int64)},
+        h=h,
+        positions=np.array([3, 9]),
+        step=7,
+        total_steps=20,
+        smooth_loss=1.5,
+        last_loss=1.25,
+        seconds=2.5,
+        budget_seconds=60.0,
+        config={"batch_size": 2, "optimizer": "adam"},
+        corpus={"n_train": 2052, "train_sha256": "0" * 64, "source": "<string>"},
+    )
+    ck = Checkpoint(
+        vocab=vocab,
+        params=params,
+        meta={"cell": cell, "layers": layers, "hidden": 5, "seed": 3},
+        state=state,
+        start_h=h[1],
+    )
     back = load_checkpoint(save_checkpoint(tmp_path / "n.npz", ck))
     assert back.format_version == 3 and back.kind == "training"
     assert list(back.params) == list(params) and all(back.params[k].dtype == dtype for k in params)
@@ -142,8 +191,11 @@ def test_missing_file_and_directory(tmp_path):
 
 def test_future_format_version_refused(trained, tmp_path):
     _, out = trained
-    bad = _rewrite(out / "last.npz", tmp_path / "future.npz",
-                   lambda a: a.update(format_version=np.array(FORMAT_VERSION + 1, dtype=np.int64)))
+    bad = _rewrite(
+        out / "last.npz",
+        tmp_path / "future.npz",
+        lambda a: a.update(format_version=np.array(FORMAT_VERSION + 1, dtype=np.int64)),
+    )
     with pytest.raises(CheckpointError, match=rf"format version {FORMAT_VERSION + 1} .*newer"):
         load_checkpoint(bad)
 
@@ -169,32 +221,43 @@ def test_not_a_checkpoint(tmp_path):
         load_checkpoint(q)
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda a: a.pop("opt:M:l0.Wh"), "missing required entry 'opt:M:l0.Wh'"),
-    (lambda a: a.update({"param_l0.Wh": np.zeros((8, 9))}), r"'param_l0.Wh' has shape \(8, 9\), expected \(8, 8\)"),
-    (lambda a: a.update(h=np.zeros((1, 1, 8), dtype=np.float32)), "entry 'h' has dtype float32, expected float64"),
-    (lambda a: a.update(h=np.zeros((8,))), r"entry 'h' has shape \(8,\), expected \(1, 1, 8\)"),
-    (lambda a: a.update(vocab=a["vocab"][:-1]),
-     r"entry 'param_V' has shape \(24, 8\); expected \(23, m\) for the 23-character vocabulary"),
-    (lambda a: a.update(vocab=a["vocab"][::-1].copy()), "invalid vocabulary"),
-    (lambda a: a.update({"param_l0.b": np.full(8, np.nan)}), r"parameter \('param_l0.b'\) contains NaN"),
-    (lambda a: a.update(step=np.array(1.5)), "entry 'step' has dtype float64, expected kind 'iu'"),
-    (lambda a: a.update(positions=np.array([10**9])),
-     r"positions \[1000000000\] lie outside the streams' segments of 2052 characters"),
-    (lambda a: a.update(positions=np.array([1, 2])), r"entry 'positions' has shape \(2,\), expected \(1,\)"),
-    (lambda a: a.update(meta=np.array("{not json")), "'meta' is not valid JSON"),
-    (lambda a: a.update({"opt:t": np.array(-1)}), r"the update counter \('opt:t'\) is negative: -1"),
-    (lambda a: a.update({"opt:M:V": -1.0 - a["opt:M:V"]}), r"optimiser state \('opt:M:V'\) holds negative values"),
-    (lambda a: a.update(seconds=np.array(-1.0)), "seconds = -1.0 / budget_seconds = None must be finite"),
-    (lambda a: a.update(best_step=np.array(500)), r"best_step = 500 is outside \[-1, step = 130\]"),
-    (lambda a: a.update(hist_step=a["hist_step"][::-1].copy()), "entry 'hist_step' must increase strictly"),
-    (lambda a: a.update(train_config=np.array('{"optimizer": "sgd"}')),
-     "entry 'train_config' is invalid: optimizer must be one of adagrad, rmsprop, adam; got 'sgd'"),
-    (lambda a: a.update(corpus=np.array('{"n_train": 1}')), "entry 'corpus' lacks a valid n_train / train_sha256"),
-    (lambda a: a.update(start_h=np.zeros((2, 8))), r"entry 'start_h' has shape \(2, 8\), expected \(1, 8\)"),
-    (lambda a: a.update({"param_l1.Wx": np.zeros((8, 8))}),
-     r"meta field 'layers' says 1 but the archive holds 2 layer\(s\) of parameters"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda a: a.pop("opt:M:l0.Wh"), "missing required entry 'opt:M:l0.Wh'"),
+        (lambda a: a.update({"param_l0.Wh": np.zeros((8, 9))}), r"'param_l0.Wh' has shape \(8, 9\), expected \(8, 8\)"),
+        (lambda a: a.update(h=np.zeros((1, 1, 8), dtype=np.float32)), "entry 'h' has dtype float32, expected float64"),
+        (lambda a: a.update(h=np.zeros((8,))), r"entry 'h' has shape \(8,\), expected \(1, 1, 8\)"),
+        (
+            lambda a: a.update(vocab=a["vocab"][:-1]),
+            r"entry 'param_V' has shape \(24, 8\); expected \(23, m\) for the 23-character vocabulary",
+        ),
+        (lambda a: a.update(vocab=a["vocab"][::-1].copy()), "invalid vocabulary"),
+        (lambda a: a.update({"param_l0.b": np.full(8, np.nan)}), r"parameter \('param_l0.b'\) contains NaN"),
+        (lambda a: a.update(step=np.array(1.5)), "entry 'step' has dtype float64, expected kind 'iu'"),
+        (
+            lambda a: a.update(positions=np.array([10**9])),
+            r"positions \[1000000000\] lie outside the streams' segments of 2052 characters",
+        ),
+        (lambda a: a.update(positions=np.array([1, 2])), r"entry 'positions' has shape \(2,\), expected \(1,\)"),
+        (lambda a: a.update(meta=np.array("{not json")), "'meta' is not valid JSON"),
+        (lambda a: a.update({"opt:t": np.array(-1)}), r"the update counter \('opt:t'\) is negative: -1"),
+        (lambda a: a.update({"opt:M:V": -1.0 - a["opt:M:V"]}), r"optimiser state \('opt:M:V'\) holds negative values"),
+        (lambda a: a.update(seconds=np.array(-1.0)), "seconds = -1.0 / budget_seconds = None must be finite"),
+        (lambda a: a.update(best_step=np.array(500)), r"best_step = 500 is outside \[-1, step = 130\]"),
+        (lambda a: a.update(hist_step=a["hist_step"][::-1].copy()), "entry 'hist_step' must increase strictly"),
+        (
+            lambda a: a.update(train_config=np.array('{"optimizer": "sgd"}')),
+            "entry 'train_config' is invalid: optimizer must be one of adagrad, rmsprop, adam; got 'sgd'",
+        ),
+        (lambda a: a.update(corpus=np.array('{"n_train": 1}')), "entry 'corpus' lacks a valid n_train / train_sha256"),
+        (lambda a: a.update(start_h=np.zeros((2, 8))), r"entry 'start_h' has shape \(2, 8\), expected \(1, 8\)"),
+        (
+            lambda a: a.update({"param_l1.Wx": np.zeros((8, 8))}),
+            r"meta field 'layers' says 1 but the archive holds 2 layer\(s\) of parameters",
+        ),
+    ],
+)
 def test_inconsistent_checkpoints_refused(trained, tmp_path, change, match):
     _, out = trained
     bad = _rewrite(out / "last.npz", tmp_path / "bad.npz", change)

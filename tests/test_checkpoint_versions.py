@@ -8,6 +8,7 @@ only). The expected texts below were drawn by the release that wrote each
 file, from the same checkpoint with the same seeds: the engine that replaced
 its kernels must draw exactly the same characters.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,14 +24,42 @@ DATA = Path(__file__).parent / "data"
 # file -> (format version, cell, layers, streams, updates done,
 #          sample(60, seed=3, temperature=0.8), sample(30, seed=4, top_k=3, prime="The")) by the writing release
 EXPECTED = {
-    "v1_training": (1, "rnn", 1, 1, 30, ',e  an t te hanaa! mst TgiaTdnas,oe hn d ine nr l.hhe e .lhe',
-                    ' tt anha at tatat t aan the at'),
-    "v2_lstm_adam": (2, "lstm", 2, 1, 30, '!mi Al,tetmnebnra!.irwm.itA!lsmn.tdAemcb,gnsaht\nh,mmggdd,mib',
-                     'attaaata attattta t a a atat a'),
-    "v2_rnn_batched": (2, "rnn", 1, 3, 30, '!n  The mgnbn the Thee anmag.rg at be can the t i the eag on',
-                       ' the the the the  sat t she sa'),
-    "v2_gru_model": (2, "gru", 1, 1, 0, '!mi Al,tetmnebnra!.irwm.itA!lsmn.tdAemcb,gmsaht\nh,mmggcd,mib',
-                     '.tooonybmggnnycyc.t!omg\ngnny,e'),
+    "v1_training": (
+        1,
+        "rnn",
+        1,
+        1,
+        30,
+        ",e  an t te hanaa! mst TgiaTdnas,oe hn d ine nr l.hhe e .lhe",
+        " tt anha at tatat t aan the at",
+    ),
+    "v2_lstm_adam": (
+        2,
+        "lstm",
+        2,
+        1,
+        30,
+        "!mi Al,tetmnebnra!.irwm.itA!lsmn.tdAemcb,gnsaht\nh,mmggdd,mib",
+        "attaaata attattta t a a atat a",
+    ),
+    "v2_rnn_batched": (
+        2,
+        "rnn",
+        1,
+        3,
+        30,
+        "!n  The mgnbn the Thee anmag.rg at be can the t i the eag on",
+        " the the the the  sat t she sa",
+    ),
+    "v2_gru_model": (
+        2,
+        "gru",
+        1,
+        1,
+        0,
+        "!mi Al,tetmnebnra!.irwm.itA!lsmn.tdAemcb,gmsaht\nh,mmggcd,mib",
+        ".tooonybmggnnycyc.t!omg\ngnny,e",
+    ),
 }
 
 

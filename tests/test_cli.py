@@ -1,5 +1,6 @@
 """The charrnn command line, in-process through cli.main plus a few subprocesses:
 every command, its exit codes (0 / 1 / 2 / 130) and its one-line errors."""
+
 from __future__ import annotations
 
 import csv
@@ -21,8 +22,19 @@ from charrnn_ext.model import CharRNN
 from charrnn_ext.runfolder import RUN_FILES
 from conftest import SMALL_TEXT
 
-TRAIN = ["--hidden", "8", "--seq-length", "10", "--log-every", "20", "--sample-every", "60",
-         "--val-chars", "150", "--no-progress"]
+TRAIN = [
+    "--hidden",
+    "8",
+    "--seq-length",
+    "10",
+    "--log-every",
+    "20",
+    "--sample-every",
+    "60",
+    "--val-chars",
+    "150",
+    "--no-progress",
+]
 
 
 def _train(text_file, out, *extra):
@@ -35,7 +47,7 @@ def _error(capsys) -> str:
     assert "Traceback" not in err, err
     lines = [line for line in err.splitlines() if line.startswith("charrnn: error: ")]
     assert len(lines) == 1, err
-    return lines[0][len("charrnn: error: "):]
+    return lines[0][len("charrnn: error: ") :]
 
 
 def _same_params(a, b) -> bool:
@@ -110,16 +122,27 @@ def test_resume_allows_threads_and_refuses_other_changes(run_dir, text_file, tmp
     out = tmp_path / "r"
     assert _train(text_file, out, "--steps", "250", "--stop-after", "70") == 0
     capsys.readouterr()
-    for flag, value, stored in (("--hidden", "9", "8"), ("--cell", "lstm", "rnn"), ("--dropout", "0.5", "0.0"),
-                                ("--batch-size", "2", "1"), ("--eta", "0.05", "0.1"),
-                                ("--clip-mode", "none", "elementwise"), ("--seq-length", "12", "10")):
+    for flag, value, stored in (
+        ("--hidden", "9", "8"),
+        ("--cell", "lstm", "rnn"),
+        ("--dropout", "0.5", "0.0"),
+        ("--batch-size", "2", "1"),
+        ("--eta", "0.05", "0.1"),
+        ("--clip-mode", "none", "elementwise"),
+        ("--seq-length", "12", "10"),
+    ):
         assert cli.main(["train", "--resume", str(out), flag, value, "--no-progress"]) == 2
-        assert _error(capsys) == (f"{flag} {value} differs from the run's value {stored}; training options cannot "
-                                  f"change on --resume")
+        assert _error(capsys) == (
+            f"{flag} {value} differs from the run's value {stored}; training options cannot change on --resume"
+        )
     assert load_checkpoint(out / "last.npz").state.step == 70  # nothing ran
     # the same values and another thread count are fine, and give the same run
-    assert cli.main(["train", "--resume", str(out), "--hidden", "8", "--seq-length", "10", "--threads", "2",
-                     "--no-progress"]) == 0
+    assert (
+        cli.main(
+            ["train", "--resume", str(out), "--hidden", "8", "--seq-length", "10", "--threads", "2", "--no-progress"]
+        )
+        == 0
+    )
     a, b = load_checkpoint(run_dir / "last.npz"), load_checkpoint(out / "last.npz")
     assert _same_params(a.params, b.params) and np.array_equal(a.state.h, b.state.h)
     assert b.state.config["threads"] == 2 and b.state.step == 250
@@ -162,13 +185,29 @@ def test_ctrl_c_exits_130_and_resumes(run_dir, text_file, tmp_path, monkeypatch,
 def test_train_bad_input(text_file, tmp_path, capsys):
     assert cli.main(["train", "--text", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")]) == 2
     assert "text file not found" in _error(capsys)
-    assert cli.main(["train", "--text", str(text_file), "--out", str(tmp_path / "o"), "--steps", "5",
-                     "--epochs", "1", "--no-progress"]) == 2
+    assert (
+        cli.main(
+            [
+                "train",
+                "--text",
+                str(text_file),
+                "--out",
+                str(tmp_path / "o"),
+                "--steps",
+                "5",
+                "--epochs",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert _error(capsys) == "give only one of steps, epochs and total_steps"
     assert cli.main(["train", "--hidden", "0"]) == 2  # argparse: one error line too
     err = capsys.readouterr().err
-    assert err.splitlines() == ["charrnn: error: argument --hidden: hidden must be an integer in [1, 65536], got 0 "
-                                "(see charrnn train --help)"]
+    assert err.splitlines() == [
+        "charrnn: error: argument --hidden: hidden must be an integer in [1, 65536], got 0 (see charrnn train --help)"
+    ]
     assert cli.main(["train", "--clip-mode", "sometimes"]) == 2
     assert "clip_mode must be one of elementwise, global_norm, none; got 'sometimes'" in capsys.readouterr().err
     assert cli.main(["nonsense"]) == 2
@@ -191,8 +230,10 @@ def test_train_divergence_exits_1(text_file, tmp_path, monkeypatch, capsys):
     assert _train(text_file, out, "--steps", "100") == 1
     msg = _error(capsys)
     assert msg.startswith("training diverged: the loss of update 41 is not finite (smooth loss so far ")
-    assert msg.endswith(f"stopped after update 40 without applying it; the last good checkpoint is "
-                        f"{out / 'last.npz'} (update 0). Try a smaller learning rate (eta=0.1).")
+    assert msg.endswith(
+        f"stopped after update 40 without applying it; the last good checkpoint is "
+        f"{out / 'last.npz'} (update 0). Try a smaller learning rate (eta=0.1)."
+    )
     assert load_checkpoint(out / "last.npz").state.step == 0 and not (out / "summary.json").exists()
 
 
@@ -200,16 +241,51 @@ def test_preset_quality_is_accepted_and_recorded(tmp_path, capsys):
     text = tmp_path / "longer.txt"
     text.write_text(SMALL_TEXT * 3)  # 32 streams of 64 + 1 characters need 2080 training characters
     out = tmp_path / "q"
-    assert cli.main(["train", "--text", str(text), "--out", str(out), "--preset", "quality", "--hidden", "8",
-                     "--steps", "5", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--text",
+                str(text),
+                "--out",
+                str(out),
+                "--preset",
+                "quality",
+                "--hidden",
+                "8",
+                "--steps",
+                "5",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     cfg = json.loads((out / "config.json").read_text())
     q = preset_values("quality")
     assert cfg["run"]["preset"] == "quality" and cfg["run"]["options"]["hidden"] == 8
-    assert (cfg["model"]["cell"], cfg["model"]["layers"], cfg["model"]["hidden"], cfg["model"]["dtype"]) == \
-        ("lstm", 2, 8, "float32")
-    for k in ("seq_length", "batch_size", "threads", "optimizer", "eta", "lr_schedule", "lr_final", "warmup",
-              "clip_mode", "clip", "dropout", "log_every", "sample_every", "val_chars"):
+    assert (cfg["model"]["cell"], cfg["model"]["layers"], cfg["model"]["hidden"], cfg["model"]["dtype"]) == (
+        "lstm",
+        2,
+        8,
+        "float32",
+    )
+    for k in (
+        "seq_length",
+        "batch_size",
+        "threads",
+        "optimizer",
+        "eta",
+        "lr_schedule",
+        "lr_final",
+        "warmup",
+        "clip_mode",
+        "clip",
+        "dropout",
+        "log_every",
+        "sample_every",
+        "val_chars",
+    ):
         assert cfg["train"][k] == q[k], k
     assert cfg["train"]["passage_chars"] == default("passage_chars")
     assert "- Preset: quality;" in (out / "report.md").read_text()
@@ -218,22 +294,60 @@ def test_preset_quality_is_accepted_and_recorded(tmp_path, capsys):
     # a preset run resumes like any other: its options are stored
     assert cli.main(["train", "--resume", str(out), "--steps", "6", "--threads", "1", "--no-progress"]) == 0
     assert cli.main(["train", "--resume", str(out), "--batch-size", "4", "--steps", "7"]) == 2
-    assert _error(capsys) == "--batch-size 4 differs from the run's value 32; training options cannot change on " \
-                             "--resume"
+    assert (
+        _error(capsys) == "--batch-size 4 differs from the run's value 32; training options cannot change on --resume"
+    )
 
 
 def test_clip_mode_none_dropout_and_batched_lstm_threads(text_file, tmp_path):
     out = tmp_path / "run"
-    assert _train(text_file, out, "--steps", "30", "--cell", "lstm", "--layers", "2", "--clip-mode", "none",
-                  "--dropout", "0.3", "--batch-size", "3", "--threads", "2", "--optimizer", "adam",
-                  "--seed", "4") == 0
+    assert (
+        _train(
+            text_file,
+            out,
+            "--steps",
+            "30",
+            "--cell",
+            "lstm",
+            "--layers",
+            "2",
+            "--clip-mode",
+            "none",
+            "--dropout",
+            "0.3",
+            "--batch-size",
+            "3",
+            "--threads",
+            "2",
+            "--optimizer",
+            "adam",
+            "--seed",
+            "4",
+        )
+        == 0
+    )
     cfg = json.loads((out / "config.json").read_text())["train"]
-    assert (cfg["clip_mode"], cfg["dropout"], cfg["batch_size"], cfg["threads"], cfg["optimizer"]) == \
-        ("none", 0.3, 3, 2, "adam")
+    assert (cfg["clip_mode"], cfg["dropout"], cfg["batch_size"], cfg["threads"], cfg["optimizer"]) == (
+        "none",
+        0.3,
+        3,
+        2,
+        "adam",
+    )
     # the same run through the API, with one thread: the command passed every option through
     c = CharRNN.new(CharRNN.load(out / "last.npz").vocab, hidden=8, cell="lstm", layers=2, seed=4)
-    c.fit(str(text_file), steps=30, seq_length=10, log_every=20, sample_every=60, val_chars=150,
-          clip_mode="none", dropout=0.3, batch_size=3, optimizer="adam")
+    c.fit(
+        str(text_file),
+        steps=30,
+        seq_length=10,
+        log_every=20,
+        sample_every=60,
+        val_chars=150,
+        clip_mode="none",
+        dropout=0.3,
+        batch_size=3,
+        optimizer="adam",
+    )
     ck = load_checkpoint(out / "last.npz")
     assert _same_params(ck.params, c.params) and np.array_equal(ck.state.h, c.state.h)
     assert ck.state.h.shape == (3, 2, 16)
@@ -268,19 +382,22 @@ def test_sample_command(run_dir, capsys):
     assert cli.main(["sample", str(run_dir), "-n", "0", "--seed", "1"]) == 0
     assert capsys.readouterr().out == "\n"
     assert cli.main(["sample", str(run_dir / "best.npz"), "--prime", "X-ray"]) == 2
-    assert _error(capsys) == "prime contains character(s) '-', 'X' that are not in the model's 24-character " \
-                             "vocabulary"
+    assert _error(capsys) == "prime contains character(s) '-', 'X' that are not in the model's 24-character vocabulary"
     assert cli.main(["sample", str(run_dir / "nothing.npz")]) == 2
     assert _error(capsys) == f"checkpoint not found: {run_dir / 'nothing.npz'}"
     assert cli.main(["sample", str(run_dir), "--temperature", "0"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "charrnn: error: argument --temperature: temperature must be a number in (0, 1e+06], got 0.0 "
-        "(see charrnn sample --help)"]
+        "(see charrnn sample --help)"
+    ]
 
 
 def test_sample_into_a_closed_pipe_stops_quietly(run_dir):
-    p = subprocess.Popen([sys.executable, "-m", "charrnn_ext", "sample", str(run_dir), "-n", "2000000", "--seed",
-                          "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "charrnn_ext", "sample", str(run_dir), "-n", "2000000", "--seed", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     head = p.stdout.read(50)
     p.stdout.close()  # the reader goes away, like `| head -c 50`
     err = p.stderr.read().decode()
@@ -334,9 +451,21 @@ def test_report_command_rebuilds(run_dir, capsys):
     assert capsys.readouterr().out.strip() == str(run_dir / "report.md")
     rep = (run_dir / "report.md").read_text()
     assert rep == before
-    for section in ("## Options", "| --hidden | 8 |", "| --eta | 0.1 |", "## Gradient check", "| U | 5x24 |",
-                    "## Loss", "![Smooth training loss", "## Results", "## Evolution of the synthesised text",
-                    "## Passage from the best model", "status: finished", "### Update 240", "- Preset: classic;"):
+    for section in (
+        "## Options",
+        "| --hidden | 8 |",
+        "| --eta | 0.1 |",
+        "## Gradient check",
+        "| U | 5x24 |",
+        "## Loss",
+        "![Smooth training loss",
+        "## Results",
+        "## Evolution of the synthesised text",
+        "## Passage from the best model",
+        "status: finished",
+        "### Update 240",
+        "- Preset: classic;",
+    ):
         assert section in rep, section
     assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summ = json.loads((run_dir / "summary.json").read_text())
@@ -347,22 +476,33 @@ def test_report_command_rebuilds(run_dir, capsys):
 
 
 def test_python_dash_m_help_and_version():
-    res = subprocess.run([sys.executable, "-m", "charrnn_ext", "--help"], capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run([sys.executable, "-m", "charrnn_ext", "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0
     for cmd in ("train", "sample", "gradcheck", "report"):
         assert cmd in res.stdout
-    res = subprocess.run([sys.executable, "-m", "charrnn_ext", "train", "--help"], capture_output=True,
-                         text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "charrnn_ext", "train", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0
-    for flag in ("--resume", "--sample-every", "--preset {classic,quality}", "--dropout P", "--lr-schedule",
-                 "--clip-mode {elementwise,global_norm,none}", "--max-minutes M", "--warmup STEPS"):
+    for flag in (
+        "--resume",
+        "--sample-every",
+        "--preset {classic,quality}",
+        "--dropout P",
+        "--lr-schedule",
+        "--clip-mode {elementwise,global_norm,none}",
+        "--max-minutes M",
+        "--warmup STEPS",
+    ):
         assert flag in res.stdout, flag
-    res = subprocess.run([sys.executable, "-m", "charrnn_ext", "--version"], capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "charrnn_ext", "--version"], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0 and res.stdout.startswith("charrnn ")
-    res = subprocess.run([sys.executable, "-m", "charrnn_ext", "train", "--layers", "0"], capture_output=True,
-                         text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "charrnn_ext", "train", "--layers", "0"], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert res.stderr.splitlines() == ["charrnn: error: argument --layers: layers must be an integer in [1, 64], "
-                                       "got 0 (see charrnn train --help)"]
+    assert res.stderr.splitlines() == [
+        "charrnn: error: argument --layers: layers must be an integer in [1, 64], got 0 (see charrnn train --help)"
+    ]

@@ -36,6 +36,7 @@ per command are printed at the end (test_case_counts). Package bugs the
 fuzzer found in `charrnn sweep` are pinned by the test_sweep_* tests at the
 end (they fail until fixed) and kept out of the generated inputs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,18 +73,25 @@ EXIT_CODES = (0, 1, 2, 130)
 COUNTS: Counter[str] = Counter()  # command -> cases run
 OUTCOMES: Counter[tuple[str, int]] = Counter()  # (command, exit code) -> cases
 
-TEXT = ("The cat sat on the mat. The dog sat on the log.\n"
-        "A bird sang in the tree, and the cat ran away!\n") * 3  # 291 characters
+TEXT = (
+    "The cat sat on the mat. The dog sat on the log.\nA bird sang in the tree, and the cat ran away!\n"
+) * 3  # 291 characters
 
 
 def fuzz(n: int):
-    return settings(max_examples=max(1, int(n * SCALE)), deadline=None, derandomize=True, database=None,
-                    suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=max(1, int(n * SCALE)),
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
 
 
 PARSER = cli.build_parser()
 SUBPARSERS: dict[str, argparse.ArgumentParser] = next(
-    a for a in PARSER._actions if isinstance(a, argparse._SubParsersAction)).choices
+    a for a in PARSER._actions if isinstance(a, argparse._SubParsersAction)
+).choices
 KNOWN = ("train", "sample", "gradcheck", "report", "export")
 COMMANDS = tuple(KNOWN) + tuple(sorted(set(SUBPARSERS) - set(KNOWN)))  # e.g. a future `charrnn sweep`
 _CONFIG = {o.name for o in OPTIONS}
@@ -124,8 +132,16 @@ class World:
         os.mkfifo(t / "fifo")
         (t / "zero_link.txt").symlink_to("/dev/zero")
         self.texts = [str(t / n) for n in contents] + [
-            str(t / "adir"), str(t / "fifo"), str(t / "zero_link.txt"), str(t / "missing.txt"),
-            "/dev/zero", "/dev/null", "/dev/urandom", str(t / ("y" * 300)), ""]
+            str(t / "adir"),
+            str(t / "fifo"),
+            str(t / "zero_link.txt"),
+            str(t / "missing.txt"),
+            "/dev/zero",
+            "/dev/null",
+            "/dev/urandom",
+            str(t / ("y" * 300)),
+            "",
+        ]
         self.tiny = str(t / "tiny.txt")
 
         # a finished run and a stopped one (3 of 6 updates), hidden 4
@@ -134,10 +150,12 @@ class World:
         self.finished = root / "finished"
         CharRNN.new(corpus, hidden=4, seed=1).fit(self.tiny, steps=4, out=self.finished, **tiny)
         self.stopped = root / "stopped"
-        CharRNN.new(corpus, hidden=4, seed=2, cell="lstm", layers=2).fit(self.tiny, steps=6, max_steps=3,
-                                                                          out=self.stopped, **tiny)
-        self.checkpoints = {name: (folder / name).read_bytes() for folder in (self.finished,)
-                            for name in ("last.npz", "best.npz")}
+        CharRNN.new(corpus, hidden=4, seed=2, cell="lstm", layers=2).fit(
+            self.tiny, steps=6, max_steps=3, out=self.stopped, **tiny
+        )
+        self.checkpoints = {
+            name: (folder / name).read_bytes() for folder in (self.finished,) for name in ("last.npz", "best.npz")
+        }
         self.checkpoints["stopped_last.npz"] = (self.stopped / "last.npz").read_bytes()
         self.case_root = root / "cases"
         self.case_root.mkdir()
@@ -159,12 +177,33 @@ def world(tmp_path_factory) -> World:
 # Values of options
 # ---------------------------------------------------------------------------
 
-INVALID_NUMBERS = ["", "abc", "1.5", "1e5", "nan", "inf", "-inf", "1e999", "-1e999", "0x10", "--", "1,5", "½",
-                   "9" * 5000, "1" + "0" * 40, "-" + "9" * 30, "1e-400", "NaN", "0b1", "١٢", "+-1"]
-JSON_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=8))
-JSON_VALUES = st.recursive(JSON_LEAVES, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c,
-                                                                                           max_size=3),
-                           max_leaves=6)
+INVALID_NUMBERS = [
+    "",
+    "abc",
+    "1.5",
+    "1e5",
+    "nan",
+    "inf",
+    "-inf",
+    "1e999",
+    "-1e999",
+    "0x10",
+    "--",
+    "1,5",
+    "½",
+    "9" * 5000,
+    "1" + "0" * 40,
+    "-" + "9" * 30,
+    "1e-400",
+    "NaN",
+    "0b1",
+    "١٢",
+    "+-1",
+]
+JSON_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=8))
+JSON_VALUES = st.recursive(
+    JSON_LEAVES, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3), max_leaves=6
+)
 
 
 def _fmt(v) -> str:
@@ -179,21 +218,31 @@ def number_texts(o: Option, valid: bool) -> st.SearchStrategy[str]:
     assert lo is not None and hi is not None
     if o.kind is int:
         lo_i, hi_i = int(lo) + o.low_open, int(hi) - o.high_open
-        inside = st.one_of(st.integers(lo_i, min(hi_i, lo_i + 12)), st.integers(lo_i, min(hi_i, lo_i + 1000)),
-                           st.integers(lo_i, hi_i), st.sampled_from([lo_i, hi_i]))
+        inside = st.one_of(
+            st.integers(lo_i, min(hi_i, lo_i + 12)),
+            st.integers(lo_i, min(hi_i, lo_i + 1000)),
+            st.integers(lo_i, hi_i),
+            st.sampled_from([lo_i, hi_i]),
+        )
         if valid:
             return st.one_of(inside.map(str), inside.map(lambda v: f" {v} "), inside.map(lambda v: f"+{v}"))
         edges = st.sampled_from([lo_i - 1, hi_i + 1, int(lo), int(hi)])
-        return st.one_of(inside.map(str), edges.map(str), st.sampled_from(INVALID_NUMBERS),
-                         inside.map(lambda v: f"{v}.0"))
-    inside_f = st.one_of(st.floats(lo, hi, exclude_min=o.low_open, exclude_max=o.high_open, allow_nan=False),
-                         st.sampled_from([v for v, open_ in ((lo, o.low_open), (hi, o.high_open)) if not open_]
-                                         or [hi / 2]))
+        return st.one_of(
+            inside.map(str), edges.map(str), st.sampled_from(INVALID_NUMBERS), inside.map(lambda v: f"{v}.0")
+        )
+    inside_f = st.one_of(
+        st.floats(lo, hi, exclude_min=o.low_open, exclude_max=o.high_open, allow_nan=False),
+        st.sampled_from([v for v, open_ in ((lo, o.low_open), (hi, o.high_open)) if not open_] or [hi / 2]),
+    )
     if valid:
         return st.one_of(inside_f.map(_fmt), inside_f.map(lambda v: f"{v:e}"))
     near = [lo, hi, float(np.nextafter(lo, -np.inf)), float(np.nextafter(hi, np.inf)), -0.0, 5e-324]
-    return st.one_of(inside_f.map(_fmt), st.sampled_from(near).map(_fmt), st.sampled_from(INVALID_NUMBERS),
-                     st.integers(int(lo) - 2, int(min(hi, 1e6)) + 2).map(str))
+    return st.one_of(
+        inside_f.map(_fmt),
+        st.sampled_from(near).map(_fmt),
+        st.sampled_from(INVALID_NUMBERS),
+        st.integers(int(lo) - 2, int(min(hi, 1e6)) + 2).map(str),
+    )
 
 
 def option_text(o: Option, world: World, scratch: Path, valid: bool) -> st.SearchStrategy[str]:
@@ -206,12 +255,25 @@ def option_text(o: Option, world: World, scratch: Path, valid: bool) -> st.Searc
     if o.name == "text":
         return st.sampled_from(world.texts)
     if o.name in ("out", "resume"):
-        kinds = st.sampled_from(["new", "empty", "file", "user", "finished", "stopped", "nested/deeper", "line\nbreak",
-                                 "z" * 300, "dev-null"]).map(lambda k: str(_folder(k, world, scratch)))
+        kinds = st.sampled_from(
+            [
+                "new",
+                "empty",
+                "file",
+                "user",
+                "finished",
+                "stopped",
+                "nested/deeper",
+                "line\nbreak",
+                "z" * 300,
+                "dev-null",
+            ]
+        ).map(lambda k: str(_folder(k, world, scratch)))
         return st.one_of(kinds, run_folder(world, scratch).map(str))  # run folders intact or damaged
     if o.name == "prime":
-        return st.one_of(st.sampled_from(["The", "T", "", "\n", "X-ray", "cat sat", "\ud800", "é"]),
-                         st.text(max_size=12))
+        return st.one_of(
+            st.sampled_from(["The", "T", "", "\n", "X-ray", "cat sat", "\ud800", "é"]), st.text(max_size=12)
+        )
     return st.text(max_size=12)
 
 
@@ -241,8 +303,20 @@ def _folder(kind: str, world: World, scratch: Path) -> Path:
 # Tampered checkpoints and run folders
 # ---------------------------------------------------------------------------
 
-ODD_DTYPES = ["int8", "uint8", "int32", "int64", "float16", "float32", "float64", ">f8", "complex64", "bool", "<U3",
-              "S3"]
+ODD_DTYPES = [
+    "int8",
+    "uint8",
+    "int32",
+    "int64",
+    "float16",
+    "float32",
+    "float64",
+    ">f8",
+    "complex64",
+    "bool",
+    "<U3",
+    "S3",
+]
 META_FIELDS = ["cell", "layers", "hidden", "K", "dtype", "sig", "seed", "forget_bias", "step", "smooth_loss"]
 DEEP = "[" * 50_000 + "]" * 50_000
 
@@ -253,10 +327,12 @@ def odd_arrays(draw) -> np.ndarray:
     shape = tuple(draw(st.lists(st.integers(0, 4), max_size=3)))
     n = int(np.prod(shape))
     if dtype.kind in "US":
-        return np.array(draw(st.lists(st.text("abc", max_size=3), min_size=n, max_size=n)) or [""] * n,
-                        dtype=dtype).reshape(shape)
-    values = draw(st.lists(st.sampled_from([0, 1, -1, 3, 1e30, float("nan"), float("inf"), -2.5]), min_size=n,
-                           max_size=n))
+        return np.array(
+            draw(st.lists(st.text("abc", max_size=3), min_size=n, max_size=n)) or [""] * n, dtype=dtype
+        ).reshape(shape)
+    values = draw(
+        st.lists(st.sampled_from([0, 1, -1, 3, 1e30, float("nan"), float("inf"), -2.5]), min_size=n, max_size=n)
+    )
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if dtype.kind in "iub":
@@ -283,20 +359,35 @@ def checkpoint_bytes(draw, world: World) -> bytes:
     """A checkpoint (.npz) file's bytes: intact or tampered."""
     name = draw(st.sampled_from(sorted(world.checkpoints)))
     raw = world.checkpoints[name]
-    how = draw(st.sampled_from(["intact", "flip", "flip-directory", "truncate", "members", "members", "members",
-                                "meta", "json", "huge-header"]))
+    how = draw(
+        st.sampled_from(
+            [
+                "intact",
+                "flip",
+                "flip-directory",
+                "truncate",
+                "members",
+                "members",
+                "members",
+                "meta",
+                "json",
+                "huge-header",
+            ]
+        )
+    )
     event(f"checkpoint: {how}")
     if how == "intact":
         return raw
     if how in ("flip", "flip-directory"):
         b = bytearray(raw)
         start = raw.rfind(b"PK\x01\x02") - 2000 if how == "flip-directory" else 0
-        for i, x in draw(st.lists(st.tuples(st.integers(max(0, start), len(b) - 1), st.integers(1, 255)),
-                                  min_size=1, max_size=8)):
+        for i, x in draw(
+            st.lists(st.tuples(st.integers(max(0, start), len(b) - 1), st.integers(1, 255)), min_size=1, max_size=8)
+        ):
             b[i] ^= x
         return bytes(b)
     if how == "truncate":
-        return raw[:draw(st.integers(0, len(raw) - 1))]
+        return raw[: draw(st.integers(0, len(raw) - 1))]
     with np.load(io.BytesIO(raw), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     keys = sorted(arrays)
@@ -348,8 +439,21 @@ def run_folder(draw, world: World, scratch: Path) -> Path:
     """A run folder, intact or with one of its files damaged."""
     source = draw(st.sampled_from(["finished", "stopped"]))
     folder = _folder(source, world, scratch)
-    how = draw(st.sampled_from(["intact", "last.npz", "config.json", "config.json", "summary.json", "gradcheck.md",
-                                "remove", "directory", "user-file"]))
+    how = draw(
+        st.sampled_from(
+            [
+                "intact",
+                "last.npz",
+                "config.json",
+                "config.json",
+                "summary.json",
+                "gradcheck.md",
+                "remove",
+                "directory",
+                "user-file",
+            ]
+        )
+    )
     event(f"run folder: {how}")
     if how == "last.npz":
         (folder / "last.npz").write_bytes(draw(checkpoint_bytes(world)))
@@ -378,7 +482,8 @@ def run_folder(draw, world: World, scratch: Path) -> Path:
         (folder / "gradcheck.md").write_bytes(draw(st.binary(max_size=40)))
     elif how == "remove":
         (folder / draw(st.sampled_from(["config.json", "last.npz", "best.npz", "gradcheck.md"]))).unlink(
-            missing_ok=True)
+            missing_ok=True
+        )
     elif how == "directory":
         name = draw(st.sampled_from(["config.json", "summary.json", "gradcheck.md", "report.md", "loss.png"]))
         p = folder / name
@@ -402,16 +507,46 @@ def model_path(draw, world: World, scratch: Path) -> str:
         return str(draw(run_folder(world, scratch)))
     if kind == "text":
         return draw(st.sampled_from(world.texts))
-    return draw(st.sampled_from([str(scratch / "missing.npz"), str(scratch), "/dev/zero", "/dev/null",
-                                 world.texts[world.texts.index(world.tiny)], "-", "--", "", "x" * 300]))
+    return draw(
+        st.sampled_from(
+            [
+                str(scratch / "missing.npz"),
+                str(scratch),
+                "/dev/zero",
+                "/dev/null",
+                world.texts[world.texts.index(world.tiny)],
+                "-",
+                "--",
+                "",
+                "x" * 300,
+            ]
+        )
+    )
 
 
 # sweep.json as `charrnn sweep` writes it (its damaged forms: test_sweep_resume_with_a_damaged_sweep_json)
-SWEEP_JSON = {"format": 1, "sweep_id": "0123456789ab", "study_name": "charrnn-sweep", "package_version": "0",
-              "space": {"fixed": {"steps": 3}, "search": {"hidden": {"choice": [4, 8]}}}, "text": None,
-              "settings": {"trials": 2, "sampler": "tpe", "pruner": "median", "seed": None, "threads_per_trial": 1}}
-SCHEDULERS = ["tcp://127.0.0.1:1", "tcp://", "127.0.0.1:8786", "", " ", "inproc://x", "tls://host:1", "no address",
-              "tcp://[::1]:99999", "tcp://h:p", "x" * 300]
+SWEEP_JSON = {
+    "format": 1,
+    "sweep_id": "0123456789ab",
+    "study_name": "charrnn-sweep",
+    "package_version": "0",
+    "space": {"fixed": {"steps": 3}, "search": {"hidden": {"choice": [4, 8]}}},
+    "text": None,
+    "settings": {"trials": 2, "sampler": "tpe", "pruner": "median", "seed": None, "threads_per_trial": 1},
+}
+SCHEDULERS = [
+    "tcp://127.0.0.1:1",
+    "tcp://",
+    "127.0.0.1:8786",
+    "",
+    " ",
+    "inproc://x",
+    "tls://host:1",
+    "no address",
+    "tcp://[::1]:99999",
+    "tcp://h:p",
+    "x" * 300,
+]
 SEARCHABLE = [o for o in OPTIONS if o.group in ("model", "train", "run")]
 
 
@@ -439,8 +574,16 @@ def _dist(draw, o: Option, valid: bool):
         return {"choice": draw(st.lists(st.sampled_from(values + extra), min_size=1, max_size=3, unique=True))}
     lo, hi = float(o.low or 0), float(min(o.high or 1, 1e6))
     if valid:
-        a, b = sorted(draw(st.lists(st.floats(lo, hi, allow_nan=False, exclude_min=o.low_open,
-                                              exclude_max=o.high_open), min_size=2, max_size=2, unique=True)))
+        a, b = sorted(
+            draw(
+                st.lists(
+                    st.floats(lo, hi, allow_nan=False, exclude_min=o.low_open, exclude_max=o.high_open),
+                    min_size=2,
+                    max_size=2,
+                    unique=True,
+                )
+            )
+        )
     else:
         a, b = sorted(draw(st.lists(st.floats(lo - 1, hi + 1, allow_nan=False), min_size=2, max_size=2)))
     if o.kind is int:
@@ -469,10 +612,13 @@ def space_file(draw, world: World, scratch: Path) -> str:
     else:
         fixed = {"text": world.tiny, "steps": 3, "hidden": 4, "seq-length": 10} if draw(st.booleans()) else {}
         valid = kind == "space" and draw(st.integers(0, 3)) > 0
-        allowed = [o for o in SEARCHABLE if not valid or o.name not in ("out", "resume", "stop_after", "threads",
-                                                                         "text")]
-        search = {o.name.replace("_", "-") if draw(st.booleans()) else o.name: draw(_dist(o, valid))
-                  for o in draw(st.lists(st.sampled_from(allowed), min_size=int(valid), max_size=3, unique=True))}
+        allowed = [
+            o for o in SEARCHABLE if not valid or o.name not in ("out", "resume", "stop_after", "threads", "text")
+        ]
+        search = {
+            o.name.replace("_", "-") if draw(st.booleans()) else o.name: draw(_dist(o, valid))
+            for o in draw(st.lists(st.sampled_from(allowed), min_size=int(valid), max_size=3, unique=True))
+        }
         for name in search:
             fixed.pop(name, None)
         if kind == "values":
@@ -503,8 +649,17 @@ class _NoCluster:
 # for the model size, allocate gigabytes): such values are lowered after the
 # parse check, so they are still generated and range-checked, not trained.
 CAPS = {
-    "train": {"hidden": 8, "layers": 4, "seq_length": 40, "batch_size": 4, "threads": 4, "sample_chars": 200,
-              "passage_chars": 200, "steps": 3, "stop_after": 3},
+    "train": {
+        "hidden": 8,
+        "layers": 4,
+        "seq_length": 40,
+        "batch_size": 4,
+        "threads": 4,
+        "sample_chars": 200,
+        "passage_chars": 200,
+        "steps": 3,
+        "stop_after": 3,
+    },
     "sample": {"length": 3000},
     "gradcheck": {"hidden": 5, "layers": 2, "seq_length": 12},
 }
@@ -535,8 +690,11 @@ def command_line(draw, command: str, world: World, scratch: Path) -> list[str]:
             elif action.dest == "space":
                 argv.append(draw(space_file(world, scratch)))
             elif action.dest == "run_dir":
-                argv.append(str(draw(run_folder(world, scratch))) if draw(st.integers(0, 9)) else
-                            draw(st.sampled_from([str(scratch / "nope"), "/dev/null", world.tiny, ""])))
+                argv.append(
+                    str(draw(run_folder(world, scratch)))
+                    if draw(st.integers(0, 9))
+                    else draw(st.sampled_from([str(scratch / "nope"), "/dev/null", world.tiny, ""]))
+                )
             else:
                 argv.append(draw(st.text(max_size=10)))
             continue
@@ -554,16 +712,22 @@ def command_line(draw, command: str, world: World, scratch: Path) -> list[str]:
         elif action.dest == "output":
             value = str(scratch / draw(st.sampled_from(["m.onnx", "m.pt", "m.pth", "m.txt", "nodir/m.onnx", ""])))
         elif action.dest == "out":  # charrnn sweep --out
-            value = draw(st.one_of(st.sampled_from(["new", "empty", "file", "user", "finished", "sweep", "z" * 300])
-                                   .map(lambda k: str(_folder(k, world, scratch))),
-                                   st.just(str(scratch / "sweep"))))
+            value = draw(
+                st.one_of(
+                    st.sampled_from(["new", "empty", "file", "user", "finished", "sweep", "z" * 300]).map(
+                        lambda k: str(_folder(k, world, scratch))
+                    ),
+                    st.just(str(scratch / "sweep")),
+                )
+            )
         elif action.dest == "scheduler":
             value = draw(st.sampled_from(SCHEDULERS))
         elif action.choices is not None:
             value = draw(st.one_of(st.sampled_from(list(action.choices)), st.sampled_from(["", "bogus"])))
         elif action.type is not None:  # another number (sweep --trials, --workers, --seed)
-            value = draw(st.one_of(st.integers(-2, 6).map(str), st.integers(0, 2**33).map(str),
-                                   st.sampled_from(INVALID_NUMBERS)))
+            value = draw(
+                st.one_of(st.integers(-2, 6).map(str), st.integers(0, 2**33).map(str), st.sampled_from(INVALID_NUMBERS))
+            )
         else:
             value = draw(st.text(max_size=10))
         argv += [flag, value] if draw(st.integers(0, 9)) else [f"{flag}={value}" if flag.startswith("--") else flag]
@@ -588,8 +752,11 @@ def _cheap(argv: list[str], ns: argparse.Namespace, world: World) -> list[str]:
     caps = dict(CAPS.get(ns.command, {}))
     if ns.command == "gradcheck" and ns.text is None:
         caps.update(BUILTIN_GRADCHECK)
-    lowered = {name: cap for name, cap in caps.items() if isinstance(getattr(ns, name, None), (int, float))
-               and getattr(ns, name) > cap}
+    lowered = {
+        name: cap
+        for name, cap in caps.items()
+        if isinstance(getattr(ns, name, None), (int, float)) and getattr(ns, name) > cap
+    }
     out = list(argv)
     for name, cap in lowered.items():
         flags = next(a.option_strings for a in _actions(ns.command) if a.dest == name)
@@ -651,8 +818,12 @@ def run_case(command: str, argv: list[str], world: World, scratch: Path) -> int:
     cwd = os.getcwd()
     os.chdir(scratch)  # `charrnn train` without --out writes runs/ here
     try:
-        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), \
-                contextlib.redirect_stderr(err), _no_cluster(command):
+        with (
+            warnings.catch_warnings(record=True) as caught,
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            _no_cluster(command),
+        ):
             warnings.simplefilter("always")
             try:
                 code = cli.main(argv)
@@ -698,15 +869,21 @@ def test_cli_fuzz_subprocess(data, world):
     ns = _parses(argv)
     if ns is not None:
         argv = _cheap(argv, ns, world)
-    r = subprocess.run([sys.executable, "-m", "charrnn_ext", *argv], capture_output=True, text=True, timeout=120,
-                       cwd=scratch, errors="replace")
+    r = subprocess.run(
+        [sys.executable, "-m", "charrnn_ext", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=scratch,
+        errors="replace",
+    )
     _check_outcome(argv, r.returncode, r.stdout, r.stderr)
     assert "Warning" not in r.stderr, r.stderr
     COUNTS[f"{command} (subprocess)"] += 1
     shutil.rmtree(scratch, ignore_errors=True)
 
 
-SWEEP_SPACE = '[fixed]\nsteps = 3\n[search]\nhidden = { choice = [4, 8] }\n'
+SWEEP_SPACE = "[fixed]\nsteps = 3\n[search]\nhidden = { choice = [4, 8] }\n"
 DAMAGED_SWEEP_JSON = {
     "deep": "[" * 50_000 + "]" * 50_000,
     "no-space": '{"format": 1}',
@@ -744,10 +921,12 @@ def test_sweep_space_from_a_device_or_a_fifo_is_refused_at_once(device, tmp_path
     if device == "fifo":
         path = str(tmp_path / "space.toml")
         os.mkfifo(path)
-    code = ("import resource, sys\n"
-            "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
-            "from charrnn_ext import cli\n"
-            f"sys.exit(cli.main(['sweep', {path!r}, '--out', {str(tmp_path / 'out')!r}]))\n")
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "from charrnn_ext import cli\n"
+        f"sys.exit(cli.main(['sweep', {path!r}, '--out', {str(tmp_path / 'out')!r}]))\n"
+    )
     try:
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=10)
     except subprocess.TimeoutExpired:
@@ -758,8 +937,11 @@ def test_sweep_space_from_a_device_or_a_fifo_is_refused_at_once(device, tmp_path
 
 def test_case_counts(capsys):
     """The number of cases per command (printed), each at least 500 at FUZZ_SCALE=1."""
-    lines = [f"{cmd}: {COUNTS[cmd]} cases, exit codes " + ", ".join(
-        f"{code}: {OUTCOMES[cmd, code]}" for code in EXIT_CODES if OUTCOMES[cmd, code]) for cmd in COMMANDS]
+    lines = [
+        f"{cmd}: {COUNTS[cmd]} cases, exit codes "
+        + ", ".join(f"{code}: {OUTCOMES[cmd, code]}" for code in EXIT_CODES if OUTCOMES[cmd, code])
+        for cmd in COMMANDS
+    ]
     lines += [f"{k}: {v} cases" for k, v in sorted(COUNTS.items()) if k.endswith("(subprocess)")]
     lines.append(f"all commands: {sum(COUNTS.values())} cases")
     with capsys.disabled():

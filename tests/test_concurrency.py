@@ -1,6 +1,7 @@
 """Threads: the long C++ calls release the GIL, separate models train
 independently in parallel, and sharing one model between concurrent calls
 (unsupported) does not crash the process."""
+
 from __future__ import annotations
 
 import sys
@@ -35,8 +36,9 @@ def _train_chunks(params, state, data, chunks: int, n: int, log: list, barrier=N
     if barrier is not None:
         barrier.wait()
     for _ in range(chunks):
-        losses, h, pos, wraps, diverged = cx.train_steps(params, state, data, h, n_steps=n, seq_length=T,
-                                                         threads=threads, optimizer=optimizer, **where)
+        losses, h, pos, wraps, diverged = cx.train_steps(
+            params, state, data, h, n_steps=n, seq_length=T, threads=threads, optimizer=optimizer, **where
+        )
         log.append((losses.copy(), h.copy(), np.copy(pos), np.copy(wraps), diverged))
         where = {"pos": pos} if batch_size is None else {"positions": pos, "batch_size": batch_size}
 
@@ -111,7 +113,7 @@ def test_train_steps_lets_another_thread_run_during_the_call():
         watcher = threading.Thread(target=watch)
         watcher.start()
         started.set()
-        losses, *_ = cx.train_steps(params, state, data, n_steps=2000 * 2 ** attempt, seq_length=T)
+        losses, *_ = cx.train_steps(params, state, data, n_steps=2000 * 2**attempt, seq_length=T)
         during = count[0]
         seen_during = len(seen)
         done.set()

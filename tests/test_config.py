@@ -1,6 +1,7 @@
 """charrnn_ext.config: every option once (checks, defaults, presets), the
 TrainConfig built from them, its learning-rate schedule, and the command
 line parser generated from them."""
+
 from __future__ import annotations
 
 import argparse
@@ -113,12 +114,22 @@ def test_choices_come_from_the_core():
 
 def test_documented_ranges():
     """The ranges API_NOTES.md promises."""
-    want = {"hidden": (1, 65536, False, False), "layers": (1, 64, False, False),
-            "seq_length": (1, 100000, False, False), "batch_size": (1, 65536, False, False),
-            "threads": (1, 256, False, False), "eta": (0, 10, True, False), "sig": (0, 10, False, False),
-            "clip": (0, 1e6, True, False), "eps": (0, 1, True, False), "gamma": (0, 1, False, True),
-            "beta1": (0, 1, False, True), "beta2": (0, 1, False, True), "dropout": (0, 0.95, False, False),
-            "lr_decay": (0, 1, True, False)}
+    want = {
+        "hidden": (1, 65536, False, False),
+        "layers": (1, 64, False, False),
+        "seq_length": (1, 100000, False, False),
+        "batch_size": (1, 65536, False, False),
+        "threads": (1, 256, False, False),
+        "eta": (0, 10, True, False),
+        "sig": (0, 10, False, False),
+        "clip": (0, 1e6, True, False),
+        "eps": (0, 1, True, False),
+        "gamma": (0, 1, False, True),
+        "beta1": (0, 1, False, True),
+        "beta2": (0, 1, False, True),
+        "dropout": (0, 0.95, False, False),
+        "lr_decay": (0, 1, True, False),
+    }
     for name, (lo, hi, lo_open, hi_open) in want.items():
         o = option(name)
         assert (o.low, o.high, o.low_open, o.high_open) == (lo, hi, lo_open, hi_open), name
@@ -182,11 +193,29 @@ def test_option_check_huge_integer_for_a_float_option():
 def test_train_config_defaults_are_the_classic_experiment():
     cfg = TrainConfig()
     assert cfg.to_dict() == {
-        "seq_length": 25, "batch_size": 1, "threads": 1, "optimizer": "adagrad", "eta": 0.1,
-        "lr_schedule": "step", "lr_decay": 1.0, "lr_decay_every": 1, "lr_final": 0.0, "warmup": 0,
-        "clip": 5.0, "clip_mode": "elementwise", "eps": 1e-8, "gamma": 0.9, "beta1": 0.9, "beta2": 0.999,
-        "dropout": 0.0, "log_every": 100, "sample_every": 10_000, "sample_chars": 200, "passage_chars": 1000,
-        "val_fraction": 0.1, "val_chars": 100_000,
+        "seq_length": 25,
+        "batch_size": 1,
+        "threads": 1,
+        "optimizer": "adagrad",
+        "eta": 0.1,
+        "lr_schedule": "step",
+        "lr_decay": 1.0,
+        "lr_decay_every": 1,
+        "lr_final": 0.0,
+        "warmup": 0,
+        "clip": 5.0,
+        "clip_mode": "elementwise",
+        "eps": 1e-8,
+        "gamma": 0.9,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "dropout": 0.0,
+        "log_every": 100,
+        "sample_every": 10_000,
+        "sample_chars": 200,
+        "passage_chars": 1000,
+        "val_fraction": 0.1,
+        "val_chars": 100_000,
     }
     assert cfg.lr == cfg.eta == 0.1
     assert [f.name for f in dataclasses.fields(TrainConfig)] == [o.name for o in group("train")]
@@ -200,18 +229,21 @@ def test_train_config_default_eta_follows_the_optimizer(optimizer, eta):
     assert TrainConfig(optimizer=optimizer, eta=0.5).eta == 0.5
 
 
-@pytest.mark.parametrize("field, value, exc, match", [
-    ("seq_length", 0, ValueError, r"seq_length must be an integer in \[1, 100_000\], got 0"),
-    ("batch_size", 2.0, TypeError, r"batch_size must be an integer in \[1, 65536\], got float 2.0"),
-    ("eta", 0.0, ValueError, r"eta must be a number in \(0, 10\], got 0.0"),
-    ("eta", -1, ValueError, r"eta must be a number in \(0, 10\], got -1"),
-    ("optimizer", "sgd", ValueError, "optimizer must be one of adagrad, rmsprop, adam; got 'sgd'"),
-    ("clip_mode", None, TypeError, "clip_mode must be a string, got NoneType None"),
-    ("dropout", 0.96, ValueError, r"dropout must be a number in \[0, 0.95\], got 0.96"),
-    ("beta2", 1.0, ValueError, r"beta2 must be a number in \[0, 1\), got 1.0"),
-    ("val_fraction", 1.5, ValueError, r"val_fraction must be a number in \[0, 0.9\], got 1.5"),
-    ("threads", 257, ValueError, r"threads must be an integer in \[1, 256\], got 257"),
-])
+@pytest.mark.parametrize(
+    "field, value, exc, match",
+    [
+        ("seq_length", 0, ValueError, r"seq_length must be an integer in \[1, 100_000\], got 0"),
+        ("batch_size", 2.0, TypeError, r"batch_size must be an integer in \[1, 65536\], got float 2.0"),
+        ("eta", 0.0, ValueError, r"eta must be a number in \(0, 10\], got 0.0"),
+        ("eta", -1, ValueError, r"eta must be a number in \(0, 10\], got -1"),
+        ("optimizer", "sgd", ValueError, "optimizer must be one of adagrad, rmsprop, adam; got 'sgd'"),
+        ("clip_mode", None, TypeError, "clip_mode must be a string, got NoneType None"),
+        ("dropout", 0.96, ValueError, r"dropout must be a number in \[0, 0.95\], got 0.96"),
+        ("beta2", 1.0, ValueError, r"beta2 must be a number in \[0, 1\), got 1.0"),
+        ("val_fraction", 1.5, ValueError, r"val_fraction must be a number in \[0, 0.9\], got 1.5"),
+        ("threads", 257, ValueError, r"threads must be an integer in \[1, 256\], got 257"),
+    ],
+)
 def test_train_config_checks_every_field(field, value, exc, match):
     with pytest.raises(exc, match=f"^{match}$"):
         TrainConfig(**{field: value})
@@ -283,10 +315,16 @@ def test_presets_expand_to_valid_option_values():
     assert preset_values("classic") == {}
     q = preset_values("quality")
     assert q["threads"] == min(config.usable_cores(), 256) >= 1
-    assert {k: v for k, v in q.items() if k != "threads"} == {k: v for k, v in PRESETS["quality"].items()
-                                                              if k != "threads"}
-    assert (q["cell"], q["layers"], q["optimizer"], q["lr_schedule"], q["dtype"]) == \
-        ("lstm", 2, "adam", "cosine", "float32")
+    assert {k: v for k, v in q.items() if k != "threads"} == {
+        k: v for k, v in PRESETS["quality"].items() if k != "threads"
+    }
+    assert (q["cell"], q["layers"], q["optimizer"], q["lr_schedule"], q["dtype"]) == (
+        "lstm",
+        2,
+        "adam",
+        "cosine",
+        "float32",
+    )
     for name, value in q.items():
         assert option(name).group in ("model", "train"), name
         assert option(name).check(value) == value, name
@@ -302,14 +340,49 @@ def test_cli_preset_expands_and_explicit_options_override_it(tmp_path):
     text = tmp_path / "small.txt"
     text.write_text(SMALL_TEXT)
     out = tmp_path / "run"
-    rc = cli.main(["train", "--text", str(text), "--out", str(out), "--preset", "quality", "--hidden", "8",
-                   "--layers", "1", "--seq-length", "10", "--batch-size", "2", "--threads", "1", "--eta", "0.01",
-                   "--steps", "4", "--passage-chars", "20", "--sample-chars", "20", "--no-progress"])
+    rc = cli.main(
+        [
+            "train",
+            "--text",
+            str(text),
+            "--out",
+            str(out),
+            "--preset",
+            "quality",
+            "--hidden",
+            "8",
+            "--layers",
+            "1",
+            "--seq-length",
+            "10",
+            "--batch-size",
+            "2",
+            "--threads",
+            "1",
+            "--eta",
+            "0.01",
+            "--steps",
+            "4",
+            "--passage-chars",
+            "20",
+            "--sample-chars",
+            "20",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     cfg = json.loads((out / "config.json").read_text())
     q = preset_values("quality")
-    given = {"hidden": 8, "layers": 1, "seq_length": 10, "batch_size": 2, "threads": 1, "eta": 0.01,
-             "passage_chars": 20, "sample_chars": 20}
+    given = {
+        "hidden": 8,
+        "layers": 1,
+        "seq_length": 10,
+        "batch_size": 2,
+        "threads": 1,
+        "eta": 0.01,
+        "passage_chars": 20,
+        "sample_chars": 20,
+    }
     want = {name: default(name) for name in TrainConfig.names()} | {k: q[k] for k in q} | given
     assert cfg["train"] == {k: want[k] for k in TrainConfig.names()}
     for k in ("cell", "layers", "hidden", "sig", "dtype", "seed", "forget_bias"):
@@ -388,13 +461,16 @@ def test_gradcheck_parser_options_come_from_OPTIONS():
     _check_action(acts["tolerance"], option("tolerance"), 1e-6)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--layers", "65"], "argument --layers: layers must be an integer in [1, 64], got 65"),
-    (["train", "--dropout", "0.96"], "argument --dropout: dropout must be a number in [0, 0.95], got 0.96"),
-    (["train", "--cell", "tanh"], "argument --cell: cell must be one of rnn, lstm, gru; got 'tanh'"),
-    (["train", "--hidden", "1.5"], "argument --hidden: expected an integer in [1, 65536], got '1.5'"),
-    (["sample", "x", "--top-p", "0"], "argument --top-p: top_p must be a number in (0, 1], got 0.0"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--layers", "65"], "argument --layers: layers must be an integer in [1, 64], got 65"),
+        (["train", "--dropout", "0.96"], "argument --dropout: dropout must be a number in [0, 0.95], got 0.96"),
+        (["train", "--cell", "tanh"], "argument --cell: cell must be one of rnn, lstm, gru; got 'tanh'"),
+        (["train", "--hidden", "1.5"], "argument --hidden: expected an integer in [1, 65536], got '1.5'"),
+        (["sample", "x", "--top-p", "0"], "argument --top-p: top_p must be a number in (0, 1], got 0.0"),
+    ],
+)
 def test_parser_refuses_out_of_range_values(argv, message, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err

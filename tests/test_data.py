@@ -390,7 +390,7 @@ def test_load_corpus_streaming_matches_whole_text(tmp_path, name, chunk_bytes):
 @pytest.mark.parametrize("chunk_bytes", [1, 5, 1 << 22])
 def test_load_corpus_streaming_reports_invalid_utf8_offset(tmp_path, chunk_bytes):
     path = tmp_path / "bad.txt"
-    path.write_bytes("é" .encode() * 10 + b"ok \xff rest")
+    path.write_bytes("é".encode() * 10 + b"ok \xff rest")
     with pytest.raises(ValueError, match=r"not valid UTF-8: .* at byte offset 23"):
         load_corpus(path, chunk_bytes=chunk_bytes)
 

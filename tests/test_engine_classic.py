@@ -1,5 +1,6 @@
 """The classic vanilla RNN (U, W, V, b, c) through the one C++ engine against
 the classic NumPy reference (charrnn_ext.reference), float64."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -78,8 +79,10 @@ def test_inputs_are_not_modified_and_any_integer_dtype_works():
     before = copy_params(params)
     h_before = h0.copy()
     X_before, Y_before = X.copy(), Y.copy()
-    results = [cx.loss_and_grads(params, X.astype(dt), Y.astype(dt), h0)
-               for dt in (np.uint8, np.uint16, np.uint32, np.uint64, np.int8, np.int16, np.int32, np.int64)]
+    results = [
+        cx.loss_and_grads(params, X.astype(dt), Y.astype(dt), h0)
+        for dt in (np.uint8, np.uint16, np.uint32, np.uint64, np.int8, np.int16, np.int32, np.int64)
+    ]
     results.append(cx.loss_and_grads(params, list(map(int, X)), list(map(int, Y)), h0))
     for r in results[1:]:
         assert r[0] == results[0][0]
@@ -174,7 +177,7 @@ def test_train_step_matches_reference_over_100_steps(eta, clip):
     params_r, state_r = copy_params(params), copy_params(state)
     h = h_r = np.zeros(m)
     for s in range(100):
-        X, Y = data[s * T:(s + 1) * T], data[s * T + 1:(s + 1) * T + 1]
+        X, Y = data[s * T : (s + 1) * T], data[s * T + 1 : (s + 1) * T + 1]
         # One step from identical starting points agrees to rounding.
         p_one, s_one = copy_params(params_r), copy_params(state_r)
         loss_one, h_one = cx.train_step(p_one, s_one, X, Y, h_r, eta=eta, clip=clip)
@@ -260,7 +263,7 @@ def test_train_steps_equals_repeated_train_step():
     for _ in range(20):
         if pos2 + T + 1 > len(data):
             pos2, h2, wraps2 = 0, np.zeros(m), wraps2 + 1
-        loss, h2 = cx.train_step(p2, s2, data[pos2:pos2 + T], data[pos2 + 1:pos2 + T + 1], h2)
+        loss, h2 = cx.train_step(p2, s2, data[pos2 : pos2 + T], data[pos2 + 1 : pos2 + T + 1], h2)
         losses2.append(loss)
         pos2 += T
     assert np.array_equal(losses, losses2)
@@ -294,8 +297,7 @@ def test_train_steps_zero_steps_is_a_no_op():
     before = copy_params(params)
     state = zeros_like_params(params)
     h0 = np.full(3, 0.25)
-    losses, h, pos, wraps, diverged = cx.train_steps(params, state, np.arange(5), h0, n_steps=0, seq_length=2,
-                                                     pos=1)
+    losses, h, pos, wraps, diverged = cx.train_steps(params, state, np.arange(5), h0, n_steps=0, seq_length=2, pos=1)
     assert losses.shape == (0,) and pos == 1 and wraps == 0 and not diverged
     assert np.array_equal(h, h0)
     assert all(np.array_equal(params[k], before[k]) for k in PARAM_NAMES)
@@ -309,8 +311,7 @@ def test_divergence_stops_without_applying_the_bad_step():
     params["V"][0] = 1.7e308
     state = zeros_like_params(params)
     before = copy_params(params)
-    losses, h, pos, wraps, diverged = cx.train_steps(params, state, np.arange(4).repeat(5),
-                                                     n_steps=3, seq_length=3)
+    losses, h, pos, wraps, diverged = cx.train_steps(params, state, np.arange(4).repeat(5), n_steps=3, seq_length=3)
     assert diverged and losses.shape == (0,) and pos == 0 and wraps == 0
     assert h.shape == (3,)
     assert all(np.array_equal(params[k], before[k]) for k in PARAM_NAMES)

@@ -6,6 +6,7 @@ for one stream and for B streams, with and without dropout; the dropout masks
 an independent transcription of cpp/dropout.hpp); dropout off where it must
 be; an independent NumPy long-double centred-difference check; the state
 carried between chunks; initialisation; bad inputs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,6 +51,7 @@ def net_case(cell, K, m, layers, T, seed, streams=None, sig=0.15):
 
 
 # ---------------------------------------------------------------- three-way agreement
+
 
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 @pytest.mark.parametrize("streams", [None, 3], ids=["single", "B3"])
@@ -118,9 +120,16 @@ def keep_from_the_spec(seed, update, stream, t, site, m, p):
     return np.array(out)
 
 
-@pytest.mark.parametrize("seed,update,stream,t,site,m,p", [
-    (0, 0, 0, 0, 1, 7, 0.3), (12345, 3, 2, 9, 2, 10, 0.5), (2**63 + 5, 99, 0, 24, 3, 33, 0.1),
-    (7, 2**40, 5, 0, 1, 1, 0.9), (1, 1, 1, 1, 1, 130, 0.25)])
+@pytest.mark.parametrize(
+    "seed,update,stream,t,site,m,p",
+    [
+        (0, 0, 0, 0, 1, 7, 0.3),
+        (12345, 3, 2, 9, 2, 10, 0.5),
+        (2**63 + 5, 99, 0, 24, 3, 33, 0.1),
+        (7, 2**40, 5, 0, 1, 1, 0.9),
+        (1, 1, 1, 1, 1, 130, 0.25),
+    ],
+)
 def test_dropout_keep_follows_the_spec(seed, update, stream, t, site, m, p):
     a = ref.dropout_keep(seed, update, stream, t, site, m, p)
     assert a.shape == (m,) and a.dtype == bool
@@ -147,9 +156,17 @@ def _output_mask_from_cpp(params, x, y, h0, *, dropout, seed, update, threads=1)
     return np.any(grads["V"] != 0, axis=0)
 
 
-@pytest.mark.parametrize("cell,layers,m,dtype,threads", [
-    ("rnn", 1, 7, np.float64, 1), ("lstm", 2, 5, np.float64, 1), ("gru", 3, 9, np.float64, 1),
-    ("rnn", 1, 100, np.float64, 2), ("lstm", 2, 130, np.float32, 2), ("gru", 1, 131, np.float32, 3)])
+@pytest.mark.parametrize(
+    "cell,layers,m,dtype,threads",
+    [
+        ("rnn", 1, 7, np.float64, 1),
+        ("lstm", 2, 5, np.float64, 1),
+        ("gru", 3, 9, np.float64, 1),
+        ("rnn", 1, 100, np.float64, 2),
+        ("lstm", 2, 130, np.float32, 2),
+        ("gru", 1, 131, np.float32, 3),
+    ],
+)
 def test_cpp_dropout_masks_are_the_numpy_replay(cell, layers, m, dtype, threads):
     # Odd m exercises the last unit pair; m > NR with several threads, the
     # panels the threads split the units into (API_NOTES: NR = 32 / 64).
@@ -180,15 +197,19 @@ def test_dropout_losses_match_the_replay_for_every_stream_position_and_site(cell
     params, X, Y, h0 = net_case(cell, K, m, L, T, seed=41, streams=B, sig=0.6)
     p, seed, update = 0.5, 11, 6
     loss, _, h = cx.loss_and_grads(params, X, Y, h0, dropout=p, seed=seed, update=update)
-    per_stream = [float(ref.forward(cell, params, X[s], Y[s], h0[s], dropout=p, seed=seed, update=update,
-                                    stream=s)[0]) for s in range(B)]
+    per_stream = [
+        float(ref.forward(cell, params, X[s], Y[s], h0[s], dropout=p, seed=seed, update=update, stream=s)[0])
+        for s in range(B)
+    ]
     assert max_rel_err(loss, sum(per_stream)) <= 1e-12
     for s in range(B):
-        shifted = float(ref.forward(cell, params, X[s], Y[s], h0[s], dropout=p, seed=seed, update=update,
-                                    stream=(s + 1) % B)[0])
+        shifted = float(
+            ref.forward(cell, params, X[s], Y[s], h0[s], dropout=p, seed=seed, update=update, stream=(s + 1) % B)[0]
+        )
         assert abs(shifted - per_stream[s]) > 1e-6, s
-        later = float(ref.forward(cell, params, X[s], Y[s], h0[s], dropout=p, seed=seed, update=update + 1,
-                                  stream=s)[0])
+        later = float(
+            ref.forward(cell, params, X[s], Y[s], h0[s], dropout=p, seed=seed, update=update + 1, stream=s)[0]
+        )
         assert abs(later - per_stream[s]) > 1e-6, s
     # Dropout does not act on the recurrent state: h is the dropped network's own state.
     _, _, h_r = ref.loss_and_grads(cell, params, X, Y, h0, dropout=p, seed=seed, update=update)
@@ -236,6 +257,7 @@ def test_dropout_changes_the_loss_and_is_off_in_evaluate_loss_and_sample(cell):
 
 # ---------------------------------------------------------------- an independent numerical check
 
+
 def _numpy_centred_differences(cell, params, X, Y, h0, h, **drop):
     """(L(p + h e_i) - L(p - h e_i)) / 2h for every entry, each loss from the
     NumPy reference's forward pass in long double (not the C++ engine)."""
@@ -274,6 +296,7 @@ def test_independent_numpy_long_double_centred_differences(cell, dropout):
 
 
 # ---------------------------------------------------------------- state, init, shapes
+
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_state_carries_across_chunks(cell):
@@ -329,6 +352,7 @@ def test_h0_shapes_accepted_for_one_stream(shape):
 
 
 # ---------------------------------------------------------------- bad inputs
+
 
 def _small(cell="lstm", layers=2):
     return net_case(cell, K=6, m=4, layers=layers, T=5, seed=8)
@@ -431,4 +455,3 @@ def test_bad_state_indices_and_dropout():
             cx.loss_and_grads(params, X, Y, dropout=p)
     with pytest.raises(ValueError, match=r"h must be a positive finite number"):
         cx.numerical_grads(params, X, Y, h=0.0)
-

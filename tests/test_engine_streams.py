@@ -8,6 +8,7 @@ The NumPy yardsticks are the sums of per-stream reference gradients
 every network) and reference_nets.train_steps for the walk. Work is split
 between threads by fixed rules, so results must be bit-identical for every
 thread count (API_NOTES: "bit-identical for any thread count")."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -71,8 +72,10 @@ def same_dicts(a, b):
 
 # ---------------------------------------------------------------- summed streams
 
-@pytest.mark.parametrize("K,m,B,T", [(2, 1, 1, 1), (2, 1, 3, 1), (5, 7, 4, 3), (30, 17, 6, 9), (80, 100, 8, 25),
-                                     (72, 50, 33, 25)])
+
+@pytest.mark.parametrize(
+    "K,m,B,T", [(2, 1, 1, 1), (2, 1, 3, 1), (5, 7, 4, 3), (30, 17, 6, 9), (80, 100, 8, 25), (72, 50, 33, 25)]
+)
 def test_classic_streams_are_the_sum_of_reference_streams(K, m, B, T):
     rng = np.random.default_rng(K * 1000 + m * 10 + B)
     p, X, Y, h0 = random_classic_case(rng, K, m, B, T)
@@ -132,8 +135,9 @@ def test_train_steps_batch_size_1_is_the_single_stream_walk(cell):
     for kw in (dict(), dict(batch_size=1), dict(batch_size=1, positions=[0])):
         p = copy_params(base)
         st = init_opt_state(p, "adam")
-        out = cx.train_steps(p, st, data, n_steps=40, seq_length=25, optimizer="adam", eta=0.01, dropout=0.2,
-                             seed=9, **kw)
+        out = cx.train_steps(
+            p, st, data, n_steps=40, seq_length=25, optimizer="adam", eta=0.01, dropout=0.2, seed=9, **kw
+        )
         runs.append((out, p, st))
     (L1, h1, pos1, w1, d1), p1, s1 = runs[0]
     assert isinstance(pos1, int) and isinstance(w1, int)
@@ -155,8 +159,17 @@ def test_train_steps_batch_size_1_is_the_single_stream_walk(cell):
         for _ in range(40):
             if pos + 26 > len(data):
                 pos, h = 0, None
-            loss, h = cx.train_step(p, st, data[pos:pos + 25], data[pos + 1:pos + 26], h, optimizer="adam",
-                                    eta=0.01, dropout=0.2, seed=9)
+            loss, h = cx.train_step(
+                p,
+                st,
+                data[pos : pos + 25],
+                data[pos + 1 : pos + 26],
+                h,
+                optimizer="adam",
+                eta=0.01,
+                dropout=0.2,
+                seed=9,
+            )
             losses.append(loss)
             pos += 25
         np.testing.assert_array_equal(L1, losses)
@@ -175,15 +188,27 @@ def test_thread_count_does_not_change_results(cell, dtype, m):
     K, L, B, T = 40, 2, 5, 16
     data = learnable_text(6000, K, seed=11)
     base = net_init(cell, K, m, L, sig=0.08, seed=2, dtype=dtype)
-    X = np.ascontiguousarray(data[:B * T].reshape(B, T))
-    Y = np.ascontiguousarray(data[1:B * T + 1].reshape(B, T))
+    X = np.ascontiguousarray(data[: B * T].reshape(B, T))
+    Y = np.ascontiguousarray(data[1 : B * T + 1].reshape(B, T))
     results = []
     for threads in (1, 2, 3):
         p = copy_params(base)
         st = init_opt_state(p, "adam")
         lg = cx.loss_and_grads(p, X, Y, dropout=0.3, seed=4, update=6, threads=threads)
-        tr = cx.train_steps(p, st, data, n_steps=8, seq_length=T, batch_size=B, optimizer="adam", eta=0.01,
-                            clip_mode="global_norm", dropout=0.3, seed=4, threads=threads)
+        tr = cx.train_steps(
+            p,
+            st,
+            data,
+            n_steps=8,
+            seq_length=T,
+            batch_size=B,
+            optimizer="adam",
+            eta=0.01,
+            clip_mode="global_norm",
+            dropout=0.3,
+            seed=4,
+            threads=threads,
+        )
         ev_b = cx.evaluate_loss(p, data[:2001], batch_size=B, threads=threads)
         ev_1 = cx.evaluate_loss(p, data[:301], threads=threads)
         results.append((lg, tr, p, st, ev_b, ev_1))
@@ -241,11 +266,22 @@ def test_train_steps_batched_matches_reference_walk(cell, layers):
     h_shape = (B, m) if cell == "classic" else (B, layers, (2 if cell == "lstm" else 1) * m)
     h0 = 0.5 * np.tanh(rng.standard_normal(h_shape))
     positions = np.array([0, 3, 500, 509])
-    L1, h1, pos1, w1, d1 = cx.train_steps(p1, s1, data, h0, n_steps=n, batch_size=B, positions=positions,
-                                          seq_length=T, threads=2, eta=0.1)
+    L1, h1, pos1, w1, d1 = cx.train_steps(
+        p1, s1, data, h0, n_steps=n, batch_size=B, positions=positions, seq_length=T, threads=2, eta=0.1
+    )
     cell_r = "rnn" if cell == "classic" else cell
-    L2, h2, pos2, w2, t2 = ref.train_steps(cell_r, p2, s2, data, h0.reshape(B, layers, -1), n_steps=n,
-                                           seq_length=T, batch_size=B, positions=positions, eta=0.1)
+    L2, h2, pos2, w2, t2 = ref.train_steps(
+        cell_r,
+        p2,
+        s2,
+        data,
+        h0.reshape(B, layers, -1),
+        n_steps=n,
+        seq_length=T,
+        batch_size=B,
+        positions=positions,
+        eta=0.1,
+    )
     assert not d1
     assert pos1.dtype == np.int64 and w1.dtype == np.int64
     np.testing.assert_array_equal(pos1, pos2)
@@ -284,6 +320,7 @@ def test_positions_continue_a_walk():
 
 # ---------------------------------------------------------------- evaluate_loss over segments
 
+
 def ref_segment_losses(cell, params, data, h0, B):
     """API_NOTES: B contiguous segments of (N-1)//B inputs (stream 0 from h0,
     the others from zeros); the remainder is read by the last stream
@@ -294,7 +331,7 @@ def ref_segment_losses(cell, params, data, h0, B):
     total, h = 0.0, None
     for s in range(B):
         end = (s + 1) * E if s < B - 1 else inputs
-        loss, h = ref.evaluate_loss(cell, params, data[s * E:end + 1], h0 if s == 0 else None)
+        loss, h = ref.evaluate_loss(cell, params, data[s * E : end + 1], h0 if s == 0 else None)
         total += loss
     return total, h
 
@@ -320,7 +357,7 @@ def test_evaluate_loss_over_segments(cell):
     assert abs(losses[4] - one) > 1e-6
     assert losses[102] == losses[500]  # at most one stream per input
     # 102 streams of one input each, all but the first from a zero state:
-    zero_state_losses = sum(ref.evaluate_loss(cell, params, data[i:i + 2], None)[0] for i in range(1, 102))
+    zero_state_losses = sum(ref.evaluate_loss(cell, params, data[i : i + 2], None)[0] for i in range(1, 102))
     first = ref.evaluate_loss(cell, params, data[:2], h0)[0]
     assert max_rel_err(losses[102], first + zero_state_losses) <= TOL64
 
@@ -338,6 +375,7 @@ def test_evaluate_loss_classic_over_segments():
 
 # ---------------------------------------------------------------- bad arguments
 
+
 def test_batched_validation_messages():
     K, m = 10, 8
     p = init_params(K, m, seed=0)
@@ -345,8 +383,11 @@ def test_batched_validation_messages():
     data = np.arange(100) % K
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         cx.train_steps(p, s, data, n_steps=1, batch_size=0)
-    with pytest.raises(ValueError, match=r"split into batch_size = 10 segments of 10; a chunk needs seq_length "
-                                         r"\+ 1 = 26 per segment"):
+    with pytest.raises(
+        ValueError,
+        match=r"split into batch_size = 10 segments of 10; a chunk needs seq_length "
+        r"\+ 1 = 26 per segment",
+    ):
         cx.train_steps(p, s, data, n_steps=1, batch_size=10, seq_length=25)
     with pytest.raises(ValueError, match=r"h0 has shape \(8,\); expected \(2, 1, 8\)"):
         cx.train_steps(p, s, data, np.zeros(m), n_steps=1, batch_size=2)

@@ -8,6 +8,7 @@ models are trained briefly here (so that they predict something and start
 from a non-zero state, as real checkpoints do). Tests needing torch, onnx or
 onnxruntime are skipped where those are not installed.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,7 +56,7 @@ def _torch():
 @pytest.fixture(scope="module")
 def text():
     """Training text and a separate 2,000-character evaluation text, one vocabulary."""
-    full = cx.builtin_corpus()[:60_000 + EVAL_CHARS]
+    full = cx.builtin_corpus()[: 60_000 + EVAL_CHARS]
     vocab = Vocabulary.from_text(full)
     return vocab, vocab.encode(full[:60_000]).astype(np.int64), full[60_000:]
 
@@ -117,14 +118,15 @@ def _summed_loss(logits: np.ndarray, targets: np.ndarray) -> float:
 
 
 def _zero_feeds(cell: str, layers: int, batch: int = 1) -> dict[str, np.ndarray]:
-    return {name: np.zeros((layers, batch, HIDDEN), np.float32) for name in ["h0", "c0"][:STATES[cell]]}
+    return {name: np.zeros((layers, batch, HIDDEN), np.float32) for name in ["h0", "c0"][: STATES[cell]]}
 
 
 def readme_loop() -> str:
     """The Python code of README.md's onnxruntime sampling loop."""
     text = README.read_text(encoding="utf-8")
-    block = re.search(r"<!-- onnx-sampling-loop:begin -->\s*```python\n(.*?)```\s*<!-- onnx-sampling-loop:end -->",
-                      text, re.S)
+    block = re.search(
+        r"<!-- onnx-sampling-loop:begin -->\s*```python\n(.*?)```\s*<!-- onnx-sampling-loop:end -->", text, re.S
+    )
     assert block, "README.md lost its onnx-sampling-loop markers"
     return block.group(1)
 
@@ -217,13 +219,16 @@ def test_readme_loop_runs_without_charrnn_ext(checkpoints, onnx_files, text):
     vocab, _, ev = text
     code = readme_loop()
     assert "charrnn_ext" not in code
-    assert len(code[code.index("def generate"):].splitlines()) <= 15
+    assert len(code[code.index("def generate") :].splitlines()) <= 15
     path = checkpoints("lstm", 2, "float32")
     prime = ev[:40]
     model = str(onnx_files(path))
-    script = ("import sys\nsys.modules['charrnn_ext'] = None\n" + code +
-              f"\nprint(json.dumps([generate({model!r}, {prime!r}, {GREEDY_CHARS}, temperature=0),"
-              f" generate({model!r}, {prime!r}, 50, temperature=0.8, seed=1)]))\n")
+    script = (
+        "import sys\nsys.modules['charrnn_ext'] = None\n"
+        + code
+        + f"\nprint(json.dumps([generate({model!r}, {prime!r}, {GREEDY_CHARS}, temperature=0),"
+        f" generate({model!r}, {prime!r}, 50, temperature=0.8, seed=1)]))\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 0, run.stderr
@@ -244,7 +249,7 @@ def test_onnx_model_layout(cell, checkpoints, text):
     model = cx.onnx_model(checkpoints(cell, 2, "float64"))
     onnx.checker.check_model(model, full_check=True)
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
-    state_in, state_out = ["h0", "c0"][:STATES[cell]], ["hT", "cT"][:STATES[cell]]
+    state_in, state_out = ["h0", "c0"][: STATES[cell]], ["hT", "cT"][: STATES[cell]]
     assert [i.name for i in model.graph.input] == ["indices", *state_in]
     assert [o.name for o in model.graph.output] == ["logits", *state_out]
 
@@ -258,8 +263,12 @@ def test_onnx_model_layout(cell, checkpoints, text):
     recurrent = [n for n in model.graph.node if n.op_type in ("RNN", "LSTM", "GRU")]
     assert [n.op_type for n in recurrent] == [{"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[cell]] * 2
     if cell == "gru":
-        assert all(onnx.helper.get_attribute_value(a) == 1 for n in recurrent for a in n.attribute
-                   if a.name == "linear_before_reset")
+        assert all(
+            onnx.helper.get_attribute_value(a) == 1
+            for n in recurrent
+            for a in n.attribute
+            if a.name == "linear_before_reset"
+        )
         assert all(any(a.name == "linear_before_reset" for a in n.attribute) for n in recurrent)
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["vocabulary"]) == vocab.chars
@@ -280,15 +289,15 @@ def test_onnx_states_batches_and_defaults(cell, checkpoints, onnx_files, text):
     logits, *_ = session.run(None, {"indices": data[None, :-1]})
     assert _rel(loss, _summed_loss(logits[0], data[1:])) <= TOL["float32"]
 
-    names = ["h0", "c0"][:STATES[cell]]
+    names = ["h0", "c0"][: STATES[cell]]
     rng = np.random.default_rng(0)
     states = {n: (0.5 * rng.standard_normal((2, 3, HIDDEN))).astype(np.float32) for n in names}
     batch = np.stack([data[:100], data[100:200], data[200:300]])
     together = session.run(None, {"indices": batch, **states})
     for s in range(3):
-        alone = session.run(None, {"indices": batch[s:s + 1], **{n: v[:, s:s + 1] for n, v in states.items()}})
+        alone = session.run(None, {"indices": batch[s : s + 1], **{n: v[:, s : s + 1] for n, v in states.items()}})
         for a, b in zip(together, alone):
-            np.testing.assert_allclose(a[s:s + 1] if a.shape[0] == 3 else a[:, s:s + 1], b, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(a[s : s + 1] if a.shape[0] == 3 else a[:, s : s + 1], b, rtol=1e-5, atol=1e-6)
 
     whole = session.run(None, {"indices": data[None, :-1]})
     first = session.run(None, {"indices": data[None, :150]})
@@ -338,8 +347,9 @@ def test_round_trip_is_bit_for_bit(cell, layers, dtype, checkpoints, tmp_path):
         assert all(_same_bits(back.params[k], original.params[k]) for k in original.params), name
         assert _same_bits(back.start_h, original.start_h)
         assert back.vocab == original.vocab
-        assert {k: back.meta[k] for k in ("cell", "layers", "hidden", "dtype", "seed")} == \
-            {k: original.meta[k] for k in ("cell", "layers", "hidden", "dtype", "seed")}
+        assert {k: back.meta[k] for k in ("cell", "layers", "hidden", "dtype", "seed")} == {
+            k: original.meta[k] for k in ("cell", "layers", "hidden", "dtype", "seed")
+        }
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -381,8 +391,13 @@ def test_torch_file_loads_with_weights_only(checkpoints, text, tmp_path):
     src = checkpoints("gru", 2, "float32")
     assert main(["export", str(src), "-o", str(tmp_path / "m.pt")]) == 0  # torch, from the suffix
     obj = torch.load(tmp_path / "m.pt", weights_only=True)
-    assert (obj["cell"], obj["layers"], obj["hidden"], obj["vocab_size"], obj["dtype"]) == \
-        ("gru", 2, HIDDEN, vocab.size, "float32")
+    assert (obj["cell"], obj["layers"], obj["hidden"], obj["vocab_size"], obj["dtype"]) == (
+        "gru",
+        2,
+        HIDDEN,
+        vocab.size,
+        "float32",
+    )
     assert obj["vocabulary"] == vocab.chars
     assert "rnn.weight_ih_l0" in obj["state_dict"] and "out.weight" in obj["state_dict"]
     x = torch.from_numpy(vocab.encode(ev[:50]).astype(np.int64))[None]
@@ -422,8 +437,9 @@ def test_torch_module_refuses_bad_input(checkpoints, tmp_path):
 
 
 def test_import_charrnn_ext_imports_neither_torch_nor_onnx():
-    code = ("import sys, charrnn_ext, charrnn_ext.cli\n"
-            "print(sorted({'torch', 'onnx', 'onnxruntime'} & set(sys.modules)))")
+    code = (
+        "import sys, charrnn_ext, charrnn_ext.cli\nprint(sorted({'torch', 'onnx', 'onnxruntime'} & set(sys.modules)))"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
@@ -469,14 +485,15 @@ def test_cli_export_bad_input(fmt, checkpoints, tmp_path, capsys, monkeypatch):
     text_file = tmp_path / "notes.txt"
     text_file.write_text("not a checkpoint\n")
     _fails_cleanly(["export", str(damaged), "--format", fmt, "-o", out], tmp_path, capsys, "damaged.npz")
-    _fails_cleanly(["export", str(tmp_path / "flipped.npz"), "--format", fmt, "-o", out], tmp_path, capsys,
-                   "flipped.npz")
+    _fails_cleanly(
+        ["export", str(tmp_path / "flipped.npz"), "--format", fmt, "-o", out], tmp_path, capsys, "flipped.npz"
+    )
     _fails_cleanly(["export", str(text_file), "--format", fmt, "-o", out], tmp_path, capsys, "not a readable")
-    _fails_cleanly(["export", str(tmp_path / "absent.npz"), "--format", fmt, "-o", out], tmp_path, capsys,
-                   "not found")
+    _fails_cleanly(["export", str(tmp_path / "absent.npz"), "--format", fmt, "-o", out], tmp_path, capsys, "not found")
     _fails_cleanly(["export", str(src), "--format", "tflite", "-o", out], tmp_path, capsys, "unknown export format")
-    _fails_cleanly(["export", str(src), "--format", fmt, "-o", str(tmp_path / "no" / "x")], tmp_path, capsys,
-                   "does not exist")
+    _fails_cleanly(
+        ["export", str(src), "--format", fmt, "-o", str(tmp_path / "no" / "x")], tmp_path, capsys, "does not exist"
+    )
     _fails_cleanly(["export", str(src), "--format", fmt, "-o", str(tmp_path)], tmp_path, capsys, "is a folder")
     _fails_cleanly(["export", str(src), "--format", fmt, "-o", str(src)], tmp_path, capsys, "being exported")
     assert load_checkpoint(src).params.keys()  # still intact
@@ -492,5 +509,9 @@ def test_cli_export_bad_input(fmt, checkpoints, tmp_path, capsys, monkeypatch):
     # the optional package is missing
     monkeypatch.setitem(sys.modules, fmt, None)
     monkeypatch.delitem(sys.modules, "charrnn_ext.torch", raising=False)
-    _fails_cleanly(["export", str(src), "--format", fmt, "-o", out], tmp_path, capsys,
-                   re.escape(f"pip install 'charrnn_ext[{fmt}]'"))
+    _fails_cleanly(
+        ["export", str(src), "--format", fmt, "-o", out],
+        tmp_path,
+        capsys,
+        re.escape(f"pip install 'charrnn_ext[{fmt}]'"),
+    )

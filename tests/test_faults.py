@@ -16,6 +16,7 @@ the atomic writer), and then checks that
   exact state stored at the last sample point; only the measured training
   time differs).
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,17 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL semanti
 
 STEPS = 1000
 SAMPLE_EVERY = 50
-OPTS = ["--hidden", "16", "--seq-length", "10", "--log-every", "10", "--sample-every", str(SAMPLE_EVERY),
-        "--no-progress"]
+OPTS = [
+    "--hidden",
+    "16",
+    "--seq-length",
+    "10",
+    "--log-every",
+    "10",
+    "--sample-every",
+    str(SAMPLE_EVERY),
+    "--no-progress",
+]
 COMPARED = ("metrics.csv", "samples.md", "gradcheck.md")  # byte for byte
 NAMES = ("l0.Wx", "l0.Wh", "l0.b", "V", "c")  # the classic RNN's parameters
 TEMP = re.compile(r"^\.(?P<name>.+)\.[^.]+\.tmp$")
@@ -108,20 +118,27 @@ def _resume_cmd(out: Path) -> list[str]:
 
 
 def _cli(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "charrnn_ext", *args], capture_output=True, text=True,
-                          env=ENV, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "charrnn_ext", *args], capture_output=True, text=True, env=ENV, timeout=timeout
+    )
 
 
 def _driver(target: str, nth: int, phase: str, args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", DRIVER, target, str(nth), phase, *args], capture_output=True,
-                          text=True, env=ENV, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", DRIVER, target, str(nth), phase, *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
 
 
 def _kill_after(args: list[str], delay: float) -> int | None:
     """Start the CLI, SIGKILL it after ``delay`` seconds; returns its exit code
     (-SIGKILL if the kill landed, 0 if it had already finished)."""
-    p = subprocess.Popen([sys.executable, "-m", "charrnn_ext", *args], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, env=ENV)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "charrnn_ext", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV
+    )
     try:
         p.wait(timeout=delay)
     except subprocess.TimeoutExpired:
@@ -163,8 +180,9 @@ def _check_consistent(out: Path, steps: int = STEPS) -> int | None:
         return None
     for f in out.iterdir():
         m = TEMP.match(f.name)
-        assert f.name in RUN_FILES or f.name == LOCK_FILE or (m and m.group("name") in RUN_FILES), \
+        assert f.name in RUN_FILES or f.name == LOCK_FILE or (m and m.group("name") in RUN_FILES), (
             f"unexpected file {f.name}"
+        )
     step = None
     if (out / "last.npz").exists():
         with np.load(out / "last.npz", allow_pickle=False) as z:
@@ -194,8 +212,12 @@ def _finish(out: Path, text: Path, steps: int = STEPS) -> subprocess.CompletedPr
         bad = _cli(_resume_cmd(out))
         assert bad.returncode == 2 and "Traceback" not in bad.stderr
         written = sorted(f.name for f in out.iterdir() if f.name in RUN_FILES)
-        hint = (f" (the run in {out} stopped before its first checkpoint: start it again, with --force to replace "
-                f"its files)" if "config.json" in written else "")
+        hint = (
+            f" (the run in {out} stopped before its first checkpoint: start it again, with --force to replace "
+            f"its files)"
+            if "config.json" in written
+            else ""
+        )
         assert bad.stderr.strip() == f"charrnn: error: cannot resume: {out / 'last.npz'} not found{hint}"
         if written:
             # the run's first files without a checkpoint: a fresh start there needs --force
@@ -203,7 +225,8 @@ def _finish(out: Path, text: Path, steps: int = STEPS) -> subprocess.CompletedPr
             assert again.returncode == 2 and "Traceback" not in again.stderr
             assert again.stderr.strip().splitlines()[-1] == (
                 f"charrnn: error: {out} already holds {', '.join(written)} but no resumable run; choose another "
-                f"folder, or pass --force to replace them")
+                f"folder, or pass --force to replace them"
+            )
         r = _cli(_train_cmd(text, out, steps) + (["--force"] if written else []))
     else:
         r = _cli(_train_cmd(text, out, steps))
@@ -234,8 +257,9 @@ def _assert_same_as_reference(out: Path, ref: Path) -> None:
     assert a.step == b.step == a.t == b.t == STEPS
     assert (a.wraps, a.best_step, a.best_loss, a.total_steps) == (b.wraps, b.best_step, b.best_loss, b.total_steps)
     assert np.array_equal(a.positions, b.positions) and np.array_equal(a.h, b.h)
-    assert set(a.opt_state) == set(b.opt_state) and all(np.array_equal(a.opt_state[k], b.opt_state[k])
-                                                        for k in a.opt_state)
+    assert set(a.opt_state) == set(b.opt_state) and all(
+        np.array_equal(a.opt_state[k], b.opt_state[k]) for k in a.opt_state
+    )
     assert a.smooth_loss == b.smooth_loss and a.history == b.history and a.samples == b.samples
     for f in COMPARED:
         assert (out / f).read_bytes() == (ref / f).read_bytes(), f
@@ -316,13 +340,13 @@ def test_killed_repeatedly_then_finished(text, reference, tmp_path):
 # step last.npz must hold afterwards; None = no checkpoint yet). last.npz is
 # written at updates 0, 50, 100, ... so its 3rd write is update 100.
 EXACT = [
-    ("last.npz", 1, "partial", None),          # first checkpoint half written
-    ("last.npz", 3, "partial", 50),            # half of update 100's checkpoint on disk
-    ("last.npz", 3, "before_replace", 50),     # complete temp file, not yet renamed
-    ("last.npz", 3, "after_replace", 100),     # last.npz replaced, best.npz still old
-    ("best.npz", 2, "before_replace", 100),    # between last.npz and best.npz (none at update 0)
-    ("metrics.csv", 3, "start", 100),          # checkpoints done, metrics.csv not yet
-    ("report.md", 1, "partial", STEPS),        # during the final report
+    ("last.npz", 1, "partial", None),  # first checkpoint half written
+    ("last.npz", 3, "partial", 50),  # half of update 100's checkpoint on disk
+    ("last.npz", 3, "before_replace", 50),  # complete temp file, not yet renamed
+    ("last.npz", 3, "after_replace", 100),  # last.npz replaced, best.npz still old
+    ("best.npz", 2, "before_replace", 100),  # between last.npz and best.npz (none at update 0)
+    ("metrics.csv", 3, "start", 100),  # checkpoints done, metrics.csv not yet
+    ("report.md", 1, "partial", STEPS),  # during the final report
 ]
 
 
@@ -361,8 +385,9 @@ sys.exit(cli.main(sys.argv[2:]))
 
 
 def _sabotaged(start: int, args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", SABOTAGE, str(start), *args], capture_output=True, text=True,
-                          env=ENV, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", SABOTAGE, str(start), *args], capture_output=True, text=True, env=ENV, timeout=120
+    )
 
 
 def test_divergence_exits_1_and_keeps_the_last_good_checkpoint(text, tmp_path):
@@ -371,9 +396,11 @@ def test_divergence_exits_1_and_keeps_the_last_good_checkpoint(text, tmp_path):
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
-    assert last == (f"charrnn: error: training diverged: the loss of update 1 is not finite (smooth loss so far "
-                    f"nan); stopped after update 0 without applying it; the last good checkpoint is "
-                    f"{out / 'last.npz'} (update 0). Try a smaller learning rate (eta=0.1).")
+    assert last == (
+        f"charrnn: error: training diverged: the loss of update 1 is not finite (smooth loss so far "
+        f"nan); stopped after update 0 without applying it; the last good checkpoint is "
+        f"{out / 'last.npz'} (update 0). Try a smaller learning rate (eta=0.1)."
+    )
     with np.load(out / "last.npz", allow_pickle=False) as z:
         assert int(z["step"]) == 0
         assert all(np.isfinite(z[f"param_{k}"]).all() for k in NAMES)

@@ -1,6 +1,7 @@
 """The float32 engine against the float64 one (and the float64 NumPy
 reference): classic RNN and every network, one stream and B streams,
 training, evaluation and sampling."""
+
 from __future__ import annotations
 
 import numpy as np

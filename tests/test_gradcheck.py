@@ -2,6 +2,7 @@
 NumPy reference and centred differences of the C++ long-double loss) for the
 classic RNN and the networks, with dropout and streams; the report and its
 table; the numerical gradients against closed forms."""
+
 from __future__ import annotations
 
 import re
@@ -138,7 +139,7 @@ def test_numerical_gradients_match_closed_forms():
     p /= p.sum()
     do = p.copy()
     do[y] -= 1
-    da = (1 - h ** 2) * (params["V"].T @ do)
+    da = (1 - h**2) * (params["V"].T @ do)
     dU = np.zeros_like(params["U"])
     dU[:, x] = da
     closed = {"U": dU, "W": np.outer(da, h0), "V": np.outer(do, h), "b": da, "c": do}
@@ -170,6 +171,7 @@ def test_a_wrong_gradient_is_caught():
 
 
 # ---------------------------------------------------------------- known problem (failing)
+
 
 @pytest.mark.parametrize("cell,layers", [("lstm", 1), ("gru", 1), ("lstm", 2)])
 def test_gradient_check_defaults_pass_for_networks(cell, layers):

@@ -7,6 +7,7 @@ The figures the issue asks for (time and peak memory of refusing the tampered
 checkpoints) are measured on the child process and printed; run with -s to
 see them.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -38,13 +39,27 @@ from conftest import SMALL_TEXT, TINY
 CLI = [sys.executable, "-m", "charrnn_ext"]
 # One BLAS thread in the children: their address space is capped (see _measured)
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-TRAIN_TINY = ["--seq-length", "10", "--log-every", "20", "--sample-every", "60", "--val-chars", "150",
-              "--sample-chars", "20", "--passage-chars", "20", "--no-progress"]
+TRAIN_TINY = [
+    "--seq-length",
+    "10",
+    "--log-every",
+    "20",
+    "--sample-every",
+    "60",
+    "--val-chars",
+    "150",
+    "--sample-chars",
+    "20",
+    "--passage-chars",
+    "20",
+    "--no-progress",
+]
 
 
 def _cli(args, cwd=None, timeout=120, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                          env=ENV, **kw)
+    return subprocess.run(
+        CLI + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=ENV, **kw
+    )
 
 
 def _one_error_line(stderr: str, start: str = "") -> str:
@@ -53,7 +68,7 @@ def _one_error_line(stderr: str, start: str = "") -> str:
     errors = [line for line in stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and stderr.rstrip("\n").splitlines()[-1] == errors[0], stderr
     assert errors[0].startswith("charrnn: error: " + start), stderr
-    return errors[0][len("charrnn: error: "):]
+    return errors[0][len("charrnn: error: ") :]
 
 
 # The child is started by a small Python parent that reports its exit code,
@@ -73,8 +88,13 @@ print(json.dumps({"code": r.returncode, "out": r.stdout, "err": r.stderr, "secon
 
 
 def _measured(args) -> dict:
-    r = subprocess.run([sys.executable, "-c", _MEASURE, *CLI, *[str(a) for a in args]], capture_output=True,
-                       text=True, timeout=900, env=ENV)
+    r = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *CLI, *[str(a) for a in args]],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=ENV,
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -184,8 +204,14 @@ def _files(folder: Path) -> dict[str, bytes]:
 # 1. A tiny checkpoint can exhaust memory
 # ---------------------------------------------------------------------------
 
-HIST = {"hist_step": "<i8", "hist_epoch": "<i8", "hist_loss": "<f8", "hist_smooth_loss": "<f8",
-        "hist_val_loss": "<f8", "hist_val_chars": "<i8"}
+HIST = {
+    "hist_step": "<i8",
+    "hist_epoch": "<i8",
+    "hist_loss": "<f8",
+    "hist_smooth_loss": "<f8",
+    "hist_val_loss": "<f8",
+    "hist_val_chars": "<i8",
+}
 ROWS = 30_000_000
 
 
@@ -206,8 +232,9 @@ def test_tampered_last_npz_with_30m_history_rows_is_refused_fast_and_small(varia
             a["step"] = a["total_steps"] = np.array(ROWS, dtype=np.int64)
             _json(a, "train_config", log_every=1)
 
-    bad = _rewrite(run100 / "last.npz", folder / "last.npz", raise_step,
-                   zeros={k: (d, (ROWS,)) for k, d in HIST.items()})
+    bad = _rewrite(
+        run100 / "last.npz", folder / "last.npz", raise_step, zeros={k: (d, (ROWS,)) for k, d in HIST.items()}
+    )
     size_mb = bad.stat().st_size / 1e6
     with zipfile.ZipFile(bad) as zf:
         declared = sum(i.file_size for i in zf.infolist())
@@ -215,8 +242,10 @@ def test_tampered_last_npz_with_30m_history_rows_is_refused_fast_and_small(varia
     before = _files(folder)
 
     r = _measured(["train", "--resume", folder, "--no-progress"])
-    print(f"\n[issue 14, defect 1, {variant}] {size_mb:.2f} MB last.npz declaring {declared / 1e9:.2f} GB: "
-          f"refused in {r['seconds']:.3f} s at {r['peak_mb']:.0f} MB peak")
+    print(
+        f"\n[issue 14, defect 1, {variant}] {size_mb:.2f} MB last.npz declaring {declared / 1e9:.2f} GB: "
+        f"refused in {r['seconds']:.3f} s at {r['peak_mb']:.0f} MB peak"
+    )
     assert r["code"] == 2 and r["out"] == ""
     msg = _one_error_line(r["err"], f"{folder / 'last.npz'}: ")
     assert "'hist_" in msg
@@ -230,12 +259,19 @@ def test_tampered_last_npz_with_30m_history_rows_is_refused_fast_and_small(varia
 
 def _classic_v2(run: Path, dst: Path, zeros=None, **meta) -> Path:
     """run's best.npz as a format-2 file with the classic names (param_U ...)."""
+
     def change(a):
         a["format_version"] = np.array(2, dtype=np.int64)
         a["start_h"] = a["start_h"].reshape(-1)  # (m,) in the classic layout
         _json(a, "meta", **meta)
-    return _rewrite(run / "best.npz", dst, change, zeros=zeros,
-                    rename={"param_l0.Wx": "param_U", "param_l0.Wh": "param_W", "param_l0.b": "param_b"})
+
+    return _rewrite(
+        run / "best.npz",
+        dst,
+        change,
+        zeros=zeros,
+        rename={"param_l0.Wx": "param_U", "param_l0.Wh": "param_W", "param_l0.b": "param_b"},
+    )
 
 
 @pytest.mark.parametrize("variant", ["as-reported", "huge-vocabulary"])
@@ -266,21 +302,30 @@ def test_best_npz_whose_param_u_declares_3_gb_is_refused_fast_and_small(variant,
         if change is not None:
             change(a)
 
-    bad = _rewrite(run100 / "best.npz", tmp_path / "best.npz", tamper, zeros={"param_U": ("<f8", (m, K))},
-                   rename={"param_l0.Wx": "param_U", "param_l0.Wh": "param_W", "param_l0.b": "param_b"})
+    bad = _rewrite(
+        run100 / "best.npz",
+        tmp_path / "best.npz",
+        tamper,
+        zeros={"param_U": ("<f8", (m, K))},
+        rename={"param_l0.Wx": "param_U", "param_l0.Wh": "param_W", "param_l0.b": "param_b"},
+    )
     size_mb = bad.stat().st_size / 1e6
     with zipfile.ZipFile(bad) as zf:
         declared = zf.getinfo("param_U.npy").file_size
     assert size_mb < 6 and declared >= 3e9
-    expected = {"as-reported": f"{bad}: entry 'param_U' has shape ({m}, {K}): a hidden size of {m}, outside the "
-                               f"range of --hidden [1, 65536]",
-                "huge-vocabulary": f"{bad}: entry 'param_W' has shape (100, 100), expected ({m}, {m})"}[variant]
+    expected = {
+        "as-reported": f"{bad}: entry 'param_U' has shape ({m}, {K}): a hidden size of {m}, outside the "
+        f"range of --hidden [1, 65536]",
+        "huge-vocabulary": f"{bad}: entry 'param_W' has shape (100, 100), expected ({m}, {m})",
+    }[variant]
 
     for argv in (["sample", bad, "-n", "5"], ["export", bad, "-o", tmp_path / "x.onnx"]):
         r = _measured(argv)
-        print(f"\n[issue 14, defect 1, param_U, {variant}] {size_mb:.2f} MB best.npz declaring "
-              f"{declared / 1e9:.2f} GB, charrnn {argv[0]}: refused in {r['seconds']:.3f} s at {r['peak_mb']:.0f} MB "
-              f"peak")
+        print(
+            f"\n[issue 14, defect 1, param_U, {variant}] {size_mb:.2f} MB best.npz declaring "
+            f"{declared / 1e9:.2f} GB, charrnn {argv[0]}: refused in {r['seconds']:.3f} s at {r['peak_mb']:.0f} MB "
+            f"peak"
+        )
         assert r["code"] == 2 and r["out"] == ""
         assert _one_error_line(r["err"]) == expected
         assert r["seconds"] < 1.0 and r["peak_mb"] < 200
@@ -301,13 +346,16 @@ def test_member_sizes_are_checked_before_anything_is_decompressed(run100, tmp_pa
 
     def central(name: str) -> int:
         """Offset of the central directory record of member ``name`` (its sizes at +20 and +24)."""
-        return next(m.start() for m in re.finditer(rb"PK\x01\x02", raw)
-                    if raw[m.start() + 46:m.start() + 46 + len(name)] == name.encode())
+        return next(
+            m.start()
+            for m in re.finditer(rb"PK\x01\x02", raw)
+            if raw[m.start() + 46 : m.start() + 46 + len(name)] == name.encode()
+        )
 
     # a stored member (np.savez) whose uncompressed size is raised in the central directory
     off = central("param_V.npy")
-    size = int.from_bytes(raw[off + 24:off + 28], "little")
-    raw[off + 24:off + 28] = (size + 8).to_bytes(4, "little")
+    size = int.from_bytes(raw[off + 24 : off + 28], "little")
+    raw[off + 24 : off + 28] = (size + 8).to_bytes(4, "little")
     bad = tmp_path / "sizes.npz"
     bad.write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match=re.escape(f"{bad}: entry 'param_V' is corrupt (stored, but")):
@@ -317,15 +365,17 @@ def test_member_sizes_are_checked_before_anything_is_decompressed(run100, tmp_pa
     deflated = _rewrite(src, tmp_path / "deflated.npz")
     raw = bytearray(deflated.read_bytes())
     off = central("samples.npy")
-    raw[off + 24:off + 28] = (2**31).to_bytes(4, "little")
+    raw[off + 24 : off + 28] = (2**31).to_bytes(4, "little")
     bad.write_bytes(bytes(raw))
-    with pytest.raises(CheckpointError, match=re.escape(f"{bad}: entry 'samples' is corrupt (it declares "
-                                                        f"2,147,483,648 bytes from ")):
+    with pytest.raises(
+        CheckpointError, match=re.escape(f"{bad}: entry 'samples' is corrupt (it declares 2,147,483,648 bytes from ")
+    ):
         load_checkpoint(bad)
 
     # all members together declaring more than the model's budget (one huge extra member)
-    big = _rewrite(src, tmp_path / "extra.npz", zeros={"junk": ("<f8", (40_000_000,))},
-                   change=lambda a: a.update(junk=np.zeros(1)))
+    big = _rewrite(
+        src, tmp_path / "extra.npz", zeros={"junk": ("<f8", (40_000_000,))}, change=lambda a: a.update(junk=np.zeros(1))
+    )
     with pytest.raises(CheckpointError, match=r"its entries declare [\d,]+ bytes in all \(the largest, 'junk', "):
         load_checkpoint(big)
 
@@ -342,8 +392,7 @@ def test_member_sizes_are_checked_before_anything_is_decompressed(run100, tmp_pa
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("names", [("best.npz",), ("report.md",), ("config.json", "gradcheck.md"),
-                                   ("notes.txt",)])
+@pytest.mark.parametrize("names", [("best.npz",), ("report.md",), ("config.json", "gradcheck.md"), ("notes.txt",)])
 def test_train_never_overwrites_or_removes_a_users_files(names, text_file, tmp_path):
     """Defect 2: --out DIR holding the user's own best.npz or report.md (no
     last.npz) had them silently replaced. Now refused, and the refusal
@@ -376,11 +425,28 @@ def test_force_over_an_old_run_leaves_nothing_of_it(text_file, tmp_path):
     """--force starts a new run in a folder with a finished one: the old run's
     files go first, so that an interrupted new run is not mixed with them."""
     out = tmp_path / "run"
-    assert _cli(["train", "--text", text_file, "--out", out, "--steps", "30", "--hidden", "4", *TRAIN_TINY]
-                ).returncode == 0
+    assert (
+        _cli(["train", "--text", text_file, "--out", out, "--steps", "30", "--hidden", "4", *TRAIN_TINY]).returncode
+        == 0
+    )
     old = _files(out)
-    r = _cli(["train", "--text", text_file, "--out", out, "--steps", "100", "--stop-after", "0", "--hidden", "6",
-              "--force", *TRAIN_TINY])
+    r = _cli(
+        [
+            "train",
+            "--text",
+            text_file,
+            "--out",
+            out,
+            "--steps",
+            "100",
+            "--stop-after",
+            "0",
+            "--hidden",
+            "6",
+            "--force",
+            *TRAIN_TINY,
+        ]
+    )
     assert r.returncode == 0, r.stderr
     now = sorted(p.name for p in out.iterdir())
     assert "summary.json" not in now and "best.npz" not in now and "report.md" not in now
@@ -404,10 +470,31 @@ def test_runs_started_in_the_same_second_get_their_own_folders(text_file, tmp_pa
     """Defect 3: two `charrnn train` without --out in the same second shared
     runs/<timestamp>. Four runs at once, all with the same timestamp, each
     get a folder of their own and finish complete."""
-    procs = [subprocess.Popen([sys.executable, "-c", _SAME_SECOND, "train", "--text", str(text_file), "--steps",
-                               "20", "--hidden", "4", "--seed", str(seed), *TRAIN_TINY],
-                              cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for seed in range(4)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _SAME_SECOND,
+                "train",
+                "--text",
+                str(text_file),
+                "--steps",
+                "20",
+                "--hidden",
+                "4",
+                "--seed",
+                str(seed),
+                *TRAIN_TINY,
+            ],
+            cwd=tmp_path,
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in range(4)
+    ]
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, errs
     folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
@@ -418,8 +505,10 @@ def test_runs_started_in_the_same_second_get_their_own_folders(text_file, tmp_pa
         assert set(RUN_FILES) <= {p.name for p in folder.iterdir()}
         assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
         seeds.add(json.loads((folder / "config.json").read_text())["model"]["seed"])
-        assert load_checkpoint(folder / "last.npz").meta["seed"] == json.loads(
-            (folder / "config.json").read_text())["model"]["seed"]
+        assert (
+            load_checkpoint(folder / "last.npz").meta["seed"]
+            == json.loads((folder / "config.json").read_text())["model"]["seed"]
+        )
     assert seeds == {0, 1, 2, 3}
 
 
@@ -438,11 +527,12 @@ def test_a_second_run_in_a_locked_folder_is_refused_and_touches_nothing(text_fil
         os.write(fd, f"{os.getpid()}\n".encode())
         before = _files(out)
         for extra in ([], ["--force"]):
-            r = _cli(["train", "--text", text_file, "--out", out, "--steps", "3", "--hidden", "4", *extra,
-                      *TRAIN_TINY])
+            r = _cli(["train", "--text", text_file, "--out", out, "--steps", "3", "--hidden", "4", *extra, *TRAIN_TINY])
             assert r.returncode == 2
-            assert _one_error_line(r.stderr) == (f"another charrnn process (pid {os.getpid()}) is writing to {out}; "
-                                                 f"wait for it to end or choose another folder")
+            assert _one_error_line(r.stderr) == (
+                f"another charrnn process (pid {os.getpid()}) is writing to {out}; "
+                f"wait for it to end or choose another folder"
+            )
             assert _files(out) == before
             r = _cli(["train", "--resume", out, "--no-progress"])
             assert r.returncode == 2 and _files(out) == before
@@ -456,8 +546,16 @@ def test_two_real_runs_given_the_same_out_at_once(text_file, tmp_path):
     because DIR holds a run); the folder holds one consistent run."""
     out = tmp_path / "run"
     cmd = ["train", "--text", text_file, "--out", out, "--steps", "400", "--hidden", "16", *TRAIN_TINY]
-    procs = [subprocess.Popen(CLI + [str(a) for a in cmd] + ["--seed", str(seed)], env=ENV,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    procs = [
+        subprocess.Popen(
+            CLI + [str(a) for a in cmd] + ["--seed", str(seed)],
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (1, 2)
+    ]
     errs = [p.communicate(timeout=300)[1] for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 2], errs
@@ -514,9 +612,13 @@ def test_huge_counts_are_refused_in_one_line_without_a_folder(tmp_path):
     """Defect 5: `--steps 100000000000000000000000000` and `--epochs 1e300`
     gave an OverflowError traceback and left a half-made folder."""
     for flag, value, message in (
-            ("--steps", "100000000000000000000000000",
-             "argument --steps: steps must be an integer in [0, 1_000_000_000_000], got 100000000000000000000000000"),
-            ("--epochs", "1e300", "argument --epochs: epochs must be a number in (0, 1e+06], got 1e+300")):
+        (
+            "--steps",
+            "100000000000000000000000000",
+            "argument --steps: steps must be an integer in [0, 1_000_000_000_000], got 100000000000000000000000000",
+        ),
+        ("--epochs", "1e300", "argument --epochs: epochs must be a number in (0, 1e+06], got 1e+300"),
+    ):
         r = _cli(["train", flag, value], cwd=tmp_path)
         assert r.returncode == 2 and r.stdout == ""
         assert r.stderr == f"charrnn: error: {message} (see charrnn train --help)\n"
@@ -524,12 +626,30 @@ def test_huge_counts_are_refused_in_one_line_without_a_folder(tmp_path):
 
 
 COUNTS = [  # (command, flag): every integer or count-like option of every command
-    ("train", "--steps"), ("train", "--epochs"), ("train", "--max-minutes"), ("train", "--stop-after"),
-    ("train", "--log-every"), ("train", "--sample-every"), ("train", "--sample-chars"), ("train", "--passage-chars"),
-    ("train", "--val-chars"), ("train", "--warmup"), ("train", "--lr-decay-every"), ("train", "--seed"),
-    ("train", "--batch-size"), ("train", "--seq-length"), ("train", "--threads"), ("train", "--hidden"),
-    ("train", "--layers"), ("sample", "-n"), ("sample", "--top-k"), ("sample", "--seed"),
-    ("gradcheck", "--seq-length"), ("gradcheck", "--seed"), ("gradcheck", "--hidden"), ("gradcheck", "--layers"),
+    ("train", "--steps"),
+    ("train", "--epochs"),
+    ("train", "--max-minutes"),
+    ("train", "--stop-after"),
+    ("train", "--log-every"),
+    ("train", "--sample-every"),
+    ("train", "--sample-chars"),
+    ("train", "--passage-chars"),
+    ("train", "--val-chars"),
+    ("train", "--warmup"),
+    ("train", "--lr-decay-every"),
+    ("train", "--seed"),
+    ("train", "--batch-size"),
+    ("train", "--seq-length"),
+    ("train", "--threads"),
+    ("train", "--hidden"),
+    ("train", "--layers"),
+    ("sample", "-n"),
+    ("sample", "--top-k"),
+    ("sample", "--seed"),
+    ("gradcheck", "--seq-length"),
+    ("gradcheck", "--seed"),
+    ("gradcheck", "--hidden"),
+    ("gradcheck", "--layers"),
 ]
 
 
@@ -550,8 +670,22 @@ def test_a_huge_epoch_target_with_a_short_session_does_not_overflow(text_file, t
     --stop-after ends it, resumable."""
     from charrnn_ext.training import steps_per_epoch
 
-    r = _cli(["train", "--text", text_file, "--out", tmp_path / "r", "--epochs", "1e6", "--stop-after", "2",
-              "--hidden", "4", *TRAIN_TINY])
+    r = _cli(
+        [
+            "train",
+            "--text",
+            text_file,
+            "--out",
+            tmp_path / "r",
+            "--epochs",
+            "1e6",
+            "--stop-after",
+            "2",
+            "--hidden",
+            "4",
+            *TRAIN_TINY,
+        ]
+    )
     assert r.returncode == 0 and "Traceback" not in r.stderr
     state = load_checkpoint(tmp_path / "r" / "last.npz").state
     assert state.step == 2 and state.total_steps == round(1e6 * steps_per_epoch(state.corpus["n_train"], 10))
@@ -568,26 +702,51 @@ def test_huge_sizes_are_refused_before_anything_is_allocated(text_file, tmp_path
     ranges refuse those, and sizes inside the ranges that cannot fit are
     refused from an estimate before anything is allocated."""
     for argv, message in (
-            (["train", "--hidden", "1000000"], "argument --hidden: hidden must be an integer in [1, 65536], got "
-                                               "1000000 (see charrnn train --help)"),
-            (["gradcheck", "--hidden", "100000"], "argument --hidden: hidden must be an integer in [1, 65536], got "
-                                                  "100000 (see charrnn gradcheck --help)")):
+        (
+            ["train", "--hidden", "1000000"],
+            "argument --hidden: hidden must be an integer in [1, 65536], got 1000000 (see charrnn train --help)",
+        ),
+        (
+            ["gradcheck", "--hidden", "100000"],
+            "argument --hidden: hidden must be an integer in [1, 65536], got 100000 (see charrnn gradcheck --help)",
+        ),
+    ):
         r = _measured(argv)
         assert r["code"] == 2 and r["err"] == f"charrnn: error: {message}\n"
     cases = [  # in range, but far too big for any machine: refused from the estimate
-        (["train", "--text", text_file, "--cell", "lstm", "--layers", "64", "--hidden", "65536"],
-         r"^a lstm network of 64 x 65536 units \(float64\) needs about [\d.]+ GiB but only [\d.]+ GiB of memory is "
-         r"available; choose a smaller --hidden or --layers$"),
-        (["train", "--text", text_file, "--hidden", "2000", "--batch-size", "65536", "--seq-length", "100000"],
-         r"^training this rnn network with 65536 streams of 100000 characters needs about [\d.]+ GiB"),
-        (["gradcheck", "--text", text_file, "--cell", "lstm", "--layers", "3", "--hidden", "64", "--seq-length",
-          "200"], r"^the numerical gradient of this check \(lstm, 3 layer\(s\) of 64 units, 24 characters: "
-                  r"[\d,]+ parameters, 200 steps\) would take about [\d,]+ minutes"),
+        (
+            ["train", "--text", text_file, "--cell", "lstm", "--layers", "64", "--hidden", "65536"],
+            r"^a lstm network of 64 x 65536 units \(float64\) needs about [\d.]+ GiB but only [\d.]+ GiB of memory is "
+            r"available; choose a smaller --hidden or --layers$",
+        ),
+        (
+            ["train", "--text", text_file, "--hidden", "2000", "--batch-size", "65536", "--seq-length", "100000"],
+            r"^training this rnn network with 65536 streams of 100000 characters needs about [\d.]+ GiB",
+        ),
+        (
+            [
+                "gradcheck",
+                "--text",
+                text_file,
+                "--cell",
+                "lstm",
+                "--layers",
+                "3",
+                "--hidden",
+                "64",
+                "--seq-length",
+                "200",
+            ],
+            r"^the numerical gradient of this check \(lstm, 3 layer\(s\) of 64 units, 24 characters: "
+            r"[\d,]+ parameters, 200 steps\) would take about [\d,]+ minutes",
+        ),
     ]
     for argv, pattern in cases:
         r = _measured([*argv, "--out", tmp_path / "o"] if argv[0] == "train" else argv)
-        print(f"\n[issue 14, defect 6] charrnn {' '.join(str(a) for a in argv[3:])}: refused in "
-              f"{r['seconds']:.2f} s at {r['peak_mb']:.0f} MB peak")
+        print(
+            f"\n[issue 14, defect 6] charrnn {' '.join(str(a) for a in argv[3:])}: refused in "
+            f"{r['seconds']:.2f} s at {r['peak_mb']:.0f} MB peak"
+        )
         assert r["code"] == 2, r["err"]
         assert re.search(pattern, _one_error_line(r["err"])), r["err"]
         assert r["seconds"] < 10 and r["peak_mb"] < 300
@@ -601,9 +760,16 @@ def test_huge_sizes_are_refused_before_anything_is_allocated(text_file, tmp_path
 
 def test_sample_into_head_ends_quietly(run100):
     """`charrnn sample ... | head -c 100` ended with "[Errno 32] Broken pipe" and exit 2."""
-    r = subprocess.run(f"{sys.executable} -m charrnn_ext sample {run100} -n 3000000 --seed 1 | head -c 100; "
-                       f"echo \" status=${{PIPESTATUS[0]}}\"", shell=True, executable="/bin/bash",
-                       capture_output=True, text=True, timeout=120, env=ENV)
+    r = subprocess.run(
+        f"{sys.executable} -m charrnn_ext sample {run100} -n 3000000 --seed 1 | head -c 100; "
+        f'echo " status=${{PIPESTATUS[0]}}"',
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
     assert r.stdout.endswith(" status=0\n") and len(r.stdout) == 100 + len(" status=0\n"), r.stdout
     assert r.stderr == ""
 
@@ -613,8 +779,9 @@ def test_train_into_head_finishes_the_run(text_file, tmp_path):
     now just stops and the run finishes exactly as without the pipe."""
     piped, plain = tmp_path / "piped", tmp_path / "plain"
     args = ["train", "--text", text_file, "--steps", "240", "--hidden", "8", *TRAIN_TINY]
-    p = subprocess.Popen(CLI + [str(a) for a in args] + ["--out", str(piped)], env=ENV, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        CLI + [str(a) for a in args] + ["--out", str(piped)], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert p.stdout.read(10)  # the first lines of the update-0 sample ...
     p.stdout.close()  # ... then the reader goes away, like `| head -c 10`
     err = p.stderr.read().decode()
@@ -626,15 +793,29 @@ def test_train_into_head_finishes_the_run(text_file, tmp_path):
     assert json.loads((piped / "summary.json").read_text())["step"] == 240
 
 
-@pytest.mark.parametrize("argv", [["report", "{run}"], ["gradcheck", "--seq-length", "10"],
-                                  ["sample", "{run}", "-n", "5"], ["export", "{run}", "-o", "{run}/m.onnx"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["report", "{run}"],
+        ["gradcheck", "--seq-length", "10"],
+        ["sample", "{run}", "-n", "5"],
+        ["export", "{run}", "-o", "{run}/m.onnx"],
+    ],
+)
 def test_other_commands_into_a_closed_pipe_end_quietly(argv, run100, tmp_path):
     """Their output is short: `| true` has gone before they write."""
     folder = tmp_path / "run"
     shutil.copytree(run100, folder)
     cmd = " ".join(CLI + [a.format(run=folder) for a in argv])
-    r = subprocess.run(f"{cmd} | true; echo \" status=${{PIPESTATUS[0]}}\"", shell=True, executable="/bin/bash",
-                       capture_output=True, text=True, timeout=120, env=ENV)
+    r = subprocess.run(
+        f'{cmd} | true; echo " status=${{PIPESTATUS[0]}}"',
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
     assert r.stdout == " status=0\n" and r.stderr == "", (r.stdout, r.stderr)
 
 
@@ -643,13 +824,16 @@ def test_other_commands_into_a_closed_pipe_end_quietly(argv, run100, tmp_path):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [
-    ["train", "--text", "/dev/zero", "--out", "{tmp}/o"],
-    ["gradcheck", "--text", "/dev/zero"],
-    ["train", "--resume", "{run}", "--text", "/dev/zero"],
-    ["sample", "/dev/zero"],
-    ["export", "/dev/zero", "-o", "{tmp}/x.onnx"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--text", "/dev/zero", "--out", "{tmp}/o"],
+        ["gradcheck", "--text", "/dev/zero"],
+        ["train", "--resume", "{run}", "--text", "/dev/zero"],
+        ["sample", "/dev/zero"],
+        ["export", "/dev/zero", "-o", "{tmp}/x.onnx"],
+    ],
+)
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
 def test_dev_zero_is_refused_at_once(argv, run100, tmp_path):
     """`--text /dev/zero` hung silently (a device never ends)."""
@@ -668,13 +852,30 @@ def test_many_layers_start_at_once(text_file, tmp_path):
     r = _cli(["train", "--layers", "1000"])
     assert r.returncode == 2 and "layers must be an integer in [1, 64], got 1000" in _one_error_line(r.stderr)
     t = time.perf_counter()
-    r = _cli(["train", "--text", text_file, "--out", tmp_path / "deep", "--cell", "lstm", "--layers", "64",
-              "--hidden", "4", "--steps", "1", *TRAIN_TINY])
+    r = _cli(
+        [
+            "train",
+            "--text",
+            text_file,
+            "--out",
+            tmp_path / "deep",
+            "--cell",
+            "lstm",
+            "--layers",
+            "64",
+            "--hidden",
+            "4",
+            "--steps",
+            "1",
+            *TRAIN_TINY,
+        ]
+    )
     elapsed = time.perf_counter() - t
     print(f"\n[issue 14] 64 LSTM layers of 4 units, 1 update: the whole run took {elapsed:.1f} s")
     assert r.returncode == 0, r.stderr
-    assert "a 2-layer model of the run's cell (the run has 64 layers)" in (tmp_path / "deep" / "gradcheck.md"
-                                                                            ).read_text()
+    assert (
+        "a 2-layer model of the run's cell (the run has 64 layers)" in (tmp_path / "deep" / "gradcheck.md").read_text()
+    )
     assert elapsed < 60
 
 
@@ -689,8 +890,11 @@ def test_a_large_vocabulary_does_not_stall_the_start(tmp_path):
     elapsed = time.perf_counter() - t
     assert r.returncode == 0, r.stderr
     note = (tmp_path / "r" / "gradcheck.md").read_text()
-    assert re.search(r"as a \d+-character vocabulary of their own \(the run's 3000 characters would make the check "
-                     r"take minutes\)", note), note
+    assert re.search(
+        r"as a \d+-character vocabulary of their own \(the run's 3000 characters would make the check "
+        r"take minutes\)",
+        note,
+    ), note
     print(f"\n[issue 14] 3000-character vocabulary: run started and finished in {elapsed:.1f} s")
     assert elapsed < 60
 
@@ -720,13 +924,37 @@ def test_sigterm_saves_and_resumes_bit_exactly(text_file, tmp_path):
     """SIGTERM (schedulers, `timeout`) killed a run without the save Ctrl-C
     makes. Now: exit 130, saved at the next chunk boundary, and the resumed
     run ends bit-identical to one never interrupted."""
-    args = ["train", "--text", text_file, "--steps", "600", "--hidden", "8", "--seq-length", "10", "--log-every",
-            "10", "--sample-every", "60", "--val-chars", "150", "--sample-chars", "20", "--passage-chars", "20",
-            "--no-progress"]
+    args = [
+        "train",
+        "--text",
+        text_file,
+        "--steps",
+        "600",
+        "--hidden",
+        "8",
+        "--seq-length",
+        "10",
+        "--log-every",
+        "10",
+        "--sample-every",
+        "60",
+        "--val-chars",
+        "150",
+        "--sample-chars",
+        "20",
+        "--passage-chars",
+        "20",
+        "--no-progress",
+    ]
     straight, cut = tmp_path / "straight", tmp_path / "cut"
     assert _cli([*args, "--out", straight]).returncode == 0
-    p = subprocess.Popen([sys.executable, "-c", _SLOW_CHUNKS, *map(str, args), "--out", str(cut)], env=ENV,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_CHUNKS, *map(str, args), "--out", str(cut)],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 60
     while not (cut / "last.npz").exists() and time.time() < deadline:
         time.sleep(0.02)
@@ -734,8 +962,7 @@ def test_sigterm_saves_and_resumes_bit_exactly(text_file, tmp_path):
     p.send_signal(signal.SIGTERM)
     err = p.communicate(timeout=120)[1]
     assert p.returncode == 130, err
-    m = re.search(r"interrupted at update (\d+); the run is saved in (.*); resume with: charrnn train --resume",
-                  err)
+    m = re.search(r"interrupted at update (\d+); the run is saved in (.*); resume with: charrnn train --resume", err)
     assert m and "Traceback" not in err, err
     step = int(m.group(1))
     assert 0 < step < 600 and load_checkpoint(cut / "last.npz").state.step == step
@@ -776,8 +1003,14 @@ def test_interrupt_before_the_first_checkpoint_leaves_nothing(signame, out, text
     argv = ["train", "--text", str(text_file), "--steps", "5", "--hidden", "4", *TRAIN_TINY]
     if target is not None:
         argv += ["--out", str(target)]
-    r = subprocess.run([sys.executable, "-c", _SIGNAL_IN_GRADCHECK, signame, *argv], cwd=cwd, env=ENV,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_IN_GRADCHECK, signame, *argv],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 130 and "Traceback" not in r.stderr, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("interrupted before the first checkpoint; nothing was saved"), r.stderr
@@ -804,8 +1037,7 @@ def test_sample_of_a_text_file_says_so(text_file, tmp_path):
     """`charrnn sample some_text.txt` suggested loading with allow_pickle."""
     named_npz = tmp_path / "text.npz"
     named_npz.write_bytes(text_file.read_bytes())
-    for path, hint in ((text_file, " (a text file? checkpoints are the .npz files of a run folder)"),
-                       (named_npz, "")):
+    for path, hint in ((text_file, " (a text file? checkpoints are the .npz files of a run folder)"), (named_npz, "")):
         r = _cli(["sample", path])
         assert r.returncode == 2
         msg = _one_error_line(r.stderr)
@@ -813,16 +1045,26 @@ def test_sample_of_a_text_file_says_so(text_file, tmp_path):
         assert "pickle" not in msg
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("summary.json", "{", "{f} is not a readable JSON file (Expecting property name enclosed in double quotes: "
-                          "line 1 column 2 (char 1))"),
-    ("summary.json", '{"step": "x"}', "{f}: field 'step' must be an integer >= 0, got 'x'"),
-    ("summary.json", "[]", "{f} must hold a JSON object"),
-    ("config.json", '{"run": 5}', "{f}: field 'model' must be a JSON object, got None"),
-    ("config.json", None, "{f}: field 'train.seq_length' must be an integer >= 0, got 'ten'"),
-    ("gradcheck.md", b"\xff\xfe", "{f} is not a readable text file ('utf-8' codec can't decode byte 0xff in position "
-                                  "0: invalid start byte)"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        (
+            "summary.json",
+            "{",
+            "{f} is not a readable JSON file (Expecting property name enclosed in double quotes: "
+            "line 1 column 2 (char 1))",
+        ),
+        ("summary.json", '{"step": "x"}', "{f}: field 'step' must be an integer >= 0, got 'x'"),
+        ("summary.json", "[]", "{f} must hold a JSON object"),
+        ("config.json", '{"run": 5}', "{f}: field 'model' must be a JSON object, got None"),
+        ("config.json", None, "{f}: field 'train.seq_length' must be an integer >= 0, got 'ten'"),
+        (
+            "gradcheck.md",
+            b"\xff\xfe",
+            "{f} is not a readable text file ('utf-8' codec can't decode byte 0xff in position 0: invalid start byte)",
+        ),
+    ],
+)
 def test_run_folder_errors_name_the_file_and_field(name, content, message, run100, tmp_path):
     """A broken summary.json (and the other files report.md is built from)
     gave errors that named neither the file nor the field."""
@@ -847,18 +1089,31 @@ def test_resume_with_a_broken_run_object_names_the_file(run100, tmp_path):
     assert _one_error_line(r.stderr) == f"{folder / 'config.json'}: field 'run' must be a JSON object, got 5"
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("sig", "abc", "meta field 'sig' is invalid: sig must be a number in [0, 10], got str 'abc'"),
-    ("sig", None, "meta field 'sig' is invalid: sig must be a number in [0, 10], got NoneType None"),
-    ("seed", -1, "meta field 'seed' is invalid: seed must be an integer in [0, 18_446_744_073_709_551_616), got -1"),
-    ("seed", 1.5, "meta field 'seed' is invalid: seed must be an integer in [0, 18_446_744_073_709_551_616), got "
-                  "float 1.5"),
-    ("forget_bias", 1e300, "meta field 'forget_bias' is invalid: forget_bias must be a number in [-100, 100], got "
-                           "1e+300"),
-    ("K", 3, "meta field 'K' says 3 but the vocabulary has K=24"),
-    ("hidden", "x", "meta field 'hidden' says 'x' but the parameters have m=100"),
-    ("dtype", "int8", "meta field 'dtype' says 'int8' but the parameters are float64"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("sig", "abc", "meta field 'sig' is invalid: sig must be a number in [0, 10], got str 'abc'"),
+        ("sig", None, "meta field 'sig' is invalid: sig must be a number in [0, 10], got NoneType None"),
+        (
+            "seed",
+            -1,
+            "meta field 'seed' is invalid: seed must be an integer in [0, 18_446_744_073_709_551_616), got -1",
+        ),
+        (
+            "seed",
+            1.5,
+            "meta field 'seed' is invalid: seed must be an integer in [0, 18_446_744_073_709_551_616), got float 1.5",
+        ),
+        (
+            "forget_bias",
+            1e300,
+            "meta field 'forget_bias' is invalid: forget_bias must be a number in [-100, 100], got 1e+300",
+        ),
+        ("K", 3, "meta field 'K' says 3 but the vocabulary has K=24"),
+        ("hidden", "x", "meta field 'hidden' says 'x' but the parameters have m=100"),
+        ("dtype", "int8", "meta field 'dtype' says 'int8' but the parameters are float64"),
+    ],
+)
 def test_a_bad_meta_field_is_named_with_its_file(field, value, message, run100, tmp_path):
     """A bad meta field gave "could not convert string to float: 'abc'" (no
     file, no field), or was accepted (seed 1.5 became 1, a wrong K)."""
@@ -875,12 +1130,19 @@ def test_a_bad_meta_field_is_named_with_its_file(field, value, message, run100, 
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("smooth_loss", math.nan, "smooth_loss is nan after 60 updates (best at {best}); expected a finite number >= 0"),
-    ("smooth_loss", -1.0, "smooth_loss is -1.0 after 60 updates (best at {best}); expected a finite number >= 0"),
-    ("last_loss", math.inf, "last_loss is inf after 60 updates (best at {best}); expected a finite number >= 0"),
-    ("best_loss", math.nan, "best_loss is nan after 60 updates (best at {best}); expected a finite number >= 0"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        (
+            "smooth_loss",
+            math.nan,
+            "smooth_loss is nan after 60 updates (best at {best}); expected a finite number >= 0",
+        ),
+        ("smooth_loss", -1.0, "smooth_loss is -1.0 after 60 updates (best at {best}); expected a finite number >= 0"),
+        ("last_loss", math.inf, "last_loss is inf after 60 updates (best at {best}); expected a finite number >= 0"),
+        ("best_loss", math.nan, "best_loss is nan after 60 updates (best at {best}); expected a finite number >= 0"),
+    ],
+)
 def test_non_finite_losses_in_last_npz_are_refused(key, value, message, run100, tmp_path):
     folder = tmp_path / "run"
     shutil.copytree(run100, folder)
@@ -896,6 +1158,7 @@ def test_surrogate_vocabulary_is_refused(run100, tmp_path):
         v = a["vocab"].copy()
         v[-1] = 0xD800
         a["vocab"] = np.sort(v)
+
     bad = _rewrite(run100 / "best.npz", tmp_path / "best.npz", change)
     r = _cli(["sample", bad])
     assert r.returncode == 2 and "U+D800" in _one_error_line(r.stderr, f"{bad}: invalid vocabulary")
@@ -907,9 +1170,11 @@ def test_sig_and_eta_1e300_are_refused(flag, text_file, tmp_path):
     r = _cli(["train", "--text", text_file, "--out", tmp_path / "o", flag, "1e300"])
     assert r.returncode == 2
     high = "10"
-    assert _one_error_line(r.stderr) == (f"argument {flag}: {flag[2:]} must be a number in "
-                                         f"{'(0' if flag == '--eta' else '[0'}, {high}], got 1e+300 "
-                                         f"(see charrnn train --help)")
+    assert _one_error_line(r.stderr) == (
+        f"argument {flag}: {flag[2:]} must be a number in "
+        f"{'(0' if flag == '--eta' else '[0'}, {high}], got 1e+300 "
+        f"(see charrnn train --help)"
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -939,5 +1204,6 @@ def test_steps_0_says_nothing_of_update_minus_1(text_file, tmp_path):
 
     def no_constants(name):
         raise AssertionError(f"summary.json holds {name}")
+
     summary = json.loads((out / "summary.json").read_text(), parse_constant=no_constants)
     assert summary["best_step"] == -1 and summary["best_loss"] is None and summary["step"] == 0

@@ -5,6 +5,7 @@ through the API (load_checkpoint, CharRNN.load, load_corpus / fit) and the
 command line (exit code 2, one `charrnn: error:` line, no traceback), and
 nothing in a file may ever be executed (no pickle anywhere).
 """
+
 from __future__ import annotations
 
 import ast
@@ -69,7 +70,7 @@ def _cli_error(capsys, *argv: str) -> str:
     assert "Traceback" not in err
     line = err.strip().splitlines()[-1]
     assert line.startswith("charrnn: error: ")
-    return line[len("charrnn: error: "):]
+    return line[len("charrnn: error: ") :]
 
 
 class Payload:
@@ -85,50 +86,122 @@ class Payload:
 # -- tampered archives: (name, change, exact message) ------------------------
 
 TAMPERED = [
-    ("wrong-shape", lambda a: a.update({"param_l0.Wh": np.zeros((M, M + 1))}),
-     f"entry 'param_l0.Wh' has shape ({M}, {M + 1}), expected ({M}, {M})"),
-    ("vocab-vs-params", lambda a: a.update(vocab=a["vocab"][:-1]),
-     f"entry 'param_V' has shape ({K}, {M}); expected ({K - 1}, m) for the {K - 1}-character vocabulary"),
-    ("missing-key", lambda a: a.pop("param_V"),
-     "missing required entry 'param_V'; the file is not a complete charrnn_ext checkpoint"),
-    ("nan-params", lambda a: a.update({"param_l0.Wh": np.full((M, M), np.nan)}),
-     "parameter ('param_l0.Wh') contains NaN or infinite values"),
-    ("inf-adagrad", lambda a: a.update({"opt:M:l0.Wx": np.full((M, K), np.inf)}),
-     "optimiser state ('opt:M:l0.Wx') contains NaN or infinite values"),
-    ("negative-adagrad", lambda a: a.update({"opt:M:c": np.full(K, -1.0)}),
-     "optimiser state ('opt:M:c') holds negative values"),
-    ("inf-state", lambda a: a.update(h=np.full((1, 1, M), np.inf)),
-     "hidden state ('h') contains NaN or infinite values"),
-    ("int-params", lambda a: a.update({f"param_{k}": a[f"param_{k}"].astype(np.int64) for k in NAMES}),
-     "parameters must be float32 or float64, got int64 (entry 'param_V')"),
-    ("float16-params", lambda a: a.update({f"param_{k}": a[f"param_{k}"].astype(np.float16) for k in NAMES}),
-     "parameters must be float32 or float64, got float16 (entry 'param_V')"),
-    ("mixed-dtypes", lambda a: a.update({"param_l0.Wh": a["param_l0.Wh"].astype(np.float32)}),
-     "entry 'param_l0.Wh' has dtype float32, expected float64"),
-    ("not-our-format", lambda a: a.update(format=np.array("something.else")),
-     "not a charrnn_ext checkpoint (no 'format' entry equal to 'charrnn_ext.checkpoint')"),
-    ("unknown-kind", lambda a: a.update(kind=np.array("weights")),
-     "unknown checkpoint kind 'weights', expected one of ('model', 'training')"),
+    (
+        "wrong-shape",
+        lambda a: a.update({"param_l0.Wh": np.zeros((M, M + 1))}),
+        f"entry 'param_l0.Wh' has shape ({M}, {M + 1}), expected ({M}, {M})",
+    ),
+    (
+        "vocab-vs-params",
+        lambda a: a.update(vocab=a["vocab"][:-1]),
+        f"entry 'param_V' has shape ({K}, {M}); expected ({K - 1}, m) for the {K - 1}-character vocabulary",
+    ),
+    (
+        "missing-key",
+        lambda a: a.pop("param_V"),
+        "missing required entry 'param_V'; the file is not a complete charrnn_ext checkpoint",
+    ),
+    (
+        "nan-params",
+        lambda a: a.update({"param_l0.Wh": np.full((M, M), np.nan)}),
+        "parameter ('param_l0.Wh') contains NaN or infinite values",
+    ),
+    (
+        "inf-adagrad",
+        lambda a: a.update({"opt:M:l0.Wx": np.full((M, K), np.inf)}),
+        "optimiser state ('opt:M:l0.Wx') contains NaN or infinite values",
+    ),
+    (
+        "negative-adagrad",
+        lambda a: a.update({"opt:M:c": np.full(K, -1.0)}),
+        "optimiser state ('opt:M:c') holds negative values",
+    ),
+    (
+        "inf-state",
+        lambda a: a.update(h=np.full((1, 1, M), np.inf)),
+        "hidden state ('h') contains NaN or infinite values",
+    ),
+    (
+        "int-params",
+        lambda a: a.update({f"param_{k}": a[f"param_{k}"].astype(np.int64) for k in NAMES}),
+        "parameters must be float32 or float64, got int64 (entry 'param_V')",
+    ),
+    (
+        "float16-params",
+        lambda a: a.update({f"param_{k}": a[f"param_{k}"].astype(np.float16) for k in NAMES}),
+        "parameters must be float32 or float64, got float16 (entry 'param_V')",
+    ),
+    (
+        "mixed-dtypes",
+        lambda a: a.update({"param_l0.Wh": a["param_l0.Wh"].astype(np.float32)}),
+        "entry 'param_l0.Wh' has dtype float32, expected float64",
+    ),
+    (
+        "not-our-format",
+        lambda a: a.update(format=np.array("something.else")),
+        "not a charrnn_ext checkpoint (no 'format' entry equal to 'charrnn_ext.checkpoint')",
+    ),
+    (
+        "unknown-kind",
+        lambda a: a.update(kind=np.array("weights")),
+        "unknown checkpoint kind 'weights', expected one of ('model', 'training')",
+    ),
     ("negative-step", lambda a: a.update(step=np.array(-5, dtype=np.int64)), "step = -5 is negative"),
-    ("version-zero", lambda a: a.update(format_version=np.array(0, dtype=np.int64)),
-     "invalid checkpoint format version 0"),
-    ("too-many-layers", lambda a: a.update(meta=np.array(json.dumps({**json.loads(str(a["meta"])), "layers": 65}))),
-     "meta field 'cell'/'layers' is invalid: cell='rnn' (expected one of ('rnn', 'lstm', 'gru')), layers=65 "
-     "(expected an integer in [1, 64])"),
-    ("unknown-cell", lambda a: a.update(meta=np.array(json.dumps({**json.loads(str(a["meta"])), "cell": "gpt"}))),
-     "meta field 'cell'/'layers' is invalid: cell='gpt' (expected one of ('rnn', 'lstm', 'gru')), layers=1 "
-     "(expected an integer in [1, 64])"),
+    (
+        "version-zero",
+        lambda a: a.update(format_version=np.array(0, dtype=np.int64)),
+        "invalid checkpoint format version 0",
+    ),
+    (
+        "too-many-layers",
+        lambda a: a.update(meta=np.array(json.dumps({**json.loads(str(a["meta"])), "layers": 65}))),
+        "meta field 'cell'/'layers' is invalid: cell='rnn' (expected one of ('rnn', 'lstm', 'gru')), layers=65 "
+        "(expected an integer in [1, 64])",
+    ),
+    (
+        "unknown-cell",
+        lambda a: a.update(meta=np.array(json.dumps({**json.loads(str(a["meta"])), "cell": "gpt"}))),
+        "meta field 'cell'/'layers' is invalid: cell='gpt' (expected one of ('rnn', 'lstm', 'gru')), layers=1 "
+        "(expected an integer in [1, 64])",
+    ),
     ("meta-not-object", lambda a: a.update(meta=np.array("[1, 2]")), "entry 'meta' must hold a JSON object"),
-    ("meta-nested-deeply", lambda a: a.update(meta=np.array("[" * 100_000 + "]" * 100_000)),
-     "entry 'meta' is nested too deeply to be charrnn_ext metadata"),
-    ("surrogate-vocab", lambda a: a.update(vocab=np.array([0xD800] + list(range(0xE000, 0xE000 + K - 1)))),
-     "invalid vocabulary (entry 'vocab'): vocabulary array holds the surrogate code point U+D800, which is not a "
-     "character (no UTF-8 text contains one)"),
-    ("history-too-long", lambda a: a.update(hist_step=np.arange(10**6, dtype=np.int64)),
-     "entry 'hist_step' has shape (1000000,); a run of 60 updates has at most 10004 metrics rows"),
-    ("bad-sample-seed", lambda a: a.update(samples=np.array(json.dumps([{
-        "step": 0, "epoch": 1, "smooth_loss": None, "val_loss": None, "val_chars": 0, "seed": "x", "text": "a"}]))),
-     "entry 'samples' holds a malformed record (ValueError(\"invalid literal for int() with base 10: 'x'\"))"),
+    (
+        "meta-nested-deeply",
+        lambda a: a.update(meta=np.array("[" * 100_000 + "]" * 100_000)),
+        "entry 'meta' is nested too deeply to be charrnn_ext metadata",
+    ),
+    (
+        "surrogate-vocab",
+        lambda a: a.update(vocab=np.array([0xD800] + list(range(0xE000, 0xE000 + K - 1)))),
+        "invalid vocabulary (entry 'vocab'): vocabulary array holds the surrogate code point U+D800, which is not a "
+        "character (no UTF-8 text contains one)",
+    ),
+    (
+        "history-too-long",
+        lambda a: a.update(hist_step=np.arange(10**6, dtype=np.int64)),
+        "entry 'hist_step' has shape (1000000,); a run of 60 updates has at most 10004 metrics rows",
+    ),
+    (
+        "bad-sample-seed",
+        lambda a: a.update(
+            samples=np.array(
+                json.dumps(
+                    [
+                        {
+                            "step": 0,
+                            "epoch": 1,
+                            "smooth_loss": None,
+                            "val_loss": None,
+                            "val_chars": 0,
+                            "seed": "x",
+                            "text": "a",
+                        }
+                    ]
+                )
+            )
+        ),
+        "entry 'samples' holds a malformed record (ValueError(\"invalid literal for int() with base 10: 'x'\"))",
+    ),
 ]
 
 
@@ -140,11 +213,14 @@ def test_tampered_checkpoint_refused(name, change, message, run, tmp_path, capsy
 
 
 def test_future_format_version_refused(run, tmp_path, capsys):
-    bad = _tampered(run, tmp_path / "future.npz",
-                    lambda a: a.update(format_version=np.array(FORMAT_VERSION + 1, dtype=np.int64)))
-    message = (f"checkpoint format version {FORMAT_VERSION + 1} was written by a newer charrnn_ext; this version "
-               f"({charrnn_ext.checkpoint.package_version()}) reads versions up to {FORMAT_VERSION}. "
-               f"Upgrade charrnn_ext to load it")
+    bad = _tampered(
+        run, tmp_path / "future.npz", lambda a: a.update(format_version=np.array(FORMAT_VERSION + 1, dtype=np.int64))
+    )
+    message = (
+        f"checkpoint format version {FORMAT_VERSION + 1} was written by a newer charrnn_ext; this version "
+        f"({charrnn_ext.checkpoint.package_version()}) reads versions up to {FORMAT_VERSION}. "
+        f"Upgrade charrnn_ext to load it"
+    )
     _refused(bad, message)
     assert _cli_error(capsys, "sample", str(bad)) == f"{bad}: {message}"
 
@@ -162,8 +238,9 @@ def test_empty_file_zip_and_single_array_refused(tmp_path, capsys):
     empty = tmp_path / "empty.npz"
     empty.write_bytes(b"")
     _refused(empty, "not a readable .npz checkpoint (File is not a zip file)")
-    assert _cli_error(capsys, "sample", str(empty)) == \
-        f"{empty}: not a readable .npz checkpoint (File is not a zip file)"
+    assert (
+        _cli_error(capsys, "sample", str(empty)) == f"{empty}: not a readable .npz checkpoint (File is not a zip file)"
+    )
 
     plain_zip = tmp_path / "plain.npz"
     with zipfile.ZipFile(plain_zip, "w") as zf:
@@ -245,8 +322,10 @@ def test_declared_size_disagreeing_with_the_archive_is_refused(run, tmp_path):
                 data = data[:-8]  # one float64 short
             zout.writestr(info.filename, data)
     assert size > 24 * 8 * 8
-    _refused(bad, f"entry 'param_V' is {size - 8:,} bytes in the archive but its header declares {size:,}; the file "
-                  f"is corrupt")
+    _refused(
+        bad,
+        f"entry 'param_V' is {size - 8:,} bytes in the archive but its header declares {size:,}; the file is corrupt",
+    )
 
 
 def test_random_byte_flips_are_refused_or_harmless(run, tmp_path):
@@ -284,12 +363,14 @@ def test_random_byte_flips_are_refused_or_harmless(run, tmp_path):
 # needed", +8 flags, +10 compression method. zipfile raises NotImplementedError
 # (unknown method, patched data, strong encryption, newer zip version),
 # RuntimeError (encrypted) or zlib.error (stored data read as deflate) for these.
-HEADER_BITS = [(10, 0, "entry 'format' is corrupt (NotImplementedError: "),
-               (10, 3, "entry 'format' is corrupt ("),
-               (8, 0, "entry 'format' is corrupt (RuntimeError: "),
-               (8, 5, "entry 'format' is corrupt (NotImplementedError: "),
-               (8, 6, "entry 'format' is corrupt (NotImplementedError: "),
-               (6, 6, "not a readable .npz checkpoint (zip file version ")]
+HEADER_BITS = [
+    (10, 0, "entry 'format' is corrupt (NotImplementedError: "),
+    (10, 3, "entry 'format' is corrupt ("),
+    (8, 0, "entry 'format' is corrupt (RuntimeError: "),
+    (8, 5, "entry 'format' is corrupt (NotImplementedError: "),
+    (8, 6, "entry 'format' is corrupt (NotImplementedError: "),
+    (6, 6, "not a readable .npz checkpoint (zip file version "),
+]
 
 
 @pytest.mark.parametrize("offset, bit, message", HEADER_BITS, ids=[f"+{o}-bit{b}" for o, b, _ in HEADER_BITS])
@@ -318,8 +399,11 @@ def test_object_array_with_a_pickle_payload_is_never_executed(run, tmp_path, cap
     assert live.exists()
 
     for key in ("meta", "param_l0.Wx", "vocab", "samples", "opt:t"):
-        bad = _tampered(run, tmp_path / f"obj_{key}.npz",
-                        lambda a, key=key: a.update({key: np.array([Payload(str(marker))], dtype=object)}))
+        bad = _tampered(
+            run,
+            tmp_path / f"obj_{key}.npz",
+            lambda a, key=key: a.update({key: np.array([Payload(str(marker))], dtype=object)}),
+        )
         msg = f"entry {key!r} holds Python objects (it would need pickle); refusing to load it"
         with pytest.raises(CheckpointError) as info:
             load_checkpoint(bad)
@@ -331,8 +415,7 @@ def test_object_array_with_a_pickle_payload_is_never_executed(run, tmp_path, cap
         folder = tmp_path / f"run_{key}"
         folder.mkdir()
         os.replace(bad, folder / "last.npz")
-        assert _cli_error(capsys, "train", "--resume", str(folder), "--no-progress") == \
-            f"{folder / 'last.npz'}: {msg}"
+        assert _cli_error(capsys, "train", "--resume", str(folder), "--no-progress") == f"{folder / 'last.npz'}: {msg}"
     assert not marker.exists()
 
 
@@ -375,14 +458,24 @@ def test_package_never_loads_with_pickle():
             if not isinstance(node, ast.Call):
                 continue
             func = ast.unparse(node.func)
-            assert func not in ("np.fromfile", "numpy.fromfile", "np.lib.format.read_array", "np.load",
-                                "numpy.load", "np.lib.npyio.NpzFile", "pickle.loads", "pickle.load"), (f.name, func)
+            assert func not in (
+                "np.fromfile",
+                "numpy.fromfile",
+                "np.lib.format.read_array",
+                "np.load",
+                "numpy.load",
+                "np.lib.npyio.NpzFile",
+                "pickle.loads",
+                "pickle.load",
+            ), (f.name, func)
             if func.endswith("frombuffer"):
                 frombuffer.setdefault(f.name, []).append(ast.unparse(node))
             if func == "torch.load":
                 kw = {k.arg: k.value for k in node.keywords}
                 assert isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True, (
-                    f.name, node.lineno)
+                    f.name,
+                    node.lineno,
+                )
                 torch_loads += 1
     assert frombuffer == {"data.py": ["np.frombuffer(raw, dtype='<u4')"]}
     # checkpoint members are read into np.empty arrays of their header's dtype, refused first if it holds objects
@@ -395,12 +488,21 @@ def test_package_never_loads_with_pickle():
 TEXTS = [
     ("empty", b"", "text file is empty: {p}"),
     ("bom-only", b"\xef\xbb\xbf", "text file is empty: {p}"),
-    ("latin-1", "caf\xe9 au lait".encode("latin-1"),
-     "{p} is not valid UTF-8: invalid continuation byte at byte offset 3 (byte b'\\xe9')"),
-    ("binary", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "{p} is not valid UTF-8: invalid start byte at byte offset 0 "
-                                                  "(byte b'\\x89')"),
-    ("one-char", b"a", "{p}: the training split has only 1 character(s) (1 in total, val_fraction=0.1); "
-                       "at least 2 are needed"),
+    (
+        "latin-1",
+        "caf\xe9 au lait".encode("latin-1"),
+        "{p} is not valid UTF-8: invalid continuation byte at byte offset 3 (byte b'\\xe9')",
+    ),
+    (
+        "binary",
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR",
+        "{p} is not valid UTF-8: invalid start byte at byte offset 0 (byte b'\\x89')",
+    ),
+    (
+        "one-char",
+        b"a",
+        "{p}: the training split has only 1 character(s) (1 in total, val_fraction=0.1); at least 2 are needed",
+    ),
 ]
 
 
@@ -412,8 +514,9 @@ def test_bad_text_refused(name, data, message, tmp_path, capsys):
         load_corpus(p)
     assert str(info.value) == message.format(p=p)
     out = tmp_path / "out"
-    assert _cli_error(capsys, "train", "--text", str(p), "--out", str(out), "--steps", "5",
-                      "--no-progress") == message.format(p=p)
+    assert _cli_error(
+        capsys, "train", "--text", str(p), "--out", str(out), "--steps", "5", "--no-progress"
+    ) == message.format(p=p)
     assert not out.exists()  # nothing written for a refused text
 
 
@@ -426,8 +529,12 @@ def test_text_shorter_than_seq_length_plus_one(tmp_path, capsys):
         CharRNN.new(c, hidden=4).fit(p, steps=1, seq_length=10)
     assert str(info.value) == msg
     out = tmp_path / "out"
-    assert _cli_error(capsys, "train", "--text", str(p), "--out", str(out), "--seq-length", "10",
-                      "--steps", "5", "--no-progress") == msg
+    assert (
+        _cli_error(
+            capsys, "train", "--text", str(p), "--out", str(out), "--seq-length", "10", "--steps", "5", "--no-progress"
+        )
+        == msg
+    )
     assert not out.exists()
 
 
@@ -438,13 +545,15 @@ def test_text_directory_and_missing_file(tmp_path, capsys):
         load_text(d)
     assert info.value.strerror == f"expected a text file but got a directory: {d}"
     assert _cli_error(capsys, "train", "--text", str(d), "--steps", "5", "--out", str(tmp_path / "o")) == (
-        f"[Errno 21] expected a text file but got a directory: {d}: '{d}'")
+        f"[Errno 21] expected a text file but got a directory: {d}: '{d}'"
+    )
     gone = tmp_path / "gone.txt"
     with pytest.raises(FileNotFoundError) as info:
         load_corpus(gone)
     assert info.value.strerror == f"text file not found: {gone}"
     assert _cli_error(capsys, "train", "--text", str(gone), "--steps", "5", "--out", str(tmp_path / "o")) == (
-        f"[Errno 2] text file not found: {gone}: '{gone}'")
+        f"[Errno 2] text file not found: {gone}: '{gone}'"
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -453,8 +562,10 @@ def test_device_as_text_is_refused(tmp_path, capsys):
     """/dev/zero never ends: it is refused before anything is read."""
     out = tmp_path / "out"
     message = "/dev/zero is not a regular file (a device or a pipe?); give a UTF-8 text file"
-    assert _cli_error(capsys, "train", "--text", "/dev/zero", "--out", str(out), "--steps", "5",
-                      "--no-progress") == message
+    assert (
+        _cli_error(capsys, "train", "--text", "/dev/zero", "--out", str(out), "--steps", "5", "--no-progress")
+        == message
+    )
     assert not out.exists()
 
 
@@ -462,10 +573,12 @@ def test_device_as_text_is_refused(tmp_path, capsys):
 def test_device_as_checkpoint_is_refused_without_reading_it():
     """A device given as a checkpoint is refused before anything is read (in a child capped at 1 GiB of
     address space, so that reading /dev/zero to the end could not take the machine's memory)."""
-    code = ("import resource, sys\n"
-            "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
-            "from charrnn_ext import cli\n"
-            "sys.exit(cli.main(['sample', '/dev/zero', '-n', '5']))\n")
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "from charrnn_ext import cli\n"
+        "sys.exit(cli.main(['sample', '/dev/zero', '-n', '5']))\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("charrnn: error: ") and "/dev/zero" in r.stderr, r.stderr
@@ -475,14 +588,30 @@ def test_cli_subprocess_prints_one_line_and_no_traceback(run, tmp_path):
     """The real command (not cli.main in-process) on a corrupt checkpoint and a bad text."""
     bad = tmp_path / "bad.npz"
     bad.write_bytes((run / "last.npz").read_bytes()[:1000])
-    r = subprocess.run([sys.executable, "-m", "charrnn_ext", "sample", str(bad)], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "charrnn_ext", "sample", str(bad)], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr == f"charrnn: error: {bad}: not a readable .npz checkpoint (File is not a zip file)\n"
     txt = tmp_path / "bad.txt"
     txt.write_bytes(b"\xff\xfe\x00a")
-    r = subprocess.run([sys.executable, "-m", "charrnn_ext", "train", "--text", str(txt), "--out",
-                        str(tmp_path / "o"), "--no-progress"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "charrnn_ext",
+            "train",
+            "--text",
+            str(txt),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2
-    assert r.stderr == (f"charrnn: error: {txt} is not valid UTF-8: invalid start byte at byte offset 0 "
-                        f"(byte b'\\xff')\n")
+    assert r.stderr == (
+        f"charrnn: error: {txt} is not valid UTF-8: invalid start byte at byte offset 0 (byte b'\\xff')\n"
+    )

@@ -1,6 +1,7 @@
 """The package's shape: no import cycle (lazy imports inside functions
 included), optional heavy dependencies imported only where used, and the
 public API re-exported and typed."""
+
 from __future__ import annotations
 
 import ast
@@ -50,7 +51,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -79,8 +80,10 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def test_importing_the_package_leaves_matplotlib_tqdm_and_torch_alone():
-    code = ("import sys, charrnn_ext, charrnn_ext.cli; "
-            "print(sorted(m for m in ('matplotlib', 'tqdm', 'torch', 'onnx', 'optuna', 'dask') if m in sys.modules))")
+    code = (
+        "import sys, charrnn_ext, charrnn_ext.cli; "
+        "print(sorted(m for m in ('matplotlib', 'tqdm', 'torch', 'onnx', 'optuna', 'dask') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -1,5 +1,6 @@
 """charrnn_ext.layout: parameter names and shapes per cell and layer count,
 initialisation, the classic <-> network rename, optimiser state and states."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -114,7 +115,7 @@ def test_net_init_draws_every_matrix_in_core_order(cell, layers):
         elif cell == "lstm" and name.endswith(".b"):
             # gate order i, f, g, o: only the forget block starts at forget_bias
             want = np.zeros(shape)
-            want[m:2 * m] = 2.5
+            want[m : 2 * m] = 2.5
             np.testing.assert_array_equal(a, want)
         else:
             assert not a.any(), name
@@ -179,8 +180,13 @@ def test_describe_every_network(cell, layers):
 
 
 def test_describe_refuses_unknown_gate_count():
-    bad = {"l0.Wx": np.zeros((6, 5)), "l0.Wh": np.zeros((6, 3)), "l0.b": np.zeros(6), "V": np.zeros((5, 3)),
-           "c": np.zeros(5)}
+    bad = {
+        "l0.Wx": np.zeros((6, 5)),
+        "l0.Wh": np.zeros((6, 3)),
+        "l0.b": np.zeros(6),
+        "V": np.zeros((5, 3)),
+        "c": np.zeros(5),
+    }
     with pytest.raises(ValueError, match=r"l0.Wh has 6 rows; expected G\*m with G in 1, 4, 3, m = 3"):
         describe(bad)
 
@@ -269,5 +275,14 @@ def test_copy_and_zeros_like():
     z = zeros_like_params(params)
     assert list(z) == list(params) and all(z[k].shape == params[k].shape and not z[k].any() for k in z)
     # layout's public names are importable from the package
-    assert set(layout.__all__) >= {"param_shapes", "net_init", "init_params", "from_classic", "to_classic",
-                                   "describe", "init_opt_state", "zero_state", "state_shape"}
+    assert set(layout.__all__) >= {
+        "param_shapes",
+        "net_init",
+        "init_params",
+        "from_classic",
+        "to_classic",
+        "describe",
+        "init_opt_state",
+        "zero_state",
+        "state_shape",
+    }

@@ -1,4 +1,5 @@
 """CharRNN: construction, parameter names, sampling, loss, data arguments."""
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,16 @@ def test_new_shapes_dtype_and_seed():
     classic = init_params(4, 6, 0.01, seed=4)
     assert all(np.array_equal(to_classic(a.params)[k], classic[k]) for k in PARAM_NAMES)
     assert a.n_params == 6 * 4 + 6 * 6 + 6 + 4 * 6 + 4
-    assert a.meta() == {"hidden": 6, "K": 4, "sig": 0.01, "seed": 4, "dtype": "float64", "cell": "rnn",
-                        "layers": 1, "forget_bias": 1.0}
+    assert a.meta() == {
+        "hidden": 6,
+        "K": 4,
+        "sig": 0.01,
+        "seed": 4,
+        "dtype": "float64",
+        "cell": "rnn",
+        "layers": 1,
+        "forget_bias": 1.0,
+    }
     assert repr(a) == "CharRNN(cell='rnn', layers=1, K=4, hidden=6, dtype=float64, step=0, seed=4)"
 
 
@@ -60,15 +69,18 @@ def test_new_networks(cell, layers):
     assert abs(m.loss("abc\nabc\nab") - math.log(4)) < 0.01
 
 
-@pytest.mark.parametrize("kw, exc, match", [
-    (dict(hidden=0), ValueError, r"hidden must be an integer in \[1, 65536\], got 0"),
-    (dict(hidden=True), TypeError, "hidden must be an integer"),
-    (dict(layers=65), ValueError, r"layers must be an integer in \[1, 64\], got 65"),
-    (dict(cell="tanh"), ValueError, "cell must be one of rnn, lstm, gru; got 'tanh'"),
-    (dict(seed=-1), ValueError, "seed must be an integer in"),
-    (dict(sig=-0.5), ValueError, r"sig must be a number in \[0, 10\], got -0.5"),
-    (dict(dtype=np.int32), ValueError, "dtype must be one of float64, float32"),
-])
+@pytest.mark.parametrize(
+    "kw, exc, match",
+    [
+        (dict(hidden=0), ValueError, r"hidden must be an integer in \[1, 65536\], got 0"),
+        (dict(hidden=True), TypeError, "hidden must be an integer"),
+        (dict(layers=65), ValueError, r"layers must be an integer in \[1, 64\], got 65"),
+        (dict(cell="tanh"), ValueError, "cell must be one of rnn, lstm, gru; got 'tanh'"),
+        (dict(seed=-1), ValueError, "seed must be an integer in"),
+        (dict(sig=-0.5), ValueError, r"sig must be a number in \[0, 10\], got -0.5"),
+        (dict(dtype=np.int32), ValueError, "dtype must be one of float64, float32"),
+    ],
+)
 def test_new_refuses_bad_options(kw, exc, match):
     with pytest.raises(exc, match=match):
         CharRNN.new(Vocabulary("ab"), **kw)
@@ -122,16 +134,36 @@ def test_sample_reproducible_and_prime_respected(model):
     # the prime is fed from the running training state of stream 0
     assert model.state.h.shape == (1, 1, 16) and model.start_state.shape == (1, 16)
     assert np.shares_memory(model.start_state, model.state.h)
-    idx, _ = _core.sample(model.params, model.start_state, model.vocab.encode("The "), n=120, cell=None,
-                          temperature=1.0, seed=11, top_k=0, top_p=1.0, greedy=False)
+    idx, _ = _core.sample(
+        model.params,
+        model.start_state,
+        model.vocab.encode("The "),
+        n=120,
+        cell=None,
+        temperature=1.0,
+        seed=11,
+        top_k=0,
+        top_p=1.0,
+        greedy=False,
+    )
     assert a == model.vocab.decode(idx)
     # a trained model continues "The ca" sensibly at low temperature
     assert model.sample(2, prime="The ca", temperature=0.1, seed=0) == "t "
 
 
 def test_sample_without_prime_starts_at_newline(model):
-    idx, _ = _core.sample(model.params, model.start_state, model.vocab.encode("\n"), n=30, cell=None,
-                          temperature=0.7, seed=3, top_k=0, top_p=1.0, greedy=False)
+    idx, _ = _core.sample(
+        model.params,
+        model.start_state,
+        model.vocab.encode("\n"),
+        n=30,
+        cell=None,
+        temperature=0.7,
+        seed=3,
+        top_k=0,
+        top_p=1.0,
+        greedy=False,
+    )
     assert model.sample(30, temperature=0.7, seed=3) == model.vocab.decode(idx)
 
 
@@ -141,15 +173,18 @@ def test_sample_stream_joins_to_sample(model):
     assert [len(p) for p in pieces] == [64, 64, 64, 64, 44] and "".join(pieces) == text
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(prime="Zebra"), r"'Z'.*not in the model's 24-character vocabulary"),
-    (dict(temperature=0), "temperature must be a positive finite number, got 0"),
-    (dict(n=-1), "n must be a non-negative integer, got -1"),
-    (dict(prime=""), "prime must not be empty"),
-    (dict(top_p=0), r"top_p must be in \(0, 1\]"),
-    (dict(top_k=-1), "top_k must be >= 0"),
-    (dict(seed=-3), r"seed must be an integer in \[0, 2\*\*64\)"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(prime="Zebra"), r"'Z'.*not in the model's 24-character vocabulary"),
+        (dict(temperature=0), "temperature must be a positive finite number, got 0"),
+        (dict(n=-1), "n must be a non-negative integer, got -1"),
+        (dict(prime=""), "prime must not be empty"),
+        (dict(top_p=0), r"top_p must be in \(0, 1\]"),
+        (dict(top_k=-1), "top_k must be >= 0"),
+        (dict(seed=-3), r"seed must be an integer in \[0, 2\*\*64\)"),
+    ],
+)
 def test_sample_bad_arguments(model, kw, match):
     args = {"n": 10, **kw}
     with pytest.raises(ValueError, match=match):

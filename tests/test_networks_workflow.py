@@ -1,6 +1,7 @@
 """Every cell, layer count and optimiser through CharRNN, Trainer,
 checkpoints and the CLI: learning, batching, threads, dropout, bit-exact
 resume, old checkpoints, filtered / streamed sampling."""
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,16 @@ def test_each_cell_and_optimiser_learns(cell, layers, optimizer):
     model = CharRNN.new(c, hidden=16, cell=cell, layers=layers, seed=0)
     assert model.classic == ((cell, layers) == ("rnn", 1))
     assert list(model.params) == list(param_shapes(cell, c.vocab.size, 16, layers))
-    res = model.fit(c, steps=400, optimizer=optimizer, eta=LR[optimizer], seq_length=10, log_every=20,
-                    sample_every=1000, val_chars=150)
+    res = model.fit(
+        c,
+        steps=400,
+        optimizer=optimizer,
+        eta=LR[optimizer],
+        seq_length=10,
+        log_every=20,
+        sample_every=1000,
+        val_chars=150,
+    )
     train = np.mean([r.loss for r in res.records if r.step > 0][-3:]) / 10  # per character
     assert train < 0.6 * H, (train, H)
     assert res.final_val_loss < 0.6 * H, (res.final_val_loss, H)
@@ -92,8 +101,19 @@ def test_batching_threads_and_dropout_for_every_cell_and_optimiser(cell, layers,
     runs = []
     for threads in (1, 2):
         model = CharRNN.new(c, hidden=40, cell=cell, layers=layers, seed=3)
-        res = model.fit(c, steps=30, optimizer=optimizer, batch_size=3, dropout=0.2, threads=threads,
-                        seq_length=10, log_every=10, sample_every=1000, val_chars=100, passage_chars=50)
+        res = model.fit(
+            c,
+            steps=30,
+            optimizer=optimizer,
+            batch_size=3,
+            dropout=0.2,
+            threads=threads,
+            seq_length=10,
+            log_every=10,
+            sample_every=1000,
+            val_chars=100,
+            passage_chars=50,
+        )
         runs.append((model, res))
     (a, ra), (b, rb) = runs
     assert _same_arrays(a.params, b.params) and _same_arrays(a.state.opt_state, b.state.opt_state)
@@ -140,8 +160,13 @@ def _split_equals_straight(tmp_path, make, n, k, resume_threads=None, **cfg):
     a, b = straight.state, resumed.state
     assert _same_arrays(a.opt_state, b.opt_state) and np.array_equal(a.h, b.h) and a.t == b.t == n
     assert np.array_equal(a.positions, b.positions)
-    assert (a.step, a.wraps, a.smooth_loss, a.best_step, a.best_loss) == \
-        (b.step, b.wraps, b.smooth_loss, b.best_step, b.best_loss)
+    assert (a.step, a.wraps, a.smooth_loss, a.best_step, a.best_loss) == (
+        b.step,
+        b.wraps,
+        b.smooth_loss,
+        b.best_step,
+        b.best_loss,
+    )
     assert a.history == b.history and a.samples == b.samples
     for f in ("metrics.csv", "samples.md"):
         assert (tmp_path / "straight" / f).read_bytes() == (tmp_path / "split" / f).read_bytes(), f
@@ -166,8 +191,7 @@ def test_resume_lstm_adam_bit_for_bit(tmp_path):
 
 def test_resume_gru_rmsprop_dropout_batched_bit_for_bit(tmp_path):
     make = lambda: CharRNN.new(_corpus(), hidden=8, cell="gru", layers=2, seed=6)  # noqa: E731
-    resumed = _split_equals_straight(tmp_path, make, 150, 67, optimizer="rmsprop", dropout=0.3, batch_size=3,
-                                     **TINY)
+    resumed = _split_equals_straight(tmp_path, make, 150, 67, optimizer="rmsprop", dropout=0.3, batch_size=3, **TINY)
     assert resumed.state.h.shape == (3, 2, 8) and resumed.state.positions.shape == (3,)
     assert resumed.start_state.shape == (2, 8)
 
@@ -175,9 +199,21 @@ def test_resume_gru_rmsprop_dropout_batched_bit_for_bit(tmp_path):
 def test_resume_lstm_adam_dropout_batched_with_other_threads_bit_for_bit(tmp_path):
     """Trained with 1 thread, resumed with 2: the same run."""
     make = lambda: CharRNN.new(_corpus(), hidden=40, cell="lstm", seed=2)  # noqa: E731
-    resumed = _split_equals_straight(tmp_path, make, 80, 33, resume_threads=2, optimizer="adam", dropout=0.25,
-                                     batch_size=2, seq_length=10, log_every=10, sample_every=40, val_chars=100,
-                                     passage_chars=50)
+    resumed = _split_equals_straight(
+        tmp_path,
+        make,
+        80,
+        33,
+        resume_threads=2,
+        optimizer="adam",
+        dropout=0.25,
+        batch_size=2,
+        seq_length=10,
+        log_every=10,
+        sample_every=40,
+        val_chars=100,
+        passage_chars=50,
+    )
     assert resumed.state.config["threads"] == 2 and resumed.state.h.shape == (2, 1, 80)
 
 
@@ -212,15 +248,30 @@ def test_default_run_is_the_classic_experiment_in_format_3(tmp_path, monkeypatch
     model.fit(c, steps=40, out=tmp_path / "run", **TINY)
     assert [k["n_steps"] for k in calls] == [20, 20]
     for kw in calls:
-        assert kw == {"n_steps": 20, "seq_length": 10, "batch_size": 1, "cell": None, "optimizer": "adagrad",
-                      "eta": 0.1, "clip": 5.0, "clip_mode": "elementwise", "gamma": 0.9, "beta1": 0.9,
-                      "beta2": 0.999, "eps": 1e-8, "dropout": 0.0, "seed": 1, "threads": 1}
+        assert kw == {
+            "n_steps": 20,
+            "seq_length": 10,
+            "batch_size": 1,
+            "cell": None,
+            "optimizer": "adagrad",
+            "eta": 0.1,
+            "clip": 5.0,
+            "clip_mode": "elementwise",
+            "gamma": 0.9,
+            "beta1": 0.9,
+            "beta2": 0.999,
+            "eps": 1e-8,
+            "dropout": 0.0,
+            "seed": 1,
+            "threads": 1,
+        }
     names = {"l0.Wx", "l0.Wh", "l0.b", "V", "c"}
     assert set(model.params) == names and set(model.state.opt_state) == {f"M:{k}" for k in names} | {"t"}
     with np.load(tmp_path / "run" / "last.npz", allow_pickle=False) as z:
         assert int(z["format_version"]) == FORMAT_VERSION == 3
-        assert {f"param_{k}" for k in names} | {f"opt:M:{k}" for k in names} | {"opt:t", "h", "positions"} \
-            <= set(z.files)
+        assert {f"param_{k}" for k in names} | {f"opt:M:{k}" for k in names} | {"opt:t", "h", "positions"} <= set(
+            z.files
+        )
         assert not any(f.startswith("adagrad_") or f in ("param_U", "param_W", "pos") for f in z.files)
         assert z["h"].shape == (1, 1, 8) and z["positions"].tolist() == [400] and int(z["opt:t"]) == 40
 
@@ -279,15 +330,23 @@ def test_checkpoint_validation_of_network_files(tmp_path):
             load_checkpoint(path)
         assert str(info.value) == f"{path}: {message}"
 
-    refused(lambda a: a.update(meta=np.array(json.dumps({**json.loads(str(arrays["meta"])), "cell": "lstm"}))),
-            "unexpected parameter entries ['param_l0.bh', 'param_l1.bh'] for a lstm network with 2 layer(s)")
-    refused(lambda a: a.pop("opt:M:l1.Wh"),
-            "missing required entry 'opt:M:l1.Wh'; the file is not a complete charrnn_ext checkpoint")
+    refused(
+        lambda a: a.update(meta=np.array(json.dumps({**json.loads(str(arrays["meta"])), "cell": "lstm"}))),
+        "unexpected parameter entries ['param_l0.bh', 'param_l1.bh'] for a lstm network with 2 layer(s)",
+    )
+    refused(
+        lambda a: a.pop("opt:M:l1.Wh"),
+        "missing required entry 'opt:M:l1.Wh'; the file is not a complete charrnn_ext checkpoint",
+    )
     refused(lambda a: a.update(h=np.zeros((3, 8))), "entry 'h' has shape (3, 8), expected (1, 2, 8)")
-    refused(lambda a: a.update(meta=np.array(json.dumps({**json.loads(str(arrays["meta"])), "layers": 3}))),
-            "meta field 'layers' says 3 but the archive holds 2 layer(s) of parameters")
-    refused(lambda a: a.update(positions=np.array([5000])),
-            "positions [5000] lie outside the streams' segments of 2052 characters")
+    refused(
+        lambda a: a.update(meta=np.array(json.dumps({**json.loads(str(arrays["meta"])), "layers": 3}))),
+        "meta field 'layers' says 3 but the archive holds 2 layer(s) of parameters",
+    )
+    refused(
+        lambda a: a.update(positions=np.array([5000])),
+        "positions [5000] lie outside the streams' segments of 2052 characters",
+    )
 
 
 # -- sampling -----------------------------------------------------------------
@@ -312,8 +371,19 @@ def test_filtered_and_streamed_sampling(cell):
 
 # -- CLI ---------------------------------------------------------------------
 
-CLI_TRAIN = ["--hidden", "8", "--seq-length", "10", "--log-every", "20", "--sample-every", "60",
-             "--val-chars", "150", "--no-progress"]
+CLI_TRAIN = [
+    "--hidden",
+    "8",
+    "--seq-length",
+    "10",
+    "--log-every",
+    "20",
+    "--sample-every",
+    "60",
+    "--val-chars",
+    "150",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -325,19 +395,54 @@ def text_file(tmp_path_factory):
 
 def test_cli_network_options_reach_config_and_report(tmp_path, text_file, capsys):
     out = tmp_path / "run"
-    rc = cli.main(["train", "--text", str(text_file), "--out", str(out), *CLI_TRAIN, "--steps", "80",
-                   "--cell", "gru", "--layers", "2", "--optimizer", "rmsprop", "--gamma", "0.95",
-                   "--clip-mode", "global_norm", "--lr-decay", "0.9", "--lr-decay-every", "2"])
+    rc = cli.main(
+        [
+            "train",
+            "--text",
+            str(text_file),
+            "--out",
+            str(out),
+            *CLI_TRAIN,
+            "--steps",
+            "80",
+            "--cell",
+            "gru",
+            "--layers",
+            "2",
+            "--optimizer",
+            "rmsprop",
+            "--gamma",
+            "0.95",
+            "--clip-mode",
+            "global_norm",
+            "--lr-decay",
+            "0.9",
+            "--lr-decay-every",
+            "2",
+        ]
+    )
     assert rc == 0
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["model"]["cell"], cfg["model"]["layers"]) == ("gru", 2)
     t = cfg["train"]
-    assert (t["optimizer"], t["gamma"], t["clip_mode"], t["eta"], t["lr_decay"], t["lr_decay_every"]) == \
-        ("rmsprop", 0.95, "global_norm", 2e-3, 0.9, 2)
+    assert (t["optimizer"], t["gamma"], t["clip_mode"], t["eta"], t["lr_decay"], t["lr_decay_every"]) == (
+        "rmsprop",
+        0.95,
+        "global_norm",
+        2e-3,
+        0.9,
+        2,
+    )
     report = (out / "report.md").read_text()
     assert "- Model: gru, 2 layer(s) of 8 units, 1,464 parameters, float64" in report
-    for row in ("| --optimizer | rmsprop |", "| --gamma | 0.95 |", "| --clip-mode | global_norm |",
-                "| --eta | 0.002 |", "| --lr-decay | 0.9 |", "| --lr-decay-every | 2 |"):
+    for row in (
+        "| --optimizer | rmsprop |",
+        "| --gamma | 0.95 |",
+        "| --clip-mode | global_norm |",
+        "| --eta | 0.002 |",
+        "| --lr-decay | 0.9 |",
+        "| --lr-decay-every | 2 |",
+    ):
         assert row in report, row
     capsys.readouterr()
     # resuming refuses a changed choice
@@ -352,9 +457,31 @@ def test_cli_batched_is_deterministic_across_threads(tmp_path, text_file, cell):
     outs = []
     for threads in ("1", "2"):
         out = tmp_path / f"run{threads}"
-        assert cli.main(["train", "--text", str(text_file), "--out", str(out), *CLI_TRAIN, "--hidden", "40",
-                         "--steps", "70", "--batch-size", "4", "--threads", threads, "--cell", cell,
-                         "--dropout", "0.1"]) == 0
+        assert (
+            cli.main(
+                [
+                    "train",
+                    "--text",
+                    str(text_file),
+                    "--out",
+                    str(out),
+                    *CLI_TRAIN,
+                    "--hidden",
+                    "40",
+                    "--steps",
+                    "70",
+                    "--batch-size",
+                    "4",
+                    "--threads",
+                    threads,
+                    "--cell",
+                    cell,
+                    "--dropout",
+                    "0.1",
+                ]
+            )
+            == 0
+        )
         outs.append(out)
     a, b = load_checkpoint(outs[0] / "last.npz"), load_checkpoint(outs[1] / "last.npz")
     assert _same_arrays(a.params, b.params) and np.array_equal(a.state.h, b.state.h)
@@ -367,8 +494,25 @@ def test_cli_batched_is_deterministic_across_threads(tmp_path, text_file, cell):
 
 def test_cli_max_minutes(tmp_path, text_file, capsys):
     out = tmp_path / "run"
-    assert cli.main(["train", "--text", str(text_file), "--out", str(out), *CLI_TRAIN, "--max-minutes",
-                     "0.002", "--log-every", "500", "--sample-every", "100000"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--text",
+                str(text_file),
+                "--out",
+                str(out),
+                *CLI_TRAIN,
+                "--max-minutes",
+                "0.002",
+                "--log-every",
+                "500",
+                "--sample-every",
+                "100000",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "minute budget is used up: the run ends at update" in err and "done:" in err
     summary = json.loads((out / "summary.json").read_text())
@@ -379,12 +523,33 @@ def test_cli_max_minutes(tmp_path, text_file, capsys):
 
 def test_cli_sample_filters_and_stream(tmp_path, text_file, capsys):
     out = tmp_path / "run"
-    assert cli.main(["train", "--text", str(text_file), "--out", str(out), *CLI_TRAIN, "--steps", "120",
-                     "--cell", "lstm", "--optimizer", "adam"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--text",
+                str(text_file),
+                "--out",
+                str(out),
+                *CLI_TRAIN,
+                "--steps",
+                "120",
+                "--cell",
+                "lstm",
+                "--optimizer",
+                "adam",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     model = CharRNN.load(out)
-    for extra, kw in ((["--top-k", "3"], {"top_k": 3}), (["--top-p", "0.7"], {"top_p": 0.7}),
-                      (["--greedy"], {"greedy": True}), (["--temperature", "0.5"], {"temperature": 0.5})):
+    for extra, kw in (
+        (["--top-k", "3"], {"top_k": 3}),
+        (["--top-p", "0.7"], {"top_p": 0.7}),
+        (["--greedy"], {"greedy": True}),
+        (["--temperature", "0.5"], {"temperature": 0.5}),
+    ):
         assert cli.main(["sample", str(out), "-n", "900", "--seed", "5", "--prime", "The", *extra]) == 0
         printed = capsys.readouterr().out
         assert printed == "The" + model.sample(900, seed=5, prime="The", **kw) + "\n", extra

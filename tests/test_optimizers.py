@@ -4,6 +4,7 @@ global_norm, none) through train_steps against the NumPy reference trainer
 counter "t", losses, state and walk bookkeeping over many steps with
 wrap-arounds, one stream and B streams, with and without dropout; plus bad
 arguments and bad optimiser state."""
+
 from __future__ import annotations
 
 import zlib
@@ -18,11 +19,22 @@ from helpers import max_rel_err, max_scaled_err
 
 OPTIMIZERS = ("adagrad", "rmsprop", "adam")
 CLIP_MODES = ("elementwise", "global_norm", "none")
-CELL_FOR = {("adagrad", "elementwise"): "lstm", ("adagrad", "global_norm"): "gru", ("adagrad", "none"): "rnn",
-            ("rmsprop", "elementwise"): "gru", ("rmsprop", "global_norm"): "lstm", ("rmsprop", "none"): "rnn",
-            ("adam", "elementwise"): "rnn", ("adam", "global_norm"): "lstm", ("adam", "none"): "gru"}
-HYPER = {"adagrad": dict(eta=0.1), "rmsprop": dict(eta=0.01, gamma=0.8), "adam": dict(eta=0.01, beta1=0.8,
-                                                                                        beta2=0.99, eps=1e-6)}
+CELL_FOR = {
+    ("adagrad", "elementwise"): "lstm",
+    ("adagrad", "global_norm"): "gru",
+    ("adagrad", "none"): "rnn",
+    ("rmsprop", "elementwise"): "gru",
+    ("rmsprop", "global_norm"): "lstm",
+    ("rmsprop", "none"): "rnn",
+    ("adam", "elementwise"): "rnn",
+    ("adam", "global_norm"): "lstm",
+    ("adam", "none"): "gru",
+}
+HYPER = {
+    "adagrad": dict(eta=0.1),
+    "rmsprop": dict(eta=0.01, gamma=0.8),
+    "adam": dict(eta=0.01, beta1=0.8, beta2=0.99, eps=1e-6),
+}
 CLIP = {"elementwise": dict(clip=0.5), "global_norm": dict(clip=2.0), "none": dict()}
 
 # Free-running trajectories of 50 updates: single steps agree to ~1e-15; the
@@ -65,11 +77,23 @@ def test_train_steps_match_reference(optimizer, clip_mode, batch, dropout):
         opts["clip"] = 1e-3  # ignored when clip_mode is none (a binding that used it would fail here)
     start = [20] if batch is None else [20, 0, 130]  # 130 + 11 > 137: the last stream wraps at once
     kw = dict(pos=20) if batch is None else dict(batch_size=batch, positions=start)
-    losses, h, pos, wraps, diverged = cx.train_steps(params, state, data, n_steps=n_steps, seq_length=T,
-                                                     dropout=dropout, seed=17, **kw, **opts)
-    l_r, h_r, pos_r, wraps_r, t_r = ref.train_steps(cell, p_ref, s_ref, data, n_steps=n_steps, seq_length=T,
-                                                    batch_size=batch or 1, positions=start, t=3, dropout=dropout,
-                                                    seed=17, **opts)
+    losses, h, pos, wraps, diverged = cx.train_steps(
+        params, state, data, n_steps=n_steps, seq_length=T, dropout=dropout, seed=17, **kw, **opts
+    )
+    l_r, h_r, pos_r, wraps_r, t_r = ref.train_steps(
+        cell,
+        p_ref,
+        s_ref,
+        data,
+        n_steps=n_steps,
+        seq_length=T,
+        batch_size=batch or 1,
+        positions=start,
+        t=3,
+        dropout=dropout,
+        seed=17,
+        **opts,
+    )
     assert not diverged and len(losses) == n_steps
     assert np.array_equal(np.ravel(pos), pos_r) and np.array_equal(np.ravel(wraps), wraps_r)
     assert np.ravel(wraps)[0] == 3
@@ -93,11 +117,13 @@ def test_the_counter_matters_for_adam_and_dropout():
     for t0 in (0, 3):
         p, st = copy_params(params), init_opt_state(params, "adam")
         st["t"][...] = t0
-        losses, *_ = cx.train_steps(p, st, data, n_steps=4, seq_length=10, optimizer="adam", eta=0.01,
-                                    dropout=0.3, seed=1)
+        losses, *_ = cx.train_steps(
+            p, st, data, n_steps=4, seq_length=10, optimizer="adam", eta=0.01, dropout=0.3, seed=1
+        )
         pr, sr = copy_params(params), init_opt_state(params, "adam")
-        lr_, *_, t_end = ref.train_steps("gru", pr, sr, data, n_steps=4, seq_length=10, t=t0, optimizer="adam",
-                                         eta=0.01, dropout=0.3, seed=1)
+        lr_, *_, t_end = ref.train_steps(
+            "gru", pr, sr, data, n_steps=4, seq_length=10, t=t0, optimizer="adam", eta=0.01, dropout=0.3, seed=1
+        )
         assert int(st["t"]) == t_end == t0 + 4
         assert max_rel_err(losses, lr_) <= 1e-12
         assert all(max_scaled_err(p[k], pr[k]) <= 1e-12 for k in p)
@@ -137,10 +163,10 @@ def test_global_norm_clip_is_active_and_scales_all():
     params = net_init("gru", 5, 4, 1, sig=0.2, seed=2)
     data = np.random.default_rng(3).integers(0, 5, 30)
     _, grads, _ = ref.loss_and_grads("gru", params, data[:10], data[1:11])
-    norm = np.sqrt(sum(np.sum(g ** 2) for g in grads.values()))
+    norm = np.sqrt(sum(np.sum(g**2) for g in grads.values()))
     assert norm > 0.1
     clipped = ref.clip_grads(grads, 0.1, "global_norm")
-    assert np.isclose(np.sqrt(sum(np.sum(g ** 2) for g in clipped.values())), 0.1)
+    assert np.isclose(np.sqrt(sum(np.sum(g**2) for g in clipped.values())), 0.1)
     p = copy_params(params)
     st = init_opt_state(p, "adagrad")
     cx.train_steps(p, st, data, n_steps=1, seq_length=10, clip=0.1, clip_mode="global_norm")
@@ -164,8 +190,7 @@ def test_zero_steps_and_wrap_semantics():
     p2, s2 = copy_params(params), copy_params(st)
     p3, s3 = copy_params(params), copy_params(st)
     _, h, pos, wraps, _ = cx.train_steps(params, st, data, h0, n_steps=1, pos=15, seq_length=5)
-    _, h_r, pos_r, wraps_r, t_r = ref.train_steps("rnn", p2, s2, data, h0, n_steps=1, positions=[15],
-                                                    seq_length=5, t=4)
+    _, h_r, pos_r, wraps_r, t_r = ref.train_steps("rnn", p2, s2, data, h0, n_steps=1, positions=[15], seq_length=5, t=4)
     assert (pos, wraps) == (int(pos_r[0]), int(wraps_r[0])) == (5, 1)
     assert int(st["t"]) == t_r == 5
     assert max_rel_err(h, h_r[0]) <= 1e-12
@@ -179,23 +204,29 @@ def _setup():
     return params, init_opt_state(params, "adam"), np.random.default_rng(0).integers(0, 6, 100)
 
 
-@pytest.mark.parametrize("kw,exc,msg", [
-    (dict(optimizer="sgd"), ValueError, "unknown optimizer 'sgd'"),
-    (dict(clip_mode="norm"), ValueError, "unknown clip_mode 'norm'; expected one of 'elementwise', 'global_norm', "
-                                         "'none'"),
-    (dict(beta1=1.0), ValueError, r"beta1 must be in \[0, 1\)"),
-    (dict(beta2=-0.1), ValueError, r"beta2 must be in \[0, 1\)"),
-    (dict(gamma=1.5), ValueError, r"gamma must be in \[0, 1\)"),
-    (dict(eta=0.0), ValueError, "eta must be a positive finite number"),
-    (dict(eta=float("nan")), ValueError, "eta must be a positive finite number"),
-    (dict(clip=float("inf")), ValueError, "clip must be a positive finite number"),
-    (dict(eps=-1.0), ValueError, "eps must be a positive finite number"),
-    (dict(seq_length=0), ValueError, "seq_length must be >= 1"),
-    (dict(seq_length=100), ValueError, r"data has 100 characters; a chunk needs seq_length \+ 1 = 101"),
-    (dict(pos=101), ValueError, r"pos = 101 is outside the text"),
-    (dict(n_steps=-1), ValueError, "n_steps must be >= 0"),
-    (dict(dropout=1.0), ValueError, r"dropout must be in \[0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "kw,exc,msg",
+    [
+        (dict(optimizer="sgd"), ValueError, "unknown optimizer 'sgd'"),
+        (
+            dict(clip_mode="norm"),
+            ValueError,
+            "unknown clip_mode 'norm'; expected one of 'elementwise', 'global_norm', 'none'",
+        ),
+        (dict(beta1=1.0), ValueError, r"beta1 must be in \[0, 1\)"),
+        (dict(beta2=-0.1), ValueError, r"beta2 must be in \[0, 1\)"),
+        (dict(gamma=1.5), ValueError, r"gamma must be in \[0, 1\)"),
+        (dict(eta=0.0), ValueError, "eta must be a positive finite number"),
+        (dict(eta=float("nan")), ValueError, "eta must be a positive finite number"),
+        (dict(clip=float("inf")), ValueError, "clip must be a positive finite number"),
+        (dict(eps=-1.0), ValueError, "eps must be a positive finite number"),
+        (dict(seq_length=0), ValueError, "seq_length must be >= 1"),
+        (dict(seq_length=100), ValueError, r"data has 100 characters; a chunk needs seq_length \+ 1 = 101"),
+        (dict(pos=101), ValueError, r"pos = 101 is outside the text"),
+        (dict(n_steps=-1), ValueError, "n_steps must be >= 0"),
+        (dict(dropout=1.0), ValueError, r"dropout must be in \[0, 1\)"),
+    ],
+)
 def test_bad_training_arguments(kw, exc, msg):
     params, st, data = _setup()
     before, st_before = copy_params(params), copy_params(st)
@@ -273,8 +304,9 @@ def test_missing_update_counter_is_refused(optimizer, dropout):
     del st["t"]
     before, st_before = copy_params(params), copy_params(st)
     with pytest.raises(ValueError, match="opt_state has no 't' entry"):
-        cx.train_steps(params, st, data, n_steps=2, seq_length=10, optimizer=optimizer, eta=0.01,
-                       dropout=dropout, seed=1)
+        cx.train_steps(
+            params, st, data, n_steps=2, seq_length=10, optimizer=optimizer, eta=0.01, dropout=dropout, seed=1
+        )
     with pytest.raises(ValueError, match="opt_state has no 't' entry"):
         cx.train_step(params, st, data[:10], data[1:11], optimizer=optimizer, eta=0.01, dropout=dropout, seed=1)
     assert all(np.array_equal(params[k], before[k]) for k in params)

@@ -6,6 +6,7 @@ The cluster tests need the [sweep] extra (optuna, optuna-integration, dask);
 without it they are reported as skipped. Trials are tiny: a 2.3 KB text,
 models of 16 to 64 units, a few thousand updates.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,8 +37,14 @@ needs_sweep = pytest.mark.skipif(not HAVE_SWEEP, reason="needs the [sweep] extra
 PACKAGE_ROOT = str(Path(charrnn_ext.__file__).resolve().parents[1])
 
 #: Tiny runs: 10-character chunks, a validation point every 30 updates.
-TINY = {"seq-length": 10, "log-every": 30, "sample-every": 30, "val-chars": 150, "sample-chars": 20,
-        "passage-chars": 20}
+TINY = {
+    "seq-length": 10,
+    "log-every": 30,
+    "sample-every": 30,
+    "val-chars": 150,
+    "sample-chars": 20,
+    "passage-chars": 20,
+}
 
 
 def env_for_children(**extra: str) -> dict[str, str]:
@@ -88,41 +95,41 @@ def wait_for(condition, timeout: float, what: str, every: float = 0.02):
 # the space file: every bad one is refused before anything starts
 # ---------------------------------------------------------------------------
 
-GOOD_SEARCH = '[search]\neta = { loguniform = [1e-3, 1e-1] }\n'
+GOOD_SEARCH = "[search]\neta = { loguniform = [1e-3, 1e-1] }\n"
 
 BAD_SPACES = [
     # (TOML, words the one-line message must contain)
-    ('[fixed]\nhiden = 64\n' + GOOD_SEARCH, ["[fixed] hiden", "unknown option"]),
-    ('[search]\nsize = { choice = [1, 2] }\n', ["[search] size", "unknown option"]),
-    ('[search]\nhidden = { normal = [64, 8] }\n', ["[search] hidden", "unknown distribution 'normal'"]),
-    ('[search]\nhidden = { choice = [64], int = [1, 2] }\n', ["[search] hidden", "exactly one distribution"]),
-    ('[search]\nhidden = 64\n', ["[search] hidden", "belongs in [fixed]"]),
-    ('[search]\nhidden = { choice = [] }\n', ["[search] hidden.choice", "at least one value"]),
-    ('[search]\nhidden = { choice = [64, 0] }\n', ["[search] hidden.choice[1]", "hidden must be an integer in [1,"]),
-    ('[search]\nhidden = { choice = [64, 64] }\n', ["[search] hidden.choice", "twice"]),
+    ("[fixed]\nhiden = 64\n" + GOOD_SEARCH, ["[fixed] hiden", "unknown option"]),
+    ("[search]\nsize = { choice = [1, 2] }\n", ["[search] size", "unknown option"]),
+    ("[search]\nhidden = { normal = [64, 8] }\n", ["[search] hidden", "unknown distribution 'normal'"]),
+    ("[search]\nhidden = { choice = [64], int = [1, 2] }\n", ["[search] hidden", "exactly one distribution"]),
+    ("[search]\nhidden = 64\n", ["[search] hidden", "belongs in [fixed]"]),
+    ("[search]\nhidden = { choice = [] }\n", ["[search] hidden.choice", "at least one value"]),
+    ("[search]\nhidden = { choice = [64, 0] }\n", ["[search] hidden.choice[1]", "hidden must be an integer in [1,"]),
+    ("[search]\nhidden = { choice = [64, 64] }\n", ["[search] hidden.choice", "twice"]),
     ('[search]\ncell = { choice = ["rnn", "transformer"] }\n', ["[search] cell.choice[1]", "one of"]),
-    ('[search]\ndropout = { uniform = [0.0, 0.99] }\n', ["[search] dropout.uniform[1]", "dropout must be"]),
-    ('[search]\neta = { loguniform = [0.0, 0.1] }\n', ["[search] eta.loguniform", "low > 0"]),
-    ('[search]\neta = { uniform = [0.1, 0.01] }\n', ["[search] eta.uniform", "low must be below high"]),
-    ('[search]\neta = { uniform = [0.1] }\n', ["[search] eta.uniform", "[low, high]"]),
-    ('[search]\nhidden = { uniform = [8, 64] }\n', ["[search] hidden.uniform", "takes integers"]),
-    ('[search]\nlayers = { int = [1.5, 3] }\n', ["[search] layers.int", "integers"]),
-    ('[search]\nlayers = { int = [1, 99] }\n', ["[search] layers.int[1]", "layers must be an integer in [1, 64]"]),
-    ('[search]\ncell = { int = [1, 3] }\n', ["[search] cell.int", "takes words"]),
-    ('[fixed]\ncell = 3\n' + GOOD_SEARCH, ["[fixed] cell", "cell must be a string"]),
-    ('[fixed]\nmax-minutes = -5\n' + GOOD_SEARCH, ["[fixed] max-minutes", "max_minutes must be a number"]),
-    ('[fixed]\nsteps = [1, 2]\n' + GOOD_SEARCH, ["[fixed] steps", "expected a single value"]),
+    ("[search]\ndropout = { uniform = [0.0, 0.99] }\n", ["[search] dropout.uniform[1]", "dropout must be"]),
+    ("[search]\neta = { loguniform = [0.0, 0.1] }\n", ["[search] eta.loguniform", "low > 0"]),
+    ("[search]\neta = { uniform = [0.1, 0.01] }\n", ["[search] eta.uniform", "low must be below high"]),
+    ("[search]\neta = { uniform = [0.1] }\n", ["[search] eta.uniform", "[low, high]"]),
+    ("[search]\nhidden = { uniform = [8, 64] }\n", ["[search] hidden.uniform", "takes integers"]),
+    ("[search]\nlayers = { int = [1.5, 3] }\n", ["[search] layers.int", "integers"]),
+    ("[search]\nlayers = { int = [1, 99] }\n", ["[search] layers.int[1]", "layers must be an integer in [1, 64]"]),
+    ("[search]\ncell = { int = [1, 3] }\n", ["[search] cell.int", "takes words"]),
+    ("[fixed]\ncell = 3\n" + GOOD_SEARCH, ["[fixed] cell", "cell must be a string"]),
+    ("[fixed]\nmax-minutes = -5\n" + GOOD_SEARCH, ["[fixed] max-minutes", "max_minutes must be a number"]),
+    ("[fixed]\nsteps = [1, 2]\n" + GOOD_SEARCH, ["[fixed] steps", "expected a single value"]),
     ('[fixed]\ntext = "no/such/file.txt"\n' + GOOD_SEARCH, ["[fixed] text", "not found"]),
     ('[fixed]\ntext = "."\n' + GOOD_SEARCH, ["[fixed] text", "directory"]),
     ('[search]\ntext = { choice = ["a.txt", "b.txt"] }\n', ["[search] text", "can only be fixed"]),
     ('[fixed]\nout = "x"\n' + GOOD_SEARCH, ["[fixed] out", "cannot be set in a space"]),
-    ('[fixed]\nthreads = 2\n' + GOOD_SEARCH, ["[fixed] threads", "--threads-per-trial"]),
-    ('[fixed]\nsteps = 100\nepochs = 2\n' + GOOD_SEARCH, ["epochs", "only one of them"]),
-    ('[fixed]\nval-fraction = 0\n' + GOOD_SEARCH, ["[fixed] val-fraction", "val-fraction > 0"]),
-    ('[fixed]\nseq-length = 10\nseq_length = 20\n' + GOOD_SEARCH, ["[fixed] seq_length", "already set"]),
-    ('[fixed]\nhidden = 8\n', ["[search]", "names no option"]),
-    ('[fixd]\nhidden = 8\n' + GOOD_SEARCH, ["[fixd]", "unknown table"]),
-    ('[search]\neta = { loguniform = [1e-3, 1e-1 }\n', ["not valid TOML"]),
+    ("[fixed]\nthreads = 2\n" + GOOD_SEARCH, ["[fixed] threads", "--threads-per-trial"]),
+    ("[fixed]\nsteps = 100\nepochs = 2\n" + GOOD_SEARCH, ["epochs", "only one of them"]),
+    ("[fixed]\nval-fraction = 0\n" + GOOD_SEARCH, ["[fixed] val-fraction", "val-fraction > 0"]),
+    ("[fixed]\nseq-length = 10\nseq_length = 20\n" + GOOD_SEARCH, ["[fixed] seq_length", "already set"]),
+    ("[fixed]\nhidden = 8\n", ["[search]", "names no option"]),
+    ("[fixd]\nhidden = 8\n" + GOOD_SEARCH, ["[fixd]", "unknown table"]),
+    ("[search]\neta = { loguniform = [1e-3, 1e-1 }\n", ["not valid TOML"]),
 ]
 
 
@@ -184,9 +191,11 @@ def test_without_the_sweep_extra_the_command_says_what_to_install(tmp_path, monk
 
 
 def test_a_space_reads_back_from_its_own_toml_and_dict(tmp_path, text_file):
-    toml = (f'[fixed]\ntext = "{text_file}"\nmax-minutes = 5\n\n[search]\nhidden = {{ choice = [64, 128, 256] }}\n'
-            f'eta = {{ loguniform = [1e-3, 1e-1] }}\ncell = {{ choice = ["rnn", "lstm", "gru"] }}\n'
-            f'dropout = {{ uniform = [0.0, 0.3] }}\nlayers = {{ int = [1, 3] }}\n')
+    toml = (
+        f'[fixed]\ntext = "{text_file}"\nmax-minutes = 5\n\n[search]\nhidden = {{ choice = [64, 128, 256] }}\n'
+        f'eta = {{ loguniform = [1e-3, 1e-1] }}\ncell = {{ choice = ["rnn", "lstm", "gru"] }}\n'
+        f"dropout = {{ uniform = [0.0, 0.3] }}\nlayers = {{ int = [1, 3] }}\n"
+    )
     (tmp_path / "s.toml").write_text(toml)
     space = load_space(tmp_path / "s.toml")
     assert space.fixed == {"text": str(text_file), "max_minutes": 5.0}
@@ -200,8 +209,9 @@ def test_a_space_reads_back_from_its_own_toml_and_dict(tmp_path, text_file):
 
 
 def test_settings_keep_their_stored_values_on_resume():
-    first = SweepSettings.resolve({"trials": 8, "sampler": "random", "seed": 3, "pruner": None,
-                                   "threads_per_trial": None})
+    first = SweepSettings.resolve(
+        {"trials": 8, "sampler": "random", "seed": 3, "pruner": None, "threads_per_trial": None}
+    )
     assert first == SweepSettings(trials=8, sampler="random", pruner="median", seed=3, threads_per_trial=1)
     assert SweepSettings.resolve({"trials": 12}, first.to_json()).trials == 12  # a sweep may grow
     with pytest.raises(ValueError, match="--sampler tpe differs from the sweep's random"):
@@ -211,18 +221,32 @@ def test_settings_keep_their_stored_values_on_resume():
 
 def test_the_results_files_of_finished_trials(tmp_path):
     def record(n, state, val, **kw):
-        return TrialRecord(number=n, state=state, val_loss=val, updates=300, seconds=1.5, worker="w",
-                           params={"eta": 0.1 * (n + 1)}, options={"eta": 0.1 * (n + 1), "hidden": 8}, **kw)
+        return TrialRecord(
+            number=n,
+            state=state,
+            val_loss=val,
+            updates=300,
+            seconds=1.5,
+            worker="w",
+            params={"eta": 0.1 * (n + 1)},
+            options={"eta": 0.1 * (n + 1), "hidden": 8},
+            **kw,
+        )
 
-    rows = [record(0, "complete", 2.5), record(1, "pruned", 3.1), record(2, "failed", None, message="boom"),
-            record(3, "complete", 1.25)]
+    rows = [
+        record(0, "complete", 2.5),
+        record(1, "pruned", 3.1),
+        record(2, "failed", None, message="boom"),
+        record(3, "complete", 1.25),
+    ]
     for r in rows:
         write_trial_folder(tmp_path, r, {})
     table = ResultsTable(rows, searched=("eta",))
     assert table.best is not None and table.best.number == 3
     assert [r.number for r in table.by_val_loss()] == [3, 0, 1, 2]
-    write_summary_files(tmp_path, table, ["header"], "charrnn train --eta 0.4", "Not computed: test", "[search]\n",
-                        plot=False)
+    write_summary_files(
+        tmp_path, table, ["header"], "charrnn train --eta 0.4", "Not computed: test", "[search]\n", plot=False
+    )
     with open(tmp_path / "results.csv", newline="") as fh:
         got = list(csv.reader(fh))
     assert got[0] == ["trial", "state", "val_loss", "updates", "seconds", "worker", "eta"]
@@ -245,8 +269,10 @@ def test_four_trials_on_a_local_cluster_prune_the_hopeless_one(tmp_path, text_fi
     # eta 1e-7 learns nothing in 300 updates: hopeless. With the sampler's seed 6 the
     # trials ask for eta 0.1, 0.1, 1e-7, 0.1, so trial 2 runs after a good trial has
     # completed and the median pruner must stop it at its first validation point.
-    space = {"fixed": {"text": str(text_file), "steps": 300, "hidden": 16, **TINY},
-             "search": {"eta": {"choice": [0.1, 1e-7]}}}
+    space = {
+        "fixed": {"text": str(text_file), "steps": 300, "hidden": 16, **TINY},
+        "search": {"eta": {"choice": [0.1, 1e-7]}},
+    }
     out = tmp_path / "sweep"
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the workers' scratch folders
     table = charrnn_ext.sweep(space, out, trials=4, workers=2, seed=6, pruner="median")
@@ -274,9 +300,10 @@ def test_four_trials_on_a_local_cluster_prune_the_hopeless_one(tmp_path, text_fi
     assert len(capsys.readouterr().out) > 40
     import optuna
 
-    study = optuna.load_study(study_name="charrnn-sweep",
-                              storage=optuna.storages.JournalStorage(
-                                  optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))))
+    study = optuna.load_study(
+        study_name="charrnn-sweep",
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))),
+    )
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"]
     assert study.trials[2].intermediate_values == {30: pytest.approx(float(rows[2]["val_loss"]))}
     sweep_id = json.loads((out / "sweep.json").read_text())["sweep_id"]
@@ -299,10 +326,29 @@ def dask_cluster(tmp_path_factory):
     env = env_for_children(TMPDIR=str(home))
     procs: list[subprocess.Popen] = []
     try:
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-             "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(scheduler_file)],
-            cwd=base, env=env, stdout=subprocess.DEVNULL, stderr=open(base / "scheduler.log", "wb")))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "dask",
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--no-dashboard",
+                    "--dashboard-address",
+                    "127.0.0.1:0",
+                    "--scheduler-file",
+                    str(scheduler_file),
+                ],
+                cwd=base,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(base / "scheduler.log", "wb"),
+            )
+        )
 
         def address():
             with contextlib.suppress(OSError, ValueError):
@@ -311,11 +357,32 @@ def dask_cluster(tmp_path_factory):
 
         addr = wait_for(address, 60, "the scheduler's address in its scheduler file", every=0.1)
         assert addr.startswith("tcp://127.0.0.1:"), addr
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "dask", "worker", addr, "--host", "127.0.0.1", "--nthreads", "1",
-             "--no-dashboard", "--dashboard-address", "127.0.0.1:0", "--name", "worker-machine",
-             "--local-directory", str(home / "dask")],
-            cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=open(base / "worker.log", "wb")))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "dask",
+                    "worker",
+                    addr,
+                    "--host",
+                    "127.0.0.1",
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--dashboard-address",
+                    "127.0.0.1:0",
+                    "--name",
+                    "worker-machine",
+                    "--local-directory",
+                    str(home / "dask"),
+                ],
+                cwd=home,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(base / "worker.log", "wb"),
+            )
+        )
         from distributed import Client
 
         with Client(addr, set_as_default=False, timeout="30s") as client:
@@ -333,16 +400,40 @@ def test_a_sweep_on_a_running_cluster_gets_every_file_back(tmp_path, text_file, 
     client_dir = text_file.parent
     space = client_dir / "space.toml"
     fixed = "\n".join(f"{k} = {v}" for k, v in TINY.items() if k != "seq-length")
-    space.write_text(f'[fixed]\ntext = "{text_file}"\nsteps = 240\nhidden = 16\n{fixed}\n\n[search]\n'
-                     f'eta = {{ choice = [0.1, 1e-7] }}\nseq-length = {{ choice = [10, 99999] }}\n')
+    space.write_text(
+        f'[fixed]\ntext = "{text_file}"\nsteps = 240\nhidden = 16\n{fixed}\n\n[search]\n'
+        f"eta = {{ choice = [0.1, 1e-7] }}\nseq-length = {{ choice = [10, 99999] }}\n"
+    )
     out = client_dir / "sweep"
-    assert cli.main(["sweep", str(space), "--out", str(out), "--scheduler", dask_cluster["address"], "--sampler",
-                     "grid", "--seed", "0", "--pruner", "none", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "sweep",
+                str(space),
+                "--out",
+                str(out),
+                "--scheduler",
+                dask_cluster["address"],
+                "--sampler",
+                "grid",
+                "--seed",
+                "0",
+                "--pruner",
+                "none",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert f"on the cluster at {dask_cluster['address']}" in err
     rows = read_results(out)
     assert len(rows) == 4 and sorted((r["eta"], r["seq-length"]) for r in rows) == [
-        ("0.1", "10"), ("0.1", "99999"), ("1e-07", "10"), ("1e-07", "99999")]
+        ("0.1", "10"),
+        ("0.1", "99999"),
+        ("1e-07", "10"),
+        ("1e-07", "99999"),
+    ]
     for r in rows:
         rec = trial_json(out, int(r["trial"]))
         if r["seq-length"] == "99999":
@@ -351,8 +442,16 @@ def test_a_sweep_on_a_running_cluster_gets_every_file_back(tmp_path, text_file, 
         else:
             assert r["state"] == "complete" and int(r["updates"]) == 240
             folder = out / "trials" / f"{int(r['trial']):03d}"
-            assert {p.name for p in folder.iterdir()} >= {"config.json", "metrics.csv", "best.npz", "last.npz",
-                                                          "summary.json", "report.md", "loss.png", "trial.json"}
+            assert {p.name for p in folder.iterdir()} >= {
+                "config.json",
+                "metrics.csv",
+                "best.npz",
+                "last.npz",
+                "summary.json",
+                "report.md",
+                "loss.png",
+                "trial.json",
+            }
             assert r["worker"].startswith("tcp://127.0.0.1:")
     best = json.loads((out / "best" / "trial.json").read_text())
     assert best["params"] == {"eta": 0.1, "seq_length": 10}
@@ -374,17 +473,29 @@ def test_a_sweep_on_a_running_cluster_gets_every_file_back(tmp_path, text_file, 
 
 @needs_sweep
 def test_a_worker_killed_mid_trial_is_replaced_and_the_trial_resumes(tmp_path, text_file, dask_cluster):
-    space = {"fixed": {"text": str(text_file), "steps": 40_000, "hidden": 64, "seq-length": 10, "log-every": 500,
-                       "sample-every": 2000, "val-chars": 150, "sample-chars": 20, "passage-chars": 20},
-             "search": {"eta": {"choice": [0.1, 0.05]}}}
+    space = {
+        "fixed": {
+            "text": str(text_file),
+            "steps": 40_000,
+            "hidden": 64,
+            "seq-length": 10,
+            "log-every": 500,
+            "sample-every": 2000,
+            "val-chars": 150,
+            "sample-chars": 20,
+            "passage-chars": 20,
+        },
+        "search": {"eta": {"choice": [0.1, 0.05]}},
+    }
     out = tmp_path / "sweep"
     result: list = []
     failure: list = []
 
     def run():
         try:
-            result.append(charrnn_ext.sweep(space, out, trials=2, scheduler=dask_cluster["address"], seed=1,
-                                            pruner="none"))
+            result.append(
+                charrnn_ext.sweep(space, out, trials=2, scheduler=dask_cluster["address"], seed=1, pruner="none")
+            )
         except BaseException as exc:  # reported by the test below
             failure.append(exc)
 
@@ -423,17 +534,36 @@ def test_a_worker_killed_mid_trial_is_replaced_and_the_trial_resumes(tmp_path, t
 def test_ctrl_c_then_resume_accounts_for_every_trial_once(tmp_path, text_file):
     space = tmp_path / "space.toml"
     fixed = "\n".join(f"{k} = {v}" for k, v in TINY.items() if k != "sample-every")
-    space.write_text(f'[fixed]\ntext = "{text_file}"\nsteps = 60000\nhidden = 32\nsample-every = 1000\n{fixed}\n\n'
-                     f'[search]\neta = {{ loguniform = [0.01, 0.2] }}\n')
+    space.write_text(
+        f'[fixed]\ntext = "{text_file}"\nsteps = 60000\nhidden = 32\nsample-every = 1000\n{fixed}\n\n'
+        f"[search]\neta = {{ loguniform = [0.01, 0.2] }}\n"
+    )
     out = tmp_path / "sweep"
     scratch = tmp_path / "machine-tmp"
     scratch.mkdir()
-    args = [sys.executable, "-m", "charrnn_ext", "sweep", str(space), "--out", str(out), "--trials", "4",
-            "--workers", "2", "--pruner", "none", "--seed", "4"]
+    args = [
+        sys.executable,
+        "-m",
+        "charrnn_ext",
+        "sweep",
+        str(space),
+        "--out",
+        str(out),
+        "--trials",
+        "4",
+        "--workers",
+        "2",
+        "--pruner",
+        "none",
+        "--seed",
+        "4",
+    ]
     log = tmp_path / "first.log"
-    proc = subprocess.Popen(args, env=env_for_children(TMPDIR=str(scratch)), stdout=subprocess.DEVNULL,
-                            stderr=open(log, "wb"))
+    proc = subprocess.Popen(
+        args, env=env_for_children(TMPDIR=str(scratch)), stdout=subprocess.DEVNULL, stderr=open(log, "wb")
+    )
     try:
+
         def second_wave_checkpointed():
             # trial 2 starts when trial 0 or 1 has finished; once it has written a checkpoint past
             # update 0, it has most of its run ahead of it
@@ -455,8 +585,9 @@ def test_ctrl_c_then_resume_accounts_for_every_trial_once(tmp_path, text_file):
     sweep_id = json.loads((out / "sweep.json").read_text())["sweep_id"]
     left = sorted(p.name for p in (scratch / "charrnn-sweep" / sweep_id).iterdir())
     assert left  # the interrupted trials kept their checkpoints for --resume
-    done = subprocess.run(args + ["--resume"], env=env_for_children(TMPDIR=str(scratch)), capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        args + ["--resume"], env=env_for_children(TMPDIR=str(scratch)), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     rows = read_results(out)
     assert [r["trial"] for r in rows] == ["0", "1", "2", "3"] and {r["state"] for r in rows} == {"complete"}

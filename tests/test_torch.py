@@ -4,6 +4,7 @@ mapped onto torch.nn.RNN / LSTM / GRU: the gate blocks are stacked in
 PyTorch's orders (lstm i, f, g, o; gru r, z, n), l{l}.Wx / l{l}.Wh are
 weight_ih_l{l} / weight_hh_l{l}, l{l}.b is bias_ih_l{l} and, for gru, l{l}.bh
 is bias_hh_l{l} (rnn and lstm have no second bias: bias_hh = 0)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -85,8 +86,9 @@ def torch_network(cell, params, X, Y, h0, *, dropout=0.0, seed=0, update=0):
         seq, fin = mod(seq, state)
         finals.append(torch.cat([fin[0][0], fin[1][0]], dim=1) if cell == "lstm" else fin[0])
     logits = drop(seq, L) @ V.T + c  # (T, B, K)
-    loss = torch.nn.functional.cross_entropy(logits.reshape(T * B, K), torch.tensor(Y.T).reshape(T * B),
-                                             reduction="sum")
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(T * B, K), torch.tensor(Y.T).reshape(T * B), reduction="sum"
+    )
     loss.backward()
     grads = {"V": V.grad.numpy(), "c": c.grad.numpy()}
     for l, mod in enumerate(layers):
@@ -149,6 +151,6 @@ def test_gate_order_matters():
         assert max_rel_err(loss, loss_t) <= TOL_LOSS
         swapped = {k: v.copy() for k, v in params.items()}
         for k in ("l0.Wx", "l0.Wh", "l0.b") + (("l0.bh",) if cell == "gru" else ()):
-            swapped[k][:m], swapped[k][m:2 * m] = params[k][m:2 * m], params[k][:m]
+            swapped[k][:m], swapped[k][m : 2 * m] = params[k][m : 2 * m], params[k][:m]
         loss_s, _, _ = cx.loss_and_grads(swapped, X, Y, h0)
         assert abs(loss_s - loss_t) > 1e-6 * loss_t, cell

@@ -1,5 +1,6 @@
 """The training loop: smooth loss, records, resume, interruption, divergence,
 learning-rate schedules and the training-time budget."""
+
 from __future__ import annotations
 
 import itertools
@@ -55,8 +56,14 @@ def _assert_same_run(a, b):
     x, y = load_checkpoint(a / "last.npz").state, load_checkpoint(b / "last.npz").state
     assert _params_equal(x.opt_state, y.opt_state) and np.array_equal(x.h, y.h)
     assert np.array_equal(x.positions, y.positions) and x.t == y.t
-    assert (x.step, x.wraps, x.smooth_loss, x.best_step, x.best_loss, x.total_steps) == \
-        (y.step, y.wraps, y.smooth_loss, y.best_step, y.best_loss, y.total_steps)
+    assert (x.step, x.wraps, x.smooth_loss, x.best_step, x.best_loss, x.total_steps) == (
+        y.step,
+        y.wraps,
+        y.smooth_loss,
+        y.best_step,
+        y.best_loss,
+        y.total_steps,
+    )
     assert x.history == y.history and x.samples == y.samples
 
 
@@ -155,12 +162,16 @@ def test_metrics_csv_rows_follow_the_recurrence(tmp_path):
 
 
 def test_metrics_csv_round_trips_exactly(tmp_path):
-    rows = [MetricRow(step=1, epoch=1, loss=0.1 + 0.2, smooth_loss=1 / 3),
-            MetricRow(step=2, epoch=1, loss=1e-300, smooth_loss=2.0, val_loss=0.5, val_chars=100)]
+    rows = [
+        MetricRow(step=1, epoch=1, loss=0.1 + 0.2, smooth_loss=1 / 3),
+        MetricRow(step=2, epoch=1, loss=1e-300, smooth_loss=2.0, val_loss=0.5, val_chars=100),
+    ]
     text = metrics_csv(rows)
-    assert text == ("step,epoch,loss,smooth_loss,val_loss,val_chars\n"
-                    "1,1,0.30000000000000004,0.3333333333333333,,\n"
-                    "2,1,1e-300,2.0,0.5,100\n")
+    assert text == (
+        "step,epoch,loss,smooth_loss,val_loss,val_chars\n"
+        "1,1,0.30000000000000004,0.3333333333333333,,\n"
+        "2,1,1e-300,2.0,0.5,100\n"
+    )
     (tmp_path / "metrics.csv").write_text(text)
     assert read_metrics_csv(tmp_path / "metrics.csv") == rows
 
@@ -169,15 +180,19 @@ def test_samples_markdown_fences_any_text():
     """A sample holding backticks gets a longer code fence, so the Markdown stays intact."""
     assert fence("plain") == "```" and fence("a ``` b") == "````" and fence("x" + "`" * 7) == "`" * 8
     assert (fmt(None), fmt(math.nan), fmt(1.23456), fmt(2.0, ".1f")) == ("n/a", "n/a", "1.2346", "2.0")
-    text = samples_markdown([
-        SampleRecord(step=0, epoch=1, smooth_loss=None, val_loss=None, val_chars=0, seed=1, text="x````y"),
-        SampleRecord(step=60, epoch=1, smooth_loss=25.5, val_loss=1.25, val_chars=150, seed=2, text="plain"),
-    ])
-    assert text == ("# Text synthesised during training\n\n"
-                    "## Update 0 (epoch 1): smooth loss n/a, validation loss not measured\n\n"
-                    "`````text\nx````y\n`````\n\n"
-                    "## Update 60 (epoch 1): smooth loss 25.5000, validation loss 1.2500/char on 150 chars\n\n"
-                    "```text\nplain\n```\n")
+    text = samples_markdown(
+        [
+            SampleRecord(step=0, epoch=1, smooth_loss=None, val_loss=None, val_chars=0, seed=1, text="x````y"),
+            SampleRecord(step=60, epoch=1, smooth_loss=25.5, val_loss=1.25, val_chars=150, seed=2, text="plain"),
+        ]
+    )
+    assert text == (
+        "# Text synthesised during training\n\n"
+        "## Update 0 (epoch 1): smooth loss n/a, validation loss not measured\n\n"
+        "`````text\nx````y\n`````\n\n"
+        "## Update 60 (epoch 1): smooth loss 25.5000, validation loss 1.2500/char on 150 chars\n\n"
+        "```text\nplain\n```\n"
+    )
 
 
 def test_loss_decreases_and_run_folder_is_complete(tmp_path):
@@ -373,8 +388,10 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
         model.fit(c, steps=100, out=out, callback=sabotage, seq_length=10, log_every=10, sample_every=20)
     msg = str(ei.value)
     assert msg.startswith("training diverged: the loss of update 31 is not finite (smooth loss so far ")
-    assert msg.endswith(f"stopped after update 30 without applying it; the last good checkpoint is "
-                        f"{out / 'last.npz'} (update 20). Try a smaller learning rate (eta=0.1).")
+    assert msg.endswith(
+        f"stopped after update 30 without applying it; the last good checkpoint is "
+        f"{out / 'last.npz'} (update 20). Try a smaller learning rate (eta=0.1)."
+    )
     assert ei.value.step == model.step == 30 and ei.value.checkpoint == out / "last.npz"
     assert model.state.t == 30
     ck = load_checkpoint(out / "last.npz")
@@ -427,17 +444,20 @@ def test_epochs_option_sets_step_count():
     assert fresh.fit(c, seq_length=50, log_every=1000, sample_every=1000).step == 2 * steps_per_epoch(2052, 50)
 
 
-@pytest.mark.parametrize("bad, exc, match", [
-    (dict(seq_length=0), ValueError, r"seq_length must be an integer in \[1, 100_000\], got 0"),
-    (dict(eta=-1.0), ValueError, r"eta must be a number in \(0, 10\], got -1.0"),
-    (dict(eta=1e307), ValueError, r"eta must be a number in \(0, 10\], got 1e\+307"),
-    (dict(val_fraction=1.5), ValueError, r"val_fraction must be a number in \[0, 0.9\], got 1.5"),
-    (dict(dropout="0.1"), TypeError, "dropout must be a number"),
-    (dict(sample_evry=3), ValueError, r"unknown training option\(s\) \['sample_evry'\]"),
-    (dict(steps=-1), ValueError, r"steps must be an integer in \[0, 10\*\*15\), got -1"),
-    (dict(epochs=0), ValueError, r"epochs must be a number in \(0, 1e6\], got 0"),
-    (dict(max_minutes=float("nan")), ValueError, "max_minutes must be a number"),
-])
+@pytest.mark.parametrize(
+    "bad, exc, match",
+    [
+        (dict(seq_length=0), ValueError, r"seq_length must be an integer in \[1, 100_000\], got 0"),
+        (dict(eta=-1.0), ValueError, r"eta must be a number in \(0, 10\], got -1.0"),
+        (dict(eta=1e307), ValueError, r"eta must be a number in \(0, 10\], got 1e\+307"),
+        (dict(val_fraction=1.5), ValueError, r"val_fraction must be a number in \[0, 0.9\], got 1.5"),
+        (dict(dropout="0.1"), TypeError, "dropout must be a number"),
+        (dict(sample_evry=3), ValueError, r"unknown training option\(s\) \['sample_evry'\]"),
+        (dict(steps=-1), ValueError, r"steps must be an integer in \[0, 10\*\*15\), got -1"),
+        (dict(epochs=0), ValueError, r"epochs must be a number in \(0, 1e6\], got 0"),
+        (dict(max_minutes=float("nan")), ValueError, "max_minutes must be a number"),
+    ],
+)
 def test_bad_training_options(bad, exc, match):
     c = _corpus()
     kw = {"steps": 1, **bad} if "epochs" not in bad else bad
@@ -472,8 +492,17 @@ def test_lr_decay_at_epoch_boundaries():
     spe = steps_per_epoch(c.train.size, 10)  # 205
     model = CharRNN.new(c, hidden=8, seed=0)
     recs = []
-    model.fit(c, steps=2 * spe + 30, callback=recs.append, eta=0.08, lr_decay=0.5, lr_decay_every=1,
-              seq_length=10, log_every=50, sample_every=1000)
+    model.fit(
+        c,
+        steps=2 * spe + 30,
+        callback=recs.append,
+        eta=0.08,
+        lr_decay=0.5,
+        lr_decay_every=1,
+        seq_length=10,
+        log_every=50,
+        sample_every=1000,
+    )
     steps = [r.step for r in recs if r.step > 0]
     assert steps == [50, 100, 150, 200, 250, 300, 350, 400, 440]
     # chunks end where the rate changes: the record at 250 is the chunk 206-250, all of epoch 2
@@ -484,8 +513,9 @@ def test_lr_decay_at_epoch_boundaries():
     st = init_opt_state(ref.params)
     h, pos = None, 0
     for e, n in enumerate([spe, spe, 30]):
-        _, h, pos, _, _ = engine.train_steps(ref.params, st, c.train, h, n_steps=n, seq_length=10, pos=pos,
-                                             eta=0.08 * 0.5 ** e)
+        _, h, pos, _, _ = engine.train_steps(
+            ref.params, st, c.train, h, n_steps=n, seq_length=10, pos=pos, eta=0.08 * 0.5**e
+        )
     assert _params_equal(ref.params, model.params)
 
 
@@ -494,8 +524,17 @@ def test_linear_and_cosine_schedules_over_the_steps(schedule):
     c = _corpus()
     model = CharRNN.new(c, hidden=8, seed=0)
     recs = []
-    model.fit(c, steps=100, callback=recs.append, eta=0.1, lr_schedule=schedule, lr_final=0.2, seq_length=10,
-              log_every=10, sample_every=1000)
+    model.fit(
+        c,
+        steps=100,
+        callback=recs.append,
+        eta=0.1,
+        lr_schedule=schedule,
+        lr_final=0.2,
+        seq_length=10,
+        log_every=10,
+        sample_every=1000,
+    )
     from charrnn_ext.config import TrainConfig
 
     cfg = TrainConfig(eta=0.1, lr_schedule=schedule, lr_final=0.2)
@@ -508,8 +547,9 @@ def test_linear_and_cosine_schedules_over_the_steps(schedule):
     st = init_opt_state(ref.params)
     h, pos = None, 0
     for i in range(10):
-        _, h, pos, _, _ = engine.train_steps(ref.params, st, c.train, h, n_steps=10, seq_length=10, pos=pos,
-                                             eta=cfg.lr_at(10 * i, 205, i / 10))
+        _, h, pos, _, _ = engine.train_steps(
+            ref.params, st, c.train, h, n_steps=10, seq_length=10, pos=pos, eta=cfg.lr_at(10 * i, 205, i / 10)
+        )
     assert _params_equal(ref.params, model.params)
 
 
@@ -517,8 +557,7 @@ def test_warmup_chunks_and_rates():
     c = _corpus()
     model = CharRNN.new(c, hidden=8, seed=0)
     recs = []
-    model.fit(c, steps=60, callback=recs.append, eta=0.1, warmup=40, seq_length=10, log_every=20,
-              sample_every=1000)
+    model.fit(c, steps=60, callback=recs.append, eta=0.1, warmup=40, seq_length=10, log_every=20, sample_every=1000)
     # during warm-up chunks are warmup // 20 = 2 updates long
     assert [r.step for r in recs if r.step] == [20, 40, 60]
     assert recs[1].lr == pytest.approx(0.1 * 19 / 40, rel=1e-15)  # the chunk of updates 19-20 starts at step 18
@@ -529,8 +568,16 @@ def test_warmup_chunks_and_rates():
 def test_max_minutes_ends_the_run_as_finished(tmp_path):
     c = _corpus()
     model = CharRNN.new(c, hidden=8, seed=0)
-    res = model.fit(c, steps=10**7, out=tmp_path / "run", max_minutes=0.002, seq_length=10, log_every=50,
-                    sample_every=10**6, val_chars=100)
+    res = model.fit(
+        c,
+        steps=10**7,
+        out=tmp_path / "run",
+        max_minutes=0.002,
+        seq_length=10,
+        log_every=50,
+        sample_every=10**6,
+        val_chars=100,
+    )
     assert res.time_limited and not res.stopped and 0 < res.step < 10**7
     assert res.seconds >= 0.12 and model.state.budget_seconds == pytest.approx(0.12)
     assert model.state.total_steps == res.step and res.final_val_loss is not None

@@ -11,6 +11,7 @@ into a PyTorch module (needs ``[torch]``; not imported by this package).
 :func:`sweep` searches training options with Optuna on a Dask cluster
 (needs ``[sweep]``; Optuna and Dask are imported when a sweep starts).
 """
+
 from ._core import simd_level
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import CELLS, CLIP_MODES, OPTIMIZERS, OPTIONS, PRESETS, TrainConfig

@@ -10,6 +10,7 @@ the classic names (U, W, V, b, c); the cell is read from the shapes and
 (streams, layers, S*m) by the training functions and (layers, S*m) by
 evaluate_loss and sample, S = 2 for lstm.
 """
+
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -128,4 +129,3 @@ def layout(cell: str, K: int, m: int, layers: int) -> list[tuple[str, str | None
 
 def simd_level() -> str:
     """'avx512', 'avx2' or 'baseline' (the build's own target)."""
-

@@ -44,6 +44,7 @@ and the member's compressed and uncompressed sizes) before its data is
 read, and the archive as a whole must fit a memory budget proportional to
 the model's size.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -150,14 +151,24 @@ def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
         arrays["hist_epoch"] = np.array([r.epoch for r in hist], dtype=np.int64)
         arrays["hist_loss"] = np.array([r.loss for r in hist], dtype=np.float64)
         arrays["hist_smooth_loss"] = np.array([r.smooth_loss for r in hist], dtype=np.float64)
-        arrays["hist_val_loss"] = np.array([math.nan if r.val_loss is None else r.val_loss for r in hist],
-                                           dtype=np.float64)
+        arrays["hist_val_loss"] = np.array(
+            [math.nan if r.val_loss is None else r.val_loss for r in hist], dtype=np.float64
+        )
         arrays["hist_val_chars"] = np.array([r.val_chars for r in hist], dtype=np.int64)
-        arrays["samples"] = _json0d([
-            {"step": r.step, "epoch": r.epoch, "smooth_loss": r.smooth_loss, "val_loss": r.val_loss,
-             "val_chars": r.val_chars, "seed": str(r.seed), "text": r.text}
-            for r in s.samples
-        ])
+        arrays["samples"] = _json0d(
+            [
+                {
+                    "step": r.step,
+                    "epoch": r.epoch,
+                    "smooth_loss": r.smooth_loss,
+                    "val_loss": r.val_loss,
+                    "val_chars": r.val_chars,
+                    "seed": str(r.seed),
+                    "text": r.text,
+                }
+                for r in s.samples
+            ]
+        )
     return atomic_write(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
 
 
@@ -205,17 +216,23 @@ class _Archive:
         info = self.members[key]
         method, packed, size = info.compress_type, info.compress_size, info.file_size
         if method in (zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
-            raise self.fail(f"entry {key!r} is compressed with zip method {method}; the entries of an .npz "
-                            f"checkpoint are stored or deflated")
+            raise self.fail(
+                f"entry {key!r} is compressed with zip method {method}; the entries of an .npz "
+                f"checkpoint are stored or deflated"
+            )
         if packed > self.size:
-            raise self.fail(f"entry {key!r} is corrupt (it declares {packed:,} compressed bytes in a file of "
-                            f"{self.size:,})")
+            raise self.fail(
+                f"entry {key!r} is corrupt (it declares {packed:,} compressed bytes in a file of {self.size:,})"
+            )
         if method == zipfile.ZIP_STORED and packed != size:
-            raise self.fail(f"entry {key!r} is corrupt (stored, but {packed:,} bytes in the archive for "
-                            f"{size:,} declared)")
+            raise self.fail(
+                f"entry {key!r} is corrupt (stored, but {packed:,} bytes in the archive for {size:,} declared)"
+            )
         if method == zipfile.ZIP_DEFLATED and size > _DEFLATE_MAX_RATIO * packed + 1024:
-            raise self.fail(f"entry {key!r} is corrupt (it declares {size:,} bytes from {packed:,} compressed "
-                            f"bytes, more than deflate can produce)")
+            raise self.fail(
+                f"entry {key!r} is corrupt (it declares {size:,} bytes from {packed:,} compressed "
+                f"bytes, more than deflate can produce)"
+            )
         return info
 
     def _header(self, key: str, fh: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
@@ -241,9 +258,16 @@ class _Archive:
         with self._reading(key), self.zf.open(info) as fh:
             return self._header(key, fh)
 
-    def _checked(self, key: str, info: zipfile.ZipInfo, fh: IO[bytes], shape: tuple[int, ...] | None,
-                 dtype: np.dtype | None, kinds: str | None,
-                 max_bytes: int | None) -> tuple[tuple[int, ...], np.dtype, int]:
+    def _checked(
+        self,
+        key: str,
+        info: zipfile.ZipInfo,
+        fh: IO[bytes],
+        shape: tuple[int, ...] | None,
+        dtype: np.dtype | None,
+        kinds: str | None,
+        max_bytes: int | None,
+    ) -> tuple[tuple[int, ...], np.dtype, int]:
         """The member's header, checked against the expectations and its size in the archive."""
         got_shape, got_dtype = self._header(key, fh)
         if shape is not None and got_shape != shape:
@@ -254,15 +278,20 @@ class _Archive:
             raise self.fail(f"entry {key!r} has dtype {got_dtype}, expected kind {kinds!r}")
         nbytes = math.prod(got_shape) * got_dtype.itemsize
         if max_bytes is not None and nbytes > max_bytes:
-            raise self.fail(f"entry {key!r} declares {nbytes:,} bytes, more than its limit of "
-                            f"{max_bytes:,}; the file is corrupt or not a charrnn_ext checkpoint")
+            raise self.fail(
+                f"entry {key!r} declares {nbytes:,} bytes, more than its limit of "
+                f"{max_bytes:,}; the file is corrupt or not a charrnn_ext checkpoint"
+            )
         if info.file_size != fh.tell() + nbytes:
-            raise self.fail(f"entry {key!r} is {info.file_size:,} bytes in the archive but its header "
-                            f"declares {fh.tell() + nbytes:,}; the file is corrupt")
+            raise self.fail(
+                f"entry {key!r} is {info.file_size:,} bytes in the archive but its header "
+                f"declares {fh.tell() + nbytes:,}; the file is corrupt"
+            )
         return got_shape, got_dtype, nbytes
 
-    def check(self, key: str, shape: tuple[int, ...] | None = None, dtype: np.dtype | None = None,
-              kinds: str | None = None) -> None:
+    def check(
+        self, key: str, shape: tuple[int, ...] | None = None, dtype: np.dtype | None = None, kinds: str | None = None
+    ) -> None:
         """Check a member's header and sizes without reading its data."""
         info = self._info(key)
         with self._reading(key), self.zf.open(info) as fh:
@@ -277,16 +306,25 @@ class _Archive:
         declared = sum(info.file_size for info in self.members.values())
         if declared > self.budget:
             largest = max(self.members, key=lambda k: self.members[k].file_size)
-            raise self.fail(f"its entries declare {declared:,} bytes in all (the largest, {largest!r}, "
-                            f"{self.members[largest].file_size:,}), more than a checkpoint of this model can need "
-                            f"({self.budget:,}); the file is corrupt or not a charrnn_ext checkpoint")
+            raise self.fail(
+                f"its entries declare {declared:,} bytes in all (the largest, {largest!r}, "
+                f"{self.members[largest].file_size:,}), more than a checkpoint of this model can need "
+                f"({self.budget:,}); the file is corrupt or not a charrnn_ext checkpoint"
+            )
         have = available_bytes()
         if have is not None and declared > 0.9 * have:
-            raise self.fail(f"its entries declare {declared / 2**30:.2f} GiB but only {have / 2**30:.2f} GiB of "
-                            f"memory is available")
+            raise self.fail(
+                f"its entries declare {declared / 2**30:.2f} GiB but only {have / 2**30:.2f} GiB of memory is available"
+            )
 
-    def get(self, key: str, shape: tuple[int, ...] | None = None, dtype: np.dtype | None = None,
-            kinds: str | None = None, max_bytes: int | None = None) -> np.ndarray:
+    def get(
+        self,
+        key: str,
+        shape: tuple[int, ...] | None = None,
+        dtype: np.dtype | None = None,
+        kinds: str | None = None,
+        max_bytes: int | None = None,
+    ) -> np.ndarray:
         """The member ``key``, refused before its data is read if its header
         disagrees with ``shape`` / ``dtype`` / ``kinds``, if its sizes in the
         archive disagree with its header, or if it would exceed ``max_bytes``
@@ -296,9 +334,11 @@ class _Archive:
         with self._reading(key), self.zf.open(info) as fh:
             got_shape, got_dtype, nbytes = self._checked(key, info, fh, shape, dtype, kinds, max_bytes)
             if self._used + nbytes > self.budget:
-                raise self.fail(f"the entries read so far and {key!r} take {self._used + nbytes:,} bytes, more "
-                                f"than a checkpoint of this model can need ({self.budget:,}); the file is "
-                                f"corrupt or not a charrnn_ext checkpoint")
+                raise self.fail(
+                    f"the entries read so far and {key!r} take {self._used + nbytes:,} bytes, more "
+                    f"than a checkpoint of this model can need ({self.budget:,}); the file is "
+                    f"corrupt or not a charrnn_ext checkpoint"
+                )
             self._used += nbytes
             out = np.empty(got_shape, dtype=got_dtype)
             raw = out.reshape(-1).view(np.uint8).data
@@ -307,7 +347,7 @@ class _Archive:
                 piece = fh.read(min(nbytes - done, _READ_CHUNK))
                 if not piece:
                     break
-                raw[done:done + len(piece)] = piece
+                raw[done : done + len(piece)] = piece
                 done += len(piece)
         if done != nbytes:
             raise self.fail(f"entry {key!r} is truncated")
@@ -333,8 +373,9 @@ class _Archive:
     def real(self, key: str) -> float:
         return float(self.get(key, shape=(), kinds="f")[()])
 
-    def finite(self, key: str, shape: tuple[int, ...], dtype: np.dtype, what: str,
-               non_negative: bool = False) -> np.ndarray:
+    def finite(
+        self, key: str, shape: tuple[int, ...], dtype: np.dtype, what: str, non_negative: bool = False
+    ) -> np.ndarray:
         a = self.get(key, shape=shape, dtype=dtype)
         if not np.all(np.isfinite(a)):
             raise self.fail(f"{what} ({key!r}) contains NaN or infinite values")
@@ -351,8 +392,10 @@ class _Archive:
 def _model_spec(r: _Archive, meta: Mapping[str, Any], version: int) -> tuple[str, int]:
     cell, layers = meta.get("cell", "rnn"), meta.get("layers", 1)
     if cell not in CELLS or isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers <= _MAX_LAYERS:
-        raise r.fail(f"meta field 'cell'/'layers' is invalid: cell={cell!r} (expected one of {CELLS}), "
-                     f"layers={layers!r} (expected an integer in [1, {_MAX_LAYERS}])")
+        raise r.fail(
+            f"meta field 'cell'/'layers' is invalid: cell={cell!r} (expected one of {CELLS}), "
+            f"layers={layers!r} (expected an integer in [1, {_MAX_LAYERS}])"
+        )
     if version < 2 and (cell, layers) != ("rnn", 1):
         raise r.fail(f"a version-{version} checkpoint cannot hold a {cell} network with {layers} layers")
     return cell, layers
@@ -394,8 +437,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             raise r.fail(f"not a charrnn_ext checkpoint (no 'format' entry equal to {FORMAT_NAME!r})")
         version = r.integer("format_version")
         if version > FORMAT_VERSION:
-            raise r.fail(f"checkpoint format version {version} was written by a newer charrnn_ext; this version "
-                         f"({package_version()}) reads versions up to {FORMAT_VERSION}. Upgrade charrnn_ext to load it")
+            raise r.fail(
+                f"checkpoint format version {version} was written by a newer charrnn_ext; this version "
+                f"({package_version()}) reads versions up to {FORMAT_VERSION}. Upgrade charrnn_ext to load it"
+            )
         if version < 1:
             raise r.fail(f"invalid checkpoint format version {version}")
         kind = r.string("kind", 16)
@@ -416,20 +461,27 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         classic = "param_U" in r.keys
         stored_layers = sum(1 for k in r.keys if k.startswith("param_l") and k.endswith(".Wx"))
         if not classic and layers != stored_layers:
-            raise r.fail(f"meta field 'layers' says {layers} but the archive holds {stored_layers} layer(s) of "
-                         f"parameters")
+            raise r.fail(
+                f"meta field 'layers' says {layers} but the archive holds {stored_layers} layer(s) of parameters"
+            )
         if classic and (cell, layers) != ("rnn", 1):
-            raise r.fail(f"the archive holds classic parameters (param_U ...) but meta describes a {cell} network "
-                         f"with {layers} layers")
+            raise r.fail(
+                f"the archive holds classic parameters (param_U ...) but meta describes a {cell} network "
+                f"with {layers} layers"
+            )
         ref, _ref_shape = ("param_U", (None, K)) if classic else ("param_V", (K, None))
         shape, dtype = r.peek(ref)
         if len(shape) != 2 or (classic and shape[1] != K) or (not classic and shape[0] != K):
-            raise r.fail(f"entry {ref!r} has shape {shape}; expected {('(m, %d)' if classic else '(%d, m)') % K} "
-                         f"for the {K}-character vocabulary")
+            raise r.fail(
+                f"entry {ref!r} has shape {shape}; expected {('(m, %d)' if classic else '(%d, m)') % K} "
+                f"for the {K}-character vocabulary"
+            )
         m = shape[0] if classic else shape[1]
         if not 1 <= m <= int(option("hidden").high or 0):
-            raise r.fail(f"entry {ref!r} has shape {shape}: a hidden size of {m}, outside the range of --hidden "
-                         f"{option('hidden').range_text()}")
+            raise r.fail(
+                f"entry {ref!r} has shape {shape}: a hidden size of {m}, outside the range of --hidden "
+                f"{option('hidden').range_text()}"
+            )
         if dtype not in _FLOAT_DTYPES:
             raise r.fail(f"parameters must be float32 or float64, got {dtype} (entry {ref!r})")
         _check_meta(r, meta, K, m, dtype)
@@ -491,8 +543,19 @@ def _train_config(r: _Archive) -> TrainConfig:
     return cfg
 
 
-def _load_state(r: _Archive, version: int, classic: bool, cell: str, layers: int, K: int, m: int, dtype: np.dtype,
-                shapes: Mapping[str, tuple[int, ...]], names: Mapping[str, str], cfg: TrainConfig) -> TrainState:
+def _load_state(
+    r: _Archive,
+    version: int,
+    classic: bool,
+    cell: str,
+    layers: int,
+    K: int,
+    m: int,
+    dtype: np.dtype,
+    shapes: Mapping[str, tuple[int, ...]],
+    names: Mapping[str, str],
+    cfg: TrainConfig,
+) -> TrainState:
     B, W = cfg.batch_size, STATES[cell] * m
     # optimiser state
     template = init_opt_state({n: np.empty(0) for n in shapes}, cfg.optimizer)
@@ -528,16 +591,24 @@ def _load_state(r: _Archive, version: int, classic: bool, cell: str, layers: int
     else:
         old_shape = ((m,) if B == 1 else (B, m)) if classic else (layers, W)
         h = r.finite("h", old_shape, dtype, "hidden state").reshape(B, layers, W)
-        positions = (r.get("positions", shape=(B,), kinds="iu").astype(np.int64) if B > 1
-                     else np.array([r.integer("pos")], dtype=np.int64))
+        positions = (
+            r.get("positions", shape=(B,), kinds="iu").astype(np.int64)
+            if B > 1
+            else np.array([r.integer("pos")], dtype=np.int64)
+        )
     floats: dict[str, Any] = {k: r.real(k) for k in ("smooth_loss", "last_loss", "best_loss")}
     extra = {k: (r.real(k) if k in r.keys else math.nan) for k in ("seconds", "budget_seconds")}
-    for key, needed in (("smooth_loss", ints["step"] > 0), ("last_loss", ints["step"] > 0),
-                        ("best_loss", ints["best_step"] > 0)):
+    for key, needed in (
+        ("smooth_loss", ints["step"] > 0),
+        ("last_loss", ints["step"] > 0),
+        ("best_loss", ints["best_step"] > 0),
+    ):
         v = floats[key]
         if (needed or not math.isnan(v)) and not (math.isfinite(v) and v >= 0):
-            raise r.fail(f"{key} is {v} after {ints['step']} updates (best at {ints['best_step']}); expected a "
-                         f"finite number >= 0" + ("" if needed else " or NaN"))
+            raise r.fail(
+                f"{key} is {v} after {ints['step']} updates (best at {ints['best_step']}); expected a "
+                f"finite number >= 0" + ("" if needed else " or NaN")
+            )
     seconds = 0.0 if math.isnan(extra["seconds"]) else extra["seconds"]
     budget = None if math.isnan(extra["budget_seconds"]) else extra["budget_seconds"]
     bad_budget = budget is not None and not (math.isfinite(budget) and budget > 0)
@@ -554,8 +625,12 @@ def _load_state(r: _Archive, version: int, classic: bool, cell: str, layers: int
     if not isinstance(corpus, dict):
         raise r.fail("entry 'corpus' must hold a JSON object")
     n_train = corpus.get("n_train")
-    if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 2 or \
-            not isinstance(corpus.get("train_sha256"), str):
+    if (
+        isinstance(n_train, bool)
+        or not isinstance(n_train, int)
+        or n_train < 2
+        or not isinstance(corpus.get("train_sha256"), str)
+    ):
         raise r.fail("entry 'corpus' lacks a valid n_train / train_sha256")
     segment = n_train // B
     if np.any(positions < 0) or np.any(positions > segment):
@@ -563,12 +638,10 @@ def _load_state(r: _Archive, version: int, classic: bool, cell: str, layers: int
     # history: one row per record point, at most one per log_every or
     # sample_every updates, plus the rows where sessions ended
     step = ints["step"]
-    limit = step // min(cfg.log_every, cfg.sample_every) + step // max(cfg.log_every, cfg.sample_every) + \
-        _HISTORY_SLACK
+    limit = step // min(cfg.log_every, cfg.sample_every) + step // max(cfg.log_every, cfg.sample_every) + _HISTORY_SLACK
     n_shape, _ = r.peek("hist_step")
     if len(n_shape) != 1 or n_shape[0] > limit:
-        raise r.fail(f"entry 'hist_step' has shape {n_shape}; a run of {step} updates has at most {limit} "
-                     f"metrics rows")
+        raise r.fail(f"entry 'hist_step' has shape {n_shape}; a run of {step} updates has at most {limit} metrics rows")
     n = n_shape[0]
     steps = r.get("hist_step", (n,), kinds="iu")
     if n and (steps[0] < 0 or steps[-1] > step or np.any(np.diff(steps) <= 0)):
@@ -582,8 +655,14 @@ def _load_state(r: _Archive, version: int, classic: bool, cell: str, layers: int
         "hist_val_chars": r.get("hist_val_chars", (n,), kinds="iu"),
     }
     history = [
-        MetricRow(step=int(s), epoch=int(e), loss=float(lo), smooth_loss=float(sm),
-                  val_loss=None if math.isnan(v) else float(v), val_chars=int(vc))
+        MetricRow(
+            step=int(s),
+            epoch=int(e),
+            loss=float(lo),
+            smooth_loss=float(sm),
+            val_loss=None if math.isnan(v) else float(v),
+            val_chars=int(vc),
+        )
         for s, e, lo, sm, v, vc in zip(*(cols[k].tolist() for k in cols))
     ]
     n_samples = step // cfg.sample_every + _HISTORY_SLACK
@@ -592,16 +671,34 @@ def _load_state(r: _Archive, version: int, classic: bool, cell: str, layers: int
         raise r.fail("entry 'samples' must hold a JSON list of at most one record per sample point")
     try:
         samples = [
-            SampleRecord(step=int(d["step"]), epoch=int(d["epoch"]), smooth_loss=_opt_num(d["smooth_loss"]),
-                         val_loss=_opt_num(d["val_loss"]), val_chars=int(d["val_chars"]), seed=int(d["seed"]),
-                         text=str(d["text"]))
+            SampleRecord(
+                step=int(d["step"]),
+                epoch=int(d["epoch"]),
+                smooth_loss=_opt_num(d["smooth_loss"]),
+                val_loss=_opt_num(d["val_loss"]),
+                val_chars=int(d["val_chars"]),
+                seed=int(d["seed"]),
+                text=str(d["text"]),
+            )
             for d in raw
         ]
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise r.fail(f"entry 'samples' holds a malformed record ({exc!r})") from None
-    return TrainState(opt_state=opt_state, h=h, positions=positions, best_params=best_params, best_h=best_h,
-                      config=cfg.to_dict(), corpus=corpus, history=history, samples=samples, seconds=seconds,
-                      budget_seconds=budget, **ints, **floats)
+    return TrainState(
+        opt_state=opt_state,
+        h=h,
+        positions=positions,
+        best_params=best_params,
+        best_h=best_h,
+        config=cfg.to_dict(),
+        corpus=corpus,
+        history=history,
+        samples=samples,
+        seconds=seconds,
+        budget_seconds=budget,
+        **ints,
+        **floats,
+    )
 
 
 def _opt_num(v: Any) -> float | None:

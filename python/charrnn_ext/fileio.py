@@ -5,6 +5,7 @@ target (``.NAME.XXXXXXXX.tmp``), flushed and fsynced, then moved over the
 target with ``os.replace``: a reader, or a process resuming after a crash,
 sees the old or the new complete file, never a partial one.
 """
+
 from __future__ import annotations
 
 import glob
@@ -88,5 +89,5 @@ def index_sha256(indices: np.ndarray) -> str:
     sha = hashlib.sha256()
     step = 1 << 20
     for start in range(0, indices.size, step):
-        sha.update(np.ascontiguousarray(indices[start:start + step], dtype="<u4").tobytes())
+        sha.update(np.ascontiguousarray(indices[start : start + step], dtype="<u4").tobytes())
     return sha.hexdigest()

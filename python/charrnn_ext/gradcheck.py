@@ -19,6 +19,7 @@ is the O(h^2) truncation error. The NumPy references are
 :mod:`charrnn_ext.reference` (the classic RNN, with its U, W, V, b, c names)
 and :mod:`charrnn_ext.reference_nets` (every network).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -74,8 +75,9 @@ class GradCheckReport:
     def table(self) -> str:
         """A Markdown table of max / mean relative errors per parameter."""
         net = f"{self.cell}, {self.layers} layer(s), " if (self.cell, self.layers) != ("rnn", 1) else ""
-        extra = (f", {self.streams} streams" if self.streams > 1 else "") + \
-            (f", dropout {self.dropout:g}" if self.dropout > 0 else "")
+        extra = (f", {self.streams} streams" if self.streams > 1 else "") + (
+            f", dropout {self.dropout:g}" if self.dropout > 0 else ""
+        )
         lines = [
             f"Gradient check: {net}K={self.K}, m={self.m}, T={self.T}{extra}; centred differences with "
             f"h={self.h:g} (losses in long double); relative error |ga-gn|/max(eps, |ga|+|gn|) with eps = "
@@ -99,9 +101,19 @@ def _summary(err: np.ndarray) -> tuple[float, float]:
 NET_FLOOR = 1e-3
 
 
-def check_gradients(params: Mapping[str, np.ndarray], X, Y, h0=None, h: float | None = None, eps: float = 1e-12,
-                    *, dropout: float = 0.0, seed: int = 0, update: int = 0,
-                    floor: float | None = None) -> GradCheckReport:
+def check_gradients(
+    params: Mapping[str, np.ndarray],
+    X,
+    Y,
+    h0=None,
+    h: float | None = None,
+    eps: float = 1e-12,
+    *,
+    dropout: float = 0.0,
+    seed: int = 0,
+    update: int = 0,
+    floor: float | None = None,
+) -> GradCheckReport:
     """Compare the C++ float64 gradients, the NumPy reference and centred
     differences on the chunk X -> Y ((T,) or (B, T)). ``floor`` None is 0
     for the classic RNN and :data:`NET_FLOOR` for other networks. ``h`` None
@@ -126,18 +138,29 @@ def check_gradients(params: Mapping[str, np.ndarray], X, Y, h0=None, h: float | 
         state = h0_64 if h0_64 is None or not classic else h0_64.reshape(*X.shape[:-1], 1, -1)
         _, g_net, _ = reference_nets.loss_and_grads(cell, from_classic(params64), X, Y, state, **drop)
         g_ref = to_classic(g_net) if classic else g_net
-    report = GradCheckReport(cell=cell, layers=layers, K=K, m=m, T=int(X.shape[-1]),
-                             streams=int(X.shape[0]) if X.ndim == 2 else 1, dropout=float(dropout), h=float(h),
-                             eps=eps, floor=floor)
+    report = GradCheckReport(
+        cell=cell,
+        layers=layers,
+        K=K,
+        m=m,
+        T=int(X.shape[-1]),
+        streams=int(X.shape[0]) if X.ndim == 2 else 1,
+        dropout=float(dropout),
+        h=float(h),
+        eps=eps,
+        floor=floor,
+    )
     for name in params64:
         e = max(eps, floor * float(np.max(np.abs(g_num[name]), initial=0.0)))
-        report.rows.append(GradCheckRow(
-            name=name,
-            shape=tuple(np.shape(params64[name])),
-            cpp_vs_numerical=_summary(relative_error(g_cpp[name], g_num[name], e)),
-            numpy_vs_numerical=_summary(relative_error(g_ref[name], g_num[name], e)),
-            cpp_vs_numpy=_summary(relative_error(g_cpp[name], g_ref[name], e)),
-        ))
+        report.rows.append(
+            GradCheckRow(
+                name=name,
+                shape=tuple(np.shape(params64[name])),
+                cpp_vs_numerical=_summary(relative_error(g_cpp[name], g_num[name], e)),
+                numpy_vs_numerical=_summary(relative_error(g_ref[name], g_num[name], e)),
+                cpp_vs_numpy=_summary(relative_error(g_cpp[name], g_ref[name], e)),
+            )
+        )
     return report
 
 
@@ -148,9 +171,19 @@ def check_gradients(params: Mapping[str, np.ndarray], X, Y, h0=None, h: float | 
 NET_CHECK_SIG, NET_CHECK_BIAS = 0.15, 0.2
 
 
-def gradient_check(data=None, K: int | None = None, m: int = 5, seq_length: int = 25, sig: float | None = None,
-                   seed: int = 0, h: float | None = None, eps: float = 1e-12, cell: str = "rnn",
-                   layers: int = 1, dropout: float = 0.0) -> GradCheckReport:
+def gradient_check(
+    data=None,
+    K: int | None = None,
+    m: int = 5,
+    seq_length: int = 25,
+    sig: float | None = None,
+    seed: int = 0,
+    h: float | None = None,
+    eps: float = 1e-12,
+    cell: str = "rnn",
+    layers: int = 1,
+    dropout: float = 0.0,
+) -> GradCheckReport:
     """The standard check on the first seq_length + 1 characters of data (an
     index array), or random characters from a K-letter alphabet when data is
     None. The classic RNN (with its U, W, V, b, c names) is checked at its
@@ -163,10 +196,12 @@ def gradient_check(data=None, K: int | None = None, m: int = 5, seq_length: int 
     else:
         data = np.asarray(data)
         if data.ndim != 1 or len(data) < seq_length + 1:
-            raise ValueError(f"data must be a 1-D index array with at least seq_length + 1 = "
-                             f"{seq_length + 1} entries, got shape {data.shape}")
+            raise ValueError(
+                f"data must be a 1-D index array with at least seq_length + 1 = "
+                f"{seq_length + 1} entries, got shape {data.shape}"
+            )
         K = int(data.max()) + 1 if K is None else K
-    X, Y = data[:seq_length], data[1:seq_length + 1]
+    X, Y = data[:seq_length], data[1 : seq_length + 1]
     classic = (cell, layers) == ("rnn", 1)
     if sig is None:
         sig = 0.01 if classic else NET_CHECK_SIG

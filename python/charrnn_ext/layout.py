@@ -26,6 +26,7 @@ Optimiser state (:func:`init_opt_state`) is a flat dict keyed
 "v:<name>" for Adam, plus "t", the number of updates done (a 0-d int64
 array, which Adam's bias correction and the dropout masks use).
 """
+
 from __future__ import annotations
 
 import functools
@@ -100,8 +101,10 @@ def to_classic(params: Mapping[str, np.ndarray]) -> Params:
     if "U" not in params:
         cell, _, _, layers = describe(params)
         if not is_classic(cell, layers):
-            raise ValueError(f"only a one-layer rnn has the classic names U, W, V, b, c; these parameters are a "
-                             f"{layers}-layer {cell}")
+            raise ValueError(
+                f"only a one-layer rnn has the classic names U, W, V, b, c; these parameters are a "
+                f"{layers}-layer {cell}"
+            )
     back = {v: k for k, v in CLASSIC_NAMES.items()}
     return {back.get(k, k): v for k, v in params.items()}
 
@@ -148,9 +151,16 @@ def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
-def net_init(cell: str, K: int, m: int, layers: int = 1, sig: float = 0.01,
-             seed: int | np.random.Generator | None = 0, dtype: npt.DTypeLike = np.float64,
-             forget_bias: float = 1.0) -> Params:
+def net_init(
+    cell: str,
+    K: int,
+    m: int,
+    layers: int = 1,
+    sig: float = 0.01,
+    seed: int | np.random.Generator | None = 0,
+    dtype: npt.DTypeLike = np.float64,
+    forget_bias: float = 1.0,
+) -> Params:
     """Fresh network parameters: every matrix ~ N(0, sig^2), drawn in the
     core's order; biases zero except the LSTM forget-gate block of b, which
     is ``forget_bias``. The one-layer rnn draws exactly what
@@ -171,12 +181,17 @@ def net_init(cell: str, K: int, m: int, layers: int = 1, sig: float = 0.01,
             params[name] = (sig * rng.standard_normal(shape)).astype(dt)
     if cell == "lstm":
         for l in range(int(layers)):
-            params[f"l{l}.b"][m:2 * m] = forget_bias
+            params[f"l{l}.b"][m : 2 * m] = forget_bias
     return params
 
 
-def init_params(K: int, m: int = 100, sig: float = 0.01, seed: int | np.random.Generator | None = None,
-                dtype: npt.DTypeLike = np.float64) -> Params:
+def init_params(
+    K: int,
+    m: int = 100,
+    sig: float = 0.01,
+    seed: int | np.random.Generator | None = None,
+    dtype: npt.DTypeLike = np.float64,
+) -> Params:
     """Fresh classic parameters U (m, K), W (m, m), V (K, m), b (m,), c (K,):
     b = c = 0 and U, W, V drawn from N(0, sig^2)."""
     net = net_init("rnn", K, m, 1, sig, seed=seed, dtype=dtype)

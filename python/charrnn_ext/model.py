@@ -16,6 +16,7 @@ Typical use::
     print(model.sample(300, prime="ROMEO:", seed=1))
     model.save("model.npz")
 """
+
 from __future__ import annotations
 
 import os
@@ -49,9 +50,17 @@ class CharRNN:
     ``state`` (:class:`~charrnn_ext.state.TrainState`, None before training).
     """
 
-    def __init__(self, vocab: Vocabulary, params: dict[str, np.ndarray], *, sig: float = default("sig"),
-                 seed: int = default("seed"), state: TrainState | None = None, start_h: np.ndarray | None = None,
-                 forget_bias: float = default("forget_bias")):
+    def __init__(
+        self,
+        vocab: Vocabulary,
+        params: dict[str, np.ndarray],
+        *,
+        sig: float = default("sig"),
+        seed: int = default("seed"),
+        state: TrainState | None = None,
+        start_h: np.ndarray | None = None,
+        forget_bias: float = default("forget_bias"),
+    ):
         if not isinstance(vocab, Vocabulary):
             raise TypeError(f"vocab must be a charrnn_ext.data.Vocabulary, got {type(vocab).__name__}")
         params = from_classic(params)
@@ -70,9 +79,18 @@ class CharRNN:
     # -- construction -------------------------------------------------------------
 
     @classmethod
-    def new(cls, vocab: Vocabulary | Corpus, hidden: int = default("hidden"), sig: float = default("sig"),
-            seed: int = default("seed"), dtype: npt.DTypeLike = default("dtype"), *, cell: str = default("cell"),
-            layers: int = default("layers"), forget_bias: float = default("forget_bias")) -> CharRNN:
+    def new(
+        cls,
+        vocab: Vocabulary | Corpus,
+        hidden: int = default("hidden"),
+        sig: float = default("sig"),
+        seed: int = default("seed"),
+        dtype: npt.DTypeLike = default("dtype"),
+        *,
+        cell: str = default("cell"),
+        layers: int = default("layers"),
+        forget_bias: float = default("forget_bias"),
+    ) -> CharRNN:
         """A freshly initialised model (biases 0, weights ~ N(0, sig^2); an
         LSTM's forget-gate bias is ``forget_bias``). ``vocab`` may be a
         :class:`~charrnn_ext.data.Corpus` (its vocabulary is used)."""
@@ -87,8 +105,11 @@ class CharRNN:
         sig = option("sig").check(sig)
         dt = np.dtype(dtype)
         option("dtype").check(str(dt) if dt.kind == "f" else repr(dtype))
-        check_fits(f"a {cell} network of {layers} x {hidden} units ({dt})",
-                   model_bytes(cell, vocab.size, hidden, layers, str(dt)), "choose a smaller --hidden or --layers")
+        check_fits(
+            f"a {cell} network of {layers} x {hidden} units ({dt})",
+            model_bytes(cell, vocab.size, hidden, layers, str(dt)),
+            "choose a smaller --hidden or --layers",
+        )
         params = net_init(cell, vocab.size, hidden, layers, sig, seed=seed, dtype=dt, forget_bias=forget_bias)
         return cls(vocab, params, sig=sig, seed=seed, forget_bias=forget_bias)
 
@@ -124,21 +145,40 @@ class CharRNN:
         return 0 if self.state is None else self.state.step
 
     def __repr__(self) -> str:
-        return (f"CharRNN(cell={self.cell!r}, layers={self.layers}, K={self.K}, hidden={self.hidden}, "
-                f"dtype={self.dtype}, step={self.step}, seed={self.seed})")
+        return (
+            f"CharRNN(cell={self.cell!r}, layers={self.layers}, K={self.K}, hidden={self.hidden}, "
+            f"dtype={self.dtype}, step={self.step}, seed={self.seed})"
+        )
 
     def meta(self) -> dict[str, Any]:
         """The model options, as stored in checkpoints and config.json."""
-        return {"hidden": self.hidden, "K": self.K, "sig": self.sig, "seed": self.seed, "dtype": str(self.dtype),
-                "cell": self.cell, "layers": self.layers, "forget_bias": self.forget_bias}
+        return {
+            "hidden": self.hidden,
+            "K": self.K,
+            "sig": self.sig,
+            "seed": self.seed,
+            "dtype": str(self.dtype),
+            "cell": self.cell,
+            "layers": self.layers,
+            "forget_bias": self.forget_bias,
+        }
 
     # -- training -----------------------------------------------------------------
 
-    def fit(self, data: str | os.PathLike[str] | Corpus | None = None, steps: int | None = None,
-            epochs: float | None = None, *, out: str | os.PathLike[str] | None = None,
-            callback: Callable[[Any], None] | None = None, progress: bool = False,
-            max_steps: int | None = None, max_minutes: float | None = None, force: bool = False,
-            **config: Any) -> TrainResult:
+    def fit(
+        self,
+        data: str | os.PathLike[str] | Corpus | None = None,
+        steps: int | None = None,
+        epochs: float | None = None,
+        *,
+        out: str | os.PathLike[str] | None = None,
+        callback: Callable[[Any], None] | None = None,
+        progress: bool = False,
+        max_steps: int | None = None,
+        max_minutes: float | None = None,
+        force: bool = False,
+        **config: Any,
+    ) -> TrainResult:
         """Train for ``steps`` more updates (or ``epochs`` more passes over the
         training split; default 2 epochs) and return a
         :class:`~charrnn_ext.training.TrainResult`.
@@ -161,14 +201,23 @@ class CharRNN:
         KeyboardInterrupt and SIGTERM save the run folder.
         """
         run_info = config.pop("run_info", None)
-        trainer = Trainer(self, data, out=out, callback=callback, progress=progress, run_info=run_info, force=force,
-                          **config)
+        trainer = Trainer(
+            self, data, out=out, callback=callback, progress=progress, run_info=run_info, force=force, **config
+        )
         return trainer.run(steps=steps, epochs=epochs, max_steps=max_steps, max_minutes=max_minutes)
 
-    def resume(self, data: str | os.PathLike[str] | Corpus | None = None, *, total_steps: int | None = None,
-               out: str | os.PathLike[str] | None = None, callback: Callable[[Any], None] | None = None,
-               progress: bool = False, max_steps: int | None = None, max_minutes: float | None = None,
-               threads: int | None = None) -> TrainResult:
+    def resume(
+        self,
+        data: str | os.PathLike[str] | Corpus | None = None,
+        *,
+        total_steps: int | None = None,
+        out: str | os.PathLike[str] | None = None,
+        callback: Callable[[Any], None] | None = None,
+        progress: bool = False,
+        max_steps: int | None = None,
+        max_minutes: float | None = None,
+        threads: int | None = None,
+    ) -> TrainResult:
         """Continue an interrupted run up to its target (or ``total_steps``).
         ``data`` None means the text the run was trained on (the stored path,
         or the built-in corpus); a different text is refused. ``threads`` may
@@ -196,8 +245,16 @@ class CharRNN:
             return self.state.h[0]
         return self.start_h
 
-    def sample(self, n: int, temperature: float = 1.0, prime: str | None = None, seed: int | None = None,
-               top_k: int = 0, top_p: float = 1.0, greedy: bool = False) -> str:
+    def sample(
+        self,
+        n: int,
+        temperature: float = 1.0,
+        prime: str | None = None,
+        seed: int | None = None,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        greedy: bool = False,
+    ) -> str:
         """Synthesise ``n`` characters and return them (without the prime).
 
         The network starts from :attr:`start_state` and reads ``prime`` (every
@@ -207,28 +264,65 @@ class CharRNN:
         only among the k most probable characters, ``top_p`` < 1 only from the
         smallest set holding that much probability, ``greedy`` always takes
         the most probable one."""
-        return sample_text(self.params, self.vocab, n, temperature=temperature, prime=prime, seed=seed,
-                           h0=self.start_state, top_k=top_k, top_p=top_p, greedy=greedy)
+        return sample_text(
+            self.params,
+            self.vocab,
+            n,
+            temperature=temperature,
+            prime=prime,
+            seed=seed,
+            h0=self.start_state,
+            top_k=top_k,
+            top_p=top_p,
+            greedy=greedy,
+        )
 
-    def sample_stream(self, n: int, temperature: float = 1.0, prime: str | None = None, seed: int | None = None,
-                      *, top_k: int = 0, top_p: float = 1.0, greedy: bool = False, piece: int = 256):
+    def sample_stream(
+        self,
+        n: int,
+        temperature: float = 1.0,
+        prime: str | None = None,
+        seed: int | None = None,
+        *,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        greedy: bool = False,
+        piece: int = 256,
+    ):
         """Like :meth:`sample`, but yields the text in pieces of at most
         ``piece`` characters as it is generated."""
-        return sample_pieces(self.params, self.vocab, n, temperature=temperature, prime=prime, seed=seed,
-                             h0=self.start_state, top_k=top_k, top_p=top_p, greedy=greedy, piece=piece)
+        return sample_pieces(
+            self.params,
+            self.vocab,
+            n,
+            temperature=temperature,
+            prime=prime,
+            seed=seed,
+            h0=self.start_state,
+            top_k=top_k,
+            top_p=top_p,
+            greedy=greedy,
+            piece=piece,
+        )
 
     def loss(self, text: str, batch_size: int = 1, threads: int = 1) -> float:
         """Loss per character of predicting text[1:] from text[:-1], from :attr:`start_state`."""
         data = corpus_from_string(text, 0.0, self.vocab).train
-        total, _ = _core.evaluate_loss(self.params, data, self.start_state, cell=None, batch_size=batch_size,
-                                       threads=threads)
+        total, _ = _core.evaluate_loss(
+            self.params, data, self.start_state, cell=None, batch_size=batch_size, threads=threads
+        )
         return float(total) / (len(data) - 1)
 
     # -- persistence --------------------------------------------------------------
 
     def to_checkpoint(self, include_state: bool = True, **extra_meta: Any) -> Checkpoint:
-        return Checkpoint(vocab=self.vocab, params=self.params, meta={**self.meta(), **extra_meta},
-                          state=self.state if include_state else None, start_h=self.start_state)
+        return Checkpoint(
+            vocab=self.vocab,
+            params=self.params,
+            meta={**self.meta(), **extra_meta},
+            state=self.state if include_state else None,
+            start_h=self.start_state,
+        )
 
     def save(self, path: str | os.PathLike[str], include_state: bool = True) -> Path:
         """Write an .npz checkpoint atomically, with the training state (if
@@ -238,9 +332,15 @@ class CharRNN:
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint) -> CharRNN:
         meta = ckpt.meta
-        return cls(ckpt.vocab, ckpt.params, sig=float(meta.get("sig", default("sig"))),
-                   seed=int(meta.get("seed", default("seed"))), state=ckpt.state, start_h=ckpt.start_h,
-                   forget_bias=float(meta.get("forget_bias", default("forget_bias"))))
+        return cls(
+            ckpt.vocab,
+            ckpt.params,
+            sig=float(meta.get("sig", default("sig"))),
+            seed=int(meta.get("seed", default("seed"))),
+            state=ckpt.state,
+            start_h=ckpt.start_h,
+            forget_bias=float(meta.get("forget_bias", default("forget_bias"))),
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CharRNN:
@@ -253,6 +353,12 @@ class CharRNN:
 
     def copy(self) -> CharRNN:
         h = self.start_state
-        return CharRNN(self.vocab, copy_params(self.params), sig=self.sig, seed=self.seed, state=None,
-                       start_h=None if h is None else h.copy(), forget_bias=self.forget_bias)
-
+        return CharRNN(
+            self.vocab,
+            copy_params(self.params),
+            sig=self.sig,
+            seed=self.seed,
+            state=None,
+            start_h=None if h is None else h.copy(),
+            forget_bias=self.forget_bias,
+        )

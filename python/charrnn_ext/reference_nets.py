@@ -20,6 +20,7 @@ engine draws for (seed, update, stream, position, site).
 B streams (X, Y of shape (B, T)) are B independent chunks whose losses and
 gradients are summed.
 """
+
 from __future__ import annotations
 
 import math
@@ -89,15 +90,15 @@ def cell_forward(cell, p, xin, h_prev, c_prev):
         return h, None, {"h": h}
     if cell == "lstm":
         z = ax + Wh @ h_prev
-        i, f, g, o = _sigmoid(z[:m]), _sigmoid(z[m:2 * m]), np.tanh(z[2 * m:3 * m]), _sigmoid(z[3 * m:])
+        i, f, g, o = _sigmoid(z[:m]), _sigmoid(z[m : 2 * m]), np.tanh(z[2 * m : 3 * m]), _sigmoid(z[3 * m :])
         c = f * c_prev + i * g
         tc = np.tanh(c)
         return o * tc, c, {"i": i, "f": f, "g": g, "o": o, "tc": tc, "c_prev": c_prev}
     ah = Wh @ h_prev + p["bh"]
     r = _sigmoid(ax[:m] + ah[:m])
-    z = _sigmoid(ax[m:2 * m] + ah[m:2 * m])
-    hn = ah[2 * m:]
-    n = np.tanh(ax[2 * m:] + r * hn)
+    z = _sigmoid(ax[m : 2 * m] + ah[m : 2 * m])
+    hn = ah[2 * m :]
+    n = np.tanh(ax[2 * m :] + r * hn)
     return (1 - z) * n + z * h_prev, None, {"r": r, "z": z, "n": n, "hn": hn, "h_prev": h_prev}
 
 
@@ -109,19 +110,21 @@ def cell_backward(cell, cache, dh, dc):
         return da, da, 0.0, None
     if cell == "lstm":
         i, f, g, o, tc = cache["i"], cache["f"], cache["g"], cache["o"], cache["tc"]
-        dct = dc + dh * o * (1 - tc ** 2)
-        dz = np.concatenate([dct * g * i * (1 - i), dct * cache["c_prev"] * f * (1 - f),
-                             dct * i * (1 - g ** 2), dh * tc * o * (1 - o)])
+        dct = dc + dh * o * (1 - tc**2)
+        dz = np.concatenate(
+            [dct * g * i * (1 - i), dct * cache["c_prev"] * f * (1 - f), dct * i * (1 - g**2), dh * tc * o * (1 - o)]
+        )
         return dz, dz, 0.0, dct * f
     r, z, n, hn = cache["r"], cache["z"], cache["n"], cache["hn"]
-    dan = dh * (1 - z) * (1 - n ** 2)
+    dan = dh * (1 - z) * (1 - n**2)
     dar = dan * hn * r * (1 - r)
     daz = dh * (cache["h_prev"] - n) * z * (1 - z)
     return (np.concatenate([dar, daz, dan]), np.concatenate([dar, daz, dan * r]), dh * z, None)
 
 
-def forward(cell, params: Mapping[str, np.ndarray], X, Y, h0=None, dtype=np.float64, *, dropout=0.0, seed=0,
-            update=0, stream=0):
+def forward(
+    cell, params: Mapping[str, np.ndarray], X, Y, h0=None, dtype=np.float64, *, dropout=0.0, seed=0, update=0, stream=0
+):
     """(loss, cache, final state) of the chunk X -> Y of one stream from state
     h0 (None = zeros). dtype is the working precision (np.longdouble serves
     numerical gradients); dropout/seed/update/stream select the masks."""
@@ -162,8 +165,17 @@ def forward(cell, params: Mapping[str, np.ndarray], X, Y, h0=None, dtype=np.floa
         final[l, :m] = h[l]
         if S == 2:
             final[l, m:] = c[l]
-    cache = {"state0": state, "caches": caches, "H": Hs, "X": Xs, "keep": keeps, "scale": scale, "P": Ps,
-             "layers": layers, "V": V}
+    cache = {
+        "state0": state,
+        "caches": caches,
+        "H": Hs,
+        "X": Xs,
+        "keep": keeps,
+        "scale": scale,
+        "P": Ps,
+        "layers": layers,
+        "V": V,
+    }
     return loss, cache, final
 
 
@@ -226,8 +238,9 @@ def loss_and_grads(cell, params, X, Y, h0=None, *, dropout=0.0, seed=0, update=0
     Y = np.asarray(Y)
     total, grads, finals = 0.0, None, []
     for s in range(X.shape[0]):
-        loss, cache, final = forward(cell, params, X[s], Y[s], None if h0 is None else h0[s], dropout=dropout,
-                                     seed=seed, update=update, stream=s)
+        loss, cache, final = forward(
+            cell, params, X[s], Y[s], None if h0 is None else h0[s], dropout=dropout, seed=seed, update=update, stream=s
+        )
         g = backward(cell, params, X[s], Y[s], cache)
         total += float(loss)
         grads = g if grads is None else {k: grads[k] + g[k] for k in g}
@@ -243,6 +256,7 @@ def evaluate_loss(cell, params, data, h0=None):
 
 # ---------------------------------------------------------------- optimisers
 
+
 def clip_grads(grads: Mapping[str, np.ndarray], clip: float, mode: str = "elementwise") -> dict:
     """elementwise: clip to [-clip, clip]; global_norm: scale all by min(1, clip / ||g||_2)."""
     if mode == "elementwise":
@@ -256,8 +270,20 @@ def clip_grads(grads: Mapping[str, np.ndarray], clip: float, mode: str = "elemen
     raise ValueError(f"unknown clip_mode {mode!r}")
 
 
-def optimizer_update(params, opt_state, grads, t: int, optimizer="adagrad", eta=0.1, clip=5.0,
-                     clip_mode="elementwise", gamma=0.9, beta1=0.9, beta2=0.999, eps=1e-8) -> int:
+def optimizer_update(
+    params,
+    opt_state,
+    grads,
+    t: int,
+    optimizer="adagrad",
+    eta=0.1,
+    clip=5.0,
+    clip_mode="elementwise",
+    gamma=0.9,
+    beta1=0.9,
+    beta2=0.999,
+    eps=1e-8,
+) -> int:
     """One update in place (opt_state keyed "M:<name>" or "m:"/"v:", as
     init_opt_state makes it); returns the new step count t + 1."""
     lr = eta
@@ -276,16 +302,30 @@ def optimizer_update(params, opt_state, grads, t: int, optimizer="adagrad", eta=
             mo, v = opt_state[f"m:{k}"], opt_state[f"v:{k}"]
             mo[...] = beta1 * mo + (1 - beta1) * g
             v[...] = beta2 * v + (1 - beta2) * (g * g)
-            m_hat = mo / (1 - beta1 ** t)
-            v_hat = v / (1 - beta2 ** t)
+            m_hat = mo / (1 - beta1**t)
+            v_hat = v / (1 - beta2**t)
             params[k] -= lr * m_hat / (np.sqrt(v_hat) + eps)
         else:
             raise ValueError(f"unknown optimizer {optimizer!r}")
     return t
 
 
-def train_steps(cell, params, opt_state, data, h0=None, *, n_steps, seq_length=25, batch_size=1, positions=None,
-                t=0, dropout=0.0, seed=0, **opt):
+def train_steps(
+    cell,
+    params,
+    opt_state,
+    data,
+    h0=None,
+    *,
+    n_steps,
+    seq_length=25,
+    batch_size=1,
+    positions=None,
+    t=0,
+    dropout=0.0,
+    seed=0,
+    **opt,
+):
     """The training walk of charrnn_ext.train_steps with B = batch_size
     streams over contiguous segments of data (network names, float64):
     (losses, h (B, layers, S*m), positions, wraps, t)."""
@@ -303,7 +343,7 @@ def train_steps(cell, params, opt_state, data, h0=None, *, n_steps, seq_length=2
         for s in range(B):
             if pos[s] + seq_length + 1 > seg:
                 pos[s], h[s], wraps[s] = 0, zero, wraps[s] + 1
-            chunk = data[s * seg + pos[s]: s * seg + pos[s] + seq_length + 1]
+            chunk = data[s * seg + pos[s] : s * seg + pos[s] + seq_length + 1]
             X[s], Y[s] = chunk[:-1], chunk[1:]
         losses[i], grads, h = loss_and_grads(cell, params, X, Y, h, dropout=dropout, seed=seed, update=t)
         t = optimizer_update(params, opt_state, grads, t, **opt)
@@ -312,6 +352,7 @@ def train_steps(cell, params, opt_state, data, h0=None, *, n_steps, seq_length=2
 
 
 # ---------------------------------------------------------------- sampling
+
 
 def filter_probs(p, top_k: int = 0, top_p: float = 1.0):
     """The filtered, renormalised distribution: keep the top_k most probable

@@ -3,6 +3,7 @@
 Pure formatting: :mod:`charrnn_ext.runfolder` writes the files; this module
 turns a run's records into text and knows nothing about writing them.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,11 @@ def samples_markdown(samples: Sequence[SampleRecord], heading: str = "#") -> str
     """samples.md: every text synthesised during training, with its losses."""
     lines = [f"{heading} Text synthesised during training", ""]
     for s in samples:
-        val = (f"validation loss {s.val_loss:.4f}/char on {s.val_chars} chars" if s.val_loss is not None
-               else "validation loss not measured")
+        val = (
+            f"validation loss {s.val_loss:.4f}/char on {s.val_chars} chars"
+            if s.val_loss is not None
+            else "validation loss not measured"
+        )
         lines += [f"{heading}# Update {s.step} (epoch {s.epoch}): smooth loss {fmt(s.smooth_loss)}, {val}", ""]
         lines += _code_block(s.text) + [""]
     return "\n".join(lines)
@@ -60,8 +64,9 @@ def _option_rows(config: dict[str, Any]) -> list[str]:
     return rows
 
 
-def report_markdown(config: dict[str, Any], ckpt: Checkpoint, summary: dict[str, Any] | None,
-                    gradcheck: str | None) -> str:
+def report_markdown(
+    config: dict[str, Any], ckpt: Checkpoint, summary: dict[str, Any] | None, gradcheck: str | None
+) -> str:
     """report.md from a run's config.json, last checkpoint, summary.json (None
     while the run is unfinished) and gradcheck.md (None if missing)."""
     state = ckpt.state
@@ -73,58 +78,97 @@ def report_markdown(config: dict[str, Any], ckpt: Checkpoint, summary: dict[str,
     finished = summary is not None and state.step >= state.total_steps
     status = "finished" if finished else f"not finished ({state.step} of {state.total_steps} updates)"
     L: list[str] = ["# Character-level RNN: training report", ""]
-    L += [f"- Text: `{corpus['source']}`: {corpus['n_chars']:,} characters ({corpus['n_train']:,} for training, "
-          f"{corpus['n_val']:,} held out for validation), vocabulary of {ckpt.vocab.size} characters",
-          f"- Model: {cell}, {layers} layer(s) of {model['hidden']} units, {model.get('n_params', 0):,} parameters, "
-          f"{model['dtype']}",
-          f"- Updates: {state.step:,} (epoch {state.epoch}; {config['steps_per_epoch']:,} updates per epoch); "
-          f"training time {state.seconds:,.0f} s; status: {status}",
-          f"- Preset: {(config.get('run') or {}).get('preset', 'classic')}; charrnn_ext "
-          f"{config.get('package_version', '?')}", ""]
+    L += [
+        f"- Text: `{corpus['source']}`: {corpus['n_chars']:,} characters ({corpus['n_train']:,} for training, "
+        f"{corpus['n_val']:,} held out for validation), vocabulary of {ckpt.vocab.size} characters",
+        f"- Model: {cell}, {layers} layer(s) of {model['hidden']} units, {model.get('n_params', 0):,} parameters, "
+        f"{model['dtype']}",
+        f"- Updates: {state.step:,} (epoch {state.epoch}; {config['steps_per_epoch']:,} updates per epoch); "
+        f"training time {state.seconds:,.0f} s; status: {status}",
+        f"- Preset: {(config.get('run') or {}).get('preset', 'classic')}; charrnn_ext "
+        f"{config.get('package_version', '?')}",
+        "",
+    ]
 
-    L += ["## Options", "", "Every option of the model and of its training, as the run used them.", "",
-          "| option | value | meaning |", "|---|---|---|"]
+    L += [
+        "## Options",
+        "",
+        "Every option of the model and of its training, as the run used them.",
+        "",
+        "| option | value | meaning |",
+        "|---|---|---|",
+    ]
     L += _option_rows(config)
-    L += ["", "Fixed by the method: weights start from N(0, sig²) and biases from 0"
-          + (" (the forget gate's from --forget-bias)" if cell == "lstm" else "")
-          + "; the recurrent state is carried between chunks and reset to zero at the start of each epoch; "
-            "the smooth loss is 0.999·smooth + 0.001·loss, starting at the first loss"
-          + ("" if B == 1 else f"; the {B} streams' gradients are summed into one update") + ".", ""]
+    L += [
+        "",
+        "Fixed by the method: weights start from N(0, sig²) and biases from 0"
+        + (" (the forget gate's from --forget-bias)" if cell == "lstm" else "")
+        + "; the recurrent state is carried between chunks and reset to zero at the start of each epoch; "
+        "the smooth loss is 0.999·smooth + 0.001·loss, starting at the first loss"
+        + ("" if B == 1 else f"; the {B} streams' gradients are summed into one update")
+        + ".",
+        "",
+    ]
 
-    L += ["## Gradient check", "",
-          "Analytic gradients (C++ and NumPy) against centred differences of the C++ forward pass in long double.",
-          "", gradcheck.strip() if gradcheck else "(gradcheck.md is missing from the run folder)", ""]
+    L += [
+        "## Gradient check",
+        "",
+        "Analytic gradients (C++ and NumPy) against centred differences of the C++ forward pass in long double.",
+        "",
+        gradcheck.strip() if gradcheck else "(gradcheck.md is missing from the run folder)",
+        "",
+    ]
 
-    L += ["## Loss", "", "![Smooth training loss and validation loss](loss.png)", "",
-          f"The curve is the smooth loss of one update: the summed loss of {chunk} characters"
-          + (f" ({B} streams × {T})" if B > 1 else "") + ". Validation losses are per character, "
-          f"multiplied by {chunk} to share the axis: dots are measured on at most {train['val_chars']:,} characters "
-          f"from the start of the validation split every {train['sample_every']} updates, the diamond on the whole "
-          f"split at the end. Validation starts from the network's running state.", ""]
+    L += [
+        "## Loss",
+        "",
+        "![Smooth training loss and validation loss](loss.png)",
+        "",
+        f"The curve is the smooth loss of one update: the summed loss of {chunk} characters"
+        + (f" ({B} streams × {T})" if B > 1 else "")
+        + ". Validation losses are per character, "
+        f"multiplied by {chunk} to share the axis: dots are measured on at most {train['val_chars']:,} characters "
+        f"from the start of the validation split every {train['sample_every']} updates, the diamond on the whole "
+        f"split at the end. Validation starts from the network's running state.",
+        "",
+    ]
 
-    L += ["## Results", "", "| quantity | value |", "|---|---|",
-          f"| final smooth loss | {fmt(state.smooth_loss)} |",
-          f"| best smooth loss (checked every {train['log_every']} updates) | {fmt(state.best_loss)} at update "
-          f"{state.best_step if state.best_step >= 0 else 'n/a'} |"]
+    L += [
+        "## Results",
+        "",
+        "| quantity | value |",
+        "|---|---|",
+        f"| final smooth loss | {fmt(state.smooth_loss)} |",
+        f"| best smooth loss (checked every {train['log_every']} updates) | {fmt(state.best_loss)} at update "
+        f"{state.best_step if state.best_step >= 0 else 'n/a'} |",
+    ]
     if summary is not None:
-        L += [f"| final validation loss per char, last model ({summary['val_chars']:,} chars) | "
-              f"{fmt(summary['final_val_loss'])} |",
-              f"| final validation loss per char, best model | {fmt(summary['best_val_loss'])} |"]
+        L += [
+            f"| final validation loss per char, last model ({summary['val_chars']:,} chars) | "
+            f"{fmt(summary['final_val_loss'])} |",
+            f"| final validation loss per char, best model | {fmt(summary['best_val_loss'])} |",
+        ]
     L.append("")
 
-    L += ["## Evolution of the synthesised text", "",
-          f"{train['sample_chars']} characters sampled every {train['sample_every']} updates from the current state, "
-          f"starting with the next input character.", ""]
+    L += [
+        "## Evolution of the synthesised text",
+        "",
+        f"{train['sample_chars']} characters sampled every {train['sample_every']} updates from the current state, "
+        f"starting with the next input character.",
+        "",
+    ]
     for s in state.samples:
         L += [f"### Update {s.step} (epoch {s.epoch}), smooth loss {fmt(s.smooth_loss)}", ""]
         L += _code_block(s.text) + [""]
 
     L += ["## Passage from the best model", ""]
     if summary is not None and summary.get("passage") is not None:
-        which = (f"the model of update {state.best_step} (smooth loss {fmt(state.best_loss)})"
-                 if state.best_step >= 0 else "the initial model (no update was made)")
-        L.append(f"{len(summary['passage'])} characters from {which}, temperature 1, starting from its training "
-                 f"state.")
+        which = (
+            f"the model of update {state.best_step} (smooth loss {fmt(state.best_loss)})"
+            if state.best_step >= 0
+            else "the initial model (no update was made)"
+        )
+        L.append(f"{len(summary['passage'])} characters from {which}, temperature 1, starting from its training state.")
         L += [""] + _code_block(summary["passage"]) + [""]
     else:
         L += ["The run has not finished; the passage is written at the end of training.", ""]

@@ -1,6 +1,7 @@
 """What a model and a run will take in memory, estimated before anything is
 allocated, so that an impossible size is refused with a clear message
 instead of failing half-way (or swapping the machine to a halt)."""
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,9 @@ def model_bytes(cell: str, K: int, m: int, layers: int, dtype: str) -> int:
     return n_params(cell, K, m, layers) * np.dtype(dtype).itemsize
 
 
-def run_bytes(cell: str, K: int, m: int, layers: int, dtype: str, optimizer: str, batch_size: int,
-              seq_length: int) -> int:
+def run_bytes(
+    cell: str, K: int, m: int, layers: int, dtype: str, optimizer: str, batch_size: int, seq_length: int
+) -> int:
     """A training run: parameters, their best copy, gradients, optimiser
     memory and the engine's packed weights, plus the activations of one
     chunk of batch_size x seq_length characters (what the engine keeps for
@@ -54,5 +56,7 @@ def check_fits(what: str, need: int, advice: str) -> None:
     bytes exceed 90 % of the memory available now."""
     have = available_bytes()
     if have is not None and need > 0.9 * have:
-        raise MemoryError(f"{what} needs about {need / 2**30:.2f} GiB but only {have / 2**30:.2f} GiB of memory is "
-                          f"available; {advice}")
+        raise MemoryError(
+            f"{what} needs about {need / 2**30:.2f} GiB but only {have / 2**30:.2f} GiB of memory is "
+            f"available; {advice}"
+        )

@@ -14,6 +14,7 @@
 Every file is written atomically (:mod:`charrnn_ext.fileio`). matplotlib
 is imported only when loss.png is drawn.
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,8 +33,17 @@ from .state import Checkpoint, MetricRow, SampleRecord
 __all__ = ["METRICS_COLUMNS", "RUN_FILES", "RunFolder", "plot_losses", "read_metrics_csv", "write_report"]
 
 #: Files a finished run folder holds.
-RUN_FILES = ("config.json", "metrics.csv", "samples.md", "gradcheck.md", "last.npz", "best.npz", "summary.json",
-             "loss.png", "report.md")
+RUN_FILES = (
+    "config.json",
+    "metrics.csv",
+    "samples.md",
+    "gradcheck.md",
+    "last.npz",
+    "best.npz",
+    "summary.json",
+    "loss.png",
+    "report.md",
+)
 
 METRICS_COLUMNS = ("step", "epoch", "loss", "smooth_loss", "val_loss", "val_chars")
 
@@ -44,9 +54,16 @@ def metrics_csv(history: Sequence[MetricRow]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(METRICS_COLUMNS)
     for r in history:
-        w.writerow([r.step, r.epoch, repr(float(r.loss)), repr(float(r.smooth_loss)),
-                    "" if r.val_loss is None else repr(float(r.val_loss)),
-                    "" if r.val_loss is None else r.val_chars])
+        w.writerow(
+            [
+                r.step,
+                r.epoch,
+                repr(float(r.loss)),
+                repr(float(r.smooth_loss)),
+                "" if r.val_loss is None else repr(float(r.val_loss)),
+                "" if r.val_loss is None else r.val_chars,
+            ]
+        )
     return buf.getvalue()
 
 
@@ -54,14 +71,26 @@ def read_metrics_csv(path: str | os.PathLike[str]) -> list[MetricRow]:
     """Parse a metrics.csv written by a run."""
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    return [MetricRow(step=int(r["step"]), epoch=int(r["epoch"]), loss=float(r["loss"]),
-                      smooth_loss=float(r["smooth_loss"]),
-                      val_loss=float(r["val_loss"]) if r["val_loss"] else None,
-                      val_chars=int(r["val_chars"]) if r["val_chars"] else 0) for r in rows]
+    return [
+        MetricRow(
+            step=int(r["step"]),
+            epoch=int(r["epoch"]),
+            loss=float(r["loss"]),
+            smooth_loss=float(r["smooth_loss"]),
+            val_loss=float(r["val_loss"]) if r["val_loss"] else None,
+            val_chars=int(r["val_chars"]) if r["val_chars"] else 0,
+        )
+        for r in rows
+    ]
 
 
-def plot_losses(path: str | os.PathLike[str], history: Sequence[MetricRow], samples: Sequence[SampleRecord],
-                chunk_chars: int, final: tuple[int, float | None] | None = None) -> Path:
+def plot_losses(
+    path: str | os.PathLike[str],
+    history: Sequence[MetricRow],
+    samples: Sequence[SampleRecord],
+    chunk_chars: int,
+    final: tuple[int, float | None] | None = None,
+) -> Path:
     """Draw the smooth training loss against the update step, with the
     validation losses (per character × chunk_chars, the characters one update
     sees) as points, and write the PNG atomically."""
@@ -71,15 +100,31 @@ def plot_losses(path: str | os.PathLike[str], history: Sequence[MetricRow], samp
     fig = Figure(figsize=(8, 4.5), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     if history:
-        ax.plot([r.step for r in history], [r.smooth_loss for r in history], color="tab:blue", lw=1.5,
-                label=f"smooth training loss (summed over the {chunk_chars} chars of an update)")
+        ax.plot(
+            [r.step for r in history],
+            [r.smooth_loss for r in history],
+            color="tab:blue",
+            lw=1.5,
+            label=f"smooth training loss (summed over the {chunk_chars} chars of an update)",
+        )
     pts = [(r.step, r.val_loss * chunk_chars) for r in samples if r.val_loss is not None]
     if pts:
-        ax.plot(*zip(*pts), "o", color="tab:orange", ms=4,
-                label=f"validation loss per char × {chunk_chars} (start of val split)")
+        ax.plot(
+            *zip(*pts),
+            "o",
+            color="tab:orange",
+            ms=4,
+            label=f"validation loss per char × {chunk_chars} (start of val split)",
+        )
     if final is not None and final[1] is not None:
-        ax.plot([final[0]], [final[1] * chunk_chars], "D", color="tab:red", ms=6,
-                label=f"final validation loss per char × {chunk_chars} (whole val split)")
+        ax.plot(
+            [final[0]],
+            [final[1] * chunk_chars],
+            "D",
+            color="tab:red",
+            ms=6,
+            label=f"final validation loss per char × {chunk_chars} (whole val split)",
+        )
     ax.set_xlabel("update step")
     ax.set_ylabel(f"loss over {chunk_chars} characters (nats)")
     ax.set_title("Training progress")
@@ -96,8 +141,11 @@ LOCK_FILE = ".lock"
 
 def _own(name: str) -> bool:
     """A file this package writes in a run folder (or the temporary file of one)."""
-    return name in RUN_FILES or name == LOCK_FILE or any(
-        name.startswith(f".{f}.") and name.endswith(".tmp") for f in RUN_FILES)
+    return (
+        name in RUN_FILES
+        or name == LOCK_FILE
+        or any(name.startswith(f".{f}.") and name.endswith(".tmp") for f in RUN_FILES)
+    )
 
 
 class RunFolder:
@@ -140,18 +188,24 @@ class RunFolder:
                 others = sorted(p.name for p in self.path.iterdir() if not _own(p.name))
                 if others:
                     shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-                    raise ValueError(f"{self.path} holds files that are not part of a charrnn run ({shown}); choose "
-                                     f"a new or empty folder, or pass --force to write the run there (only the run's "
-                                     f"own files are replaced)")
+                    raise ValueError(
+                        f"{self.path} holds files that are not part of a charrnn run ({shown}); choose "
+                        f"a new or empty folder, or pass --force to write the run there (only the run's "
+                        f"own files are replaced)"
+                    )
                 if fresh:
                     ours = sorted(p.name for p in self.path.iterdir() if p.name in RUN_FILES)
                     if "last.npz" in ours:
-                        raise ValueError(f"{self.path} already holds a run (last.npz); resume it with "
-                                         f"--resume {self.path}, choose another folder, or pass --force to start "
-                                         f"a new run there")
+                        raise ValueError(
+                            f"{self.path} already holds a run (last.npz); resume it with "
+                            f"--resume {self.path}, choose another folder, or pass --force to start "
+                            f"a new run there"
+                        )
                     if ours:
-                        raise ValueError(f"{self.path} already holds {', '.join(ours)} but no resumable run; "
-                                         f"choose another folder, or pass --force to replace them")
+                        raise ValueError(
+                            f"{self.path} already holds {', '.join(ours)} but no resumable run; "
+                            f"choose another folder, or pass --force to replace them"
+                        )
             elif fresh:  # a new run replaces the files of the one before, all of them
                 for name in RUN_FILES:
                     target = self.file(name)
@@ -182,8 +236,10 @@ class RunFolder:
         except BlockingIOError:
             holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
             os.close(fd)
-            raise ValueError(f"another charrnn process (pid {holder}) is writing to {self.path}; wait for it to "
-                             f"end or choose another folder") from None
+            raise ValueError(
+                f"another charrnn process (pid {holder}) is writing to {self.path}; wait for it to "
+                f"end or choose another folder"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         self._lock, self._made_lock = fd, made
@@ -240,8 +296,13 @@ class RunFolder:
         self._text("metrics.csv", metrics_csv(history))
         self._text("samples.md", samples_markdown(samples))
 
-    def write_plot(self, history: Sequence[MetricRow], samples: Sequence[SampleRecord], chunk_chars: int,
-                   final: tuple[int, float | None] | None = None) -> None:
+    def write_plot(
+        self,
+        history: Sequence[MetricRow],
+        samples: Sequence[SampleRecord],
+        chunk_chars: int,
+        final: tuple[int, float | None] | None = None,
+    ) -> None:
         plot_losses(self.file("loss.png"), history, samples, chunk_chars, final)
         self.written.add("loss.png")
 
@@ -268,8 +329,9 @@ class RunFolder:
         if plot:
             train = config["train"]
             final = None if summary is None else (summary["step"], summary["final_val_loss"])
-            self.write_plot(ckpt.state.history, ckpt.state.samples,
-                            int(train["seq_length"]) * int(train["batch_size"]), final)
+            self.write_plot(
+                ckpt.state.history, ckpt.state.samples, int(train["seq_length"]) * int(train["batch_size"]), final
+            )
         return self._text("report.md", report_markdown(config, ckpt, summary, gradcheck))
 
     def read_text(self, name: str) -> str:
@@ -315,15 +377,26 @@ _MAX_TEXT_BYTES = 256 << 20
 #: "?" allows null or absence.
 _CONFIG_FIELDS: dict[str, Any] = {
     "model": {"cell": "str", "layers": "int", "hidden": "int", "dtype": "str", "n_params": "int?"},
-    "train": {"seq_length": "int", "batch_size": "int", "val_chars": "int", "sample_every": "int",
-              "log_every": "int", "sample_chars": "int"},
+    "train": {
+        "seq_length": "int",
+        "batch_size": "int",
+        "val_chars": "int",
+        "sample_every": "int",
+        "log_every": "int",
+        "sample_chars": "int",
+    },
     "corpus": {"source": "str", "n_chars": "int", "n_train": "int", "n_val": "int"},
     "steps_per_epoch": "int",
     "run": "dict?",
     "package_version": "str?",
 }
-_SUMMARY_FIELDS: dict[str, Any] = {"step": "int", "val_chars": "int", "final_val_loss": "num?",
-                                   "best_val_loss": "num?", "passage": "str?"}
+_SUMMARY_FIELDS: dict[str, Any] = {
+    "step": "int",
+    "val_chars": "int",
+    "final_val_loss": "num?",
+    "best_val_loss": "num?",
+    "passage": "str?",
+}
 
 
 def _check_fields(path: Path, obj: dict[str, Any], spec: dict[str, Any], prefix: str = "") -> None:
@@ -338,10 +411,12 @@ def _check_fields(path: Path, obj: dict[str, Any], spec: dict[str, Any], prefix:
         base = kind.rstrip("?")
         if value is None and kind.endswith("?"):
             continue
-        ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-              "num": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-              "str": lambda v: isinstance(v, str),
-              "dict": lambda v: isinstance(v, dict)}[base](value)
+        ok = {
+            "int": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+            "num": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+            "str": lambda v: isinstance(v, str),
+            "dict": lambda v: isinstance(v, dict),
+        }[base](value)
         if not ok:
             what = {"int": "an integer >= 0", "num": "a number", "str": "a string", "dict": "a JSON object"}[base]
             got = "missing" if key not in obj else f"{value!r:.60}"

@@ -1,4 +1,5 @@
 """Text synthesis on top of the C++ sampler, with strings instead of indices."""
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,9 @@ def _check_int(name: str, v: Any, high: int = 2**64) -> int:
 def derived_seed(run_seed: int, tag: int, step: int) -> int:
     """A 64-bit sampler seed determined by the run seed, a tag and a step,
     so that a resumed run reproduces the same samples."""
-    ss = np.random.SeedSequence(_check_int("run_seed", run_seed),
-                                spawn_key=(_check_int("tag", tag), _check_int("step", step)))
+    ss = np.random.SeedSequence(
+        _check_int("run_seed", run_seed), spawn_key=(_check_int("tag", tag), _check_int("step", step))
+    )
     return int(ss.generate_state(1, dtype=np.uint64)[0])
 
 
@@ -52,8 +54,9 @@ def encode_prime(vocab: Vocabulary, prime: str) -> np.ndarray:
     missing = sorted({ch for ch in prime if ch not in vocab.chars})
     if missing:
         shown = ", ".join(repr(ch) for ch in missing)
-        raise ValueError(f"prime contains character(s) {shown} that are not in the model's "
-                         f"{vocab.size}-character vocabulary")
+        raise ValueError(
+            f"prime contains character(s) {shown} that are not in the model's {vocab.size}-character vocabulary"
+        )
     return vocab.encode(prime)
 
 
@@ -63,8 +66,12 @@ _GOLDEN = 0x9E3779B97F4A7C15  # SplitMix64's increment: the C++ sampler advances
 def _sample_args(vocab: Vocabulary, n: Any, temperature: Any, prime: Any, seed: Any) -> tuple[np.ndarray, int]:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not math.isfinite(temperature) or temperature <= 0:
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
     if prime is None:
         idx = vocab.encode(default_start_char(vocab))
@@ -75,22 +82,52 @@ def _sample_args(vocab: Vocabulary, n: Any, temperature: Any, prime: Any, seed: 
     return idx, random_seed() if seed is None else _check_int("seed", seed)
 
 
-def sample_text(params: Mapping[str, np.ndarray], vocab: Vocabulary, n: int, *, temperature: float = 1.0,
-                prime: str | np.ndarray | None = None, seed: int | None = None,
-                h0: np.ndarray | None = None, top_k: int = 0, top_p: float = 1.0, greedy: bool = False) -> str:
+def sample_text(
+    params: Mapping[str, np.ndarray],
+    vocab: Vocabulary,
+    n: int,
+    *,
+    temperature: float = 1.0,
+    prime: str | np.ndarray | None = None,
+    seed: int | None = None,
+    h0: np.ndarray | None = None,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+) -> str:
     """Feed ``prime`` (a string, an index array, or None for
     :func:`default_start_char`) from ``h0`` (None: zeros) and return the ``n``
     characters drawn after it (the prime is not included)."""
     idx, seed = _sample_args(vocab, n, temperature, prime, seed)
-    out, _ = _core.sample(params, h0, idx, n=int(n), cell=None, temperature=float(temperature), seed=seed,
-                          top_k=top_k, top_p=top_p, greedy=greedy)
+    out, _ = _core.sample(
+        params,
+        h0,
+        idx,
+        n=int(n),
+        cell=None,
+        temperature=float(temperature),
+        seed=seed,
+        top_k=top_k,
+        top_p=top_p,
+        greedy=greedy,
+    )
     return vocab.decode(out)
 
 
-def sample_pieces(params: Mapping[str, np.ndarray], vocab: Vocabulary, n: int, *, temperature: float = 1.0,
-                  prime: str | np.ndarray | None = None, seed: int | None = None,
-                  h0: np.ndarray | None = None, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
-                  piece: int = 256) -> Iterator[str]:
+def sample_pieces(
+    params: Mapping[str, np.ndarray],
+    vocab: Vocabulary,
+    n: int,
+    *,
+    temperature: float = 1.0,
+    prime: str | np.ndarray | None = None,
+    seed: int | None = None,
+    h0: np.ndarray | None = None,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+    piece: int = 256,
+) -> Iterator[str]:
     """:func:`sample_text` in pieces of at most ``piece`` characters, yielded
     as they are drawn. Each piece continues from the previous one's state
     (re-reading its last character) and random-number state, so the pieces
@@ -102,8 +139,18 @@ def sample_pieces(params: Mapping[str, np.ndarray], vocab: Vocabulary, n: int, *
     done = 0
     while done < n:
         k = min(int(piece), int(n) - done)
-        out, h = _core.sample(params, h, idx, n=k, cell=None, temperature=float(temperature), seed=seed,
-                              top_k=top_k, top_p=top_p, greedy=greedy)
+        out, h = _core.sample(
+            params,
+            h,
+            idx,
+            n=k,
+            cell=None,
+            temperature=float(temperature),
+            seed=seed,
+            top_k=top_k,
+            top_p=top_p,
+            greedy=greedy,
+        )
         if not greedy:  # one SplitMix64 draw per character
             seed = (seed + k * _GOLDEN) % 2**64
         idx = out[-1:]

@@ -4,6 +4,7 @@ stops at the next chunk boundary and saves. Outside that, the command line
 turns SIGTERM into an interrupt too (:func:`terminate_as_interrupt`), so that
 a run stopped before its first checkpoint cleans up as it does on Ctrl-C.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,8 +33,10 @@ def terminate_as_interrupt() -> Iterator[None]:
     """While active, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt)
     instead of ending the process at once. Only in the main thread, and only
     if SIGTERM has its default action."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) \
-            is not signal.SIG_DFL:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
         yield
         return
     previous = signal.signal(signal.SIGTERM, _raise_terminated)

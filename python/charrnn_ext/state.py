@@ -4,6 +4,7 @@
 that can continue, its :class:`TrainState`. The file format is in
 :mod:`charrnn_ext.checkpoint`.
 """
+
 from __future__ import annotations
 
 import math

@@ -12,6 +12,7 @@ scheduler runs the trial again on another worker, up to the bound
 ``distributed.scheduler.allowed-failures`` (3 by default) of the scheduler's
 configuration.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,9 @@ def check_address(address: str) -> None:
         if scheme in ("tcp", "tls"):
             parse_host_port(location)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{address!r} is not the address of a Dask scheduler such as tcp://host:8786 ({exc})") \
-            from None
+        raise ValueError(
+            f"{address!r} is not the address of a Dask scheduler such as tcp://host:8786 ({exc})"
+        ) from None
 
 
 def default_workers(threads_per_trial: int) -> int:
@@ -63,8 +65,13 @@ class SweepCluster:
     """A Dask client, and the local cluster it started if it started one.
     ``slots()`` is how many trials to keep running at once."""
 
-    def __init__(self, scheduler: str | None = None, workers: int | None = None, threads_per_trial: int = 1,
-                 connect_timeout: float = 20.0):
+    def __init__(
+        self,
+        scheduler: str | None = None,
+        workers: int | None = None,
+        threads_per_trial: int = 1,
+        connect_timeout: float = 20.0,
+    ):
         self.local = scheduler is None
         self._workers = workers
         self._cluster: LocalCluster | None = None
@@ -73,10 +80,18 @@ class SweepCluster:
         if scheduler is None:
             n = workers if workers is not None else default_workers(threads_per_trial)
             # No dashboard; the scheduler's small HTTP server (health checks) would otherwise take port 8787.
-            self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                         protocol="tcp", dashboard_address=None, worker_dashboard_address=None,
-                                         scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, memory_limit=0,
-                                         silence_logs=logging.ERROR)
+            self._cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                protocol="tcp",
+                dashboard_address=None,
+                worker_dashboard_address=None,
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                memory_limit=0,
+                silence_logs=logging.ERROR,
+            )
             self._workers = n
             self.address = str(self._cluster.scheduler_address)
             try:

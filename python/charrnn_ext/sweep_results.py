@@ -13,6 +13,7 @@ renamed, so it exists complete or not at all; every other file is written
 atomically (:mod:`charrnn_ext.fileio`). Nothing here knows Optuna or Dask:
 the sweep hands in plain records.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,8 +32,17 @@ from .fileio import atomic_write_bytes, atomic_write_text
 from .report import fence, fmt
 from .runfolder import RUN_FILES, read_metrics_csv
 
-__all__ = ["COLUMNS", "STATES", "ResultsTable", "TrialRecord", "read_trial_records", "remove_partial_trial_folders",
-           "trial_folder", "write_summary_files", "write_trial_folder"]
+__all__ = [
+    "COLUMNS",
+    "STATES",
+    "ResultsTable",
+    "TrialRecord",
+    "read_trial_records",
+    "remove_partial_trial_folders",
+    "trial_folder",
+    "write_summary_files",
+    "write_trial_folder",
+]
 
 #: How a trial ended.
 STATES = ("complete", "pruned", "failed")
@@ -109,9 +119,15 @@ class ResultsTable:
         """One dict per row, keyed by :attr:`columns`."""
         out = []
         for r in self.rows:
-            row: dict[str, Any] = {"trial": r.number, "state": r.state, "val_loss": r.val_loss,
-                                   "updates": r.updates, "seconds": r.seconds, "worker": r.worker}
-            for name, column in zip(self.searched, self.columns[len(COLUMNS):]):
+            row: dict[str, Any] = {
+                "trial": r.number,
+                "state": r.state,
+                "val_loss": r.val_loss,
+                "updates": r.updates,
+                "seconds": r.seconds,
+                "worker": r.worker,
+            }
+            for name, column in zip(self.searched, self.columns[len(COLUMNS) :]):
                 row[column] = r.params.get(name)
             out.append(row)
         return out
@@ -183,8 +199,13 @@ def _point(x: float | None, spec: str = ".4f") -> str:
     return fmt(x, spec) if x is not None and math.isfinite(x) else "n/a"
 
 
-def report_markdown(table: ResultsTable, header: Sequence[str], best_command: str | None,
-                    importances: Mapping[str, float] | str, space_toml: str) -> str:
+def report_markdown(
+    table: ResultsTable,
+    header: Sequence[str],
+    best_command: str | None,
+    importances: Mapping[str, float] | str,
+    space_toml: str,
+) -> str:
     """report.md. ``header``: lines about the sweep (its settings, what is
     left to run); ``importances``: by option name, or why there are none."""
     L = ["# Sweep report", ""] + [f"- {line}" for line in header] + [""]
@@ -193,16 +214,23 @@ def report_markdown(table: ResultsTable, header: Sequence[str], best_command: st
     if best is None:
         L += ["No trial has completed yet.", ""]
     else:
-        L += [f"Trial {best.number}: validation loss {_point(best.val_loss)} per character (its final model on the "
-              f"whole validation split) after {best.updates:,} updates; its run folder is `best/` "
-              f"(`trials/{best.number:03d}/`). This command trains the same model again:", ""]
+        L += [
+            f"Trial {best.number}: validation loss {_point(best.val_loss)} per character (its final model on the "
+            f"whole validation split) after {best.updates:,} updates; its run folder is `best/` "
+            f"(`trials/{best.number:03d}/`). This command trains the same model again:",
+            "",
+        ]
         assert best_command is not None
         f = fence(best_command)
         L += [f + "bash", best_command, f, ""]
-    L += ["## Trials", "",
-          "Sorted by validation loss: for a complete trial, that of its final model on the whole validation split; "
-          "for a pruned one, the last value it reported (on the first --val-chars characters of the split) before "
-          "the pruner stopped it. Seconds are wall time on the worker.", ""]
+    L += [
+        "## Trials",
+        "",
+        "Sorted by validation loss: for a complete trial, that of its final model on the whole validation split; "
+        "for a pruned one, the last value it reported (on the first --val-chars characters of the split) before "
+        "the pruner stopped it. Seconds are wall time on the worker.",
+        "",
+    ]
     cols = table.columns
     L += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in table.by_val_loss():
@@ -215,19 +243,24 @@ def report_markdown(table: ResultsTable, header: Sequence[str], best_command: st
         L += ["Failed trials:", ""] + [f"- trial {r.number}: {r.message}" for r in failed] + [""]
     resumed = [r for r in table.rows if r.resumed_from is not None]
     if resumed:
-        L += ["Trials continued from their last checkpoint (after their worker died, or the sweep was interrupted "
-              "and resumed): " + ", ".join(f"{r.number} (from update {r.resumed_from:,})" for r in resumed) + ".",
-              ""]
+        L += [
+            "Trials continued from their last checkpoint (after their worker died, or the sweep was interrupted "
+            "and resumed): " + ", ".join(f"{r.number} (from update {r.resumed_from:,})" for r in resumed) + ".",
+            "",
+        ]
     L += ["## Parameter importances", ""]
     if isinstance(importances, str):
         L += [importances, ""]
     else:
-        L += ["How much of the variation of the validation loss each searched option explains (Optuna's "
-              "default importance evaluator, over the complete trials).", "",
-              "| option | importance |", "|---|---|"]
+        L += [
+            "How much of the variation of the validation loss each searched option explains (Optuna's "
+            "default importance evaluator, over the complete trials).",
+            "",
+            "| option | importance |",
+            "|---|---|",
+        ]
         L += [f"| {table.keys.get(k, k)} | {v:.3f} |" for k, v in importances.items()] + [""]
-    L += ["## Validation loss during training", "", "![Validation loss of every trial](sweep.png)", "",
-          "## Space", ""]
+    L += ["## Validation loss during training", "", "![Validation loss of every trial](sweep.png)", "", "## Space", ""]
     f = fence(space_toml)
     L += [f + "toml", space_toml.rstrip("\n"), f, ""]
     return "\n".join(L)
@@ -291,9 +324,15 @@ def _link_best(out: Path, best: TrialRecord | None) -> None:
     os.replace(tmp, link)
 
 
-def write_summary_files(out: str | os.PathLike[str], table: ResultsTable, header: Sequence[str],
-                        best_command: str | None, importances: Mapping[str, float] | str, space_toml: str,
-                        plot: bool = True) -> None:
+def write_summary_files(
+    out: str | os.PathLike[str],
+    table: ResultsTable,
+    header: Sequence[str],
+    best_command: str | None,
+    importances: Mapping[str, float] | str,
+    space_toml: str,
+    plot: bool = True,
+) -> None:
     """results.csv, best, report.md and (unless ``plot`` is False) sweep.png."""
     base = Path(out)
     atomic_write_text(base / "results.csv", table.csv_text())

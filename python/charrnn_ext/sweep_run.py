@@ -20,6 +20,7 @@ asks for new trials. A second Ctrl-C stops at once.
 
 This module imports Optuna and Dask only when a sweep starts.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,10 @@ def _import_sweep_modules() -> None:
         import optuna  # noqa: F401
         import optuna_integration.dask  # noqa: F401
     except ImportError as exc:
-        raise ImportError(f"sweeps need optuna, optuna-integration and dask[distributed] ({exc.name or exc} cannot "
-                          f"be imported): pip install 'charrnn_ext[sweep]'") from exc
+        raise ImportError(
+            f"sweeps need optuna, optuna-integration and dask[distributed] ({exc.name or exc} cannot "
+            f"be imported): pip install 'charrnn_ext[sweep]'"
+        ) from exc
 
 
 @dataclass
@@ -87,9 +90,18 @@ class _Ticket:
 class _Session:
     """One session of a sweep: from opening the study to the last result."""
 
-    def __init__(self, out: Path, space: Space, settings: SweepSettings, meta: dict[str, Any],
-                 cluster: SweepCluster, text: TextPayload | None, text_path: str | None, echo: Echo,
-                 progress: bool):
+    def __init__(
+        self,
+        out: Path,
+        space: Space,
+        settings: SweepSettings,
+        meta: dict[str, Any],
+        cluster: SweepCluster,
+        text: TextPayload | None,
+        text_path: str | None,
+        echo: Echo,
+        progress: bool,
+    ):
         import optuna
 
         from . import sweep_study
@@ -108,15 +120,24 @@ class _Session:
         self.storage_name = f"charrnn-{meta['sweep_id']}-{uuid.uuid4().hex[:8]}"
         self.storage = cluster.storage(base, self.storage_name)
         existing = [s.study_name for s in self.storage.get_all_studies()]
-        n_before = len(self.storage.get_all_trials(self.storage.get_study_id_from_name(STUDY_NAME), deepcopy=False)) \
-            if STUDY_NAME in existing else 0
+        n_before = (
+            len(self.storage.get_all_trials(self.storage.get_study_id_from_name(STUDY_NAME), deepcopy=False))
+            if STUDY_NAME in existing
+            else 0
+        )
         sampler = sweep_study.make_sampler(settings.sampler, sweep_study.session_seed(settings.seed, n_before), grid)
         if STUDY_NAME in existing:
-            self.study = optuna.load_study(study_name=STUDY_NAME, storage=self.storage, sampler=sampler,
-                                           pruner=self.pruner.build())
+            self.study = optuna.load_study(
+                study_name=STUDY_NAME, storage=self.storage, sampler=sampler, pruner=self.pruner.build()
+            )
         else:
-            self.study = optuna.create_study(study_name=STUDY_NAME, storage=self.storage, direction="minimize",
-                                             sampler=sampler, pruner=self.pruner.build())
+            self.study = optuna.create_study(
+                study_name=STUDY_NAME,
+                storage=self.storage,
+                direction="minimize",
+                sampler=sampler,
+                pruner=self.pruner.build(),
+            )
         self.stop_name = f"charrnn-stop-{meta['sweep_id']}"
         self.stop = cluster.stop_event(self.stop_name)
         self.distributions = space.distributions()
@@ -130,8 +151,11 @@ class _Session:
     # -- bookkeeping ------------------------------------------------------------------
 
     def table(self) -> ResultsTable:
-        return ResultsTable(rows=[self.records[n] for n in sorted(self.records)], searched=tuple(self.space.search),
-                            keys={n: self.space.key(n) for n in self.space.search})
+        return ResultsTable(
+            rows=[self.records[n] for n in sorted(self.records)],
+            searched=tuple(self.space.search),
+            keys={n: self.space.key(n) for n in self.space.search},
+        )
 
     def options(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Every option a trial runs with."""
@@ -151,9 +175,17 @@ class _Session:
                 if t.number in self.records:
                     self.tell(self.records[t.number])
                 elif len(params) < len(self.space.search):  # stopped while Optuna drew its options
-                    record = TrialRecord(number=t.number, state="failed", val_loss=None, updates=0, seconds=0.0,
-                                         worker="", params=params, options=self.options(params),
-                                         message="interrupted before its options were chosen")
+                    record = TrialRecord(
+                        number=t.number,
+                        state="failed",
+                        val_loss=None,
+                        updates=0,
+                        seconds=0.0,
+                        worker="",
+                        params=params,
+                        options=self.options(params),
+                        message="interrupted before its options were chosen",
+                    )
                     write_trial_folder(self.out, record, {})
                     self.tell(record)
                     self.records[t.number] = record
@@ -161,10 +193,17 @@ class _Session:
                     self.rerun.append(_Ticket(t.number, params))
             elif t.state.is_finished() and t.number not in self.records:
                 state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(t.state, "failed")
-                record = TrialRecord(number=t.number, state=state, val_loss=t.value,
-                                     updates=t.last_step or 0, seconds=0.0, worker="",
-                                     params=params, options=self.options(params),
-                                     message="its run folder did not reach the output folder")
+                record = TrialRecord(
+                    number=t.number,
+                    state=state,
+                    val_loss=t.value,
+                    updates=t.last_step or 0,
+                    seconds=0.0,
+                    worker="",
+                    params=params,
+                    options=self.options(params),
+                    message="its run folder did not reach the output folder",
+                )
                 write_trial_folder(self.out, record, {})
                 self.records[t.number] = record
 
@@ -189,16 +228,20 @@ class _Session:
         best = table.best
         open_trials = self.target - len(self.records)
         s = self.settings
-        header = [f"{len(self.records)} of {self.target} trials finished: {table.count('complete')} complete, "
-                  f"{table.count('pruned')} pruned, {table.count('failed')} failed"
-                  + (f"; {open_trials} still to run: continue with `charrnn sweep SPACE --out {self.out} --resume`"
-                     if open_trials > 0 else ""),
-                  f"Sampler: {s.sampler}" + (f" (seed {s.seed})" if s.seed is not None else ""),
-                  f"Pruner: {self.pruner.describe()}",
-                  f"Text: {self.text_path or 'the built-in corpus'}; {s.threads_per_trial} thread(s) per trial"]
+        header = [
+            f"{len(self.records)} of {self.target} trials finished: {table.count('complete')} complete, "
+            f"{table.count('pruned')} pruned, {table.count('failed')} failed"
+            + (
+                f"; {open_trials} still to run: continue with `charrnn sweep SPACE --out {self.out} --resume`"
+                if open_trials > 0
+                else ""
+            ),
+            f"Sampler: {s.sampler}" + (f" (seed {s.seed})" if s.seed is not None else ""),
+            f"Pruner: {self.pruner.describe()}",
+            f"Text: {self.text_path or 'the built-in corpus'}; {s.threads_per_trial} thread(s) per trial",
+        ]
         command = train_command(best.options) if best is not None else None
-        write_summary_files(self.out, table, header, command, sweep_study.importances(self.study),
-                            self.space.to_toml())
+        write_summary_files(self.out, table, header, command, sweep_study.importances(self.study), self.space.to_toml())
         if not self.cluster.local:
             sweep_study.write_snapshot(self.storage, STUDY_NAME, self.out / JOURNAL)
 
@@ -207,11 +250,22 @@ class _Session:
     def submit(self, ticket: _Ticket) -> None:
         from .sweep_trial import TrialSpec, run_trial
 
-        spec = TrialSpec(sweep_id=self.meta["sweep_id"], study_name=STUDY_NAME, storage_name=self.storage_name,
-                         stop_event=self.stop_name, number=ticket.number, options=self.options(ticket.params),
-                         pruner=self.pruner)
-        future = self.cluster.client.submit(run_trial, spec, self.text, key=f"charrnn-trial-{ticket.number}-"
-                                            f"{self.meta['sweep_id']}-{uuid.uuid4().hex[:8]}", pure=False)
+        spec = TrialSpec(
+            sweep_id=self.meta["sweep_id"],
+            study_name=STUDY_NAME,
+            storage_name=self.storage_name,
+            stop_event=self.stop_name,
+            number=ticket.number,
+            options=self.options(ticket.params),
+            pruner=self.pruner,
+        )
+        future = self.cluster.client.submit(
+            run_trial,
+            spec,
+            self.text,
+            key=f"charrnn-trial-{ticket.number}-{self.meta['sweep_id']}-{uuid.uuid4().hex[:8]}",
+            pure=False,
+        )
         self.pending[future] = ticket
 
     def fill(self) -> None:
@@ -236,10 +290,18 @@ class _Session:
             outcome = TrialOutcome(number=ticket.number, state="failed", message=f"{type(exc).__name__}: {exc}")
         if outcome.state == "interrupted":
             return  # open in the study; --resume runs it again
-        record = TrialRecord(number=ticket.number, state=outcome.state, val_loss=outcome.val_loss,
-                             updates=outcome.updates, seconds=outcome.seconds, worker=outcome.worker,
-                             params=ticket.params, options=self.options(ticket.params), message=outcome.message,
-                             resumed_from=outcome.resumed_from)
+        record = TrialRecord(
+            number=ticket.number,
+            state=outcome.state,
+            val_loss=outcome.val_loss,
+            updates=outcome.updates,
+            seconds=outcome.seconds,
+            worker=outcome.worker,
+            params=ticket.params,
+            options=self.options(ticket.params),
+            message=outcome.message,
+            resumed_from=outcome.resumed_from,
+        )
         write_trial_folder(self.out, record, outcome.files)  # before telling: a told trial always has its folder
         self.tell(record)
         self.records[record.number] = record
@@ -249,18 +311,22 @@ class _Session:
     def announce(self, r: TrialRecord) -> None:
         params = ", ".join(f"{self.space.key(k)}={_short(v)}" for k, v in r.params.items())
         val = "n/a" if r.val_loss is None else f"{r.val_loss:.4f}"
-        what = {"complete": f"complete: val_loss {val} after {r.updates:,} updates",
-                "pruned": f"pruned at update {r.updates:,} (val_loss {val})",
-                "failed": f"failed: {r.message}"}[r.state]
+        what = {
+            "complete": f"complete: val_loss {val} after {r.updates:,} updates",
+            "pruned": f"pruned at update {r.updates:,} (val_loss {val})",
+            "failed": f"failed: {r.message}",
+        }[r.state]
         again = f"; continued from its checkpoint at update {r.resumed_from:,}" if r.resumed_from is not None else ""
         self.echo(f"trial {r.number} {what} ({params}; {r.seconds:.1f} s on {r.worker or '?'}{again})")
         if self.bar is not None:
             table = self.table()
             best = table.best
             self.bar.update(1)
-            self.bar.set_postfix_str(f"complete {table.count('complete')}, pruned {table.count('pruned')}, failed "
-                                     f"{table.count('failed')}, best val_loss "
-                                     f"{'n/a' if best is None else format(best.val_loss, '.4f')}")
+            self.bar.set_postfix_str(
+                f"complete {table.count('complete')}, pruned {table.count('pruned')}, failed "
+                f"{table.count('failed')}, best val_loss "
+                f"{'n/a' if best is None else format(best.val_loss, '.4f')}"
+            )
 
     def wait_some(self) -> None:
         done = [f for f in self.pending if f.done()]
@@ -274,8 +340,9 @@ class _Session:
         grace time, and let go of the rest."""
         if not self.pending:
             return
-        self.echo(f"interrupted: asking {len(self.pending)} running trial(s) to stop and save "
-                  f"(Ctrl-C again to stop at once)")
+        self.echo(
+            f"interrupted: asking {len(self.pending)} running trial(s) to stop and save (Ctrl-C again to stop at once)"
+        )
         self.stop.set()
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         while self.pending and time.monotonic() < deadline:
@@ -293,8 +360,14 @@ class _Session:
             from tqdm import tqdm
 
             if sys.stderr.isatty():
-                self.bar = tqdm(total=self.target, initial=min(len(self.records), self.target), unit="trial",
-                                desc="sweep", file=sys.stderr, dynamic_ncols=True)
+                self.bar = tqdm(
+                    total=self.target,
+                    initial=min(len(self.records), self.target),
+                    unit="trial",
+                    desc="sweep",
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                )
         try:
             with deferred_interrupts() as interrupted:
                 try:
@@ -359,15 +432,27 @@ def _check_new_folder(out: Path) -> None:
         if SWEEP_JSON in names:
             raise ValueError(f"{out} already holds a sweep; continue it with --resume, or choose a new folder")
         if names:
-            raise ValueError(f"{out} is not empty ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); "
-                             f"choose a new or empty folder for the sweep")
+            raise ValueError(
+                f"{out} is not empty ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); "
+                f"choose a new or empty folder for the sweep"
+            )
 
 
-def sweep(space: Mapping[str, Any] | str | os.PathLike[str], out: str | os.PathLike[str], *,
-          trials: int | None = None, scheduler: str | None = None, workers: int | None = None,
-          threads_per_trial: int | None = None, pruner: str | None = None, sampler: str | None = None,
-          seed: int | None = None, resume: bool = False, progress: bool = False,
-          echo: Echo | None = None) -> ResultsTable:
+def sweep(
+    space: Mapping[str, Any] | str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    trials: int | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    threads_per_trial: int | None = None,
+    pruner: str | None = None,
+    sampler: str | None = None,
+    seed: int | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    echo: Echo | None = None,
+) -> ResultsTable:
     """Search the ``charrnn train`` options of ``space`` and return the
     results table (also written to ``out``).
 
@@ -392,23 +477,32 @@ def sweep(space: Mapping[str, Any] | str | os.PathLike[str], out: str | os.PathL
         checked = parse_space(space, "space")
     else:
         checked = load_space(space)
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or not 1 <= workers <= MAX_WORKERS):
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS
+    ):
         raise ValueError(f"workers must be an integer in [1, {MAX_WORKERS}], got {workers!r}")
     if scheduler is not None and (not isinstance(scheduler, str) or not scheduler.strip()):
-        raise ValueError(f"scheduler must be the address of a Dask scheduler such as tcp://host:8786, got "
-                         f"{scheduler!r}")
+        raise ValueError(
+            f"scheduler must be the address of a Dask scheduler such as tcp://host:8786, got {scheduler!r}"
+        )
     source = read_space_text(checked)
     text_path, text = (None, None) if source is None else source
     folder = Path(out)
-    given = {"trials": trials, "sampler": sampler, "pruner": pruner, "seed": seed,
-             "threads_per_trial": threads_per_trial}
+    given = {
+        "trials": trials,
+        "sampler": sampler,
+        "pruner": pruner,
+        "seed": seed,
+        "threads_per_trial": threads_per_trial,
+    }
     if resume:
         meta = _read_sweep_json(folder)
         stored_space = parse_space(meta["space"], f"{folder / SWEEP_JSON}")
         if (stored_space.fixed, stored_space.search) != (checked.fixed, checked.search):
-            raise SpaceError(f"{checked.source}: differs from the space of the sweep in {folder}; a sweep continues "
-                             f"with the space it started with")
+            raise SpaceError(
+                f"{checked.source}: differs from the space of the sweep in {folder}; a sweep continues "
+                f"with the space it started with"
+            )
         stored_sha = (meta.get("text") or {}).get("sha256")
         _import_sweep_modules()
         from .sweep_trial import TextPayload
@@ -422,15 +516,19 @@ def sweep(space: Mapping[str, Any] | str | os.PathLike[str], out: str | os.PathL
             raise ValueError(f"cannot resume: {folder / SWEEP_JSON} has invalid 'settings' ({exc})") from None
     else:
         _check_new_folder(folder)
-        settings = SweepSettings.resolve(given, grid_size=_grid_size(checked.grid())
-                                         if sampler == "grid" else None)
+        settings = SweepSettings.resolve(given, grid_size=_grid_size(checked.grid()) if sampler == "grid" else None)
         _import_sweep_modules()
         from .sweep_trial import TextPayload
 
         payload = None if text is None else TextPayload.of(text_path or "", text)
-        meta = {"format": FORMAT, "sweep_id": uuid.uuid4().hex[:12], "study_name": STUDY_NAME,
-                "space": checked.to_dict(), "text": None if payload is None else
-                {"path": text_path, "sha256": payload.sha256}, "package_version": package_version()}
+        meta = {
+            "format": FORMAT,
+            "sweep_id": uuid.uuid4().hex[:12],
+            "study_name": STUDY_NAME,
+            "space": checked.to_dict(),
+            "text": None if payload is None else {"path": text_path, "sha256": payload.sha256},
+            "package_version": package_version(),
+        }
     if settings.sampler == "grid":
         checked.grid()  # a space a grid cannot cover is refused before anything starts
     from . import sweep_study
@@ -471,14 +569,18 @@ def sweep(space: Mapping[str, Any] | str | os.PathLike[str], out: str | os.PathL
             finished = False
         if not finished:
             done = len(read_trial_records(folder))
-            say(f"interrupted with {done} trial(s) finished; {folder} is consistent; continue with: "
-                f"charrnn sweep SPACE --out {folder} --resume")
+            say(
+                f"interrupted with {done} trial(s) finished; {folder} is consistent; continue with: "
+                f"charrnn sweep SPACE --out {folder} --resume"
+            )
             raise KeyboardInterrupt
         best = table.best
-        say(f"done: {len(table)} trials ({table.count('complete')} complete, {table.count('pruned')} pruned, "
+        say(
+            f"done: {len(table)} trials ({table.count('complete')} complete, {table.count('pruned')} pruned, "
             f"{table.count('failed')} failed) in {time.monotonic() - started:,.0f} s"
             + (f"; best: trial {best.number}, val_loss {best.val_loss:.4f}" if best is not None else "")
-            + f"; report: {folder / 'report.md'}")
+            + f"; report: {folder / 'report.md'}"
+        )
         return table
     except BaseException:
         if not begun:  # the cluster did not start: take back what this call made

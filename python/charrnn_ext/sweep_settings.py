@@ -4,6 +4,7 @@ the sweep's folder (sweep.json) so that ``--resume`` continues with the same
 ones; a value given again on --resume must match the stored one, except the
 number of trials, which may grow.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -12,8 +13,15 @@ from typing import Any
 
 from .config import option
 
-__all__ = ["DEFAULT_TRIALS", "MAX_TRIALS", "MAX_WORKERS", "PRUNERS", "SAMPLERS", "SweepSettings",
-           "median_startup_trials"]
+__all__ = [
+    "DEFAULT_TRIALS",
+    "MAX_TRIALS",
+    "MAX_WORKERS",
+    "PRUNERS",
+    "SAMPLERS",
+    "SweepSettings",
+    "median_startup_trials",
+]
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
@@ -53,16 +61,18 @@ class SweepSettings:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.pruner not in PRUNERS:
             raise ValueError(f"pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
-                                      or not 0 <= self.seed < 2**32):
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32
+        ):
             raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def resolve(cls, given: Mapping[str, Any], stored: Mapping[str, Any] | None = None,
-                grid_size: int | None = None) -> SweepSettings:
+    def resolve(
+        cls, given: Mapping[str, Any], stored: Mapping[str, Any] | None = None, grid_size: int | None = None
+    ) -> SweepSettings:
         """The settings from the values ``given`` (None: not given), the
         ``stored`` ones of a resumed sweep and the defaults. ``grid_size``: the
         number of points of the grid, if the space has one."""
@@ -73,8 +83,9 @@ class SweepSettings:
             for key, value in given.items():
                 if key in stored and key != "trials" and stored[key] != value:
                     flag = "--" + key.replace("_", "-")
-                    raise ValueError(f"{flag} {value} differs from the sweep's {stored[key]}; only --trials may "
-                                     f"change on --resume")
+                    raise ValueError(
+                        f"{flag} {value} differs from the sweep's {stored[key]}; only --trials may change on --resume"
+                    )
             values = {**stored, **given}
         else:
             values = {"sampler": "tpe", "pruner": "median", "seed": None, "threads_per_trial": 1, **given}

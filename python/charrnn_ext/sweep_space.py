@@ -22,6 +22,7 @@ distribution, an option a sweep sets itself. The messages name the key.
 This module knows nothing of Optuna: :meth:`Dist.to_optuna` imports it
 when called.
 """
+
 from __future__ import annotations
 
 import json
@@ -105,8 +106,11 @@ class Dist:
         if self.kind == "choice":
             return "one of " + ", ".join(map(str, self.values))
         low, high = self.values
-        return {"int": f"an integer in [{low}, {high}]", "uniform": f"uniform in [{low:g}, {high:g}]",
-                "loguniform": f"log-uniform in [{low:g}, {high:g}]"}[self.kind]
+        return {
+            "int": f"an integer in [{low}, {high}]",
+            "uniform": f"uniform in [{low:g}, {high:g}]",
+            "loguniform": f"log-uniform in [{low:g}, {high:g}]",
+        }[self.kind]
 
 
 @dataclass(frozen=True)
@@ -130,8 +134,10 @@ class Space:
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The space as the dict (or TOML) it can be read back from."""
-        return {"fixed": {self.key(k): v for k, v in self.fixed.items()},
-                "search": {self.key(k): d.as_toml() for k, d in self.search.items()}}
+        return {
+            "fixed": {self.key(k): v for k, v in self.fixed.items()},
+            "search": {self.key(k): d.as_toml() for k, d in self.search.items()},
+        }
 
     def to_toml(self) -> str:
         """The space as a TOML file."""
@@ -139,7 +145,7 @@ class Space:
         lines = ["[fixed]"] + [f"{k} = {_toml_value(v)}" for k, v in d["fixed"].items()]
         lines += ["", "[search]"]
         for k, spec in d["search"].items():
-            (kind, values), = spec.items()
+            ((kind, values),) = spec.items()
             lines.append(f"{k} = {{ {kind} = {_toml_value(values)} }}")
         return "\n".join(lines) + "\n"
 
@@ -154,13 +160,16 @@ class Space:
         for name, d in self.search.items():
             values = d.grid_values()
             if values is None:
-                raise SpaceError(f"{self.source}: [search] {self.key(name)}: a grid search takes only choice and int "
-                                 f"distributions, not {d.kind}")
+                raise SpaceError(
+                    f"{self.source}: [search] {self.key(name)}: a grid search takes only choice and int "
+                    f"distributions, not {d.kind}"
+                )
             grid[name] = values
             size *= len(values)
             if size > MAX_GRID:
-                raise SpaceError(f"{self.source}: the grid has more than {MAX_GRID:,} points; use fewer values or "
-                                 f"another sampler")
+                raise SpaceError(
+                    f"{self.source}: the grid has more than {MAX_GRID:,} points; use fewer values or another sampler"
+                )
         return grid
 
 
@@ -187,9 +196,12 @@ def _option_for(source: str, table: str, key: Any) -> Option:
     if name in _NOT_IN_A_SPACE:
         raise _fail(source, where, f"cannot be set in a space: {_NOT_IN_A_SPACE[name]}")
     if name not in _TRAIN_OPTIONS:
-        raise _fail(source, where, "unknown option; a space names charrnn train options: "
-                                   + ", ".join(sorted(k.replace("_", "-") for k in _TRAIN_OPTIONS
-                                                      if k not in _NOT_IN_A_SPACE)))
+        raise _fail(
+            source,
+            where,
+            "unknown option; a space names charrnn train options: "
+            + ", ".join(sorted(k.replace("_", "-") for k in _TRAIN_OPTIONS if k not in _NOT_IN_A_SPACE)),
+        )
     if table == "search" and name in _FIXED_ONLY:
         raise _fail(source, where, f"can only be fixed: {_FIXED_ONLY[name]}")
     return _TRAIN_OPTIONS[name]
@@ -211,8 +223,12 @@ def _parse_dist(source: str, key: str, o: Option, spec: Any) -> Dist:
     where = f"[search] {key}"
     kinds = ", ".join(f"{k} = {v}" for k, v in DISTRIBUTIONS.items())
     if not isinstance(spec, Mapping):
-        raise _fail(source, where, f"expected a distribution such as {{ choice = [...] }} ({kinds}), got {spec!r}; "
-                                   f"a value for every trial belongs in [fixed]")
+        raise _fail(
+            source,
+            where,
+            f"expected a distribution such as {{ choice = [...] }} ({kinds}), got {spec!r}; "
+            f"a value for every trial belongs in [fixed]",
+        )
     if len(spec) != 1:
         raise _fail(source, where, f"expected exactly one distribution ({kinds}), got {sorted(spec) or 'none'}")
     kind, values = next(iter(spec.items()))
@@ -280,11 +296,17 @@ def parse_space(data: Mapping[str, Any], source: str = "space") -> Space:
     if len(lengths) > 1:
         raise _fail(source, lengths[1], f"a run's length is given by {lengths[0]} already; name only one of them")
     if "val_fraction" in fixed and fixed["val_fraction"] == 0:
-        raise _fail(source, f"[fixed] {spelling['val_fraction']}", "a sweep compares validation losses, so it "
-                                                                  "needs val-fraction > 0")
+        raise _fail(
+            source,
+            f"[fixed] {spelling['val_fraction']}",
+            "a sweep compares validation losses, so it needs val-fraction > 0",
+        )
     if "val_fraction" in search and 0 in search["val_fraction"].values:
-        raise _fail(source, f"[search] {spelling['val_fraction']}", "a sweep compares validation losses, so it "
-                                                                   "needs val-fraction > 0")
+        raise _fail(
+            source,
+            f"[search] {spelling['val_fraction']}",
+            "a sweep compares validation losses, so it needs val-fraction > 0",
+        )
     return Space(fixed=fixed, search=search, source=source, spelling=spelling)
 
 
@@ -302,8 +324,9 @@ def load_space(path: str | os.PathLike[str]) -> Space:
     if not p.is_file():
         raise SpaceError(f"{p}: not a regular file (a device or a pipe?); a space is a TOML file")
     if p.stat().st_size > MAX_SPACE_BYTES:
-        raise SpaceError(f"{p}: {p.stat().st_size:,} bytes is far more than a space file needs "
-                         f"(at most {MAX_SPACE_BYTES:,})")
+        raise SpaceError(
+            f"{p}: {p.stat().st_size:,} bytes is far more than a space file needs (at most {MAX_SPACE_BYTES:,})"
+        )
     try:
         with open(p, "rb") as fh:
             data = tomllib.load(fh)

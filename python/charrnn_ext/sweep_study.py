@@ -3,6 +3,7 @@ study lives in, a copy of the study in the sweep's folder, and the
 parameter importances. Used by the client (which asks and tells trials) and
 by the workers (which report validation losses and ask the pruner).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,16 @@ from optuna.trial import FrozenTrial, TrialState
 from .fileio import atomic_write_bytes
 from .sweep_settings import median_startup_trials
 
-__all__ = ["PrunerSpec", "importances", "journal_storage", "make_sampler", "memory_copy", "quiet_optuna",
-           "session_seed", "write_snapshot"]
+__all__ = [
+    "PrunerSpec",
+    "importances",
+    "journal_storage",
+    "make_sampler",
+    "memory_copy",
+    "quiet_optuna",
+    "session_seed",
+    "write_snapshot",
+]
 
 
 @dataclass(frozen=True)
@@ -55,8 +64,10 @@ class PrunerSpec:
     def describe(self) -> str:
         if self.name == "median":
             n = f"{self.startup_trials} trial has" if self.startup_trials == 1 else f"{self.startup_trials} trials have"
-            return (f"median (stops a trial whose validation loss is above the median of the complete trials at the "
-                    f"same update, once {n} completed)")
+            return (
+                f"median (stops a trial whose validation loss is above the median of the complete trials at the "
+                f"same update, once {n} completed)"
+            )
         if self.name == "hyperband":
             return f"hyperband (successive halving over brackets; first rung at update {self.min_resource})"
         return "none"
@@ -68,8 +79,7 @@ class _AskTellGridSampler(GridSampler):
     and the sweep, which asks and tells outside it, never asks for more
     trials than the grid has points."""
 
-    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,
-                    values: Sequence[float] | None) -> None:
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> None:
         return None
 
 

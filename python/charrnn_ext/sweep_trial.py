@@ -15,6 +15,7 @@ A cluster-wide stop event (set when the sweep is interrupted) makes the
 trial stop at its next record point and keep its scratch folder, so that a
 resumed sweep continues it there.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -129,8 +130,12 @@ class _Reporter:
         from optuna_integration.dask import DaskStorage
 
         storage = DaskStorage(name=spec.storage_name, register=False)
-        study = optuna.load_study(study_name=spec.study_name, storage=storage, pruner=spec.pruner.build(),
-                                  sampler=optuna.samplers.RandomSampler())
+        study = optuna.load_study(
+            study_name=spec.study_name,
+            storage=storage,
+            pruner=spec.pruner.build(),
+            sampler=optuna.samplers.RandomSampler(),
+        )
         study_id = storage.get_study_id_from_name(spec.study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, spec.number)
         self.trial = optuna.trial.Trial(study, trial_id)
@@ -153,8 +158,9 @@ class _Reporter:
                 raise StopTraining
 
 
-def _train(spec: TrialSpec, text: TextPayload | None, folder: Path, reporter: _Reporter,
-           outcome: TrialOutcome) -> tuple[float | None, int]:
+def _train(
+    spec: TrialSpec, text: TextPayload | None, folder: Path, reporter: _Reporter, outcome: TrialOutcome
+) -> tuple[float | None, int]:
     """Run (or continue) the trial's charrnn train run in ``folder``;
     (validation loss of its final model on the whole split, updates done)."""
     from .model import CharRNN
@@ -169,17 +175,38 @@ def _train(spec: TrialSpec, text: TextPayload | None, folder: Path, reporter: _R
         outcome.seconds += model.state.seconds  # the lost attempt's training time, up to its checkpoint
         result = model.resume(corpus, out=folder, callback=reporter, threads=model_opts["threads"])
     else:
-        model = CharRNN.new(corpus.vocab, hidden=model_opts["hidden"], sig=model_opts["sig"], seed=model_opts["seed"],
-                            dtype=model_opts["dtype"], cell=model_opts["cell"], layers=model_opts["layers"],
-                            forget_bias=model_opts["forget_bias"])
+        model = CharRNN.new(
+            corpus.vocab,
+            hidden=model_opts["hidden"],
+            sig=model_opts["sig"],
+            seed=model_opts["seed"],
+            dtype=model_opts["dtype"],
+            cell=model_opts["cell"],
+            layers=model_opts["layers"],
+            forget_bias=model_opts["forget_bias"],
+        )
         steps, epochs = plan_length(opts.get("steps"), opts.get("epochs"), opts.get("max_minutes"))
         train_opts = {k: model_opts[k] for k in TrainConfig.names()}
-        run_info = {"preset": preset, "steps": opts.get("steps"), "epochs": epochs,
-                    "max_minutes": opts.get("max_minutes"), "options": model_opts,
-                    "sweep": {"sweep_id": spec.sweep_id, "trial": spec.number}}
+        run_info = {
+            "preset": preset,
+            "steps": opts.get("steps"),
+            "epochs": epochs,
+            "max_minutes": opts.get("max_minutes"),
+            "options": model_opts,
+            "sweep": {"sweep_id": spec.sweep_id, "trial": spec.number},
+        }
         folder.mkdir(parents=True, exist_ok=True)
-        result = model.fit(corpus, steps=steps, epochs=epochs, out=folder, callback=reporter,
-                           max_minutes=opts.get("max_minutes"), force=True, run_info=run_info, **train_opts)
+        result = model.fit(
+            corpus,
+            steps=steps,
+            epochs=epochs,
+            out=folder,
+            callback=reporter,
+            max_minutes=opts.get("max_minutes"),
+            force=True,
+            run_info=run_info,
+            **train_opts,
+        )
     return result.final_val_loss, result.step
 
 

@@ -27,6 +27,7 @@ when given none.
 that ``torch.load(path, weights_only=True)`` reads, holding the state_dict,
 the vocabulary and the layout.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,9 +75,17 @@ class CharRNNModule(nn.Module):
 
     start_state: torch.Tensor  # a buffer, see the module's docstring
 
-    def __init__(self, cell: str, vocab_size: int, hidden: int, layers: int = 1, *,
-                 dtype: torch.dtype = torch.float64, vocab: Vocabulary | str | None = None,
-                 meta: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        cell: str,
+        vocab_size: int,
+        hidden: int,
+        layers: int = 1,
+        *,
+        dtype: torch.dtype = torch.float64,
+        vocab: Vocabulary | str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(map(repr, CELLS))}")
@@ -100,8 +109,15 @@ class CharRNNModule(nn.Module):
         ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
         params = from_classic(ckpt.params)
         cell, K, m, layers = describe(params)
-        module = cls(cell, K, m, layers, dtype=_DTYPES[str(params["V"].dtype)], vocab=ckpt.vocab,
-                     meta={k: ckpt.meta[k] for k in _INIT_META if k in ckpt.meta})
+        module = cls(
+            cell,
+            K,
+            m,
+            layers,
+            dtype=_DTYPES[str(params["V"].dtype)],
+            vocab=ckpt.vocab,
+            meta={k: ckpt.meta[k] for k in _INIT_META if k in ckpt.meta},
+        )
         module.load_params(params, ckpt.sampling_state)
         return module
 
@@ -166,8 +182,9 @@ class CharRNNModule(nn.Module):
         if bad or not np.all(np.isfinite(start)):
             raise ValueError(f"non-finite values in {', '.join(bad) or 'start_state'}; a checkpoint must be finite")
         meta = {k: self.meta.get(k, default(k)) for k in _INIT_META}
-        meta.update(hidden=self.hidden, K=self.vocab_size, dtype=str(params["V"].dtype), cell=self.cell,
-                    layers=self.layers)
+        meta.update(
+            hidden=self.hidden, K=self.vocab_size, dtype=str(params["V"].dtype), cell=self.cell, layers=self.layers
+        )
         ckpt = Checkpoint(vocab=voc, params=params, meta=meta, start_h=start if np.any(start != 0) else None)
         return save_checkpoint(path, ckpt)
 
@@ -202,8 +219,15 @@ class CharRNNModule(nn.Module):
         if obj.get("format_version") != EXPORT_VERSION:
             raise ValueError(f"{path}: unsupported torch export version {obj.get('format_version')!r}")
         try:
-            module = cls(obj["cell"], obj["vocab_size"], obj["hidden"], obj["layers"], dtype=_DTYPES[obj["dtype"]],
-                         vocab=obj["vocabulary"], meta=json.loads(obj["meta"]))
+            module = cls(
+                obj["cell"],
+                obj["vocab_size"],
+                obj["hidden"],
+                obj["layers"],
+                dtype=_DTYPES[obj["dtype"]],
+                vocab=obj["vocabulary"],
+                meta=json.loads(obj["meta"]),
+            )
             module.load_state_dict(obj["state_dict"])
         except (KeyError, TypeError, RuntimeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: damaged torch export ({type(exc).__name__}: {exc})") from None
@@ -215,8 +239,10 @@ class CharRNNModule(nn.Module):
         """The start state for ``batch`` streams in the module's form: h, or
         (h, c) for an LSTM, each (layers, batch, m)."""
         m = self.hidden
-        parts = [self.start_state[:, s * m:(s + 1) * m, None].transpose(1, 2).expand(-1, batch, -1).contiguous()
-                 for s in range(STATES[self.cell])]
+        parts = [
+            self.start_state[:, s * m : (s + 1) * m, None].transpose(1, 2).expand(-1, batch, -1).contiguous()
+            for s in range(STATES[self.cell])
+        ]
         return (parts[0], parts[1]) if self.cell == "lstm" else parts[0]
 
     def forward(self, indices: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:

@@ -34,6 +34,7 @@ then saved and KeyboardInterrupt raised. A second Ctrl-C interrupts at once
 and saves nothing. A callback may raise :class:`StopTraining` (saved,
 ``run`` returns with ``stopped=True``) or KeyboardInterrupt (saved, re-raised).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -152,8 +153,13 @@ def steps_per_epoch(n_train: int, seq_length: int, batch_size: int = 1) -> int:
 
 def corpus_identity(train: np.ndarray, source: str, n_val: int, path: str | None = None) -> dict[str, Any]:
     """What identifies a training text: its source, sizes and a SHA-256 of its indices."""
-    return {"source": source, "path": path, "n_train": int(train.size), "n_val": int(n_val),
-            "train_sha256": index_sha256(train)}
+    return {
+        "source": source,
+        "path": path,
+        "n_train": int(train.size),
+        "n_val": int(n_val),
+        "train_sha256": index_sha256(train),
+    }
 
 
 class Trainer:
@@ -162,9 +168,19 @@ class Trainer:
     ``CharRNN.resume`` and by ``charrnn train``. ``run_info`` (how the run was
     asked for: preset, length) goes into config.json."""
 
-    def __init__(self, model: Trainable, data: Any = None, *, out: str | os.PathLike[str] | None = None,
-                 callback: Callable[[Progress], None] | None = None, progress: bool = False,
-                 resume: bool = False, run_info: dict[str, Any] | None = None, force: bool = False, **config: Any):
+    def __init__(
+        self,
+        model: Trainable,
+        data: Any = None,
+        *,
+        out: str | os.PathLike[str] | None = None,
+        callback: Callable[[Progress], None] | None = None,
+        progress: bool = False,
+        resume: bool = False,
+        run_info: dict[str, Any] | None = None,
+        force: bool = False,
+        **config: Any,
+    ):
         self.model = model
         self.callback = callback
         self.progress = progress
@@ -177,8 +193,12 @@ class Trainer:
             if changed:
                 raise ValueError(f"cannot change training options when resuming (got {sorted(changed)})")
         base = dict(state.config) if state is not None and state.config else {}
-        if "optimizer" in config and "eta" not in config and "lr" not in config \
-                and base.get("optimizer") != config["optimizer"]:
+        if (
+            "optimizer" in config
+            and "eta" not in config
+            and "lr" not in config
+            and base.get("optimizer") != config["optimizer"]
+        ):
             base.pop("eta", None)  # the stored rate belongs to another optimiser
         base.update(config)
         self.config = TrainConfig.from_dict(base)
@@ -186,8 +206,10 @@ class Trainer:
             for key in ("optimizer", "batch_size"):
                 old = TrainConfig.from_dict(state.config).to_dict()[key]
                 if old != getattr(self.config, key):
-                    raise ValueError(f"cannot change {key} of a run ({old!r} -> {getattr(self.config, key)!r}); "
-                                     f"call model.reset_training() to start a new run")
+                    raise ValueError(
+                        f"cannot change {key} of a run ({old!r} -> {getattr(self.config, key)!r}); "
+                        f"call model.reset_training() to start a new run"
+                    )
         if resume and data is None:
             assert state is not None
             data = resume_source(state.corpus)
@@ -195,22 +217,29 @@ class Trainer:
         self.identity = corpus_identity(self.corpus.train, self.corpus.source, self.corpus.val.size, path)
         if state is not None and state.corpus:
             old = state.corpus
-            if (old.get("n_train"), old.get("train_sha256")) != (self.identity["n_train"],
-                                                                 self.identity["train_sha256"]):
+            if (old.get("n_train"), old.get("train_sha256")) != (
+                self.identity["n_train"],
+                self.identity["train_sha256"],
+            ):
                 raise ValueError(
                     f"the training text differs from the one this model was trained on: "
                     f"{old.get('source')!r} ({old.get('n_train')} training chars, sha256 "
                     f"{str(old.get('train_sha256'))[:12]}...) vs {self.corpus.source!r} "
                     f"({self.identity['n_train']} chars, sha256 {self.identity['train_sha256'][:12]}...). "
-                    f"Use the same text, or call model.reset_training() to start a new run on this one")
+                    f"Use the same text, or call model.reset_training() to start a new run on this one"
+                )
         T, B = self.config.seq_length, self.config.batch_size
-        check_fits(f"training this {model.cell} network with {B} streams of {T} characters",
-                   run_bytes(model.cell, model.K, model.hidden, model.layers, str(model.dtype), self.config.optimizer,
-                             B, T), "choose a smaller --batch-size, --seq-length or --hidden")
+        check_fits(
+            f"training this {model.cell} network with {B} streams of {T} characters",
+            run_bytes(model.cell, model.K, model.hidden, model.layers, str(model.dtype), self.config.optimizer, B, T),
+            "choose a smaller --batch-size, --seq-length or --hidden",
+        )
         if self.corpus.train.size // B < T + 1:
-            raise ValueError(f"the training split of {self.corpus.source!r} has {self.corpus.train.size} "
-                             f"characters; seq_length={T} needs at least {T + 1}"
-                             + (f" per stream, {B * (T + 1)} for batch_size={B}" if B > 1 else ""))
+            raise ValueError(
+                f"the training split of {self.corpus.source!r} has {self.corpus.train.size} "
+                f"characters; seq_length={T} needs at least {T + 1}"
+                + (f" per stream, {B * (T + 1)} for batch_size={B}" if B > 1 else "")
+            )
         self.folder = None if out is None else RunFolder(out)
         if self.folder is not None:
             self.folder.open_for_run(fresh=state is None, force=force)
@@ -239,13 +268,21 @@ class Trainer:
 
     def _fresh_state(self) -> TrainState:
         model, c = self.model, self.config
-        return TrainState(opt_state=init_opt_state(model.params, c.optimizer),
-                          h=np.zeros(state_shape(model.cell, model.layers, model.hidden, c.batch_size),
-                                     dtype=model.dtype),
-                          positions=np.zeros(c.batch_size, dtype=np.int64))
+        return TrainState(
+            opt_state=init_opt_state(model.params, c.optimizer),
+            h=np.zeros(state_shape(model.cell, model.layers, model.hidden, c.batch_size), dtype=model.dtype),
+            positions=np.zeros(c.batch_size, dtype=np.int64),
+        )
 
-    def run(self, steps: int | None = None, epochs: float | None = None, *, total_steps: int | None = None,
-            max_steps: int | None = None, max_minutes: float | None = None) -> TrainResult:
+    def run(
+        self,
+        steps: int | None = None,
+        epochs: float | None = None,
+        *,
+        total_steps: int | None = None,
+        max_steps: int | None = None,
+        max_minutes: float | None = None,
+    ) -> TrainResult:
         """Train ``steps`` more updates, or ``epochs`` more epochs, or up to
         ``total_steps`` (for resuming; default: the run's stored target).
         ``max_minutes``: the run's training-time budget; it ends, finished,
@@ -264,15 +301,22 @@ class Trainer:
             if self.folder is not None:
                 self.folder.unlock()
 
-    def _start(self, steps: int | None, epochs: float | None, total_steps: int | None, max_steps: int | None,
-               max_minutes: float | None) -> TrainResult:
+    def _start(
+        self,
+        steps: int | None,
+        epochs: float | None,
+        total_steps: int | None,
+        max_steps: int | None,
+        max_minutes: float | None,
+    ) -> TrainResult:
         model, cfg = self.model, self.config
         for name, v in (("steps", steps), ("total_steps", total_steps), ("max_steps", max_steps)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < 10**15):
                 raise ValueError(f"{name} must be an integer in [0, 10**15), got {v!r}")
         for name, f in (("epochs", epochs), ("max_minutes", max_minutes)):
-            if f is not None and (isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f)
-                                  or not 0 < f <= 1e6):
+            if f is not None and (
+                isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or not 0 < f <= 1e6
+            ):
                 raise ValueError(f"{name} must be a number in (0, 1e6], got {f!r}")
         if sum(v is not None for v in (steps, epochs, total_steps)) > 1:
             raise ValueError("give only one of steps, epochs and total_steps")
@@ -333,10 +377,19 @@ class Trainer:
         except KeyboardInterrupt:
             self._save(plot=True)
             raise
-        result = TrainResult(step=s.step, epoch=s.epoch, steps_done=s.step - start_step,
-                             smooth_loss=s.smooth_loss, best_loss=s.best_loss, best_step=s.best_step,
-                             stopped=stopped, out=self.out, records=records, time_limited=time_limited,
-                             seconds=s.seconds)
+        result = TrainResult(
+            step=s.step,
+            epoch=s.epoch,
+            steps_done=s.step - start_step,
+            smooth_loss=s.smooth_loss,
+            best_loss=s.best_loss,
+            best_step=s.best_step,
+            stopped=stopped,
+            out=self.out,
+            records=records,
+            time_limited=time_limited,
+            seconds=s.seconds,
+        )
         if stopped:
             self._save(plot=True)
         else:
@@ -366,10 +419,27 @@ class Trainer:
         lr = self.lr_at(s.step)
         t0 = time.perf_counter()
         losses, h, positions, wraps, diverged = _core.train_steps(
-            model.params, s.opt_state, self.corpus.train, s.h, n_steps=until - s.step, seq_length=c.seq_length,
-            batch_size=c.batch_size, positions=s.positions, cell=None, optimizer=c.optimizer, eta=lr, clip=c.clip,
-            clip_mode=c.clip_mode, gamma=c.gamma, beta1=c.beta1, beta2=c.beta2, eps=c.eps, dropout=c.dropout,
-            seed=model.seed, threads=c.threads)
+            model.params,
+            s.opt_state,
+            self.corpus.train,
+            s.h,
+            n_steps=until - s.step,
+            seq_length=c.seq_length,
+            batch_size=c.batch_size,
+            positions=s.positions,
+            cell=None,
+            optimizer=c.optimizer,
+            eta=lr,
+            clip=c.clip,
+            clip_mode=c.clip_mode,
+            gamma=c.gamma,
+            beta1=c.beta1,
+            beta2=c.beta2,
+            eps=c.eps,
+            dropout=c.dropout,
+            seed=model.seed,
+            threads=c.threads,
+        )
         dt = time.perf_counter() - t0
         s.seconds += dt
         self._lr = lr
@@ -394,12 +464,18 @@ class Trainer:
         assert s is not None
         self._save(checkpoints=False, plot=True)
         last = self.out / "last.npz" if self.out is not None and self._ckpt_step is not None else None
-        where = (f"the last good checkpoint is {last} (update {self._ckpt_step})" if last is not None
-                 else "no checkpoint was written")
+        where = (
+            f"the last good checkpoint is {last} (update {self._ckpt_step})"
+            if last is not None
+            else "no checkpoint was written"
+        )
         raise TrainingDiverged(
             f"training diverged: the loss of update {s.step + 1} is not finite (smooth loss so far "
             f"{s.smooth_loss:.4f}); stopped after update {s.step} without applying it; {where}. "
-            f"Try a smaller learning rate (eta={self.lr_at(s.step):g}).", s.step, last)
+            f"Try a smaller learning rate (eta={self.lr_at(s.step):g}).",
+            s.step,
+            last,
+        )
 
     def sample_state(self, h: np.ndarray | None) -> np.ndarray | None:
         """The state sampling and validation start from: stream 0's."""
@@ -407,8 +483,9 @@ class Trainer:
 
     def _evaluate(self, params: dict[str, np.ndarray], data: np.ndarray, h: np.ndarray | None) -> float:
         c = self.config
-        loss, _ = _core.evaluate_loss(params, data, self.sample_state(h), cell=None, batch_size=c.batch_size,
-                                      threads=c.threads)
+        loss, _ = _core.evaluate_loss(
+            params, data, self.sample_state(h), cell=None, batch_size=c.batch_size, threads=c.threads
+        )
         return float(loss)
 
     def _validation(self, limit: int | None) -> tuple[float | None, int, float | None]:
@@ -424,8 +501,9 @@ class Trainer:
         best = None
         if limit is None and s.best_params is not None:
             # the best model is often the last one (taken at this very update)
-            same = s.best_step == s.step and all(np.array_equal(s.best_params[k], v)
-                                                  for k, v in self.model.params.items())
+            same = s.best_step == s.step and all(
+                np.array_equal(s.best_params[k], v) for k, v in self.model.params.items()
+            )
             best = loss if same else self._evaluate(s.best_params, val, s.best_h)
             best /= val.size - 1
         return loss / (val.size - 1), int(val.size), best
@@ -444,26 +522,59 @@ class Trainer:
             else:
                 h = self.sample_state(s.h)
             seed = derived_seed(model.seed, SEED_TAG_PROGRESS, s.step)
-            text = sample_text(model.params, model.vocab, c.sample_chars, prime=self.corpus.train[pos:pos + 1],
-                               seed=seed, h0=h)
+            text = sample_text(
+                model.params, model.vocab, c.sample_chars, prime=self.corpus.train[pos : pos + 1], seed=seed, h0=h
+            )
             smooth = None if s.step == 0 else s.smooth_loss
-            s.samples.append(SampleRecord(step=s.step, epoch=s.epoch, smooth_loss=smooth, val_loss=val_loss,
-                                          val_chars=val_chars, seed=seed, text=text))
+            s.samples.append(
+                SampleRecord(
+                    step=s.step,
+                    epoch=s.epoch,
+                    smooth_loss=smooth,
+                    val_loss=val_loss,
+                    val_chars=val_chars,
+                    seed=seed,
+                    text=text,
+                )
+            )
         if metrics_row:
-            s.history.append(MetricRow(step=s.step, epoch=s.epoch, loss=s.last_loss, smooth_loss=s.smooth_loss,
-                                       val_loss=val_loss, val_chars=val_chars))
+            s.history.append(
+                MetricRow(
+                    step=s.step,
+                    epoch=s.epoch,
+                    loss=s.last_loss,
+                    smooth_loss=s.smooth_loss,
+                    val_loss=val_loss,
+                    val_chars=val_chars,
+                )
+            )
             if s.best_step < 0 or s.smooth_loss < s.best_loss:
                 s.best_loss, s.best_step = s.smooth_loss, s.step
                 s.best_params = copy_params(model.params)
                 s.best_h = np.array(self.sample_state(s.h), copy=True)
         if sample_point:
             self._save()
-        rec = Progress(step=s.step, epoch=s.epoch, total_steps=s.total_steps, loss=s.last_loss,
-                       smooth_loss=s.smooth_loss, val_loss=val_loss, val_chars=val_chars, chars_per_sec=chunk_rate,
-                       sample=text, lr=self._lr if s.step > 0 else math.nan)
+        rec = Progress(
+            step=s.step,
+            epoch=s.epoch,
+            total_steps=s.total_steps,
+            loss=s.last_loss,
+            smooth_loss=s.smooth_loss,
+            val_loss=val_loss,
+            val_chars=val_chars,
+            chars_per_sec=chunk_rate,
+            sample=text,
+            lr=self._lr if s.step > 0 else math.nan,
+        )
         if self._bar is not None:
-            self._bar.set_postfix({"epoch": s.epoch, "smooth": f"{s.smooth_loss:.3f}" if s.step else "n/a",
-                                   "chars/s": f"{chunk_rate:,.0f}"}, refresh=False)
+            self._bar.set_postfix(
+                {
+                    "epoch": s.epoch,
+                    "smooth": f"{s.smooth_loss:.3f}" if s.step else "n/a",
+                    "chars/s": f"{chunk_rate:,.0f}",
+                },
+                refresh=False,
+            )
         if self.callback is not None:
             self.callback(rec)
         return rec
@@ -475,8 +586,9 @@ class Trainer:
             return
         from tqdm import tqdm
 
-        with tqdm(total=total, initial=initial, unit="step", file=sys.stderr, dynamic_ncols=True,
-                  desc="training") as bar:
+        with tqdm(
+            total=total, initial=initial, unit="step", file=sys.stderr, dynamic_ncols=True, desc="training"
+        ) as bar:
             self._bar = bar
             try:
                 yield
@@ -493,16 +605,19 @@ class Trainer:
         run_info = self.run_info
         if not run_info and not fresh:  # a resumed run keeps how it was asked for
             run_info = self.folder.run_info()
-        self.folder.write_json("config.json", {
-            "model": {**model.meta(), "n_params": model.n_params},
-            "train": self.config.to_dict(),
-            "run": run_info,
-            "corpus": {**self.identity, "vocab_size": model.K, "n_chars": self.corpus.n_chars},
-            "total_steps": s.total_steps,
-            "budget_seconds": s.budget_seconds,
-            "steps_per_epoch": self.steps_per_epoch,
-            "package_version": package_version(),
-        })
+        self.folder.write_json(
+            "config.json",
+            {
+                "model": {**model.meta(), "n_params": model.n_params},
+                "train": self.config.to_dict(),
+                "run": run_info,
+                "corpus": {**self.identity, "vocab_size": model.K, "n_chars": self.corpus.n_chars},
+                "total_steps": s.total_steps,
+                "budget_seconds": s.budget_seconds,
+                "steps_per_epoch": self.steps_per_epoch,
+                "package_version": package_version(),
+            },
+        )
         if fresh or not self.folder.file("gradcheck.md").exists():
             self.folder.write_gradcheck(self._gradcheck())
 
@@ -511,15 +626,25 @@ class Trainer:
         model = self.model
         T = min(self.config.seq_length, 25)
         layers = min(model.layers, GRADCHECK_LAYERS)
-        data, K = self.corpus.train[:T + 1].astype(np.int64), model.K
+        data, K = self.corpus.train[: T + 1].astype(np.int64), model.K
         note = f"Data: the first {T + 1} characters of the training text"
         if 2 * n_params(model.cell, K, 5, layers) ** 2 * (T + 1) > GRADCHECK_MAX_WORK:
             chars, data = np.unique(data, return_inverse=True)
             K = int(chars.size)
-            note += (f", as a {K}-character vocabulary of their own (the run's {model.K} characters would make "
-                     f"the check take minutes)")
-        rep = gradient_check(data.reshape(-1), K=K, m=5, seq_length=T, seed=model.seed % 2**32, cell=model.cell,
-                             layers=layers, dropout=self.config.dropout)
+            note += (
+                f", as a {K}-character vocabulary of their own (the run's {model.K} characters would make "
+                f"the check take minutes)"
+            )
+        rep = gradient_check(
+            data.reshape(-1),
+            K=K,
+            m=5,
+            seq_length=T,
+            seed=model.seed % 2**32,
+            cell=model.cell,
+            layers=layers,
+            dropout=self.config.dropout,
+        )
         if layers < model.layers:
             note += f"; a {layers}-layer model of the run's cell (the run has {model.layers} layers)"
         return f"{rep.table()}\n\n{note}."
@@ -532,8 +657,12 @@ class Trainer:
         if checkpoints:
             best = None
             if s.best_params is not None:
-                best = Checkpoint(vocab=model.vocab, params=s.best_params, start_h=s.best_h,
-                                  meta={**model.meta(), "step": s.best_step, "smooth_loss": s.best_loss})
+                best = Checkpoint(
+                    vocab=model.vocab,
+                    params=s.best_params,
+                    start_h=s.best_h,
+                    meta={**model.meta(), "step": s.best_step, "smooth_loss": s.best_loss},
+                )
             self.folder.write_checkpoints(model.to_checkpoint(), best)
             self._ckpt_step = s.step
         self.folder.write_records(s.history, s.samples)
@@ -548,15 +677,24 @@ class Trainer:
         assert s is not None
         result.final_val_loss, result.val_chars, result.best_val_loss = self._validation(None)
         best, h = (s.best_params, s.best_h) if s.best_params is not None else (model.params, self.sample_state(s.h))
-        result.passage = sample_text(best, model.vocab, c.passage_chars, h0=h,
-                                     seed=derived_seed(model.seed, SEED_TAG_PASSAGE, s.step))
+        result.passage = sample_text(
+            best, model.vocab, c.passage_chars, h0=h, seed=derived_seed(model.seed, SEED_TAG_PASSAGE, s.step)
+        )
         if self.folder is None:
             return
         summary = {  # null, not NaN, where nothing was measured (a run of 0 updates): standard JSON
-            "step": s.step, "epoch": s.epoch, "total_steps": s.total_steps, "smooth_loss": _finite(s.smooth_loss),
-            "best_loss": _finite(s.best_loss), "best_step": s.best_step, "final_val_loss": result.final_val_loss,
-            "best_val_loss": result.best_val_loss, "val_chars": result.val_chars, "passage": result.passage,
-            "time_limited": result.time_limited, "seconds": s.seconds,
+            "step": s.step,
+            "epoch": s.epoch,
+            "total_steps": s.total_steps,
+            "smooth_loss": _finite(s.smooth_loss),
+            "best_loss": _finite(s.best_loss),
+            "best_step": s.best_step,
+            "final_val_loss": result.final_val_loss,
+            "best_val_loss": result.best_val_loss,
+            "val_chars": result.val_chars,
+            "passage": result.passage,
+            "time_limited": result.time_limited,
+            "seconds": s.seconds,
         }
         self._save(plot=True, summary=summary)
         self.folder.write_report(plot=False)

@@ -6,6 +6,7 @@ length of the run, and the command line that asks for exactly that run.
 from here, so that a sweep's best trial is reproduced by the command its
 report prints.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,7 @@ def plan_options(given: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return preset, opts
 
 
-def plan_length(steps: int | None, epochs: float | None,
-                max_minutes: float | None) -> tuple[int | None, float | None]:
+def plan_length(steps: int | None, epochs: float | None, max_minutes: float | None) -> tuple[int | None, float | None]:
     """(steps, epochs) to train: as given, else :data:`DEFAULT_EPOCHS` epochs;
     a time budget alone runs until the budget ends it."""
     if steps is None and epochs is None:

@@ -1,4 +1,5 @@
 """The package's version, from its installed metadata (set in pyproject.toml)."""
+
 from __future__ import annotations
 
 import importlib.metadata
