@@ -66,6 +66,7 @@ from charrnn_ext import cli  # noqa: E402
 from charrnn_ext.config import OPTIONS, Option, option  # noqa: E402
 from charrnn_ext.data import corpus_from_string  # noqa: E402
 from charrnn_ext.model import CharRNN  # noqa: E402
+from helpers import SANITIZED  # noqa: E402
 
 SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
 CASES = 520  # per command (at least 500 are required)
@@ -914,6 +915,7 @@ def test_sweep_resume_with_a_damaged_sweep_json(name, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("device", ["/dev/zero", "fifo"])
+@pytest.mark.skipif(SANITIZED, reason="the sanitizer's shadow memory cannot live under an address-space cap")
 def test_sweep_space_from_a_device_or_a_fifo_is_refused_at_once(device, tmp_path):
     """A space given as a device or a FIFO is refused at once, as charrnn train --text refuses them
     (in a child capped at 1 GiB, so that reading /dev/zero could not take the machine's memory)."""

@@ -29,6 +29,7 @@ from charrnn_ext.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpo
 from charrnn_ext.data import corpus_from_string, load_corpus, load_text
 from charrnn_ext.model import CharRNN
 from conftest import SMALL_TEXT, TINY
+from helpers import SANITIZED
 
 M = 8  # hidden size of the fixture model; K = 24 characters in SMALL_TEXT
 K = 24
@@ -570,6 +571,7 @@ def test_device_as_text_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/zero") or sys.platform == "win32", reason="needs /dev/zero, rlimit")
+@pytest.mark.skipif(SANITIZED, reason="the sanitizer's shadow memory cannot live under an address-space cap")
 def test_device_as_checkpoint_is_refused_without_reading_it():
     """A device given as a checkpoint is refused before anything is read (in a child capped at 1 GiB of
     address space, so that reading /dev/zero to the end could not take the machine's memory)."""
