@@ -139,6 +139,17 @@ def strided(a):
     return wide[..., ::2]
 
 
+def unaligned(a):
+    """A writable, C-contiguous copy of a that starts one byte past its
+    dtype's alignment (what np.frombuffer gives at an odd offset)."""
+    a = np.asarray(a)
+    buf = np.zeros(a.nbytes + 1, np.uint8)
+    u = np.frombuffer(buf.data, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+    u[...] = a
+    assert u.flags.c_contiguous and u.flags.writeable and not u.flags.aligned
+    return u
+
+
 # ================================================================ parameters
 #
 # (id, base network, spoil(params) -> params, exception, message fragment)
@@ -259,7 +270,15 @@ PARAM_CASES = [
         "classic",
         lambda p: with_(p, W=strided(p["W"])),
         ValueError,
-        "params['W'] is not C-contiguous; pass np.ascontiguousarray(...) (arrays are used in place)",
+        "params['W'] is not C-contiguous; pass np.ascontiguousarray(...)",
+    ),
+    (
+        "V-unaligned",
+        "classic",
+        lambda p: with_(p, V=unaligned(p["V"])),
+        ValueError,
+        "params['V'] is not aligned in memory for its dtype (a view at an odd byte offset?); "
+        "pass a copy, np.array(...)",
     ),
     (
         "U-fortran",
@@ -628,6 +647,13 @@ STATE_CASES = [
         "opt_state['M:U'] is not C-contiguous",
     ),
     (
+        "unaligned",
+        "adagrad",
+        lambda p, s: _set(s, "M:b", unaligned(s["M:b"])),
+        ValueError,
+        "opt_state['M:b'] is not aligned in memory for its dtype",
+    ),
+    (
         "M-negative",
         "adagrad",
         lambda p, s: _poke(s, "M:W", -1.0),
@@ -773,6 +799,13 @@ STATE_CASES = [
     ("alias-state", "adam", lambda p, s: _set(s, "m:W", s["v:W"]), ValueError, "overlap in memory"),
     ("alias-partial", "adagrad", _shared_buffer, ValueError, "overlap in memory"),
     ("alias-t", "adagrad", _t_view_of_c, ValueError, "overlap in memory"),
+    (
+        "t-unaligned",
+        "adam",
+        lambda p, s: _set(s, "t", unaligned(np.array(0, np.int64))),
+        ValueError,
+        "opt_state['t'] is not aligned in memory for its dtype",
+    ),
     ("params-as-memory", "adagrad", lambda p, s: _params_as_memory(p), ValueError, "overlap in memory"),
 ]
 
@@ -1006,8 +1039,9 @@ CHUNK_CASES = [
         "X must be 1-D (T,) or 2-D (streams, T), got shape (1, 1, 3)",
     ),
     ("0d", np.int64(1), np.int64(2), ValueError, "X must be 1-D (T,) or 2-D (streams, T), got shape ()"),
-    ("strided", np.arange(6)[::2], Y, ValueError, "X is not contiguous; pass np.ascontiguousarray(...)"),
-    ("fortran-2d", np.zeros((2, 3), int), np.asfortranarray(np.zeros((2, 3), int)), ValueError, "Y is not contiguous"),
+    ("strided", np.arange(6)[::2], Y, ValueError, "X is not C-contiguous; pass np.ascontiguousarray(...)"),
+    ("fortran-2d", np.zeros((2, 3), int), np.asfortranarray(np.zeros((2, 3), int)), ValueError, "Y is not C-contig"),
+    ("unaligned", X, unaligned(Y.astype(np.int64)), ValueError, "Y is not aligned in memory for its dtype"),
     (
         "big-endian",
         np.array([0, 1, 2], ">i4"),
@@ -1157,6 +1191,7 @@ H0_CASES = [
         "h0 is not C-contiguous; pass np.ascontiguousarray(...)",
     ),
     ("gru-strided", "gru", X, strided(np.zeros((2, M))), ValueError, "h0 is not C-contiguous"),
+    ("gru-unaligned", "gru", X, unaligned(np.zeros((2, M))), ValueError, "h0 is not aligned in memory for its dtype"),
     ("gru-float32", "gru", X, np.zeros((2, M), np.float32), TypeError, "h0 has dtype float32; expected float64"),
     (
         "gru-0d",
@@ -1693,7 +1728,13 @@ def test_train_steps_data_and_positions():
         lambda: cx.train_steps(p, s, "abcdefgh", n_steps=1, seq_length=3),
         *w,
     )
-    refuses(ValueError, "data is not contiguous", lambda: cx.train_steps(p, s, DATA[::2], n_steps=1, seq_length=3), *w)
+    refuses(ValueError, "data is not C-contig", lambda: cx.train_steps(p, s, DATA[::2], n_steps=1, seq_length=3), *w)
+    refuses(
+        ValueError,
+        "data is not aligned in memory for its dtype",
+        lambda: cx.train_steps(p, s, unaligned(DATA.astype(np.int32)), n_steps=1, seq_length=3),
+        *w,
+    )
     refuses(
         ValueError,
         "h0 has shape (4,); expected (2, 1, 4) (streams, layers, m) or (2, 4)",
@@ -1958,6 +1999,43 @@ def test_non_finite_loss_changes_nothing(optimizer):
         s,
     )
     assert int(s["t"]) == 7
+
+
+def _overflowing_gradient(dtype=np.float32):
+    """A 1-unit RNN over 2 characters whose loss is finite but whose gradient
+    is not: h = tanh(0.5) is far from saturation, the logits are +-9.2e37,
+    the loss is 1.84e38, and dh = V^T (p - y) = 2e38 + 2e38 overflows float32
+    (float64: V = +-1e308)."""
+    big = 2e38 if dtype == np.float32 else 1e308
+    p = net_init("rnn", 2, 1, 1, seed=0, dtype=dtype)
+    p["l0.Wx"][:] = 0.0
+    p["l0.Wh"][:] = 0.0
+    p["l0.b"][:] = 0.5
+    p["V"][:] = [[big], [-big]]
+    p["c"][:] = 0.0
+    return p
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("clip_mode", CLIP_MODES)
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_finite_loss_with_a_non_finite_gradient_changes_nothing(optimizer, clip_mode, dtype):
+    p = _overflowing_gradient(dtype)
+    loss, grads, _ = cx.loss_and_grads(p, [0], [1])
+    assert np.isfinite(loss) and not all(np.isfinite(g).all() for g in grads.values())
+    s = init_opt_state(p, optimizer)
+    kw = dict(optimizer=optimizer, clip_mode=clip_mode)
+    refuses(
+        ValueError,
+        f"the gradient is not finite (the loss is {loss:g}); the step was not applied and the parameters are unchanged",
+        lambda: cx.train_step(p, s, [0], [1], **kw),
+        p,
+        s,
+    )
+    snaps = snapshot(p, s)
+    losses, _, pos, wraps, diverged = cx.train_steps(p, s, np.array([0, 1, 0, 1]), n_steps=2, seq_length=1, **kw)
+    assert diverged is True and losses.shape == (0,) and (pos, wraps) == (0, 0)
+    assert_unchanged([p, s], snaps)
 
 
 def test_diverged_wrap_step_leaves_walk_unchanged():

@@ -30,7 +30,15 @@ namespace {
 const char* float_name(float) { return "float32"; }
 const char* float_name(double) { return "float64"; }
 
-bool is_c_contiguous(const py::array& a) { return (a.flags() & py::array::c_style) != 0; }
+// The kernels index every array as a plain T*: it must be in C order and aligned for its type (an array
+// viewed from a buffer at an odd offset is neither a crash nor a slow path here, but a refusal).
+void check_layout(const py::array& a, const std::string& name) {
+    if ((a.flags() & py::array::c_style) == 0)
+        fail_value(name + " is not C-contiguous; pass np.ascontiguousarray(...)");
+    if ((a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) == 0)
+        fail_value(name + " is not aligned in memory for its dtype (a view at an odd byte offset?); pass a copy, "
+                          "np.array(...)");
+}
 
 std::string tuple_str(std::initializer_list<std::size_t> dims) {
     std::string s = "(";
@@ -143,8 +151,7 @@ T* checked_array(py::handle mapping, const char* what, const std::string& key, c
           << name_of(l.cell) << "' network with K=" << l.K << ", m=" << l.m << ", " << l.L << " layer(s)";
         fail_value(s.str());
     }
-    if (!is_c_contiguous(a))
-        fail_value(name + " is not C-contiguous; pass np.ascontiguousarray(...) (arrays are used in place)");
+    check_layout(a, name);
     if (writable && !a.writeable()) fail_value(name + " is read-only; it must be writable to be updated in place");
     const T* p = static_cast<const T*>(a.data());
     if (need == Values::finite && !all_finite(p, spec.size())) fail_value(name + " contains NaN or infinity");
@@ -379,6 +386,7 @@ OptState<T> load_opt_state(py::handle state, const ParamInfo& info, Optimizer op
         st.t = py::reinterpret_borrow<py::array>(v);
         st.counter = true;
         if (!st.t.writeable()) fail_value("opt_state['t'] is read-only; it must be writable to be updated in place");
+        check_layout(st.t, "opt_state['t']");
         const std::int64_t t = *static_cast<const std::int64_t*>(st.t.data());
         if (t < 0) fail_value("opt_state['t'] must be >= 0, got " + std::to_string(t));
         st.t_value = static_cast<std::uint64_t>(t);
@@ -427,7 +435,7 @@ py::array_t<T> initial_states(py::handle h0, const NetLayout& lay, std::size_t B
                     (L == 1 && shape == std::vector<std::size_t>{B, W}) ||
                     (B == 1 && L == 1 && shape == std::vector<std::size_t>{W});
     if (!ok) fail_value("h0 has shape " + shape_str(a) + "; expected " + expect);
-    if (!is_c_contiguous(a)) fail_value("h0 is not C-contiguous; pass np.ascontiguousarray(...)");
+    check_layout(a, "h0");
     const T* src = static_cast<const T*>(a.data());
     if (!all_finite(src, n)) fail_value("h0 contains NaN or infinity");
     std::copy(src, src + n, out);
@@ -460,7 +468,7 @@ py::array index_array(py::handle obj, const char* name, bool allow_2d) {
     if (a.ndim() != 1 && !(allow_2d && a.ndim() == 2))
         fail_value(std::string(name) + " must be " + (allow_2d ? "1-D (T,) or 2-D (streams, T)" : "1-D") +
                    ", got shape " + shape_str(a));
-    if (!is_c_contiguous(a)) fail_value(std::string(name) + " is not contiguous; pass np.ascontiguousarray(...)");
+    check_layout(a, name);
     return a;
 }
 
