@@ -4,6 +4,7 @@ independently in parallel, and sharing one model between concurrent calls
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 import charrnn_ext as cx
+from helpers import SANITIZED
 
 K, M, T = 40, 32, 25
 NAMES = ("l0.Wx", "l0.Wh", "l0.b", "V", "c")  # the classic RNN under its network names
@@ -239,3 +241,55 @@ def test_concurrent_readers_of_one_model_agree_with_sequential_calls():
         assert np.array_equal(got[s][0], expected[s])
         assert got[s][1] == expected_loss
     assert not np.array_equal(expected[0], expected[1])
+
+
+_NO_THREADS = r"""
+import resource, sys
+import numpy as np
+import charrnn_ext as cx
+
+def vm_size():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) << 10 for line in f if line.startswith("VmSize:"))
+
+# 160 float64 units are 5 panels of 32: a team of up to 5 threads. Only one
+# thread has run before the cap, so no thread stack is cached for reuse.
+params = cx.net_init("lstm", 6, 160, 1, sig=0.1, seed=0)
+state = cx.init_opt_state(params, "adam")
+data = np.arange(6).repeat(40)
+kw = dict(n_steps=2, seq_length=5, batch_size=4, optimizer="adam")
+cx.train_steps(params, state, data, threads=1, **kw)
+before = {k: v.copy() for k, v in params.items()}
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+resource.setrlimit(resource.RLIMIT_AS, (vm_size() + (int(sys.argv[1]) << 20), hard))
+try:
+    cx.train_steps(params, state, data, threads=4, **kw)
+    outcome = "ran"
+except (RuntimeError, MemoryError) as e:
+    outcome = f"{type(e).__name__}: {e}"
+resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+unchanged = all(np.array_equal(before[k], params[k]) for k in params)
+print(outcome, "|", "unchanged" if unchanged else "changed")
+cx.train_steps(params, state, data, threads=4, **kw)  # the team starts again once it can
+print("ok")
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status and caps RLIMIT_AS")
+@pytest.mark.skipif(SANITIZED, reason="the sanitizers reserve terabytes of address space")
+@pytest.mark.parametrize("margin_mb", [4, 12])
+def test_a_thread_that_cannot_start_is_an_exception_not_an_abort(margin_mb):
+    """An address-space cap just above the process's size: the call's own
+    buffers fit but no worker thread can get its stack (4 MB), or one can and
+    the next cannot (12 MB, with 8 MB stacks). Either way the call raises,
+    changes nothing, and the process goes on; before the team waited at a
+    gate, a started worker was left joinable as the exception unwound and the
+    process aborted."""
+    r = subprocess.run([sys.executable, "-c", _NO_THREADS, str(margin_mb)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    outcome, _, rest = r.stdout.partition(" | ")
+    if margin_mb == 12 and outcome == "ran":  # with stacks other than 8 MB, the whole team may fit
+        assert rest.split() == ["changed", "ok"], r.stdout
+    else:
+        assert outcome.startswith("RuntimeError: could not start worker thread "), r.stdout
+        assert "try fewer threads" in outcome and rest.split() == ["unchanged", "ok"], r.stdout
