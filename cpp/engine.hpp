@@ -132,8 +132,6 @@ public:
         dXo.resize(rows * m);
     }
 
-    std::size_t streams() const { return B; }
-    std::size_t steps() const { return n; }
     std::int32_t* inputs() { return x.data(); }   // n*B, time-major
     std::int32_t* targets() { return y.data(); }  // n*B, time-major
 

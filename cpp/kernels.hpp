@@ -160,6 +160,7 @@ struct Kernels {
     void (*softmax_rows)(T* O, std::size_t rows, std::size_t K, std::size_t ld, T scale, T* log_z);
     void (*optimizer_range)(ClipMode, Optimizer, const OptSlot<T>&, std::size_t, std::size_t, const OptCoeffs<T>&);
     double (*sum_squares)(const T* g, std::size_t n);
+    double (*finite_probe)(const T* g, std::size_t n);
     void (*dropout_keep)(std::uint64_t key, std::size_t k0, std::size_t k1, std::uint32_t threshold,
                          std::uint8_t* keep);
 };
@@ -193,6 +194,7 @@ struct KernelShape {
             optimizer_range_impl<T>(c, o, sl, i0, i1, k);                                                           \
         }                                                                                                           \
         ATTR static double sum_squares(const T* g, std::size_t n) { return sum_squares_impl<T>(g, n); }             \
+        ATTR static double finite_probe(const T* g, std::size_t n) { return finite_probe_impl<T>(g, n); }           \
         ATTR static void dropout_keep(std::uint64_t key, std::size_t k0, std::size_t k1, std::uint32_t threshold,   \
                                       std::uint8_t* keep) {                                                         \
             dropout_keep_impl(key, k0, k1, threshold, keep);                                                        \
@@ -201,7 +203,7 @@ struct KernelShape {
             return {isa,         static_cast<std::size_t>(S::NV * S::VL),                                           \
                     &gemm,       {&fwd_rnn, &fwd_lstm, &fwd_gru},                                                   \
                     {&bwd_rnn, &bwd_lstm, &bwd_gru},                                                                \
-                    &softmax_rows, &optimizer_range, &sum_squares, &dropout_keep};                                  \
+                    &softmax_rows, &optimizer_range, &sum_squares, &finite_probe, &dropout_keep};                   \
         }                                                                                                           \
     };
 

@@ -88,11 +88,6 @@ struct NetLayout {
         out.push_back({"c", named ? "c" : "", K, 0});
         return out;
     }
-    std::size_t n_params() const {
-        std::size_t n = 0;
-        for (const auto& a : arrays()) n += a.size();
-        return n;
-    }
 };
 
 // The order of the G*m gate columns in the engine's forward buffers. Units are

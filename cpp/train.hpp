@@ -23,6 +23,13 @@ namespace charrnn {
 // not depend on how blocks are shared between threads.
 constexpr std::size_t kNormBlock = 4096;
 
+// What one update did: its loss, and whether it was applied (the loss and
+// every gradient entry finite; if not, nothing was changed).
+struct StepResult {
+    double loss = 0.0;
+    bool applied = false;
+};
+
 template <typename T>
 class Trainer {
 public:
@@ -31,7 +38,7 @@ public:
     // params, s1, s2: flat lists in layout order (s2 only for adam).
     Trainer(const NetLayout& lay, std::size_t threads, const std::vector<T*>& params, const std::vector<T*>& s1,
             const std::vector<T*>& s2, const OptConfig& cfg)
-        : eng(lay, threads), params_(params), P(lay, params), cfg_(cfg) {
+        : eng(lay, threads), P(lay, params), cfg_(cfg) {
         const auto specs = lay.arrays();
         std::size_t total = 0;
         for (const auto& s : specs) total += s.size();
@@ -47,25 +54,23 @@ public:
 
     // One update on the chunk loaded in the engine (inputs, targets, initial
     // states), as worker id; t is the number of updates done before it. The
-    // loss is the same on every worker; if it is not finite nothing is changed.
-    double step(std::size_t id, std::uint64_t t) {
+    // result is the same on every worker. A finite loss can still come with an
+    // infinite or NaN gradient (weights large enough for a product to
+    // overflow): that update is not applied either.
+    StepResult step(std::size_t id, std::uint64_t t) {
         eng.prepare(P, id);
         eng.forward(id);
         const double loss = eng.output(P, id, true);
-        if (!std::isfinite(loss)) return loss;
+        if (!std::isfinite(loss)) return {loss, false};
         eng.backward(g_, id);
-        update(id, t + 1);
-        return loss;
+        return {loss, update(id, t + 1)};
     }
 
-    const std::vector<T*>& grads() const { return g_; }
-    const NetParams<T>& params() const { return P; }
 
 private:
     struct Block {
         std::size_t slot, begin, end;
     };
-    std::vector<T*> params_;
     NetParams<T> P;
     OptConfig cfg_;
     WorkArray<T> grad_;
@@ -74,26 +79,29 @@ private:
     std::vector<Block> blocks_;
     std::vector<double> partial_;
 
-    void update(std::size_t id, std::uint64_t t) {
+    // Clipping and the optimiser step, unless the gradient (or, for
+    // global_norm clipping, its norm) is not finite: then nothing is changed.
+    bool update(std::size_t id, std::uint64_t t) {
         const auto& kn = eng.kn;
         const std::size_t threads = eng.threads;
-        double norm = 0.0;
-        if (cfg_.clip_mode == ClipMode::global_norm) {
-            const Range r = split_range(blocks_.size(), id, threads);
-            for (std::size_t b = r.begin; b < r.end; ++b) {
-                const Block& bl = blocks_[b];
-                partial_[b] = kn.sum_squares(slots_[bl.slot].grad + bl.begin, bl.end - bl.begin);
-            }
-            eng.barrier.wait();
-            for (double p : partial_) norm += p;
-            norm = std::sqrt(norm);
+        const bool by_norm = cfg_.clip_mode == ClipMode::global_norm;
+        const Range r = split_range(blocks_.size(), id, threads);
+        for (std::size_t b = r.begin; b < r.end; ++b) {
+            const Block& bl = blocks_[b];
+            const T* g = slots_[bl.slot].grad + bl.begin;
+            partial_[b] = by_norm ? kn.sum_squares(g, bl.end - bl.begin) : kn.finite_probe(g, bl.end - bl.begin);
         }
-        const OptCoeffs<T> k = opt_coeffs<T>(cfg_, t, norm);
+        eng.barrier.wait();
+        double sum = 0.0;
+        for (double p : partial_) sum += p;
+        if (!std::isfinite(sum)) return false;
+        const OptCoeffs<T> k = opt_coeffs<T>(cfg_, t, by_norm ? std::sqrt(sum) : 0.0);
         for (const auto& sl : slots_) {
             const Range r = split_range(sl.n, id, threads, 64);
             if (r.size()) kn.optimizer_range(cfg_.clip_mode, cfg_.opt, sl, r.begin, r.end, k);
         }
         eng.barrier.wait();
+        return true;
     }
 };
 
@@ -101,7 +109,7 @@ struct WalkResult {
     std::vector<std::size_t> pos;    // per stream: offset in its segment of the next chunk's first input
     std::vector<std::size_t> wraps;  // per stream: times it went back to the start of its segment
     std::size_t steps_done = 0;
-    bool diverged = false;           // stopped on a non-finite loss (that update not applied)
+    bool diverged = false;           // stopped on a non-finite loss or gradient (that update not applied)
 };
 
 // n_steps updates walking data[0..N) with B streams from offsets pos (B),
@@ -137,13 +145,13 @@ WalkResult train_walk(Trainer<T>& tr, const Dropout& drop, const I* data, const 
                 }
             }
             eng.barrier.wait();
-            const double loss = tr.step(id, t);
-            if (!std::isfinite(loss)) {
+            const StepResult r = tr.step(id, t);
+            if (!r.applied) {
                 if (id == 0) w.diverged = true;
                 break;
             }
             if (id == 0) {
-                losses[step] = static_cast<T>(loss);
+                losses[step] = static_cast<T>(r.loss);
                 for (std::size_t s = 0; s < B; ++s) {
                     plan[s].commit(seq_len, w.pos[s], w.wraps[s]);
                     eng.get_state(s, states + s * SS);
@@ -192,24 +200,24 @@ double chunk_loss_and_grads(const NetLayout& lay, std::size_t threads, const std
 }
 
 // One update on an explicit chunk; states replaced by the final states and t
-// incremented when the loss is finite (else nothing changes).
+// incremented when it is applied (else nothing changes).
 template <typename T, typename I, typename J>
-double train_chunk(Trainer<T>& tr, const Dropout& drop, const I* X, const J* Y, std::size_t B, std::size_t n,
+StepResult train_chunk(Trainer<T>& tr, const Dropout& drop, const I* X, const J* Y, std::size_t B, std::size_t n,
                    T* states, std::uint64_t& t) {
     Engine<T>& eng = tr.eng;
     eng.dropout = drop;
     eng.dropout.update = t;
     load_chunk(eng, X, Y, B, n, states);
-    double loss = 0.0;
+    StepResult result;
     run_team(eng.threads, [&](std::size_t id) {
-        const double l = tr.step(id, t);
-        if (id == 0) loss = l;
+        const StepResult r = tr.step(id, t);
+        if (id == 0) result = r;
     });
-    if (std::isfinite(loss)) {
+    if (result.applied) {
         for (std::size_t s = 0; s < B; ++s) eng.get_state(s, states + s * eng.lay.state_size());
         ++t;
     }
-    return loss;
+    return result;
 }
 
 }  // namespace charrnn

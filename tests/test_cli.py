@@ -229,7 +229,7 @@ def test_train_divergence_exits_1(text_file, tmp_path, monkeypatch, capsys):
     out = tmp_path / "d"
     assert _train(text_file, out, "--steps", "100") == 1
     msg = _error(capsys)
-    assert msg.startswith("training diverged: the loss of update 41 is not finite (smooth loss so far ")
+    assert msg.startswith("training diverged: the loss or the gradient of update 41 is not finite (smooth loss so far ")
     assert msg.endswith(
         f"stopped after update 40 without applying it; the last good checkpoint is "
         f"{out / 'last.npz'} (update 0). Try a smaller learning rate (eta=0.1)."

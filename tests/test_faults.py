@@ -397,7 +397,7 @@ def test_divergence_exits_1_and_keeps_the_last_good_checkpoint(text, tmp_path):
     assert "Traceback" not in r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last == (
-        f"charrnn: error: training diverged: the loss of update 1 is not finite (smooth loss so far "
+        f"charrnn: error: training diverged: the loss or the gradient of update 1 is not finite (smooth loss so far "
         f"nan); stopped after update 0 without applying it; the last good checkpoint is "
         f"{out / 'last.npz'} (update 0). Try a smaller learning rate (eta=0.1)."
     )
@@ -417,7 +417,7 @@ def test_divergence_after_some_checkpoints_keeps_the_good_one(text, tmp_path):
     r = _sabotaged(100, _train_cmd(text, out, steps=300))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     msg = r.stderr.strip().splitlines()[-1]
-    assert msg.startswith("charrnn: error: training diverged: the loss of update 101 is not finite")
+    assert msg.startswith("charrnn: error: training diverged: the loss or the gradient of update 101 is not finite")
     assert f"the last good checkpoint is {out / 'last.npz'} (update 100)" in msg
     ck = load_checkpoint(out / "last.npz")
     assert ck.state.step == 100

@@ -57,19 +57,23 @@ py::tuple train_step_impl(py::handle params, const ParamInfo& info, py::handle o
     py::array_t<T> h = initial_states<T>(h0, info.lay, c.B);
     T* hs = h.mutable_data();
     std::uint64_t t = st.t_value;
-    double loss = 0.0;
+    StepResult r;
     with_chunk(c, [&](auto* x, auto* y) {
         py::gil_scoped_release nogil;
         Trainer<T> tr(info.lay, threads, P.ptrs, st.s1.ptrs, st.s2.ptrs, cfg);
-        loss = train_chunk(tr, drop, x, y, c.B, c.n, hs, t);
+        r = train_chunk(tr, drop, x, y, c.B, c.n, hs, t);
     });
-    if (!std::isfinite(loss)) {
+    if (!r.applied) {
         std::ostringstream s;
-        s << "the loss is not finite (" << loss << "); the step was not applied and the parameters are unchanged";
+        if (std::isfinite(r.loss))
+            s << "the gradient is not finite (the loss is " << r.loss << ")";
+        else
+            s << "the loss is not finite (" << r.loss << ")";
+        s << "; the step was not applied and the parameters are unchanged";
         fail_value(s.str());
     }
     st.store_t(t);
-    return py::make_tuple(loss, h);
+    return py::make_tuple(r.loss, h);
 }
 
 template <typename T>

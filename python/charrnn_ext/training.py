@@ -470,7 +470,7 @@ class Trainer:
             else "no checkpoint was written"
         )
         raise TrainingDiverged(
-            f"training diverged: the loss of update {s.step + 1} is not finite (smooth loss so far "
+            f"training diverged: the loss or the gradient of update {s.step + 1} is not finite (smooth loss so far "
             f"{s.smooth_loss:.4f}); stopped after update {s.step} without applying it; {where}. "
             f"Try a smaller learning rate (eta={self.lr_at(s.step):g}).",
             s.step,
