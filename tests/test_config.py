@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -277,6 +278,10 @@ def test_lr_at_step_schedule():
     # progress does not matter to the step schedule; steps_per_epoch 0 counts as 1
     assert cfg.lr_at(20, spe, 0.99) == 0.05
     assert TrainConfig(eta=0.1, lr_decay=0.5).lr_at(3, 0, 0.0) == 0.1 * 0.5**3
+    # a factor that underflows after a few decays: the smallest positive rate, never 0
+    tiny = TrainConfig(eta=0.1, lr_decay=1e-200)
+    assert tiny.lr_at(1, 1, 0.0) == pytest.approx(1e-201, rel=1e-15)
+    assert tiny.lr_at(2, 1, 0.0) == tiny.lr_at(10**6, 1, 0.0) == sys.float_info.min
 
 
 def test_lr_at_linear_and_cosine_schedules():
@@ -293,7 +298,8 @@ def test_lr_at_linear_and_cosine_schedules():
     assert cos.lr_at(0, 10, 0.25) == pytest.approx(0.1 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4))), rel=1e-15)
     assert cos.lr_at(0, 10, 0.25) == pytest.approx(0.08681980515339464, rel=1e-14)
     assert cos.lr_at(0, 10, 0.75) == pytest.approx(0.02318019484660536, rel=1e-14)
-    assert TrainConfig(eta=0.2, lr_schedule="linear").lr_at(0, 1, 1.0) == 0.0  # lr_final 0: decays to 0
+    # lr_final 0 decays to 0, given as the smallest positive float64 (the engine refuses eta <= 0)
+    assert TrainConfig(eta=0.2, lr_schedule="linear").lr_at(0, 1, 1.0) == sys.float_info.min
 
 
 def test_lr_at_warmup():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -547,7 +548,9 @@ class TrainConfig:
         """The learning rate of update ``step`` (0-based). ``progress`` in
         [0, 1] is how far the run is: step / total updates, or the share of a
         time budget used. Warm-up scales the first ``warmup`` updates by
-        (step + 1) / warmup."""
+        (step + 1) / warmup. A rate that decays to 0 (``lr_final`` 0, or a
+        step schedule underflowing) is the smallest positive float64 instead:
+        it moves nothing, and the engine takes positive rates only."""
         assert self.eta is not None
         eta = self.eta
         if self.lr_schedule == "step":
@@ -559,4 +562,4 @@ class TrainConfig:
             eta *= self.lr_final + (1.0 - self.lr_final) * shape
         if step < self.warmup:
             eta *= (step + 1) / self.warmup
-        return eta
+        return max(eta, sys.float_info.min)
