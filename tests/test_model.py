@@ -173,6 +173,12 @@ def test_sample_stream_joins_to_sample(model):
     assert [len(p) for p in pieces] == [64, 64, 64, 64, 44] and "".join(pieces) == text
 
 
+def test_sample_takes_numpy_numbers_like_the_core(model):
+    text = model.sample(40, temperature=0.5, seed=2, top_k=3)
+    assert model.sample(np.int64(40), temperature=np.float32(0.5), seed=np.uint64(2), top_k=np.int8(3)) == text
+    assert model.sample(40, temperature=np.float64(0.5), seed=2, top_k=3) == text
+
+
 @pytest.mark.parametrize(
     "kw, match",
     [

@@ -27,8 +27,8 @@ from .version import package_version
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: `charrnn gradcheck` perturbs every parameter of a forward pass in long
-#: double: its work is about 2 * parameters**2 * characters multiply-adds, done
-#: at 1-3e8 per second. Above this (about a minute) it is refused.
+#: double; above this much work (gradcheck.numerical_work; about a minute) it
+#: is refused.
 GRADCHECK_MAX_WORK = 1e10
 
 
@@ -476,7 +476,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _cmd_gradcheck(args: argparse.Namespace) -> int:
     from .data import Vocabulary, builtin_corpus, load_text
-    from .gradcheck import gradient_check
+    from .gradcheck import gradient_check, numerical_work
     from .layout import n_params
 
     text = builtin_corpus() if args.text is None else load_text(args.text)
@@ -490,7 +490,7 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
         )
     vocab = Vocabulary.from_text(text)
     P = n_params(args.cell, vocab.size, args.hidden, args.layers)
-    work = 2.0 * P * P * (T + 1)
+    work = numerical_work(args.cell, vocab.size, args.hidden, args.layers, T)
     if work > GRADCHECK_MAX_WORK:
         raise ValueError(
             f"the numerical gradient of this check ({args.cell}, {args.layers} layer(s) of "

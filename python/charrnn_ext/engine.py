@@ -45,7 +45,8 @@ def _opt_args(
 ) -> dict[str, Any]:
     if eta is None:
         # an unknown optimizer is refused by the core, before it looks at eta
-        eta = DEFAULT_ETA.get(optimizer, 0.1) if isinstance(optimizer, str) else 0.1
+        fallback = DEFAULT_ETA[default("optimizer")]
+        eta = DEFAULT_ETA.get(optimizer, fallback) if isinstance(optimizer, str) else fallback
     return dict(
         optimizer=optimizer, eta=eta, clip=clip, clip_mode=clip_mode, gamma=gamma, beta1=beta1, beta2=beta2, eps=eps
     )
@@ -58,7 +59,7 @@ def loss_and_grads(
     h0: np.ndarray | None = None,
     *,
     dropout: float = default("dropout"),
-    seed: int = 0,
+    seed: int = default("seed"),
     update: int = 0,
     threads: int = default("threads"),
 ) -> tuple[float, dict[str, np.ndarray], np.ndarray]:
@@ -89,14 +90,14 @@ def train_step(
     beta1: float = default("beta1"),
     beta2: float = default("beta2"),
     dropout: float = default("dropout"),
-    seed: int = 0,
+    seed: int = default("seed"),
     threads: int = default("threads"),
 ) -> tuple[float, np.ndarray]:
     """One update on the chunk X -> Y, in place on params and state (the
     optimiser memory, :func:`~charrnn_ext.layout.init_opt_state`; a classic
     AdaGrad memory {U, W, V, b, c} works too). Returns (loss, final state).
     ``eta`` None is the optimiser's default (0.1 for AdaGrad). A non-finite
-    loss raises ValueError and changes nothing."""
+    loss or gradient raises ValueError and changes nothing."""
     loss, h = _core.train_step(
         params,
         state,
@@ -133,7 +134,7 @@ def train_steps(
     beta1: float = default("beta1"),
     beta2: float = default("beta2"),
     dropout: float = default("dropout"),
-    seed: int = 0,
+    seed: int = default("seed"),
 ):
     """``n_steps`` updates walking ``data`` (an index array) in chunks of
     ``seq_length``, in place on params and state.
@@ -149,8 +150,8 @@ def train_steps(
     update. Returns (losses, h (B, ...), positions (B,), wraps (B,), diverged).
 
     losses[i] is the summed loss of update i (over B * seq_length
-    characters). The walk stops before the first update whose loss is not
-    finite (diverged = True; that update not applied)."""
+    characters). The walk stops before the first update whose loss or
+    gradient is not finite (diverged = True; that update not applied)."""
     single = (batch_size is None or batch_size == 1) and positions is None
     if not single and pos != 0:
         raise ValueError("pos is for one stream; with batch_size > 1 give positions (one offset per stream)")
@@ -207,12 +208,12 @@ def sample(
     h0: np.ndarray | None,
     prime: IndexArray,
     n: int,
-    temperature: float = 1.0,
-    seed: int = 0,
+    temperature: float = default("temperature"),
+    seed: int = default("seed"),
     *,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    greedy: bool = False,
+    top_k: int = default("top_k"),
+    top_p: float = default("top_p"),
+    greedy: bool = default("greedy"),
 ) -> tuple[npt.NDArray[np.int32], np.ndarray]:
     """Feed ``prime`` from h0 (None: zeros), then draw n characters from
     softmax(o / temperature). ``top_k`` > 0 keeps the k most probable
@@ -231,8 +232,8 @@ def numerical_grads(
     h0: np.ndarray | None = None,
     *,
     h: float = 1e-4,
-    dropout: float = 0.0,
-    seed: int = 0,
+    dropout: float = default("dropout"),
+    seed: int = default("seed"),
     update: int = 0,
 ) -> dict[str, np.ndarray]:
     """Centred differences of the chunk's summed loss for every parameter

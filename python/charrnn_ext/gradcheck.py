@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from . import engine, reference, reference_nets
-from .layout import copy_params, describe, from_classic, net_init, to_classic
+from .config import default
+from .layout import copy_params, describe, from_classic, n_params, net_init, to_classic
 
 __all__ = ["GradCheckReport", "GradCheckRow", "check_gradients", "gradient_check", "relative_error"]
 
@@ -109,8 +110,8 @@ def check_gradients(
     h: float | None = None,
     eps: float = 1e-12,
     *,
-    dropout: float = 0.0,
-    seed: int = 0,
+    dropout: float = default("dropout"),
+    seed: int = default("seed"),
     update: int = 0,
     floor: float | None = None,
 ) -> GradCheckReport:
@@ -171,18 +172,26 @@ def check_gradients(
 NET_CHECK_SIG, NET_CHECK_BIAS = 0.15, 0.2
 
 
+def numerical_work(cell: str, K: int, m: int, layers: int, seq_length: int) -> float:
+    """About how many multiply-adds the numerical gradient takes: two forward
+    passes over seq_length + 1 characters (about P each) for each of the P
+    parameters. The engine does 1-3e8 per second of them in long double."""
+    P = n_params(cell, K, m, layers)
+    return 2.0 * P * P * (seq_length + 1)
+
+
 def gradient_check(
     data=None,
     K: int | None = None,
     m: int = 5,
-    seq_length: int = 25,
+    seq_length: int = default("seq_length"),
     sig: float | None = None,
-    seed: int = 0,
+    seed: int = default("seed"),
     h: float | None = None,
     eps: float = 1e-12,
-    cell: str = "rnn",
-    layers: int = 1,
-    dropout: float = 0.0,
+    cell: str = default("cell"),
+    layers: int = default("layers"),
+    dropout: float = default("dropout"),
 ) -> GradCheckReport:
     """The standard check on the first seq_length + 1 characters of data (an
     index array), or random characters from a K-letter alphabet when data is

@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
-from .config import CELLS, OPTIMIZERS
+from .config import CELLS, OPTIMIZERS, default
 
 __all__ = [
     "CLASSIC_NAMES",
@@ -155,11 +155,11 @@ def net_init(
     cell: str,
     K: int,
     m: int,
-    layers: int = 1,
-    sig: float = 0.01,
-    seed: int | np.random.Generator | None = 0,
+    layers: int = default("layers"),
+    sig: float = default("sig"),
+    seed: int | np.random.Generator | None = default("seed"),
     dtype: npt.DTypeLike = np.float64,
-    forget_bias: float = 1.0,
+    forget_bias: float = default("forget_bias"),
 ) -> Params:
     """Fresh network parameters: every matrix ~ N(0, sig^2), drawn in the
     core's order; biases zero except the LSTM forget-gate block of b, which
@@ -187,8 +187,8 @@ def net_init(
 
 def init_params(
     K: int,
-    m: int = 100,
-    sig: float = 0.01,
+    m: int = default("hidden"),
+    sig: float = default("sig"),
     seed: int | np.random.Generator | None = None,
     dtype: npt.DTypeLike = np.float64,
 ) -> Params:

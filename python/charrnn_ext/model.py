@@ -248,12 +248,12 @@ class CharRNN:
     def sample(
         self,
         n: int,
-        temperature: float = 1.0,
+        temperature: float = default("temperature"),
         prime: str | None = None,
         seed: int | None = None,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        greedy: bool = False,
+        top_k: int = default("top_k"),
+        top_p: float = default("top_p"),
+        greedy: bool = default("greedy"),
     ) -> str:
         """Synthesise ``n`` characters and return them (without the prime).
 
@@ -280,13 +280,13 @@ class CharRNN:
     def sample_stream(
         self,
         n: int,
-        temperature: float = 1.0,
+        temperature: float = default("temperature"),
         prime: str | None = None,
         seed: int | None = None,
         *,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        greedy: bool = False,
+        top_k: int = default("top_k"),
+        top_p: float = default("top_p"),
+        greedy: bool = default("greedy"),
         piece: int = 256,
     ):
         """Like :meth:`sample`, but yields the text in pieces of at most
@@ -305,7 +305,7 @@ class CharRNN:
             piece=piece,
         )
 
-    def loss(self, text: str, batch_size: int = 1, threads: int = 1) -> float:
+    def loss(self, text: str, batch_size: int = default("batch_size"), threads: int = default("threads")) -> float:
         """Loss per character of predicting text[1:] from text[:-1], from :attr:`start_state`."""
         data = corpus_from_string(text, 0.0, self.vocab).train
         total, _ = _core.evaluate_loss(

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from .config import default
 from .data import Vocabulary
 
 __all__ = ["default_start_char", "derived_seed", "random_seed", "sample_pieces", "sample_text"]
@@ -68,7 +69,7 @@ def _sample_args(vocab: Vocabulary, n: Any, temperature: Any, prime: Any, seed: 
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     if (
         isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
+        or not isinstance(temperature, (int, float, np.integer, np.floating))
         or not math.isfinite(temperature)
         or temperature <= 0
     ):
@@ -87,13 +88,13 @@ def sample_text(
     vocab: Vocabulary,
     n: int,
     *,
-    temperature: float = 1.0,
+    temperature: float = default("temperature"),
     prime: str | np.ndarray | None = None,
     seed: int | None = None,
     h0: np.ndarray | None = None,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    greedy: bool = False,
+    top_k: int = default("top_k"),
+    top_p: float = default("top_p"),
+    greedy: bool = default("greedy"),
 ) -> str:
     """Feed ``prime`` (a string, an index array, or None for
     :func:`default_start_char`) from ``h0`` (None: zeros) and return the ``n``
@@ -119,13 +120,13 @@ def sample_pieces(
     vocab: Vocabulary,
     n: int,
     *,
-    temperature: float = 1.0,
+    temperature: float = default("temperature"),
     prime: str | np.ndarray | None = None,
     seed: int | None = None,
     h0: np.ndarray | None = None,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    greedy: bool = False,
+    top_k: int = default("top_k"),
+    top_p: float = default("top_p"),
+    greedy: bool = default("greedy"),
     piece: int = 256,
 ) -> Iterator[str]:
     """:func:`sample_text` in pieces of at most ``piece`` characters, yielded

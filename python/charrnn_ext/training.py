@@ -53,13 +53,14 @@ from . import _core
 from .config import TrainConfig
 from .data import Vocabulary, resolve_corpus, resume_source
 from .fileio import index_sha256
-from .gradcheck import gradient_check
-from .layout import copy_params, init_opt_state, n_params, state_shape
+from .gradcheck import gradient_check, numerical_work
+from .layout import copy_params, init_opt_state, state_shape
 from .resources import check_fits, run_bytes
 from .runfolder import RunFolder
 from .sampling import SEED_TAG_PASSAGE, SEED_TAG_PROGRESS, derived_seed, sample_text
 from .signals import ImmediateInterrupt, deferred_interrupts
 from .state import Checkpoint, MetricRow, SampleRecord, TrainState
+from .trainplan import DEFAULT_EPOCHS
 from .version import package_version
 
 __all__ = ["Progress", "StopTraining", "TrainResult", "Trainer", "TrainingDiverged", "steps_per_epoch"]
@@ -68,8 +69,8 @@ __all__ = ["Progress", "StopTraining", "TrainResult", "Trainer", "TrainingDiverg
 #: at most this many layers, so that it costs about a second.
 GRADCHECK_LAYERS = 2
 #: Its cost grows with the square of its parameter count, which grows with the
-#: vocabulary: (2 * parameters**2 * characters) above this (a few seconds), it
-#: checks the model on the characters of its data alone (at most 26).
+#: vocabulary: above this (gradcheck.numerical_work; a few seconds), it checks
+#: the model on the characters of its data alone (at most 26).
 GRADCHECK_MAX_WORK = 6e8
 
 
@@ -334,7 +335,7 @@ class Trainer:
         elif self.resume or (not fresh and s.total_steps > s.step):
             total = s.total_steps  # continue an unfinished run to its target
         else:
-            total = s.step + 2 * self.steps_per_epoch
+            total = s.step + DEFAULT_EPOCHS * self.steps_per_epoch
         if total < s.step:
             raise ValueError(f"the model has already done {s.step} updates, more than the target {total}")
         if max_minutes is not None:
@@ -628,7 +629,7 @@ class Trainer:
         layers = min(model.layers, GRADCHECK_LAYERS)
         data, K = self.corpus.train[: T + 1].astype(np.int64), model.K
         note = f"Data: the first {T + 1} characters of the training text"
-        if 2 * n_params(model.cell, K, 5, layers) ** 2 * (T + 1) > GRADCHECK_MAX_WORK:
+        if numerical_work(model.cell, K, 5, layers, T) > GRADCHECK_MAX_WORK:
             chars, data = np.unique(data, return_inverse=True)
             K = int(chars.size)
             note += (
