@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import zipfile
 
 import numpy as np
 import pytest
 
+from charrnn_ext import fileio
 from charrnn_ext.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
 from charrnn_ext.data import corpus_from_string
 from charrnn_ext.fileio import atomic_write, atomic_write_text, index_sha256, remove_stale_temp_files
@@ -294,6 +296,19 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     assert p.read_text() == "second"
     assert sorted(x.name for x in tmp_path.iterdir()) == ["f.txt"]
     assert not zipfile.is_zipfile(p)
+
+
+def test_atomic_write_gives_the_mode_of_a_normally_created_file(tmp_path):
+    """0o666 minus the umask (mkstemp alone would give 0o600); the umask is read without changing it."""
+    old = os.umask(0o027)
+    try:
+        fileio._UMASK = None  # read it afresh
+        atomic_write_text(tmp_path / "f.txt", "x")
+        assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o640
+        assert os.umask(0o027) == 0o027  # still the process's umask
+    finally:
+        os.umask(old)
+        fileio._UMASK = None
 
 
 def test_atomic_write_failure_leaves_the_old_file(tmp_path):

@@ -2,7 +2,8 @@
 
 Every file of a run folder is written to a temporary file next to its
 target (``.NAME.XXXXXXXX.tmp``), flushed and fsynced, then moved over the
-target with ``os.replace``: a reader, or a process resuming after a crash,
+target with ``os.replace``, and the folder is fsynced so that the rename
+itself survives a power cut: a reader, or a process resuming after a crash,
 sees the old or the new complete file, never a partial one.
 """
 
@@ -23,13 +24,44 @@ __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "index_sha
 _UMASK: int | None = None
 
 
+def _read_umask() -> int:
+    """The process's umask: from /proc on Linux, which leaves it alone; else
+    by setting and restoring it (a moment in which another thread creating a
+    file would get 0o022)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _file_mode() -> int:
     """Permissions a normally created file gets (0o666 minus the umask)."""
     global _UMASK
     if _UMASK is None:
-        _UMASK = os.umask(0o022)
-        os.umask(_UMASK)
+        _UMASK = _read_umask()
     return 0o666 & ~_UMASK
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable, where the system allows it (not on Windows)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot sync a folder; the file itself is already synced
+    finally:
+        os.close(fd)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
@@ -52,6 +84,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
         except FileNotFoundError:
             pass
         raise
+    _fsync_folder(folder)
     return target
 
 
