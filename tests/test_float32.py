@@ -117,12 +117,13 @@ def test_float32_network_training_runs_close_to_float64(batch):
     assert out32[0].dtype == np.float32 and out32[1].dtype == np.float32
     assert all(v.dtype == np.float32 for v in p32.values())
     # Adam normalises the step: a gradient entry near zero whose float32
-    # rounding flips m / sqrt(v) can move by up to eta per step, so the bounds
-    # are loose on purpose: losses within 1e-4 relative, parameters within
-    # 1e-3 of their scale (measured: 6e-8 and 6e-7).
-    assert np.max(np.abs(out32[0] - out64[0]) / out64[0]) < 1e-4
+    # rounding flips m / sqrt(v) can move by up to eta per step. Measured here
+    # 6e-8 (losses, relative) and 6e-7 (parameters, of their scale); over 20
+    # other seeds, both batch modes and every CHARRNN_ISA variant at most 7.5e-8
+    # and 2.7e-5. The bounds leave room for one such sign flip, no more.
+    assert np.max(np.abs(out32[0] - out64[0]) / out64[0]) < 1e-6
     for k in params:
-        assert max_scaled_err(p32[k], params[k]) <= 1e-3, k
+        assert max_scaled_err(p32[k], params[k]) <= 1e-4, k
     np.testing.assert_array_equal(np.ravel(out32[2]), np.ravel(out64[2]))  # the same walk
 
 
