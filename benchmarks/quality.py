@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -39,6 +38,10 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from charrnn_ext.fileio import atomic_write_text
+
+from .tables import write_block
 
 HERE = Path(__file__).resolve().parent
 README = HERE / "QUALITY.md"
@@ -141,9 +144,7 @@ class Results:
         if k not in self.data:
             print(f"running {k}", flush=True)
             self.data[k] = make()
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True))
         return self.data[k]
 
 
@@ -281,13 +282,7 @@ def main(argv=None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.readme:
-        doc = README.read_text(encoding="utf-8") if README.exists() else "# Quality at a fixed time budget\n"
-        block = "<!-- quality:begin -->\n" + text + "\n<!-- quality:end -->"
-        if "<!-- quality:begin -->" in doc:
-            doc = re.sub(r"<!-- quality:begin -->.*?<!-- quality:end -->", lambda _: block, doc, flags=re.S)
-        else:
-            doc += "\n" + block + "\n"
-        README.write_text(doc, encoding="utf-8")
+        write_block(README, "quality", text, "Quality at a fixed time budget")
     return 0
 
 

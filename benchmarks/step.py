@@ -32,7 +32,6 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -47,6 +46,8 @@ import numpy as np
 
 import charrnn_ext as cx
 from charrnn_ext import reference
+
+from .tables import write_block
 
 K = 80  # the built-in corpus's vocabulary
 SEQ = 25  # the classic chunk
@@ -376,13 +377,7 @@ def main(argv=None) -> int:
             f"2 x file + 200 MB = {mem['target_mb']} MB)."
         )
     if args.readme:
-        text = README.read_text(encoding="utf-8")
-        block = "<!-- step:begin -->\n" + "\n".join(lines) + "\n<!-- step:end -->"
-        if "<!-- step:begin -->" in text:
-            text = re.sub(r"<!-- step:begin -->.*?<!-- step:end -->", lambda _: block, text, flags=re.S)
-        else:
-            text += "\n" + block + "\n"
-        README.write_text(text, encoding="utf-8")
+        write_block(README, "step", "\n".join(lines), "Training speed")
     return 0
 
 
