@@ -4,6 +4,7 @@ program built against cpp/ with the extension's compiler flags.
 
     python -m benchmarks.profile                      # LSTM 2x256, B=32, T=64, float32, 1 and 2 threads
     python -m benchmarks.profile gru 2 256 32 64      # CELL LAYERS M B T
+    python -m benchmarks.profile --quick              # a tiny network: does it build and run (CI)
 
 Medians of 101 updates after 5 of warm-up; GFLOP/s counts the multiply-adds
 of the matrix products only.
@@ -37,7 +38,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("shape", nargs="*", default=["lstm", "2", "256", "32", "64"], help="CELL LAYERS M B T")
     ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    ap.add_argument("--quick", action="store_true", help="a tiny LSTM (1 x 16, B=2, T=8): a build-and-run check")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.shape = ["lstm", "1", "16", "2", "8"]
     with tempfile.TemporaryDirectory() as tmp:
         exe = build(Path(tmp))
         for threads in (1, 2):

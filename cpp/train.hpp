@@ -66,6 +66,9 @@ public:
         return {loss, update(id, t + 1)};
     }
 
+    // The parameters as the engine reads them (benchmarks/profile_phases.cpp
+    // times the engine's phases one by one with them).
+    const NetParams<T>& params() const { return P; }
 
 private:
     struct Block {
