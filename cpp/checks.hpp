@@ -10,13 +10,16 @@
 #include <type_traits>
 #include <vector>
 
+#include "simd.hpp"
+
 namespace charrnn {
 
 // x - x is +0 for finite x and NaN for inf or NaN; eight lane sums of it stay
 // 0 exactly unless some element is not finite. No early exit, so the loop
-// vectorises: this runs on every call and must stay cheap.
+// vectorises: this runs on every call and on every training step's gradient
+// (inlined into each instruction-set variant of the kernels), so it must stay cheap.
 template <typename T>
-bool all_finite(const T* p, std::size_t n) {
+CHARRNN_ALWAYS_INLINE bool all_finite(const T* p, std::size_t n) {
     T acc[8] = {T(0), T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
     std::size_t i = 0;
     for (; i + 8 <= n; i += 8)

@@ -16,8 +16,10 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
+#include "checks.hpp"
 #include "layout.hpp"
 #include "simd.hpp"
 
@@ -113,19 +115,11 @@ CHARRNN_ALWAYS_INLINE double sum_squares_impl(const T* g, std::size_t n) {
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
 }
 
-// 0 when every g[i] is finite, NaN otherwise (g * 0 is NaN for an infinity
-// and for a NaN): without a norm to compute, this is what keeps a non-finite
-// gradient from reaching the parameters.
+// 0 when every g[i] is finite, NaN otherwise: without a norm to compute, this
+// is what keeps a non-finite gradient from reaching the parameters.
 template <typename T>
 CHARRNN_ALWAYS_INLINE double finite_probe_impl(const T* g, std::size_t n) {
-    T acc[16] = {};
-    std::size_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (std::size_t l = 0; l < 16; ++l) acc[l] += g[i + l] * T(0);
-    T probe = 0;
-    for (; i < n; ++i) probe += g[i] * T(0);
-    for (std::size_t l = 0; l < 16; ++l) probe += acc[l];
-    return static_cast<double>(probe);
+    return all_finite(g, n) ? 0.0 : std::numeric_limits<double>::quiet_NaN();
 }
 
 // The constants of update number t (1-based), given the gradient's global

@@ -66,7 +66,7 @@ py::tuple train_step_impl(py::handle params, const ParamInfo& info, py::handle o
     if (!r.applied) {
         std::ostringstream s;
         if (std::isfinite(r.loss))
-            s << "the gradient is not finite (the loss is " << r.loss << ")";
+            s << "the gradient (or its global norm) is not finite (the loss is " << r.loss << ")";
         else
             s << "the loss is not finite (" << r.loss << ")";
         s << "; the step was not applied and the parameters are unchanged";
