@@ -270,7 +270,7 @@ PARAM_CASES = [
         "classic",
         lambda p: with_(p, W=strided(p["W"])),
         ValueError,
-        "params['W'] is not C-contiguous; pass np.ascontiguousarray(...)",
+        "params['W'] is not C-contiguous; pass np.ascontiguousarray(params['W'])",
     ),
     (
         "V-unaligned",
@@ -278,7 +278,7 @@ PARAM_CASES = [
         lambda p: with_(p, V=unaligned(p["V"])),
         ValueError,
         "params['V'] is not aligned in memory for its dtype (a view at an odd byte offset?); "
-        "pass a copy, np.array(...)",
+        "pass an aligned copy, np.array(params['V'])",
     ),
     (
         "U-fortran",
@@ -494,6 +494,21 @@ def test_bad_params(case, fn, via):
     before = snapshot(bad)
     refuses(exc, message, lambda: call(fn, bad, state, via=via), clean, state)
     assert_unchanged([bad], before)
+
+
+KEEP_THE_COPY = " (it is updated in place: keep the copy)"
+
+
+@pytest.mark.parametrize("fn", FNS)
+@pytest.mark.parametrize("spoil", [strided, unaligned])
+def test_a_layout_refusal_says_when_the_copy_is_what_gets_updated(fn, spoil):
+    """The cure for a strided or unaligned parameter array is a copy; where
+    the call updates the parameters in place (training), the message adds that
+    the copy is then the one to keep."""
+    clean = base_params("classic")
+    bad = with_(clean, U=spoil(clean["U"]))
+    msg = refuses(ValueError, "params['U'] is not ", lambda: call(fn, bad, init_opt_state(clean)), clean)
+    assert msg.endswith(KEEP_THE_COPY) == fn.startswith("train_"), msg
 
 
 @pytest.mark.parametrize("fn", FNS)
@@ -1039,7 +1054,7 @@ CHUNK_CASES = [
         "X must be 1-D (T,) or 2-D (streams, T), got shape (1, 1, 3)",
     ),
     ("0d", np.int64(1), np.int64(2), ValueError, "X must be 1-D (T,) or 2-D (streams, T), got shape ()"),
-    ("strided", np.arange(6)[::2], Y, ValueError, "X is not C-contiguous; pass np.ascontiguousarray(...)"),
+    ("strided", np.arange(6)[::2], Y, ValueError, "X is not C-contiguous; pass np.ascontiguousarray(X)"),
     ("fortran-2d", np.zeros((2, 3), int), np.asfortranarray(np.zeros((2, 3), int)), ValueError, "Y is not C-contig"),
     ("unaligned", X, unaligned(Y.astype(np.int64)), ValueError, "Y is not aligned in memory for its dtype"),
     (
@@ -1188,7 +1203,7 @@ H0_CASES = [
         X,
         np.asfortranarray(np.zeros((2, M))),
         ValueError,
-        "h0 is not C-contiguous; pass np.ascontiguousarray(...)",
+        "h0 is not C-contiguous; pass np.ascontiguousarray(h0)",
     ),
     ("gru-strided", "gru", X, strided(np.zeros((2, M))), ValueError, "h0 is not C-contiguous"),
     ("gru-unaligned", "gru", X, unaligned(np.zeros((2, M))), ValueError, "h0 is not aligned in memory for its dtype"),
@@ -2027,7 +2042,8 @@ def test_finite_loss_with_a_non_finite_gradient_changes_nothing(optimizer, clip_
     kw = dict(optimizer=optimizer, clip_mode=clip_mode)
     refuses(
         ValueError,
-        f"the gradient is not finite (the loss is {loss:g}); the step was not applied and the parameters are unchanged",
+        f"the gradient (or its global norm) is not finite (the loss is {loss:g}); "
+        "the step was not applied and the parameters are unchanged",
         lambda: cx.train_step(p, s, [0], [1], **kw),
         p,
         s,

@@ -32,12 +32,14 @@ const char* float_name(double) { return "float64"; }
 
 // The kernels index every array as a plain T*: it must be in C order and aligned for its type (an array
 // viewed from a buffer at an odd offset is neither a crash nor a slow path here, but a refusal).
-void check_layout(const py::array& a, const std::string& name) {
+// An array the call updates in place is updated in the copy the message suggests: it says so.
+void check_layout(const py::array& a, const std::string& name, bool updated_in_place = false) {
+    const std::string keep = updated_in_place ? " (it is updated in place: keep the copy)" : "";
     if ((a.flags() & py::array::c_style) == 0)
-        fail_value(name + " is not C-contiguous; pass np.ascontiguousarray(...)");
+        fail_value(name + " is not C-contiguous; pass np.ascontiguousarray(" + name + ")" + keep);
     if ((a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) == 0)
-        fail_value(name + " is not aligned in memory for its dtype (a view at an odd byte offset?); pass a copy, "
-                          "np.array(...)");
+        fail_value(name + " is not aligned in memory for its dtype (a view at an odd byte offset?); pass an "
+                          "aligned copy, np.array(" + name + ")" + keep);
 }
 
 std::string tuple_str(std::initializer_list<std::size_t> dims) {
@@ -151,7 +153,7 @@ T* checked_array(py::handle mapping, const char* what, const std::string& key, c
           << name_of(l.cell) << "' network with K=" << l.K << ", m=" << l.m << ", " << l.L << " layer(s)";
         fail_value(s.str());
     }
-    check_layout(a, name);
+    check_layout(a, name, writable);
     if (writable && !a.writeable()) fail_value(name + " is read-only; it must be writable to be updated in place");
     const T* p = static_cast<const T*>(a.data());
     if (need == Values::finite && !all_finite(p, spec.size())) fail_value(name + " contains NaN or infinity");
@@ -386,7 +388,7 @@ OptState<T> load_opt_state(py::handle state, const ParamInfo& info, Optimizer op
         st.t = py::reinterpret_borrow<py::array>(v);
         st.counter = true;
         if (!st.t.writeable()) fail_value("opt_state['t'] is read-only; it must be writable to be updated in place");
-        check_layout(st.t, "opt_state['t']");
+        check_layout(st.t, "opt_state['t']", true);
         const std::int64_t t = *static_cast<const std::int64_t*>(st.t.data());
         if (t < 0) fail_value("opt_state['t'] must be >= 0, got " + std::to_string(t));
         st.t_value = static_cast<std::uint64_t>(t);
