@@ -298,17 +298,22 @@ def test_atomic_write_replaces_whole_file(tmp_path):
     assert not zipfile.is_zipfile(p)
 
 
-def test_atomic_write_gives_the_mode_of_a_normally_created_file(tmp_path):
-    """0o666 minus the umask (mkstemp alone would give 0o600); the umask is read without changing it."""
+def test_atomic_write_gives_the_mode_of_a_normally_created_file(tmp_path, monkeypatch):
+    """0o666 minus the umask (mkstemp alone would give 0o600), read at each write."""
     old = os.umask(0o027)
     try:
-        fileio._UMASK = None  # read it afresh
         atomic_write_text(tmp_path / "f.txt", "x")
         assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o640
-        assert os.umask(0o027) == 0o027  # still the process's umask
+        os.umask(0o002)
+        atomic_write_text(tmp_path / "g.txt", "x")
+        assert (tmp_path / "g.txt").stat().st_mode & 0o777 == 0o664
+        if os.path.exists("/proc/self/status"):  # there it is read without setting it, even for a moment
+            monkeypatch.setattr(fileio.os, "umask", lambda *a: pytest.fail("the umask was set"))
+            atomic_write_text(tmp_path / "h.txt", "x")
+            assert (tmp_path / "h.txt").stat().st_mode & 0o777 == 0o664
     finally:
+        monkeypatch.undo()
         os.umask(old)
-        fileio._UMASK = None
 
 
 def test_atomic_write_failure_leaves_the_old_file(tmp_path):

@@ -21,8 +21,6 @@ import numpy as np
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "index_sha256", "remove_stale_temp_files"]
 
-_UMASK: int | None = None
-
 
 def _read_umask() -> int:
     """The process's umask: from /proc on Linux, which leaves it alone; else
@@ -41,11 +39,9 @@ def _read_umask() -> int:
 
 
 def _file_mode() -> int:
-    """Permissions a normally created file gets (0o666 minus the umask)."""
-    global _UMASK
-    if _UMASK is None:
-        _UMASK = _read_umask()
-    return 0o666 & ~_UMASK
+    """Permissions a normally created file gets (0o666 minus the umask, read
+    at each write: the process may change it)."""
+    return 0o666 & ~_read_umask()
 
 
 def _fsync_folder(folder: Path) -> None:
