@@ -549,8 +549,8 @@ class TrainConfig:
         [0, 1] is how far the run is: step / total updates, or the share of a
         time budget used. Warm-up scales the first ``warmup`` updates by
         (step + 1) / warmup. A rate that decays to 0 (``lr_final`` 0, or a
-        step schedule underflowing) is the smallest positive float64 instead:
-        it moves nothing, and the engine takes positive rates only."""
+        step schedule underflowing) is the smallest normal float64 instead
+        (2.2e-308): it moves nothing, and the engine takes positive rates only."""
         assert self.eta is not None
         eta = self.eta
         if self.lr_schedule == "step":
