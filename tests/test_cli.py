@@ -265,7 +265,7 @@ def test_preset_quality_is_accepted_and_recorded(tmp_path, capsys):
     q = preset_values("quality")
     assert cfg["run"]["preset"] == "quality" and cfg["run"]["options"]["hidden"] == 8
     assert (cfg["model"]["cell"], cfg["model"]["layers"], cfg["model"]["hidden"], cfg["model"]["dtype"]) == (
-        "lstm",
+        "gru",
         2,
         8,
         "float32",
@@ -290,7 +290,7 @@ def test_preset_quality_is_accepted_and_recorded(tmp_path, capsys):
     assert cfg["train"]["passage_chars"] == default("passage_chars")
     assert "- Preset: quality;" in (out / "report.md").read_text()
     ck = load_checkpoint(out / "last.npz")
-    assert ck.state.step == 5 and ck.state.h.shape == (32, 2, 16) and ck.params["V"].dtype == np.float32
+    assert ck.state.step == 5 and ck.state.h.shape == (32, 2, 8) and ck.params["V"].dtype == np.float32
     # a preset run resumes like any other: its options are stored
     assert cli.main(["train", "--resume", str(out), "--steps", "6", "--threads", "1", "--no-progress"]) == 0
     assert cli.main(["train", "--resume", str(out), "--batch-size", "4", "--steps", "7"]) == 2

@@ -325,7 +325,7 @@ def test_presets_expand_to_valid_option_values():
         k: v for k, v in PRESETS["quality"].items() if k != "threads"
     }
     assert (q["cell"], q["layers"], q["optimizer"], q["lr_schedule"], q["dtype"]) == (
-        "lstm",
+        "gru",
         2,
         "adam",
         "cosine",
@@ -336,8 +336,8 @@ def test_presets_expand_to_valid_option_values():
         assert option(name).check(value) == value, name
     # a TrainConfig accepts the preset's training options
     TrainConfig(**{k: v for k, v in q.items() if k in TrainConfig.names()})
-    q["cell"] = "gru"
-    assert preset_values("quality")["cell"] == "lstm" and PRESETS["quality"]["threads"] is None  # copies
+    q["cell"] = "lstm"
+    assert preset_values("quality")["cell"] == "gru" and PRESETS["quality"]["threads"] is None  # copies
     with pytest.raises(ValueError, match="unknown preset 'fast'; expected one of classic, quality"):
         preset_values("fast")
 
@@ -394,7 +394,7 @@ def test_cli_preset_expands_and_explicit_options_override_it(tmp_path):
     for k in ("cell", "layers", "hidden", "sig", "dtype", "seed", "forget_bias"):
         assert cfg["model"][k] == want.get(k, default(k)), k
     assert cfg["run"]["preset"] == "quality" and cfg["run"]["steps"] == 4
-    assert cfg["run"]["options"]["cell"] == "lstm" and cfg["run"]["options"]["hidden"] == 8
+    assert cfg["run"]["options"]["cell"] == "gru" and cfg["run"]["options"]["hidden"] == 8
 
 
 # ---------------------------------------------------------------------------

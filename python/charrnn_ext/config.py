@@ -434,7 +434,7 @@ def group(name: str) -> tuple[Option, ...]:
 PRESETS: dict[str, dict[str, Any]] = {
     "classic": {},
     "quality": {
-        "cell": "lstm",
+        "cell": "gru",
         "layers": 2,
         "hidden": 384,
         "dtype": "float32",
