@@ -277,7 +277,7 @@ def main(argv=None) -> int:
     for family, point, r in grid_rows:
         v = "failed: " + " ".join(r.get("error", [])) if r.get("val_loss") is None else f"{r['val_loss']:.3f}"
         rate = f"{r['chars_per_s']:,.0f}" if "chars_per_s" in r else "n/a"
-        updates = r.get("updates", "n/a")
+        updates = f"{r['updates']:,}" if "updates" in r else "n/a"
         lines.append(f"| {family} | {point['hidden']} | {point['eta']:g} | {rate} | {updates} | {v} |")
     text = "\n".join(lines)
     print(text)
