@@ -1,175 +1,290 @@
-"""Quality at a fixed wall-clock budget: which cell/optimiser learns the
-built-in corpus best in the same time?
+"""Which network learns the built-in corpus best in a fixed wall-clock budget?
 
-Run from the repository root:
+Run from the repository root, with the package installed (and torch for the
+PyTorch row):
 
-    python -m benchmarks.quality --minutes 10     # the table (6 runs, 2 at a time: ~30 minutes)
-    python -m benchmarks.quality --minutes 0.2    # smoke run
+    python -m benchmarks.quality                        # grid, finalists, PyTorch, table (about 2.5 hours)
+    python -m benchmarks.quality --stage table --readme # the table again from the stored results
+    python -m benchmarks.quality --minutes 0.2 --grid-minutes 0.1 --seeds 1 --results /tmp/q.json  # smoke run
 
-Every configuration trains on the built-in Shakespeare corpus (its last 10 %
-held out) for the same number of minutes, in its own process, two processes
-at a time (one per core of a 2-core machine; each process uses one thread).
-The LSTM, GRU and 2-layer RNN get the hidden size whose parameter count is
-closest to the classic m=100 RNN's. Printed: a Markdown table with the
-parameter count, updates done, characters seen, the validation loss per
-character of the final model on the whole validation split, and the best
-smooth training loss (per 25-character chunk), plus the machine.
+Every run is `charrnn train --preset quality` with the options of its
+configuration and a time budget (`--max-minutes`), in its own process, one
+at a time (each uses every core). The score is the final model's validation
+loss per character on the whole held-out 10 % of the text.
+
+1. Grid: each cell/optimiser family is tuned under the same (shorter) budget
+   over hidden size and learning rate (the schedule of the preset runs over
+   that budget).
+2. Finalists: the best grid point of the best families, rerun at the full
+   budget with several seeds; reported as mean +- sample standard deviation.
+3. PyTorch CPU: an LSTM as a user would write it (benchmarks/torch_baseline.py)
+   with the same budget, split and threads, same seeds.
+
+Results are kept in a JSON file (one record per run), so that an
+interrupted benchmark continues where it stopped and the table can be
+rebuilt without training again.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import platform
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
-SEQ = 25
-ADAPTIVE_LR = 2e-3  # Adam and RMSProp; AdaGrad keeps the classic 0.1
+from charrnn_ext.fileio import atomic_write_text
 
-# name, cell, layers, optimizer, learning rate, hidden size (None: match the classic's parameter count)
-CONFIGS = [
-    ("rnn m=100 adagrad (classic)", "rnn", 1, "adagrad", 0.1, 100),
-    ("rnn m=100 adam", "rnn", 1, "adam", ADAPTIVE_LR, 100),
-    ("lstm adam", "lstm", 1, "adam", ADAPTIVE_LR, None),
-    ("gru adam", "gru", 1, "adam", ADAPTIVE_LR, None),
-    ("lstm rmsprop", "lstm", 1, "rmsprop", ADAPTIVE_LR, None),
-    ("rnn 2 layers adam", "rnn", 2, "adam", ADAPTIVE_LR, None),
-]
+from .tables import write_block
 
+HERE = Path(__file__).resolve().parent
+README = HERE / "QUALITY.md"
 
-def n_params(cell: str, layers: int, K: int, m: int) -> int:
-    from charrnn_ext.checkpoint import layout_shapes
-
-    total = 0
-    for shape in layout_shapes(cell, layers, K, m).values():
-        size = 1
-        for d in shape:
-            size *= d
-        total += size
-    return total
+# family -> (options shared by its grid points, its (hidden, eta) grid points). The
+# gated families try three sizes at one rate and three rates at the middle size.
+FAMILIES: dict[str, tuple[dict[str, Any], list[tuple[int, float]]]] = {
+    "lstm 2 layers, Adam": (
+        {"cell": "lstm", "layers": 2, "optimizer": "adam"},
+        [(256, 3e-3), (384, 2e-3), (384, 3e-3), (384, 5e-3), (512, 3e-3)],
+    ),
+    "gru 2 layers, Adam": ({"cell": "gru", "layers": 2, "optimizer": "adam"}, [(256, 3e-3), (384, 3e-3), (512, 3e-3)]),
+    "lstm 2 layers, RMSProp": ({"cell": "lstm", "layers": 2, "optimizer": "rmsprop"}, [(384, 1e-3), (384, 2e-3)]),
+    "rnn 1 layer, AdaGrad": (
+        {"cell": "rnn", "layers": 1, "optimizer": "adagrad", "dropout": 0.0},
+        [(512, 0.05), (512, 0.1)],
+    ),
+}
 
 
-def matched_hidden(cell: str, layers: int, K: int, target: int) -> int:
-    """The hidden size whose parameter count is closest to target."""
-    return min(range(1, 1000), key=lambda m: abs(n_params(cell, layers, K, m) - target))
+def grid_points(family: str) -> list[dict[str, Any]]:
+    fixed, points = FAMILIES[family]
+    return [{**fixed, "hidden": m, "eta": eta} for m, eta in points]
 
 
-def plan(K: int) -> list[dict]:
-    target = n_params("rnn", 1, K, 100)
-    rows = []
-    for name, cell, layers, opt, lr, m in CONFIGS:
-        m = matched_hidden(cell, layers, K, target) if m is None else m
-        rows.append({"name": name, "cell": cell, "layers": layers, "optimizer": opt, "lr": lr, "hidden": m,
-                     "params": n_params(cell, layers, K, m)})
-    return rows
+def key(kind: str, options: dict[str, Any], minutes: float, seed: int) -> str:
+    return json.dumps({"kind": kind, "options": options, "minutes": minutes, "seed": seed}, sort_keys=True)
 
 
-def run_one(spec: dict, minutes: float) -> dict:
-    """Train one configuration in this process and return its figures."""
-    from charrnn_ext.data import load_corpus
-    from charrnn_ext.model import CharRNN
+def run_charrnn(options: dict[str, Any], minutes: float, seed: int, keep: Path | None = None) -> dict[str, Any]:
+    """One `charrnn train --preset quality` run; its summary. keep: where to
+    leave its run folder (else it is removed)."""
+    out = Path(tempfile.mkdtemp(prefix="charrnn_quality_")) / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "charrnn_ext",
+        "train",
+        "--preset",
+        "quality",
+        "--max-minutes",
+        str(minutes),
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    for name, value in options.items():
+        cmd += [f"--{name.replace('_', '-')}", str(value)]
+    try:
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        summary = json.loads((out / "summary.json").read_text())
+        config = json.loads((out / "config.json").read_text())
+        chars = summary["step"] * config["train"]["seq_length"] * config["train"]["batch_size"]
+        return {
+            "val_loss": summary["final_val_loss"],
+            "updates": summary["step"],
+            "seconds": summary["seconds"],
+            "chars_per_s": chars / summary["seconds"],
+            "n_params": config["model"]["n_params"],
+            "command": " ".join(cmd[1 : cmd.index("--out")] + cmd[cmd.index("--no-progress") :]),
+        }
+    except subprocess.CalledProcessError as exc:
+        return {"val_loss": None, "error": exc.stderr.strip().splitlines()[-1:]}
+    finally:
+        if keep is not None and out.is_dir():
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.move(str(out), str(keep))
+        shutil.rmtree(out.parent, ignore_errors=True)
 
-    corpus = load_corpus(None, 0.1)
-    model = CharRNN.new(corpus.vocab, hidden=spec["hidden"], cell=spec["cell"], layers=spec["layers"], seed=0)
-    t0 = time.perf_counter()
-    res = model.fit(corpus, steps=10**12, max_minutes=minutes, optimizer=spec["optimizer"], eta=spec["lr"],
-                    seq_length=SEQ, log_every=100, sample_every=10**12, sample_chars=0, passage_chars=0,
-                    val_chars=1000)
-    return {**spec, "updates": res.step, "chars": res.step * SEQ, "final_val_loss": res.final_val_loss,
-            "val_chars": res.val_chars, "best_smooth_loss": res.best_loss, "seconds": time.perf_counter() - t0,
-            "n_params_model": model.n_params}
+
+def run_torch(minutes: float, seed: int, threads: int) -> dict[str, Any] | None:
+    try:
+        import torch  # noqa: F401
+    except Exception:
+        return None
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.torch_baseline",
+        "--minutes",
+        str(minutes),
+        "--seed",
+        str(seed),
+        "--threads",
+        str(threads),
+    ]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=HERE.parent)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+class Results:
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+
+    def get(self, k: str, make) -> Any:
+        if k not in self.data:
+            print(f"running {k}", flush=True)
+            self.data[k] = make()
+            atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True))
+        return self.data[k]
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
 
 
 def machine() -> str:
-    from charrnn_ext import _core
-
-    cpu = platform.processor() or platform.machine()
+    model = platform.processor() or "unknown CPU"
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, kernels {_core.simd_level()}, Python "
-            f"{platform.python_version()}, {platform.system()} {platform.release()}")
+    return f"{model}, {os.cpu_count()} logical CPUs"
 
 
-def table(results: list[dict], minutes: float) -> str:
-    lines = [f"Budget: {minutes:g} minute(s) of training per configuration (wall clock, 2 runs at a time, "
-             f"1 thread each); seq_length {SEQ}; learning rate 0.1 for AdaGrad, {ADAPTIVE_LR:g} for Adam and "
-             f"RMSProp; elementwise clipping at 5; float64; seed 0.", "",
-             "| config | hidden | params | updates | chars seen | val loss/char (whole split) | "
-             "best smooth loss |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in results:
-        val = "n/a" if r.get("final_val_loss") is None else f"{r['final_val_loss']:.4f}"
-        best = "n/a" if r.get("best_smooth_loss") is None else f"{r['best_smooth_loss']:.3f}"
-        lines.append(f"| {r['name']} | {r['hidden']} | {r['params']:,} | {r.get('updates', 0):,} | "
-                     f"{r.get('chars', 0):,} | {val} | {best} |")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--minutes", type=float, default=10.0, help="training budget per configuration")
-    ap.add_argument("--jobs", type=int, default=2, help="configurations trained at the same time (default 2)")
-    ap.add_argument("--only", action="append", help="run only configurations whose name contains this")
-    ap.add_argument("--child", help=argparse.SUPPRESS)  # JSON spec: train it and print the result as JSON
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=10.0, help="budget of the finalists and PyTorch (default 10)")
+    ap.add_argument("--grid-minutes", type=float, default=4.0, help="budget of a grid point (default 4)")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per finalist (default 3)")
+    ap.add_argument(
+        "--finalists",
+        type=int,
+        default=2,
+        help="families rerun at the full budget: the best ones of the grid (default 2)",
+    )
+    ap.add_argument("--keep", type=Path, help="keep the finalists' run folders under this folder")
+    ap.add_argument("--stage", choices=("all", "grid", "final", "torch", "table"), default="all")
+    ap.add_argument("--results", type=Path, default=HERE / "quality_results.json")
+    ap.add_argument("--readme", action="store_true", help="write the tables into benchmarks/QUALITY.md")
     args = ap.parse_args(argv)
-    if args.child is not None:
-        print(json.dumps(run_one(json.loads(args.child), args.minutes)))
-        return 0
+    res = Results(args.results)
+    threads = os.cpu_count() or 1
+    seeds = list(range(args.seeds))
 
-    from charrnn_ext.data import load_corpus
+    # 1. grid
+    best: dict[str, dict[str, Any]] = {}
+    grid_rows = []
+    for family in FAMILIES:
+        for point in grid_points(family):
+            k = key("grid", point, args.grid_minutes, 0)
+            r = (
+                res.data.get(k)
+                if args.stage in ("final", "torch", "table")
+                else res.get(k, lambda p=point: run_charrnn(p, args.grid_minutes, 0))
+            )
+            if r is None:
+                continue
+            grid_rows.append((family, point, r))
+            if r.get("val_loss") is not None and (family not in best or r["val_loss"] < best[family][1]["val_loss"]):
+                best[family] = (point, r)
+    # 2. finalists, 3. PyTorch
+    final_rows = []
+    ranked = sorted(best.items(), key=lambda item: item[1][1]["val_loss"])[: args.finalists]
+    for family, (point, _) in ranked:
+        runs = []
+        for seed in seeds:
+            k = key("final", point, args.minutes, seed)
+            keep = None if args.keep is None else args.keep / f"{point['cell']}-{point['hidden']}-seed{seed}"
+            if args.stage in ("all", "final"):
+                runs.append(res.get(k, lambda p=point, s=seed, d=keep: run_charrnn(p, args.minutes, s, d)))
+            elif k in res.data:
+                runs.append(res.data[k])
+        final_rows.append((family, point, runs))
+    torch_runs = []
+    for seed in seeds:
+        k = key("torch", {"threads": threads}, args.minutes, seed)
+        if args.stage in ("all", "torch"):
+            r = res.get(k, lambda s=seed: run_torch(args.minutes, s, threads))
+        else:
+            r = res.data.get(k)
+        if r:
+            torch_runs.append(r)
 
-    K = load_corpus(None, 0.1).vocab.size
-    specs = plan(K)
-    if args.only:
-        specs = [s for s in specs if any(o in s["name"] for o in args.only)]
-    print(f"Machine: {machine()}", flush=True)
-    print(f"Vocabulary K = {K}; parameter counts:", flush=True)
-    for s in specs:
-        print(f"  {s['name']}: hidden {s['hidden']}, {s['params']:,} parameters", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    root = str(Path(__file__).resolve().parent.parent)
-    results: dict[int, dict] = {}
-    pending = list(enumerate(specs))
-    running: list[tuple[int, subprocess.Popen, object]] = []
-    while pending or running:
-        while pending and len(running) < max(1, args.jobs):
-            i, spec = pending.pop(0)
-            out = tempfile.TemporaryFile(mode="w+")
-            cmd = [sys.executable, "-m", "benchmarks.quality", "--minutes", str(args.minutes),
-                   "--child", json.dumps(spec)]
-            running.append((i, subprocess.Popen(cmd, cwd=root, env=env, stdout=out), out))
-            print(f"started: {spec['name']}", flush=True)
-        time.sleep(0.5)
-        for item in list(running):
-            i, proc, out = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            out.seek(0)
-            text = out.read()
-            out.close()
-            if proc.returncode != 0:
-                print(f"FAILED ({proc.returncode}): {specs[i]['name']}", flush=True)
-                results[i] = {**specs[i]}
-                continue
-            results[i] = json.loads(text.strip().splitlines()[-1])
-            r = results[i]
-            print(f"done: {r['name']}: {r['updates']:,} updates, val loss {r['final_val_loss']:.4f}/char",
-                  flush=True)
-    print()
-    print(table([results[i] for i in sorted(results)], args.minutes))
-    print(f"\nMachine: {machine()}")
+    # the tables
+    lines = [
+        f"Command: `python -m benchmarks.quality --minutes {args.minutes:g} --grid-minutes "
+        f"{args.grid_minutes:g} --seeds {args.seeds}`; machine: {machine()}; one run at a time, "
+        f"{threads} threads each. Every run: `charrnn train --preset quality` with the options shown, "
+        f"validation loss per character of the final model on the whole held-out 10 % of the built-in corpus.",
+        "",
+        f"### Finalists: {args.minutes:g} minutes, {args.seeds} seeds each",
+        "",
+        "| configuration | hidden | eta | parameters | chars/s | updates | validation loss (mean ± sd) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    scored = []
+    for family, point, runs in final_rows:
+        ok = [r for r in runs if r.get("val_loss") is not None]
+        if not ok:
+            continue
+        m, sd = mean_sd([r["val_loss"] for r in ok])
+        scored.append((m, sd, family))
+        lines.append(
+            f"| {family} | {point['hidden']} | {point['eta']:g} | {ok[0]['n_params']:,} | "
+            f"{statistics.fmean(r['chars_per_s'] for r in ok):,.0f} | "
+            f"{statistics.fmean(r['updates'] for r in ok):,.0f} | {m:.3f} ± {sd:.3f} (n={len(ok)}) |"
+        )
+    if torch_runs:
+        m, sd = mean_sd([r["val_loss"] for r in torch_runs])
+        scored.append((m, sd, "PyTorch"))
+        t = torch_runs[0]
+        lines.append(
+            f"| PyTorch CPU: {t['description']} | {t['hidden']} | {t['eta']:g} | {t['n_params']:,} | "
+            f"{statistics.fmean(r['chars_per_s'] for r in torch_runs):,.0f} | "
+            f"{statistics.fmean(r['updates'] for r in torch_runs):,.0f} | {m:.3f} ± {sd:.3f} "
+            f"(n={len(torch_runs)}) |"
+        )
+    scored.sort()
+    if len(scored) > 1:
+        (m0, sd0, f0), (m1, sd1, f1) = scored[0], scored[1]
+        gap = m1 - m0
+        noise = 2 * max(sd0 if sd0 == sd0 else 0.0, sd1 if sd1 == sd1 else 0.0)
+        verdict = f"Lowest mean: {f0}, {gap:.3f} ahead of {f1}, " + (
+            "more than twice the larger of their standard deviations."
+            if gap > noise
+            else "within twice their standard deviations: no winner is named."
+        )
+        lines += ["", verdict]
+    lines += [
+        "",
+        f"### Grid: {args.grid_minutes:g} minutes, seed 0",
+        "",
+        "| configuration | hidden | eta | chars/s | updates | validation loss |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for family, point, r in grid_rows:
+        v = "failed: " + " ".join(r.get("error", [])) if r.get("val_loss") is None else f"{r['val_loss']:.3f}"
+        rate = f"{r['chars_per_s']:,.0f}" if "chars_per_s" in r else "n/a"
+        updates = f"{r['updates']:,}" if "updates" in r else "n/a"
+        lines.append(f"| {family} | {point['hidden']} | {point['eta']:g} | {rate} | {updates} | {v} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.readme:
+        write_block(README, "quality", text, "Quality at a fixed time budget")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

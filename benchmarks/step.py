@@ -1,16 +1,21 @@
-"""Training-step benchmark: the C++ core against the package's NumPy reference trainer.
+"""Training-speed benchmark: the one engine against the NumPy reference and PyTorch CPU.
 
-Run from the repository root:
+Run from the repository root, with the package installed:
 
-    python -m benchmarks.step            # full table (a few minutes)
-    python -m benchmarks.step --quick    # smoke run for CI: seconds, no assertions
+    python -m benchmarks.step                 # the table (about 10 minutes)
+    python -m benchmarks.step --readme        # ... and write it into benchmarks/README.md
+    python -m benchmarks.step --quick         # smoke run for CI: seconds, no timing assertions
+    python -m benchmarks.step --memory        # also the peak RSS of `charrnn train` on 100 MB
 
-Everything is timed in ONE process so that the ratios compare like with like
-on a possibly busy machine: each figure is the best of a few repeats. Rows:
-NumPy reference (float64, batch 1), the core's train_steps (float64/float32,
-batch 1), train_steps_batched (several batch sizes and thread counts), and
-PyTorch CPU when it can be imported. Then sampling of 1,000,000 characters.
+Everything is timed in ONE process so that ratios compare like with like on
+a possibly busy machine. Every figure is the median of at least 5 repeats
+after a warm-up, with the min-max range; every repeat runs long enough
+(>= ~0.25 s) to swamp timer and call overheads. Each ratio is against a
+baseline timed in the same run: batch-1 rows against the package's NumPy
+reference trainer, batched rows against PyTorch CPU training the same
+network on the same batch (the peer a user would pick instead).
 """
+
 from __future__ import annotations
 
 import os
@@ -18,170 +23,225 @@ import os
 # OpenBLAS tuning variables change what NumPy's reference costs; record them
 # and drop them for this process only, before NumPy is imported.
 OPENBLAS_ENV = {k: os.environ.pop(k, None) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-# The reference is single-threaded NumPy (the classic per-timestep mat-vecs
-# are too small for a BLAS thread pool to help, and an idle pool spinning in the
-# background would steal the core the two-thread rows need). Override with
-# CHARRNN_BENCH_BLAS_THREADS.
+# The NumPy reference is single-threaded (its per-timestep mat-vecs are too
+# small for a BLAS thread pool, and an idle pool spinning in the background
+# would steal the core the two-thread rows need).
 BLAS_THREADS = os.environ.get("CHARRNN_BENCH_BLAS_THREADS", "1")
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = BLAS_THREADS
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from charrnn_ext import _core  # noqa: E402
-from charrnn_ext import reference  # noqa: E402
-from charrnn_ext.params import init_params, zeros_like_params  # noqa: E402
+import charrnn_ext as cx
+from charrnn_ext import reference
 
-K_DEFAULT = 72
-SEQ = 25
+from .tables import write_block
+
+K = 80  # the built-in corpus's vocabulary
+SEQ = 25  # the classic chunk
+README = Path(__file__).with_name("README.md")
 
 
-def best_time(fn, repeats: int) -> float:
-    """Smallest wall time of `repeats` calls of fn() (after one warm-up call)."""
+@dataclass
+class Timing:
+    """Seconds per unit of work: median and range over the repeats."""
+
+    median: float
+    low: float
+    high: float
+    repeats: int
+
+
+def timed(fn: Callable[[], object], units: float, repeats: int, min_seconds: float) -> Timing:
+    """Run fn once to warm up, then time it in repeats of enough calls to
+    last min_seconds; returns seconds per unit (fn does `units` units)."""
+    t0 = time.perf_counter()
     fn()
-    best = float("inf")
+    once = max(time.perf_counter() - t0, 1e-6)
+    calls = max(1, int(min_seconds / once + 0.999))
+    samples = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - t0) / (calls * units))
+    return Timing(statistics.median(samples), min(samples), max(samples), repeats)
 
 
-def make_text(K: int, n: int, seed: int = 0) -> np.ndarray:
+def make_text(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, K, n).astype(np.int32)
 
 
-def time_numpy(K, m, steps, repeats):
-    """The classic trainer in plain NumPy: charrnn_ext.reference, one
+# ------------------------------------------------------------------ the contestants
+
+
+def numpy_classic(m: int, steps: int, repeats: int, min_s: float) -> Timing:
+    """The classic trainer in plain NumPy (charrnn_ext.reference): one
     timestep at a time forward and backward, then clipped AdaGrad."""
-    text = make_text(K, 200_000)
-    p = init_params(K, m, seed=1)
-    s = zeros_like_params(p)
-    return best_time(lambda: reference.train_steps(p, s, text, n_steps=steps, seq_length=SEQ), repeats) / steps
+    text = make_text(200_000)
+    p = cx.init_params(K, m, seed=1)
+    s = cx.zeros_like_params(p)
+    return timed(lambda: reference.train_steps(p, s, text, n_steps=steps, seq_length=SEQ), steps, repeats, min_s)
 
 
-def time_core(K, m, dtype, steps, repeats, batch=None, threads=1):
-    text = make_text(K, max(200_000, (batch or 1) * (SEQ + 1) * 4))
-    p = init_params(K, m, seed=1, dtype=dtype)
-    s = zeros_like_params(p)
-    if batch is None:
-        run = lambda: _core.train_steps(p, s, text, n_steps=steps, seq_length=SEQ)  # noqa: E731
-    else:
-        run = lambda: _core.train_steps_batched(  # noqa: E731
-            p, s, text, n_steps=steps, batch_size=batch, seq_length=SEQ, threads=threads)
-    return best_time(run, repeats) / steps
+def engine(
+    cell: str,
+    layers: int,
+    m: int,
+    dtype,
+    B: int,
+    T: int,
+    threads: int,
+    optimizer: str,
+    steps: int,
+    repeats: int,
+    min_s: float,
+    clip_mode: str = "elementwise",
+) -> Timing:
+    text = make_text(max(400_000, B * (T + 1) * (steps + 2)))
+    p = cx.net_init(cell, K, m, layers, seed=1, dtype=dtype, sig=0.05)
+    if (cell, layers) == ("rnn", 1):
+        p = cx.to_classic(p)
+    st = cx.init_opt_state(p, optimizer)
+    kw = dict(n_steps=steps, seq_length=T, optimizer=optimizer, clip_mode=clip_mode, threads=threads)
+    if B > 1:
+        kw["batch_size"] = B
+    return timed(lambda: cx.train_steps(p, st, text, **kw), steps, repeats, min_s)
 
 
-def python_overhead(K, m, steps, repeats):
-    """(seconds per step inside one train_steps call, seconds per call spent
-    outside the C++ loop). The latter is measured as a call with n_steps=0:
-    argument parsing, validation (finiteness of the parameters, index range)
-    and building the result tuple -- everything a call pays besides steps."""
-    text = make_text(K, 200_000)
-    p = init_params(K, m, seed=1)
-    s = zeros_like_params(p)
-    per_step = best_time(lambda: _core.train_steps(p, s, text, n_steps=steps, seq_length=SEQ), repeats) / steps
-    calls = 200
-    per_call = best_time(
-        lambda: [_core.train_steps(p, s, text, n_steps=0, seq_length=SEQ) for _ in range(calls)], repeats) / calls
-    return per_step, per_call
-
-
-def time_torch(K, m, batch, threads, steps, repeats):
-    """The classic trainer in PyTorch (nn.RNN tanh + Linear, Adagrad with
-    elementwise clipping), float32, batch-first streams of SEQ characters."""
+def torch_available() -> bool:
     try:
-        import torch
-    except Exception:  # noqa: BLE001 - optional
+        import torch  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def pytorch(
+    cell: str, layers: int, m: int, B: int, T: int, threads: int, optimizer: str, steps: int, repeats: int, min_s: float
+) -> Timing | None:
+    """The same network in PyTorch CPU: nn.RNN/LSTM/GRU (one-hot input of
+    size K) + Linear, float32, summed cross-entropy, the same optimiser and
+    clipping (AdaGrad with elementwise clipping to 5, Adam with global-norm
+    clipping to 5), B batch-first streams of T characters, state carried."""
+    if not torch_available():
         return None
+    import torch
+
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    rnn = torch.nn.RNN(K, m, nonlinearity="tanh", batch_first=True)
+    rnn = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](K, m, layers, batch_first=True)
     out = torch.nn.Linear(m, K)
     params = list(rnn.parameters()) + list(out.parameters())
-    opt = torch.optim.Adagrad(params, lr=0.1, eps=1e-8)
+    opt = torch.optim.Adagrad(params, lr=0.1, eps=1e-8) if optimizer == "adagrad" else torch.optim.Adam(params, lr=2e-3)
     eye = torch.eye(K)
-    text = torch.from_numpy(make_text(K, batch * (SEQ + 1) * 8).astype(np.int64))
-    L = len(text) // batch
-    seg = text[: batch * L].view(batch, L)
-    h = torch.zeros(1, batch, m)
+    text = torch.from_numpy(make_text(B * (T + 1) * 8).astype(np.int64))
+    L = len(text) // B
+    seg = text[: B * L].view(B, L)
+    state = {"h": None, "pos": 0}
 
     def run():
-        nonlocal h
-        pos = 0
         for _ in range(steps):
-            if pos + SEQ + 1 > L:
-                pos, h = 0, torch.zeros(1, batch, m)
-            x = eye[seg[:, pos:pos + SEQ]]
-            y = seg[:, pos + 1:pos + SEQ + 1]
-            hs, hT = rnn(x, h)
+            pos = state["pos"]
+            if pos + T + 1 > L:
+                pos, state["h"] = 0, None
+            x = eye[seg[:, pos : pos + T]]
+            y = seg[:, pos + 1 : pos + T + 1]
+            hs, hT = rnn(x, state["h"])
             loss = torch.nn.functional.cross_entropy(out(hs).reshape(-1, K), y.reshape(-1), reduction="sum")
             opt.zero_grad()
             loss.backward()
-            for q in params:
-                q.grad.clamp_(-5, 5)
+            if optimizer == "adagrad":
+                for q in params:
+                    q.grad.clamp_(-5, 5)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, 5.0)
             opt.step()
-            h = hT.detach()
-            pos += SEQ
+            state["h"] = tuple(t.detach() for t in hT) if isinstance(hT, tuple) else hT.detach()
+            state["pos"] = pos + T
 
-    return best_time(run, repeats) / steps
+    return timed(run, steps, repeats, min_s)
 
 
-def time_sampling(n_chars: int, m: int = 100, K: int = K_DEFAULT):
-    p = init_params(K, m, seed=3)
-    return best_time(lambda: _core.sample(p, None, [0], n_chars, 1.0, 0), 1)
+def validation_seconds(repeats: int, min_s: float, quick: bool) -> tuple[Timing, int]:
+    """evaluate_loss of an LSTM 2x256 float32 on the built-in corpus's
+    whole held-out 10 %, 64 streams, 2 threads: seconds per pass."""
+    if quick:
+        val = make_text(20_000)
+    else:
+        val = cx.load_corpus().val
+    p = cx.net_init("lstm", K, 256, 2, seed=1, dtype=np.float32, sig=0.05)
+    return timed(lambda: cx.evaluate_loss(p, val, batch_size=64, threads=2), 1, repeats, min_s), int(val.size)
 
 
 # ------------------------------------------------------------------ memory
-def measure_train_memory(text_mb: int = 100, steps: int = 200):
-    """Peak RSS of `python -m charrnn_ext train` on a generated text of text_mb MB.
 
-    Runs `python -m charrnn_ext train --text FILE --steps N --out DIR` in a
-    child process and reads its peak RSS from getrusage(RUSAGE_CHILDREN).
-    """
+
+def measure_train_memory(text_mb: int = 100, steps: int = 200) -> dict[str, float]:
+    """Peak RSS of `python -m charrnn_ext train --text FILE --steps N` on a
+    generated text of text_mb MB, from a fresh intermediate process whose
+    only child it is."""
     tmp = tempfile.mkdtemp(prefix="charrnn_mem_")
     try:
         path = os.path.join(tmp, "text.txt")
         rng = np.random.default_rng(0)
-        # Two non-Latin-1 characters make a Python str of this text take 2 bytes
-        # a character, as real texts with dashes and accents do.
+        # Two non-Latin-1 characters make a Python str of this text take 2
+        # bytes a character, as real texts with dashes and accents do.
         words = [w.encode() for w in "the of and to in a is that for it as was with be by on not he thé —".split()]
         with open(path, "wb") as f:
             chunk = b" ".join(words[i] for i in rng.integers(0, len(words), 200_000)) + b"\n"
             for _ in range(max(1, text_mb * 1_000_000 // len(chunk))):
                 f.write(chunk)
-        # ru_maxrss of RUSAGE_CHILDREN is the largest of all children this
-        # process ever waited for (torch, say, may start some), so the CLI is
-        # started from a fresh intermediate process whose only child it is.
-        cli = [sys.executable, "-m", "charrnn_ext", "train", "--text", path, "--steps", str(steps),
-               "--out", os.path.join(tmp, "out"), "--no-progress"]
-        probe = ("import resource, subprocess, sys; "
-                 f"subprocess.run({cli!r}, check=True, capture_output=True); "
-                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-        out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True,
-                             cwd=tempfile.gettempdir())
-        peak_kb = int(out.stdout.split()[-1])
+        cli = [
+            sys.executable,
+            "-m",
+            "charrnn_ext",
+            "train",
+            "--text",
+            path,
+            "--steps",
+            str(steps),
+            "--out",
+            os.path.join(tmp, "out"),
+            "--no-progress",
+        ]
+        probe = (
+            "import resource, subprocess, sys; "
+            f"subprocess.run({cli!r}, check=True, capture_output=True); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", probe], check=True, capture_output=True, text=True, cwd=tempfile.gettempdir()
+        )
         size_mb = os.path.getsize(path) / 1e6
-        return {"text_mb": round(size_mb, 1), "peak_rss_mb": round(peak_kb / 1024, 1),
-                "target_mb": round(2 * size_mb + 200, 1)}
+        return {
+            "text_mb": round(size_mb, 1),
+            "peak_rss_mb": round(int(done.stdout.split()[-1]) / 1024, 1),
+            "target_mb": round(2 * size_mb + 200, 1),
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ report
+
+
 def machine_description() -> str:
     model = platform.processor() or "unknown CPU"
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
             if line.startswith("Model name:"):
                 model = line.split(":", 1)[1].strip()
     except OSError:
@@ -191,65 +251,133 @@ def machine_description() -> str:
         if shutil.which(exe):
             cxx = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
             break
-    return (f"{model}, {os.cpu_count()} logical CPUs, load {os.getloadavg()[0]:.2f}; {cxx}; "
-            f"kernels: {_core.simd_level()}; numpy {np.__version__}; "
-            f"OPENBLAS_CORETYPE={OPENBLAS_ENV['OPENBLAS_CORETYPE']} "
-            f"OPENBLAS_L2_SIZE={OPENBLAS_ENV['OPENBLAS_L2_SIZE']} (unset here); BLAS threads {BLAS_THREADS}")
+    torch_v = "not installed"
+    if torch_available():
+        import torch
+
+        torch_v = torch.__version__
+    return (
+        f"{model}, {os.cpu_count()} logical CPUs, load {os.getloadavg()[0]:.2f} at the start; {cxx}; "
+        f"kernels: {cx.simd_level()}; numpy {np.__version__} (BLAS threads {BLAS_THREADS}); torch {torch_v}; "
+        f"OPENBLAS_CORETYPE={OPENBLAS_ENV['OPENBLAS_CORETYPE']} "
+        f"OPENBLAS_L2_SIZE={OPENBLAS_ENV['OPENBLAS_L2_SIZE']} "
+        f"(unset in this process)"
+    )
+
+
+def fmt_rate(t: Timing, chars: int) -> str:
+    return f"{chars / t.median:,.0f} ({chars / t.high:,.0f}-{chars / t.low:,.0f})"
+
+
+def fmt_ms(t: Timing) -> str:
+    return f"{t.median * 1e3:.3f} ({t.low * 1e3:.3f}-{t.high * 1e3:.3f})"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (CI): seconds, no timing assertions")
-    ap.add_argument("--K", type=int, default=K_DEFAULT)
     ap.add_argument("--memory", action="store_true", help="also measure peak RSS of the training CLI on 100 MB")
+    ap.add_argument("--readme", action="store_true", help="write the table into benchmarks/README.md")
     args = ap.parse_args(argv)
-    K = args.K
-    if args.quick:
-        ms, steps, repeats, batches, nsample = [16], 5, 1, [(4, 1), (4, 2)], 10_000
-    else:
-        ms, steps, repeats, batches, nsample = [50, 100, 256], 200, 3, [(16, 1), (64, 1), (64, 2), (256, 2)], 1_000_000
+    q = args.quick
+    repeats, min_s = (2, 0.01) if q else (5, 0.25)
+    lines: list[str] = []
 
-    print(f"# charrnn_ext training step benchmark (K={K}, T={SEQ})")
-    print(machine_description())
-    print()
-    print("| m | implementation | dtype | batch | threads | ms/step | chars/s | x NumPy ref (chars/s) |")
-    print("|---|---|---|---|---|---|---|---|")
+    def out(line: str = "") -> None:
+        print(line, flush=True)
+        lines.append(line)
 
-    def row(m, name, dtype, batch, threads, sec, ref_cps):
-        cps = batch * SEQ / sec
-        ratio = cps / ref_cps if ref_cps else float("nan")
-        print(f"| {m} | {name} | {dtype} | {batch} | {threads} | {sec * 1e3:.4f} | {cps:,.0f} | {ratio:.1f} |",
-              flush=True)
+    out(f"Command: `python -m benchmarks.step{' --quick' if q else ''}`. Machine: {machine_description()}.")
+    out()
+    out(
+        "Every figure: median of " + str(repeats) + " repeats after a warm-up (min-max in brackets); "
+        "ratios against a baseline timed in the same run."
+    )
+    out()
 
-    for m in ms:
-        ref_steps = max(5, steps // (10 if m < 256 else 20))
-        t_ref = time_numpy(K, m, ref_steps, repeats)
-        ref_cps = SEQ / t_ref
-        row(m, "NumPy reference", "float64", 1, 1, t_ref, ref_cps)
+    # 1. the classic experiment, one stream
+    out("### The classic RNN, one stream (K = 80, T = 25, AdaGrad, elementwise clipping)")
+    out()
+    out("| m | implementation | ms per update | chars/s | x NumPy reference |")
+    out("|---|---|---|---|---|")
+    for m in [16] if q else [50, 100, 256]:
+        ref = numpy_classic(m, 20, repeats, min_s)
+        out(f"| {m} | NumPy reference (float64) | {fmt_ms(ref)} | {fmt_rate(ref, SEQ)} | 1.0 |")
         for dtype in (np.float64, np.float32):
-            row(m, "train_steps", np.dtype(dtype).name, 1, 1, time_core(K, m, dtype, steps, repeats), ref_cps)
-        for dtype in (np.float64, np.float32):
-            for batch, threads in batches:
-                n = max(3, steps * 4 // batch)
-                sec = time_core(K, m, dtype, n, repeats, batch=batch, threads=threads)
-                row(m, "train_steps_batched", np.dtype(dtype).name, batch, threads, sec, ref_cps)
-        for batch, threads in ((1, 1), (batches[-1][0], 2)):
-            sec = time_torch(K, m, batch, threads, max(3, steps // (4 * max(1, batch // 16))), repeats)
-            if sec is not None:
-                row(m, "PyTorch CPU (nn.RNN)", "float32", batch, threads, sec, ref_cps)
+            t = engine("rnn", 1, m, dtype, 1, SEQ, 1, "adagrad", 200, repeats, min_s)
+            out(
+                f"| {m} | charrnn_ext ({np.dtype(dtype).name}) | {fmt_ms(t)} | {fmt_rate(t, SEQ)} | "
+                f"{ref.median / t.median:.1f} |"
+            )
+    out()
 
-    m = 100 if not args.quick else ms[0]
-    t1, tc = python_overhead(K, m, steps, repeats)
-    print()
-    print(f"Python overhead (m={m}, float64): {t1 * 1e6:.1f} us/step inside train_steps; "
-          f"{tc * 1e6:.1f} us per call outside the C++ loop = {tc / t1 * 100:.1f}% of one step "
-          f"(n_steps=1 per call), {tc / (100 * t1) * 100:.2f}% of the step time at n_steps=100")
-    ts = time_sampling(nsample, m=m, K=K)
-    print(f"Sampling {nsample:,} chars (m={m}, K={K}, float64): {ts:.3f} s ({nsample / ts:,.0f} chars/s)")
+    # 2. batched classic RNN against PyTorch
+    out("### The classic RNN, B streams (m = 100, T = 25, AdaGrad, elementwise clipping, float32)")
+    out()
+    out("| B | threads | implementation | ms per update | chars/s | x PyTorch, same B and threads |")
+    out("|---|---|---|---|---|---|")
+    m = 16 if q else 100
+    for B, threads in [(4, 2)] if q else [(16, 1), (64, 1), (64, 2), (256, 2)]:
+        steps = max(3, 800 // B)
+        pt = pytorch("rnn", 1, m, B, SEQ, threads, "adagrad", max(2, steps // 4), repeats, min_s)
+        if pt is not None:
+            out(f"| {B} | {threads} | PyTorch nn.RNN + Linear | {fmt_ms(pt)} | {fmt_rate(pt, B * SEQ)} | 1.0 |")
+        for dtype in (np.float32, np.float64):
+            t = engine("rnn", 1, m, dtype, B, SEQ, threads, "adagrad", steps, repeats, min_s)
+            ratio = f"{pt.median / t.median:.2f}" if pt is not None else "n/a"
+            out(
+                f"| {B} | {threads} | charrnn_ext ({np.dtype(dtype).name}) | {fmt_ms(t)} | "
+                f"{fmt_rate(t, B * SEQ)} | {ratio} |"
+            )
+    out()
+
+    # 3. gated stacked networks against PyTorch
+    m, B, T = (16, 4, 8) if q else (256, 32, 64)
+    out(f"### Gated networks: 2 x {m}, B = {B}, T = {T}, Adam, global-norm clipping, float32, 2 threads")
+    out()
+    out("| cell | implementation | ms per update | chars/s | x PyTorch |")
+    out("|---|---|---|---|---|")
+    for cell in ("lstm", "gru"):
+        steps = 2 if q else 10
+        pt = pytorch(cell, 2, m, B, T, 2, "adam", steps, repeats, min_s)
+        if pt is not None:
+            out(f"| {cell} | PyTorch nn.{cell.upper()} + Linear | {fmt_ms(pt)} | {fmt_rate(pt, B * T)} | 1.0 |")
+        t = engine(cell, 2, m, np.float32, B, T, 2, "adam", steps, repeats, min_s, clip_mode="global_norm")
+        ratio = f"{pt.median / t.median:.2f}" if pt is not None else "n/a"
+        out(f"| {cell} | charrnn_ext | {fmt_ms(t)} | {fmt_rate(t, B * T)} | {ratio} |")
+    out()
+
+    # 4. validation, sampling, overhead
+    vt, n_val = validation_seconds(repeats, min_s, q)
+    out(
+        f"Validation of an LSTM 2x256 (float32) on {'a 20,000-character text' if q else 'the built-in held-out split'} "
+        f"({n_val:,} characters), 64 streams, 2 threads: {vt.median:.2f} s ({vt.low:.2f}-{vt.high:.2f}), "
+        f"{n_val / vt.median:,.0f} chars/s."
+    )
+    n_sample = 10_000 if q else 1_000_000
+    p = cx.init_params(K, 100, seed=3)
+    ts = timed(lambda: cx.sample(p, None, [0], n_sample, 1.0, 0), 1, repeats if not q else 1, 0.0)
+    out(
+        f"Sampling {n_sample:,} characters from the classic m=100 model (float64): {ts.median:.2f} s "
+        f"({ts.low:.2f}-{ts.high:.2f})."
+    )
+    text = make_text(200_000)
+    pc = cx.init_params(K, 100, seed=1)
+    sc = cx.zeros_like_params(pc)
+    call = timed(lambda: cx.train_steps(pc, sc, text, n_steps=0), 1, repeats, min_s)
+    step = timed(lambda: cx.train_steps(pc, sc, text, n_steps=100), 100, repeats, min_s)
+    out(
+        f"Python overhead per train_steps call (m=100, float64): {call.median * 1e6:.1f} µs, "
+        f"{call.median / (100 * step.median) * 100:.2f}% of a call of 100 updates."
+    )
     if args.memory:
         mem = measure_train_memory()
-        print(f"Training CLI peak RSS on a {mem['text_mb']} MB text: {mem['peak_rss_mb']} MB "
-              f"(target: at most 2 x file + 200 MB = {mem['target_mb']} MB)")
+        out(
+            f"Training CLI peak RSS on a {mem['text_mb']} MB text: {mem['peak_rss_mb']} MB (target: at most "
+            f"2 x file + 200 MB = {mem['target_mb']} MB)."
+        )
+    if args.readme:
+        write_block(README, "step", "\n".join(lines), "Training speed")
     return 0
 
 

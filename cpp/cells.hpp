@@ -1,40 +1,33 @@
-// The three recurrent cells of the general network (network.hpp), one time
-// step at a time, written next to their equations. Each cell sees
-//   ax: the input-side pre-activations Wx x_t + b of its G*m gate rows
-//       (computed for the whole chunk beforehand by network.hpp),
-// adds the recurrent part Wh h_{t-1} itself (a 1-row matrix product), and
-// overwrites ax with the gate values the backward pass needs.
+// The three recurrent cells, one time step of one stream over a block of n
+// units, forward and backward side by side, written next to their equations.
+// s is the logistic sigmoid. The engine (engine.hpp) computes the
+// pre-activations as matrix products for all streams and units first.
 //
-// Gate row blocks of Wx, Wh, b (and bh) are stacked in this order:
-//   rnn  (G = 1): [a]              h_t = tanh(a)
-//   lstm (G = 4): [i, f, g, o]     (PyTorch's order)
-//       i = s(.), f = s(.), g = tanh(.), o = s(.)   with s = logistic sigmoid
-//       c_t = f * c_{t-1} + i * g,   h_t = o * tanh(c_t)
-//   gru  (G = 3): [r, z, n]        (PyTorch's form, with a separate bias bh)
-//       r = s(Wx_r x + b_r + Wh_r h + bh_r)
-//       z = s(Wx_z x + b_z + Wh_z h + bh_z)
-//       n = tanh(Wx_n x + b_n + r * (Wh_n h + bh_n))
-//       h_t = (1 - z) * n + z * h_{t-1}
-// The backward functions take dh = dL/dh_t (from above and from step t+1)
-// and produce the pre-activation gradients; the recurrent product
-// dh_{t-1} += dAh Wh is done by the caller.
+//   rnn  [a]:           h = tanh(a)
+//   lstm [i, f, g, o]:  i = s(.), f = s(.), g = tanh(.), o = s(.)
+//                       c = f * c_prev + i * g,   h = o * tanh(c)
+//   gru  [r, z, n]:     r = s(ax_r + ah_r),  z = s(ax_z + ah_z)
+//                       n = tanh(ax_n + r * ah_n),   h = (1 - z) * n + z * h_prev
+//                       with ax = Wx x + b and ah = Wh h_prev + bh
+//
+// Forward, the gate arrays hold the pre-activations on entry and the gate
+// values (which the backward pass needs) on return. Backward, dh = dL/dh_t
+// (from the layer above or the output, plus what step t+1 passed back) gives
+// the pre-activation gradients; the caller adds the recurrent part
+// dh_prev += dAh Wh.
+//
+// No two arrays of a call overlap, which the pointers declare
+// (CHARRNN_RESTRICT) so that the loops vectorise.
 #pragma once
 
 #include <cstddef>
-#include <stdexcept>
-#include <string>
 
 #include "simd.hpp"
 #include "vmath.hpp"
 
+#define R_ CHARRNN_RESTRICT
+
 namespace charrnn {
-
-enum class Cell { rnn, lstm, gru };
-
-inline std::size_t gate_count(Cell c) { return c == Cell::lstm ? 4 : c == Cell::gru ? 3 : 1; }
-// Vectors per layer in the hidden state: LSTM carries (h, c), the others h.
-inline std::size_t state_count(Cell c) { return c == Cell::lstm ? 2 : 1; }
-inline const char* cell_name(Cell c) { return c == Cell::lstm ? "lstm" : c == Cell::gru ? "gru" : "rnn"; }
 
 template <typename T>
 CHARRNN_ALWAYS_INLINE T sigmoid(T x) {
@@ -43,99 +36,89 @@ CHARRNN_ALWAYS_INLINE T sigmoid(T x) {
 
 // ---------------------------------------------------------------- rnn
 
-// a (in: pre-activation with Wh h added; out: h_t); h_t also written to h.
+// a: in, the pre-activation; out, h (the gate value the backward pass uses).
 template <typename T>
-inline void rnn_forward(T* a, T* h, std::size_t m) {
-    for (std::size_t i = 0; i < m; ++i) h[i] = a[i] = vtanh(a[i]);
+CHARRNN_ALWAYS_INLINE void rnn_forward(T* R_ a, T* R_ h, std::size_t n) {
+    for (std::size_t k = 0; k < n; ++k) h[k] = a[k] = vtanh(a[k]);
 }
 
-// da = (1 - h_t^2) * dh
+// da = (1 - h^2) dh
 template <typename T>
-inline void rnn_backward(const T* h, const T* dh, T* da, std::size_t m) {
-    for (std::size_t i = 0; i < m; ++i) da[i] = (T(1) - h[i] * h[i]) * dh[i];
+CHARRNN_ALWAYS_INLINE void rnn_backward(const T* R_ h, const T* R_ dh, T* R_ da, std::size_t n) {
+    for (std::size_t k = 0; k < n; ++k) da[k] = (T(1) - h[k] * h[k]) * dh[k];
 }
 
 // ---------------------------------------------------------------- lstm
 
-// z (in: 4m pre-activations; out: gate values i, f, g, o);
-// c = f * c_prev + i * g;  tc = tanh(c);  h = o * tc.
 template <typename T>
-inline void lstm_forward(T* z, const T* c_prev, T* c, T* tc, T* h, std::size_t m) {
-    T* i_ = z;
-    T* f_ = z + m;
-    T* g_ = z + 2 * m;
-    T* o_ = z + 3 * m;
-    for (std::size_t k = 0; k < m; ++k) {
-        i_[k] = sigmoid(i_[k]);
-        f_[k] = sigmoid(f_[k]);
-        g_[k] = vtanh(g_[k]);
-        o_[k] = sigmoid(o_[k]);
-        c[k] = f_[k] * c_prev[k] + i_[k] * g_[k];
+CHARRNN_ALWAYS_INLINE void lstm_forward(T* R_ i, T* R_ f, T* R_ g, T* R_ o, const T* R_ c_prev, T* R_ c, T* R_ tc,
+                                        T* R_ h, std::size_t n) {
+    for (std::size_t k = 0; k < n; ++k) {
+        i[k] = sigmoid(i[k]);
+        f[k] = sigmoid(f[k]);
+        g[k] = vtanh(g[k]);
+        o[k] = sigmoid(o[k]);
+        c[k] = f[k] * c_prev[k] + i[k] * g[k];
         tc[k] = vtanh(c[k]);
-        h[k] = o_[k] * tc[k];
+        h[k] = o[k] * tc[k];
     }
 }
 
-// From dh = dL/dh_t and dc (in: dL/dc_t from step t+1; out: dL/dc_{t-1}):
-//   dc_t = dc + dh * o * (1 - tc^2)
+// dc: in, dL/dc_t from step t+1; out, dL/dc_{t-1}.
+//   dc_t = dc + dh o (1 - tc^2)
 //   dz_i = dc_t g i(1-i),  dz_f = dc_t c_prev f(1-f),  dz_g = dc_t i (1-g^2),  dz_o = dh tc o(1-o)
 //   dc_{t-1} = dc_t f
 template <typename T>
-inline void lstm_backward(const T* gates, const T* c_prev, const T* tc, const T* dh, T* dc, T* dz,
-                          std::size_t m) {
-    const T* i_ = gates;
-    const T* f_ = gates + m;
-    const T* g_ = gates + 2 * m;
-    const T* o_ = gates + 3 * m;
-    for (std::size_t k = 0; k < m; ++k) {
-        const T dct = dc[k] + dh[k] * o_[k] * (T(1) - tc[k] * tc[k]);
-        dz[k] = dct * g_[k] * i_[k] * (T(1) - i_[k]);
-        dz[m + k] = dct * c_prev[k] * f_[k] * (T(1) - f_[k]);
-        dz[2 * m + k] = dct * i_[k] * (T(1) - g_[k] * g_[k]);
-        dz[3 * m + k] = dh[k] * tc[k] * o_[k] * (T(1) - o_[k]);
-        dc[k] = dct * f_[k];
+CHARRNN_ALWAYS_INLINE void lstm_backward(const T* R_ i, const T* R_ f, const T* R_ g, const T* R_ o,
+                                         const T* R_ c_prev, const T* R_ tc, const T* R_ dh, T* R_ dc, T* R_ dz_i,
+                                         T* R_ dz_f, T* R_ dz_g, T* R_ dz_o, std::size_t n) {
+    for (std::size_t k = 0; k < n; ++k) {
+        const T dct = dc[k] + dh[k] * o[k] * (T(1) - tc[k] * tc[k]);
+        dz_i[k] = dct * g[k] * i[k] * (T(1) - i[k]);
+        dz_f[k] = dct * c_prev[k] * f[k] * (T(1) - f[k]);
+        dz_g[k] = dct * i[k] * (T(1) - g[k] * g[k]);
+        dz_o[k] = dh[k] * tc[k] * o[k] * (T(1) - o[k]);
+        dc[k] = dct * f[k];
     }
 }
 
 // ---------------------------------------------------------------- gru
 
-// ax (in: Wx x + b; out: gate values r, z, n), ah = Wh h_prev + bh (3m);
-// hn keeps Wh_n h_prev + bh_n for the backward pass.
+// r, z, n: in, ax; out, the gate values. ah_*: Wh h_prev + bh. hn keeps ah_n.
 template <typename T>
-inline void gru_forward(T* ax, const T* ah, const T* h_prev, T* hn, T* h, std::size_t m) {
-    T* r_ = ax;
-    T* z_ = ax + m;
-    T* n_ = ax + 2 * m;
-    for (std::size_t k = 0; k < m; ++k) {
-        r_[k] = sigmoid(r_[k] + ah[k]);
-        z_[k] = sigmoid(z_[k] + ah[m + k]);
-        hn[k] = ah[2 * m + k];
-        n_[k] = vtanh(n_[k] + r_[k] * hn[k]);
-        h[k] = (T(1) - z_[k]) * n_[k] + z_[k] * h_prev[k];
+CHARRNN_ALWAYS_INLINE void gru_forward(T* R_ r, T* R_ z, T* R_ nn, const T* R_ ah_r, const T* R_ ah_z,
+                                       const T* R_ ah_n, const T* R_ h_prev, T* R_ hn, T* R_ h, std::size_t n) {
+    for (std::size_t k = 0; k < n; ++k) {
+        r[k] = sigmoid(r[k] + ah_r[k]);
+        z[k] = sigmoid(z[k] + ah_z[k]);
+        hn[k] = ah_n[k];
+        nn[k] = vtanh(nn[k] + r[k] * hn[k]);
+        h[k] = (T(1) - z[k]) * nn[k] + z[k] * h_prev[k];
     }
 }
 
-// From dh = dL/dh_t: the input-side pre-activation gradients dax (3m), the
-// recurrent-side ones dah (3m; differ from dax in the n block by the factor r)
-// and the direct part of dL/dh_{t-1}, dh_prev = dh * z.
-//   dn = dh (1 - z),  dz = dh (h_prev - n),  dan = dn (1 - n^2)
-//   dar = dan hn r(1-r),  daz = dz z(1-z),  dah_n = dan r
+// dax / dah: the input-side / recurrent-side pre-activation gradients (they
+// differ in the n block by the factor r); dh_prev = dh z is the direct part
+// of dL/dh_{t-1}.
+//   dan = dh (1 - z)(1 - n^2),  dar = dan hn r(1-r),  daz = dh (h_prev - n) z(1-z),  dah_n = dan r
 template <typename T>
-inline void gru_backward(const T* gates, const T* hn, const T* h_prev, const T* dh, T* dax, T* dah, T* dh_prev,
-                         std::size_t m) {
-    const T* r_ = gates;
-    const T* z_ = gates + m;
-    const T* n_ = gates + 2 * m;
-    for (std::size_t k = 0; k < m; ++k) {
-        const T dan = dh[k] * (T(1) - z_[k]) * (T(1) - n_[k] * n_[k]);
-        const T dar = dan * hn[k] * r_[k] * (T(1) - r_[k]);
-        const T daz = dh[k] * (h_prev[k] - n_[k]) * z_[k] * (T(1) - z_[k]);
-        dax[k] = dah[k] = dar;
-        dax[m + k] = dah[m + k] = daz;
-        dax[2 * m + k] = dan;
-        dah[2 * m + k] = dan * r_[k];
-        dh_prev[k] = dh[k] * z_[k];
+CHARRNN_ALWAYS_INLINE void gru_backward(const T* R_ r, const T* R_ z, const T* R_ nn, const T* R_ hn,
+                                        const T* R_ h_prev, const T* R_ dh, T* R_ dax_r, T* R_ dax_z, T* R_ dax_n,
+                                        T* R_ dah_r, T* R_ dah_z, T* R_ dah_n, T* R_ dh_prev, std::size_t n) {
+    for (std::size_t k = 0; k < n; ++k) {
+        const T dan = dh[k] * (T(1) - z[k]) * (T(1) - nn[k] * nn[k]);
+        const T dar = dan * hn[k] * r[k] * (T(1) - r[k]);
+        const T daz = dh[k] * (h_prev[k] - nn[k]) * z[k] * (T(1) - z[k]);
+        dax_r[k] = dar;
+        dah_r[k] = dar;
+        dax_z[k] = daz;
+        dah_z[k] = daz;
+        dax_n[k] = dan;
+        dah_n[k] = dan * r[k];
+        dh_prev[k] = dh[k] * z[k];
     }
 }
 
 }  // namespace charrnn
+
+#undef R_

@@ -1,41 +1,129 @@
 // The hot kernels, compiled once per instruction-set level and chosen at run
-// time (see simd.hpp): matrix product, tanh over an array, row softmax, and
-// clipped AdaGrad. Every variant runs the same operations in the same order,
-// but the build contracts a*b + c into fused multiply-adds where the target
-// has them (-ffp-contract=fast; AVX2 and AVX-512 do, the SSE2 baseline does
-// not), and a fused multiply-add rounds once instead of twice. So the last
-// bits of a result depend on the variant the CPU gets: CHARRNN_ISA=baseline,
-// avx2 or avx512 give slightly different numbers. For a fixed variant the
-// results are reproducible run to run and for any thread count.
+// time (simd.hpp): the packed matrix product, the cells over a block of units,
+// the row softmax, the optimiser update, the gradient norm and the dropout
+// masks. Every variant runs the same operations in the same order, but the
+// build contracts a*b + c into fused multiply-adds where the target has them
+// (-ffp-contract=fast; AVX2 and AVX-512 do, the SSE2 baseline does not), and
+// a fused multiply-add rounds once instead of twice. So the last bits of a
+// result depend on the variant the CPU gets (CHARRNN_ISA=baseline|avx2 lowers
+// it); for a fixed variant results are reproducible run to run and for any
+// thread count.
+//
+// long double (used for numerical gradients) always takes the plain scalar
+// variant.
 #pragma once
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <type_traits>
 
-#include "adagrad.hpp"
-#include "linalg.hpp"
+#include "cells.hpp"
+#include "dropout.hpp"
+#include "gemm.hpp"
+#include "layout.hpp"
+#include "optim.hpp"
 #include "simd.hpp"
 #include "vmath.hpp"
 
 namespace charrnn {
 
-// x <- tanh(x) elementwise.
+// ---------------------------------------------------------------- cells over streams and units
+
+// One time step of one layer for streams [0, B) and units [k0, k1) (k0 and k1
+// on block boundaries of the gate order).
 template <typename T>
-CHARRNN_ALWAYS_INLINE void tanh_inplace_impl(T* x, std::size_t n) {
-    for (std::size_t i = 0; i < n; ++i) x[i] = vtanh(x[i]);
+struct CellStep {
+    Cell cell;
+    std::size_t B, m;
+    GateOrder order;
+    T* Z;                       // B x G*m, gate order: pre-activations in, gate values out
+    const T* AH;                // gru: B x G*m, gate order: Wh h_prev + bh
+    const T* Hprev;             // B x m
+    T* H;                       // B x m
+    const T* Cprev;             // lstm: B x m
+    T* C;                       // lstm
+    T* TC;                      // lstm: tanh(c)
+    T* HN;                      // gru: B x m, ah_n
+    std::size_t k0, k1;
+};
+
+template <typename T>
+struct CellBackStep {
+    Cell cell;
+    std::size_t B, m;
+    GateOrder order;
+    const T* Z;                 // gate values, gate order
+    const T* Hprev;
+    const T* H;
+    const T* Cprev;
+    const T* TC;
+    const T* HN;
+    const T* dHin;              // B x m: dL/dh_t from above (output or next layer)
+    T* dh_next;                 // B x m: in, dL/dh_t from step t+1; out (gru), the direct part dh z
+    T* dc;                      // lstm: B x m, carried from step t+1 to t-1
+    T* dh;                      // B x m scratch
+    T* dA;                      // B x G*m, natural order: dL/d(pre-activations)
+    T* dAh;                     // gru: the recurrent-side ones
+    std::size_t k0, k1;
+};
+
+template <typename T, Cell C>
+CHARRNN_ALWAYS_INLINE void cell_forward_cell(const CellStep<T>& s) {
+    const std::size_t Gm = s.order.G * s.m;
+    for (std::size_t r = 0; r < s.B; ++r) {
+        for (std::size_t k0 = s.k0; k0 < s.k1; k0 += s.order.u) {
+            // the block's gates: u units of gate 0, then of gate 1, ...
+            const std::size_t ub = s.order.block_units(k0), hr = r * s.m + k0;
+            T* z = s.Z + r * Gm + k0 * s.order.G;
+            if constexpr (C == Cell::rnn) {
+                rnn_forward(z, s.H + hr, ub);
+            } else if constexpr (C == Cell::lstm) {
+                lstm_forward(z, z + ub, z + 2 * ub, z + 3 * ub, s.Cprev + hr, s.C + hr, s.TC + hr, s.H + hr, ub);
+            } else {
+                const T* ah = s.AH + r * Gm + k0 * s.order.G;
+                gru_forward(z, z + ub, z + 2 * ub, ah, ah + ub, ah + 2 * ub, s.Hprev + hr, s.HN + hr, s.H + hr, ub);
+            }
+        }
+    }
 }
+
+template <typename T, Cell C>
+CHARRNN_ALWAYS_INLINE void cell_backward_cell(const CellBackStep<T>& s) {
+    const std::size_t m = s.m, Gm = s.order.G * m;
+    for (std::size_t r = 0; r < s.B; ++r) {
+        for (std::size_t k0 = s.k0; k0 < s.k1; k0 += s.order.u) {
+            const std::size_t ub = s.order.block_units(k0), hr = r * m + k0;
+            T* dh = s.dh + hr;
+            for (std::size_t k = 0; k < ub; ++k) dh[k] = s.dHin[hr + k] + s.dh_next[hr + k];
+            const T* z = s.Z + r * Gm + k0 * s.order.G;  // gate order
+            T* dA = s.dA + r * Gm + k0;                    // natural order: gate g at g*m
+            if constexpr (C == Cell::rnn) {
+                rnn_backward(s.H + hr, dh, dA, ub);
+            } else if constexpr (C == Cell::lstm) {
+                lstm_backward(z, z + ub, z + 2 * ub, z + 3 * ub, s.Cprev + hr, s.TC + hr, dh, s.dc + hr, dA, dA + m,
+                              dA + 2 * m, dA + 3 * m, ub);
+            } else {
+                T* dAh = s.dAh + r * Gm + k0;
+                gru_backward(z, z + ub, z + 2 * ub, s.HN + hr, s.Hprev + hr, dh, dA, dA + m, dA + 2 * m, dAh, dAh + m,
+                             dAh + 2 * m, s.dh_next + hr, ub);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- softmax
 
 // For each of `rows` rows of O (length K, row stride ld), with s = scale * o:
 //   o <- softmax(s) = exp(scale * (o - max o)) / sum;  log_z[r] = log(sum) + scale * max o
 // so that -log p[y] = log_z[r] - s[y]. The maximum is taken before scaling, so
 // a huge scale (a tiny sampling temperature) sends the other entries to
-// exp(-huge) = 0 instead of overflowing to inf - inf; for scale = 1 this is
-// the plain softmax. Lane-wise partial max/sum keep the loops vectorisable
-// with a fixed order.
+// exp(-huge) = 0 instead of overflowing to inf - inf. Lane-wise partial
+// max/sum keep the loops vectorisable with a fixed order.
 template <typename T, int VB>
 CHARRNN_ALWAYS_INLINE void softmax_rows_impl(T* O, std::size_t rows, std::size_t K, std::size_t ld, T scale,
                                              T* log_z) {
-    constexpr std::size_t L = 2 * VB / sizeof(T);
+    constexpr std::size_t L = sizeof(T) > 8 ? 1 : 2 * VB / sizeof(T);
     for (std::size_t r = 0; r < rows; ++r) {
         T* o = O + r * ld;
         T mxl[L];
@@ -60,57 +148,65 @@ CHARRNN_ALWAYS_INLINE void softmax_rows_impl(T* O, std::size_t rows, std::size_t
     }
 }
 
-// dh <- (1 - h^2) * (dh + carry)  (carry may be null): back through tanh.
-template <typename T>
-CHARRNN_ALWAYS_INLINE void tanh_backward_impl(T* dh, const T* h, const T* carry, std::size_t n) {
-    if (carry) {
-        for (std::size_t i = 0; i < n; ++i) dh[i] = (T(1) - h[i] * h[i]) * (dh[i] + carry[i]);
-    } else {
-        for (std::size_t i = 0; i < n; ++i) dh[i] = (T(1) - h[i] * h[i]) * dh[i];
-    }
-}
+// ---------------------------------------------------------------- the table
 
 template <typename T>
 struct Kernels {
     Isa isa;
+    std::size_t NR;  // panel width of the packed products
     void (*gemm)(const GemmArgs<T>&);
-    void (*tanh_inplace)(T* x, std::size_t n);
+    void (*cell_forward[3])(const CellStep<T>&);
+    void (*cell_backward[3])(const CellBackStep<T>&);
     void (*softmax_rows)(T* O, std::size_t rows, std::size_t K, std::size_t ld, T scale, T* log_z);
-    void (*clip_adagrad)(T* theta, T* mem, const T* grad, std::size_t n, T eta, T clip, T eps);
-    void (*tanh_backward)(T* dh, const T* h, const T* carry, std::size_t n);
-    void (*transpose)(const T* src, std::size_t rows, std::size_t cols, T* dst, std::size_t r0, std::size_t r1);
+    void (*optimizer_range)(ClipMode, Optimizer, const OptSlot<T>&, std::size_t, std::size_t, const OptCoeffs<T>&);
+    double (*sum_squares)(const T* g, std::size_t n);
+    double (*finite_probe)(const T* g, std::size_t n);
+    void (*dropout_keep)(std::uint64_t key, std::size_t k0, std::size_t k1, std::uint32_t threshold,
+                         std::uint8_t* keep);
 };
 
-// One set of entry points per instruction set, VB = its vector width in bytes.
-#define CHARRNN_KERNEL_SET(ATTR, SUFFIX, VB, FMA)                                                                  \
-    template <typename T>                                                                                     \
-    struct KernelSet_##SUFFIX {                                                                               \
-        ATTR static void gemm(const GemmArgs<T>& g) { gemm_impl<T, VB, FMA>(g); }                             \
-        ATTR static void tanh_inplace(T* x, std::size_t n) { tanh_inplace_impl<T>(x, n); }                    \
-        ATTR static void softmax_rows(T* O, std::size_t rows, std::size_t K, std::size_t ld, T scale,        \
-                                      T* log_z) {                                                             \
-            softmax_rows_impl<T, VB>(O, rows, K, ld, scale, log_z);                                           \
-        }                                                                                                     \
-        ATTR static void clip_adagrad(T* theta, T* mem, const T* grad, std::size_t n, T eta, T clip, T eps) { \
-            clip_adagrad_impl<T>(theta, mem, grad, n, eta, clip, eps);                                        \
-        }                                                                                                     \
-        ATTR static void tanh_backward(T* dh, const T* h, const T* carry, std::size_t n) {                   \
-            tanh_backward_impl<T>(dh, h, carry, n);                                                           \
-        }                                                                                                     \
-        ATTR static void transpose(const T* src, std::size_t rows, std::size_t cols, T* dst, std::size_t r0, \
-                                   std::size_t r1) {                                                          \
-            transpose_impl<T>(src, rows, cols, dst, r0, r1);                                                  \
-        }                                                                                                     \
-        static Kernels<T> table(Isa isa) {                                                                    \
-            return {isa, &gemm, &tanh_inplace, &softmax_rows, &clip_adagrad, &tanh_backward, &transpose};      \
-        }                                                                                                     \
+// Vector registers: 32 with AVX-512, 16 otherwise. The micro-kernel keeps MR
+// rows x NV = 4 vectors of accumulators: 6 x 4 = 24 of 32 registers, 2 x 4 = 8 of 16.
+template <typename T, int VB>
+struct KernelShape {
+    static constexpr int VL = sizeof(T) > 8 ? 1 : VB / static_cast<int>(sizeof(T));
+    static constexpr int NV = 4;
+    static constexpr int MR = VB >= 64 ? 6 : 2;
+    static constexpr std::size_t KC = 256;
+};
+
+#define CHARRNN_KERNEL_SET(ATTR, SUFFIX, VB)                                                                          \
+    template <typename T>                                                                                           \
+    struct KernelSet_##SUFFIX {                                                                                     \
+        using S = KernelShape<T, VB>;                                                                               \
+        ATTR static void gemm(const GemmArgs<T>& g) { gemm_impl<T, S::VL, S::NV, S::MR, S::KC>(g); }                \
+        ATTR static void fwd_rnn(const CellStep<T>& s) { cell_forward_cell<T, Cell::rnn>(s); }                       \
+        ATTR static void fwd_lstm(const CellStep<T>& s) { cell_forward_cell<T, Cell::lstm>(s); }                     \
+        ATTR static void fwd_gru(const CellStep<T>& s) { cell_forward_cell<T, Cell::gru>(s); }                       \
+        ATTR static void bwd_rnn(const CellBackStep<T>& s) { cell_backward_cell<T, Cell::rnn>(s); }                  \
+        ATTR static void bwd_lstm(const CellBackStep<T>& s) { cell_backward_cell<T, Cell::lstm>(s); }                \
+        ATTR static void bwd_gru(const CellBackStep<T>& s) { cell_backward_cell<T, Cell::gru>(s); }                  \
+        ATTR static void softmax_rows(T* O, std::size_t rows, std::size_t K, std::size_t ld, T scale, T* log_z) {   \
+            softmax_rows_impl<T, VB>(O, rows, K, ld, scale, log_z);                                                 \
+        }                                                                                                           \
+        ATTR static void optimizer_range(ClipMode c, Optimizer o, const OptSlot<T>& sl, std::size_t i0,             \
+                                         std::size_t i1, const OptCoeffs<T>& k) {                                   \
+            optimizer_range_impl<T>(c, o, sl, i0, i1, k);                                                           \
+        }                                                                                                           \
+        ATTR static double sum_squares(const T* g, std::size_t n) { return sum_squares_impl<T>(g, n); }             \
+        ATTR static double finite_probe(const T* g, std::size_t n) { return finite_probe_impl<T>(g, n); }           \
+        ATTR static void dropout_keep(std::uint64_t key, std::size_t k0, std::size_t k1, std::uint32_t threshold,   \
+                                      std::uint8_t* keep) {                                                         \
+            dropout_keep_impl(key, k0, k1, threshold, keep);                                                        \
+        }                                                                                                           \
+        static Kernels<T> table(Isa isa) {                                                                          \
+            return {isa,         static_cast<std::size_t>(S::NV * S::VL),                                           \
+                    &gemm,       {&fwd_rnn, &fwd_lstm, &fwd_gru},                                                   \
+                    {&bwd_rnn, &bwd_lstm, &bwd_gru},                                                                \
+                    &softmax_rows, &optimizer_range, &sum_squares, &finite_probe, &dropout_keep};                   \
+        }                                                                                                           \
     };
 
-#if defined(__FMA__)
-#define CHARRNN_BASELINE_FMA true
-#else
-#define CHARRNN_BASELINE_FMA false
-#endif
 #if defined(__AVX512F__)
 #define CHARRNN_BASELINE_VB 64
 #elif defined(__AVX__)
@@ -119,18 +215,20 @@ struct Kernels {
 #define CHARRNN_BASELINE_VB 16
 #endif
 
-CHARRNN_KERNEL_SET(, baseline, CHARRNN_BASELINE_VB, CHARRNN_BASELINE_FMA)
+CHARRNN_KERNEL_SET(, baseline, CHARRNN_BASELINE_VB)
 #if CHARRNN_X86_DISPATCH
-CHARRNN_KERNEL_SET(CHARRNN_TARGET_AVX2, avx2, 32, true)
-CHARRNN_KERNEL_SET(CHARRNN_TARGET_AVX512, avx512, 64, true)
+CHARRNN_KERNEL_SET(CHARRNN_TARGET_AVX2, avx2, 32)
+CHARRNN_KERNEL_SET(CHARRNN_TARGET_AVX512, avx512, 64)
 #endif
 #undef CHARRNN_KERNEL_SET
 
 template <typename T>
 Kernels<T> select_kernels(Isa isa) {
 #if CHARRNN_X86_DISPATCH
-    if (isa == Isa::avx512) return KernelSet_avx512<T>::table(Isa::avx512);
-    if (isa == Isa::avx2) return KernelSet_avx2<T>::table(Isa::avx2);
+    if constexpr (sizeof(T) <= 8) {
+        if (isa == Isa::avx512) return KernelSet_avx512<T>::table(Isa::avx512);
+        if (isa == Isa::avx2) return KernelSet_avx2<T>::table(Isa::avx2);
+    }
 #endif
     (void)isa;
     return KernelSet_baseline<T>::table(Isa::baseline);

@@ -1,5 +1,5 @@
-// Text synthesis: run the recurrence and draw each next character from
-// softmax(o / temperature).
+// Text synthesis: run the network one character at a time and draw each
+// next character from softmax(o / temperature), optionally filtered.
 #pragma once
 
 #include <algorithm>
@@ -9,8 +9,8 @@
 #include <numeric>
 #include <vector>
 
+#include "engine.hpp"
 #include "kernels.hpp"
-#include "rnn.hpp"
 #include "walk.hpp"
 
 namespace charrnn {
@@ -130,29 +130,25 @@ void sample_loop(const Kernels<T>& kn, std::size_t K, const I* prime, std::size_
     }
 }
 
-// The vanilla RNN sampler: h (m) is the hidden state, updated in place; see sample_loop.
+// The sampler: `state` (one stream's state_size values) is updated in
+// place; see sample_loop.
 template <typename T, typename I>
-void sample(const ParamsView<T>& P, T* h, const I* prime, std::size_t n_prime, std::size_t n,
-            double temperature, std::uint64_t seed, std::int32_t* out, const SampleOptions& opt = {}) {
-    const std::size_t m = P.m, K = P.K;
-    const Kernels<T>& kn = kernels<T>();
-    Transposed<T> tr;
-    tr.resize(K, m);
-    tr.refresh(kn, P, 0, 1);
-    std::vector<T> a(m);
-    // h = tanh(W h + U[:, x] + b)
+void sample(const NetLayout& lay, const std::vector<T*>& params, T* state, const I* prime, std::size_t n_prime,
+            std::size_t n, double temperature, const SampleOptions& opt, std::uint64_t seed, std::int32_t* out) {
+    const NetParams<T> P(lay, params);
+    Engine<T> eng(lay, 1);
+    eng.prepare(P, 0);
+    eng.resize(1, 1);
+    eng.targets()[0] = 0;
+    // feed character x: one step of one stream
     auto advance = [&](std::size_t x) {
-        for (std::size_t i = 0; i < m; ++i) a[i] = P.b[i] + P.U[i * K + x];
-        kn.gemm({1, m, m, h, m, 1, tr.WT.data(), m, a.data(), m, true});
-        kn.tanh_inplace(a.data(), m);
-        std::copy(a.begin(), a.end(), h);
+        eng.inputs()[0] = static_cast<std::int32_t>(x);
+        eng.set_state(0, state);
+        eng.forward(0);
+        eng.get_state(0, state);
     };
-    // o = V h + c
-    auto logits = [&](T* o) {
-        std::copy(P.c, P.c + K, o);
-        kn.gemm({1, K, m, h, m, 1, tr.VT.data(), K, o, K, true});
-    };
-    sample_loop<T>(kn, K, prime, n_prime, n, temperature, opt, seed, out, advance, logits);
+    auto logits = [&](T* o) { eng.logits(P, o); };
+    sample_loop<T>(eng.kn, lay.K, prime, n_prime, n, temperature, opt, seed, out, advance, logits);
 }
 
 }  // namespace charrnn

@@ -10,8 +10,10 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define CHARRNN_ALWAYS_INLINE inline __attribute__((always_inline))
+#define CHARRNN_RESTRICT __restrict__
 #else
 #define CHARRNN_ALWAYS_INLINE inline
+#define CHARRNN_RESTRICT
 #endif
 
 // Run-time dispatch needs GCC/Clang on x86-64 (target attributes and

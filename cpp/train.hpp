@@ -1,13 +1,8 @@
-// Training: one step (loss, BPTT, clip + AdaGrad) over B streams, and the
-// walks through a text -- the classic single walk (B = 1) and B parallel
-// walks over B contiguous segments of the text.
-//
-// With B > 1 the gradients of the B streams are SUMMED (not averaged) and
-// then clipped and applied in one AdaGrad update, and the reported loss is
-// the sum over all B * seq_len predictions. B = 1 is exactly the classic
-// algorithm. Threads split the streams for the recurrences and the output
-// rows for everything else (rnn.hpp), so results are bit-identical for every
-// thread count.
+// Training: one update (forward, BPTT, clipping and the optimiser) of the
+// engine, and the walk of many updates through a text by B streams
+// (walk.hpp). The gradients of the B streams are SUMMED (not averaged) into
+// one update, and the reported loss of an update is the sum over all
+// B * seq_len predictions; B = 1 is exactly the classic algorithm.
 #pragma once
 
 #include <algorithm>
@@ -16,191 +11,155 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels.hpp"
+#include "engine.hpp"
+#include "optim.hpp"
 #include "parallel.hpp"
-#include "rnn.hpp"
 #include "walk.hpp"
 
 namespace charrnn {
 
-struct AdagradConfig {
-    double eta = 0.1;
-    double clip = 5.0;
-    double eps = 1e-8;
+// Gradients kept for the global norm, in blocks of this many entries: the
+// norm's partial sums are per block and added in block order, so it does
+// not depend on how blocks are shared between threads.
+constexpr std::size_t kNormBlock = 4096;
+
+// What one update did: its loss, and whether it was applied (the loss and
+// every gradient entry finite; if not, nothing was changed).
+struct StepResult {
+    double loss = 0.0;
+    bool applied = false;
 };
 
-// Everything a training step needs besides the parameters, allocated once.
-// The phase functions are called by every worker of a team of `threads`
-// (id = 0..threads-1) with barriers in between; with one thread they simply
-// run in order.
 template <typename T>
-struct Trainer {
-    std::size_t K, m, B, threads;
-    const Kernels<T>& kn;
-    Transposed<T> tr;
-    Activations<T> act;
-    WorkArray<T> grad;  // all five gradients, back to back (every step overwrites all of them)
-    MutableParams<T> g;
-    SpinBarrier barrier;
+class Trainer {
+public:
+    Engine<T> eng;
 
-    Trainer(std::size_t K_, std::size_t m_, std::size_t B_ = 1, std::size_t threads_ = 1)
-        : K(K_), m(m_), B(B_), threads(std::max<std::size_t>(1, threads_)), kn(kernels<T>()),
-          grad(n_params(K_, m_)), barrier(threads) {
-        tr.resize(K, m);
-        T* base = grad.data();
-        g.U = base;
-        g.W = g.U + m * K;
-        g.V = g.W + m * m;
-        g.b = g.V + K * m;
-        g.c = g.b + m;
-    }
-
-    // Sets the chunk: x, y are n*B time-major indices, h0 is B x m.
-    template <typename I>
-    void load(const I* x, const I* y, std::size_t n, const T* h0) {
-        act.resize(B, n, K, m);
-        for (std::size_t r = 0; r < n * B; ++r) {
-            act.x[r] = safe_index(x[r], K);
-            act.y[r] = safe_index(y[r], K);
+    // params, s1, s2: flat lists in layout order (s2 only for adam).
+    Trainer(const NetLayout& lay, std::size_t threads, const std::vector<T*>& params, const std::vector<T*>& s1,
+            const std::vector<T*>& s2, const OptConfig& cfg)
+        : eng(lay, threads), P(lay, params), cfg_(cfg) {
+        const auto specs = lay.arrays();
+        std::size_t total = 0;
+        for (const auto& s : specs) total += s.size();
+        grad_.resize(total);
+        for (std::size_t i = 0, off = 0; i < specs.size(); off += specs[i].size(), ++i) {
+            g_.push_back(grad_.data() + off);
+            slots_.push_back({params[i], grad_.data() + off, s1[i], s2.empty() ? nullptr : s2[i], specs[i].size()});
+            for (std::size_t b = 0; b < specs[i].size(); b += kNormBlock)
+                blocks_.push_back({i, b, std::min(specs[i].size(), b + kNormBlock)});
         }
-        std::copy(h0, h0 + B * m, act.h.begin());
+        partial_.resize(blocks_.size());
     }
 
-    // Forward pass and loss (worker id). Returns the loss, the same on every worker.
-    double forward_phase(const ParamsView<T>& P, std::size_t id) {
-        tr.refresh(kn, P, id, threads);
-        barrier.wait();
-        const Range s = split_range(B, id, threads);
-        forward_recurrence(kn, P, tr, act, s.begin, s.end);
-        barrier.wait();
-        // Output layer and its backward are row-local: do both for blocks of
-        // rows while the block is in cache (dO, dH are computed even if the
-        // loss turns out not finite; the step is then simply not applied).
-        const Range r = split_range(act.n * B, id, threads, 4);
-        constexpr std::size_t block = 64;
-        for (std::size_t r0 = r.begin; r0 < r.end; r0 += block) {
-            const std::size_t r1 = std::min(r.end, r0 + block);
-            output_layer(kn, P, tr, act, r0, r1);
-            output_backward(kn, P, act, r0, r1);
+    // One update on the chunk loaded in the engine (inputs, targets, initial
+    // states), as worker id; t is the number of updates done before it. The
+    // result is the same on every worker. A finite loss can still come with an
+    // infinite or NaN gradient (weights large enough for a product to
+    // overflow): that update is not applied either.
+    StepResult step(std::size_t id, std::uint64_t t) {
+        eng.prepare(P, id);
+        eng.forward(id);
+        const double loss = eng.output(P, id, true);
+        if (!std::isfinite(loss)) return {loss, false};
+        eng.backward(g_, id);
+        return {loss, update(id, t + 1)};
+    }
+
+    // The parameters as the engine reads them (benchmarks/profile_phases.cpp
+    // times the engine's phases one by one with them).
+    const NetParams<T>& params() const { return P; }
+
+private:
+    struct Block {
+        std::size_t slot, begin, end;
+    };
+    NetParams<T> P;
+    OptConfig cfg_;
+    WorkArray<T> grad_;
+    std::vector<T*> g_;
+    std::vector<OptSlot<T>> slots_;
+    std::vector<Block> blocks_;
+    std::vector<double> partial_;
+
+    // Clipping and the optimiser step, unless the gradient (or, for
+    // global_norm clipping, its norm) is not finite: then nothing is changed.
+    bool update(std::size_t id, std::uint64_t t) {
+        const auto& kn = eng.kn;
+        const std::size_t threads = eng.threads;
+        const bool by_norm = cfg_.clip_mode == ClipMode::global_norm;
+        const Range r = split_range(blocks_.size(), id, threads);
+        for (std::size_t b = r.begin; b < r.end; ++b) {
+            const Block& bl = blocks_[b];
+            const T* g = slots_[bl.slot].grad + bl.begin;
+            partial_[b] = by_norm ? kn.sum_squares(g, bl.end - bl.begin) : kn.finite_probe(g, bl.end - bl.begin);
         }
-        barrier.wait();
-        return act.loss();
-    }
-
-    // Backward pass into g (worker id), after forward_phase.
-    void backward_phase(const ParamsView<T>& P, std::size_t id) {
-        const Range s = split_range(B, id, threads);
-        backward_recurrence(kn, P, act, s.begin, s.end);
-        barrier.wait();
-        parameter_gradients(kn, P, act, g, id, threads);
-        barrier.wait();
-    }
-
-    // theta <- AdaGrad step with the gradients in g (worker id's share of every array).
-    void adagrad_phase(MutableParams<T> theta, MutableParams<T> mem, const AdagradConfig& cfg, std::size_t id) {
-        const T eta = static_cast<T>(cfg.eta), clip = static_cast<T>(cfg.clip), eps = static_cast<T>(cfg.eps);
-        T* th[5] = {theta.U, theta.W, theta.V, theta.b, theta.c};
-        T* me[5] = {mem.U, mem.W, mem.V, mem.b, mem.c};
-        const T* gr[5] = {g.U, g.W, g.V, g.b, g.c};
-        const std::size_t n[5] = {m * K, m * m, K * m, m, K};
-        for (int a = 0; a < 5; ++a) {
-            const Range r = split_range(n[a], id, threads, 64);
-            if (r.size()) kn.clip_adagrad(th[a] + r.begin, me[a] + r.begin, gr[a] + r.begin, r.size(), eta, clip, eps);
+        eng.barrier.wait();
+        double sum = 0.0;
+        for (double p : partial_) sum += p;
+        if (!std::isfinite(sum)) return false;
+        const OptCoeffs<T> k = opt_coeffs<T>(cfg_, t, by_norm ? std::sqrt(sum) : 0.0);
+        for (const auto& sl : slots_) {
+            const Range r = split_range(sl.n, id, threads, 64);
+            if (r.size()) kn.optimizer_range(cfg_.clip_mode, cfg_.opt, sl, r.begin, r.end, k);
         }
-        barrier.wait();
-    }
-
-    // Loss and raw (unclipped) gradients into g; act keeps h_last.
-    template <typename I>
-    double loss_and_grads(const ParamsView<T>& P, const I* x, const I* y, std::size_t n, const T* h0) {
-        load(x, y, n, h0);
-        double loss = 0.0;
-        run_team(threads, [&](std::size_t id) {
-            const double l = forward_phase(P, id);
-            backward_phase(P, id);
-            if (id == 0) loss = l;
-        });
-        return loss;
-    }
-
-    // One full step on worker id; h (B x m) is replaced by the last hidden
-    // states by worker 0. If the loss is not finite the parameters are left
-    // untouched (on every worker).
-    double step_phase(MutableParams<T> theta, MutableParams<T> mem, T* h, const AdagradConfig& cfg, std::size_t id) {
-        const ParamsView<T> P = theta.view(K, m);
-        const double loss = forward_phase(P, id);
-        if (!std::isfinite(loss)) return loss;
-        backward_phase(P, id);
-        adagrad_phase(theta, mem, cfg, id);
-        if (id == 0) std::copy(act.h_last(), act.h_last() + B * m, h);
-        return loss;
-    }
-
-    // One full step with the whole team.
-    template <typename I>
-    double step(MutableParams<T> theta, MutableParams<T> mem, const I* x, const I* y, std::size_t n, T* h,
-                const AdagradConfig& cfg) {
-        load(x, y, n, h);
-        double loss = 0.0;
-        run_team(threads, [&](std::size_t id) {
-            const double l = step_phase(theta, mem, h, cfg, id);
-            if (id == 0) loss = l;
-        });
-        return loss;
+        eng.barrier.wait();
+        return true;
     }
 };
 
-struct WalkState {
+struct WalkResult {
     std::vector<std::size_t> pos;    // per stream: offset in its segment of the next chunk's first input
     std::vector<std::size_t> wraps;  // per stream: times it went back to the start of its segment
-    std::size_t steps_done = 0;      // steps completed in this call
-    bool diverged = false;           // stopped on a non-finite loss (parameters untouched by it)
+    std::size_t steps_done = 0;
+    bool diverged = false;           // stopped on a non-finite loss or gradient (that update not applied)
 };
 
-// B walks through data[0..N): stream s owns the segment [s*L, (s+1)*L) with
-// L = N / B (the last N - B*L characters are not used when B > 1). Each step
-// takes inputs seg[pos..pos+n) and targets seg[pos+1..pos+n+1) from every
-// stream; when a full chunk no longer fits in a stream's segment, that stream
-// returns to offset 0 with a zero hidden state (a new epoch). With B = 1 this
-// is the classic walk. h is B x m, pos holds B offsets.
+// n_steps updates walking data[0..N) with B streams from offsets pos (B),
+// states (B x state_size) updated in place, t the updates done so far
+// (updated); losses[i] = summed loss of update i.
 template <typename T, typename I>
-WalkState train_walk(MutableParams<T> theta, MutableParams<T> mem, const I* data, std::size_t N, T* h,
-                     const std::size_t* pos, std::size_t B, std::size_t n_steps, std::size_t seq_len,
-                     const AdagradConfig& cfg, T* losses, std::size_t K, std::size_t m, std::size_t threads) {
-    Trainer<T> trainer(K, m, B, threads);
-    const std::size_t L = N / B;
-    WalkState w;
+WalkResult train_walk(Trainer<T>& tr, const Dropout& drop, const I* data, const Segments& seg, T* states,
+                      const std::size_t* pos, std::size_t n_steps, std::size_t seq_len, std::uint64_t& t,
+                      T* losses) {
+    Engine<T>& eng = tr.eng;
+    const NetLayout& lay = eng.lay;
+    const std::size_t B = seg.B, L = seg.length(), SS = lay.state_size();
+    WalkResult w;
     w.pos.assign(pos, pos + B);
     w.wraps.assign(B, 0);
-    trainer.act.resize(B, seq_len, K, m);
+    eng.dropout = drop;
+    eng.resize(B, seq_len);
     std::vector<ChunkPlan> plan(B);
-    run_team(trainer.threads, [&](std::size_t id) {
+    run_team(eng.threads, [&](std::size_t id) {
         for (std::size_t step = 0; step < n_steps; ++step) {
             if (id == 0) {
-                // Bookkeeping on one worker: where each stream's chunk starts
-                // and its initial state (zeros after a wrap). h, pos and wraps
-                // change only once the step has been applied.
+                // Where each stream's chunk starts, and its state (zeros after
+                // a wrap). Positions and states change only once the update is applied.
+                eng.dropout.update = t;
                 for (std::size_t s = 0; s < B; ++s) {
                     plan[s] = ChunkPlan::at(w.pos[s], seq_len, L);
-                    copy_chunk(data + s * L + plan[s].start, seq_len, K, trainer.act.x.data() + s,
-                               trainer.act.y.data() + s, B);
-                    T* h0 = trainer.act.h.data() + s * m;
+                    copy_chunk(data + s * L + plan[s].start, seq_len, lay.K, eng.inputs() + s, eng.targets() + s, B);
                     if (plan[s].wrap) {
-                        std::fill(h0, h0 + m, T(0));
+                        eng.zero_state(s);
                     } else {
-                        std::copy(h + s * m, h + (s + 1) * m, h0);
+                        eng.set_state(s, states + s * SS);
                     }
                 }
             }
-            trainer.barrier.wait();
-            const double loss = trainer.step_phase(theta, mem, h, cfg, id);
-            if (!std::isfinite(loss)) {
+            eng.barrier.wait();
+            const StepResult r = tr.step(id, t);
+            if (!r.applied) {
                 if (id == 0) w.diverged = true;
                 break;
             }
             if (id == 0) {
-                losses[step] = static_cast<T>(loss);
-                for (std::size_t s = 0; s < B; ++s) plan[s].commit(seq_len, w.pos[s], w.wraps[s]);
+                losses[step] = static_cast<T>(r.loss);
+                for (std::size_t s = 0; s < B; ++s) {
+                    plan[s].commit(seq_len, w.pos[s], w.wraps[s]);
+                    eng.get_state(s, states + s * SS);
+                }
+                ++t;
                 ++w.steps_done;
             }
         }
@@ -208,12 +167,60 @@ WalkState train_walk(MutableParams<T> theta, MutableParams<T> mem, const I* data
     return w;
 }
 
-// The classic single walk (B = 1): see train_walk.
-template <typename T, typename I>
-WalkState train_steps(MutableParams<T> theta, MutableParams<T> mem, const I* data, std::size_t N, T* h,
-                      std::size_t pos, std::size_t n_steps, std::size_t seq_len, const AdagradConfig& cfg,
-                      T* losses, std::size_t K, std::size_t m) {
-    return train_walk(theta, mem, data, N, h, &pos, 1, n_steps, seq_len, cfg, losses, K, m, 1);
+// Loads an explicit chunk: X, Y (B x n, stream-major), states (B x state_size).
+template <typename T, typename I, typename J>
+void load_chunk(Engine<T>& eng, const I* X, const J* Y, std::size_t B, std::size_t n, const T* states) {
+    const NetLayout& lay = eng.lay;
+    eng.resize(B, n);
+    for (std::size_t s = 0; s < B; ++s) {
+        for (std::size_t t = 0; t < n; ++t) {
+            eng.inputs()[t * B + s] = safe_index(X[s * n + t], lay.K);
+            eng.targets()[t * B + s] = safe_index(Y[s * n + t], lay.K);
+        }
+        eng.set_state(s, states + s * lay.state_size());
+    }
+}
+
+// Loss and raw gradients (into g) of an explicit chunk; states replaced by the final states.
+template <typename T, typename I, typename J>
+double chunk_loss_and_grads(const NetLayout& lay, std::size_t threads, const std::vector<T*>& params,
+                            const Dropout& drop, const I* X, const J* Y, std::size_t B, std::size_t n, T* states,
+                            const std::vector<T*>& g) {
+    Engine<T> eng(lay, threads);
+    eng.dropout = drop;
+    load_chunk(eng, X, Y, B, n, states);
+    const NetParams<T> P(lay, params);
+    double loss = 0.0;
+    run_team(eng.threads, [&](std::size_t id) {
+        eng.prepare(P, id);
+        eng.forward(id);
+        const double l = eng.output(P, id, true);
+        eng.backward(g, id);
+        if (id == 0) loss = l;
+    });
+    for (std::size_t s = 0; s < B; ++s) eng.get_state(s, states + s * lay.state_size());
+    return loss;
+}
+
+// One update on an explicit chunk; states replaced by the final states and t
+// incremented when it is applied (else nothing changes).
+template <typename T, typename I, typename J>
+StepResult train_chunk(Trainer<T>& tr, const Dropout& drop, const I* X, const J* Y, std::size_t B, std::size_t n,
+                   T* states, std::uint64_t& t) {
+    Engine<T>& eng = tr.eng;
+    eng.dropout = drop;
+    eng.dropout.update = t;
+    load_chunk(eng, X, Y, B, n, states);
+    StepResult result;
+    run_team(eng.threads, [&](std::size_t id) {
+        const StepResult r = tr.step(id, t);
+        if (id == 0) result = r;
+    });
+    if (result.applied) {
+        for (std::size_t s = 0; s < B; ++s) eng.get_state(s, states + s * eng.lay.state_size());
+        ++t;
+    }
+    return result;
 }
 
 }  // namespace charrnn

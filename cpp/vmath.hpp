@@ -11,6 +11,7 @@
 // exact to working precision.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -143,5 +144,9 @@ CHARRNN_ALWAYS_INLINE T vtanh(T x) {
     const T t = em1 / (em1 + T(2));
     return nan ? x : (x < T(0) ? -t : t);
 }
+
+// long double (numerical gradients only) uses the C library.
+inline long double vexp(long double x) { return std::exp(x); }
+inline long double vtanh(long double x) { return std::tanh(x); }
 
 }  // namespace charrnn

@@ -1,24 +1,34 @@
-"""Shared helpers for the test-suite."""
+"""Shared helpers for the test-suite (importable as `helpers`; see conftest.py)."""
+
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
-from charrnn_ext.params import PARAM_NAMES, init_params
+from charrnn_ext.layout import PARAM_NAMES, STATES, init_params, net_init
+
+CELLS = ("rnn", "lstm", "gru")
+
+#: True when the tests run under AddressSanitizer (CI's second stage preloads its runtime). Its shadow
+#: memory reserves terabytes of address space and it slows everything down, so address-space caps and
+#: memory or time figures do not apply then.
+SANITIZED = "libasan" in os.environ.get("LD_PRELOAD", "")
 
 
 def max_rel_err(a, b, eps: float = 1e-12) -> float:
-    """max |a - b| / max(eps, |a| + |b|), elementwise, as a float."""
+    """max |a - b| / max(eps, |a| + |b|), elementwise, as a float (0 for empty arrays)."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    return float(np.max(np.abs(a - b) / np.maximum(eps, np.abs(a) + np.abs(b))))
+    return float(np.max(np.abs(a - b) / np.maximum(eps, np.abs(a) + np.abs(b)))) if a.size else 0.0
 
 
 def max_scaled_err(a, b) -> float:
     """max |a - b| / max |b|: the error relative to the array's own scale.
 
-    Used for parameters after many AdaGrad steps, where single entries pass
-    close to zero (theta - eta*g/sqrt(M) cancels) and an elementwise relative
-    error would measure that cancellation rather than a disagreement.
+    Used for parameters after many updates, where single entries pass close
+    to zero (theta - eta*g/sqrt(M) cancels) and an elementwise relative error
+    would measure that cancellation rather than a disagreement.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -26,7 +36,7 @@ def max_scaled_err(a, b) -> float:
 
 
 def problem(K: int, m: int, T: int, seed: int = 0, sig: float = 0.01, dtype=np.float64):
-    """Random parameters, a random chunk X -> Y and a random h0."""
+    """Classic parameters (U, W, V, b, c), a random chunk X -> Y and a random h0 (m,)."""
     rng = np.random.default_rng(seed)
     params = init_params(K, m, sig, seed=rng, dtype=dtype)
     data = rng.integers(0, K, T + 1)
@@ -35,7 +45,45 @@ def problem(K: int, m: int, T: int, seed: int = 0, sig: float = 0.01, dtype=np.f
 
 
 def perturbed(params, scale: float, seed: int):
-    """params plus N(0, scale^2) noise on every entry (b and c included)."""
+    """params plus N(0, scale^2) noise on every entry (biases included)."""
     rng = np.random.default_rng(seed)
-    return {k: params[k] + scale * rng.standard_normal(params[k].shape).astype(params[k].dtype)
-            for k in PARAM_NAMES}
+    return {k: v + scale * rng.standard_normal(v.shape).astype(v.dtype) for k, v in params.items()}
+
+
+def net_problem(cell, K, m, layers, T, seed=0, sig=0.15, dtype=np.float64, streams=None):
+    """Network parameters on a contracting scale (spectral radius of every Wh
+    well below 1), non-zero biases, a random chunk X -> Y ((T,) or (streams, T))
+    and a random state h0 ((layers, S*m) or (streams, layers, S*m))."""
+    rng = np.random.default_rng(seed)
+    params = net_init(cell, K, m, layers, sig=sig, seed=rng, dtype=np.float64)
+    for v in params.values():
+        if v.ndim == 1:
+            v += 0.2 * rng.standard_normal(v.shape)
+    params = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in params.items()}
+    shape = (T + 1,) if streams is None else (streams, T + 1)
+    data = rng.integers(0, K, shape)
+    state = (layers, STATES[cell] * m) if streams is None else (streams, layers, STATES[cell] * m)
+    h0 = (0.5 * np.tanh(rng.standard_normal(state))).astype(dtype)
+    return params, data[..., :-1], data[..., 1:], h0
+
+
+def spectral_radius(params, cell, m):
+    """Largest spectral norm of any m x m gate block of any Wh."""
+    out = 0.0
+    for k, v in params.items():
+        if k.endswith(".Wh"):
+            for g in range(v.shape[0] // m):
+                out = max(out, float(np.linalg.norm(v[g * m : (g + 1) * m], 2)))
+    return out
+
+
+__all__ = [
+    "CELLS",
+    "PARAM_NAMES",
+    "max_rel_err",
+    "max_scaled_err",
+    "net_problem",
+    "perturbed",
+    "problem",
+    "spectral_radius",
+]

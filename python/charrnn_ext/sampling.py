@@ -1,31 +1,37 @@
 """Text synthesis on top of the C++ sampler, with strings instead of indices."""
+
 from __future__ import annotations
 
 import math
 import secrets
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
 from . import _core
+from .config import default
 from .data import Vocabulary
 
-__all__ = ["derived_seed", "default_start_char", "random_seed", "sample_pieces", "sample_text"]
+__all__ = ["default_start_char", "derived_seed", "random_seed", "sample_pieces", "sample_text"]
 
 #: Tags that keep the seeds of different kinds of samples apart.
-SEED_TAG_PROGRESS = 0  # the 200-character samples taken during training
+SEED_TAG_PROGRESS = 0  # the samples taken during training
 SEED_TAG_PASSAGE = 1  # the final passage from the best model
 
 
-def derived_seed(run_seed: int, tag: int, step: int) -> int:
-    """A 64-bit sampler seed determined by the run seed, a tag and a step.
+def _check_int(name: str, v: Any, high: int = 2**64) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) < high:
+        raise ValueError(f"{name} must be an integer in [0, {'2**64' if high == 2**64 else high}), got {v!r}")
+    return int(v)
 
-    Resuming a run therefore reproduces the same samples.
-    """
-    for name, v in (("run_seed", run_seed), ("tag", tag), ("step", step)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
-    ss = np.random.SeedSequence(int(run_seed), spawn_key=(int(tag), int(step)))
+
+def derived_seed(run_seed: int, tag: int, step: int) -> int:
+    """A 64-bit sampler seed determined by the run seed, a tag and a step,
+    so that a resumed run reproduces the same samples."""
+    ss = np.random.SeedSequence(
+        _check_int("run_seed", run_seed), spawn_key=(_check_int("tag", tag), _check_int("step", step))
+    )
     return int(ss.generate_state(1, dtype=np.uint64)[0])
 
 
@@ -49,19 +55,24 @@ def encode_prime(vocab: Vocabulary, prime: str) -> np.ndarray:
     missing = sorted({ch for ch in prime if ch not in vocab.chars})
     if missing:
         shown = ", ".join(repr(ch) for ch in missing)
-        raise ValueError(f"prime contains character(s) {shown} that are not in the model's "
-                         f"{vocab.size}-character vocabulary")
+        raise ValueError(
+            f"prime contains character(s) {shown} that are not in the model's {vocab.size}-character vocabulary"
+        )
     return vocab.encode(prime)
 
 
 _GOLDEN = 0x9E3779B97F4A7C15  # SplitMix64's increment: the C++ sampler advances its state by this per draw
 
 
-def _sample_args(vocab: Vocabulary, n: Any, temperature: Any, prime: Any, seed: int | None) -> tuple[np.ndarray, int]:
+def _sample_args(vocab: Vocabulary, n: Any, temperature: Any, prime: Any, seed: Any) -> tuple[np.ndarray, int]:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not math.isfinite(temperature) or temperature <= 0:
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float, np.integer, np.floating))
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
     if prime is None:
         idx = vocab.encode(default_start_char(vocab))
@@ -69,49 +80,78 @@ def _sample_args(vocab: Vocabulary, n: Any, temperature: Any, prime: Any, seed: 
         idx = encode_prime(vocab, prime)
     else:
         idx = np.asarray(prime)
-    if seed is None:
-        seed = random_seed()
-    return idx, int(seed)
+    return idx, random_seed() if seed is None else _check_int("seed", seed)
 
 
-def _draw(params: Mapping[str, np.ndarray], cell: str | None, h0: np.ndarray | None, idx: np.ndarray, n: int,
-          temperature: float, seed: int, top_k: int, top_p: float, greedy: bool) -> tuple[np.ndarray, np.ndarray]:
-    if cell is None:  # the classic U, W, V, b, c parameters
-        return _core.sample(params, h0, idx, int(n), float(temperature), int(seed), top_k=top_k, top_p=top_p,
-                            greedy=greedy)
-    return _core.net_sample(cell, params, h0, idx, int(n), float(temperature), top_k=top_k, top_p=top_p,
-                            greedy=greedy, seed=int(seed))
-
-
-def sample_text(params: Mapping[str, np.ndarray], vocab: Vocabulary, n: int, *, temperature: float = 1.0,
-                prime: str | np.ndarray | None = None, seed: int | None = None,
-                h0: np.ndarray | None = None, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
-                cell: str | None = None) -> str:
+def sample_text(
+    params: Mapping[str, np.ndarray],
+    vocab: Vocabulary,
+    n: int,
+    *,
+    temperature: float = default("temperature"),
+    prime: str | np.ndarray | None = None,
+    seed: int | None = None,
+    h0: np.ndarray | None = None,
+    top_k: int = default("top_k"),
+    top_p: float = default("top_p"),
+    greedy: bool = default("greedy"),
+) -> str:
     """Feed ``prime`` (a string, an index array, or None for
     :func:`default_start_char`) from ``h0`` (None: zeros) and return the ``n``
-    characters drawn after it (the prime is not included). ``cell`` None
-    means the classic U, W, V, b, c parameters, else the network's cell."""
+    characters drawn after it (the prime is not included)."""
     idx, seed = _sample_args(vocab, n, temperature, prime, seed)
-    out, _ = _draw(params, cell, h0, idx, n, temperature, seed, top_k, top_p, greedy)
+    out, _ = _core.sample(
+        params,
+        h0,
+        idx,
+        n=int(n),
+        cell=None,
+        temperature=float(temperature),
+        seed=seed,
+        top_k=top_k,
+        top_p=top_p,
+        greedy=greedy,
+    )
     return vocab.decode(out)
 
 
-def sample_pieces(params: Mapping[str, np.ndarray], vocab: Vocabulary, n: int, *, temperature: float = 1.0,
-                  prime: str | np.ndarray | None = None, seed: int | None = None,
-                  h0: np.ndarray | None = None, top_k: int = 0, top_p: float = 1.0, greedy: bool = False,
-                  cell: str | None = None, piece: int = 256) -> Iterator[str]:
+def sample_pieces(
+    params: Mapping[str, np.ndarray],
+    vocab: Vocabulary,
+    n: int,
+    *,
+    temperature: float = default("temperature"),
+    prime: str | np.ndarray | None = None,
+    seed: int | None = None,
+    h0: np.ndarray | None = None,
+    top_k: int = default("top_k"),
+    top_p: float = default("top_p"),
+    greedy: bool = default("greedy"),
+    piece: int = 256,
+) -> Iterator[str]:
     """:func:`sample_text` in pieces of at most ``piece`` characters, yielded
-    as they are drawn. Each piece continues from the previous one's hidden
-    state (re-reading its last character) and random-number state, so the
-    pieces joined are exactly the text :func:`sample_text` gives."""
+    as they are drawn. Each piece continues from the previous one's state
+    (re-reading its last character) and random-number state, so the pieces
+    joined are exactly the text :func:`sample_text` gives."""
     if isinstance(piece, bool) or not isinstance(piece, (int, np.integer)) or piece < 1:
         raise ValueError(f"piece must be a positive integer, got {piece!r}")
     idx, seed = _sample_args(vocab, n, temperature, prime, seed)
-    h = None if h0 is None else np.array(h0, copy=True)
+    h = h0
     done = 0
     while done < n:
         k = min(int(piece), int(n) - done)
-        out, h = _draw(params, cell, h, idx, k, temperature, seed, top_k, top_p, greedy)
+        out, h = _core.sample(
+            params,
+            h,
+            idx,
+            n=k,
+            cell=None,
+            temperature=float(temperature),
+            seed=seed,
+            top_k=top_k,
+            top_p=top_p,
+            greedy=greedy,
+        )
         if not greedy:  # one SplitMix64 draw per character
             seed = (seed + k * _GOLDEN) % 2**64
         idx = out[-1:]

@@ -1,99 +1,99 @@
-"""The training loop and the run folder it writes.
+"""The training loop.
 
-The updates themselves run in C++, in chunks that end at the next *record
-point*. Python only runs the smooth-loss recurrence over each returned loss
-array and does the bookkeeping. Three paths:
+The updates run in C++ (:func:`charrnn_ext._core.train_steps`) in chunks that
+end at the next *record point*; Python runs the smooth-loss recurrence over
+each returned loss array and keeps the books. Every configuration goes
+through the same engine: B = batch_size streams over B contiguous segments
+of the training split, each with its own recurrent state; their gradients
+are *summed* into one update, so an update sees B * seq_length characters
+and an epoch has (len(train) // B - 1) // seq_length updates. B = 1 with the
+classic options is exactly the classic experiment.
 
-- the classic one (a one-layer vanilla RNN, AdaGrad, elementwise clipping,
-  batch_size 1): :func:`charrnn_ext._core.train_steps`, unchanged;
-- the same configuration with batch_size B > 1:
-  :func:`charrnn_ext._core.train_steps_batched`. The training split is cut into
-  B contiguous segments, one stream each with its own hidden state; the
-  gradients of the B streams are *summed* (not averaged) into one update, so
-  an update sees B * seq_length characters and an epoch has
-  (len(train) // B - 1) // seq_length updates. The (B, m) hidden states and the
-  B positions are part of the training state;
-- everything else (lstm / gru cells, stacked layers, RMSProp / Adam, global-norm
-  clipping): :func:`charrnn_ext._core.net_train_steps`.
-
-Learning-rate decay: the update in (0-based) epoch e uses
-``eta * lr_decay ** (e // lr_decay_every)``; chunks end at those epoch
-boundaries, so the rate is constant within a chunk and a resumed run uses
-the same rates.
+Learning rate: :meth:`TrainConfig.lr_at <charrnn_ext.config.TrainConfig.lr_at>`,
+constant within a chunk. Chunks end where the step schedule changes the
+rate, and at most every ``log_every`` updates, so the linear and cosine
+schedules move in steps of that size. With a time budget (``max_minutes``)
+their progress is the share of the budget used; training time is counted
+across sessions, so a resumed run continues the schedule.
 
 Record points (one metrics.csv row and one callback each) are the updates
 that are a multiple of ``log_every`` or of ``sample_every``, and the last
 update of the run. The best model is the one with the lowest smooth loss *at a
-record point*; between record points it is not looked at.
+record point*.
 
 Sample points (update 0 and every ``sample_every`` updates) add a
 ``sample_chars``-character text, a validation loss on at most ``val_chars``
-characters from the start of the validation split, and a checkpoint
-(last.npz, best.npz and the text files). At the end of the run the whole
-validation split is evaluated for the last and the best model and a
-``passage_chars``-character passage is drawn from the best model.
+characters from the start of the validation split, and a checkpoint. At the
+end of the run the whole validation split is evaluated for the last and the
+best model and a ``passage_chars``-character passage is drawn from the best
+model.
 
-Interruptions: Ctrl-C (SIGINT) during :meth:`Trainer.run` in the main thread
-is deferred until the current chunk is done (at most ``log_every`` updates);
-the run folder is then saved and KeyboardInterrupt re-raised. A second Ctrl-C
-interrupts at once and saves nothing. A callback may raise
-:class:`StopTraining` (saved, ``run`` returns with ``stopped=True``) or
-KeyboardInterrupt (saved, re-raised).
+Interruptions: Ctrl-C (SIGINT) or SIGTERM during :meth:`Trainer.run` in the
+main thread are deferred until the current chunk is done; the run folder is
+then saved and KeyboardInterrupt raised. A second Ctrl-C interrupts at once
+and saves nothing. A callback may raise :class:`StopTraining` (saved,
+``run`` returns with ``stopped=True``) or KeyboardInterrupt (saved, re-raised).
 """
+
 from __future__ import annotations
 
 import contextlib
-import csv
-import dataclasses
-import io
-import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Protocol
 
 import numpy as np
 
 from . import _core
-from .checkpoint import (
-    Checkpoint,
-    MetricRow,
-    SampleRecord,
-    TrainState,
-    atomic_write_text,
-    corpus_identity,
-    package_version,
-    remove_stale_temp_files,
-    save_checkpoint,
-)
-from .data import BUILTIN_SOURCE, Corpus, corpus_from_string, load_corpus
-from .nets import CLIP_MODES, OPTIMIZERS, copy_net_params, init_opt_state, net_zero_state
-from .params import copy_params, zeros_like_params
+from .config import TrainConfig
+from .data import Vocabulary, resolve_corpus, resume_source
+from .fileio import index_sha256
+from .gradcheck import gradient_check, numerical_work
+from .layout import copy_params, init_opt_state, state_shape
+from .resources import check_fits, run_bytes
+from .runfolder import RunFolder
 from .sampling import SEED_TAG_PASSAGE, SEED_TAG_PROGRESS, derived_seed, sample_text
+from .signals import ImmediateInterrupt, deferred_interrupts
+from .state import Checkpoint, MetricRow, SampleRecord, TrainState
+from .trainplan import DEFAULT_EPOCHS
+from .version import package_version
 
-if TYPE_CHECKING:
-    from .model import CharRNN
+__all__ = ["Progress", "StopTraining", "TrainResult", "Trainer", "TrainingDiverged", "steps_per_epoch"]
 
-__all__ = [
-    "Progress",
-    "StopTraining",
-    "TrainConfig",
-    "TrainResult",
-    "Trainer",
-    "TrainingDiverged",
-    "RUN_FILES",
-]
+#: The gradient check a run writes uses a small model of the run's cell with
+#: at most this many layers, so that it costs about a second.
+GRADCHECK_LAYERS = 2
+#: Its cost grows with the square of its parameter count, which grows with the
+#: vocabulary: above this (gradcheck.numerical_work; a few seconds), it checks
+#: the model on the characters of its data alone (at most 26).
+GRADCHECK_MAX_WORK = 6e8
 
-#: Files a finished run folder holds.
-RUN_FILES = ("config.json", "metrics.csv", "samples.md", "loss.png", "best.npz", "last.npz",
-             "gradcheck.md", "summary.json", "report.md")
 
-METRICS_COLUMNS = ("step", "epoch", "loss", "smooth_loss", "val_loss", "val_chars")
+class Trainable(Protocol):
+    """What the trainer needs of a model (:class:`charrnn_ext.model.CharRNN`)."""
+
+    vocab: Vocabulary
+    params: dict[str, np.ndarray]
+    state: TrainState | None
+    seed: int
+    cell: str
+    layers: int
+
+    @property
+    def K(self) -> int: ...
+    @property
+    def hidden(self) -> int: ...
+    @property
+    def dtype(self) -> np.dtype: ...
+    @property
+    def n_params(self) -> int: ...
+    def meta(self) -> dict[str, Any]: ...
+    def to_checkpoint(self, include_state: bool = True, **extra_meta: Any) -> Checkpoint: ...
 
 
 class StopTraining(Exception):
@@ -109,90 +109,6 @@ class TrainingDiverged(RuntimeError):
         self.checkpoint = checkpoint
 
 
-#: Learning rate used when none is given: AdaGrad's classic 0.1, else 2e-3.
-DEFAULT_LR = {"adagrad": 0.1, "rmsprop": 2e-3, "adam": 2e-3}
-
-_BATCH_ERROR = "batching is only available for the vanilla RNN with AdaGrad"
-
-
-@dataclass
-class TrainConfig:
-    """Training hyper-parameters (defaults: the classic vanilla-RNN experiment).
-
-    ``eta`` is the learning rate (None: :data:`DEFAULT_LR` of the optimiser);
-    ``gamma`` is RMSProp's decay, ``beta1``/``beta2`` Adam's; ``clip_mode``
-    'elementwise' clips each gradient entry to ±clip, 'global_norm' rescales
-    the whole gradient to norm <= clip. ``lr_decay``/``lr_decay_every``: the
-    rate is multiplied by lr_decay every lr_decay_every epochs.
-    ``batch_size`` > 1 (vanilla RNN with AdaGrad only) trains that many
-    streams with summed gradients, ``threads`` worker threads (results do
-    not depend on it).
-    """
-
-    seq_length: int = 25
-    eta: float | None = None
-    clip: float = 5.0
-    eps: float = 1e-8
-    log_every: int = 100
-    sample_every: int = 10000
-    sample_chars: int = 200
-    passage_chars: int = 1000
-    val_fraction: float = 0.1
-    val_chars: int = 100000
-    optimizer: str = "adagrad"
-    clip_mode: str = "elementwise"
-    gamma: float = 0.9
-    beta1: float = 0.9
-    beta2: float = 0.999
-    lr_decay: float = 1.0
-    lr_decay_every: int = 1
-    batch_size: int = 1
-    threads: int = 1
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
-        if self.clip_mode not in CLIP_MODES:
-            raise ValueError(f"unknown clip_mode {self.clip_mode!r}; expected one of {', '.join(CLIP_MODES)}")
-        if self.eta is None:
-            self.eta = DEFAULT_LR[self.optimizer]
-        for name in ("gamma", "beta1", "beta2"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
-                raise ValueError(f"{name} must be a number in [0, 1), got {v!r}")
-            setattr(self, name, float(v))
-        for name in ("seq_length", "log_every", "sample_every", "lr_decay_every", "batch_size", "threads"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-            setattr(self, name, int(v))
-        for name in ("sample_chars", "passage_chars", "val_chars"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
-            setattr(self, name, int(v))
-        for name in ("eta", "clip", "eps", "lr_decay"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
-            setattr(self, name, float(v))
-        v = self.val_fraction
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v < 1.0:
-            raise ValueError(f"val_fraction must be a number in [0, 1), got {v!r}")
-        self.val_fraction = float(v)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**d)
-
-
 @dataclass(frozen=True)
 class Progress:
     """What a callback receives at every record point."""
@@ -200,7 +116,7 @@ class Progress:
     step: int
     epoch: int
     total_steps: int
-    loss: float  # loss of this update, summed over its seq_length (x batch_size streams) characters
+    loss: float  # loss of this update, summed over its batch_size * seq_length characters
     smooth_loss: float
     val_loss: float | None  # per character, None if not measured here
     val_chars: int
@@ -226,222 +142,116 @@ class TrainResult:
     passage: str | None = None
     out: Path | None = None
     records: list[Progress] = field(default_factory=list)
-    time_limited: bool = False  # ended by max_minutes (the run is finished at that update)
-
-
-# ---------------------------------------------------------------------------
-# Helpers
-# ---------------------------------------------------------------------------
-
-
-def resolve_corpus(data: Any, vocab, val_fraction: float) -> tuple[Corpus, str | None]:
-    """Turn fit's ``data`` argument into a Corpus encoded with ``vocab``.
-    Returns (corpus, absolute file path or None)."""
-    if isinstance(data, Corpus):
-        if data.vocab != vocab:
-            corpus = corpus_from_string(data.vocab.decode(np.concatenate([data.train, data.val])),
-                                        val_fraction, vocab, source=data.source)
-            return corpus, None
-        path = None
-        if data.source != BUILTIN_SOURCE and os.path.isfile(data.source):
-            path = os.path.abspath(data.source)
-        return data, path
-    if data is None:
-        return load_corpus(None, val_fraction, vocab), None
-    if isinstance(data, os.PathLike) or (isinstance(data, str) and "\n" not in data and len(data) < 4096
-                                         and os.path.isfile(data)):
-        path = os.path.abspath(os.fspath(data))
-        corpus = load_corpus(path, val_fraction, vocab)
-        corpus.source = os.fspath(data)
-        return corpus, path
-    if isinstance(data, str):
-        return corpus_from_string(data, val_fraction, vocab, source="<string>"), None
-    raise TypeError(f"data must be a Corpus, a path, a text string or None (built-in corpus), "
-                    f"got {type(data).__name__}")
+    time_limited: bool = False  # ended by its time budget (the run is finished at that update)
+    seconds: float = 0.0  # training time of the run, all sessions
 
 
 def steps_per_epoch(n_train: int, seq_length: int, batch_size: int = 1) -> int:
-    """Number of chunks of seq_length (+1 target) in one pass over n_train
-    characters (with batch_size streams: over each of the segments of n_train // batch_size)."""
+    """Chunks of seq_length (+1 target) in one pass over each of the
+    batch_size segments of n_train // batch_size characters."""
     return (n_train // batch_size - 1) // seq_length
 
 
-def _net_name(name: str) -> str:
-    return {"U": "l0.Wx", "W": "l0.Wh", "b": "l0.b"}.get(name, name)
-
-
-def net_view(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The classic U, W, V, b, c renamed to the one-layer network keys (same arrays)."""
-    return {_net_name(k): v for k, v in params.items()}
-
-
-def opt_net_view(mem: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Optimiser state keyed by classic names ("U" for AdaGrad's memory, "m:U", ...)
-    renamed to network keys ("M:l0.Wx", "m:l0.Wx", ...); same arrays."""
-    out = {}
-    for k, v in mem.items():
-        slot, _, name = k.rpartition(":")
-        out[f"{slot or 'M'}:{_net_name(name)}"] = v
-    return out
-
-
-def _fence(text: str) -> str:
-    longest = run = 0
-    for ch in text:
-        run = run + 1 if ch == "`" else 0
-        longest = max(longest, run)
-    return "`" * max(3, longest + 1)
-
-
-def _fmt(x: float | None, spec: str = ".4f") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
-
-
-def metrics_csv(history: list[MetricRow]) -> str:
-    """metrics.csv text; floats are written with repr so they read back exactly."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(METRICS_COLUMNS)
-    for r in history:
-        w.writerow([r.step, r.epoch, repr(float(r.loss)), repr(float(r.smooth_loss)),
-                    "" if r.val_loss is None else repr(float(r.val_loss)),
-                    "" if r.val_loss is None else r.val_chars])
-    return buf.getvalue()
-
-
-def read_metrics_csv(path: str | os.PathLike[str]) -> list[MetricRow]:
-    """Parse a metrics.csv written by :func:`metrics_csv`."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    return [MetricRow(step=int(r["step"]), epoch=int(r["epoch"]), loss=float(r["loss"]),
-                      smooth_loss=float(r["smooth_loss"]),
-                      val_loss=float(r["val_loss"]) if r["val_loss"] else None,
-                      val_chars=int(r["val_chars"]) if r["val_chars"] else 0) for r in rows]
-
-
-def samples_markdown(samples: list[SampleRecord], seq_length: int, heading: str = "#") -> str:
-    lines = [f"{heading} Text synthesised during training", ""]
-    for s in samples:
-        val = (f"validation loss {s.val_loss:.4f}/char on {s.val_chars} chars" if s.val_loss is not None
-               else "validation loss not measured")
-        lines.append(f"{heading}# Update {s.step} (epoch {s.epoch}): smooth loss {_fmt(s.smooth_loss)}, {val}")
-        lines.append("")
-        f = _fence(s.text)
-        lines += [f + "text", s.text, f, ""]
-    return "\n".join(lines)
-
-
-@contextlib.contextmanager
-def _deferred_sigint() -> Iterator[threading.Event]:
-    """While active, the first SIGINT only sets the yielded event; a second one
-    raises KeyboardInterrupt as usual. Only in the main thread with Python's
-    default handler installed; otherwise the event is never set."""
-    flag = threading.Event()
-    usable = (threading.current_thread() is threading.main_thread()
-              and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
-    if not usable:
-        yield flag
-        return
-
-    def handler(signum, frame):
-        if flag.is_set():
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
-        flag.set()
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-# ---------------------------------------------------------------------------
-# Trainer
-# ---------------------------------------------------------------------------
+def corpus_identity(train: np.ndarray, source: str, n_val: int, path: str | None = None) -> dict[str, Any]:
+    """What identifies a training text: its source, sizes and a SHA-256 of its indices."""
+    return {
+        "source": source,
+        "path": path,
+        "n_train": int(train.size),
+        "n_val": int(n_val),
+        "train_sha256": index_sha256(train),
+    }
 
 
 class Trainer:
     """Trains a :class:`~charrnn_ext.model.CharRNN` on one corpus and keeps its
     run folder (if ``out`` is given) up to date. Used by ``CharRNN.fit`` /
-    ``CharRNN.resume`` and by the ``charrnn train`` command."""
+    ``CharRNN.resume`` and by ``charrnn train``. ``run_info`` (how the run was
+    asked for: preset, length) goes into config.json."""
 
-    def __init__(self, model: CharRNN, data: Any = None, *, out: str | os.PathLike[str] | None = None,
-                 callback: Callable[[Progress], None] | None = None, progress: bool = False,
-                 resume: bool = False, **config: Any):
+    def __init__(
+        self,
+        model: Trainable,
+        data: Any = None,
+        *,
+        out: str | os.PathLike[str] | None = None,
+        callback: Callable[[Progress], None] | None = None,
+        progress: bool = False,
+        resume: bool = False,
+        run_info: dict[str, Any] | None = None,
+        force: bool = False,
+        **config: Any,
+    ):
         self.model = model
         self.callback = callback
         self.progress = progress
+        self.run_info = dict(run_info or {})
         state = model.state
         if resume:
             if state is None:
                 raise ValueError("cannot resume: the model has no training state")
-            if config:
-                raise ValueError(f"cannot change training options when resuming (got {sorted(config)})")
+            changed = {k for k in config if k != "threads"}
+            if changed:
+                raise ValueError(f"cannot change training options when resuming (got {sorted(changed)})")
         base = dict(state.config) if state is not None and state.config else {}
-        if "optimizer" in config and "eta" not in config and base.get("optimizer", "adagrad") != config["optimizer"]:
+        if (
+            "optimizer" in config
+            and "eta" not in config
+            and "lr" not in config
+            and base.get("optimizer") != config["optimizer"]
+        ):
             base.pop("eta", None)  # the stored rate belongs to another optimiser
         base.update(config)
         self.config = TrainConfig.from_dict(base)
         if state is not None and state.config:
             for key in ("optimizer", "batch_size"):
-                old = state.config.get(key, TrainConfig.__dataclass_fields__[key].default)
+                old = TrainConfig.from_dict(state.config).to_dict()[key]
                 if old != getattr(self.config, key):
-                    raise ValueError(f"cannot change {key} of a run ({old!r} -> {getattr(self.config, key)!r}); "
-                                     f"call model.reset_training() to start a new run")
-        c = self.config
-        self.path = "net"
-        if model.classic and c.optimizer == "adagrad" and c.clip_mode == "elementwise":
-            self.path = "classic" if c.batch_size == 1 else "batched"
-        if c.batch_size > 1 and self.path != "batched":
-            raise ValueError(f"{_BATCH_ERROR} (cell 'rnn', 1 layer, optimizer 'adagrad', clip_mode "
-                             f"'elementwise'); got cell {model.cell!r}, {model.layers} layer(s), optimizer "
-                             f"{c.optimizer!r}, clip_mode {c.clip_mode!r} with batch_size {c.batch_size}")
+                    raise ValueError(
+                        f"cannot change {key} of a run ({old!r} -> {getattr(self.config, key)!r}); "
+                        f"call model.reset_training() to start a new run"
+                    )
         if resume and data is None:
-            stored = state.corpus
-            if stored.get("source") == BUILTIN_SOURCE:
-                data = None
-            elif not stored.get("path"):
-                raise ValueError(f"the run was trained on a text given in memory ({stored.get('source')!r}); "
-                                 f"pass the same text or Corpus again to resume")
-            else:
-                data = Path(stored["path"])
-                if not data.is_file():
-                    raise FileNotFoundError(
-                        f"the run was trained on {stored['source']!r} ({data}), which no longer exists; "
-                        f"pass the text explicitly (--text FILE)")
+            assert state is not None
+            data = resume_source(state.corpus)
         self.corpus, path = resolve_corpus(data, model.vocab, self.config.val_fraction)
         self.identity = corpus_identity(self.corpus.train, self.corpus.source, self.corpus.val.size, path)
         if state is not None and state.corpus:
             old = state.corpus
-            if (old.get("n_train"), old.get("train_sha256")) != (self.identity["n_train"],
-                                                                 self.identity["train_sha256"]):
+            if (old.get("n_train"), old.get("train_sha256")) != (
+                self.identity["n_train"],
+                self.identity["train_sha256"],
+            ):
                 raise ValueError(
                     f"the training text differs from the one this model was trained on: "
                     f"{old.get('source')!r} ({old.get('n_train')} training chars, sha256 "
                     f"{str(old.get('train_sha256'))[:12]}...) vs {self.corpus.source!r} "
                     f"({self.identity['n_train']} chars, sha256 {self.identity['train_sha256'][:12]}...). "
-                    f"Use the same text, or call model.reset_training() to start a new run on this one")
+                    f"Use the same text, or call model.reset_training() to start a new run on this one"
+                )
         T, B = self.config.seq_length, self.config.batch_size
+        check_fits(
+            f"training this {model.cell} network with {B} streams of {T} characters",
+            run_bytes(model.cell, model.K, model.hidden, model.layers, str(model.dtype), self.config.optimizer, B, T),
+            "choose a smaller --batch-size, --seq-length or --hidden",
+        )
         if self.corpus.train.size // B < T + 1:
-            raise ValueError(f"the training split of {self.corpus.source!r} has {self.corpus.train.size} "
-                             f"characters; seq_length={T} needs at least {T + 1}"
-                             + (f" per stream, {B * (T + 1)} for batch_size={B}" if B > 1 else ""))
-        self.out = None if out is None else Path(out)
-        if self.out is not None:
-            if self.out.exists() and not self.out.is_dir():
-                raise NotADirectoryError(f"run folder {self.out} exists and is not a directory")
-            if state is None and (self.out / "last.npz").exists():
-                raise ValueError(f"{self.out} already holds a run (last.npz); resume it or choose another folder")
-            self.out.mkdir(parents=True, exist_ok=True)
-            # temporary files of writes cut short by a crash or SIGKILL (never read)
-            remove_stale_temp_files(self.out, RUN_FILES)
+            raise ValueError(
+                f"the training split of {self.corpus.source!r} has {self.corpus.train.size} "
+                f"characters; seq_length={T} needs at least {T + 1}"
+                + (f" per stream, {B * (T + 1)} for batch_size={B}" if B > 1 else "")
+            )
+        self.folder = None if out is None else RunFolder(out)
+        if self.folder is not None:
+            self.folder.open_for_run(fresh=state is None, force=force)
         self.resume = resume
         self._lr = math.nan
-        self._bar = None
+        self._bar: Any = None
         self._ckpt_step: int | None = None
 
-    # -- public -------------------------------------------------------------
+    @property
+    def out(self) -> Path | None:
+        return None if self.folder is None else self.folder.path
 
     @property
     def steps_per_epoch(self) -> int:
@@ -449,114 +259,145 @@ class Trainer:
 
     def lr_at(self, step: int) -> float:
         """Learning rate of the update that follows ``step`` updates."""
-        c = self.config
-        if c.lr_decay == 1.0:
-            return c.eta
-        return c.eta * c.lr_decay ** ((step // self.steps_per_epoch) // c.lr_decay_every)
+        s = self.model.state
+        assert s is not None
+        if s.budget_seconds:
+            progress = s.seconds / s.budget_seconds
+        else:
+            progress = step / max(1, s.total_steps)
+        return self.config.lr_at(step, self.steps_per_epoch, progress)
 
     def _fresh_state(self) -> TrainState:
         model, c = self.model, self.config
-        if self.path == "classic":
-            return TrainState(mem=zeros_like_params(model.params), h=np.zeros(model.hidden, dtype=model.dtype))
-        if self.path == "batched":
-            return TrainState(mem=zeros_like_params(model.params),
-                              h=np.zeros((c.batch_size, model.hidden), dtype=model.dtype),
-                              positions=np.zeros(c.batch_size, dtype=np.int64))
-        if model.classic:  # one-layer rnn on the network path: keep the U..c names
-            mem = zeros_like_params(model.params) if c.optimizer == "adagrad" else \
-                init_opt_state(model.params, c.optimizer)
-            return TrainState(mem=mem, h=np.zeros(model.hidden, dtype=model.dtype))
-        return TrainState(mem=init_opt_state(model.params, c.optimizer), h=net_zero_state(model.cell, model.params))
+        return TrainState(
+            opt_state=init_opt_state(model.params, c.optimizer),
+            h=np.zeros(state_shape(model.cell, model.layers, model.hidden, c.batch_size), dtype=model.dtype),
+            positions=np.zeros(c.batch_size, dtype=np.int64),
+        )
 
-    def sample_state(self, h: np.ndarray | None) -> np.ndarray | None:
-        """The hidden state sampling/validation start from (stream 0 of a batched run)."""
-        return h[0] if h is not None and self.path == "batched" else h
-
-    def _evaluate(self, params: dict[str, np.ndarray], data: np.ndarray, h: np.ndarray | None) -> float:
-        h = self.sample_state(h)
-        if self.model.classic:
-            return float(_core.evaluate_loss(params, data, h)[0])
-        return float(_core.net_evaluate_loss(self.model.cell, params, data, h)[0])
-
-    def run(self, steps: int | None = None, epochs: float | None = None, *, total_steps: int | None = None,
-            max_steps: int | None = None, max_minutes: float | None = None) -> TrainResult:
+    def run(
+        self,
+        steps: int | None = None,
+        epochs: float | None = None,
+        *,
+        total_steps: int | None = None,
+        max_steps: int | None = None,
+        max_minutes: float | None = None,
+    ) -> TrainResult:
         """Train ``steps`` more updates, or ``epochs`` more epochs, or up to
         ``total_steps`` (for resuming; default: the run's stored target).
-        ``max_minutes``: end the run (as finished) at the first chunk
-        boundary after that much wall-clock time."""
+        ``max_minutes``: the run's training-time budget; it ends, finished,
+        at the first chunk boundary after that much training time in all
+        its sessions (without it, a stored budget applies). A new run that
+        ends before its first checkpoint (an error, Ctrl-C) removes the files
+        it wrote in its folder."""
+        fresh = self.model.state is None
+        try:
+            return self._start(steps, epochs, total_steps, max_steps, max_minutes)
+        except BaseException:
+            if fresh and self.folder is not None:
+                self.folder.discard()
+            raise
+        finally:
+            if self.folder is not None:
+                self.folder.unlock()
+
+    def _start(
+        self,
+        steps: int | None,
+        epochs: float | None,
+        total_steps: int | None,
+        max_steps: int | None,
+        max_minutes: float | None,
+    ) -> TrainResult:
         model, cfg = self.model, self.config
-        if max_minutes is not None and (isinstance(max_minutes, bool) or not isinstance(max_minutes, (int, float))
-                                        or not max_minutes > 0 or not math.isfinite(max_minutes)):
-            raise ValueError(f"max_minutes must be a positive number, got {max_minutes!r}")
-        deadline = None if max_minutes is None else time.monotonic() + 60.0 * max_minutes
-        time_limited = False
         for name, v in (("steps", steps), ("total_steps", total_steps), ("max_steps", max_steps)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
-                raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
-        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, float))
-                                   or not math.isfinite(epochs) or epochs < 0):
-            raise ValueError(f"epochs must be a non-negative number, got {epochs!r}")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < 10**15):
+                raise ValueError(f"{name} must be an integer in [0, 10**15), got {v!r}")
+        for name, f in (("epochs", epochs), ("max_minutes", max_minutes)):
+            if f is not None and (
+                isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or not 0 < f <= 1e6
+            ):
+                raise ValueError(f"{name} must be a number in (0, 1e6], got {f!r}")
         if sum(v is not None for v in (steps, epochs, total_steps)) > 1:
             raise ValueError("give only one of steps, epochs and total_steps")
         fresh = model.state is None
         if fresh:
             model.state = self._fresh_state()
         s = model.state
+        assert s is not None
         if total_steps is not None:
             total = int(total_steps)
         elif steps is not None:
             total = s.step + int(steps)
         elif epochs is not None:
-            total = s.step + int(round(epochs * self.steps_per_epoch))
+            total = s.step + round(epochs * self.steps_per_epoch)
         elif self.resume or (not fresh and s.total_steps > s.step):
             total = s.total_steps  # continue an unfinished run to its target
         else:
-            total = s.step + 2 * self.steps_per_epoch
+            total = s.step + DEFAULT_EPOCHS * self.steps_per_epoch
         if total < s.step:
             raise ValueError(f"the model has already done {s.step} updates, more than the target {total}")
+        if max_minutes is not None:
+            s.budget_seconds = 60.0 * max_minutes
         s.total_steps = total
         s.config = cfg.to_dict()
         s.corpus = self.identity
-        start_step = s.step
         session_end = total if max_steps is None else min(total, s.step + int(max_steps))
-        result_records: list[Progress] = []
+        return self._run(fresh, total, session_end)
+
+    def _run(self, fresh: bool, total: int, session_end: int) -> TrainResult:
+        """The loop of :meth:`run` (the folder locked)."""
+        cfg, s = self.config, self.model.state
+        assert s is not None
+        start_step = s.step
+        records: list[Progress] = []
         self._write_static(fresh)
-        stopped = False
+        stopped = time_limited = False
         try:
-            with _deferred_sigint() as interrupted, self._progress_bar(total, s.step):
+            with deferred_interrupts() as interrupted, self._progress_bar(total, s.step):
                 if s.step % cfg.sample_every == 0 and not any(r.step == s.step for r in s.samples):
-                    rec = self._record(chunk_rate=0.0, metrics_row=False)
-                    result_records.append(rec)
-                while s.step < session_end:
-                    if interrupted.is_set():
-                        raise KeyboardInterrupt
-                    rate = self._chunk(min(self._next_record(s.step, total), session_end))
-                    if deadline is not None and time.monotonic() >= deadline and s.step < session_end:
-                        # out of time: this update becomes the end of the run
-                        total = s.total_steps = s.step
+                    records.append(self._record(chunk_rate=0.0, metrics_row=False))
+                while s.step < session_end and not interrupted.is_set():
+                    if s.budget_seconds is not None and s.seconds >= s.budget_seconds:
+                        total = s.total_steps = s.step  # out of time: this update ends the run
                         time_limited = True
-                    if self._is_record(s.step, total):
-                        result_records.append(self._record(rate, metrics_row=True))
-                    if time_limited:
+                        if not any(r.step == s.step for r in s.history):
+                            records.append(self._record(0.0, metrics_row=True))
                         break
+                    rate = self._chunk(min(self._next_record(s.step, total), session_end))
+                    if self._is_record(s.step, total):
+                        records.append(self._record(rate, metrics_row=True))
                 if interrupted.is_set():
                     raise KeyboardInterrupt
             stopped = s.step < total
         except StopTraining:
             stopped = True
+        except ImmediateInterrupt:
+            raise  # the state may be half-updated: nothing is saved
         except KeyboardInterrupt:
             self._save(plot=True)
             raise
-        result = TrainResult(step=s.step, epoch=s.epoch, steps_done=s.step - start_step,
-                             smooth_loss=s.smooth_loss, best_loss=s.best_loss, best_step=s.best_step,
-                             stopped=stopped, out=self.out, records=result_records, time_limited=time_limited)
+        result = TrainResult(
+            step=s.step,
+            epoch=s.epoch,
+            steps_done=s.step - start_step,
+            smooth_loss=s.smooth_loss,
+            best_loss=s.best_loss,
+            best_step=s.best_step,
+            stopped=stopped,
+            out=self.out,
+            records=records,
+            time_limited=time_limited,
+            seconds=s.seconds,
+        )
         if stopped:
             self._save(plot=True)
         else:
             self._finish(result)
         return result
 
-    # -- the loop -----------------------------------------------------------
+    # -- the loop ---------------------------------------------------------------
 
     def _is_record(self, step: int, total: int) -> bool:
         c = self.config
@@ -565,39 +406,44 @@ class Trainer:
     def _next_record(self, step: int, total: int) -> int:
         c = self.config
         nxt = min((step // c.log_every + 1) * c.log_every, (step // c.sample_every + 1) * c.sample_every)
-        if c.lr_decay != 1.0:  # chunks end where the learning rate changes
+        if c.lr_schedule == "step" and c.lr_decay != 1.0:  # chunks end where the rate changes
             span = self.steps_per_epoch * c.lr_decay_every
             nxt = min(nxt, (step // span + 1) * span)
+        if step < c.warmup:  # warm up in about 20 steps of the rate
+            nxt = min(nxt, step + max(1, c.warmup // 20))
         return min(nxt, total)
 
     def _chunk(self, until: int) -> float:
         """Run the updates up to step ``until`` in C++; returns chars/s."""
-        s, c, params, model = self.model.state, self.config, self.model.params, self.model
-        n = until - s.step
+        s, c, model = self.model.state, self.config, self.model
+        assert s is not None
         lr = self.lr_at(s.step)
         t0 = time.perf_counter()
-        if self.path == "classic":
-            losses, h, pos, wraps, diverged = _core.train_steps(
-                params, s.mem, self.corpus.train, s.h, n_steps=n, seq_length=c.seq_length, pos=s.pos,
-                eta=lr, clip=c.clip, eps=c.eps)
-        elif self.path == "batched":
-            losses, h, positions, stream_wraps, diverged = _core.train_steps_batched(
-                params, s.mem, self.corpus.train, s.h, n_steps=n, batch_size=c.batch_size,
-                seq_length=c.seq_length, positions=s.positions, threads=c.threads, eta=lr, clip=c.clip, eps=c.eps)
-            s.positions = np.asarray(positions, dtype=np.int64)
-            pos, wraps = int(s.positions[0]), int(stream_wraps[0])  # the streams wrap together
-        else:
-            h_in = s.h.reshape(1, -1) if model.classic else s.h
-            losses, h, pos, wraps, diverged, t = _core.net_train_steps(
-                model.cell, net_view(params) if model.classic else params,
-                opt_net_view(s.mem) if model.classic else s.mem, self.corpus.train, h_in, n_steps=n,
-                seq_length=c.seq_length, pos=s.pos, optimizer=c.optimizer, lr=lr, clip=c.clip,
-                clip_mode=c.clip_mode, gamma=c.gamma, beta1=c.beta1, beta2=c.beta2, eps=c.eps, t=s.t)
-            s.t = int(t)
-            if model.classic:
-                h = h.reshape(-1)
-        self._lr = lr
+        losses, h, positions, wraps, diverged = _core.train_steps(
+            model.params,
+            s.opt_state,
+            self.corpus.train,
+            s.h,
+            n_steps=until - s.step,
+            seq_length=c.seq_length,
+            batch_size=c.batch_size,
+            positions=s.positions,
+            cell=None,
+            optimizer=c.optimizer,
+            eta=lr,
+            clip=c.clip,
+            clip_mode=c.clip_mode,
+            gamma=c.gamma,
+            beta1=c.beta1,
+            beta2=c.beta2,
+            eps=c.eps,
+            dropout=c.dropout,
+            seed=model.seed,
+            threads=c.threads,
+        )
         dt = time.perf_counter() - t0
+        s.seconds += dt
+        self._lr = lr
         values = losses.tolist()
         smooth = s.smooth_loss
         for i, loss in enumerate(values):
@@ -605,7 +451,9 @@ class Trainer:
         if values:
             s.smooth_loss = smooth
             s.last_loss = values[-1]
-        s.h, s.pos, s.wraps, s.step = h, int(pos), s.wraps + int(wraps), s.step + len(values)
+        s.h, s.positions = h, positions
+        s.wraps += int(wraps[0])  # the streams wrap together
+        s.step += len(values)
         if self._bar is not None:
             self._bar.update(len(values))
         if diverged:
@@ -614,148 +462,244 @@ class Trainer:
 
     def _diverged(self) -> None:
         s = self.model.state
+        assert s is not None
         self._save(checkpoints=False, plot=True)
-        where = (f"the last good checkpoint is {self.out / 'last.npz'} (update {self._ckpt_step})"
-                 if self.out is not None and self._ckpt_step is not None else "no checkpoint was written")
+        last = self.out / "last.npz" if self.out is not None and self._ckpt_step is not None else None
+        where = (
+            f"the last good checkpoint is {last} (update {self._ckpt_step})"
+            if last is not None
+            else "no checkpoint was written"
+        )
         raise TrainingDiverged(
-            f"training diverged: the loss of update {s.step + 1} is not finite (smooth loss so far "
-            f"{_fmt(s.smooth_loss)}); stopped after update {s.step} without applying it; {where}. "
-            f"Try a smaller learning rate (eta={self.lr_at(s.step):g}).", s.step,
-            self.out / "last.npz" if self.out is not None and self._ckpt_step is not None else None)
+            f"training diverged: the loss or the gradient of update {s.step + 1} is not finite (smooth loss so far "
+            f"{s.smooth_loss:.4f}); stopped after update {s.step} without applying it; {where}. "
+            f"Try a smaller learning rate (eta={self.lr_at(s.step):g}).",
+            s.step,
+            last,
+        )
+
+    def sample_state(self, h: np.ndarray | None) -> np.ndarray | None:
+        """The state sampling and validation start from: stream 0's."""
+        return None if h is None else (h[0] if h.ndim == 3 else h)
+
+    def _evaluate(self, params: dict[str, np.ndarray], data: np.ndarray, h: np.ndarray | None) -> float:
+        c = self.config
+        loss, _ = _core.evaluate_loss(
+            params, data, self.sample_state(h), cell=None, batch_size=c.batch_size, threads=c.threads
+        )
+        return float(loss)
 
     def _validation(self, limit: int | None) -> tuple[float | None, int, float | None]:
-        """(per-char loss of the current model, chars used, same for the best model if limit is None)."""
+        """(per-char loss of the current model, chars used, same for the best model if limit is None).
+        Validation continues from the running state of stream 0 (as the text
+        does after the training split)."""
         val = self.corpus.val if limit is None else self.corpus.val[:limit]
         if val.size < 2:
             return None, 0, None
-        # Validation continues from the running hidden state (as the text does
-        # after the training split): the hidden state is reset to zero only once
-        # per epoch, and early networks can be poor from a zero state.
         s = self.model.state
+        assert s is not None
         loss = self._evaluate(self.model.params, val, s.h)
         best = None
         if limit is None and s.best_params is not None:
-            best = self._evaluate(s.best_params, val, s.best_h) / (val.size - 1)
-        return float(loss) / (val.size - 1), int(val.size), best
+            # the best model is often the last one (taken at this very update)
+            same = s.best_step == s.step and all(
+                np.array_equal(s.best_params[k], v) for k, v in self.model.params.items()
+            )
+            best = loss if same else self._evaluate(s.best_params, val, s.best_h)
+            best /= val.size - 1
+        return loss / (val.size - 1), int(val.size), best
 
     def _record(self, chunk_rate: float, metrics_row: bool) -> Progress:
         s, c, model = self.model.state, self.config, self.model
+        assert s is not None
         val_loss, val_chars, text = None, 0, None
         sample_point = s.step % c.sample_every == 0
         if sample_point:
             val_loss, val_chars, _ = self._validation(c.val_chars)
-            # the state the next update starts from (wrapping to a new epoch if due;
-            # stream 0, which walks the start of the text, for a batched run)
-            if s.pos + c.seq_length + 1 > self.corpus.train.size // c.batch_size:
+            # from the state the next update of stream 0 starts from (a new epoch if due)
+            pos = int(s.positions[0])
+            if pos + c.seq_length + 1 > self.corpus.train.size // c.batch_size:
                 h, pos = None, 0
             else:
-                h, pos = self.sample_state(s.h), s.pos
+                h = self.sample_state(s.h)
             seed = derived_seed(model.seed, SEED_TAG_PROGRESS, s.step)
-            text = sample_text(model.params, model.vocab, c.sample_chars, prime=self.corpus.train[pos:pos + 1],
-                               seed=seed, h0=h, cell=None if model.classic else model.cell)
-            s.samples.append(SampleRecord(step=s.step, epoch=s.epoch,
-                                          smooth_loss=None if s.step == 0 else s.smooth_loss,
-                                          val_loss=val_loss, val_chars=val_chars, seed=seed, text=text))
+            text = sample_text(
+                model.params, model.vocab, c.sample_chars, prime=self.corpus.train[pos : pos + 1], seed=seed, h0=h
+            )
+            smooth = None if s.step == 0 else s.smooth_loss
+            s.samples.append(
+                SampleRecord(
+                    step=s.step,
+                    epoch=s.epoch,
+                    smooth_loss=smooth,
+                    val_loss=val_loss,
+                    val_chars=val_chars,
+                    seed=seed,
+                    text=text,
+                )
+            )
         if metrics_row:
-            s.history.append(MetricRow(step=s.step, epoch=s.epoch, loss=s.last_loss, smooth_loss=s.smooth_loss,
-                                       val_loss=val_loss, val_chars=val_chars))
+            s.history.append(
+                MetricRow(
+                    step=s.step,
+                    epoch=s.epoch,
+                    loss=s.last_loss,
+                    smooth_loss=s.smooth_loss,
+                    val_loss=val_loss,
+                    val_chars=val_chars,
+                )
+            )
             if s.best_step < 0 or s.smooth_loss < s.best_loss:
                 s.best_loss, s.best_step = s.smooth_loss, s.step
-                s.best_params = copy_params(model.params) if model.classic else copy_net_params(model.params)
-                s.best_h = s.h.copy()
+                s.best_params = copy_params(model.params)
+                s.best_h = np.array(self.sample_state(s.h), copy=True)
         if sample_point:
             self._save()
-        rec = Progress(step=s.step, epoch=s.epoch, total_steps=s.total_steps,
-                       loss=s.last_loss, smooth_loss=s.smooth_loss, val_loss=val_loss, val_chars=val_chars,
-                       chars_per_sec=chunk_rate, sample=text,
-                       lr=self._lr if s.step > 0 else math.nan)
+        rec = Progress(
+            step=s.step,
+            epoch=s.epoch,
+            total_steps=s.total_steps,
+            loss=s.last_loss,
+            smooth_loss=s.smooth_loss,
+            val_loss=val_loss,
+            val_chars=val_chars,
+            chars_per_sec=chunk_rate,
+            sample=text,
+            lr=self._lr if s.step > 0 else math.nan,
+        )
         if self._bar is not None:
-            post = {"epoch": s.epoch, "smooth": f"{s.smooth_loss:.3f}" if s.step else "n/a",
-                    "chars/s": f"{chunk_rate:,.0f}"}
-            self._bar.set_postfix(post, refresh=False)
+            self._bar.set_postfix(
+                {
+                    "epoch": s.epoch,
+                    "smooth": f"{s.smooth_loss:.3f}" if s.step else "n/a",
+                    "chars/s": f"{chunk_rate:,.0f}",
+                },
+                refresh=False,
+            )
         if self.callback is not None:
             self.callback(rec)
         return rec
 
     @contextlib.contextmanager
     def _progress_bar(self, total: int, initial: int):
-        enabled = self.progress and sys.stderr.isatty()
-        if not enabled:
+        if not (self.progress and sys.stderr.isatty()):
             yield
             return
         from tqdm import tqdm
 
-        with tqdm(total=total, initial=initial, unit="step", file=sys.stderr, dynamic_ncols=True,
-                  desc="training") as bar:
+        with tqdm(
+            total=total, initial=initial, unit="step", file=sys.stderr, dynamic_ncols=True, desc="training"
+        ) as bar:
             self._bar = bar
             try:
                 yield
             finally:
                 self._bar = None
 
-    # -- the run folder -----------------------------------------------------
+    # -- the run folder ---------------------------------------------------------
 
     def _write_static(self, fresh: bool) -> None:
-        if self.out is None:
+        if self.folder is None:
             return
         model, s = self.model, self.model.state
-        cfg = {
-            "model": {**model.meta(), "n_params": model.n_params},
-            "training_path": self.path,
-            "train": self.config.to_dict(),
-            "corpus": {**self.identity, "vocab_size": model.K, "n_chars": self.corpus.n_chars},
-            "total_steps": s.total_steps,
-            "steps_per_epoch": self.steps_per_epoch,
-            "package_version": package_version(),
-        }
-        atomic_write_text(self.out / "config.json", json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-        if not (self.out / "gradcheck.md").exists():
-            from .gradcheck import gradient_check
+        assert s is not None
+        run_info = self.run_info
+        if not run_info and not fresh:  # a resumed run keeps how it was asked for
+            run_info = self.folder.run_info()
+        self.folder.write_json(
+            "config.json",
+            {
+                "model": {**model.meta(), "n_params": model.n_params},
+                "train": self.config.to_dict(),
+                "run": run_info,
+                "corpus": {**self.identity, "vocab_size": model.K, "n_chars": self.corpus.n_chars},
+                "total_steps": s.total_steps,
+                "budget_seconds": s.budget_seconds,
+                "steps_per_epoch": self.steps_per_epoch,
+                "package_version": package_version(),
+            },
+        )
+        if fresh or not self.folder.file("gradcheck.md").exists():
+            self.folder.write_gradcheck(self._gradcheck())
 
-            T = self.config.seq_length
-            rep = gradient_check(np.asarray(self.corpus.train[:T + 1], dtype=np.int64), K=model.K, m=5,
-                                 seq_length=T, seed=model.seed % 2**32, cell=model.cell, layers=model.layers)
-            atomic_write_text(self.out / "gradcheck.md",
-                              f"{rep.table()}\n\nData: the first {T + 1} characters of the training text.\n")
+    def _gradcheck(self) -> str:
+        """gradcheck.md: a check of the run's cell on a small model, bounded in time."""
+        model = self.model
+        T = min(self.config.seq_length, 25)
+        layers = min(model.layers, GRADCHECK_LAYERS)
+        data, K = self.corpus.train[: T + 1].astype(np.int64), model.K
+        note = f"Data: the first {T + 1} characters of the training text"
+        if numerical_work(model.cell, K, 5, layers, T) > GRADCHECK_MAX_WORK:
+            chars, data = np.unique(data, return_inverse=True)
+            K = int(chars.size)
+            note += (
+                f", as a {K}-character vocabulary of their own (the run's {model.K} characters would make "
+                f"the check take minutes)"
+            )
+        rep = gradient_check(
+            data.reshape(-1),
+            K=K,
+            m=5,
+            seq_length=T,
+            seed=model.seed % 2**32,
+            cell=model.cell,
+            layers=layers,
+            dropout=self.config.dropout,
+        )
+        if layers < model.layers:
+            note += f"; a {layers}-layer model of the run's cell (the run has {model.layers} layers)"
+        return f"{rep.table()}\n\n{note}."
 
-    def _save(self, checkpoints: bool = True, plot: bool = False, summary: dict | None = None) -> None:
-        if self.out is None:
+    def _save(self, checkpoints: bool = True, plot: bool = False, summary: dict[str, Any] | None = None) -> None:
+        if self.folder is None:
             return
         model, s = self.model, self.model.state
+        assert s is not None
         if checkpoints:
-            save_checkpoint(self.out / "last.npz", model.to_checkpoint())
+            best = None
             if s.best_params is not None:
-                save_checkpoint(self.out / "best.npz", Checkpoint(
-                    vocab=model.vocab, params=s.best_params, start_h=self.sample_state(s.best_h),
-                    meta={**model.meta(), "step": s.best_step, "smooth_loss": s.best_loss}))
+                best = Checkpoint(
+                    vocab=model.vocab,
+                    params=s.best_params,
+                    start_h=s.best_h,
+                    meta={**model.meta(), "step": s.best_step, "smooth_loss": s.best_loss},
+                )
+            self.folder.write_checkpoints(model.to_checkpoint(), best)
             self._ckpt_step = s.step
-        atomic_write_text(self.out / "metrics.csv", metrics_csv(s.history))
-        atomic_write_text(self.out / "samples.md", samples_markdown(s.samples, self.config.seq_length))
+        self.folder.write_records(s.history, s.samples)
         if summary is not None:
-            atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+            self.folder.write_json("summary.json", summary)
         if plot:
-            from .report import plot_losses
-
             final = None if summary is None else (summary["step"], summary["final_val_loss"])
-            plot_losses(self.out / "loss.png", s.history, s.samples,
-                        self.config.seq_length * self.config.batch_size, final)
+            self.folder.write_plot(s.history, s.samples, self.config.seq_length * self.config.batch_size, final)
 
     def _finish(self, result: TrainResult) -> None:
         model, s, c = self.model, self.model.state, self.config
+        assert s is not None
         result.final_val_loss, result.val_chars, result.best_val_loss = self._validation(None)
-        best, h = (s.best_params, s.best_h) if s.best_params is not None else (model.params, s.h)
-        result.passage = sample_text(best, model.vocab, c.passage_chars, h0=self.sample_state(h),
-                                     seed=derived_seed(model.seed, SEED_TAG_PASSAGE, s.step),
-                                     cell=None if model.classic else model.cell)
-        if self.out is None:
+        best, h = (s.best_params, s.best_h) if s.best_params is not None else (model.params, self.sample_state(s.h))
+        result.passage = sample_text(
+            best, model.vocab, c.passage_chars, h0=h, seed=derived_seed(model.seed, SEED_TAG_PASSAGE, s.step)
+        )
+        if self.folder is None:
             return
-        summary = {
-            "step": s.step, "epoch": s.epoch, "total_steps": s.total_steps, "smooth_loss": s.smooth_loss,
-            "best_loss": s.best_loss, "best_step": s.best_step, "final_val_loss": result.final_val_loss,
-            "best_val_loss": result.best_val_loss, "val_chars": result.val_chars,
-            "passage": result.passage, "time_limited": result.time_limited,
+        summary = {  # null, not NaN, where nothing was measured (a run of 0 updates): standard JSON
+            "step": s.step,
+            "epoch": s.epoch,
+            "total_steps": s.total_steps,
+            "smooth_loss": _finite(s.smooth_loss),
+            "best_loss": _finite(s.best_loss),
+            "best_step": s.best_step,
+            "final_val_loss": result.final_val_loss,
+            "best_val_loss": result.best_val_loss,
+            "val_chars": result.val_chars,
+            "passage": result.passage,
+            "time_limited": result.time_limited,
+            "seconds": s.seconds,
         }
         self._save(plot=True, summary=summary)
-        from .report import write_report
+        self.folder.write_report(plot=False)
 
-        write_report(self.out, plot=False)
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None

@@ -1,0 +1,426 @@
+// The one engine: a stack of L recurrent layers (rnn, lstm or gru) and a
+// softmax output, run forward and backward over a chunk of n steps of B
+// independent streams, by a team of threads. Every training, evaluation and
+// sampling path goes through it; the classic experiment is its special case
+// (rnn, one layer, B = 1, one thread).
+//
+// Rows of the activation buffers are time-major: row t*B + s is stream s at
+// step t. Only the recurrences are sequential in t, and they are B-row matrix
+// products; the input projections of layers l > 0, the output layer and every
+// weight gradient are single products over all n*B rows (gemm.hpp).
+//
+// Threads (SPMD, ids 0..threads-1, barriers between phases) split the work by
+// fixed rules -- units (in panel-aligned ranges) for the recurrences, rows or
+// panels for the other products -- and every number is computed by the same
+// code in the same order whatever the split, so results are bit-identical
+// for every thread count.
+//
+// Loss: sum over streams and steps of -log softmax(o_t)[y_t] (accumulated in
+// double in row order); gradients are of that sum.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "dropout.hpp"
+#include "gemm.hpp"
+#include "kernels.hpp"
+#include "layout.hpp"
+#include "parallel.hpp"
+#include "walk.hpp"
+
+namespace charrnn {
+
+// Read-only view of the parameter arrays (flat list in NetLayout::arrays() order).
+template <typename T>
+struct NetParams {
+    struct Layer {
+        const T *Wx, *Wh, *b, *bh;  // bh: gru only
+    };
+    std::vector<Layer> layers;
+    const T* V;
+    const T* c;
+
+    NetParams(const NetLayout& lay, const std::vector<T*>& p) {
+        const std::size_t A = lay.per_layer();
+        for (std::size_t l = 0; l < lay.L; ++l) {
+            T* const* q = p.data() + l * A;
+            layers.push_back({q[0], q[1], q[2], lay.cell == Cell::gru ? q[3] : nullptr});
+        }
+        V = p[lay.L * A];
+        c = p[lay.L * A + 1];
+    }
+};
+
+template <typename T>
+class Engine {
+public:
+    // Sums of losses: double, or long double for the numerical gradients.
+    using Sum = std::conditional_t<(sizeof(T) > sizeof(double)), long double, double>;
+
+    const NetLayout lay;
+    const Kernels<T>& kn;
+    const std::size_t threads;
+    SpinBarrier barrier;
+    Dropout dropout;  // p = 0: off (evaluation and sampling)
+
+    Engine(const NetLayout& l, std::size_t n_threads)
+        : lay(l), kn(kernels<T>()), threads(std::max<std::size_t>(1, n_threads)), barrier(threads),
+          order(l.G(), l.m, kn.NR), col_rows(order.rows_of_columns()), layers(l.L) {
+        const std::size_t m = l.m, Gm = l.Gm(), NR = kn.NR;
+        for (std::size_t i = 0; i < l.L; ++i) {
+            Layer& a = layers[i];
+            a.WhT.resize(m, Gm, NR);
+            a.Wh.resize(Gm, m, NR);
+            if (i == 0) {
+                a.XB.resize(l.K * Gm);
+            } else {
+                a.WxT.resize(m, Gm, NR);
+                a.Wx.resize(Gm, m, NR);
+                a.b.resize(Gm);
+            }
+            if (l.cell == Cell::gru) a.bh.resize(Gm);
+        }
+        VT.resize(m, l.K, NR);
+        Vp.resize(l.K, m, NR);
+        dWx0T.resize(l.K * Gm);
+    }
+
+    // ------------------------------------------------------------ chunk set-up (one thread)
+
+    // Streams and steps of the next chunk; buffers grow as needed.
+    void resize(std::size_t streams, std::size_t steps) {
+        B = streams;
+        n = steps;
+        const std::size_t m = lay.m, Gm = lay.Gm(), rows = n * B;
+        for (std::size_t i = 0; i < lay.L; ++i) {
+            Layer& a = layers[i];
+            a.Z.resize(rows * Gm);
+            a.H.resize((n + 1) * B * m);
+            a.dA.resize(rows * Gm);
+            a.dH.resize(rows * m);
+            a.dh_next.resize(B * m);
+            a.dh.resize(B * m);
+            if (lay.cell == Cell::lstm) {
+                a.C.resize((n + 1) * B * m);
+                a.TC.resize(rows * m);
+                a.dc.resize(B * m);
+            }
+            if (lay.cell == Cell::gru) {
+                a.HN.resize(rows * m);
+                a.AH.resize(B * Gm);
+                a.dAh.resize(rows * Gm);
+            }
+            a.Hprev_pk.resize(rows, m, kn.NR);
+            if (i > 0) a.X_pk.resize(rows, m, kn.NR);
+            // the dropped input of the layer above (or of the output layer)
+            if (dropout.on()) {
+                a.Xd.resize(rows * m);
+                a.keep.resize(rows * m);
+            }
+        }
+        Xo_pk.resize(rows, m, kn.NR);
+        O.resize(rows * lay.K);
+        log_z.resize(rows);
+        row_loss.resize(rows);
+        x.resize(rows);
+        y.resize(rows);
+        dXo.resize(rows * m);
+    }
+
+    std::int32_t* inputs() { return x.data(); }   // n*B, time-major
+    std::int32_t* targets() { return y.data(); }  // n*B, time-major
+
+    // Initial state of stream s (L x S*m) in, and final state out.
+    void set_state(std::size_t s, const T* state) {
+        const std::size_t m = lay.m, S = lay.S();
+        for (std::size_t l = 0; l < lay.L; ++l) {
+            const T* src = state + l * S * m;
+            std::copy(src, src + m, layers[l].H.data() + s * m);
+            if (S == 2) std::copy(src + m, src + 2 * m, layers[l].C.data() + s * m);
+        }
+    }
+    void zero_state(std::size_t s) {
+        const std::size_t m = lay.m;
+        for (auto& a : layers) {
+            std::fill(a.H.data() + s * m, a.H.data() + (s + 1) * m, T(0));
+            if (lay.S() == 2) std::fill(a.C.data() + s * m, a.C.data() + (s + 1) * m, T(0));
+        }
+    }
+    void get_state(std::size_t s, T* state) const {
+        const std::size_t m = lay.m, S = lay.S();
+        for (std::size_t l = 0; l < lay.L; ++l) {
+            T* dst = state + l * S * m;
+            const T* h = layers[l].H.data() + (n * B + s) * m;
+            std::copy(h, h + m, dst);
+            if (S == 2) {
+                const T* c = layers[l].C.data() + (n * B + s) * m;
+                std::copy(c, c + m, dst + m);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ phases (every thread, SPMD)
+
+    // Packs the weights for the products; after every parameter change.
+    void prepare(const NetParams<T>& P, std::size_t id) {
+        const std::size_t m = lay.m, K = lay.K, Gm = lay.Gm();
+        for (std::size_t l = 0; l < lay.L; ++l) {
+            Layer& a = layers[l];
+            const auto& W = P.layers[l];
+            pack_split(W.Wh, 1, m, col_rows.data(), a.WhT, id);  // WhT(p, col) = Wh[row(col), p]
+            pack_split(W.Wh, m, 1, nullptr, a.Wh, id);           // Wh(p, n), p a natural gate row
+            if (l == 0) {
+                // XB[x, col] = b[row(col)] + Wx[row(col), x]: the input side of a one-hot x
+                const Range r = split_range(K, id, threads);
+                for (std::size_t xi = r.begin; xi < r.end; ++xi)
+                    for (std::size_t c = 0; c < Gm; ++c)
+                        a.XB[xi * Gm + c] = W.b[col_rows[c]] + W.Wx[col_rows[c] * K + xi];
+            } else {
+                pack_split(W.Wx, 1, m, col_rows.data(), a.WxT, id);
+                pack_split(W.Wx, m, 1, nullptr, a.Wx, id);
+                if (id == 0)
+                    for (std::size_t c = 0; c < Gm; ++c) a.b[c] = W.b[col_rows[c]];
+            }
+            if (lay.cell == Cell::gru && id == 0)
+                for (std::size_t c = 0; c < Gm; ++c) a.bh[c] = W.bh[col_rows[c]];
+        }
+        pack_split(P.V, 1, m, nullptr, VT, id);  // VT(p, k) = V[k, p]
+        pack_split(P.V, m, 1, nullptr, Vp, id);
+        barrier.wait();
+    }
+
+    // All layers over the chunk (inputs x, states set). Ends with a barrier.
+    void forward(std::size_t id) {
+        const std::size_t m = lay.m, Gm = lay.Gm(), G = lay.G(), rows = n * B;
+        const Range u = own_units(id);
+        const std::size_t c0 = u.begin * G, c1 = u.end * G;
+        const std::size_t j0 = c0 / kn.NR, j1 = (c1 + kn.NR - 1) / kn.NR;
+        for (std::size_t l = 0; l < lay.L; ++l) {
+            Layer& a = layers[l];
+            if (l > 0 && u.size()) {
+                // Z = b + X W_x^T for this thread's gate columns, all steps at once
+                for (std::size_t r = 0; r < rows; ++r) std::copy(a.b.data() + c0, a.b.data() + c1, a.Z.data() + r * Gm + c0);
+                kn.gemm({rows, j0, j1, input(l), m, 1, &a.WxT, a.Z.data(), Gm, true});
+            }
+            for (std::size_t t = 0; t < n; ++t) {
+                if (u.size()) {
+                    T* Zt = a.Z.data() + t * B * Gm;
+                    const T* Hp = a.H.data() + t * B * m;
+                    if (l == 0)
+                        for (std::size_t s = 0; s < B; ++s) {
+                            const T* xb = a.XB.data() + static_cast<std::size_t>(x[t * B + s]) * Gm;
+                            std::copy(xb + c0, xb + c1, Zt + s * Gm + c0);
+                        }
+                    CellStep<T> cs{lay.cell, B, m, order, Zt, nullptr, Hp, a.H.data() + (t + 1) * B * m,
+                                   nullptr, nullptr, nullptr, nullptr, u.begin, u.end};
+                    if (lay.cell == Cell::gru) {
+                        for (std::size_t s = 0; s < B; ++s) std::copy(a.bh.data() + c0, a.bh.data() + c1, a.AH.data() + s * Gm + c0);
+                        kn.gemm({B, j0, j1, Hp, m, 1, &a.WhT, a.AH.data(), Gm, true});
+                        cs.AH = a.AH.data();
+                        cs.HN = a.HN.data() + t * B * m;
+                    } else {
+                        kn.gemm({B, j0, j1, Hp, m, 1, &a.WhT, Zt, Gm, true});
+                    }
+                    if (lay.cell == Cell::lstm) {
+                        cs.Cprev = a.C.data() + t * B * m;
+                        cs.C = a.C.data() + (t + 1) * B * m;
+                        cs.TC = a.TC.data() + t * B * m;
+                    }
+                    kn.cell_forward[static_cast<int>(lay.cell)](cs);
+                    if (dropout.on()) drop_outputs(l, t, u);
+                }
+                barrier.wait();
+            }
+        }
+    }
+
+    // Output layer for this thread's rows: logits, softmax, row losses and,
+    // with grad, dL/do = p - onehot(y) (in O) and dL/dh of the top layer.
+    // Ends with a barrier; returns the summed loss (the same on every thread).
+    Sum output(const NetParams<T>& P, std::size_t id, bool grad) {
+        const std::size_t m = lay.m, K = lay.K, rows = n * B;
+        const T* Xo = input(lay.L);
+        const Range r = split_range(rows, id, threads, 8);
+        constexpr std::size_t block = 64;
+        for (std::size_t r0 = r.begin; r0 < r.end; r0 += block) {
+            const std::size_t r1 = std::min(r.end, r0 + block), nr = r1 - r0;
+            T* o = O.data() + r0 * K;
+            for (std::size_t i = r0; i < r1; ++i) std::copy(P.c, P.c + K, O.data() + i * K);
+            kn.gemm({nr, 0, VT.panels(), Xo + r0 * m, m, 1, &VT, o, K, true});
+            for (std::size_t i = r0; i < r1; ++i) row_loss[i] = O[i * K + static_cast<std::size_t>(y[i])];
+            kn.softmax_rows(o, nr, K, K, T(1), log_z.data() + r0);
+            for (std::size_t i = r0; i < r1; ++i) row_loss[i] = log_z[i] - row_loss[i];
+            if (!grad) continue;
+            for (std::size_t i = r0; i < r1; ++i) O[i * K + static_cast<std::size_t>(y[i])] -= T(1);
+            T* dtop = layers[lay.L - 1].dH.data() + r0 * m;
+            // dL/dXo = dO V, then back through the dropout of the output's input
+            kn.gemm({nr, 0, Vp.panels(), o, K, 1, &Vp, dropout.on() ? dXo.data() + r0 * m : dtop, m, false});
+            if (dropout.on()) undrop(layers[lay.L - 1], dXo.data(), layers[lay.L - 1].dH.data(), r0, r1);
+        }
+        barrier.wait();
+        Sum loss = 0;
+        for (std::size_t i = 0; i < rows; ++i) loss += static_cast<Sum>(row_loss[i]);
+        return loss;
+    }
+
+    // Gradients of the summed loss into g (flat list in layout order), after
+    // forward and output(grad = true). Ends with a barrier.
+    void backward(const std::vector<T*>& g, std::size_t id) {
+        const std::size_t m = lay.m, K = lay.K, Gm = lay.Gm(), L = lay.L, A_ = lay.per_layer(), rows = n * B;
+        // dV = dO^T Xo,  dc = sum_t dO
+        pack_split(input(L), m, 1, nullptr, Xo_pk, id);
+        barrier.wait();
+        const Range rk = split_range(K, id, threads, 4);
+        if (rk.size()) {
+            kn.gemm({rk.size(), 0, Xo_pk.panels(), O.data() + rk.begin, 1, K, &Xo_pk, g[L * A_] + rk.begin * m, m, false});
+            column_sums(O.data(), rows, K, rk.begin, rk.end, g[L * A_ + 1]);
+        }
+        const Range u = own_units(id);
+        const std::size_t j0 = u.begin / kn.NR, j1 = (u.end + kn.NR - 1) / kn.NR;
+        const Range rg = split_range(Gm, id, threads, 8);
+        for (std::size_t l = L; l-- > 0;) {
+            Layer& a = layers[l];
+            T* dAh = lay.cell == Cell::gru ? a.dAh.data() : a.dA.data();
+            for (std::size_t s = 0; s < B; ++s) {
+                std::fill(a.dh_next.data() + s * m + u.begin, a.dh_next.data() + s * m + u.end, T(0));
+                if (lay.cell == Cell::lstm) std::fill(a.dc.data() + s * m + u.begin, a.dc.data() + s * m + u.end, T(0));
+            }
+            for (std::size_t t = n; t-- > 0;) {
+                if (u.size()) {
+                    const std::size_t hb = t * B * m;
+                    CellBackStep<T> cs{lay.cell, B, m, order, a.Z.data() + t * B * Gm, a.H.data() + hb,
+                                       a.H.data() + hb + B * m, nullptr, nullptr, nullptr, a.dH.data() + hb,
+                                       a.dh_next.data(), a.dc.data(), a.dh.data(), a.dA.data() + t * B * Gm,
+                                       nullptr, u.begin, u.end};
+                    if (lay.cell == Cell::lstm) {
+                        cs.Cprev = a.C.data() + hb;
+                        cs.TC = a.TC.data() + hb;
+                    }
+                    if (lay.cell == Cell::gru) {
+                        cs.HN = a.HN.data() + hb;
+                        cs.dAh = a.dAh.data() + t * B * Gm;
+                    }
+                    kn.cell_backward[static_cast<int>(lay.cell)](cs);
+                }
+                barrier.wait();
+                // dh_{t-1} (+)= dAh_t Wh for this thread's units (gru: on top of the direct part)
+                if (t > 0 && u.size())
+                    kn.gemm({B, j0, j1, dAh + t * B * Gm, Gm, 1, &a.Wh, a.dh_next.data(), m, lay.cell == Cell::gru});
+            }
+            // Weight gradients from the whole chunk:
+            //   dWh = dAh^T H_prev,  db = sum dA,  dbh = sum dAh
+            //   l > 0: dWx = dA^T X_l,  dX_l = dA Wx (to the layer below, through its dropout)
+            //   l = 0: dWx[:, x] += dA
+            pack_split(a.H.data(), m, 1, nullptr, a.Hprev_pk, id);
+            if (l > 0) pack_split(input(l), m, 1, nullptr, a.X_pk, id);
+            barrier.wait();
+            T* gWx = g[l * A_];
+            T* gWh = g[l * A_ + 1];
+            if (rg.size()) {
+                kn.gemm({rg.size(), 0, a.Hprev_pk.panels(), dAh + rg.begin, 1, Gm, &a.Hprev_pk, gWh + rg.begin * m, m, false});
+                column_sums(a.dA.data(), rows, Gm, rg.begin, rg.end, g[l * A_ + 2]);
+                if (lay.cell == Cell::gru) column_sums(a.dAh.data(), rows, Gm, rg.begin, rg.end, g[l * A_ + 3]);
+                if (l > 0) {
+                    kn.gemm({rg.size(), 0, a.X_pk.panels(), a.dA.data() + rg.begin, 1, Gm, &a.X_pk, gWx + rg.begin * m, m, false});
+                } else {
+                    // sum the rows of dA by input character (contiguous rows of dWx^T), then transpose
+                    T* acc = dWx0T.data();
+                    for (std::size_t xi = 0; xi < K; ++xi) std::fill(acc + xi * Gm + rg.begin, acc + xi * Gm + rg.end, T(0));
+                    for (std::size_t i = 0; i < rows; ++i) {
+                        const T* da = a.dA.data() + i * Gm;
+                        T* dst = acc + static_cast<std::size_t>(x[i]) * Gm;
+                        for (std::size_t j = rg.begin; j < rg.end; ++j) dst[j] += da[j];
+                    }
+                    for (std::size_t j = rg.begin; j < rg.end; ++j)
+                        for (std::size_t xi = 0; xi < K; ++xi) gWx[j * K + xi] = acc[xi * Gm + j];
+                }
+            }
+            if (l > 0) {
+                Layer& below = layers[l - 1];
+                const Range rr = split_range(rows, id, threads, 8);
+                if (rr.size()) {
+                    T* dst = dropout.on() ? dXo.data() + rr.begin * m : below.dH.data() + rr.begin * m;
+                    kn.gemm({rr.size(), 0, a.Wx.panels(), a.dA.data() + rr.begin * Gm, Gm, 1, &a.Wx, dst, m, false});
+                    if (dropout.on()) undrop(below, dXo.data(), below.dH.data(), rr.begin, rr.end);
+                }
+            }
+            barrier.wait();
+        }
+    }
+
+    // Logits o (K) of the top layer's state after the last step of stream 0 (one thread).
+    void logits(const NetParams<T>& P, T* o) const {
+        const std::size_t m = lay.m, K = lay.K;
+        const T* h = layers[lay.L - 1].H.data() + n * B * m;
+        std::copy(P.c, P.c + K, o);
+        kn.gemm({1, 0, VT.panels(), h, m, 1, &VT, o, K, true});
+    }
+
+private:
+    struct Layer {
+        Packed<T> WhT, Wh, WxT, Wx;  // forward (gate-order columns) and backward (natural rows) copies
+        WorkArray<T> XB;             // layer 0: K x G*m, input side of each character, b included
+        WorkArray<T> b, bh;          // gate order
+        WorkArray<T> Z, H, C, TC, HN, AH;
+        WorkArray<T> Xd;             // dropout on: this layer's output as the next one reads it
+        WorkArray<std::uint8_t> keep;
+        WorkArray<T> dA, dAh, dH, dh_next, dh, dc;
+        Packed<T> Hprev_pk, X_pk;    // B operands of the weight gradients
+    };
+
+    std::size_t B = 0, n = 0;
+    GateOrder order;
+    std::vector<std::uint32_t> col_rows;  // gate-order column -> natural row
+    std::vector<Layer> layers;
+    Packed<T> VT, Vp, Xo_pk;
+    WorkArray<T> O, log_z, row_loss, dXo;
+    WorkArray<T> dWx0T;  // K x G*m: layer 0's input-weight gradient, transposed
+    WorkArray<std::int32_t> x, y;
+
+    // Units this thread owns in the recurrences (whole panels of NR).
+    Range own_units(std::size_t id) const { return split_range(lay.m, id, threads, kn.NR); }
+
+    // What layer l (l = L: the output layer) reads, rows 0..n*B: the output of
+    // the layer below at steps 1..n, after dropout if it is on.
+    const T* input(std::size_t l) const {
+        const Layer& below = layers[l - 1];
+        return dropout.on() ? below.Xd.data() : below.H.data() + B * lay.m;
+    }
+
+    // Packs B(p, c) = src[p*rs + col(c)*cs] into this thread's share of the panels.
+    void pack_split(const T* src, std::size_t rs, std::size_t cs, const std::uint32_t* map, Packed<T>& Bp,
+                    std::size_t id) {
+        const Range r = split_range(Bp.panels(), id, threads);
+        if (r.size()) pack_panels(src, rs, cs, map, Bp, r.begin, r.end);
+    }
+
+    // Dropout of layer l's output at step t for units u (site l + 1).
+    void drop_outputs(std::size_t l, std::size_t t, const Range& u) {
+        Layer& a = layers[l];
+        const std::size_t m = lay.m;
+        const T scale = dropout.scale<T>();
+        const std::uint32_t th = dropout.threshold();
+        for (std::size_t s = 0; s < B; ++s) {
+            const std::size_t row = (t * B + s) * m;
+            std::uint8_t* keep = a.keep.data() + row + u.begin;
+            kn.dropout_keep(dropout.row_key(s, t, l + 1), u.begin, u.end, th, keep);
+            const T* h = a.H.data() + row + B * m;
+            T* xd = a.Xd.data() + row;
+            for (std::size_t k = u.begin; k < u.end; ++k) xd[k] = keep[k - u.begin] ? h[k] * scale : T(0);
+        }
+    }
+
+    // dst rows [r0, r1) = src * (kept ? scale : 0), with the masks of `a`'s output.
+    void undrop(const Layer& a, const T* src, T* dst, std::size_t r0, std::size_t r1) const {
+        const std::size_t m = lay.m;
+        const T scale = dropout.scale<T>();
+        for (std::size_t i = r0 * m; i < r1 * m; ++i) dst[i] = a.keep[i] ? src[i] * scale : T(0);
+    }
+};
+
+}  // namespace charrnn

@@ -1,0 +1,241 @@
+"""The C++ engine's front doors: :mod:`charrnn_ext._core`'s functions with
+their defaults (from :mod:`charrnn_ext.config`) and the states in the shapes
+the caller uses.
+
+Parameters are a dict of NumPy arrays with the classic names (U, W, V, b, c)
+or the network names (:mod:`charrnn_ext.layout`); the cell and the number of
+layers are read from the shapes. States follow the names: with the classic
+names a stream's state is (m,), B streams (B, m); with the network names
+(layers, S*m) and (B, layers, S*m). The arrays are used in place, never
+copied, and the GIL is released while the core computes.
+
+Losses and gradients are SUMS over the characters of a chunk (and over its
+streams); the gradients of B streams go into one update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _core
+from .config import DEFAULT_ETA, default
+
+__all__ = ["evaluate_loss", "loss_and_grads", "numerical_grads", "sample", "train_step", "train_steps"]
+
+Params = Mapping[str, np.ndarray]
+IndexArray = npt.NDArray[np.integer] | Sequence[int]
+
+
+def _one_stream(params: Params, h: np.ndarray) -> np.ndarray:
+    """A stream's state in the caller's shape: (m,) for classic names, else (layers, S*m)."""
+    return h.reshape(-1) if "U" in params else h.reshape(h.shape[-2:])
+
+
+def _streams(params: Params, h: np.ndarray) -> np.ndarray:
+    """B streams' states in the caller's shape: (B, m) for classic names, else (B, layers, S*m)."""
+    return h.reshape(h.shape[0], -1) if "U" in params else h
+
+
+def _opt_args(
+    optimizer: str, eta: float | None, clip: float, clip_mode: str, gamma: float, beta1: float, beta2: float, eps: float
+) -> dict[str, Any]:
+    if eta is None:
+        # an unknown optimizer is refused by the core, before it looks at eta
+        fallback = DEFAULT_ETA[default("optimizer")]
+        eta = DEFAULT_ETA.get(optimizer, fallback) if isinstance(optimizer, str) else fallback
+    return dict(
+        optimizer=optimizer, eta=eta, clip=clip, clip_mode=clip_mode, gamma=gamma, beta1=beta1, beta2=beta2, eps=eps
+    )
+
+
+def loss_and_grads(
+    params: Params,
+    X: Any,
+    Y: Any,
+    h0: np.ndarray | None = None,
+    *,
+    dropout: float = default("dropout"),
+    seed: int = default("seed"),
+    update: int = 0,
+    threads: int = default("threads"),
+) -> tuple[float, dict[str, np.ndarray], np.ndarray]:
+    """Loss summed over the chunk X -> Y, the raw (unclipped) gradients keyed
+    like params, and the final state. X and Y are (T,) for one stream or
+    (B, T) for B streams (then h0 and the state returned are batched, and
+    loss and gradients are sums over the streams). With ``dropout`` > 0 the
+    masks are those of update number ``update`` of a run seeded ``seed``."""
+    loss, grads, h = _core.loss_and_grads(
+        params, X, Y, h0, cell=None, dropout=dropout, seed=seed, update=update, threads=threads
+    )
+    return loss, grads, (_streams if np.ndim(X) == 2 else _one_stream)(params, h)
+
+
+def train_step(
+    params: Params,
+    state: Params,
+    X: Any,
+    Y: Any,
+    h0: np.ndarray | None = None,
+    eta: float | None = None,
+    clip: float = default("clip"),
+    eps: float = default("eps"),
+    *,
+    optimizer: str = default("optimizer"),
+    clip_mode: str = default("clip_mode"),
+    gamma: float = default("gamma"),
+    beta1: float = default("beta1"),
+    beta2: float = default("beta2"),
+    dropout: float = default("dropout"),
+    seed: int = default("seed"),
+    threads: int = default("threads"),
+) -> tuple[float, np.ndarray]:
+    """One update on the chunk X -> Y, in place on params and state (the
+    optimiser memory, :func:`~charrnn_ext.layout.init_opt_state`; a classic
+    AdaGrad memory {U, W, V, b, c} works too). Returns (loss, final state).
+    ``eta`` None is the optimiser's default (0.1 for AdaGrad). A non-finite
+    loss or gradient raises ValueError and changes nothing."""
+    loss, h = _core.train_step(
+        params,
+        state,
+        X,
+        Y,
+        h0,
+        cell=None,
+        **_opt_args(optimizer, eta, clip, clip_mode, gamma, beta1, beta2, eps),
+        dropout=dropout,
+        seed=seed,
+        threads=threads,
+    )
+    return loss, (_streams if np.ndim(X) == 2 else _one_stream)(params, h)
+
+
+def train_steps(
+    params: Params,
+    state: Params,
+    data: IndexArray,
+    h0: np.ndarray | None = None,
+    *,
+    n_steps: int,
+    seq_length: int = default("seq_length"),
+    pos: int = 0,
+    batch_size: int | None = None,
+    positions: IndexArray | None = None,
+    threads: int = default("threads"),
+    optimizer: str = default("optimizer"),
+    eta: float | None = None,
+    clip: float = default("clip"),
+    clip_mode: str = default("clip_mode"),
+    eps: float = default("eps"),
+    gamma: float = default("gamma"),
+    beta1: float = default("beta1"),
+    beta2: float = default("beta2"),
+    dropout: float = default("dropout"),
+    seed: int = default("seed"),
+):
+    """``n_steps`` updates walking ``data`` (an index array) in chunks of
+    ``seq_length``, in place on params and state.
+
+    One stream (the classic walk, ``batch_size`` None or 1 and no
+    ``positions``): chunk data[pos:pos+T] -> data[pos+1:pos+T+1]; when a whole
+    chunk no longer fits, the walk restarts at 0 with a zero state. Returns
+    (losses, h, pos, wraps, diverged).
+
+    ``batch_size`` B streams: data is cut into B segments of len(data) // B,
+    stream s walks segment s from ``positions[s]`` (default 0) with its own
+    state h0[s]; per step the gradients of all streams are summed into one
+    update. Returns (losses, h (B, ...), positions (B,), wraps (B,), diverged).
+
+    losses[i] is the summed loss of update i (over B * seq_length
+    characters). The walk stops before the first update whose loss or
+    gradient is not finite (diverged = True; that update not applied)."""
+    single = (batch_size is None or batch_size == 1) and positions is None
+    if not single and pos != 0:
+        raise ValueError("pos is for one stream; with batch_size > 1 give positions (one offset per stream)")
+    if single and (isinstance(pos, bool) or not isinstance(pos, (int, np.integer))):
+        raise TypeError(f"pos must be an integer, got {type(pos).__name__}")
+    try:
+        losses, h, pos_out, wraps, diverged = _core.train_steps(
+            params,
+            state,
+            data,
+            h0,
+            n_steps=n_steps,
+            seq_length=seq_length,
+            batch_size=1 if batch_size is None else batch_size,
+            positions=[pos] if single else positions,
+            cell=None,
+            **_opt_args(optimizer, eta, clip, clip_mode, gamma, beta1, beta2, eps),
+            dropout=dropout,
+            seed=seed,
+            threads=threads,
+        )
+    except ValueError as exc:  # one stream's offset is `pos` to the caller
+        if single and "positions[0]" in str(exc):
+            raise ValueError(
+                str(exc)
+                .replace("positions[0]", "pos")
+                .replace("its segment", "the text")
+                .replace("the segment length", "len(data)")
+            ) from None
+        raise
+    if single:
+        return losses, _one_stream(params, h), int(pos_out[0]), int(wraps[0]), diverged
+    return losses, _streams(params, h), pos_out, wraps, diverged
+
+
+def evaluate_loss(
+    params: Params,
+    data: IndexArray,
+    h0: np.ndarray | None = None,
+    *,
+    batch_size: int = default("batch_size"),
+    threads: int = default("threads"),
+) -> tuple[float, np.ndarray]:
+    """Summed loss of predicting data[1:] from data[:-1] (forward only), and
+    the state at the end of the text. ``batch_size`` B > 1 reads B contiguous
+    segments at once (each but the first from a zero state, so the loss
+    differs slightly from B = 1)."""
+    loss, h = _core.evaluate_loss(params, data, h0, cell=None, batch_size=batch_size, threads=threads)
+    return loss, _one_stream(params, h)
+
+
+def sample(
+    params: Params,
+    h0: np.ndarray | None,
+    prime: IndexArray,
+    n: int,
+    temperature: float = default("temperature"),
+    seed: int = default("seed"),
+    *,
+    top_k: int = default("top_k"),
+    top_p: float = default("top_p"),
+    greedy: bool = default("greedy"),
+) -> tuple[npt.NDArray[np.int32], np.ndarray]:
+    """Feed ``prime`` from h0 (None: zeros), then draw n characters from
+    softmax(o / temperature). ``top_k`` > 0 keeps the k most probable
+    characters, ``top_p`` < 1 the smallest set holding that probability,
+    ``greedy`` takes the most probable. Returns (indices, state)."""
+    out, h = _core.sample(
+        params, h0, prime, n=n, cell=None, temperature=temperature, seed=seed, top_k=top_k, top_p=top_p, greedy=greedy
+    )
+    return out, _one_stream(params, h)
+
+
+def numerical_grads(
+    params: Params,
+    X: Any,
+    Y: Any,
+    h0: np.ndarray | None = None,
+    *,
+    h: float = 1e-4,
+    dropout: float = default("dropout"),
+    seed: int = default("seed"),
+    update: int = 0,
+) -> dict[str, np.ndarray]:
+    """Centred differences of the chunk's summed loss for every parameter
+    entry, the losses evaluated in long double by the engine."""
+    return _core.numerical_grads(params, X, Y, h0, cell=None, h=h, dropout=dropout, seed=seed, update=update)

@@ -1,0 +1,428 @@
+"""A run folder and the single producer of every file in it.
+
+| file | contents |
+|---|---|
+| config.json | the model, its training options, the text, the run's length |
+| metrics.csv | step, epoch, loss, smooth loss, validation loss per character |
+| samples.md | the text synthesised at every sample point |
+| gradcheck.md | the gradient check of this model's cell and vocabulary |
+| last.npz, best.npz | the latest training state and the best model |
+| summary.json | the final evaluation (finished runs) |
+| loss.png | smooth loss against update, with the validation points |
+| report.md | all of it in one document |
+
+Every file is written atomically (:mod:`charrnn_ext.fileio`). matplotlib
+is imported only when loss.png is drawn.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .fileio import atomic_write_bytes, atomic_write_text, remove_stale_temp_files
+from .report import report_markdown, samples_markdown
+from .state import Checkpoint, MetricRow, SampleRecord
+
+__all__ = ["METRICS_COLUMNS", "RUN_FILES", "RunFolder", "plot_losses", "read_metrics_csv", "write_report"]
+
+#: Files a finished run folder holds.
+RUN_FILES = (
+    "config.json",
+    "metrics.csv",
+    "samples.md",
+    "gradcheck.md",
+    "last.npz",
+    "best.npz",
+    "summary.json",
+    "loss.png",
+    "report.md",
+)
+
+METRICS_COLUMNS = ("step", "epoch", "loss", "smooth_loss", "val_loss", "val_chars")
+
+
+def metrics_csv(history: Sequence[MetricRow]) -> str:
+    """metrics.csv text; floats are written with repr so they read back exactly."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(METRICS_COLUMNS)
+    for r in history:
+        w.writerow(
+            [
+                r.step,
+                r.epoch,
+                repr(float(r.loss)),
+                repr(float(r.smooth_loss)),
+                "" if r.val_loss is None else repr(float(r.val_loss)),
+                "" if r.val_loss is None else r.val_chars,
+            ]
+        )
+    return buf.getvalue()
+
+
+def read_metrics_csv(path: str | os.PathLike[str]) -> list[MetricRow]:
+    """Parse a metrics.csv written by a run."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return [
+        MetricRow(
+            step=int(r["step"]),
+            epoch=int(r["epoch"]),
+            loss=float(r["loss"]),
+            smooth_loss=float(r["smooth_loss"]),
+            val_loss=float(r["val_loss"]) if r["val_loss"] else None,
+            val_chars=int(r["val_chars"]) if r["val_chars"] else 0,
+        )
+        for r in rows
+    ]
+
+
+def plot_losses(
+    path: str | os.PathLike[str],
+    history: Sequence[MetricRow],
+    samples: Sequence[SampleRecord],
+    chunk_chars: int,
+    final: tuple[int, float | None] | None = None,
+) -> Path:
+    """Draw the smooth training loss against the update step, with the
+    validation losses (per character × chunk_chars, the characters one update
+    sees) as points, and write the PNG atomically."""
+    # A bare Figure renders with the Agg canvas and leaves pyplot's backend alone.
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4.5), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    if history:
+        ax.plot(
+            [r.step for r in history],
+            [r.smooth_loss for r in history],
+            color="tab:blue",
+            lw=1.5,
+            label=f"smooth training loss (summed over the {chunk_chars} chars of an update)",
+        )
+    pts = [(r.step, r.val_loss * chunk_chars) for r in samples if r.val_loss is not None]
+    if pts:
+        ax.plot(
+            *zip(*pts),
+            "o",
+            color="tab:orange",
+            ms=4,
+            label=f"validation loss per char × {chunk_chars} (start of val split)",
+        )
+    if final is not None and final[1] is not None:
+        ax.plot(
+            [final[0]],
+            [final[1] * chunk_chars],
+            "D",
+            color="tab:red",
+            ms=6,
+            label=f"final validation loss per char × {chunk_chars} (whole val split)",
+        )
+    ax.set_xlabel("update step")
+    ax.set_ylabel(f"loss over {chunk_chars} characters (nats)")
+    ax.set_title("Training progress")
+    ax.grid(True, alpha=0.3)
+    if history or pts:
+        ax.legend(loc="upper right", fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+LOCK_FILE = ".lock"
+
+
+def _own(name: str) -> bool:
+    """A file this package writes in a run folder (or the temporary file of one)."""
+    return (
+        name in RUN_FILES
+        or name == LOCK_FILE
+        or any(name.startswith(f".{f}.") and name.endswith(".tmp") for f in RUN_FILES)
+    )
+
+
+class RunFolder:
+    """The files of one run, written by :class:`~charrnn_ext.training.Trainer`
+    and rebuilt by ``charrnn report``. While a run writes to it, the folder
+    is locked (an exclusive lock on .lock, released when the process ends
+    however it ends), so that two runs cannot mix their files. The object
+    remembers what it created and wrote, so that a run that ends before its
+    first checkpoint can remove exactly that and nothing else."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self._lock: int | None = None
+        self._made_lock = False  # this object created the .lock file
+        self.made_dirs: list[Path] = []  # folders this object created, outermost first
+        self.written: set[str] = set()  # files this object wrote
+
+    @property
+    def created(self) -> bool:
+        """True if this object created the run folder."""
+        return bool(self.made_dirs)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def open_for_run(self, fresh: bool, force: bool = False) -> None:
+        """Create and lock the folder for a run. A fresh run needs a new or
+        empty folder: one holding a run (last.npz) or anything else is
+        refused unless ``force``, and then the run's own files from before
+        are removed (other files are left alone). Temporary files of writes
+        a crash cut short are deleted. A refusal leaves the folder as it was."""
+        if self.path.exists() and not self.path.is_dir():
+            raise NotADirectoryError(f"run folder {self.path} exists and is not a directory")
+        missing = [d for d in (self.path, *self.path.parents) if not d.exists()]
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.made_dirs = [d for d in reversed(missing) if d.is_dir()]
+        try:
+            self.lock()
+            if not force:
+                others = sorted(p.name for p in self.path.iterdir() if not _own(p.name))
+                if others:
+                    shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+                    raise ValueError(
+                        f"{self.path} holds files that are not part of a charrnn run ({shown}); choose "
+                        f"a new or empty folder, or pass --force to write the run there (only the run's "
+                        f"own files are replaced)"
+                    )
+                if fresh:
+                    ours = sorted(p.name for p in self.path.iterdir() if p.name in RUN_FILES)
+                    if "last.npz" in ours:
+                        raise ValueError(
+                            f"{self.path} already holds a run (last.npz); resume it with "
+                            f"--resume {self.path}, choose another folder, or pass --force to start "
+                            f"a new run there"
+                        )
+                    if ours:
+                        raise ValueError(
+                            f"{self.path} already holds {', '.join(ours)} but no resumable run; "
+                            f"choose another folder, or pass --force to replace them"
+                        )
+            elif fresh:  # a new run replaces the files of the one before, all of them
+                for name in RUN_FILES:
+                    target = self.file(name)
+                    if target.is_file() or target.is_symlink():
+                        target.unlink()
+            remove_stale_temp_files(self.path, RUN_FILES)
+        except BaseException:
+            self.discard()
+            raise
+
+    def lock(self) -> None:
+        """Take the folder's lock, or raise if another process holds it."""
+        if self._lock is not None:
+            return
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no locking
+            return
+        path = self.file(LOCK_FILE)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            made = True
+        except FileExistsError:
+            fd = os.open(path, os.O_RDWR)
+            made = False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise ValueError(
+                f"another charrnn process (pid {holder}) is writing to {self.path}; wait for it to "
+                f"end or choose another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._lock, self._made_lock = fd, made
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the lock
+            self._lock = None
+
+    def discard(self) -> bool:
+        """Undo a run that saved nothing resumable: remove the files this
+        object wrote (unless one is a checkpoint), the lock file if it made
+        it, and the folders it made if they are now empty. Files it did not
+        write are never touched. True if the run folder is gone."""
+        if "last.npz" in self.written:
+            self.unlock()
+            return False
+        for name in sorted(self.written):
+            self.file(name).unlink(missing_ok=True)
+        self.written.clear()
+        if self._lock is not None and self._made_lock:
+            self.file(LOCK_FILE).unlink(missing_ok=True)  # while still holding it
+        self.unlock()
+        for d in reversed(self.made_dirs):
+            try:
+                d.rmdir()
+            except OSError:  # not empty (or already gone): leave it
+                break
+        self.made_dirs = [d for d in self.made_dirs if d.exists()]
+        return not self.path.exists()
+
+    # -- writers ---------------------------------------------------------------
+
+    def _text(self, name: str, text: str) -> Path:
+        """Write run file ``name`` and note it as written by this object."""
+        path = atomic_write_text(self.file(name), text)
+        self.written.add(name)
+        return path
+
+    def write_json(self, name: str, obj: dict[str, Any]) -> None:
+        self._text(name, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+    def write_gradcheck(self, text: str) -> None:
+        self._text("gradcheck.md", text.rstrip() + "\n")
+
+    def write_checkpoints(self, last: Checkpoint, best: Checkpoint | None) -> None:
+        save_checkpoint(self.file("last.npz"), last)
+        self.written.add("last.npz")
+        if best is not None:
+            save_checkpoint(self.file("best.npz"), best)
+            self.written.add("best.npz")
+
+    def write_records(self, history: Sequence[MetricRow], samples: Sequence[SampleRecord]) -> None:
+        self._text("metrics.csv", metrics_csv(history))
+        self._text("samples.md", samples_markdown(samples))
+
+    def write_plot(
+        self,
+        history: Sequence[MetricRow],
+        samples: Sequence[SampleRecord],
+        chunk_chars: int,
+        final: tuple[int, float | None] | None = None,
+    ) -> None:
+        plot_losses(self.file("loss.png"), history, samples, chunk_chars, final)
+        self.written.add("loss.png")
+
+    def write_report(self, plot: bool = True) -> Path:
+        """(Re)build report.md (and loss.png unless plot is False) from the
+        folder's config.json, last.npz, summary.json and gradcheck.md. A file
+        that lacks a field the report needs is refused with its name and the field's."""
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"run folder not found: {self.path}")
+        for name in ("config.json", "last.npz"):
+            if not self.file(name).exists():
+                raise FileNotFoundError(f"{self.path} is not a run folder: {name} is missing")
+        config = self.read_json("config.json")
+        _check_fields(self.file("config.json"), config, _CONFIG_FIELDS)
+        ckpt = load_checkpoint(self.file("last.npz"))
+        if ckpt.state is None:
+            raise ValueError(f"{self.file('last.npz')} holds no training state")
+        summary = None
+        if self.file("summary.json").exists():
+            summary = self.read_json("summary.json")
+            _check_fields(self.file("summary.json"), summary, _SUMMARY_FIELDS)
+        gc = self.file("gradcheck.md")
+        gradcheck = self.read_text("gradcheck.md") if gc.exists() else None
+        if plot:
+            train = config["train"]
+            final = None if summary is None else (summary["step"], summary["final_val_loss"])
+            self.write_plot(
+                ckpt.state.history, ckpt.state.samples, int(train["seq_length"]) * int(train["batch_size"]), final
+            )
+        return self._text("report.md", report_markdown(config, ckpt, summary, gradcheck))
+
+    def read_text(self, name: str) -> str:
+        """A UTF-8 text file of the folder; ValueError naming the file if it is not one."""
+        path = self.file(name)
+        try:
+            if not path.is_file():
+                raise OSError("not a regular file")
+            if path.stat().st_size > _MAX_TEXT_BYTES:
+                raise OSError(f"{path.stat().st_size:,} bytes, more than a run file of this package holds")
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path} is not a readable text file ({exc})") from None
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        """A JSON object file of the folder; ValueError naming the file if it is not one."""
+        path = self.file(name)
+        text = self.read_text(name)
+        try:
+            obj = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            msg = str(exc) if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            raise ValueError(f"{path} is not a readable JSON file ({msg})") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path} must hold a JSON object")
+        return obj
+
+    def run_info(self) -> dict[str, Any]:
+        """How the run was asked for (the "run" object of config.json; {} if there is no config.json)."""
+        if not self.file("config.json").exists():
+            return {}
+        config = self.read_json("config.json")
+        _check_fields(self.file("config.json"), config, {"run": "dict?"})
+        info = config.get("run") or {}
+        _check_fields(self.file("config.json"), info, {"preset": "str?"}, "run.")
+        return info
+
+
+#: The largest text file (config.json, summary.json with its passage, gradcheck.md) the package reads back.
+_MAX_TEXT_BYTES = 256 << 20
+
+#: The fields report.md needs: "int" (not a bool, >= 0), "num" (int or float), "str", "dict";
+#: "?" allows null or absence.
+_CONFIG_FIELDS: dict[str, Any] = {
+    "model": {"cell": "str", "layers": "int", "hidden": "int", "dtype": "str", "n_params": "int?"},
+    "train": {
+        "seq_length": "int",
+        "batch_size": "int",
+        "val_chars": "int",
+        "sample_every": "int",
+        "log_every": "int",
+        "sample_chars": "int",
+    },
+    "corpus": {"source": "str", "n_chars": "int", "n_train": "int", "n_val": "int"},
+    "steps_per_epoch": "int",
+    "run": "dict?",
+    "package_version": "str?",
+}
+_SUMMARY_FIELDS: dict[str, Any] = {
+    "step": "int",
+    "val_chars": "int",
+    "final_val_loss": "num?",
+    "best_val_loss": "num?",
+    "passage": "str?",
+}
+
+
+def _check_fields(path: Path, obj: dict[str, Any], spec: dict[str, Any], prefix: str = "") -> None:
+    """ValueError naming the file and the field if ``obj`` does not have the fields of ``spec``."""
+    for key, kind in spec.items():
+        name, value = prefix + key, obj.get(key)
+        if isinstance(kind, dict):
+            if not isinstance(value, dict):
+                raise ValueError(f"{path}: field {name!r} must be a JSON object, got {value!r:.60}")
+            _check_fields(path, value, kind, name + ".")
+            continue
+        base = kind.rstrip("?")
+        if value is None and kind.endswith("?"):
+            continue
+        ok = {
+            "int": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+            "num": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+            "str": lambda v: isinstance(v, str),
+            "dict": lambda v: isinstance(v, dict),
+        }[base](value)
+        if not ok:
+            what = {"int": "an integer >= 0", "num": "a number", "str": "a string", "dict": "a JSON object"}[base]
+            got = "missing" if key not in obj else f"{value!r:.60}"
+            raise ValueError(f"{path}: field {name!r} must be {what}, got {got}")
+
+
+def write_report(run_dir: str | os.PathLike[str], plot: bool = True) -> Path:
+    """(Re)build report.md (and loss.png unless plot is False) in a run folder."""
+    return RunFolder(run_dir).write_report(plot)

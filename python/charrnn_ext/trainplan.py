@@ -1,0 +1,63 @@
+"""What a new ``charrnn train`` run trains, given the options a user named:
+the model and training options after the defaults and the preset, the
+length of the run, and the command line that asks for exactly that run.
+
+``charrnn train`` and the trials of ``charrnn sweep`` both start their runs
+from here, so that a sweep's best trial is reproduced by the command its
+report prints.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from .config import OPTIONS, default, option, preset_values
+
+__all__ = ["DEFAULT_EPOCHS", "plan_length", "plan_options", "train_command"]
+
+#: The length of a run that names neither --steps, --epochs nor --max-minutes.
+DEFAULT_EPOCHS = 2
+
+#: The options that describe the model and how it is trained (what a preset sets).
+_MODEL_AND_TRAIN = tuple(o.name for o in OPTIONS if o.group in ("model", "train"))
+
+
+def plan_options(given: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(preset, options) of a new run: every model and training option, from
+    the defaults, then the values of ``given['preset']`` (default classic),
+    then the other model and training options in ``given`` (None: not given).
+    Run options in ``given`` (text, steps, ...) are ignored here."""
+    preset = given.get("preset") or default("preset")
+    opts = {name: default(name) for name in _MODEL_AND_TRAIN}
+    opts.update(preset_values(preset))
+    opts.update({k: v for k, v in given.items() if k in opts and v is not None})
+    return preset, opts
+
+
+def plan_length(steps: int | None, epochs: float | None, max_minutes: float | None) -> tuple[int | None, float | None]:
+    """(steps, epochs) to train: as given, else :data:`DEFAULT_EPOCHS` epochs;
+    a time budget alone runs until the budget ends it."""
+    if steps is None and epochs is None:
+        if max_minutes is None:
+            return None, DEFAULT_EPOCHS
+        return int(option("steps").high or 0), None
+    return steps, epochs
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def train_command(values: Mapping[str, Any]) -> str:
+    """The ``charrnn train`` command line that sets the options in ``values``
+    (option name -> value, None left out), in the order of the help text."""
+    parts = ["charrnn", "train"]
+    for o in OPTIONS:
+        if o.group in ("model", "train", "run") and values.get(o.name) is not None:
+            parts += [o.flag, shlex.quote(_value_text(values[o.name]))]
+    return " ".join(parts)
