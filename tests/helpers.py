@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import numpy as np
@@ -14,6 +15,10 @@ CELLS = ("rnn", "lstm", "gru")
 #: memory reserves terabytes of address space and it slows everything down, so address-space caps and
 #: memory or time figures do not apply then.
 SANITIZED = "libasan" in os.environ.get("LD_PRELOAD", "")
+#: The optional extras present: their tests skip without them (the README's test command installs
+#: only the [test] extra).
+HAVE_SWEEP = all(importlib.util.find_spec(m) is not None for m in ("optuna", "optuna_integration", "distributed"))
+HAVE_ONNX = importlib.util.find_spec("onnx") is not None
 
 
 def max_rel_err(a, b, eps: float = 1e-12) -> float:

@@ -35,7 +35,7 @@ from charrnn_ext.data import corpus_from_string
 from charrnn_ext.model import CharRNN
 from charrnn_ext.runfolder import LOCK_FILE, RUN_FILES
 from conftest import SMALL_TEXT, TINY
-from helpers import SANITIZED
+from helpers import HAVE_ONNX, SANITIZED
 
 CLI = [sys.executable, "-m", "charrnn_ext"]
 # One BLAS thread in the children: their address space is capped (see _measured)
@@ -816,7 +816,10 @@ def test_train_into_head_finishes_the_run(text_file, tmp_path):
         ["report", "{run}"],
         ["gradcheck", "--seq-length", "10"],
         ["sample", "{run}", "-n", "5"],
-        ["export", "{run}", "-o", "{run}/m.onnx"],
+        pytest.param(
+            ["export", "{run}", "-o", "{run}/m.onnx"],
+            marks=pytest.mark.skipif(not HAVE_ONNX, reason="needs the [onnx] extra"),
+        ),
     ],
 )
 def test_other_commands_into_a_closed_pipe_end_quietly(argv, run100, tmp_path):

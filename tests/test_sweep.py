@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import importlib.util
 import json
 import os
 import signal
@@ -29,8 +28,8 @@ from charrnn_ext.sweep_results import ResultsTable, TrialRecord, write_summary_f
 from charrnn_ext.sweep_settings import SweepSettings
 from charrnn_ext.sweep_space import SpaceError, load_space, parse_space
 from conftest import SMALL_TEXT
+from helpers import HAVE_SWEEP
 
-HAVE_SWEEP = all(importlib.util.find_spec(m) is not None for m in ("optuna", "optuna_integration", "distributed"))
 needs_sweep = pytest.mark.skipif(not HAVE_SWEEP, reason="needs the [sweep] extra: optuna, optuna-integration, dask")
 
 #: The folder that holds the charrnn_ext package, for the PYTHONPATH of the processes a test starts.
