@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import OPTIONS, Option, TrainConfig, group, option, shown
+from .config import OPTIONS, Option, TrainConfig, group, model_options, option, shown
 from .sweep_settings import DEFAULT_TRIALS, PRUNERS, SAMPLERS
 from .trainplan import plan_length, plan_options
 from .version import package_version
@@ -361,16 +361,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         preset, opts = plan_options({**given, "preset": args.preset})
         corpus = load_corpus(args.text, opts["val_fraction"])
-        model = CharRNN.new(
-            corpus.vocab,
-            hidden=opts["hidden"],
-            sig=opts["sig"],
-            seed=opts["seed"],
-            dtype=opts["dtype"],
-            cell=opts["cell"],
-            layers=opts["layers"],
-            forget_bias=opts["forget_bias"],
-        )
+        model = CharRNN.new(corpus.vocab, **model_options(opts))
         made = args.out is None
         existed = not made and Path(args.out).exists()
         out = Path(args.out) if args.out is not None else _unique_run_folder()

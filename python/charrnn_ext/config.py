@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ __all__ = [
     "Option",
     "TrainConfig",
     "default",
+    "model_options",
     "option",
 ]
 
@@ -425,6 +427,12 @@ def default(name: str) -> Any:
 
 def group(name: str) -> tuple[Option, ...]:
     return tuple(o for o in OPTIONS if o.group == name)
+
+
+def model_options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The model options among a run's option values: the keyword
+    arguments of CharRNN.new."""
+    return {o.name: values[o.name] for o in group("model")}
 
 
 #: Named sets of option values. "classic" is the classic experiment (every

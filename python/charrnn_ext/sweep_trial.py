@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig
+from .config import TrainConfig, model_options
 from .data import Corpus, corpus_from_string, load_corpus
 from .runfolder import RUN_FILES, RunFolder
 from .sweep_study import PrunerSpec, quiet_optuna
@@ -175,16 +175,7 @@ def _train(
         outcome.seconds += model.state.seconds  # the lost attempt's training time, up to its checkpoint
         result = model.resume(corpus, out=folder, callback=reporter, threads=model_opts["threads"])
     else:
-        model = CharRNN.new(
-            corpus.vocab,
-            hidden=model_opts["hidden"],
-            sig=model_opts["sig"],
-            seed=model_opts["seed"],
-            dtype=model_opts["dtype"],
-            cell=model_opts["cell"],
-            layers=model_opts["layers"],
-            forget_bias=model_opts["forget_bias"],
-        )
+        model = CharRNN.new(corpus.vocab, **model_options(model_opts))
         steps, epochs = plan_length(opts.get("steps"), opts.get("epochs"), opts.get("max_minutes"))
         train_opts = {k: model_opts[k] for k in TrainConfig.names()}
         run_info = {
