@@ -48,7 +48,7 @@ int run(Cell cell, std::size_t L, std::size_t m, std::size_t B, std::size_t n, s
     cfg.beta1 = 0.9;
     cfg.beta2 = 0.999;
     cfg.eps = 1e-8;
-    Trainer<T> tr(lay, threads, p, q1, q2, cfg);
+    Learner<T> tr(lay, threads, p, q1, q2, cfg);
     Engine<T>& eng = tr.eng;
     eng.resize(B, n);
     for (std::size_t i = 0; i < B * n; ++i) {

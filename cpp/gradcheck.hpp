@@ -31,7 +31,7 @@ void numerical_grads(const NetLayout& lay, const std::vector<const double*>& par
     std::vector<LD> st(states, states + B * lay.state_size());
     Engine<LD> eng(lay, 1);
     eng.dropout = drop;
-    load_chunk(eng, X, Y, B, n, st.data());
+    load_engine_chunk(eng, X, Y, B, n, st.data());
     const NetParams<LD> P(lay, ptrs);
     auto loss = [&]() -> LD {
         for (std::size_t s = 0; s < B; ++s) eng.set_state(s, st.data() + s * lay.state_size());

@@ -30,13 +30,16 @@ struct StepResult {
     bool applied = false;
 };
 
+// The engine plus what one update needs besides it: the gradient arrays, the
+// optimiser's slots and the blocks of the global norm. (The Python Trainer
+// drives whole runs; a Learner is the C++ object that makes one update.)
 template <typename T>
-class Trainer {
+class Learner {
 public:
     Engine<T> eng;
 
     // params, s1, s2: flat lists in layout order (s2 only for adam).
-    Trainer(const NetLayout& lay, std::size_t threads, const std::vector<T*>& params, const std::vector<T*>& s1,
+    Learner(const NetLayout& lay, std::size_t threads, const std::vector<T*>& params, const std::vector<T*>& s1,
             const std::vector<T*>& s2, const OptConfig& cfg)
         : eng(lay, threads), P(lay, params), cfg_(cfg) {
         const auto specs = lay.arrays();
@@ -119,7 +122,7 @@ struct WalkResult {
 // states (B x state_size) updated in place, t the updates done so far
 // (updated); losses[i] = summed loss of update i.
 template <typename T, typename I>
-WalkResult train_walk(Trainer<T>& tr, const Dropout& drop, const I* data, const Segments& seg, T* states,
+WalkResult train_walk(Learner<T>& tr, const Dropout& drop, const I* data, const Segments& seg, T* states,
                       const std::size_t* pos, std::size_t n_steps, std::size_t seq_len, std::uint64_t& t,
                       T* losses) {
     Engine<T>& eng = tr.eng;
@@ -169,7 +172,7 @@ WalkResult train_walk(Trainer<T>& tr, const Dropout& drop, const I* data, const 
 
 // Loads an explicit chunk: X, Y (B x n, stream-major), states (B x state_size).
 template <typename T, typename I, typename J>
-void load_chunk(Engine<T>& eng, const I* X, const J* Y, std::size_t B, std::size_t n, const T* states) {
+void load_engine_chunk(Engine<T>& eng, const I* X, const J* Y, std::size_t B, std::size_t n, const T* states) {
     const NetLayout& lay = eng.lay;
     eng.resize(B, n);
     for (std::size_t s = 0; s < B; ++s) {
@@ -188,7 +191,7 @@ double chunk_loss_and_grads(const NetLayout& lay, std::size_t threads, const std
                             const std::vector<T*>& g) {
     Engine<T> eng(lay, threads);
     eng.dropout = drop;
-    load_chunk(eng, X, Y, B, n, states);
+    load_engine_chunk(eng, X, Y, B, n, states);
     const NetParams<T> P(lay, params);
     double loss = 0.0;
     run_team(eng.threads, [&](std::size_t id) {
@@ -205,12 +208,12 @@ double chunk_loss_and_grads(const NetLayout& lay, std::size_t threads, const std
 // One update on an explicit chunk; states replaced by the final states and t
 // incremented when it is applied (else nothing changes).
 template <typename T, typename I, typename J>
-StepResult train_chunk(Trainer<T>& tr, const Dropout& drop, const I* X, const J* Y, std::size_t B, std::size_t n,
+StepResult train_chunk(Learner<T>& tr, const Dropout& drop, const I* X, const J* Y, std::size_t B, std::size_t n,
                    T* states, std::uint64_t& t) {
     Engine<T>& eng = tr.eng;
     eng.dropout = drop;
     eng.dropout.update = t;
-    load_chunk(eng, X, Y, B, n, states);
+    load_engine_chunk(eng, X, Y, B, n, states);
     StepResult result;
     run_team(eng.threads, [&](std::size_t id) {
         const StepResult r = tr.step(id, t);

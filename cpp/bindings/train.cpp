@@ -60,7 +60,7 @@ py::tuple train_step_impl(py::handle params, const ParamInfo& info, py::handle o
     StepResult r;
     with_chunk(c, [&](auto* x, auto* y) {
         py::gil_scoped_release nogil;
-        Trainer<T> tr(info.lay, threads, P.ptrs, st.s1.ptrs, st.s2.ptrs, cfg);
+        Learner<T> tr(info.lay, threads, P.ptrs, st.s1.ptrs, st.s2.ptrs, cfg);
         r = train_chunk(tr, drop, x, y, c.B, c.n, hs, t);
     });
     if (!r.applied) {
@@ -129,7 +129,7 @@ py::tuple train_steps_impl(py::handle params, const ParamInfo& info, py::handle 
     WalkResult w;
     with_index_type(data, "data", [&](auto* d) {
         py::gil_scoped_release nogil;
-        Trainer<T> tr(info.lay, threads, P.ptrs, st.s1.ptrs, st.s2.ptrs, cfg);
+        Learner<T> tr(info.lay, threads, P.ptrs, st.s1.ptrs, st.s2.ptrs, cfg);
         w = train_walk(tr, drop, d, seg, hs, pos.data(), n_steps, seq_len, t, loss_out);
     });
     st.store_t(t);
