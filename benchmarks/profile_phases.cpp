@@ -2,7 +2,7 @@
 // profile table in benchmarks/README.md. Built and run by
 // `python -m benchmarks.profile` with the extension's compiler flags.
 //
-//   profile_phases CELL LAYERS M B T THREADS DTYPE
+//   profile_phases CELL LAYERS M B T THREADS DTYPE   (DTYPE float32, float64 or bfloat16)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -20,7 +20,7 @@ namespace {
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 template <typename T>
-int run(Cell cell, std::size_t L, std::size_t m, std::size_t B, std::size_t n, std::size_t threads) {
+int run(Cell cell, std::size_t L, std::size_t m, std::size_t B, std::size_t n, std::size_t threads, Precision prec) {
     const std::size_t K = 80;
     const NetLayout lay{cell, K, m, L};
     std::mt19937 rng(1);
@@ -48,7 +48,7 @@ int run(Cell cell, std::size_t L, std::size_t m, std::size_t B, std::size_t n, s
     cfg.beta1 = 0.9;
     cfg.beta2 = 0.999;
     cfg.eps = 1e-8;
-    Learner<T> tr(lay, threads, p, q1, q2, cfg);
+    Learner<T> tr(lay, threads, p, q1, q2, cfg, prec);
     Engine<T>& eng = tr.eng;
     eng.resize(B, n);
     for (std::size_t i = 0; i < B * n; ++i) {
@@ -99,7 +99,7 @@ int run(Cell cell, std::size_t L, std::size_t m, std::size_t B, std::size_t n, s
 
 int main(int argc, char** argv) {
     if (argc != 8) {
-        std::fprintf(stderr, "usage: %s CELL LAYERS M B T THREADS float32|float64\n", argv[0]);
+        std::fprintf(stderr, "usage: %s CELL LAYERS M B T THREADS float32|float64|bfloat16\n", argv[0]);
         return 2;
     }
     const std::string c = argv[1];
@@ -107,6 +107,7 @@ int main(int argc, char** argv) {
     const std::size_t L = std::strtoul(argv[2], nullptr, 10), m = std::strtoul(argv[3], nullptr, 10),
                       B = std::strtoul(argv[4], nullptr, 10), n = std::strtoul(argv[5], nullptr, 10),
                       threads = std::strtoul(argv[6], nullptr, 10);
-    return std::string(argv[7]) == "float64" ? run<double>(cell, L, m, B, n, threads)
-                                              : run<float>(cell, L, m, B, n, threads);
+    const std::string dtype = argv[7];
+    if (dtype == "float64") return run<double>(cell, L, m, B, n, threads, Precision::full);
+    return run<float>(cell, L, m, B, n, threads, dtype == "bfloat16" ? Precision::bf16 : Precision::full);
 }

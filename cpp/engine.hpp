@@ -17,15 +17,21 @@
 //
 // Loss: sum over streams and steps of -log softmax(o_t)[y_t] (accumulated in
 // double in row order); gradients are of that sum.
+//
+// Precision: a float engine can run every matrix product with bfloat16
+// operands and float32 sums (bf16.hpp); everything else, and every number
+// it keeps, stays float32.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <type_traits>
 #include <vector>
 
+#include "bf16.hpp"
 #include "dropout.hpp"
 #include "gemm.hpp"
 #include "kernels.hpp"
@@ -56,6 +62,14 @@ struct NetParams {
     }
 };
 
+// A B operand of the products, packed for the engine's precision: float
+// panels (gemm.hpp) or bfloat16 panels (bf16.hpp).
+template <typename T>
+struct Operand {
+    Packed<T> f;
+    PackedBf16 h;
+};
+
 template <typename T>
 class Engine {
 public:
@@ -65,28 +79,29 @@ public:
     const NetLayout lay;
     const Kernels<T>& kn;
     const std::size_t threads;
+    const Precision precision;
     SpinBarrier barrier;
     Dropout dropout;  // p = 0: off (evaluation and sampling)
 
-    Engine(const NetLayout& l, std::size_t n_threads)
-        : lay(l), kn(kernels<T>()), threads(std::max<std::size_t>(1, n_threads)), barrier(threads),
-          order(l.G(), l.m, kn.NR), col_rows(order.rows_of_columns()), layers(l.L) {
-        const std::size_t m = l.m, Gm = l.Gm(), NR = kn.NR;
+    Engine(const NetLayout& l, std::size_t n_threads, Precision prec = Precision::full)
+        : lay(l), kn(kernels<T>()), threads(std::max<std::size_t>(1, n_threads)), precision(checked(prec)),
+          barrier(threads), order(l.G(), l.m, kn.NR), col_rows(order.rows_of_columns()), layers(l.L) {
+        const std::size_t m = l.m, Gm = l.Gm();
         for (std::size_t i = 0; i < l.L; ++i) {
             Layer& a = layers[i];
-            a.WhT.resize(m, Gm, NR);
-            a.Wh.resize(Gm, m, NR);
+            resize_operand(a.WhT, m, Gm);
+            resize_operand(a.Wh, Gm, m);
             if (i == 0) {
                 a.XB.resize(l.K * Gm);
             } else {
-                a.WxT.resize(m, Gm, NR);
-                a.Wx.resize(Gm, m, NR);
+                resize_operand(a.WxT, m, Gm);
+                resize_operand(a.Wx, Gm, m);
                 a.b.resize(Gm);
             }
             if (l.cell == Cell::gru) a.bh.resize(Gm);
         }
-        VT.resize(m, l.K, NR);
-        Vp.resize(l.K, m, NR);
+        resize_operand(VT, m, l.K);
+        resize_operand(Vp, l.K, m);
         dWx0T.resize(l.K * Gm);
     }
 
@@ -115,15 +130,15 @@ public:
                 a.AH.resize(B * Gm);
                 a.dAh.resize(rows * Gm);
             }
-            a.Hprev_pk.resize(rows, m, kn.NR);
-            if (i > 0) a.X_pk.resize(rows, m, kn.NR);
+            resize_operand(a.Hprev_pk, rows, m);
+            if (i > 0) resize_operand(a.X_pk, rows, m);
             // the dropped input of the layer above (or of the output layer)
             if (dropout.on()) {
                 a.Xd.resize(rows * m);
                 a.keep.resize(rows * m);
             }
         }
-        Xo_pk.resize(rows, m, kn.NR);
+        resize_operand(Xo_pk, rows, m);
         O.resize(rows * lay.K);
         log_z.resize(rows);
         row_loss.resize(rows);
@@ -199,13 +214,12 @@ public:
         const std::size_t m = lay.m, Gm = lay.Gm(), G = lay.G(), rows = n * B;
         const Range u = own_units(id);
         const std::size_t c0 = u.begin * G, c1 = u.end * G;
-        const std::size_t j0 = c0 / kn.NR, j1 = (c1 + kn.NR - 1) / kn.NR;
         for (std::size_t l = 0; l < lay.L; ++l) {
             Layer& a = layers[l];
             if (l > 0 && u.size()) {
                 // Z = b + X W_x^T for this thread's gate columns, all steps at once
                 for (std::size_t r = 0; r < rows; ++r) std::copy(a.b.data() + c0, a.b.data() + c1, a.Z.data() + r * Gm + c0);
-                kn.gemm({rows, j0, j1, input(l), m, 1, &a.WxT, a.Z.data(), Gm, true});
+                mm(rows, c0, c1, input(l), m, 1, a.WxT, a.Z.data(), Gm, true);
             }
             for (std::size_t t = 0; t < n; ++t) {
                 if (u.size()) {
@@ -220,11 +234,11 @@ public:
                                    nullptr, nullptr, nullptr, nullptr, u.begin, u.end};
                     if (lay.cell == Cell::gru) {
                         for (std::size_t s = 0; s < B; ++s) std::copy(a.bh.data() + c0, a.bh.data() + c1, a.AH.data() + s * Gm + c0);
-                        kn.gemm({B, j0, j1, Hp, m, 1, &a.WhT, a.AH.data(), Gm, true});
+                        mm(B, c0, c1, Hp, m, 1, a.WhT, a.AH.data(), Gm, true);
                         cs.AH = a.AH.data();
                         cs.HN = a.HN.data() + t * B * m;
                     } else {
-                        kn.gemm({B, j0, j1, Hp, m, 1, &a.WhT, Zt, Gm, true});
+                        mm(B, c0, c1, Hp, m, 1, a.WhT, Zt, Gm, true);
                     }
                     if (lay.cell == Cell::lstm) {
                         cs.Cprev = a.C.data() + t * B * m;
@@ -251,7 +265,7 @@ public:
             const std::size_t r1 = std::min(r.end, r0 + block), nr = r1 - r0;
             T* o = O.data() + r0 * K;
             for (std::size_t i = r0; i < r1; ++i) std::copy(P.c, P.c + K, O.data() + i * K);
-            kn.gemm({nr, 0, VT.panels(), Xo + r0 * m, m, 1, &VT, o, K, true});
+            mm(nr, 0, K, Xo + r0 * m, m, 1, VT, o, K, true);
             for (std::size_t i = r0; i < r1; ++i) row_loss[i] = O[i * K + static_cast<std::size_t>(y[i])];
             kn.softmax_rows(o, nr, K, K, T(1), log_z.data() + r0);
             for (std::size_t i = r0; i < r1; ++i) row_loss[i] = log_z[i] - row_loss[i];
@@ -259,7 +273,7 @@ public:
             for (std::size_t i = r0; i < r1; ++i) O[i * K + static_cast<std::size_t>(y[i])] -= T(1);
             T* dtop = layers[lay.L - 1].dH.data() + r0 * m;
             // dL/dXo = dO V, then back through the dropout of the output's input
-            kn.gemm({nr, 0, Vp.panels(), o, K, 1, &Vp, dropout.on() ? dXo.data() + r0 * m : dtop, m, false});
+            mm(nr, 0, m, o, K, 1, Vp, dropout.on() ? dXo.data() + r0 * m : dtop, m, false);
             if (dropout.on()) undrop(layers[lay.L - 1], dXo.data(), layers[lay.L - 1].dH.data(), r0, r1);
         }
         barrier.wait();
@@ -277,11 +291,10 @@ public:
         barrier.wait();
         const Range rk = split_range(K, id, threads, 4);
         if (rk.size()) {
-            kn.gemm({rk.size(), 0, Xo_pk.panels(), O.data() + rk.begin, 1, K, &Xo_pk, g[L * A_] + rk.begin * m, m, false});
-            column_sums(O.data(), rows, K, rk.begin, rk.end, g[L * A_ + 1]);
+            mm(rk.size(), 0, m, O.data() + rk.begin, 1, K, Xo_pk, g[L * A_] + rk.begin * m, m, false);
+            kn.column_sums(O.data(), rows, K, rk.begin, rk.end, g[L * A_ + 1]);
         }
         const Range u = own_units(id);
-        const std::size_t j0 = u.begin / kn.NR, j1 = (u.end + kn.NR - 1) / kn.NR;
         const Range rg = split_range(Gm, id, threads, 8);
         for (std::size_t l = L; l-- > 0;) {
             Layer& a = layers[l];
@@ -310,7 +323,7 @@ public:
                 barrier.wait();
                 // dh_{t-1} (+)= dAh_t Wh for this thread's units (gru: on top of the direct part)
                 if (t > 0 && u.size())
-                    kn.gemm({B, j0, j1, dAh + t * B * Gm, Gm, 1, &a.Wh, a.dh_next.data(), m, lay.cell == Cell::gru});
+                    mm(B, u.begin, u.end, dAh + t * B * Gm, Gm, 1, a.Wh, a.dh_next.data(), m, lay.cell == Cell::gru);
             }
             // Weight gradients from the whole chunk:
             //   dWh = dAh^T H_prev,  db = sum dA,  dbh = sum dAh
@@ -322,11 +335,11 @@ public:
             T* gWx = g[l * A_];
             T* gWh = g[l * A_ + 1];
             if (rg.size()) {
-                kn.gemm({rg.size(), 0, a.Hprev_pk.panels(), dAh + rg.begin, 1, Gm, &a.Hprev_pk, gWh + rg.begin * m, m, false});
-                column_sums(a.dA.data(), rows, Gm, rg.begin, rg.end, g[l * A_ + 2]);
-                if (lay.cell == Cell::gru) column_sums(a.dAh.data(), rows, Gm, rg.begin, rg.end, g[l * A_ + 3]);
+                mm(rg.size(), 0, m, dAh + rg.begin, 1, Gm, a.Hprev_pk, gWh + rg.begin * m, m, false);
+                kn.column_sums(a.dA.data(), rows, Gm, rg.begin, rg.end, g[l * A_ + 2]);
+                if (lay.cell == Cell::gru) kn.column_sums(a.dAh.data(), rows, Gm, rg.begin, rg.end, g[l * A_ + 3]);
                 if (l > 0) {
-                    kn.gemm({rg.size(), 0, a.X_pk.panels(), a.dA.data() + rg.begin, 1, Gm, &a.X_pk, gWx + rg.begin * m, m, false});
+                    mm(rg.size(), 0, m, a.dA.data() + rg.begin, 1, Gm, a.X_pk, gWx + rg.begin * m, m, false);
                 } else {
                     // sum the rows of dA by input character (contiguous rows of dWx^T), then transpose
                     T* acc = dWx0T.data();
@@ -345,7 +358,7 @@ public:
                 const Range rr = split_range(rows, id, threads, 8);
                 if (rr.size()) {
                     T* dst = dropout.on() ? dXo.data() + rr.begin * m : below.dH.data() + rr.begin * m;
-                    kn.gemm({rr.size(), 0, a.Wx.panels(), a.dA.data() + rr.begin * Gm, Gm, 1, &a.Wx, dst, m, false});
+                    mm(rr.size(), 0, m, a.dA.data() + rr.begin * Gm, Gm, 1, a.Wx, dst, m, false);
                     if (dropout.on()) undrop(below, dXo.data(), below.dH.data(), rr.begin, rr.end);
                 }
             }
@@ -358,26 +371,26 @@ public:
         const std::size_t m = lay.m, K = lay.K;
         const T* h = layers[lay.L - 1].H.data() + n * B * m;
         std::copy(P.c, P.c + K, o);
-        kn.gemm({1, 0, VT.panels(), h, m, 1, &VT, o, K, true});
+        mm(1, 0, K, h, m, 1, VT, o, K, true);
     }
 
 private:
     struct Layer {
-        Packed<T> WhT, Wh, WxT, Wx;  // forward (gate-order columns) and backward (natural rows) copies
+        Operand<T> WhT, Wh, WxT, Wx;  // forward (gate-order columns) and backward (natural rows) copies
         WorkArray<T> XB;             // layer 0: K x G*m, input side of each character, b included
         WorkArray<T> b, bh;          // gate order
         WorkArray<T> Z, H, C, TC, HN, AH;
         WorkArray<T> Xd;             // dropout on: this layer's output as the next one reads it
         WorkArray<std::uint8_t> keep;
         WorkArray<T> dA, dAh, dH, dh_next, dh, dc;
-        Packed<T> Hprev_pk, X_pk;    // B operands of the weight gradients
+        Operand<T> Hprev_pk, X_pk;    // B operands of the weight gradients
     };
 
     std::size_t B = 0, n = 0;
     GateOrder order;
     std::vector<std::uint32_t> col_rows;  // gate-order column -> natural row
     std::vector<Layer> layers;
-    Packed<T> VT, Vp, Xo_pk;
+    Operand<T> VT, Vp, Xo_pk;
     WorkArray<T> O, log_z, row_loss, dXo;
     WorkArray<T> dWx0T;  // K x G*m: layer 0's input-weight gradient, transposed
     WorkArray<std::int32_t> x, y;
@@ -392,11 +405,45 @@ private:
         return dropout.on() ? below.Xd.data() : below.H.data() + B * lay.m;
     }
 
+    static Precision checked(Precision p) {
+        if (p == Precision::bf16 && !std::is_same_v<T, float>)
+            throw std::invalid_argument("bfloat16 products need float32 parameters");
+        return p;
+    }
+    bool bf16() const { return precision == Precision::bf16; }
+
+    void resize_operand(Operand<T>& B, std::size_t P, std::size_t N) {
+        if (bf16()) {
+            B.h.resize(P, N);
+        } else {
+            B.f.resize(P, N, kn.NR);
+        }
+    }
+
     // Packs B(p, c) = src[p*rs + col(c)*cs] into this thread's share of the panels.
-    void pack_split(const T* src, std::size_t rs, std::size_t cs, const std::uint32_t* map, Packed<T>& Bp,
+    void pack_split(const T* src, std::size_t rs, std::size_t cs, const std::uint32_t* map, Operand<T>& B,
                     std::size_t id) {
-        const Range r = split_range(Bp.panels(), id, threads);
-        if (r.size()) pack_panels(src, rs, cs, map, Bp, r.begin, r.end);
+        if constexpr (std::is_same_v<T, float>) {
+            if (bf16()) {
+                const Range r = split_range(B.h.panels(), id, threads);
+                if (r.size()) kn.pack16(src, rs, cs, map, B.h, r.begin, r.end);
+                return;
+            }
+        }
+        const Range r = split_range(B.f.panels(), id, threads);
+        if (r.size()) kn.pack(src, rs, cs, map, B.f, r.begin, r.end);
+    }
+
+    // C[0..M) x [c0, c1) (+)= A B, A(r, p) = A[r*rsa + p*csa]; c0 on a panel boundary.
+    void mm(std::size_t M, std::size_t c0, std::size_t c1, const T* A, std::size_t rsa, std::size_t csa,
+            const Operand<T>& B, T* C, std::size_t ldc, bool accumulate) const {
+        if constexpr (std::is_same_v<T, float>) {
+            if (bf16()) {
+                kn.gemm16({M, c0, c1, A, rsa, csa, &B.h, C, ldc, accumulate});
+                return;
+            }
+        }
+        kn.gemm({M, c0 / kn.NR, (c1 + kn.NR - 1) / kn.NR, A, rsa, csa, &B.f, C, ldc, accumulate});
     }
 
     // Dropout of layer l's output at step t for units u (site l + 1).

@@ -88,7 +88,7 @@ struct Packed {
 // Packs panels [j0, j1) of B(p, n) = src[p * rs + col(n) * cs] with
 // col(n) = map ? map[n] : n. Columns past N are zeros.
 template <typename T>
-void pack_panels(const T* src, std::size_t rs, std::size_t cs, const std::uint32_t* map, Packed<T>& B,
+CHARRNN_ALWAYS_INLINE void pack_panels(const T* src, std::size_t rs, std::size_t cs, const std::uint32_t* map, Packed<T>& B,
                  std::size_t j0, std::size_t j1) {
     const std::size_t NR = B.NR, P = B.P;
     for (std::size_t j = j0; j < j1; ++j) {
@@ -251,7 +251,7 @@ CHARRNN_ALWAYS_INLINE void gemm_impl(const GemmArgs<T>& g) {
 
 // out[c] = sum_r X[r * ld + c] for c in [c0, c1), rows in increasing order.
 template <typename T>
-inline void column_sums(const T* X, std::size_t rows, std::size_t ld, std::size_t c0, std::size_t c1, T* out) {
+CHARRNN_ALWAYS_INLINE void column_sums(const T* X, std::size_t rows, std::size_t ld, std::size_t c0, std::size_t c1, T* out) {
     for (std::size_t c = c0; c < c1; ++c) out[c] = T(0);
     for (std::size_t r = 0; r < rows; ++r) {
         const T* x = X + r * ld;

@@ -18,6 +18,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "bf16.hpp"
+#include "bf16_x86.hpp"
 #include "cells.hpp"
 #include "dropout.hpp"
 #include "gemm.hpp"
@@ -155,6 +157,13 @@ struct Kernels {
     Isa isa;
     std::size_t NR;  // panel width of the packed products
     void (*gemm)(const GemmArgs<T>&);
+    Isa isa16;                                // float: the level of gemm16 (amx, avx512bf16, or portable below them)
+    void (*gemm16)(const Gemm16Args&);        // float: bfloat16 products (bf16.hpp); else null
+    // Packing of B operands (gemm.hpp, bf16.hpp; pack16 null unless float) and column sums.
+    void (*pack)(const T*, std::size_t, std::size_t, const std::uint32_t*, Packed<T>&, std::size_t, std::size_t);
+    void (*pack16)(const float*, std::size_t, std::size_t, const std::uint32_t*, PackedBf16&, std::size_t,
+                   std::size_t);
+    void (*column_sums)(const T* X, std::size_t rows, std::size_t ld, std::size_t c0, std::size_t c1, T* out);
     void (*cell_forward[3])(const CellStep<T>&);
     void (*cell_backward[3])(const CellBackStep<T>&);
     void (*softmax_rows)(T* O, std::size_t rows, std::size_t K, std::size_t ld, T scale, T* log_z);
@@ -180,6 +189,25 @@ struct KernelShape {
     struct KernelSet_##SUFFIX {                                                                                     \
         using S = KernelShape<T, VB>;                                                                               \
         ATTR static void gemm(const GemmArgs<T>& g) { gemm_impl<T, S::VL, S::NV, S::MR, S::KC>(g); }                \
+        using S16 = Bf16PortableShape<VB>;                                                                          \
+        ATTR static void bf16_tile(std::size_t rows, const std::uint32_t* A, std::size_t lda,                       \
+                                   const std::uint32_t* const* Bp, float* const* Ct, std::size_t ldc,               \
+                                   std::size_t kc, bool acc) {                                                      \
+            bf16_rows<S16::MR, S16::template Rows>(rows, A, lda, Bp, Ct, ldc, kc, acc);                             \
+        }                                                                                                           \
+        ATTR static void gemm16(const Gemm16Args& g) { bf16_gemm_driver(g, &bf16_tile, S16::MR, S16::NP); }         \
+        ATTR static void pack(const T* src, std::size_t rs, std::size_t cs, const std::uint32_t* map, Packed<T>& B, \
+                              std::size_t j0, std::size_t j1) {                                                     \
+            pack_panels(src, rs, cs, map, B, j0, j1);                                                               \
+        }                                                                                                           \
+        ATTR static void pack16(const float* src, std::size_t rs, std::size_t cs, const std::uint32_t* map,         \
+                                PackedBf16& B, std::size_t j0, std::size_t j1) {                                    \
+            pack_panels_bf16(src, rs, cs, map, B, j0, j1);                                                          \
+        }                                                                                                           \
+        ATTR static void col_sums(const T* X, std::size_t rows, std::size_t ld, std::size_t c0, std::size_t c1,     \
+                                  T* out) {                                                                         \
+            column_sums(X, rows, ld, c0, c1, out);                                                                  \
+        }                                                                                                           \
         ATTR static void fwd_rnn(const CellStep<T>& s) { cell_forward_cell<T, Cell::rnn>(s); }                       \
         ATTR static void fwd_lstm(const CellStep<T>& s) { cell_forward_cell<T, Cell::lstm>(s); }                     \
         ATTR static void fwd_gru(const CellStep<T>& s) { cell_forward_cell<T, Cell::gru>(s); }                       \
@@ -201,7 +229,11 @@ struct KernelShape {
         }                                                                                                           \
         static Kernels<T> table(Isa isa) {                                                                          \
             return {isa,         static_cast<std::size_t>(S::NV * S::VL),                                           \
-                    &gemm,       {&fwd_rnn, &fwd_lstm, &fwd_gru},                                                   \
+                    &gemm,       isa,                                                                               \
+                    std::is_same_v<T, float> ? &gemm16 : nullptr,                                                   \
+                    &pack,       std::is_same_v<T, float> ? &pack16 : nullptr,                                     \
+                    &col_sums,                                                                                      \
+                    {&fwd_rnn, &fwd_lstm, &fwd_gru},                                                                \
                     {&bwd_rnn, &bwd_lstm, &bwd_gru},                                                                \
                     &softmax_rows, &optimizer_range, &sum_squares, &finite_probe, &dropout_keep};                   \
         }                                                                                                           \
@@ -222,22 +254,42 @@ CHARRNN_KERNEL_SET(CHARRNN_TARGET_AVX512, avx512, 64)
 #endif
 #undef CHARRNN_KERNEL_SET
 
+// The kernels of level `isa`; for float, the bfloat16 products of level
+// `isa16` (at or above avx512bf16: that instruction set's own kernel; below:
+// the portable one of the float level).
 template <typename T>
-Kernels<T> select_kernels(Isa isa) {
+Kernels<T> select_kernels(Isa isa, Isa isa16 = Isa::baseline) {
+    Kernels<T> k = KernelSet_baseline<T>::table(Isa::baseline);
 #if CHARRNN_X86_DISPATCH
     if constexpr (sizeof(T) <= 8) {
-        if (isa == Isa::avx512) return KernelSet_avx512<T>::table(Isa::avx512);
-        if (isa == Isa::avx2) return KernelSet_avx2<T>::table(Isa::avx2);
+        if (isa >= Isa::avx512) k = KernelSet_avx512<T>::table(Isa::avx512);
+        else if (isa == Isa::avx2) k = KernelSet_avx2<T>::table(Isa::avx2);
+    }
+    if constexpr (std::is_same_v<T, float>) {
+        if (isa16 == Isa::amx && amx_permitted()) {
+            k.gemm16 = &gemm16_amx;
+            k.isa16 = Isa::amx;
+        } else if (isa16 == Isa::avx512bf16) {
+            k.gemm16 = &gemm16_avx512bf16;
+            k.isa16 = Isa::avx512bf16;
+        }
     }
 #endif
     (void)isa;
-    return KernelSet_baseline<T>::table(Isa::baseline);
+    (void)isa16;
+    return k;
+}
+
+// The bfloat16 level this CPU, its OS and CHARRNN_ISA allow.
+inline Isa detect_isa16() {
+    const Bf16Support s = detect_bf16();
+    return isa_cap(s.amx ? Isa::amx : s.avx512bf16 ? Isa::avx512bf16 : Isa::avx512);
 }
 
 // The best kernels for this CPU, chosen on first use.
 template <typename T>
 const Kernels<T>& kernels() {
-    static const Kernels<T> k = select_kernels<T>(detect_isa());
+    static const Kernels<T> k = select_kernels<T>(detect_isa(), std::is_same_v<T, float> ? detect_isa16() : Isa::baseline);
     return k;
 }
 

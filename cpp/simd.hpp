@@ -33,10 +33,14 @@
 
 namespace charrnn {
 
-enum class Isa { baseline, avx2, avx512 };
+// Instruction-set levels, lowest first. The last two add bfloat16 products
+// (bf16_x86.hpp) to the AVX-512 float kernels.
+enum class Isa { baseline, avx2, avx512, avx512bf16, amx };
 
 inline const char* isa_name(Isa isa) {
     switch (isa) {
+        case Isa::amx: return "amx";
+        case Isa::avx512bf16: return "avx512bf16";
         case Isa::avx512: return "avx512";
         case Isa::avx2: return "avx2";
         default:
@@ -52,9 +56,21 @@ inline const char* isa_name(Isa isa) {
     }
 }
 
-// The widest instruction set this CPU (and OS) supports among those compiled
-// in. The environment variable CHARRNN_ISA=baseline|avx2|avx512 lowers the
-// choice (for testing the other variants; it never raises it).
+// The level the environment variable CHARRNN_ISA asks for, or `best` when it
+// is unset or names no level (it can only lower the choice, for testing the
+// other variants on one machine).
+inline Isa isa_cap(Isa best) {
+    const char* want = std::getenv("CHARRNN_ISA");
+    if (!want) return best;
+    const std::string w(want);
+    static constexpr const char* levels[] = {"baseline", "avx2", "avx512", "avx512bf16", "amx"};
+    for (int i = 0; i < 5; ++i)
+        if (w == levels[i]) return static_cast<Isa>(i) < best ? static_cast<Isa>(i) : best;
+    return best;
+}
+
+// The widest float vector level this CPU (and OS) supports among those
+// compiled in, capped by CHARRNN_ISA (bf16_x86.hpp detects the two above it).
 inline Isa detect_isa() {
     Isa best = Isa::baseline;
 #if CHARRNN_X86_DISPATCH
@@ -65,12 +81,7 @@ inline Isa detect_isa() {
         best = Isa::avx512;
     }
 #endif
-    if (const char* want = std::getenv("CHARRNN_ISA")) {
-        const std::string w(want);
-        if (w == "baseline") best = Isa::baseline;
-        if (w == "avx2" && best == Isa::avx512) best = Isa::avx2;
-    }
-    return best;
+    return isa_cap(best);
 }
 
 }  // namespace charrnn

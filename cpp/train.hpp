@@ -38,10 +38,11 @@ class Learner {
 public:
     Engine<T> eng;
 
-    // params, s1, s2: flat lists in layout order (s2 only for adam).
+    // params, s1, s2: flat lists in layout order (s2 only for adam); prec:
+    // the precision of the engine's matrix products.
     Learner(const NetLayout& lay, std::size_t threads, const std::vector<T*>& params, const std::vector<T*>& s1,
-            const std::vector<T*>& s2, const OptConfig& cfg)
-        : eng(lay, threads), P(lay, params), cfg_(cfg) {
+            const std::vector<T*>& s2, const OptConfig& cfg, Precision prec = Precision::full)
+        : eng(lay, threads, prec), P(lay, params), cfg_(cfg) {
         const auto specs = lay.arrays();
         std::size_t total = 0;
         for (const auto& s : specs) total += s.size();
@@ -188,8 +189,8 @@ void load_engine_chunk(Engine<T>& eng, const I* X, const J* Y, std::size_t B, st
 template <typename T, typename I, typename J>
 double chunk_loss_and_grads(const NetLayout& lay, std::size_t threads, const std::vector<T*>& params,
                             const Dropout& drop, const I* X, const J* Y, std::size_t B, std::size_t n, T* states,
-                            const std::vector<T*>& g) {
-    Engine<T> eng(lay, threads);
+                            const std::vector<T*>& g, Precision prec = Precision::full) {
+    Engine<T> eng(lay, threads, prec);
     eng.dropout = drop;
     load_engine_chunk(eng, X, Y, B, n, states);
     const NetParams<T> P(lay, params);

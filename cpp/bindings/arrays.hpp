@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "bf16.hpp"
 #include "checks.hpp"
 #include "dropout.hpp"
 #include "layout.hpp"

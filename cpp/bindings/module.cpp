@@ -55,4 +55,9 @@ PYBIND11_MODULE(_core, m) {
     m.def(
         "simd_level", [] { return std::string(isa_name(kernels<double>().isa)); },
         "Instruction set of the kernels chosen for this CPU: 'avx512', 'avx2' or 'baseline'.");
+
+    m.def(
+        "bf16_path", [] { return std::string(isa_name(kernels<float>().isa16)); },
+        "Kernel of the bfloat16 matrix products on this CPU: 'amx' (AMX-BF16 tiles), 'avx512bf16', or the float "
+        "level ('avx512', 'avx2', 'baseline') when the portable kernel computes them.");
 }

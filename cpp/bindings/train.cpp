@@ -13,7 +13,7 @@ namespace {
 
 template <typename T>
 py::tuple loss_and_grads_impl(py::handle params, const ParamInfo& info, py::handle X, py::handle Y, py::handle h0,
-                              const Dropout& drop, std::size_t threads) {
+                              const Dropout& drop, std::size_t threads, Precision prec) {
     const Arrays<T> P = load_params<T>(params, info, false);
     const Chunk c = load_chunk(X, Y, info.lay.K);
     py::array_t<T> h = initial_states<T>(h0, info.lay, c.B);
@@ -23,9 +23,19 @@ py::tuple loss_and_grads_impl(py::handle params, const ParamInfo& info, py::hand
     double loss = 0.0;
     with_chunk(c, [&](auto* x, auto* y) {
         py::gil_scoped_release nogil;
-        loss = chunk_loss_and_grads<T>(info.lay, threads, P.ptrs, drop, x, y, c.B, c.n, hs, g);
+        loss = chunk_loss_and_grads<T>(info.lay, threads, P.ptrs, drop, x, y, c.B, c.n, hs, g, prec);
     });
     return py::make_tuple(loss, grads, h);
+}
+
+// The precision of the matrix products: 'full' (the parameters' type) or
+// 'bfloat16' (float32 parameters only).
+Precision precision_for(py::handle precision, const ParamInfo& info) {
+    const Precision p = choice<Precision>(precision);
+    if (p == Precision::bf16 && info.scalar != Scalar::f32)
+        fail_value("precision 'bfloat16' needs float32 parameters (bfloat16 products with float32 master weights); "
+                   "these are float64");
+    return p;
 }
 
 // Adam's bias correction and the dropout masks count updates.
@@ -48,7 +58,8 @@ void require_room(const OptState<T>& st, std::size_t updates) {
 
 template <typename T>
 py::tuple train_step_impl(py::handle params, const ParamInfo& info, py::handle opt_state, py::handle X, py::handle Y,
-                          py::handle h0, const OptConfig& cfg, const Dropout& drop, std::size_t threads) {
+                          py::handle h0, const OptConfig& cfg, const Dropout& drop, std::size_t threads,
+                          Precision prec) {
     const Arrays<T> P = load_params<T>(params, info, true);
     const OptState<T> st = load_opt_state<T>(opt_state, info, cfg.opt, P.spans);
     require_counter(st, cfg, drop);
@@ -60,7 +71,7 @@ py::tuple train_step_impl(py::handle params, const ParamInfo& info, py::handle o
     StepResult r;
     with_chunk(c, [&](auto* x, auto* y) {
         py::gil_scoped_release nogil;
-        Learner<T> tr(info.lay, threads, P.ptrs, st.s1.ptrs, st.s2.ptrs, cfg);
+        Learner<T> tr(info.lay, threads, P.ptrs, st.s1.ptrs, st.s2.ptrs, cfg, prec);
         r = train_chunk(tr, drop, x, y, c.B, c.n, hs, t);
     });
     if (!r.applied) {
@@ -79,7 +90,8 @@ py::tuple train_step_impl(py::handle params, const ParamInfo& info, py::handle o
 template <typename T>
 py::tuple train_steps_impl(py::handle params, const ParamInfo& info, py::handle opt_state, py::handle data_obj,
                            py::handle h0, std::size_t n_steps, std::size_t seq_len, std::size_t B,
-                           py::handle positions, const OptConfig& cfg, const Dropout& drop, std::size_t threads) {
+                           py::handle positions, const OptConfig& cfg, const Dropout& drop, std::size_t threads,
+                           Precision prec) {
     const Arrays<T> P = load_params<T>(params, info, true);
     const OptState<T> st = load_opt_state<T>(opt_state, info, cfg.opt, P.spans);
     require_counter(st, cfg, drop);
@@ -129,7 +141,7 @@ py::tuple train_steps_impl(py::handle params, const ParamInfo& info, py::handle 
     WalkResult w;
     with_index_type(data, "data", [&](auto* d) {
         py::gil_scoped_release nogil;
-        Learner<T> tr(info.lay, threads, P.ptrs, st.s1.ptrs, st.s2.ptrs, cfg);
+        Learner<T> tr(info.lay, threads, P.ptrs, st.s1.ptrs, st.s2.ptrs, cfg, prec);
         w = train_walk(tr, drop, d, seg, hs, pos.data(), n_steps, seq_len, t, loss_out);
     });
     st.store_t(t);
@@ -148,17 +160,18 @@ void bind_train(py::module_& m) {
     m.def(
         "loss_and_grads",
         [](py::handle params, py::handle X, py::handle Y, py::handle h0, py::handle cell, py::handle dropout,
-           py::handle seed, py::handle update, py::handle threads) {
+           py::handle seed, py::handle update, py::handle threads, py::handle precision) {
             const ParamInfo info = inspect_params(params, cell);
             Dropout drop = dropout_config(dropout, seed);
             drop.update = count(update, "update");
             const std::size_t nt = thread_count(threads);
+            const Precision prec = precision_for(precision, info);
             return with_scalar(info.scalar, [&](auto v) {
-                return loss_and_grads_impl<decltype(v)>(params, info, X, Y, h0, drop, nt);
+                return loss_and_grads_impl<decltype(v)>(params, info, X, Y, h0, drop, nt, prec);
             });
         },
         py::arg("params"), py::arg("X"), py::arg("Y"), py::arg("h0"), py::kw_only(), py::arg("cell"),
-        py::arg("dropout"), py::arg("seed"), py::arg("update"), py::arg("threads"),
+        py::arg("dropout"), py::arg("seed"), py::arg("update"), py::arg("threads"), py::arg("precision") = "full",  // TEMP until the options object carries it
         "Loss summed over the chunk X -> Y ((T,) or (streams, T)), raw gradients keyed like params, and the "
         "final states (streams, layers, S*m). Returns (loss, grads, h).");
 
@@ -167,19 +180,20 @@ void bind_train(py::module_& m) {
         [](py::handle params, py::handle opt_state, py::handle X, py::handle Y, py::handle h0, py::handle cell,
            py::handle optimizer, py::handle eta, py::handle clip, py::handle clip_mode, py::handle gamma,
            py::handle beta1, py::handle beta2, py::handle eps, py::handle dropout, py::handle seed,
-           py::handle threads) {
+           py::handle threads, py::handle precision) {
             const ParamInfo info = inspect_params(params, cell);
             const OptConfig cfg = opt_config(optimizer, eta, clip, clip_mode, gamma, beta1, beta2, eps);
             const Dropout drop = dropout_config(dropout, seed);
             const std::size_t nt = thread_count(threads);
+            const Precision prec = precision_for(precision, info);
             return with_scalar(info.scalar, [&](auto v) {
-                return train_step_impl<decltype(v)>(params, info, opt_state, X, Y, h0, cfg, drop, nt);
+                return train_step_impl<decltype(v)>(params, info, opt_state, X, Y, h0, cfg, drop, nt, prec);
             });
         },
         py::arg("params"), py::arg("opt_state"), py::arg("X"), py::arg("Y"), py::arg("h0"), py::kw_only(),
         py::arg("cell"), py::arg("optimizer"), py::arg("eta"), py::arg("clip"), py::arg("clip_mode"),
         py::arg("gamma"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("dropout"), py::arg("seed"),
-        py::arg("threads"),
+        py::arg("threads"), py::arg("precision") = "full",  // TEMP until the options object carries it
         "One update (forward, BPTT, clipping, optimiser) on the chunk X -> Y, in place on params and opt_state. "
         "Returns (loss, h).");
 
@@ -189,10 +203,11 @@ void bind_train(py::module_& m) {
            py::handle seq_length, py::handle batch_size, py::handle positions, py::handle cell,
            py::handle optimizer, py::handle eta, py::handle clip, py::handle clip_mode, py::handle gamma,
            py::handle beta1, py::handle beta2, py::handle eps, py::handle dropout, py::handle seed,
-           py::handle threads) {
+           py::handle threads, py::handle precision) {
             const ParamInfo info = inspect_params(params, cell);
             const OptConfig cfg = opt_config(optimizer, eta, clip, clip_mode, gamma, beta1, beta2, eps);
             const Dropout drop = dropout_config(dropout, seed);
+            const Precision prec = precision_for(precision, info);
             const std::size_t n = count(n_steps, "n_steps");
             if (n > kMaxCount) fail_value("n_steps is too large: " + std::to_string(n) + " is more than 2**32 updates "
                                           "in one call; split the work into several calls");
@@ -201,13 +216,13 @@ void bind_train(py::module_& m) {
             const std::size_t nt = thread_count(threads);
             return with_scalar(info.scalar, [&](auto v) {
                 return train_steps_impl<decltype(v)>(params, info, opt_state, data, h0, n, T, B, positions, cfg, drop,
-                                                     nt);
+                                                     nt, prec);
             });
         },
         py::arg("params"), py::arg("opt_state"), py::arg("data"), py::arg("h0"), py::kw_only(), py::arg("n_steps"),
         py::arg("seq_length"), py::arg("batch_size"), py::arg("positions"), py::arg("cell"), py::arg("optimizer"),
         py::arg("eta"), py::arg("clip"), py::arg("clip_mode"), py::arg("gamma"), py::arg("beta1"), py::arg("beta2"),
-        py::arg("eps"), py::arg("dropout"), py::arg("seed"), py::arg("threads"),
+        py::arg("eps"), py::arg("dropout"), py::arg("seed"), py::arg("threads"), py::arg("precision") = "full",  // TEMP until the options object carries it
         "n_steps updates walking data with batch_size streams over contiguous segments. Returns (losses, h "
         "(streams, layers, S*m), positions (streams,), wraps (streams,), diverged).");
 }

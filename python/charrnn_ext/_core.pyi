@@ -34,6 +34,7 @@ def loss_and_grads(
     seed: int,
     update: int,
     threads: int,
+    precision: str,
 ) -> tuple[float, dict[str, np.ndarray], np.ndarray]:
     """(summed loss, raw gradients keyed like params, final states (streams, layers, S*m))."""
 
@@ -56,6 +57,7 @@ def train_step(
     dropout: float,
     seed: int,
     threads: int,
+    precision: str,
 ) -> tuple[float, np.ndarray]:
     """One update in place: (loss, final states)."""
 
@@ -81,6 +83,7 @@ def train_steps(
     dropout: float,
     seed: int,
     threads: int,
+    precision: str,
 ) -> tuple[np.ndarray, np.ndarray, npt.NDArray[np.int64], npt.NDArray[np.int64], bool]:
     """(losses (steps done,), states, positions (streams,), wraps (streams,), diverged)."""
 
@@ -127,5 +130,6 @@ def sample(
 def layout(cell: str, K: int, m: int, layers: int) -> list[tuple[str, str | None, tuple[int, ...]]]:
     """[(name, classic name or None, shape)] of a network's parameters, in the core's order."""
 
+def bf16_path() -> str: ...
 def simd_level() -> str:
     """'avx512', 'avx2' or 'baseline' (the build's own target)."""

@@ -59,7 +59,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .config import CELLS, OPTIMIZERS, TrainConfig, option
+from .config import CELLS, OPTIMIZERS, TrainConfig, option, param_dtype
 from .data import Vocabulary
 from .fileio import atomic_write
 from .layout import CLASSIC_NAMES, STATES, init_opt_state, param_shapes
@@ -520,7 +520,8 @@ def _check_meta(r: _Archive, meta: Mapping[str, Any], K: int, m: int, dtype: np.
         if value is not None and (isinstance(value, bool) or value != actual):
             what = "the parameters have m" if name == "hidden" else "the vocabulary has K"
             raise r.fail(f"meta field {name!r} says {value!r} but {what}={actual}")
-    if meta.get("dtype") is not None and meta["dtype"] != str(dtype):
+    # a bfloat16 run keeps float32 master weights
+    if meta.get("dtype") is not None and param_dtype(str(meta["dtype"])) != str(dtype):
         raise r.fail(f"meta field 'dtype' says {meta['dtype']!r} but the parameters are {dtype}")
     for name in ("sig", "seed", "forget_bias"):
         if name in meta:

@@ -39,13 +39,18 @@ __all__ = [
     "default",
     "model_options",
     "option",
+    "param_dtype",
+    "precision_of",
 ]
 
 #: The choices the C++ core understands (defined there, read from there).
 CELLS: tuple[str, ...] = tuple(_core.CELLS)
 OPTIMIZERS: tuple[str, ...] = tuple(_core.OPTIMIZERS)
 CLIP_MODES: tuple[str, ...] = tuple(_core.CLIP_MODES)
-DTYPES: tuple[str, ...] = ("float64", "float32")
+#: "bfloat16" is mixed precision: float32 parameters (and optimiser state,
+#: gates, softmax, loss) with the operands of every matrix product of
+#: training rounded to bfloat16 and their sums kept in float32.
+DTYPES: tuple[str, ...] = ("float64", "float32", "bfloat16")
 #: How the learning rate changes over a run (see :meth:`TrainConfig.lr_at`).
 LR_SCHEDULES: tuple[str, ...] = ("step", "linear", "cosine")
 
@@ -162,7 +167,15 @@ OPTIONS: tuple[Option, ...] = (
     _opt("hidden", int, 100, "hidden units m per layer", "model", low=1, high=65536, metavar="M"),
     _opt("sig", float, 0.01, "standard deviation of the initial weights (biases start at 0)", "model", low=0, high=10),
     _opt("forget_bias", float, 1.0, "initial LSTM forget-gate bias", "model", low=-100, high=100),
-    _opt("dtype", str, "float64", "parameter float type (float32 trains about twice as fast)", "model", choices=DTYPES),
+    _opt(
+        "dtype",
+        str,
+        "float64",
+        "float type: float64, float32 (about twice as fast), or bfloat16 (float32 weights, bfloat16 matrix "
+        "products; fast where the CPU has AMX or AVX512-BF16)",
+        "model",
+        choices=DTYPES,
+    ),
     _opt(
         "seed",
         int,
@@ -427,6 +440,17 @@ def default(name: str) -> Any:
 
 def group(name: str) -> tuple[Option, ...]:
     return tuple(o for o in OPTIONS if o.group == name)
+
+
+def param_dtype(dtype: str) -> str:
+    """The parameters' NumPy dtype for a ``dtype`` option value (bfloat16
+    training keeps float32 master weights)."""
+    return "float32" if dtype == "bfloat16" else dtype
+
+
+def precision_of(dtype: str) -> str:
+    """The core's ``precision`` of the matrix products for a ``dtype`` option value."""
+    return "bfloat16" if dtype == "bfloat16" else "full"
 
 
 def model_options(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,28 @@ import numpy.typing as npt
 from . import _core
 from .config import DEFAULT_ETA, default
 
-__all__ = ["evaluate_loss", "loss_and_grads", "numerical_grads", "sample", "train_step", "train_steps"]
+__all__ = [
+    "bf16_path",
+    "evaluate_loss",
+    "has_bf16_units",
+    "loss_and_grads",
+    "numerical_grads",
+    "sample",
+    "train_step",
+    "train_steps",
+]
+
+
+def bf16_path() -> str:
+    """The kernel of bfloat16 matrix products on this CPU: 'amx' (AMX-BF16
+    tiles), 'avx512bf16', or the float kernels' level when the portable
+    kernel computes them (the same sums, slower). CHARRNN_ISA lowers it."""
+    return _core.bf16_path()
+
+
+def has_bf16_units() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16)."""
+    return _core.bf16_path() in ("amx", "avx512bf16")
 
 Params = Mapping[str, np.ndarray]
 IndexArray = npt.NDArray[np.integer] | Sequence[int]
@@ -62,14 +83,17 @@ def loss_and_grads(
     seed: int = default("seed"),
     update: int = 0,
     threads: int = default("threads"),
+    precision: str = "full",
 ) -> tuple[float, dict[str, np.ndarray], np.ndarray]:
     """Loss summed over the chunk X -> Y, the raw (unclipped) gradients keyed
     like params, and the final state. X and Y are (T,) for one stream or
     (B, T) for B streams (then h0 and the state returned are batched, and
     loss and gradients are sums over the streams). With ``dropout`` > 0 the
-    masks are those of update number ``update`` of a run seeded ``seed``."""
+    masks are those of update number ``update`` of a run seeded ``seed``.
+    ``precision`` 'bfloat16' (float32 parameters) rounds the operands of
+    every matrix product to bfloat16 and sums in float32."""
     loss, grads, h = _core.loss_and_grads(
-        params, X, Y, h0, cell=None, dropout=dropout, seed=seed, update=update, threads=threads
+        params, X, Y, h0, cell=None, dropout=dropout, seed=seed, update=update, threads=threads, precision=precision
     )
     return loss, grads, (_streams if np.ndim(X) == 2 else _one_stream)(params, h)
 
@@ -92,6 +116,7 @@ def train_step(
     dropout: float = default("dropout"),
     seed: int = default("seed"),
     threads: int = default("threads"),
+    precision: str = "full",
 ) -> tuple[float, np.ndarray]:
     """One update on the chunk X -> Y, in place on params and state (the
     optimiser memory, :func:`~charrnn_ext.layout.init_opt_state`; a classic
@@ -109,6 +134,7 @@ def train_step(
         dropout=dropout,
         seed=seed,
         threads=threads,
+        precision=precision,
     )
     return loss, (_streams if np.ndim(X) == 2 else _one_stream)(params, h)
 
@@ -135,6 +161,7 @@ def train_steps(
     beta2: float = default("beta2"),
     dropout: float = default("dropout"),
     seed: int = default("seed"),
+    precision: str = "full",
 ):
     """``n_steps`` updates walking ``data`` (an index array) in chunks of
     ``seq_length``, in place on params and state.
@@ -172,6 +199,7 @@ def train_steps(
             dropout=dropout,
             seed=seed,
             threads=threads,
+            precision=precision,
         )
     except ValueError as exc:  # one stream's offset is `pos` to the caller
         if single and "positions[0]" in str(exc):

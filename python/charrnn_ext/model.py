@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from . import _core
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import default, option
+from .config import default, option, precision_of
 from .data import Corpus, Vocabulary, corpus_from_string
 from .layout import copy_params, describe, from_classic, is_classic, net_init
 from .resources import check_fits, model_bytes
@@ -60,6 +60,7 @@ class CharRNN:
         state: TrainState | None = None,
         start_h: np.ndarray | None = None,
         forget_bias: float = default("forget_bias"),
+        precision: str = "full",
     ):
         if not isinstance(vocab, Vocabulary):
             raise TypeError(f"vocab must be a charrnn_ext.data.Vocabulary, got {type(vocab).__name__}")
@@ -75,6 +76,14 @@ class CharRNN:
         self.seed = option("seed").check(seed)
         self.state = state
         self.start_h = start_h
+        if precision not in ("full", "bfloat16"):
+            raise ValueError(f"precision must be 'full' or 'bfloat16', got {precision!r}")
+        if precision == "bfloat16" and self.dtype != np.float32:
+            raise ValueError(f"bfloat16 training needs float32 parameters, got {self.dtype}")
+        #: the matrix products of training: 'full' (the parameters' type) or
+        #: 'bfloat16' (float32 master weights); sampling, evaluation and export
+        #: always compute in the parameters' type
+        self.precision = precision
 
     # -- construction -------------------------------------------------------------
 
@@ -103,15 +112,18 @@ class CharRNN:
         cell = option("cell").check(cell)
         seed = option("seed").check(seed)
         sig = option("sig").check(sig)
-        dt = np.dtype(dtype)
-        option("dtype").check(str(dt) if dt.kind == "f" else repr(dtype))
+        if isinstance(dtype, str) and dtype == "bfloat16":
+            dt, precision = np.dtype(np.float32), "bfloat16"
+        else:
+            dt, precision = np.dtype(dtype), "full"
+            option("dtype").check(str(dt) if dt.kind == "f" else repr(dtype))
         check_fits(
             f"a {cell} network of {layers} x {hidden} units ({dt})",
             model_bytes(cell, vocab.size, hidden, layers, str(dt)),
             "choose a smaller --hidden or --layers",
         )
         params = net_init(cell, vocab.size, hidden, layers, sig, seed=seed, dtype=dt, forget_bias=forget_bias)
-        return cls(vocab, params, sig=sig, seed=seed, forget_bias=forget_bias)
+        return cls(vocab, params, sig=sig, seed=seed, forget_bias=forget_bias, precision=precision)
 
     # -- properties ---------------------------------------------------------------
 
@@ -147,7 +159,7 @@ class CharRNN:
     def __repr__(self) -> str:
         return (
             f"CharRNN(cell={self.cell!r}, layers={self.layers}, K={self.K}, hidden={self.hidden}, "
-            f"dtype={self.dtype}, step={self.step}, seed={self.seed})"
+            f"dtype={self.meta()['dtype']}, step={self.step}, seed={self.seed})"
         )
 
     def meta(self) -> dict[str, Any]:
@@ -157,7 +169,7 @@ class CharRNN:
             "K": self.K,
             "sig": self.sig,
             "seed": self.seed,
-            "dtype": str(self.dtype),
+            "dtype": "bfloat16" if self.precision == "bfloat16" else str(self.dtype),
             "cell": self.cell,
             "layers": self.layers,
             "forget_bias": self.forget_bias,
@@ -340,6 +352,7 @@ class CharRNN:
             state=ckpt.state,
             start_h=ckpt.start_h,
             forget_bias=float(meta.get("forget_bias", default("forget_bias"))),
+            precision=precision_of(str(meta.get("dtype", ""))),
         )
 
     @classmethod
@@ -361,4 +374,5 @@ class CharRNN:
             state=None,
             start_h=None if h is None else h.copy(),
             forget_bias=self.forget_bias,
+            precision=self.precision,
         )

@@ -440,6 +440,7 @@ class Trainer:
             dropout=c.dropout,
             seed=model.seed,
             threads=c.threads,
+            precision=model.precision,
         )
         dt = time.perf_counter() - t0
         s.seconds += dt

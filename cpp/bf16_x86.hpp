@@ -1,0 +1,230 @@
+// The x86 bfloat16 product kernels, chosen at run time (kernels.hpp) over the
+// portable one in bf16.hpp, which computes the same sums on any CPU:
+//   avx512bf16  `vdpbf16ps`: 6 rows x 64 columns of C in 24 zmm registers,
+//               each instruction adding one pair of products per lane;
+//   amx         AMX-BF16 tiles: 32 rows x 32 columns of C in four 16 x 16
+//               float32 tiles, each `tdpbf16ps` adding 16 x 16 x 32 products.
+// Both read the packings of bf16.hpp unchanged: an AMX A tile is 16 rows of
+// packed A (32 bfloat16 each), a B tile 16 pair rows of one panel.
+//
+// Linux hands out the AMX tile registers only to a process that asks
+// (arch_prctl ARCH_REQ_XCOMP_PERM); if it refuses, the AMX path is not used.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "bf16.hpp"
+#include "simd.hpp"
+
+#if CHARRNN_X86_DISPATCH
+#include <cpuid.h>
+#include <immintrin.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#define CHARRNN_TARGET_AVX512BF16 \
+    __attribute__((target("avx512bf16,avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi2")))
+#define CHARRNN_TARGET_AMX \
+    __attribute__((target("amx-tile,amx-bf16,avx512bf16,avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi2")))
+#endif
+
+namespace charrnn {
+
+// What the CPU (and the OS) offer for bfloat16 products.
+struct Bf16Support {
+    bool avx512bf16 = false;
+    bool amx = false;
+};
+
+#if CHARRNN_X86_DISPATCH
+
+// CPUID leaf 7: AMX-BF16 (EDX bit 22) and AMX-TILE (EDX bit 24) in sub-leaf 0,
+// AVX512-BF16 (EAX bit 5) in sub-leaf 1; XCR0 bits 17-18 say the OS saves
+// the tile state. The kernel must then also grant this process the tiles.
+inline bool amx_permitted() {
+#if defined(__linux__)
+    static const bool granted = [] {
+        constexpr long kGetPerm = 0x1022, kReqPerm = 0x1023;  // ARCH_GET/REQ_XCOMP_PERM
+        constexpr unsigned long kTileData = 18;               // XFEATURE_XTILEDATA
+        if (syscall(SYS_arch_prctl, kReqPerm, kTileData) != 0) return false;
+        unsigned long mask = 0;
+        if (syscall(SYS_arch_prctl, kGetPerm, &mask) != 0) return false;
+        return (mask & (1ul << kTileData)) != 0;
+    }();
+    return granted;
+#else
+    return false;
+#endif
+}
+
+inline Bf16Support detect_bf16() {
+    Bf16Support s;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return s;
+    const bool amx_bits = (d >> 22 & 1u) && (d >> 24 & 1u);
+    __builtin_cpu_init();
+    const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+    if (avx512 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) s.avx512bf16 = (a >> 5) & 1u;
+    if (amx_bits && s.avx512bf16) {
+        unsigned lo = 0, hi = 0;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        const bool os_tiles = ((lo >> 17) & 3u) == 3u;
+        s.amx = os_tiles && amx_permitted();
+    }
+    return s;
+}
+
+// ---------------------------------------------------------------- avx512bf16
+
+template <int NP, int R>
+CHARRNN_TARGET_AVX512BF16 CHARRNN_ALWAYS_INLINE void bf16_micro_avx512(std::size_t kc, const std::uint32_t* A,
+                                                                       std::size_t lda, const std::uint32_t* const* Bp,
+                                                                       float* const* Ct, std::size_t ldc, bool acc) {
+    __m512 c[R][NP];
+    for (int r = 0; r < R; ++r)
+        for (int v = 0; v < NP; ++v) c[r][v] = acc ? _mm512_loadu_ps(Ct[v] + r * ldc) : _mm512_setzero_ps();
+    for (std::size_t q = 0; q < kc; ++q) {
+        __m512i b[NP];
+        for (int v = 0; v < NP; ++v) b[v] = _mm512_loadu_si512(Bp[v] + q * kBf16Panel);
+        for (int r = 0; r < R; ++r) {
+            const __m512i a = _mm512_set1_epi32(static_cast<int>(A[r * lda + q]));
+            for (int v = 0; v < NP; ++v) c[r][v] = _mm512_dpbf16_ps(c[r][v], (__m512bh)a, (__m512bh)b[v]);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int v = 0; v < NP; ++v) _mm512_storeu_ps(Ct[v] + r * ldc, c[r][v]);
+}
+
+template <int R>
+CHARRNN_TARGET_AVX512BF16 CHARRNN_ALWAYS_INLINE void bf16_rows_avx512(std::size_t rows, std::size_t kc,
+                                                                      const std::uint32_t* A, std::size_t lda,
+                                                                      const std::uint32_t* const* Bp,
+                                                                      float* const* Ct, std::size_t ldc, bool acc) {
+    if constexpr (R > 0) {
+        if (rows == R) return bf16_micro_avx512<4, R>(kc, A, lda, Bp, Ct, ldc, acc);
+        bf16_rows_avx512<R - 1>(rows, kc, A, lda, Bp, Ct, ldc, acc);
+    }
+}
+
+CHARRNN_TARGET_AVX512BF16 inline void bf16_tile_avx512(std::size_t rows, const std::uint32_t* A, std::size_t lda,
+                                                       const std::uint32_t* const* Bp, float* const* Ct,
+                                                       std::size_t ldc, std::size_t kc, bool acc) {
+    bf16_rows_avx512<6>(rows, kc, A, lda, Bp, Ct, ldc, acc);
+}
+
+CHARRNN_TARGET_AVX512BF16 inline void gemm16_avx512bf16(const Gemm16Args& g) {
+    bf16_gemm_driver(g, &bf16_tile_avx512, 6, 4);
+}
+
+// ---------------------------------------------------------------- amx
+
+// Tiles: 0-3 C (rows 0-15 / 16-31 x panels j / j+1), 4-5 A, 6-7 B; every tile
+// is 16 rows of 64 bytes.
+struct alignas(64) AmxConfig {
+    std::uint8_t palette = 1, start_row = 0, reserved[14] = {};
+    std::uint16_t colsb[16] = {};
+    std::uint8_t rows[16] = {};
+    AmxConfig() {
+        for (int i = 0; i < 8; ++i) {
+            colsb[i] = 64;
+            rows[i] = 16;
+        }
+    }
+};
+
+// C block (16 rows x 16 columns at C, row stride ldc) into / out of tile T;
+// blocks cut by the edge of C go through `tmp`.
+#define CHARRNN_AMX_LOAD_C(T, C, ldc, rows, cols, acc, tmp)                                     \
+    do {                                                                                     \
+        if (!(acc)) {                                                                        \
+            _tile_zero(T);                                                                   \
+        } else if ((rows) == 16 && (cols) == 16) {                                           \
+            _tile_loadd(T, (C), static_cast<int>((ldc) * sizeof(float)));                    \
+        } else {                                                                             \
+            for (std::size_t i_ = 0; i_ < 16; ++i_)                                          \
+                for (std::size_t c_ = 0; c_ < 16; ++c_)                                      \
+                    (tmp)[i_ * 16 + c_] = (i_ < (rows) && c_ < (cols)) ? (C)[i_ * (ldc) + c_] : 0.0f; \
+            _tile_loadd(T, (tmp), 64);                                                       \
+        }                                                                                    \
+    } while (0)
+#define CHARRNN_AMX_STORE_C(T, C, ldc, rows, cols, tmp)                                          \
+    do {                                                                                     \
+        if ((rows) == 16 && (cols) == 16) {                                                  \
+            _tile_stored(T, (C), static_cast<int>((ldc) * sizeof(float)));                   \
+        } else if ((rows) > 0 && (cols) > 0) {                                               \
+            _tile_stored(T, (tmp), 64);                                                      \
+            for (std::size_t i_ = 0; i_ < (rows); ++i_)                                      \
+                std::memcpy((C) + i_ * (ldc), (tmp) + i_ * 16, (cols) * sizeof(float));      \
+        }                                                                                    \
+    } while (0)
+
+CHARRNN_TARGET_AMX inline void gemm16_amx(const Gemm16Args& g) {
+    const PackedBf16& B = *g.B;
+    const std::size_t Q = B.Q, lda = Q * 4;
+    const std::size_t p0 = g.c0 / kBf16Panel, p1 = (g.c1 + kBf16Panel - 1) / kBf16Panel;
+    static const AmxConfig cfg;
+    _tile_loadconfig(&cfg);
+    const std::size_t Mpad = (g.M + 31) / 32 * 32;  // whole tiles of zero rows past M
+    std::uint32_t* Apk = bf16_row_buffer(Mpad * Q);
+    pack_rows_bf16(g.A, g.rsa, g.csa, g.M, B.P, Q, Mpad, Apk);
+    alignas(64) float tmp[16 * 16];
+    for (std::size_t r0 = 0; r0 < g.M; r0 += 32) {
+        const std::size_t rb = std::min<std::size_t>(32, g.M - r0);
+        const std::size_t rows0 = std::min<std::size_t>(16, rb), rows1 = rb - rows0;
+        const std::uint32_t* Ap = Apk + r0 * Q;
+        float* C0 = g.C + r0 * g.ldc;
+        float* C1 = C0 + 16 * g.ldc;
+        for (std::size_t j = p0; j < p1; j += 2) {
+            const std::size_t cb = j * kBf16Panel;
+            const std::size_t w0 = std::min(kBf16Panel, g.c1 - cb);
+            const std::size_t w1 = j + 1 < p1 ? std::min(kBf16Panel, g.c1 - cb - kBf16Panel) : 0;
+            const std::uint32_t* B0 = B.panel(j);
+            const std::uint32_t* B1 = w1 ? B.panel(j + 1) : B0;
+            CHARRNN_AMX_LOAD_C(0, C0 + cb, g.ldc, rows0, w0, g.accumulate, tmp);
+            CHARRNN_AMX_LOAD_C(1, C0 + cb + 16, g.ldc, rows0, w1, g.accumulate, tmp);
+            if (rows1) {
+                CHARRNN_AMX_LOAD_C(2, C1 + cb, g.ldc, rows1, w0, g.accumulate, tmp);
+                CHARRNN_AMX_LOAD_C(3, C1 + cb + 16, g.ldc, rows1, w1, g.accumulate, tmp);
+                for (std::size_t q = 0; q < Q; q += 16) {
+                    _tile_loadd(4, Ap + q, static_cast<int>(lda));
+                    _tile_loadd(5, Ap + 16 * Q + q, static_cast<int>(lda));
+                    _tile_loadd(6, B0 + q * kBf16Panel, 64);
+                    _tile_loadd(7, B1 + q * kBf16Panel, 64);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(1, 4, 7);
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_dpbf16ps(3, 5, 7);
+                }
+                CHARRNN_AMX_STORE_C(2, C1 + cb, g.ldc, rows1, w0, tmp);
+                CHARRNN_AMX_STORE_C(3, C1 + cb + 16, g.ldc, rows1, w1, tmp);
+            } else {
+                for (std::size_t q = 0; q < Q; q += 16) {
+                    _tile_loadd(4, Ap + q, static_cast<int>(lda));
+                    _tile_loadd(6, B0 + q * kBf16Panel, 64);
+                    _tile_loadd(7, B1 + q * kBf16Panel, 64);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(1, 4, 7);
+                }
+            }
+            CHARRNN_AMX_STORE_C(0, C0 + cb, g.ldc, rows0, w0, tmp);
+            CHARRNN_AMX_STORE_C(1, C0 + cb + 16, g.ldc, rows0, w1, tmp);
+        }
+    }
+    _tile_release();
+}
+
+#undef CHARRNN_AMX_LOAD_C
+#undef CHARRNN_AMX_STORE_C
+
+#else
+
+inline Bf16Support detect_bf16() { return {}; }
+
+#endif
+
+}  // namespace charrnn
