@@ -1,0 +1,221 @@
+// The bfloat16 products of the core (cpp/bf16.hpp, cpp/bf16_x86.hpp), tested
+// without Python: the conversion against the CPU's own instruction, every
+// kernel this machine has against the portable one and against a float64
+// sum, and the engine's bfloat16 gradients for 1, 2 and 3 threads.
+//
+// Prints one line per check and closes with "N passed, M failed"; exits 1 if
+// anything failed.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels.hpp"
+#include "train.hpp"
+
+using namespace charrnn;
+
+namespace {
+
+int passed = 0, failed = 0;
+
+void check(bool ok, const std::string& what) {
+    std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
+    (ok ? passed : failed) += 1;
+}
+
+// ---------------------------------------------------------------- the conversion
+
+void test_conversion_cases() {
+    auto bits = [](float x) { return to_bf16(x); };
+    check(bits(1.0f) == 0x3f80u, "1.0 converts exactly");
+    check(bits(bit_cast_to<float>(0x3f808000u)) == 0x3f80u, "a tie rounds to the even neighbour (down)");
+    check(bits(bit_cast_to<float>(0x3f818000u)) == 0x3f82u, "a tie rounds to the even neighbour (up)");
+    check(bits(bit_cast_to<float>(0x3f808001u)) == 0x3f81u, "just above a tie rounds up");
+    check(bits(bit_cast_to<float>(0x00000001u)) == 0x0000u, "a positive denormal becomes +0");
+    check(bits(bit_cast_to<float>(0x807fffffu)) == 0x8000u, "a negative denormal becomes -0");
+    check(bits(INFINITY) == 0x7f80u && bits(-INFINITY) == 0xff80u, "infinities stay infinite");
+    check(bits(bit_cast_to<float>(0x7f7fffffu)) == 0x7f80u, "the largest float rounds up to infinity");
+    const std::uint32_t nan = bits(bit_cast_to<float>(0x7f800001u));
+    check((nan & 0x7f80u) == 0x7f80u && (nan & 0x7fu) != 0 && (nan & 0x40u), "a signalling NaN becomes a quiet NaN");
+}
+
+#if CHARRNN_X86_DISPATCH
+CHARRNN_TARGET_AVX512BF16 std::uint64_t conversion_mismatches() {
+    // Every float32 bit pattern, 32 at a time, against vcvtne2ps2bf16.
+    std::uint64_t bad = 0;
+    alignas(64) std::uint32_t in[32];
+    alignas(64) std::uint16_t hw[32];
+    for (std::uint64_t base = 0; base < (std::uint64_t(1) << 32); base += 32) {
+        for (int i = 0; i < 32; ++i) in[i] = static_cast<std::uint32_t>(base + i);
+        const __m512 lo = _mm512_load_ps(reinterpret_cast<const float*>(in));
+        const __m512 hi = _mm512_load_ps(reinterpret_cast<const float*>(in + 16));
+        _mm512_store_si512(hw, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+        for (int i = 0; i < 32; ++i) {
+            const std::uint32_t mine = to_bf16(bit_cast_to<float>(in[i]));
+            const bool is_nan = (in[i] & 0x7fffffffu) > 0x7f800000u;
+            // NaN payloads may differ; both must be NaN of the same sign
+            if (is_nan ? ((hw[i] & 0x7f80u) != 0x7f80u || (hw[i] & 0x7fu) == 0 || (hw[i] ^ mine) & 0x8000u)
+                       : hw[i] != mine)
+                ++bad;
+        }
+    }
+    return bad;
+}
+#endif
+
+void test_conversion_matches_the_hardware() {
+#if CHARRNN_X86_DISPATCH
+    if (detect_bf16().avx512bf16) {
+        const std::uint64_t bad = conversion_mismatches();
+        check(bad == 0, "to_bf16 equals vcvtne2ps2bf16 on all 2^32 inputs (" + std::to_string(bad) + " differ)");
+        return;
+    }
+#endif
+    std::printf("skip the conversion against the hardware: no AVX512-BF16 here\n");
+}
+
+// ---------------------------------------------------------------- the kernels
+
+struct Case {
+    std::size_t M, P, N, c0;
+    bool transposed, accumulate;
+};
+
+std::vector<float> run(const Kernels<float>& k, const Case& c, const std::vector<float>& A, const PackedBf16& B,
+                       const std::vector<float>& C0) {
+    std::vector<float> C = C0;
+    const std::size_t rsa = c.transposed ? 1 : c.P, csa = c.transposed ? c.M : 1;
+    k.gemm16({c.M, c.c0, c.N, A.data(), rsa, csa, &B, C.data(), c.N, c.accumulate});
+    return C;
+}
+
+void test_kernels() {
+    std::mt19937 rng(7);
+    std::normal_distribution<float> nd;
+    // the portable kernel at each float level, and the hardware kernels this CPU has
+    const Isa top = detect_isa(), top16 = detect_isa16();
+    std::vector<std::pair<std::string, Kernels<float>>> portable;
+    portable.push_back({"portable/baseline", select_kernels<float>(Isa::baseline)});
+#if CHARRNN_X86_DISPATCH
+    if (top >= Isa::avx2) portable.push_back({"portable/avx2", select_kernels<float>(Isa::avx2, Isa::avx2)});
+    if (top >= Isa::avx512) portable.push_back({"portable/avx512", select_kernels<float>(Isa::avx512, Isa::avx512)});
+#endif
+    const Kernels<float> ref = portable.back().second;
+    const bool has16 = top16 >= Isa::avx512bf16, has_amx = top16 == Isa::amx;
+    const Kernels<float> k16 = select_kernels<float>(top, has16 ? Isa::avx512bf16 : top);
+    const Kernels<float> kamx = select_kernels<float>(top, top16);
+    int same = 0, same16 = 0, within = 0, amx_within = 0, untouched = 0, total = 0;
+    double worst_amx = 0.0, worst_ref = 0.0;
+    for (int trial = 0; trial < 60; ++trial) {
+        Case c{1 + rng() % 70, 1 + rng() % 300, 1 + rng() % 150, 0, rng() % 2 == 1, rng() % 2 == 1};
+        c.c0 = kBf16Panel * (rng() % ((c.N + kBf16Panel - 1) / kBf16Panel));
+        std::vector<float> A(c.M * c.P), Bm(c.P * c.N), C0(c.M * c.N);
+        for (auto& v : A) v = nd(rng);
+        for (auto& v : Bm) v = nd(rng);
+        for (auto& v : C0) v = nd(rng);
+        PackedBf16 B;
+        B.resize(c.P, c.N);
+        pack_panels_bf16(Bm.data(), c.N, 1, nullptr, B, 0, B.panels());
+        const std::vector<float> Cr = run(ref, c, A, B, C0);
+        bool all_same = true;
+        for (const auto& kp : portable) all_same = all_same && run(kp.second, c, A, B, C0) == Cr;
+        same += all_same;
+        same16 += !has16 || run(k16, c, A, B, C0) == Cr;
+        const std::vector<float> Ca = run(kamx, c, A, B, C0);
+        bool ok = true, ok_amx = true, kept = true;
+        const std::size_t rsa = c.transposed ? 1 : c.P, csa = c.transposed ? c.M : 1;
+        for (std::size_t r = 0; r < c.M; ++r)
+            for (std::size_t j = 0; j < c.N; ++j) {
+                const std::size_t i = r * c.N + j;
+                if (j < c.c0) {
+                    kept = kept && Cr[i] == C0[i] && Ca[i] == C0[i];
+                    continue;
+                }
+                // float64 sum of the bfloat16-rounded products, and the float32
+                // summation bound 2 P u sum |terms| (u = 2^-24)
+                double exact = c.accumulate ? C0[i] : 0.0, mag = std::fabs(exact);
+                for (std::size_t p = 0; p < c.P; ++p) {
+                    const double t = static_cast<double>(bf16_lo(to_bf16(A[r * rsa + p * csa]))) *
+                                     static_cast<double>(bf16_lo(to_bf16(Bm[p * c.N + j])));
+                    exact += t;
+                    mag += std::fabs(t);
+                }
+                const double bound = 2.0 * static_cast<double>(c.P + 1) * std::ldexp(1.0, -24) * mag;
+                ok = ok && std::fabs(Cr[i] - exact) <= bound;
+                ok_amx = ok_amx && std::fabs(Ca[i] - Cr[i]) <= bound;
+                if (bound > 0) {
+                    worst_ref = std::max(worst_ref, std::fabs(Cr[i] - exact) / bound);
+                    worst_amx = std::max(worst_amx, std::fabs(Ca[i] - Cr[i]) / bound);
+                }
+            }
+        within += ok;
+        amx_within += ok_amx;
+        untouched += kept;
+        ++total;
+    }
+    const std::string n = " of " + std::to_string(total) + " products";
+    check(same == total, "the portable kernel gives identical bits at every float level (" + std::to_string(same) + n + ")");
+    check(same16 == total, std::string("AVX512-BF16 matches the portable kernel bit for bit") +
+                               (has16 ? "" : " (no AVX512-BF16 here: portable only)"));
+    check(within == total, "the portable sums lie within 2 P u sum|ab| of the float64 sum (worst " +
+                               std::to_string(worst_ref) + " of the bound)");
+    check(amx_within == total, std::string(has_amx ? "AMX" : "the best kernel here") +
+                                   " lies within the same bound of the portable kernel (worst " +
+                                   std::to_string(worst_amx) + " of the bound)");
+    check(untouched == total, "columns before c0 are never written");
+}
+
+// ---------------------------------------------------------------- the engine
+
+void test_engine_threads() {
+    for (Cell cell : {Cell::rnn, Cell::lstm, Cell::gru}) {
+        const NetLayout lay{cell, 23, 40, 2};
+        std::mt19937 rng(3);
+        std::normal_distribution<float> nd(0.0f, 0.2f);
+        std::vector<std::vector<float>> params;
+        std::vector<float*> p;
+        for (const auto& s : lay.arrays()) {
+            params.emplace_back(s.size());
+            for (auto& v : params.back()) v = nd(rng);
+        }
+        for (auto& a : params) p.push_back(a.data());
+        const std::size_t B = 5, n = 9;
+        std::vector<std::int32_t> X(B * n), Y(B * n);
+        for (auto& v : X) v = static_cast<std::int32_t>(rng() % lay.K);
+        for (auto& v : Y) v = static_cast<std::int32_t>(rng() % lay.K);
+        std::vector<std::vector<float>> first;
+        bool same = true;
+        for (std::size_t threads : {1, 2, 3}) {
+            std::vector<std::vector<float>> g;
+            std::vector<float*> gp;
+            for (const auto& s : lay.arrays()) g.emplace_back(s.size());
+            for (auto& a : g) gp.push_back(a.data());
+            std::vector<float> states(B * lay.state_size(), 0.1f);
+            chunk_loss_and_grads<float>(lay, threads, p, Dropout{}, X.data(), Y.data(), B, n, states.data(), gp,
+                                        Precision::bf16);
+            if (first.empty()) {
+                first = g;
+            } else {
+                same = same && g == first;
+            }
+        }
+        check(same, std::string("bfloat16 gradients of a 2-layer ") + name_of(cell) +
+                        " are identical for 1, 2 and 3 threads");
+    }
+}
+
+}  // namespace
+
+int main() {
+    std::printf("float kernels: %s; bfloat16 products: %s\n", isa_name(kernels<float>().isa),
+                isa_name(kernels<float>().isa16));
+    test_conversion_cases();
+    test_conversion_matches_the_hardware();
+    test_kernels();
+    test_engine_threads();
+    std::printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,258 @@
+"""Mixed-precision training (dtype 'bfloat16'): the engine's matrix products
+take bfloat16 operands and sum in float32. Checked against the float64
+engine (a gradient check with a bfloat16 tolerance), across the kernels this
+CPU has (AMX tiles, AVX512-BF16, and the portable kernel every CPU runs,
+forced with CHARRNN_ISA), across thread counts, and through the model, the
+checkpoint and the CLI. The kernels themselves, product by product, are
+tested without Python in tests/cpp/test_bf16.cpp."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import charrnn_ext as cx
+from charrnn_ext import engine
+from charrnn_ext.data import corpus_from_string
+from charrnn_ext.layout import copy_params, init_opt_state, net_init
+from helpers import CELLS, max_scaled_err, net_problem
+
+# bfloat16 keeps 8 significant bits: rounding to nearest has a unit roundoff
+# of u = 2**-9. Each product term a*b then carries a relative error of at
+# most 2u from its two rounded operands, while the float32 sums add only
+# ~1e-7. A gradient entry is a sum of such terms after a chain of products
+# through the layers and steps; with the contracting weights of net_problem
+# the chain damps earlier errors, so the error of an array, relative to its
+# own scale, is a small multiple of 2u (measured: 2e-3 to 1e-2 with the
+# problems below). 8 * 2u = 0.031 leaves room; a real defect -- a wrong index,
+# a missing term -- changes gradients by far more than that.
+U_BF16 = 2.0**-9
+TOL_GRAD = 8 * 2 * U_BF16
+# ... and it must be visibly bfloat16: float32 products give ~5e-7 here, so
+# an error below 1e-5 would mean the rounding never happened.
+MIN_BF16_EFFECT = 1e-5
+
+
+def _problem(cell, layers, streams=4, T=16, K=30, m=48, seed=3):
+    p, X, Y, h0 = net_problem(cell, K, m, layers, T, seed=seed, streams=streams)
+    return p, np.ascontiguousarray(X), np.ascontiguousarray(Y), h0
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers", [1, 2])
+def test_bfloat16_gradients_pass_a_check_against_float64(cell, layers):
+    p64, X, Y, h0 = _problem(cell, layers)
+    loss64, g64, h64 = engine.loss_and_grads(p64, X, Y, h0)
+    p32 = copy_params(p64, np.float32)
+    loss16, g16, h16 = engine.loss_and_grads(p32, X, Y, h0.astype(np.float32), precision="bfloat16")
+    # the loss is a sum of T*B terms of size ~ln K: each within 2u of its float64 value
+    assert abs(loss16 - loss64) <= 2 * U_BF16 * loss64
+    assert h16.dtype == np.float32 and max_scaled_err(h16, h64) <= TOL_GRAD
+    worst = 0.0
+    for name, g in g64.items():
+        assert g16[name].dtype == np.float32
+        err = max_scaled_err(g16[name], g)
+        assert err <= TOL_GRAD, (name, err)
+        worst = max(worst, err)
+    assert worst >= MIN_BF16_EFFECT
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_bfloat16_results_do_not_depend_on_the_thread_count(cell):
+    data = np.random.default_rng(5).integers(0, 40, 20_000).astype(np.uint8)
+    finals = []
+    for threads in (1, 2, 3):
+        p = net_init(cell, 40, 64, 2, 0.1, seed=2, dtype=np.float32)
+        st = init_opt_state(p, "adam")
+        losses, h, *_ = engine.train_steps(
+            p,
+            st,
+            data,
+            n_steps=4,
+            seq_length=16,
+            batch_size=8,
+            optimizer="adam",
+            clip_mode="global_norm",
+            dropout=0.1,
+            threads=threads,
+            precision="bfloat16",
+        )
+        finals.append((losses, h, p))
+    for losses, h, p in finals[1:]:
+        assert np.array_equal(losses, finals[0][0])
+        assert np.array_equal(h, finals[0][1])
+        for k in p:
+            assert np.array_equal(p[k], finals[0][2][k]), k
+
+
+def test_bfloat16_training_differs_from_float32_only_by_rounding():
+    """The same updates in float32 and bfloat16 from the same start: close,
+    and not identical (bfloat16 products really ran)."""
+    data = np.random.default_rng(1).integers(0, 30, 10_000).astype(np.uint8)
+    out = {}
+    for precision in ("full", "bfloat16"):
+        p = net_init("lstm", 30, 64, 2, 0.1, seed=4, dtype=np.float32)
+        st = init_opt_state(p, "adam")
+        losses, *_ = engine.train_steps(
+            p, st, data, n_steps=20, seq_length=16, batch_size=4, optimizer="adam", precision=precision
+        )
+        out[precision] = (losses, p)
+    l32, p32 = out["full"]
+    l16, p16 = out["bfloat16"]
+    assert not np.array_equal(l32, l16)
+    assert np.max(np.abs(l16 - l32) / l32) <= 2 * TOL_GRAD
+    for k in p32:
+        assert max_scaled_err(p16[k], p32[k]) <= TOL_GRAD, k
+
+
+def test_bfloat16_needs_float32_parameters_and_a_known_precision():
+    p, X, Y, h0 = _problem("gru", 1)
+    with pytest.raises(ValueError, match=r"precision 'bfloat16' needs float32 parameters"):
+        engine.loss_and_grads(p, X, Y, h0, precision="bfloat16")
+    with pytest.raises(ValueError, match=r"unknown precision 'bf8'; expected one of 'full', 'bfloat16'"):
+        engine.loss_and_grads(copy_params(p, np.float32), X, Y, h0.astype(np.float32), precision="bf8")
+    with pytest.raises(TypeError, match=r"precision must be a string"):
+        engine.loss_and_grads(copy_params(p, np.float32), X, Y, h0.astype(np.float32), precision=16)
+
+
+# ---------------------------------------------------------------- every kernel this CPU has
+
+_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    sys.path.insert(0, {tests!r})
+    from charrnn_ext import engine
+    from charrnn_ext.layout import copy_params
+    from helpers import net_problem
+    out = {{"path": engine.bf16_path(), "runs": []}}
+    for cell in ("rnn", "lstm", "gru"):
+        p, X, Y, h0 = net_problem(cell, 30, 48, 2, 12, seed=7, streams=5)
+        X, Y = np.ascontiguousarray(X), np.ascontiguousarray(Y)
+        loss, g, h = engine.loss_and_grads(copy_params(p, np.float32), X, Y, h0.astype(np.float32),
+                                           precision="bfloat16")
+        out["runs"].append({{"loss": loss, "grads": {{k: v.tolist() for k, v in g.items()}}}})
+    print(json.dumps(out))
+    """
+)
+
+
+def _run_at(level: str | None) -> dict:
+    env = dict(os.environ)
+    env.pop("CHARRNN_ISA", None)
+    if level is not None:
+        env["CHARRNN_ISA"] = level
+    code = _PROBE.format(tests=os.path.dirname(__file__))
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+@pytest.fixture(scope="module")
+def by_level():
+    """The probe's results at every level up to this CPU's own, keyed by the
+    bfloat16 path that ran."""
+    seen = {}
+    for level in ("amx", "avx512bf16", "avx512", "avx2", "baseline", None):
+        r = _run_at(level)
+        seen.setdefault(r["path"], r)
+    return seen
+
+
+def _max_grad_diff(a, b):
+    worst = 0.0
+    for ra, rb in zip(a["runs"], b["runs"]):
+        for k in ra["grads"]:
+            worst = max(worst, max_scaled_err(np.array(ra["grads"][k]), np.array(rb["grads"][k])))
+    return worst
+
+
+def test_the_bf16_path_names_the_hardware_or_the_portable_level(by_level):
+    assert set(by_level) <= {"amx", "avx512bf16", "avx512", "avx2", "baseline"}
+    assert "baseline" in by_level  # CHARRNN_ISA=baseline always takes the portable kernel
+    if engine.has_bf16_units():
+        assert engine.bf16_path() in by_level
+
+
+def test_avx512bf16_matches_the_portable_kernel_bit_for_bit(by_level):
+    """vdpbf16ps adds the two products of a pair in the order the portable
+    kernel does, and each bfloat16 product is exact in float32, so with the
+    same float kernels around them (level avx512) the results are identical."""
+    if "avx512bf16" not in by_level or "avx512" not in by_level:
+        pytest.skip("this CPU has no AVX512-BF16")
+    assert by_level["avx512bf16"]["runs"] == by_level["avx512"]["runs"]
+
+
+def test_amx_agrees_with_the_portable_kernel(by_level):
+    """AMX tiles take the same pairs in the same order but may round inside a
+    pair differently: each product differs by at most the float32 summation
+    bound 2 P u32 sum|ab| (u32 = 2**-24, P <= 2 * 48 * 5 here), ~1e-5 of its
+    scale. Through the network that stays far below bfloat16's own rounding;
+    1e-3 of each array's scale is generous and still 30x below TOL_GRAD."""
+    if "amx" not in by_level:
+        pytest.skip("this CPU (or its OS) gives no AMX tiles")
+    portable = by_level.get("avx512bf16") or by_level["avx512"]
+    assert _max_grad_diff(by_level["amx"], portable) <= 1e-3
+    for ra, rb in zip(by_level["amx"]["runs"], portable["runs"]):
+        assert abs(ra["loss"] - rb["loss"]) <= 1e-5 * rb["loss"]
+
+
+def test_portable_levels_agree_up_to_fused_multiply_adds(by_level):
+    """The portable bfloat16 kernel computes the same sums at every level;
+    the float kernels around it contract a*b + c into FMAs on AVX2 and
+    AVX-512, not on the SSE2 baseline: last-bit differences, ~1e-6."""
+    for level in ("avx2", "baseline"):
+        if level in by_level and "avx512" in by_level:
+            assert _max_grad_diff(by_level[level], by_level["avx512"]) <= 1e-4
+
+
+# ---------------------------------------------------------------- model, checkpoint, CLI
+
+
+def test_a_bfloat16_model_keeps_float32_master_weights(tmp_path):
+    corpus = corpus_from_string("the quick brown fox jumps over the lazy dog. " * 60)
+    model = cx.CharRNN.new(corpus, hidden=32, dtype="bfloat16", cell="lstm", layers=2)
+    assert model.dtype == np.float32 and model.precision == "bfloat16"
+    assert model.meta()["dtype"] == "bfloat16"
+    model.fit(corpus, steps=30, seq_length=16, batch_size=4, optimizer="adam", eta=3e-3, log_every=10)
+    assert all(np.isfinite(v).all() for v in model.params.values())
+    path = model.save(tmp_path / "m.npz")
+    back = cx.CharRNN.load(path)
+    assert back.precision == "bfloat16" and back.dtype == np.float32
+    for k in model.params:
+        assert np.array_equal(back.params[k], model.params[k])
+    # sampling reads it as the float32 model it stores
+    assert back.sample(40, seed=1) == model.sample(40, seed=1)
+
+
+def test_bfloat16_is_refused_for_float64_models():
+    corpus = corpus_from_string("abcabcabc" * 20)
+    model = cx.CharRNN.new(corpus, hidden=8)
+    with pytest.raises(ValueError, match="bfloat16 training needs float32 parameters"):
+        cx.CharRNN(model.vocab, model.params, precision="bfloat16")
+    with pytest.raises(ValueError, match="precision must be 'full' or 'bfloat16'"):
+        cx.CharRNN(model.vocab, copy_params(model.params, np.float32), precision="half")
+
+
+def test_cli_trains_in_bfloat16_and_records_it(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("to be or not to be, that is the question. " * 200, encoding="utf-8")
+    out = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-m", "charrnn_ext.cli", "train", "--text", str(text), "--out", str(out), "--cell", "gru",
+         "--layers", "2", "--hidden", "32", "--dtype", "bfloat16", "--steps", "40", "--batch-size", "4",
+         "--optimizer", "adam", "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["dtype"] == "bfloat16"
+    assert "bfloat16" in (out / "report.md").read_text(encoding="utf-8")
+    model = cx.CharRNN.load(out / "last.npz")
+    assert model.precision == "bfloat16" and model.dtype == np.float32
