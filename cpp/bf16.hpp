@@ -91,20 +91,33 @@ struct PackedBf16 {
 CHARRNN_ALWAYS_INLINE void pack_panels_bf16(const float* src, std::size_t rs, std::size_t cs, const std::uint32_t* map,
                              PackedBf16& B, std::size_t j0, std::size_t j1) {
     const std::size_t P = B.P, Q = B.Q;
+    if (cs == 1 && map == nullptr) {
+        // Rows of B are contiguous: two rows at a time across all the panels,
+        // so that the reads stream; the padding of each panel is written too.
+        const std::size_t cend = std::min(B.N, j1 * kBf16Panel);
+        for (std::size_t q = 0; q < Q; ++q) {
+            const float* lo = src + 2 * q * rs;
+            const float* hi = lo + rs;
+            const bool has_lo = 2 * q < P, has_hi = 2 * q + 1 < P;
+            for (std::size_t j = j0; j < j1; ++j) {
+                std::uint32_t* d = B.panel(j) + q * kBf16Panel;
+                const std::size_t c0 = j * kBf16Panel;
+                if (has_hi && c0 + kBf16Panel <= cend) {
+                    for (std::size_t c = 0; c < kBf16Panel; ++c) d[c] = to_bf16(lo[c0 + c]) | (to_bf16(hi[c0 + c]) << 16);
+                    continue;
+                }
+                for (std::size_t c = 0; c < kBf16Panel; ++c) {
+                    const bool in = c0 + c < cend;
+                    d[c] = (in && has_lo ? to_bf16(lo[c0 + c]) : 0u) | ((in && has_hi ? to_bf16(hi[c0 + c]) : 0u) << 16);
+                }
+            }
+        }
+        return;
+    }
     for (std::size_t j = j0; j < j1; ++j) {
         std::uint32_t* dst = B.panel(j);
         std::fill(dst, dst + Q * kBf16Panel, 0u);
         const std::size_t c0 = j * kBf16Panel, w = std::min(kBf16Panel, B.N - c0);
-        if (cs == 1 && map == nullptr) {  // rows of B are contiguous: two at a time
-            for (std::size_t q = 0; q < P / 2; ++q) {
-                const float* lo = src + 2 * q * rs + c0;
-                const float* hi = lo + rs;
-                for (std::size_t c = 0; c < w; ++c) dst[q * kBf16Panel + c] = to_bf16(lo[c]) | (to_bf16(hi[c]) << 16);
-            }
-            if (P % 2)
-                for (std::size_t c = 0; c < w; ++c) dst[(P / 2) * kBf16Panel + c] = to_bf16(src[(P - 1) * rs + c0 + c]);
-            continue;
-        }
         for (std::size_t c = 0; c < w; ++c) {
             const float* s = src + (map ? map[c0 + c] : c0 + c) * cs;
             for (std::size_t q = 0; q < P / 2; ++q)

@@ -163,6 +163,12 @@ struct alignas(64) AmxConfig {
         }                                                                                    \
     } while (0)
 
+// The depth is taken in blocks of kAmxDepth pair rows, so that the A block
+// of 32 rows (16 KB) stays in L1 while every panel pair of B streams past;
+// C goes through memory between blocks, which leaves the order of the sums
+// unchanged.
+constexpr std::size_t kAmxDepth = 128;
+
 CHARRNN_TARGET_AMX inline void gemm16_amx(const Gemm16Args& g) {
     const PackedBf16& B = *g.B;
     const std::size_t Q = B.Q, lda = Q * 4;
@@ -176,43 +182,48 @@ CHARRNN_TARGET_AMX inline void gemm16_amx(const Gemm16Args& g) {
     for (std::size_t r0 = 0; r0 < g.M; r0 += 32) {
         const std::size_t rb = std::min<std::size_t>(32, g.M - r0);
         const std::size_t rows0 = std::min<std::size_t>(16, rb), rows1 = rb - rows0;
-        const std::uint32_t* Ap = Apk + r0 * Q;
         float* C0 = g.C + r0 * g.ldc;
         float* C1 = C0 + 16 * g.ldc;
-        for (std::size_t j = p0; j < p1; j += 2) {
-            const std::size_t cb = j * kBf16Panel;
-            const std::size_t w0 = std::min(kBf16Panel, g.c1 - cb);
-            const std::size_t w1 = j + 1 < p1 ? std::min(kBf16Panel, g.c1 - cb - kBf16Panel) : 0;
-            const std::uint32_t* B0 = B.panel(j);
-            const std::uint32_t* B1 = w1 ? B.panel(j + 1) : B0;
-            CHARRNN_AMX_LOAD_C(0, C0 + cb, g.ldc, rows0, w0, g.accumulate, tmp);
-            CHARRNN_AMX_LOAD_C(1, C0 + cb + 16, g.ldc, rows0, w1, g.accumulate, tmp);
-            if (rows1) {
-                CHARRNN_AMX_LOAD_C(2, C1 + cb, g.ldc, rows1, w0, g.accumulate, tmp);
-                CHARRNN_AMX_LOAD_C(3, C1 + cb + 16, g.ldc, rows1, w1, g.accumulate, tmp);
-                for (std::size_t q = 0; q < Q; q += 16) {
-                    _tile_loadd(4, Ap + q, static_cast<int>(lda));
-                    _tile_loadd(5, Ap + 16 * Q + q, static_cast<int>(lda));
-                    _tile_loadd(6, B0 + q * kBf16Panel, 64);
-                    _tile_loadd(7, B1 + q * kBf16Panel, 64);
-                    _tile_dpbf16ps(0, 4, 6);
-                    _tile_dpbf16ps(1, 4, 7);
-                    _tile_dpbf16ps(2, 5, 6);
-                    _tile_dpbf16ps(3, 5, 7);
+        for (std::size_t k0 = 0; k0 < Q || k0 == 0; k0 += kAmxDepth) {
+            const std::size_t k1 = std::min(Q, k0 + kAmxDepth);
+            const bool acc = g.accumulate || k0 > 0;
+            const std::uint32_t* Ap = Apk + r0 * Q;
+            for (std::size_t j = p0; j < p1; j += 2) {
+                const std::size_t cb = j * kBf16Panel;
+                const std::size_t w0 = std::min(kBf16Panel, g.c1 - cb);
+                const std::size_t w1 = j + 1 < p1 ? std::min(kBf16Panel, g.c1 - cb - kBf16Panel) : 0;
+                const std::uint32_t* B0 = B.panel(j);
+                const std::uint32_t* B1 = w1 ? B.panel(j + 1) : B0;
+                CHARRNN_AMX_LOAD_C(0, C0 + cb, g.ldc, rows0, w0, acc, tmp);
+                CHARRNN_AMX_LOAD_C(1, C0 + cb + 16, g.ldc, rows0, w1, acc, tmp);
+                if (rows1) {
+                    CHARRNN_AMX_LOAD_C(2, C1 + cb, g.ldc, rows1, w0, acc, tmp);
+                    CHARRNN_AMX_LOAD_C(3, C1 + cb + 16, g.ldc, rows1, w1, acc, tmp);
+                    for (std::size_t q = k0; q < k1; q += 16) {
+                        _tile_loadd(4, Ap + q, static_cast<int>(lda));
+                        _tile_loadd(5, Ap + 16 * Q + q, static_cast<int>(lda));
+                        _tile_loadd(6, B0 + q * kBf16Panel, 64);
+                        _tile_loadd(7, B1 + q * kBf16Panel, 64);
+                        _tile_dpbf16ps(0, 4, 6);
+                        _tile_dpbf16ps(1, 4, 7);
+                        _tile_dpbf16ps(2, 5, 6);
+                        _tile_dpbf16ps(3, 5, 7);
+                    }
+                    CHARRNN_AMX_STORE_C(2, C1 + cb, g.ldc, rows1, w0, tmp);
+                    CHARRNN_AMX_STORE_C(3, C1 + cb + 16, g.ldc, rows1, w1, tmp);
+                } else {
+                    for (std::size_t q = k0; q < k1; q += 16) {
+                        _tile_loadd(4, Ap + q, static_cast<int>(lda));
+                        _tile_loadd(6, B0 + q * kBf16Panel, 64);
+                        _tile_loadd(7, B1 + q * kBf16Panel, 64);
+                        _tile_dpbf16ps(0, 4, 6);
+                        _tile_dpbf16ps(1, 4, 7);
+                    }
                 }
-                CHARRNN_AMX_STORE_C(2, C1 + cb, g.ldc, rows1, w0, tmp);
-                CHARRNN_AMX_STORE_C(3, C1 + cb + 16, g.ldc, rows1, w1, tmp);
-            } else {
-                for (std::size_t q = 0; q < Q; q += 16) {
-                    _tile_loadd(4, Ap + q, static_cast<int>(lda));
-                    _tile_loadd(6, B0 + q * kBf16Panel, 64);
-                    _tile_loadd(7, B1 + q * kBf16Panel, 64);
-                    _tile_dpbf16ps(0, 4, 6);
-                    _tile_dpbf16ps(1, 4, 7);
-                }
+                CHARRNN_AMX_STORE_C(0, C0 + cb, g.ldc, rows0, w0, tmp);
+                CHARRNN_AMX_STORE_C(1, C0 + cb + 16, g.ldc, rows0, w1, tmp);
             }
-            CHARRNN_AMX_STORE_C(0, C0 + cb, g.ldc, rows0, w0, tmp);
-            CHARRNN_AMX_STORE_C(1, C0 + cb + 16, g.ldc, rows0, w1, tmp);
+            if (Q == 0) break;
         }
     }
     _tile_release();
