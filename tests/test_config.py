@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from charrnn_ext import _core, cli, config
+from charrnn_ext import _core, cli, config, engine
 from charrnn_ext.config import (
     CELLS,
     CLIP_MODES,
@@ -108,7 +108,7 @@ def test_choices_come_from_the_core():
     assert CLIP_MODES == tuple(_core.CLIP_MODES) == ("elementwise", "global_norm", "none")
     assert option("cell").choices == CELLS and option("optimizer").choices == OPTIMIZERS
     assert option("clip_mode").choices == CLIP_MODES and option("lr_schedule").choices == LR_SCHEDULES
-    assert option("dtype").choices == ("float64", "float32")
+    assert option("dtype").choices == ("float64", "float32", "bfloat16")
     assert option("preset").choices == tuple(PRESETS) == ("classic", "quality")
     assert set(DEFAULT_ETA) == set(OPTIMIZERS)
 
@@ -321,16 +321,13 @@ def test_presets_expand_to_valid_option_values():
     assert preset_values("classic") == {}
     q = preset_values("quality")
     assert q["threads"] == min(config.usable_cores(), 256) >= 1
-    assert {k: v for k, v in q.items() if k != "threads"} == {
-        k: v for k, v in PRESETS["quality"].items() if k != "threads"
+    machine = ("threads", "dtype")  # resolved for this machine
+    assert {k: v for k, v in q.items() if k not in machine} == {
+        k: v for k, v in PRESETS["quality"].items() if k not in machine
     }
-    assert (q["cell"], q["layers"], q["optimizer"], q["lr_schedule"], q["dtype"]) == (
-        "gru",
-        2,
-        "adam",
-        "cosine",
-        "float32",
-    )
+    assert (q["cell"], q["layers"], q["optimizer"], q["lr_schedule"]) == ("gru", 2, "adam", "cosine")
+    # bfloat16 where the CPU multiplies it in hardware, float32 elsewhere
+    assert q["dtype"] == ("bfloat16" if engine.has_bf16_units() else "float32")
     for name, value in q.items():
         assert option(name).group in ("model", "train"), name
         assert option(name).check(value) == value, name
@@ -338,6 +335,7 @@ def test_presets_expand_to_valid_option_values():
     TrainConfig(**{k: v for k, v in q.items() if k in TrainConfig.names()})
     q["cell"] = "lstm"
     assert preset_values("quality")["cell"] == "gru" and PRESETS["quality"]["threads"] is None  # copies
+    assert PRESETS["quality"]["dtype"] is None
     with pytest.raises(ValueError, match="unknown preset 'fast'; expected one of classic, quality"):
         preset_values("fast")
 

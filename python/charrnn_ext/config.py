@@ -462,14 +462,15 @@ def model_options(values: Mapping[str, Any]) -> dict[str, Any]:
 #: Named sets of option values. "classic" is the classic experiment (every
 #: default); "quality" is tuned for the lowest validation loss in a wall-clock
 #: budget on a small multi-core CPU (benchmarks/QUALITY.md); "threads" = None
-#: there means the usable cores.
+#: there means the usable cores, and "dtype" = None bfloat16 where the CPU
+#: multiplies bfloat16 in hardware (AMX or AVX512-BF16), else float32.
 PRESETS: dict[str, dict[str, Any]] = {
     "classic": {},
     "quality": {
         "cell": "gru",
         "layers": 2,
         "hidden": 384,
-        "dtype": "float32",
+        "dtype": None,
         "sig": 0.05,
         "seq_length": 64,
         "batch_size": 32,
@@ -506,6 +507,10 @@ def preset_values(name: str) -> dict[str, Any]:
     values = dict(PRESETS[name])
     if "threads" in values and values["threads"] is None:
         values["threads"] = min(usable_cores(), option("threads").high or 1)
+    if "dtype" in values and values["dtype"] is None:
+        from .engine import has_bf16_units  # the engine imports this module: not at the top
+
+        values["dtype"] = "bfloat16" if has_bf16_units() else "float32"
     return values
 
 
