@@ -13,7 +13,10 @@ after a warm-up, with the min-max range; every repeat runs long enough
 (>= ~0.25 s) to swamp timer and call overheads. Each ratio is against a
 baseline timed in the same run: batch-1 rows against the package's NumPy
 reference trainer, batched rows against PyTorch CPU training the same
-network on the same batch (the peer a user would pick instead).
+network on the same batch (the peer a user would pick instead): in float32,
+and under torch.autocast("cpu", torch.bfloat16), the strongest a user can
+write where the CPU multiplies bfloat16 in hardware. The machine line names
+the CPU model and the kernels that ran (float and bfloat16).
 """
 
 from __future__ import annotations
@@ -110,12 +113,17 @@ def engine(
     min_s: float,
     clip_mode: str = "elementwise",
 ) -> Timing:
+    """``dtype`` np.float32 / np.float64, or "bfloat16" (float32 weights,
+    bfloat16 matrix products)."""
     text = make_text(max(400_000, B * (T + 1) * (steps + 2)))
-    p = cx.net_init(cell, K, m, layers, seed=1, dtype=dtype, sig=0.05)
+    bf16 = isinstance(dtype, str) and dtype == "bfloat16"
+    p = cx.net_init(cell, K, m, layers, seed=1, dtype=np.float32 if bf16 else dtype, sig=0.05)
     if (cell, layers) == ("rnn", 1):
         p = cx.to_classic(p)
     st = cx.init_opt_state(p, optimizer)
     kw = dict(n_steps=steps, seq_length=T, optimizer=optimizer, clip_mode=clip_mode, threads=threads)
+    if bf16:
+        kw["precision"] = "bfloat16"
     if B > 1:
         kw["batch_size"] = B
     return timed(lambda: cx.train_steps(p, st, text, **kw), steps, repeats, min_s)
@@ -130,12 +138,24 @@ def torch_available() -> bool:
 
 
 def pytorch(
-    cell: str, layers: int, m: int, B: int, T: int, threads: int, optimizer: str, steps: int, repeats: int, min_s: float
+    cell: str,
+    layers: int,
+    m: int,
+    B: int,
+    T: int,
+    threads: int,
+    optimizer: str,
+    steps: int,
+    repeats: int,
+    min_s: float,
+    bf16: bool = False,
 ) -> Timing | None:
     """The same network in PyTorch CPU: nn.RNN/LSTM/GRU (one-hot input of
-    size K) + Linear, float32, summed cross-entropy, the same optimiser and
-    clipping (AdaGrad with elementwise clipping to 5, Adam with global-norm
-    clipping to 5), B batch-first streams of T characters, state carried."""
+    size K) + Linear, summed cross-entropy, the same optimiser and clipping
+    (AdaGrad with elementwise clipping to 5, Adam with global-norm clipping
+    to 5), B batch-first streams of T characters, state carried. float32, or
+    with ``bf16`` the forward pass under bfloat16 autocast (weights and
+    optimiser float32, as in charrnn_ext's bfloat16)."""
     if not torch_available():
         return None
     import torch
@@ -159,8 +179,10 @@ def pytorch(
                 pos, state["h"] = 0, None
             x = eye[seg[:, pos : pos + T]]
             y = seg[:, pos + 1 : pos + T + 1]
-            hs, hT = rnn(x, state["h"])
-            loss = torch.nn.functional.cross_entropy(out(hs).reshape(-1, K), y.reshape(-1), reduction="sum")
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                hs, hT = rnn(x, state["h"])
+                logits = out(hs)
+            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, K), y.reshape(-1), reduction="sum")
             opt.zero_grad()
             loss.backward()
             if optimizer == "adagrad":
@@ -169,7 +191,7 @@ def pytorch(
             else:
                 torch.nn.utils.clip_grad_norm_(params, 5.0)
             opt.step()
-            state["h"] = tuple(t.detach() for t in hT) if isinstance(hT, tuple) else hT.detach()
+            state["h"] = tuple(t.detach().float() for t in hT) if isinstance(hT, tuple) else hT.detach().float()
             state["pos"] = pos + T
 
     return timed(run, steps, repeats, min_s)
@@ -258,7 +280,8 @@ def machine_description() -> str:
         torch_v = torch.__version__
     return (
         f"{model}, {os.cpu_count()} logical CPUs, load {os.getloadavg()[0]:.2f} at the start; {cxx}; "
-        f"kernels: {cx.simd_level()}; numpy {np.__version__} (BLAS threads {BLAS_THREADS}); torch {torch_v}; "
+        f"kernels: float {cx.simd_level()}, bfloat16 {cx.engine.bf16_path()}; "
+        f"numpy {np.__version__} (BLAS threads {BLAS_THREADS}); torch {torch_v}; "
         f"OPENBLAS_CORETYPE={OPENBLAS_ENV['OPENBLAS_CORETYPE']} "
         f"OPENBLAS_L2_SIZE={OPENBLAS_ENV['OPENBLAS_L2_SIZE']} "
         f"(unset in this process)"
@@ -331,20 +354,42 @@ def main(argv=None) -> int:
             )
     out()
 
-    # 3. gated stacked networks against PyTorch
-    m, B, T = (16, 4, 8) if q else (256, 32, 64)
-    out(f"### Gated networks: 2 x {m}, B = {B}, T = {T}, Adam, global-norm clipping, float32, 2 threads")
+    # 3. gated stacked networks against PyTorch, float32 and bfloat16
+    B, T = (4, 8) if q else (32, 64)
+    nets = [("lstm", 16), ("gru", 16)] if q else [("lstm", 256), ("gru", 384)]
+    out(f"### Gated networks: 2 layers, B = {B}, T = {T}, Adam, global-norm clipping, 2 threads")
     out()
-    out("| cell | implementation | ms per update | chars/s | x PyTorch |")
-    out("|---|---|---|---|---|")
-    for cell in ("lstm", "gru"):
+    out(
+        "The strongest peer is PyTorch under bfloat16 autocast where the CPU has bfloat16 units "
+        f"(this one: {'yes' if cx.engine.has_bf16_units() else 'no'}); both PyTorch rows are timed."
+    )
+    out()
+    out("| network | implementation | ms per update | chars/s | x PyTorch bf16 | x PyTorch f32 | x our float32 |")
+    out("|---|---|---|---|---|---|---|")
+    for cell, m in nets:
         steps = 2 if q else 10
+        net = f"{cell} 2 x {m}"
         pt = pytorch(cell, 2, m, B, T, 2, "adam", steps, repeats, min_s)
-        if pt is not None:
-            out(f"| {cell} | PyTorch nn.{cell.upper()} + Linear | {fmt_ms(pt)} | {fmt_rate(pt, B * T)} | 1.0 |")
-        t = engine(cell, 2, m, np.float32, B, T, 2, "adam", steps, repeats, min_s, clip_mode="global_norm")
-        ratio = f"{pt.median / t.median:.2f}" if pt is not None else "n/a"
-        out(f"| {cell} | charrnn_ext | {fmt_ms(t)} | {fmt_rate(t, B * T)} | {ratio} |")
+        pb = pytorch(cell, 2, m, B, T, 2, "adam", steps, repeats, min_s, bf16=True)
+        ours = {
+            dt: engine(cell, 2, m, dt, B, T, 2, "adam", steps, repeats, min_s, clip_mode="global_norm")
+            for dt in (np.float32, "bfloat16")
+        }
+
+        def ratio(base: Timing | None, t: Timing) -> str:
+            return f"{base.median / t.median:.2f}" if base is not None else "n/a"
+
+        if pt is not None and pb is not None:
+            out(f"| {net} | PyTorch nn.{cell.upper()} + Linear, float32 | {fmt_ms(pt)} | {fmt_rate(pt, B * T)} | "
+                f"{ratio(pb, pt)} | 1.0 | |")  # fmt: skip
+            out(f"| {net} | PyTorch, bf16 autocast | {fmt_ms(pb)} | {fmt_rate(pb, B * T)} | 1.0 | "
+                f"{ratio(pt, pb)} | |")  # fmt: skip
+        for dt, t in ours.items():
+            name = "float32" if dt is np.float32 else "bfloat16"
+            out(
+                f"| {net} | charrnn_ext, {name} | {fmt_ms(t)} | {fmt_rate(t, B * T)} | {ratio(pb, t)} | "
+                f"{ratio(pt, t)} | {ratio(ours[np.float32], t)} |"
+            )
     out()
 
     # 4. validation, sampling, overhead

@@ -47,6 +47,7 @@ def has_bf16_units() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16)."""
     return _core.bf16_path() in ("amx", "avx512bf16")
 
+
 Params = Mapping[str, np.ndarray]
 IndexArray = npt.NDArray[np.integer] | Sequence[int]
 
