@@ -3,11 +3,13 @@
 program built against cpp/ with the extension's compiler flags.
 
     python -m benchmarks.profile                      # LSTM 2x256, B=32, T=64, float32, 1 and 2 threads
+    python -m benchmarks.profile --dtype bfloat16     # the same with bfloat16 products (the kernel this CPU has)
     python -m benchmarks.profile gru 2 256 32 64      # CELL LAYERS M B T
     python -m benchmarks.profile --quick              # a tiny network: does it build and run (CI)
 
 Medians of 101 updates after 5 of warm-up; GFLOP/s counts the multiply-adds
-of the matrix products only.
+of the matrix products only. The first line names the CPU and the kernels
+(CHARRNN_ISA lowers them, as for the extension).
 """
 
 from __future__ import annotations
@@ -37,13 +39,14 @@ def build(tmp: Path) -> Path:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("shape", nargs="*", default=["lstm", "2", "256", "32", "64"], help="CELL LAYERS M B T")
-    ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    ap.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16"))
     ap.add_argument("--quick", action="store_true", help="a tiny LSTM (1 x 16, B=2, T=8): a build-and-run check")
     args = ap.parse_args(argv)
     if args.quick:
         args.shape = ["lstm", "1", "16", "2", "8"]
     with tempfile.TemporaryDirectory() as tmp:
         exe = build(Path(tmp))
+        subprocess.run([str(exe), "--machine"], check=True)
         for threads in (1, 2):
             print(
                 f"\n{' x '.join(args.shape[:3])}, B={args.shape[3]}, T={args.shape[4]}, {args.dtype}, "

@@ -98,6 +98,22 @@ int run(Cell cell, std::size_t L, std::size_t m, std::size_t B, std::size_t n, s
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (argc == 2 && std::string(argv[1]) == "--machine") {
+        std::string model = "unknown CPU";
+        if (std::FILE* f = std::fopen("/proc/cpuinfo", "r")) {
+            char line[512];
+            while (std::fgets(line, sizeof line, f))
+                if (std::string(line).rfind("model name", 0) == 0) {
+                    model = std::string(line).substr(std::string(line).find(':') + 2);
+                    model.erase(model.find_last_not_of("\n") + 1);
+                    break;
+                }
+            std::fclose(f);
+        }
+        std::printf("Machine: %s; kernels: float %s, bfloat16 products %s\n", model.c_str(),
+                    isa_name(kernels<float>().isa), isa_name(kernels<float>().isa16));
+        return 0;
+    }
     if (argc != 8) {
         std::fprintf(stderr, "usage: %s CELL LAYERS M B T THREADS float32|float64|bfloat16\n", argv[0]);
         return 2;
