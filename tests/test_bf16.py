@@ -256,3 +256,12 @@ def test_cli_trains_in_bfloat16_and_records_it(tmp_path):
     assert "bfloat16" in (out / "report.md").read_text(encoding="utf-8")
     model = cx.CharRNN.load(out / "last.npz")
     assert model.precision == "bfloat16" and model.dtype == np.float32
+    # a resumed run goes on in bfloat16 from the checkpoint's float32 master weights
+    res = subprocess.run(
+        [sys.executable, "-m", "charrnn_ext.cli", "train", "--resume", str(out), "--steps", "60", "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    resumed = cx.CharRNN.load(out / "last.npz")
+    assert resumed.step == 60 and resumed.precision == "bfloat16"
+    assert any(not np.array_equal(resumed.params[k], model.params[k]) for k in model.params)
