@@ -121,6 +121,66 @@ CHARRNN_TARGET_AVX512BF16 inline void gemm16_avx512bf16(const Gemm16Args& g) {
     bf16_gemm_driver(g, &bf16_tile_avx512, 6, 4);
 }
 
+// ---------------------------------------------------------------- packing with vcvtne2ps2bf16
+
+// pack_rows_bf16 (bf16.hpp) for the two layouts the engine passes, with the
+// conversion instruction: it rounds exactly as to_bf16 does (tests/cpp
+// compares the two on every float32 bit pattern; only NaN payloads may
+// differ, and a NaN stays a NaN). Other layouts take the portable code.
+CHARRNN_TARGET_AVX512BF16 CHARRNN_ALWAYS_INLINE void pack_rows_bf16_hw(const float* A, std::size_t rsa,
+                                                                       std::size_t csa, std::size_t M, std::size_t P,
+                                                                       std::size_t Q, std::size_t rows_out,
+                                                                       std::uint32_t* out) {
+    const std::size_t used = (P + 1) / 2;
+    if (csa == 1 && rsa >= P) {
+        // contiguous rows: 32 values make 16 words, in order
+        for (std::size_t r = 0; r < M; ++r) {
+            const float* a = A + r * rsa;
+            std::uint32_t* o = out + r * Q;
+            std::size_t p = 0;
+            for (; p + 32 <= P; p += 32) {
+                const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + p + 16), _mm512_loadu_ps(a + p));
+                _mm512_storeu_si512(o + p / 2, (__m512i)h);
+            }
+            Bf16Half* half = reinterpret_cast<Bf16Half*>(o);
+            for (; p < P; ++p) half[p] = static_cast<std::uint16_t>(to_bf16(a[p]));
+            if (P % 2) half[P] = 0;
+        }
+    } else if (rsa == 1 && csa >= M) {
+        // transposed: pair q of 16 rows from two stored rows, interleaved in
+        // registers, through a 16 x 16 tile written out transposed
+        const std::size_t full = P / 2;
+        alignas(64) std::uint32_t tile[16 * 16];
+        const __m512i mix = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                             21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        for (std::size_t q0 = 0; q0 < full; q0 += 16) {
+            const std::size_t qn = std::min<std::size_t>(16, full - q0);
+            for (std::size_t r0 = 0; r0 < M; r0 += 16) {
+                const std::size_t rn = std::min<std::size_t>(16, M - r0);
+                const __mmask16 k = static_cast<__mmask16>((1u << rn) - 1u);
+                for (std::size_t i = 0; i < qn; ++i) {
+                    const float* lo = A + 2 * (q0 + i) * csa + r0;
+                    const __m512 vlo = _mm512_maskz_loadu_ps(k, lo), vhi = _mm512_maskz_loadu_ps(k, lo + csa);
+                    const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(vhi, vlo);  // lo0..lo15 hi0..hi15
+                    _mm512_store_si512(tile + i * 16, _mm512_permutexvar_epi16(mix, h));
+                }
+                for (std::size_t r = 0; r < rn; ++r) {
+                    std::uint32_t* o = out + (r0 + r) * Q + q0;
+                    for (std::size_t i = 0; i < qn; ++i) o[i] = tile[i * 16 + r];
+                }
+            }
+        }
+        if (P % 2) {
+            const float* lo = A + (P - 1) * csa;
+            for (std::size_t r = 0; r < M; ++r) out[r * Q + full] = to_bf16(lo[r]);
+        }
+    } else {
+        pack_rows_bf16(A, rsa, csa, M, P, Q, rows_out, out);
+        return;
+    }
+    for (std::size_t r = 0; r < rows_out; ++r) std::fill(out + r * Q + (r < M ? used : 0), out + (r + 1) * Q, 0u);
+}
+
 // ---------------------------------------------------------------- amx
 
 // Tiles: 0-3 C (rows 0-15 / 16-31 x panels j / j+1), 4-5 A, 6-7 B; every tile
@@ -177,7 +237,7 @@ CHARRNN_TARGET_AMX inline void gemm16_amx(const Gemm16Args& g) {
     _tile_loadconfig(&cfg);
     const std::size_t Mpad = (g.M + 31) / 32 * 32;  // whole tiles of zero rows past M
     std::uint32_t* Apk = bf16_row_buffer(Mpad * Q);
-    pack_rows_bf16(g.A, g.rsa, g.csa, g.M, B.P, Q, Mpad, Apk);
+    pack_rows_bf16_hw(g.A, g.rsa, g.csa, g.M, B.P, Q, Mpad, Apk);
     alignas(64) float tmp[16 * 16];
     for (std::size_t r0 = 0; r0 < g.M; r0 += 32) {
         const std::size_t rb = std::min<std::size_t>(32, g.M - r0);

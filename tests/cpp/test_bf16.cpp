@@ -168,6 +168,38 @@ void test_kernels() {
     check(untouched == total, "columns before c0 are never written");
 }
 
+#if CHARRNN_X86_DISPATCH
+CHARRNN_TARGET_AVX512BF16 void pack_hw(const float* A, std::size_t rsa, std::size_t csa, std::size_t M,
+                                       std::size_t P, std::size_t Q, std::size_t rows, std::uint32_t* out) {
+    pack_rows_bf16_hw(A, rsa, csa, M, P, Q, rows, out);
+}
+#endif
+
+void test_hardware_packing() {
+#if CHARRNN_X86_DISPATCH
+    if (!detect_bf16().avx512bf16) {
+        std::printf("skip the packing with vcvtne2ps2bf16: no AVX512-BF16 here\n");
+        return;
+    }
+    std::mt19937 rng(11);
+    std::normal_distribution<float> nd;
+    int same = 0, total = 0;
+    for (int trial = 0; trial < 80; ++trial, ++total) {
+        const std::size_t M = 1 + rng() % 60, P = 1 + rng() % 200, Q = bf16_depth(P), rows = M + rng() % 40;
+        const bool transposed = rng() % 2 == 1;
+        std::vector<float> A(M * P);
+        for (auto& v : A) v = nd(rng) * std::ldexp(1.0f, static_cast<int>(rng() % 60) - 30);
+        const std::size_t rsa = transposed ? 1 : P, csa = transposed ? M : 1;
+        std::vector<std::uint32_t> a(rows * Q, 7u), b(rows * Q, 9u);
+        pack_rows_bf16(A.data(), rsa, csa, M, P, Q, rows, a.data());
+        pack_hw(A.data(), rsa, csa, M, P, Q, rows, b.data());
+        same += a == b;
+    }
+    check(same == total, "packing A with vcvtne2ps2bf16 gives the portable words (" + std::to_string(same) + " of " +
+                             std::to_string(total) + ")");
+#endif
+}
+
 // ---------------------------------------------------------------- the engine
 
 void test_engine_threads() {
@@ -215,6 +247,7 @@ int main() {
     test_conversion_cases();
     test_conversion_matches_the_hardware();
     test_kernels();
+    test_hardware_packing();
     test_engine_threads();
     std::printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
