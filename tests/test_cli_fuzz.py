@@ -802,7 +802,7 @@ def _no_cluster(command: str):
         return
     from unittest import mock
 
-    with mock.patch("charrnn_ext.sweep_cluster.SweepCluster", _NoCluster):
+    with mock.patch("charrnn_ext.sweeps.cluster.SweepCluster", _NoCluster):
         yield
 
 

@@ -508,7 +508,7 @@ def test_cli_export_bad_input(fmt, checkpoints, tmp_path, capsys, monkeypatch):
 
     # the optional package is missing
     monkeypatch.setitem(sys.modules, fmt, None)
-    monkeypatch.delitem(sys.modules, "charrnn_ext.torch", raising=False)
+    monkeypatch.delitem(sys.modules, "charrnn_ext.export.torch", raising=False)
     _fails_cleanly(
         ["export", str(src), "--format", fmt, "-o", out],
         tmp_path,

@@ -24,9 +24,9 @@ import pytest
 
 import charrnn_ext
 from charrnn_ext import cli
-from charrnn_ext.sweep_results import ResultsTable, TrialRecord, write_summary_files, write_trial_folder
-from charrnn_ext.sweep_settings import SweepSettings
-from charrnn_ext.sweep_space import SpaceError, load_space, parse_space
+from charrnn_ext.sweeps.results import ResultsTable, TrialRecord, write_summary_files, write_trial_folder
+from charrnn_ext.sweeps.settings import SweepSettings
+from charrnn_ext.sweeps.space import SpaceError, load_space, parse_space
 from conftest import SMALL_TEXT
 from helpers import HAVE_SWEEP
 

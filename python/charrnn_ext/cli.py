@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .config import OPTIONS, Option, TrainConfig, group, model_options, option, shown
-from .sweep_settings import DEFAULT_TRIALS, PRUNERS, SAMPLERS
+from .sweeps.settings import DEFAULT_TRIALS, PRUNERS, SAMPLERS
 from .trainplan import plan_length, plan_options
 from .version import package_version
 
@@ -541,9 +541,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(source)
     try:
         if fmt == "onnx":
-            from .export_onnx import save_onnx as save
+            from .export.onnx import save_onnx as save
         else:
-            from .torch import save_torch as save
+            from .export.torch import save_torch as save
         save(ckpt, out)
     except ImportError as exc:
         _err(
@@ -560,7 +560,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep_run import sweep
+    from .sweeps.run import sweep
 
     try:
         table = sweep(
