@@ -45,6 +45,7 @@ from hypothesis import strategies as st  # noqa: E402
 import charrnn_ext as cx  # noqa: E402
 from charrnn_ext import _core, reference  # noqa: E402
 from charrnn_ext import reference_nets as ref  # noqa: E402
+from charrnn_ext.config import UPDATE_OPTIONS  # noqa: E402
 
 SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
 EXPECTED = (TypeError, ValueError, IndexError)
@@ -1041,8 +1042,8 @@ def opt_kwargs(s, via):
             "threads",
         )
     }
-    if via == "core":
-        kw["cell"] = s["cell"]
+    if via == "core":  # the core takes the update's options as one mapping
+        kw = {"options": {k: kw.pop(k) for k in UPDATE_OPTIONS}, **kw, "cell": s["cell"]}
     return kw
 
 

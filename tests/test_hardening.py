@@ -926,12 +926,12 @@ def test_a_large_vocabulary_does_not_stall_the_start(tmp_path):
 
 _SLOW_CHUNKS = r"""
 import sys, time
-import charrnn_ext.training as training
-real = training._core.train_steps
+import charrnn_ext.engine as engine
+real = engine.train_walk
 def slow(*a, **kw):
     time.sleep(0.05)
     return real(*a, **kw)
-training._core.train_steps = slow
+engine.train_walk = slow
 from charrnn_ext import cli
 sys.exit(cli.main(sys.argv[1:]))
 """

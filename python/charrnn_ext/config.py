@@ -23,8 +23,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import _core
-
 __all__ = [
     "CELLS",
     "CLIP_MODES",
@@ -34,17 +32,21 @@ __all__ = [
     "OPTIMIZERS",
     "OPTIONS",
     "PRESETS",
+    "UPDATE_OPTIONS",
     "Option",
     "TrainConfig",
     "default",
     "model_options",
     "option",
+    "update_options",
 ]
 
-#: The choices the C++ core understands (defined there, read from there).
-CELLS: tuple[str, ...] = tuple(_core.CELLS)
-OPTIMIZERS: tuple[str, ...] = tuple(_core.OPTIMIZERS)
-CLIP_MODES: tuple[str, ...] = tuple(_core.CLIP_MODES)
+#: The choices the C++ core understands, in its order. The core lists them too
+#: (``_core.CELLS``, ...); :mod:`charrnn_ext.engine` refuses to load a core
+#: whose lists differ, so the two cannot drift apart.
+CELLS: tuple[str, ...] = ("rnn", "lstm", "gru")
+OPTIMIZERS: tuple[str, ...] = ("adagrad", "rmsprop", "adam")
+CLIP_MODES: tuple[str, ...] = ("elementwise", "global_norm", "none")
 DTYPES: tuple[str, ...] = ("float64", "float32")
 #: How the learning rate changes over a run (see :meth:`TrainConfig.lr_at`).
 LR_SCHEDULES: tuple[str, ...] = ("step", "linear", "cosine")
@@ -74,6 +76,7 @@ class Option:
     high_open: bool = False
     optional: bool = False
     metavar: str | None = None
+    update: bool = False
 
     @property
     def flag(self) -> str:
@@ -172,6 +175,7 @@ OPTIONS: tuple[Option, ...] = (
         low=0,
         high=2**64,
         high_open=True,
+        update=True,
     ),
     # -- training
     _opt("seq_length", int, 25, "characters per stream per update (BPTT length)", "train", low=1, high=100_000),
@@ -186,7 +190,7 @@ OPTIONS: tuple[Option, ...] = (
         metavar="B",
     ),
     _opt("threads", int, 1, "worker threads (results do not depend on it)", "train", low=1, high=256),
-    _opt("optimizer", str, "adagrad", "optimiser", "train", choices=OPTIMIZERS),
+    _opt("optimizer", str, "adagrad", "optimiser", "train", choices=OPTIMIZERS, update=True),
     _opt(
         "eta",
         float,
@@ -197,6 +201,7 @@ OPTIONS: tuple[Option, ...] = (
         high=10,
         low_open=True,
         optional=True,
+        update=True,
     ),
     _opt(
         "lr_schedule",
@@ -239,7 +244,7 @@ OPTIONS: tuple[Option, ...] = (
         high=_BIG,
         metavar="STEPS",
     ),
-    _opt("clip", float, 5.0, "gradient clipping bound", "train", low=0, high=1e6, low_open=True),
+    _opt("clip", float, 5.0, "gradient clipping bound", "train", low=0, high=1e6, low_open=True, update=True),
     _opt(
         "clip_mode",
         str,
@@ -249,11 +254,24 @@ OPTIONS: tuple[Option, ...] = (
         "clip",
         "train",
         choices=CLIP_MODES,
+        update=True,
     ),
-    _opt("eps", float, 1e-8, "epsilon of the optimiser's denominator", "train", low=0, high=1, low_open=True),
-    _opt("gamma", float, 0.9, "RMSProp decay of the squared-gradient average", "train", low=0, high=1, high_open=True),
-    _opt("beta1", float, 0.9, "Adam first-moment decay", "train", low=0, high=1, high_open=True),
-    _opt("beta2", float, 0.999, "Adam second-moment decay", "train", low=0, high=1, high_open=True),
+    _opt(
+        "eps", float, 1e-8, "epsilon of the optimiser's denominator", "train", low=0, high=1, low_open=True, update=True
+    ),
+    _opt(
+        "gamma",
+        float,
+        0.9,
+        "RMSProp decay of the squared-gradient average",
+        "train",
+        low=0,
+        high=1,
+        high_open=True,
+        update=True,
+    ),
+    _opt("beta1", float, 0.9, "Adam first-moment decay", "train", low=0, high=1, high_open=True, update=True),
+    _opt("beta2", float, 0.999, "Adam second-moment decay", "train", low=0, high=1, high_open=True, update=True),
     _opt(
         "dropout",
         float,
@@ -263,6 +281,7 @@ OPTIONS: tuple[Option, ...] = (
         low=0,
         high=0.95,
         metavar="P",
+        update=True,
     ),
     _opt("log_every", int, 100, "a metrics row every N updates", "train", low=1, high=_BIG, metavar="N"),
     _opt(
@@ -427,6 +446,25 @@ def default(name: str) -> Any:
 
 def group(name: str) -> tuple[Option, ...]:
     return tuple(o for o in OPTIONS if o.group == name)
+
+
+#: The options every update of the core reads, in the table's order.
+UPDATE_OPTIONS: tuple[str, ...] = tuple(o.name for o in OPTIONS if o.update)
+
+
+def update_options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The one mapping the core's training functions take as ``options``:
+    every :data:`UPDATE_OPTIONS` entry, from ``values`` (a run's option
+    values; other keys are ignored) or else its default. A missing or None
+    ``eta`` is the optimiser's :data:`DEFAULT_ETA`. The values are passed as
+    given: the core checks them and names the one it refuses."""
+    out = {name: values.get(name, default(name)) for name in UPDATE_OPTIONS}
+    if out["eta"] is None:
+        # an unknown optimizer is refused by the core, before it looks at eta
+        optimizer = out["optimizer"]
+        fallback = DEFAULT_ETA[default("optimizer")]
+        out["eta"] = DEFAULT_ETA.get(optimizer, fallback) if isinstance(optimizer, str) else fallback
+    return out
 
 
 def model_options(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import _core
+from . import engine
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import default, option
 from .data import Corpus, Vocabulary, corpus_from_string
@@ -308,9 +308,7 @@ class CharRNN:
     def loss(self, text: str, batch_size: int = default("batch_size"), threads: int = default("threads")) -> float:
         """Loss per character of predicting text[1:] from text[:-1], from :attr:`start_state`."""
         data = corpus_from_string(text, 0.0, self.vocab).train
-        total, _ = _core.evaluate_loss(
-            self.params, data, self.start_state, cell=None, batch_size=batch_size, threads=threads
-        )
+        total, _ = engine.evaluate_loss(self.params, data, self.start_state, batch_size=batch_size, threads=threads)
         return float(total) / (len(data) - 1)
 
     # -- persistence --------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import engine
 from .config import default
 from .data import Vocabulary
 
@@ -100,14 +100,13 @@ def sample_text(
     :func:`default_start_char`) from ``h0`` (None: zeros) and return the ``n``
     characters drawn after it (the prime is not included)."""
     idx, seed = _sample_args(vocab, n, temperature, prime, seed)
-    out, _ = _core.sample(
+    out, _ = engine.sample(
         params,
         h0,
         idx,
-        n=int(n),
-        cell=None,
-        temperature=float(temperature),
-        seed=seed,
+        int(n),
+        float(temperature),
+        seed,
         top_k=top_k,
         top_p=top_p,
         greedy=greedy,
@@ -140,14 +139,13 @@ def sample_pieces(
     done = 0
     while done < n:
         k = min(int(piece), int(n) - done)
-        out, h = _core.sample(
+        out, h = engine.sample(
             params,
             h,
             idx,
-            n=k,
-            cell=None,
-            temperature=float(temperature),
-            seed=seed,
+            k,
+            float(temperature),
+            seed,
             top_k=top_k,
             top_p=top_p,
             greedy=greedy,

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 from ..fileio import atomic_write_text
 from ..runfolder import RunFolder
 from ..signals import deferred_interrupts
+from ..trainplan import plan_options, train_command
+from ..version import package_version
 from .results import (
     ResultsTable,
     TrialRecord,
@@ -45,8 +47,6 @@ from .results import (
 )
 from .settings import MAX_WORKERS, SweepSettings
 from .space import Space, SpaceError, load_space, parse_space, read_space_text
-from ..trainplan import plan_options, train_command
-from ..version import package_version
 
 if TYPE_CHECKING:
     from .cluster import SweepCluster

@@ -32,9 +32,9 @@ from typing import Any
 from ..config import TrainConfig, model_options
 from ..data import Corpus, corpus_from_string, load_corpus
 from ..runfolder import RUN_FILES, RunFolder
-from .study import PrunerSpec, quiet_optuna
 from ..training import Progress, StopTraining
 from ..trainplan import plan_length, plan_options
+from .study import PrunerSpec, quiet_optuna
 
 __all__ = ["TextPayload", "TrialOutcome", "TrialSpec", "run_trial", "scratch_folder"]
 
