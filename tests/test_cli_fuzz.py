@@ -465,7 +465,8 @@ def run_folder(draw, world: World, scratch: Path) -> Path:
         obj = json.loads(path.read_text())
         kind = draw(st.sampled_from(["field", "subfield", "whole", "bytes", "deep"]))
         if kind == "field":
-            obj[draw(st.sampled_from(sorted(obj)))] = draw(JSON_VALUES)
+            if obj:  # a stopped run's summary.json is the empty object written above: no field to damage
+                obj[draw(st.sampled_from(sorted(obj)))] = draw(JSON_VALUES)
             path.write_text(json.dumps(obj))
         elif kind == "subfield":
             sub = [k for k in obj if isinstance(obj[k], dict) and obj[k]]
