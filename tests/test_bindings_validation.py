@@ -1981,11 +1981,6 @@ def test_python_side_initialisers_refuse_empty_networks():
     refuses(ValueError, "K, m and layers must be at least 1, got K=3, m=2, layers=0", lambda: net_init("gru", 3, 2, 0))
 
 
-def test_module_doc_mentions_the_engine():
-    doc = _core.__doc__.lower()
-    assert all(w in doc for w in ("lstm", "gru", "adagrad", "rmsprop", "adam", "thread"))
-
-
 # ================================================================ nothing partially applied
 
 

@@ -55,13 +55,6 @@ def _same_params(a, b) -> bool:
 
 
 @pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    p = tmp_path_factory.mktemp("cli_text") / "small.txt"
-    p.write_text(SMALL_TEXT)
-    return p
-
-
-@pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, text_file):
     d = tmp_path_factory.mktemp("cli")
     assert _train(text_file, d / "run", "--steps", "250") == 0
