@@ -18,31 +18,27 @@ from pathlib import Path
 import numpy as np
 import numpy.lib.format as npy_format
 
+from charrnn_ext.config import option
+from conftest import TINY
 from helpers import SANITIZED
 
 CLI = [sys.executable, "-m", "charrnn_ext"]
-# One BLAS thread in the children: their address space is capped (see _measured)
+# One BLAS thread in the children: their address space is capped (see measured)
 CHILD_ENV = {
     **os.environ,
     "OPENBLAS_NUM_THREADS": "1",
     "OMP_NUM_THREADS": "1",
     "CHARRNN_TEST_NO_CAP": "1" if SANITIZED else "0",
 }
-TRAIN_TINY = [
-    "--seq-length",
-    "10",
-    "--log-every",
-    "20",
-    "--sample-every",
-    "60",
-    "--val-chars",
-    "150",
-    "--sample-chars",
-    "20",
-    "--passage-chars",
-    "20",
-    "--no-progress",
-]
+
+
+def flags(**options) -> list[str]:
+    """The command-line flags of option values: flags(seq_length=10) is ["--seq-length", "10"]."""
+    return [a for name, value in options.items() for a in (option(name).flag, str(value))]
+
+
+#: A tiny run on the command line (conftest.TINY, short samples, no progress bar).
+TRAIN_TINY = [*flags(**TINY, sample_chars=20, passage_chars=20), "--no-progress"]
 
 
 def run_cli(args, cwd=None, timeout=120, **kw) -> subprocess.CompletedProcess:

@@ -20,21 +20,10 @@ from charrnn_ext.config import TrainConfig, default, preset_values
 from charrnn_ext.layout import PARAM_NAMES
 from charrnn_ext.model import CharRNN
 from charrnn_ext.runfolder import RUN_FILES
-from conftest import SMALL_TEXT
+from cli_helpers import flags
+from conftest import SMALL_TEXT, TINY
 
-TRAIN = [
-    "--hidden",
-    "8",
-    "--seq-length",
-    "10",
-    "--log-every",
-    "20",
-    "--sample-every",
-    "60",
-    "--val-chars",
-    "150",
-    "--no-progress",
-]
+TRAIN = [*flags(hidden=8, **TINY), "--no-progress"]
 
 
 def _train(text_file, out, *extra):

@@ -17,6 +17,7 @@ from charrnn_ext.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpo
 from charrnn_ext.data import corpus_from_string
 from charrnn_ext.layout import init_opt_state, param_shapes
 from charrnn_ext.model import CharRNN
+from cli_helpers import flags
 from conftest import SMALL_TEXT, TINY
 
 DATA = Path(__file__).parent / "data"
@@ -373,19 +374,7 @@ def test_filtered_and_streamed_sampling(cell):
 
 # -- CLI ---------------------------------------------------------------------
 
-CLI_TRAIN = [
-    "--hidden",
-    "8",
-    "--seq-length",
-    "10",
-    "--log-every",
-    "20",
-    "--sample-every",
-    "60",
-    "--val-chars",
-    "150",
-    "--no-progress",
-]
+CLI_TRAIN = [*flags(hidden=8, **TINY), "--no-progress"]
 
 
 @pytest.fixture(scope="module")
