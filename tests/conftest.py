@@ -28,6 +28,15 @@ SMALL_TEXT = ("The cat sat on the mat. The dog sat on the log.\nA bird sang in t
 TINY = dict(seq_length=10, log_every=20, sample_every=60, val_chars=150)
 
 
+def pytest_configure(config):
+    # Registered here rather than in pyproject.toml so that a copy of tests/
+    # run against an installed wheel (.ci/run) knows it too.
+    config.addinivalue_line(
+        "markers",
+        "slow: runs the command in child processes or a large fuzz volume; the fast subset is -m 'not slow'",
+    )
+
+
 @pytest.fixture(scope="module")
 def text_file(tmp_path_factory) -> Path:
     """SMALL_TEXT as a file, for the command line's --text."""
