@@ -1,5 +1,20 @@
+import os
 import sys
 from pathlib import Path
+
+import pytest
+
+# Hypothesis profiles (see helpers.fuzz): "ci" runs every property test at
+# full volume, and .ci/run selects it with HYPOTHESIS_PROFILE=ci; "dev", the
+# default, runs a fifth of the examples.
+try:
+    from hypothesis import settings
+except ImportError:  # the property tests skip themselves
+    pass
+else:
+    settings.register_profile("ci", max_examples=100)
+    settings.register_profile("dev", max_examples=20)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 # Make tests/helpers.py importable as `helpers` without turning tests into a package.
 sys.path.insert(0, str(Path(__file__).parent))
@@ -11,3 +26,32 @@ SMALL_TEXT = ("The cat sat on the mat. The dog sat on the log.\nA bird sang in t
 
 # Tiny but complete run settings (T=10, frequent logging and sampling).
 TINY = dict(seq_length=10, log_every=20, sample_every=60, val_chars=150)
+
+
+def pytest_configure(config):
+    # Registered here rather than in pyproject.toml so that a copy of tests/
+    # run against an installed wheel (.ci/run) knows it too.
+    config.addinivalue_line(
+        "markers",
+        "slow: runs the command in child processes or a large fuzz volume; the fast subset is -m 'not slow'",
+    )
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory) -> Path:
+    """SMALL_TEXT as a file, for the command line's --text."""
+    p = tmp_path_factory.mktemp("text") / "small.txt"
+    p.write_text(SMALL_TEXT)
+    return p
+
+
+@pytest.fixture(scope="module")
+def run100(tmp_path_factory) -> Path:
+    """A finished run folder of the classic model size (100 units), 60 updates."""
+    from charrnn_ext.data import corpus_from_string
+    from charrnn_ext.model import CharRNN
+
+    out = tmp_path_factory.mktemp("run100") / "run"
+    model = CharRNN.new(corpus_from_string(SMALL_TEXT), hidden=100, seed=1)
+    model.fit(SMALL_TEXT, steps=60, out=out, **TINY)
+    return out

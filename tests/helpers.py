@@ -92,3 +92,32 @@ __all__ = [
     "problem",
     "spectral_radius",
 ]
+
+
+#: How many examples a property test runs is its own figure n (``fuzz(n)``)
+#: scaled by the hypothesis profile: "ci" (HYPOTHESIS_PROFILE=ci, which
+#: .ci/run sets) runs all n, the default "dev" a fifth of them, so that a
+#: contributor's run is quick and CI's is thorough. FUZZ_SCALE multiplies
+#: on top. The profiles are registered in conftest.py.
+FULL_VOLUME_EXAMPLES = 100
+
+
+def fuzz_volume() -> float:
+    """The share of the full volume this session runs (1 in CI)."""
+    from hypothesis import settings
+
+    return float(os.environ.get("FUZZ_SCALE", "1")) * settings.default.max_examples / FULL_VOLUME_EXAMPLES
+
+
+def fuzz(n: int):
+    """The settings of a property test of n examples at full volume:
+    derandomized (a run is repeatable), no deadline, no example database."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(
+        max_examples=max(1, round(n * fuzz_volume())),
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )

@@ -19,7 +19,7 @@ import pytest
 
 import charrnn_ext as cx
 from charrnn_ext import _core
-from charrnn_ext.config import CELLS, CLIP_MODES, OPTIMIZERS
+from charrnn_ext.config import CELLS, CLIP_MODES, OPTIMIZERS, UPDATE_OPTIONS
 from charrnn_ext.layout import copy_params, init_opt_state, net_init, zeros_like_params
 
 K, M = 6, 4
@@ -45,9 +45,11 @@ OPT_DEFAULTS = dict(
     threads=1,
 )
 CORE_DEFAULTS = {
-    "loss_and_grads": dict(cell=None, dropout=0.0, seed=0, update=0, threads=1),
-    "train_step": dict(cell=None, **OPT_DEFAULTS),
-    "train_steps": dict(cell=None, n_steps=2, seq_length=3, batch_size=1, positions=None, **OPT_DEFAULTS),
+    "loss_and_grads": dict(cell=None, dropout=0.0, seed=0, update=0, threads=1, precision="full"),
+    "train_step": dict(cell=None, precision="full", **OPT_DEFAULTS),
+    "train_steps": dict(
+        cell=None, n_steps=2, seq_length=3, batch_size=1, positions=None, precision="full", **OPT_DEFAULTS
+    ),
     "evaluate_loss": dict(cell=None, batch_size=1, threads=1),
     "sample": dict(cell=None, n=5, temperature=1.0, seed=0, top_k=0, top_p=1.0, greedy=False),
     "numerical_grads": dict(cell=None, h=1e-4, dropout=0.0, seed=0, update=0),
@@ -72,6 +74,8 @@ def call(fn, params, state=AUTO, *, via="engine", X=X, Y=Y, data=DATA, h0=None, 
         state = init_opt_state(params) if fn in TRAIN and isinstance(params, dict) else None
     if via == "core":
         args = {**CORE_DEFAULTS[fn], **kw}
+        if fn in TRAIN:  # the core takes the update's options as one mapping
+            args["options"] = {k: args.pop(k) for k in UPDATE_OPTIONS if k in args}
         if fn == "loss_and_grads":
             return _core.loss_and_grads(params, X, Y, h0, **args)
         if fn == "train_step":
@@ -1979,11 +1983,6 @@ def test_python_side_initialisers_refuse_empty_networks():
     refuses(ValueError, "K, m and layers must be at least 1, got K=3, m=2, layers=0", lambda: net_init("gru", 3, 2, 0))
 
 
-def test_module_doc_mentions_the_engine():
-    doc = _core.__doc__.lower()
-    assert all(w in doc for w in ("lstm", "gru", "adagrad", "rmsprop", "adam", "thread"))
-
-
 # ================================================================ nothing partially applied
 
 
@@ -2146,3 +2145,36 @@ def test_index_arrays_rewritten_during_a_call_do_not_crash():
         t.join()
     assert outcomes  # every call ended in one of the two ways
     assert all(np.all(np.isfinite(v)) for v in params.values())
+
+
+# ---------------------------------------------------------------------------
+# The update's options travel to the core as one mapping
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn", TRAIN)
+def test_the_options_mapping_is_read_whole_and_nothing_else(fn):
+    p = classic()
+    full = {k: v for k, v in OPT_DEFAULTS.items() if k in UPDATE_OPTIONS}
+    assert set(full) == set(UPDATE_OPTIONS)  # the table and the tests agree on what an update reads
+    rest = {k: v for k, v in CORE_DEFAULTS[fn].items() if k not in UPDATE_OPTIONS}
+    chunk = (X, Y) if fn == "train_step" else (DATA,)
+
+    def with_options(options):
+        return lambda: getattr(_core, fn)(p, init_opt_state(p), *chunk, None, **rest, options=options)
+
+    with_options(full)()  # the whole mapping is accepted
+    p = classic()
+    missing = {k: v for k, v in full.items() if k != "beta2"}
+    refuses(ValueError, "options has no 'beta2' entry", with_options(missing), p)
+    refuses(ValueError, "options has an unexpected entry 'momentum'", with_options({**full, "momentum": 0.9}), p)
+    refuses(TypeError, "options must be a dict", with_options([("eta", 0.1)]), p)
+
+
+def test_update_options_fills_defaults_and_the_optimisers_rate():
+    from charrnn_ext.config import DEFAULT_ETA, default, update_options
+
+    got = update_options({"optimizer": "adam", "clip": 1.0, "layers": 3})
+    assert set(got) == set(UPDATE_OPTIONS)
+    assert got["eta"] == DEFAULT_ETA["adam"] and got["clip"] == 1.0 and got["seed"] == default("seed")
+    assert update_options({"optimizer": "adam", "eta": 0.5})["eta"] == 0.5

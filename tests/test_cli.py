@@ -14,27 +14,16 @@ import sys
 import numpy as np
 import pytest
 
-from charrnn_ext import _core, cli
+from charrnn_ext import _core, cli, engine
 from charrnn_ext.checkpoint import load_checkpoint
 from charrnn_ext.config import TrainConfig, default, preset_values
 from charrnn_ext.layout import PARAM_NAMES
 from charrnn_ext.model import CharRNN
 from charrnn_ext.runfolder import RUN_FILES
-from conftest import SMALL_TEXT
+from cli_helpers import flags
+from conftest import SMALL_TEXT, TINY
 
-TRAIN = [
-    "--hidden",
-    "8",
-    "--seq-length",
-    "10",
-    "--log-every",
-    "20",
-    "--sample-every",
-    "60",
-    "--val-chars",
-    "150",
-    "--no-progress",
-]
+TRAIN = [*flags(hidden=8, **TINY), "--no-progress"]
 
 
 def _train(text_file, out, *extra):
@@ -52,13 +41,6 @@ def _error(capsys) -> str:
 
 def _same_params(a, b) -> bool:
     return set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
-
-
-@pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    p = tmp_path_factory.mktemp("cli_text") / "small.txt"
-    p.write_text(SMALL_TEXT)
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +244,7 @@ def test_preset_quality_is_accepted_and_recorded(tmp_path, capsys):
     )
     capsys.readouterr()
     cfg = json.loads((out / "config.json").read_text())
-    q = preset_values("quality")
+    q = preset_values("quality", bf16_units=engine.has_bf16_units())
     assert cfg["run"]["preset"] == "quality" and cfg["run"]["options"]["hidden"] == 8
     # the dtype the preset resolved on this machine (bfloat16 where the CPU has bf16 units) is recorded
     assert (cfg["model"]["cell"], cfg["model"]["layers"], cfg["model"]["hidden"], cfg["model"]["dtype"]) == (

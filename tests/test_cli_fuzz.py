@@ -29,7 +29,8 @@ that would make a valid run expensive (a 65536-unit model, a billion
 characters to sample) are lowered once the command line is known to parse,
 so that boundary values are parsed and range-checked but not trained.
 
-Derandomized (repeatable); FUZZ_SCALE multiplies the number of cases, and
+Derandomized (repeatable); the hypothesis profile and FUZZ_SCALE set the number
+of cases (helpers.fuzz), and
 FUZZ_LOG=FILE appends every in-process case (time, exit code, argv, last
 line of stderr) to FILE, and FILE.pending holds the case running. Each
 command's test prints its count of cases and exit codes. The bugs the fuzzer
@@ -58,7 +59,7 @@ import numpy.lib.format as npy_format
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, event, given, note, settings  # noqa: E402
+from hypothesis import event, given, note  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.control import currently_in_test_context  # noqa: E402
 
@@ -66,9 +67,12 @@ from charrnn_ext import cli  # noqa: E402
 from charrnn_ext.config import OPTIONS, Option, option  # noqa: E402
 from charrnn_ext.data import corpus_from_string  # noqa: E402
 from charrnn_ext.model import CharRNN  # noqa: E402
-from helpers import HAVE_SWEEP, SANITIZED  # noqa: E402
+from helpers import HAVE_SWEEP, SANITIZED, fuzz, fuzz_volume  # noqa: E402
 
-SCALE = float(os.environ.get("FUZZ_SCALE", "1"))
+# Hundreds of generated command lines per command, some in child processes:
+# slow, outside the fast subset (-m "not slow").
+pytestmark = pytest.mark.slow
+
 CASES = 520  # per command (at least 500 are required)
 EXIT_CODES = (0, 1, 2, 130)
 COUNTS: Counter[str] = Counter()  # command -> cases run
@@ -77,16 +81,6 @@ OUTCOMES: Counter[tuple[str, int]] = Counter()  # (command, exit code) -> cases
 TEXT = (
     "The cat sat on the mat. The dog sat on the log.\nA bird sang in the tree, and the cat ran away!\n"
 ) * 3  # 291 characters
-
-
-def fuzz(n: int):
-    return settings(
-        max_examples=max(1, int(n * SCALE)),
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
 
 
 PARSER = cli.build_parser()
@@ -465,7 +459,8 @@ def run_folder(draw, world: World, scratch: Path) -> Path:
         obj = json.loads(path.read_text())
         kind = draw(st.sampled_from(["field", "subfield", "whole", "bytes", "deep"]))
         if kind == "field":
-            obj[draw(st.sampled_from(sorted(obj)))] = draw(JSON_VALUES)
+            if obj:  # a stopped run's summary.json is the empty object written above: no field to damage
+                obj[draw(st.sampled_from(sorted(obj)))] = draw(JSON_VALUES)
             path.write_text(json.dumps(obj))
         elif kind == "subfield":
             sub = [k for k in obj if isinstance(obj[k], dict) and obj[k]]
@@ -802,7 +797,7 @@ def _no_cluster(command: str):
         return
     from unittest import mock
 
-    with mock.patch("charrnn_ext.sweep_cluster.SweepCluster", _NoCluster):
+    with mock.patch("charrnn_ext.sweeps.cluster.SweepCluster", _NoCluster):
         yield
 
 
@@ -849,7 +844,7 @@ def run_case(command: str, argv: list[str], world: World, scratch: Path) -> int:
 @pytest.mark.parametrize("command", COMMANDS)
 def test_cli_fuzz(command, world, capsys):
     """CASES generated command lines of one command; the cases run and their
-    exit codes are printed, and at FUZZ_SCALE=1 at least 500 must have run."""
+    exit codes are printed, and at full volume (the ci profile) at least 500 must have run."""
     before = COUNTS[command]
 
     @fuzz(CASES)
@@ -864,7 +859,7 @@ def test_cli_fuzz(command, world, capsys):
     codes = ", ".join(f"{code}: {OUTCOMES[command, code]}" for code in EXIT_CODES if OUTCOMES[command, code])
     with capsys.disabled():
         print(f"\nCLI fuzzer, {command}: {ran} cases, exit codes {codes}")
-    if SCALE >= 1:
+    if fuzz_volume() >= 1:
         assert ran >= 500, ran
 
 

@@ -319,7 +319,7 @@ def test_lr_at_warmup():
 
 def test_presets_expand_to_valid_option_values():
     assert preset_values("classic") == {}
-    q = preset_values("quality")
+    q = preset_values("quality", bf16_units=engine.has_bf16_units())
     assert q["threads"] == min(config.usable_cores(), 256) >= 1
     machine = ("threads", "dtype")  # resolved for this machine
     assert {k: v for k, v in q.items() if k not in machine} == {
@@ -336,6 +336,8 @@ def test_presets_expand_to_valid_option_values():
     q["cell"] = "lstm"
     assert preset_values("quality")["cell"] == "gru" and PRESETS["quality"]["threads"] is None  # copies
     assert PRESETS["quality"]["dtype"] is None
+    assert preset_values("quality", bf16_units=True)["dtype"] == "bfloat16"
+    assert preset_values("quality", bf16_units=False)["dtype"] == "float32"
     with pytest.raises(ValueError, match="unknown preset 'fast'; expected one of classic, quality"):
         preset_values("fast")
 
@@ -376,7 +378,7 @@ def test_cli_preset_expands_and_explicit_options_override_it(tmp_path):
     )
     assert rc == 0
     cfg = json.loads((out / "config.json").read_text())
-    q = preset_values("quality")
+    q = preset_values("quality", bf16_units=engine.has_bf16_units())
     given = {
         "hidden": 8,
         "layers": 1,

@@ -135,7 +135,7 @@ def test_classic_names_and_network_names_give_the_same_results():
 
 def test_cell_argument_of_the_core_only_checks():
     params, X, Y, h0 = problem(6, 4, 5, seed=19)
-    kw = dict(dropout=0.0, seed=0, update=0, threads=1)
+    kw = dict(dropout=0.0, seed=0, update=0, threads=1, precision="full")
     a = _core.loss_and_grads(params, X, Y, h0, cell=None, **kw)
     b = _core.loss_and_grads(params, X, Y, h0, cell="rnn", **kw)
     assert a[0] == b[0] and a[2].shape == b[2].shape == (1, 1, 4)

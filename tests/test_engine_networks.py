@@ -359,7 +359,7 @@ def _small(cell="lstm", layers=2):
 
 
 def _core_lag(params, X, Y, h0=None, cell=None):
-    return _core.loss_and_grads(params, X, Y, h0, cell=cell, dropout=0.0, seed=0, update=0, threads=1)
+    return _core.loss_and_grads(params, X, Y, h0, cell=cell, dropout=0.0, seed=0, update=0, threads=1, precision="full")
 
 
 def test_bad_cell_name():

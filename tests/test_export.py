@@ -151,6 +151,7 @@ def test_onnx_summed_loss_agrees(cell, layers, dtype, text, checkpoints, onnx_fi
 
 
 @pytest.mark.parametrize("cell,layers,dtype", CONFIGS, ids=IDS)
+@pytest.mark.slow
 def test_torch_summed_loss_agrees(cell, layers, dtype, text, checkpoints):
     torch = _torch()
     from charrnn_ext.torch import CharRNNModule
@@ -203,6 +204,7 @@ def test_greedy_decoding_readme_loop_agrees(cell, layers, dtype, text, checkpoin
 
 
 @pytest.mark.parametrize("cell,layers,dtype", CONFIGS, ids=IDS)
+@pytest.mark.slow
 def test_greedy_decoding_torch_agrees(cell, layers, dtype, text, checkpoints):
     _torch()
     from charrnn_ext.torch import CharRNNModule
@@ -353,6 +355,7 @@ def test_round_trip_is_bit_for_bit(cell, layers, dtype, checkpoints, tmp_path):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.slow
 def test_fine_tuned_module_goes_back_to_a_checkpoint_that_trains(cell, checkpoints, text, tmp_path):
     """After a torch update both biases of an rnn/lstm layer are non-zero;
     the checkpoint written back computes what the module computes, samples,
@@ -508,7 +511,7 @@ def test_cli_export_bad_input(fmt, checkpoints, tmp_path, capsys, monkeypatch):
 
     # the optional package is missing
     monkeypatch.setitem(sys.modules, fmt, None)
-    monkeypatch.delitem(sys.modules, "charrnn_ext.torch", raising=False)
+    monkeypatch.delitem(sys.modules, "charrnn_ext.export.torch", raising=False)
     _fails_cleanly(
         ["export", str(src), "--format", fmt, "-o", out],
         tmp_path,

@@ -36,9 +36,16 @@ from charrnn_ext.checkpoint import load_checkpoint
 from charrnn_ext.data import load_corpus
 from charrnn_ext.model import CharRNN
 from charrnn_ext.runfolder import LOCK_FILE, RUN_FILES
+from cli_helpers import CHILD_ENV, CLI, TRAIN_TINY, one_error_line, run_cli
 from conftest import SMALL_TEXT
+from helpers import HAVE_ONNX
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL semantics are POSIX")
+# Every test here runs the real command in child processes, many of them
+# killed and resumed: slow, outside the fast subset (-m "not slow").
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL semantics are POSIX"),
+]
 
 STEPS = 1000
 SAMPLE_EVERY = 50
@@ -426,3 +433,204 @@ def test_divergence_after_some_checkpoints_keeps_the_good_one(text, tmp_path):
     # the run can go on from there (with the same, now harmless, text)
     assert _cli(_resume_cmd(out)).returncode == 0
     assert load_checkpoint(out / "last.npz").state.step == 300
+
+
+# ---------------------------------------------------------------------------
+# Broken pipes
+# ---------------------------------------------------------------------------
+
+
+def test_sample_into_head_ends_quietly(run100):
+    """`charrnn sample ... | head -c 100` ended with "[Errno 32] Broken pipe" and exit 2."""
+    r = subprocess.run(
+        f"{sys.executable} -m charrnn_ext sample {run100} -n 3000000 --seed 1 | head -c 100; "
+        f'echo " status=${{PIPESTATUS[0]}}"',
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=CHILD_ENV,
+    )
+    assert r.stdout.endswith(" status=0\n") and len(r.stdout) == 100 + len(" status=0\n"), r.stdout
+    assert r.stderr == ""
+
+
+def test_train_into_head_finishes_the_run(text_file, tmp_path):
+    """`charrnn train ... | head` aborted the training; the progress output
+    now just stops and the run finishes exactly as without the pipe."""
+    piped, plain = tmp_path / "piped", tmp_path / "plain"
+    args = ["train", "--text", text_file, "--steps", "240", "--hidden", "8", *TRAIN_TINY]
+    p = subprocess.Popen(
+        CLI + [str(a) for a in args] + ["--out", str(piped)],
+        env=CHILD_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert p.stdout.read(10)  # the first lines of the update-0 sample ...
+    p.stdout.close()  # ... then the reader goes away, like `| head -c 10`
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 0, err
+    assert "error" not in err and "Traceback" not in err and "Exception ignored" not in err
+    assert run_cli([*args, "--out", plain]).returncode == 0
+    for name in ("metrics.csv", "samples.md"):
+        assert (piped / name).read_bytes() == (plain / name).read_bytes()
+    assert json.loads((piped / "summary.json").read_text())["step"] == 240
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["report", "{run}"],
+        ["gradcheck", "--seq-length", "10"],
+        ["sample", "{run}", "-n", "5"],
+        pytest.param(
+            ["export", "{run}", "-o", "{run}/m.onnx"],
+            marks=pytest.mark.skipif(not HAVE_ONNX, reason="needs the [onnx] extra"),
+        ),
+    ],
+)
+def test_other_commands_into_a_closed_pipe_end_quietly(argv, run100, tmp_path):
+    """Their output is short: `| true` has gone before they write."""
+    folder = tmp_path / "run"
+    shutil.copytree(run100, folder)
+    cmd = " ".join(CLI + [a.format(run=folder) for a in argv])
+    r = subprocess.run(
+        f'{cmd} | true; echo " status=${{PIPESTATUS[0]}}"',
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=CHILD_ENV,
+    )
+    assert r.stdout == " status=0\n" and r.stderr == "", (r.stdout, r.stderr)
+
+
+# ---------------------------------------------------------------------------
+# SIGTERM and Ctrl-C
+# ---------------------------------------------------------------------------
+
+_SLOW_CHUNKS = r"""
+import sys, time
+import charrnn_ext.engine as engine
+real = engine.train_walk
+def slow(*a, **kw):
+    time.sleep(0.05)
+    return real(*a, **kw)
+engine.train_walk = slow
+from charrnn_ext import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _params(path: Path) -> dict[str, np.ndarray]:
+    return load_checkpoint(path).params
+
+
+def test_sigterm_saves_and_resumes_bit_exactly(text_file, tmp_path):
+    """SIGTERM (schedulers, `timeout`) killed a run without the save Ctrl-C
+    makes. Now: exit 130, saved at the next chunk boundary, and the resumed
+    run ends bit-identical to one never interrupted."""
+    args = [
+        "train",
+        "--text",
+        text_file,
+        "--steps",
+        "600",
+        "--hidden",
+        "8",
+        "--seq-length",
+        "10",
+        "--log-every",
+        "10",
+        "--sample-every",
+        "60",
+        "--val-chars",
+        "150",
+        "--sample-chars",
+        "20",
+        "--passage-chars",
+        "20",
+        "--no-progress",
+    ]
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    assert run_cli([*args, "--out", straight]).returncode == 0
+    p = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_CHUNKS, *map(str, args), "--out", str(cut)],
+        env=CHILD_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 60
+    while not (cut / "last.npz").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # some updates after the first checkpoint
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=120)[1]
+    assert p.returncode == 130, err
+    m = re.search(r"interrupted at update (\d+); the run is saved in (.*); resume with: charrnn train --resume", err)
+    assert m and "Traceback" not in err, err
+    step = int(m.group(1))
+    assert 0 < step < 600 and load_checkpoint(cut / "last.npz").state.step == step
+    r = run_cli(["train", "--resume", cut, "--no-progress"])
+    assert r.returncode == 0, r.stderr
+    for name in ("last.npz", "best.npz"):
+        a, b = _params(straight / name), _params(cut / name)
+        assert all(np.array_equal(a[k], b[k]) for k in a), name
+    for name in ("metrics.csv", "samples.md"):
+        assert (straight / name).read_bytes() == (cut / name).read_bytes(), name
+
+
+_SIGNAL_IN_GRADCHECK = r"""
+import os, signal, sys
+import charrnn_ext.training as training
+real = training.gradient_check
+def check(*a, **kw):
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))  # arrives in the start-up check, before any checkpoint
+    return real(*a, **kw)
+training.gradient_check = check
+from charrnn_ext import cli
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("out", ["default", "new", "existing-empty"])
+def test_interrupt_before_the_first_checkpoint_leaves_nothing(signame, out, text_file, tmp_path):
+    """Ctrl-C before the first checkpoint said "nothing saved" but left a
+    folder that --resume then rejected (SIGTERM killed the process and left
+    the same). Now what the run wrote is removed, and the folder too if the
+    run made it; the same command then starts cleanly."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    target = {"default": None, "new": tmp_path / "new", "existing-empty": tmp_path / "empty"}[out]
+    if out == "existing-empty":
+        target.mkdir()
+    argv = ["train", "--text", str(text_file), "--steps", "5", "--hidden", "4", *TRAIN_TINY]
+    if target is not None:
+        argv += ["--out", str(target)]
+    r = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_IN_GRADCHECK, signame, *argv],
+        cwd=cwd,
+        env=CHILD_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 130 and "Traceback" not in r.stderr, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted before the first checkpoint; nothing was saved"), r.stderr
+    if out == "default":
+        assert last.endswith(" removed)") and list((cwd / "runs").iterdir()) == []
+    elif out == "new":
+        assert last == f"interrupted before the first checkpoint; nothing was saved ({target} removed)"
+        assert not target.exists()
+    else:
+        assert target.is_dir() and list(target.iterdir()) == []
+    if target is not None:
+        r = run_cli(["train", "--resume", target, "--no-progress"])
+        assert r.returncode == 2 and one_error_line(r.stderr) == f"cannot resume: {target / 'last.npz'} not found"
+        r = run_cli(argv, cwd=cwd)  # the same command again, without --force
+        assert r.returncode == 0, r.stderr

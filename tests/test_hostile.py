@@ -11,9 +11,11 @@ from __future__ import annotations
 import ast
 import io
 import json
+import math
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -28,6 +30,16 @@ from charrnn_ext import cli
 from charrnn_ext.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint
 from charrnn_ext.data import corpus_from_string, load_corpus, load_text
 from charrnn_ext.model import CharRNN
+from cli_helpers import (
+    bounded,
+    folder_files,
+    json_update,
+    measured,
+    npy_bytes,
+    one_error_line,
+    rewrite_archive,
+    run_cli,
+)
 from conftest import SMALL_TEXT, TINY
 from helpers import SANITIZED
 
@@ -443,7 +455,7 @@ def test_package_never_loads_with_pickle():
     root = Path(charrnn_ext.__file__).parent
     frombuffer: dict[str, list[str]] = {}
     torch_loads = 0
-    for f in sorted(root.glob("*.py")):
+    for f in sorted(root.rglob("*.py")):  # subpackages included
         tree = ast.parse(f.read_text(), filename=str(f))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -617,3 +629,384 @@ def test_cli_subprocess_prints_one_line_and_no_traceback(run, tmp_path):
     assert r.stderr == (
         f"charrnn: error: {txt} is not valid UTF-8: invalid start byte at byte offset 0 (byte b'\\xff')\n"
     )
+
+
+# ---------------------------------------------------------------------------
+# Tampered archives: sizes declared huge are refused before anything is read
+# ---------------------------------------------------------------------------
+
+HIST = {
+    "hist_step": "<i8",
+    "hist_epoch": "<i8",
+    "hist_loss": "<f8",
+    "hist_smooth_loss": "<f8",
+    "hist_val_loss": "<f8",
+    "hist_val_chars": "<i8",
+}
+ROWS = 30_000_000
+
+
+@pytest.mark.parametrize("variant", ["as-reported", "step-raised-to-match"])
+def test_tampered_last_npz_with_30m_history_rows_is_refused_fast_and_small(variant, run100, tmp_path):
+    """a 1.9 MB last.npz whose hist_* columns are 30 M rows of
+    deflated zeros made `charrnn train --resume` run 4 minutes at 17.5 GB.
+    "as-reported" keeps the run's 60 updates; "step-raised-to-match" also
+    sets step = total_steps = 30 M and log_every = 1, so that 30 M rows are
+    what the step count allows (before the fix: refused only after reading
+    480 MB, 2.3 s)."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copy(run100 / "config.json", folder / "config.json")
+
+    def raise_step(a):
+        if variant != "as-reported":
+            a["step"] = a["total_steps"] = np.array(ROWS, dtype=np.int64)
+            json_update(a, "train_config", log_every=1)
+
+    bad = rewrite_archive(
+        run100 / "last.npz", folder / "last.npz", raise_step, zeros={k: (d, (ROWS,)) for k, d in HIST.items()}
+    )
+    size_mb = bad.stat().st_size / 1e6
+    with zipfile.ZipFile(bad) as zf:
+        declared = sum(i.file_size for i in zf.infolist())
+    assert 1.0 < size_mb < 2.5 and declared > 1.4e9  # 1.9 MB declaring 1.44 GB
+    before = folder_files(folder)
+
+    r = measured(["train", "--resume", folder, "--no-progress"])
+    print(
+        f"\n[tampered last.npz, {variant}] {size_mb:.2f} MB last.npz declaring {declared / 1e9:.2f} GB: "
+        f"refused in {r['seconds']:.3f} s at {r['peak_mb']:.0f} MB peak"
+    )
+    assert r["code"] == 2 and r["out"] == ""
+    msg = one_error_line(r["err"], f"{folder / 'last.npz'}: ")
+    assert "'hist_" in msg
+    bounded(r, 200)
+    assert folder_files(folder) == before  # nothing written: no metrics.csv, no new last.npz
+
+    # the API refuses it the same way
+    with pytest.raises(CheckpointError, match=re.escape(f"{bad}: ")):
+        CharRNN.load(bad)
+
+
+def _classic_v2(run: Path, dst: Path, zeros=None, **meta) -> Path:
+    """run's best.npz as a format-2 file with the classic names (param_U ...)."""
+
+    def change(a):
+        a["format_version"] = np.array(2, dtype=np.int64)
+        a["start_h"] = a["start_h"].reshape(-1)  # (m,) in the classic layout
+        json_update(a, "meta", **meta)
+
+    return rewrite_archive(
+        run / "best.npz",
+        dst,
+        change,
+        zeros=zeros,
+        rename={"param_l0.Wx": "param_U", "param_l0.Wh": "param_W", "param_l0.b": "param_b"},
+    )
+
+
+@pytest.mark.parametrize("variant", ["as-reported", "huge-vocabulary"])
+def test_best_npz_whose_param_u_declares_3_gb_is_refused_fast_and_small(variant, run100, tmp_path):
+    """Second case: a 3 MB best.npz whose param_U declares 3 GB was
+    refused only after 13 s and 2.99 GB (here, before the fix: 42 s and 6.3 GB
+    for the file below), when param_W showed the model impossible.
+    "as-reported": param_U (m, K) with m = 3 GB / (8 K) = 15.6 M rows and
+    meta's hidden saying the same; now refused from its header (m outside
+    --hidden's range). "huge-vocabulary": the vocabulary is every code point
+    (K = 1,112,064), so that m = 338 is a legal size; refused from param_W's
+    header, which all parameter headers are checked against before any
+    parameter is read."""
+    good = _classic_v2(run100, tmp_path / "good.npz")
+    assert CharRNN.load(good).hidden == 100  # the rewriting itself gives a valid file
+    K = load_checkpoint(good).vocab.size
+    change = None
+    if variant == "huge-vocabulary":
+        K = 0x110000 - 0x800  # every code point but the surrogates
+        codes = np.concatenate([np.arange(0xD800), np.arange(0xE000, 0x110000)]).astype(np.int32)
+        change = lambda a: a.update(vocab=codes)  # noqa: E731
+    m = -(-3 * 10**9 // (8 * K))  # rows for 3 GB
+
+    def tamper(a):
+        a["format_version"] = np.array(2, dtype=np.int64)
+        a["start_h"] = a["start_h"].reshape(-1)
+        json_update(a, "meta", hidden=m, K=K)
+        if change is not None:
+            change(a)
+
+    bad = rewrite_archive(
+        run100 / "best.npz",
+        tmp_path / "best.npz",
+        tamper,
+        zeros={"param_U": ("<f8", (m, K))},
+        rename={"param_l0.Wx": "param_U", "param_l0.Wh": "param_W", "param_l0.b": "param_b"},
+    )
+    size_mb = bad.stat().st_size / 1e6
+    with zipfile.ZipFile(bad) as zf:
+        declared = zf.getinfo("param_U.npy").file_size
+    assert size_mb < 6 and declared >= 3e9
+    expected = {
+        "as-reported": f"{bad}: entry 'param_U' has shape ({m}, {K}): a hidden size of {m}, outside the "
+        f"range of --hidden [1, 65536]",
+        "huge-vocabulary": f"{bad}: entry 'param_W' has shape (100, 100), expected ({m}, {m})",
+    }[variant]
+
+    for argv in (["sample", bad, "-n", "5"], ["export", bad, "-o", tmp_path / "x.onnx"]):
+        r = measured(argv)
+        print(
+            f"\n[tampered best.npz, param_U, {variant}] {size_mb:.2f} MB best.npz declaring "
+            f"{declared / 1e9:.2f} GB, charrnn {argv[0]}: refused in {r['seconds']:.3f} s at {r['peak_mb']:.0f} MB "
+            f"peak"
+        )
+        assert r["code"] == 2 and r["out"] == ""
+        assert one_error_line(r["err"]) == expected
+        bounded(r, 200)
+    assert not (tmp_path / "x.onnx").exists()
+    with pytest.raises(CheckpointError) as info:
+        CharRNN.load(bad)
+    assert str(info.value) == expected
+
+
+def test_member_sizes_are_checked_before_anything_is_decompressed(run100, tmp_path):
+    """The rule behind these refusals, member by member: what the zip directory
+    says about a member must be possible (deflate expands at most 1032:1; a
+    stored member's two sizes are equal; its compressed bytes lie in the file),
+    and what all members declare must fit the model's budget, before any data
+    is read."""
+    src = run100 / "last.npz"
+    raw = bytearray(src.read_bytes())
+
+    def central(name: str) -> int:
+        """Offset of the central directory record of member ``name`` (its sizes at +20 and +24)."""
+        return next(
+            m.start()
+            for m in re.finditer(rb"PK\x01\x02", raw)
+            if raw[m.start() + 46 : m.start() + 46 + len(name)] == name.encode()
+        )
+
+    # a stored member (np.savez) whose uncompressed size is raised in the central directory
+    off = central("param_V.npy")
+    size = int.from_bytes(raw[off + 24 : off + 28], "little")
+    raw[off + 24 : off + 28] = (size + 8).to_bytes(4, "little")
+    bad = tmp_path / "sizes.npz"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=re.escape(f"{bad}: entry 'param_V' is corrupt (stored, but")):
+        load_checkpoint(bad)
+
+    # a deflated member that declares more than deflate can produce from its bytes
+    deflated = rewrite_archive(src, tmp_path / "deflated.npz")
+    raw = bytearray(deflated.read_bytes())
+    off = central("samples.npy")
+    raw[off + 24 : off + 28] = (2**31).to_bytes(4, "little")
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(
+        CheckpointError, match=re.escape(f"{bad}: entry 'samples' is corrupt (it declares 2,147,483,648 bytes from ")
+    ):
+        load_checkpoint(bad)
+
+    # all members together declaring more than the model's budget (one huge extra member)
+    big = rewrite_archive(
+        src, tmp_path / "extra.npz", zeros={"junk": ("<f8", (40_000_000,))}, change=lambda a: a.update(junk=np.zeros(1))
+    )
+    with pytest.raises(CheckpointError, match=r"its entries declare [\d,]+ bytes in all \(the largest, 'junk', "):
+        load_checkpoint(big)
+
+    # members compressed with bzip2 / lzma (numpy never writes them) are refused
+    with np.load(src) as z, zipfile.ZipFile(tmp_path / "bz.npz", "w", zipfile.ZIP_BZIP2) as zout:
+        for k in z.files:
+            zout.writestr(f"{k}.npy", npy_bytes(z[k]))
+    with pytest.raises(CheckpointError, match="entry 'format' is compressed with zip method 12"):
+        load_checkpoint(tmp_path / "bz.npz")
+
+
+# ---------------------------------------------------------------------------
+# Deeply nested JSON
+# ---------------------------------------------------------------------------
+
+DEEP = "[" * 200_000 + "]" * 200_000
+
+
+@pytest.mark.parametrize("key", ["meta", "train_config", "corpus", "samples"])
+def test_deeply_nested_json_is_a_checkpoint_error(key, run100, tmp_path):
+    """a checkpoint whose meta is deeply nested JSON raised a
+    RecursionError traceback in `charrnn sample`, `--resume` and CharRNN.load."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copy(run100 / "config.json", folder / "config.json")
+    bad = rewrite_archive(run100 / "last.npz", folder / "last.npz", lambda a: a.update({key: np.array(DEEP)}))
+    message = f"{bad}: entry {key!r} is nested too deeply to be charrnn_ext metadata"
+    with pytest.raises(CheckpointError) as info:
+        CharRNN.load(bad)
+    assert str(info.value) == message
+    for argv in (["sample", bad, "-n", "5"], ["train", "--resume", folder, "--no-progress"], ["report", folder]):
+        r = run_cli(argv)
+        assert r.returncode == 2 and one_error_line(r.stderr) == message, argv
+
+
+@pytest.mark.parametrize("name", ["config.json", "summary.json"])
+def test_deeply_nested_run_folder_json_names_the_file(name, run100, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(run100, folder)
+    (folder / name).write_text(DEEP)
+    r = run_cli(["report", folder])
+    assert r.returncode == 2
+    assert one_error_line(r.stderr) == f"{folder / name} is not a readable JSON file (nested too deeply)"
+
+
+# ---------------------------------------------------------------------------
+# Errors name the file and the field
+# ---------------------------------------------------------------------------
+
+
+def test_sample_of_a_text_file_says_so(text_file, tmp_path):
+    """`charrnn sample some_text.txt` suggested loading with allow_pickle."""
+    named_npz = tmp_path / "text.npz"
+    named_npz.write_bytes(text_file.read_bytes())
+    for path, hint in ((text_file, " (a text file? checkpoints are the .npz files of a run folder)"), (named_npz, "")):
+        r = run_cli(["sample", path])
+        assert r.returncode == 2
+        msg = one_error_line(r.stderr)
+        assert msg == f"{path}: not a readable .npz checkpoint{hint} (File is not a zip file)"
+        assert "pickle" not in msg
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        (
+            "summary.json",
+            "{",
+            "{f} is not a readable JSON file (Expecting property name enclosed in double quotes: "
+            "line 1 column 2 (char 1))",
+        ),
+        ("summary.json", '{"step": "x"}', "{f}: field 'step' must be an integer >= 0, got 'x'"),
+        ("summary.json", "[]", "{f} must hold a JSON object"),
+        ("config.json", '{"run": 5}', "{f}: field 'model' must be a JSON object, got None"),
+        ("config.json", None, "{f}: field 'train.seq_length' must be an integer >= 0, got 'ten'"),
+        (
+            "gradcheck.md",
+            b"\xff\xfe",
+            "{f} is not a readable text file ('utf-8' codec can't decode byte 0xff in position 0: invalid start byte)",
+        ),
+    ],
+)
+def test_run_folder_errors_name_the_file_and_field(name, content, message, run100, tmp_path):
+    """A broken summary.json (and the other files report.md is built from)
+    gave errors that named neither the file nor the field."""
+    folder = tmp_path / "run"
+    shutil.copytree(run100, folder)
+    if content is None:
+        config = json.loads((folder / name).read_text())
+        config["train"]["seq_length"] = "ten"
+        content = json.dumps(config)
+    (folder / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    r = run_cli(["report", folder])
+    assert r.returncode == 2
+    assert one_error_line(r.stderr) == message.format(f=folder / name)
+
+
+def test_resume_with_a_broken_run_object_names_the_file(run100, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(run100, folder)
+    (folder / "config.json").write_text('{"run": 5}')
+    r = run_cli(["train", "--resume", folder, "--preset", "quality", "--no-progress"])
+    assert r.returncode == 2  # was: AttributeError traceback
+    assert one_error_line(r.stderr) == f"{folder / 'config.json'}: field 'run' must be a JSON object, got 5"
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("sig", "abc", "meta field 'sig' is invalid: sig must be a number in [0, 10], got str 'abc'"),
+        ("sig", None, "meta field 'sig' is invalid: sig must be a number in [0, 10], got NoneType None"),
+        (
+            "seed",
+            -1,
+            "meta field 'seed' is invalid: seed must be an integer in [0, 18_446_744_073_709_551_616), got -1",
+        ),
+        (
+            "seed",
+            1.5,
+            "meta field 'seed' is invalid: seed must be an integer in [0, 18_446_744_073_709_551_616), got float 1.5",
+        ),
+        (
+            "forget_bias",
+            1e300,
+            "meta field 'forget_bias' is invalid: forget_bias must be a number in [-100, 100], got 1e+300",
+        ),
+        ("K", 3, "meta field 'K' says 3 but the vocabulary has K=24"),
+        ("hidden", "x", "meta field 'hidden' says 'x' but the parameters have m=100"),
+        ("dtype", "int8", "meta field 'dtype' says 'int8' but the parameters are float64"),
+    ],
+)
+def test_a_bad_meta_field_is_named_with_its_file(field, value, message, run100, tmp_path):
+    """A bad meta field gave "could not convert string to float: 'abc'" (no
+    file, no field), or was accepted (seed 1.5 became 1, a wrong K)."""
+    bad = rewrite_archive(
+        run100 / "best.npz", tmp_path / "best.npz", lambda a: json_update(a, "meta", **{field: value})
+    )
+    with pytest.raises(CheckpointError) as info:
+        CharRNN.load(bad)
+    assert str(info.value) == f"{bad}: {message}"
+    r = run_cli(["sample", bad, "-n", "5"])
+    assert r.returncode == 2 and one_error_line(r.stderr) == f"{bad}: {message}"
+
+
+# ---------------------------------------------------------------------------
+# Values a checkpoint must not hold
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        (
+            "smooth_loss",
+            math.nan,
+            "smooth_loss is nan after 60 updates (best at {best}); expected a finite number >= 0",
+        ),
+        ("smooth_loss", -1.0, "smooth_loss is -1.0 after 60 updates (best at {best}); expected a finite number >= 0"),
+        ("last_loss", math.inf, "last_loss is inf after 60 updates (best at {best}); expected a finite number >= 0"),
+        ("best_loss", math.nan, "best_loss is nan after 60 updates (best at {best}); expected a finite number >= 0"),
+    ],
+)
+def test_non_finite_losses_in_last_npz_are_refused(key, value, message, run100, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(run100, folder)
+    rewrite_archive(run100 / "last.npz", folder / "last.npz", lambda a: a.update({key: np.array(value)}))
+    r = run_cli(["train", "--resume", folder, "--no-progress"])
+    best = load_checkpoint(run100 / "last.npz").state.best_step
+    assert r.returncode == 2
+    assert one_error_line(r.stderr) == f"{folder / 'last.npz'}: {message.format(best=best)}"
+
+
+def test_surrogate_vocabulary_is_refused(run100, tmp_path):
+    def change(a):
+        v = a["vocab"].copy()
+        v[-1] = 0xD800
+        a["vocab"] = np.sort(v)
+
+    bad = rewrite_archive(run100 / "best.npz", tmp_path / "best.npz", change)
+    r = run_cli(["sample", bad])
+    assert r.returncode == 2 and "U+D800" in one_error_line(r.stderr, f"{bad}: invalid vocabulary")
+
+
+@pytest.mark.parametrize("flag", ["--sig", "--eta"])
+def test_sig_and_eta_1e300_are_refused(flag, text_file, tmp_path):
+    """--sig 1e300 or --eta 1e300 "finished" with a loss of 6.9e299."""
+    r = run_cli(["train", "--text", text_file, "--out", tmp_path / "o", flag, "1e300"])
+    assert r.returncode == 2
+    high = "10"
+    assert one_error_line(r.stderr) == (
+        f"argument {flag}: {flag[2:]} must be a number in "
+        f"{'(0' if flag == '--eta' else '[0'}, {high}], got 1e+300 "
+        f"(see charrnn train --help)"
+    )
+    assert not (tmp_path / "o").exists()
+
+
+def test_sample_seed_must_be_an_integer(run100):
+    model = CharRNN.load(run100)
+    for seed in (1.5, -1, 2**64, True, "3"):
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+            model.sample(5, seed=seed)
+    assert model.sample(5, seed=2**64 - 1) == model.sample(5, seed=2**64 - 1)

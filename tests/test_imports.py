@@ -17,29 +17,54 @@ import charrnn_ext
 PACKAGE = Path(charrnn_ext.__file__).parent
 
 
-def _local_imports(path: Path) -> set[str]:
+def module_name(path: Path) -> str:
+    """The dotted name of a module file inside the package (``sweeps.run``)."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _local_imports(path: Path, known: set[str]) -> set[str]:
     """Modules of the package that `path` imports anywhere (top level, inside
-    functions, under TYPE_CHECKING)."""
+    functions, under TYPE_CHECKING), as dotted names relative to the package."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    here = module_name(path).split(".") if module_name(path) else []
+    package = here if path.name == "__init__.py" else here[:-1]  # what a relative import starts from
     found = set()
+
+    def add(dotted: str) -> None:
+        # the longest known module named by `dotted` (a.b.c may be module a.b's attribute c)
+        parts = dotted.split(".")
+        for n in range(len(parts), 0, -1):
+            if ".".join(parts[:n]) in known:
+                found.add(".".join(parts[:n]))
+                return
+
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                found.add(node.module.split(".")[0])
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                stem = ".".join(base + ([node.module] if node.module else []))
+            elif (node.module or "").startswith("charrnn_ext."):
+                stem = node.module.removeprefix("charrnn_ext.")
             else:
-                found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("charrnn_ext."):
-            found.add(node.module.split(".")[1])
+                continue
+            for alias in node.names:  # `from . import engine` names a module; `from .x import f` a name in x
+                add(f"{stem}.{alias.name}" if stem else alias.name)
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("charrnn_ext."):
-                    found.add(alias.name.split(".")[1])
-    modules = {p.stem for p in PACKAGE.glob("*.py")} | {"_core"}
-    return found & modules
+                    add(alias.name.removeprefix("charrnn_ext."))
+    return found
 
 
 def import_graph() -> dict[str, set[str]]:
-    return {p.stem: _local_imports(p) - {p.stem} for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    files = sorted(PACKAGE.rglob("*.py"))
+    known = {module_name(p) for p in files} | {"_core"}
+    graph = {module_name(p): _local_imports(p, known) for p in files}
+    graph = {name: deps - {name} for name, deps in graph.items() if name}  # the package's own __init__ aside
+    return graph
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -71,7 +96,17 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_import_graph_has_no_cycle():
     graph = import_graph()
     assert len(graph) > 15 and "training" in graph["model"] and "_core" in graph["engine"]  # the walk sees imports
+    assert "sweeps.settings" in graph["sweeps.study"] and "config" in graph["sweeps.space"]  # and the subpackages'
     assert find_cycle(graph) is None, find_cycle(graph)
+
+
+def test_only_the_engine_imports_the_core():
+    """engine.py is the one Python door to the C++ extension: every other
+    module, the package's __init__ included, goes through it."""
+    files = sorted(PACKAGE.rglob("*.py"))
+    known = {module_name(p) for p in files} | {"_core"}
+    users = sorted(module_name(p) or "__init__" for p in files if "_core" in _local_imports(p, known))
+    assert users == ["engine"]
 
 
 def test_the_cycle_finder_finds_a_cycle():

@@ -24,9 +24,9 @@ import pytest
 
 import charrnn_ext
 from charrnn_ext import cli
-from charrnn_ext.sweep_results import ResultsTable, TrialRecord, write_summary_files, write_trial_folder
-from charrnn_ext.sweep_settings import SweepSettings
-from charrnn_ext.sweep_space import SpaceError, load_space, parse_space
+from charrnn_ext.sweeps.results import ResultsTable, TrialRecord, write_summary_files, write_trial_folder
+from charrnn_ext.sweeps.settings import SweepSettings
+from charrnn_ext.sweeps.space import SpaceError, load_space, parse_space
 from conftest import SMALL_TEXT
 from helpers import HAVE_SWEEP
 
@@ -264,6 +264,7 @@ def test_the_results_files_of_finished_trials(tmp_path):
 
 
 @needs_sweep
+@pytest.mark.slow
 def test_four_trials_on_a_local_cluster_prune_the_hopeless_one(tmp_path, text_file, capsys, monkeypatch):
     # eta 1e-7 learns nothing in 300 updates: hopeless. With the sampler's seed 6 the
     # trials ask for eta 0.1, 0.1, 1e-7, 0.1, so trial 2 runs after a good trial has
@@ -393,6 +394,7 @@ def dask_cluster(tmp_path_factory):
 
 
 @needs_sweep
+@pytest.mark.slow
 def test_a_sweep_on_a_running_cluster_gets_every_file_back(tmp_path, text_file, dask_cluster, capsys):
     # the client's folder (text, space, --out) is not the worker's; seq-length 99999 does not
     # fit the text, so half the grid fails, and the sweep goes on
@@ -471,6 +473,7 @@ def test_a_sweep_on_a_running_cluster_gets_every_file_back(tmp_path, text_file, 
 
 
 @needs_sweep
+@pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_replaced_and_the_trial_resumes(tmp_path, text_file, dask_cluster):
     space = {
         "fixed": {
@@ -530,6 +533,7 @@ def test_a_worker_killed_mid_trial_is_replaced_and_the_trial_resumes(tmp_path, t
 
 
 @needs_sweep
+@pytest.mark.slow
 def test_ctrl_c_then_resume_accounts_for_every_trial_once(tmp_path, text_file):
     space = tmp_path / "space.toml"
     fixed = "\n".join(f"{k} = {v}" for k, v in TINY.items() if k != "sample-every")

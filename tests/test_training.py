@@ -20,7 +20,7 @@ from charrnn_ext.layout import copy_params, init_opt_state
 from charrnn_ext.model import CharRNN
 from charrnn_ext.report import fence, fmt, samples_markdown
 from charrnn_ext.runfolder import LOCK_FILE, RUN_FILES, metrics_csv, read_metrics_csv
-from charrnn_ext.state import MetricRow, SampleRecord
+from charrnn_ext.state import SMOOTHING, MetricRow, SampleRecord
 from charrnn_ext.training import StopTraining, TrainingDiverged, steps_per_epoch
 from conftest import SMALL_TEXT, TINY
 
@@ -115,7 +115,7 @@ def test_smooth_recurrence_exact_and_losses_match_core():
     smooth = steps[0].loss
     assert steps[0].smooth_loss == smooth
     for r in steps[1:]:
-        smooth = 0.999 * smooth + 0.001 * r.loss
+        smooth = SMOOTHING * smooth + (1.0 - SMOOTHING) * r.loss
         assert r.smooth_loss == smooth  # exact, not approximate
     spe = steps_per_epoch(c.train.size, 10)
     assert spe == 205
@@ -155,7 +155,7 @@ def test_metrics_csv_rows_follow_the_recurrence(tmp_path):
     assert [r.step for r in rows] == list(range(1, 121))
     assert rows[0].smooth_loss == rows[0].loss
     for prev, cur in itertools.pairwise(rows):
-        assert cur.smooth_loss == 0.999 * prev.smooth_loss + 0.001 * cur.loss
+        assert cur.smooth_loss == SMOOTHING * prev.smooth_loss + (1.0 - SMOOTHING) * cur.loss
     measured = [r.step for r in rows if r.val_loss is not None]
     assert measured == [50, 100]
     assert all(r.val_chars == 100 for r in rows if r.val_loss is not None)

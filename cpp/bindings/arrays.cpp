@@ -242,25 +242,42 @@ double unit_interval(py::handle obj, const char* name) {
     return v;
 }
 
-OptConfig opt_config(py::handle optimizer, py::handle eta, py::handle clip, py::handle clip_mode, py::handle gamma,
-                     py::handle beta1, py::handle beta2, py::handle eps) {
-    OptConfig c;
-    c.opt = choice<Optimizer>(optimizer);
-    c.clip_mode = choice<ClipMode>(clip_mode);
-    c.eta = positive_finite(eta, "eta");
-    c.clip = positive_finite(clip, "clip");
-    c.gamma = unit_interval(gamma, "gamma");
-    c.beta1 = unit_interval(beta1, "beta1");
-    c.beta2 = unit_interval(beta2, "beta2");
-    c.eps = positive_finite(eps, "eps");
-    return c;
-}
-
 Dropout dropout_config(py::handle p, py::handle seed) {
     Dropout d;
     d.p = unit_interval(p, "dropout");
     d.seed = seed_value(seed, "seed");
     return d;
+}
+
+UpdateOptions update_options(py::handle options) {
+    if (!is_mapping(options))
+        fail_type("options must be a dict of the update's option values (charrnn_ext.config.update_options), got " +
+                  type_name(options));
+    std::vector<std::string> read;  // the keys read below, in order: the ones the mapping may have
+    auto get = [&](const char* key) -> py::object {
+        read.emplace_back(key);
+        try {
+            return options[py::str(key)];
+        } catch (py::error_already_set& e) {
+            if (!e.matches(PyExc_KeyError)) throw;
+            fail_value(std::string("options has no '") + key +
+                       "' entry (build the mapping with charrnn_ext.config.update_options)");
+        }
+    };
+    UpdateOptions u;
+    u.opt.opt = choice<Optimizer>(get("optimizer"));
+    u.opt.eta = positive_finite(get("eta"), "eta");
+    u.opt.clip = positive_finite(get("clip"), "clip");
+    u.opt.clip_mode = choice<ClipMode>(get("clip_mode"));
+    u.opt.gamma = unit_interval(get("gamma"), "gamma");
+    u.opt.beta1 = unit_interval(get("beta1"), "beta1");
+    u.opt.beta2 = unit_interval(get("beta2"), "beta2");
+    u.opt.eps = positive_finite(get("eps"), "eps");
+    u.drop = dropout_config(get("dropout"), get("seed"));
+    std::string known;
+    for (const auto& k : read) known += (known.empty() ? "" : ", ") + k;
+    reject_unknown_keys(options, "options", read, nullptr, "an update reads " + known);
+    return u;
 }
 
 SampleOptions sample_options(py::handle top_k, py::handle top_p, py::handle greedy) {
@@ -498,7 +515,7 @@ void check_index_range(const py::array& a, const char* name, std::size_t begin, 
     });
 }
 
-Chunk load_chunk(py::handle X_obj, py::handle Y_obj, std::size_t K) {
+Chunk read_chunk(py::handle X_obj, py::handle Y_obj, std::size_t K) {
     Chunk c{index_array(X_obj, "X", true), index_array(Y_obj, "Y", true)};
     if (c.X.ndim() != c.Y.ndim() || c.X.shape(0) != c.Y.shape(0) ||
         (c.X.ndim() == 2 && c.X.shape(1) != c.Y.shape(1)))

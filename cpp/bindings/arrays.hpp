@@ -62,9 +62,19 @@ E choice(py::handle obj) {
     fail_value("unknown " + std::string(Names<E>::what) + " '" + v + "'; expected one of " + allowed);
 }
 
-OptConfig opt_config(py::handle optimizer, py::handle eta, py::handle clip, py::handle clip_mode, py::handle gamma,
-                     py::handle beta1, py::handle beta2, py::handle eps);
 Dropout dropout_config(py::handle p, py::handle seed);
+
+// What one update reads besides the arrays: the optimiser, its learning rate
+// and constants, the clipping and the dropout. Python passes them as one
+// mapping, `options`, built from the option table by
+// charrnn_ext.config.update_options; they are read in update_options() and
+// nowhere else. Adding an option: its row in the table (update=True) and one
+// read there; a key the mapping has and the reads do not is refused.
+struct UpdateOptions {
+    OptConfig opt;
+    Dropout drop;
+};
+UpdateOptions update_options(py::handle options);
 SampleOptions sample_options(py::handle top_k, py::handle top_p, py::handle greedy);
 
 // ---------------------------------------------------------------- parameters
@@ -153,7 +163,7 @@ struct Chunk {
     py::array X, Y;
     std::size_t B = 1, n = 0;
 };
-Chunk load_chunk(py::handle X, py::handle Y, std::size_t K);
+Chunk read_chunk(py::handle X, py::handle Y, std::size_t K);
 
 // Calls f(x, y) with typed pointers to X and Y: their own type when they
 // share a dtype, else both widened to int64 (never narrowed).
@@ -174,7 +184,8 @@ void with_chunk(const Chunk& c, F&& f) {
     f(X.data(), Y.data());
 }
 
-// Calls f.template operator()<T>() with T the parameters' float type.
+// Calls f(T()) with T the parameters' float type (double or float): f's
+// generic parameter carries the type, the value is unused.
 template <typename F>
 decltype(auto) with_scalar(Scalar s, F&& f) {
     if (s == Scalar::f64) return f(double());

@@ -31,7 +31,7 @@ template <typename T>
 py::dict numerical_impl(py::handle params, const ParamInfo& info, py::handle X, py::handle Y, py::handle h0,
                         const Dropout& drop, double step) {
     const Arrays<T> P = load_params<T>(params, info, false);
-    const Chunk c = load_chunk(X, Y, info.lay.K);
+    const Chunk c = read_chunk(X, Y, info.lay.K);
     py::array_t<T> h = initial_states<T>(h0, info.lay, c.B);
     const auto specs = info.lay.arrays();
     std::vector<std::vector<double>> wide(specs.size());

@@ -15,7 +15,7 @@ template <typename T>
 py::tuple loss_and_grads_impl(py::handle params, const ParamInfo& info, py::handle X, py::handle Y, py::handle h0,
                               const Dropout& drop, std::size_t threads, Precision prec) {
     const Arrays<T> P = load_params<T>(params, info, false);
-    const Chunk c = load_chunk(X, Y, info.lay.K);
+    const Chunk c = read_chunk(X, Y, info.lay.K);
     py::array_t<T> h = initial_states<T>(h0, info.lay, c.B);
     std::vector<T*> g;
     py::dict grads = new_like<T>(info, P, g);
@@ -28,10 +28,9 @@ py::tuple loss_and_grads_impl(py::handle params, const ParamInfo& info, py::hand
     return py::make_tuple(loss, grads, h);
 }
 
-// The precision of the matrix products: 'full' (the parameters' type) or
-// 'bfloat16' (float32 parameters only).
-Precision precision_for(py::handle precision, const ParamInfo& info) {
-    const Precision p = choice<Precision>(precision);
+// The precision of the matrix products, checked against the parameters:
+// bfloat16 products need float32 parameters.
+Precision precision_for(Precision p, const ParamInfo& info) {
     if (p == Precision::bf16 && info.scalar != Scalar::f32)
         fail_value("precision 'bfloat16' needs float32 parameters (bfloat16 products with float32 master weights); "
                    "these are float64");
@@ -64,7 +63,7 @@ py::tuple train_step_impl(py::handle params, const ParamInfo& info, py::handle o
     const OptState<T> st = load_opt_state<T>(opt_state, info, cfg.opt, P.spans);
     require_counter(st, cfg, drop);
     require_room(st, 1);
-    const Chunk c = load_chunk(X, Y, info.lay.K);
+    const Chunk c = read_chunk(X, Y, info.lay.K);
     py::array_t<T> h = initial_states<T>(h0, info.lay, c.B);
     T* hs = h.mutable_data();
     std::uint64_t t = st.t_value;
@@ -165,35 +164,30 @@ void bind_train(py::module_& m) {
             Dropout drop = dropout_config(dropout, seed);
             drop.update = count(update, "update");
             const std::size_t nt = thread_count(threads);
-            const Precision prec = precision_for(precision, info);
+            const Precision prec = precision_for(choice<Precision>(precision), info);
             return with_scalar(info.scalar, [&](auto v) {
                 return loss_and_grads_impl<decltype(v)>(params, info, X, Y, h0, drop, nt, prec);
             });
         },
         py::arg("params"), py::arg("X"), py::arg("Y"), py::arg("h0"), py::kw_only(), py::arg("cell"),
-        py::arg("dropout"), py::arg("seed"), py::arg("update"), py::arg("threads"), py::arg("precision") = "full",  // TEMP until the options object carries it
+        py::arg("dropout"), py::arg("seed"), py::arg("update"), py::arg("threads"), py::arg("precision"),
         "Loss summed over the chunk X -> Y ((T,) or (streams, T)), raw gradients keyed like params, and the "
         "final states (streams, layers, S*m). Returns (loss, grads, h).");
 
     m.def(
         "train_step",
         [](py::handle params, py::handle opt_state, py::handle X, py::handle Y, py::handle h0, py::handle cell,
-           py::handle optimizer, py::handle eta, py::handle clip, py::handle clip_mode, py::handle gamma,
-           py::handle beta1, py::handle beta2, py::handle eps, py::handle dropout, py::handle seed,
-           py::handle threads, py::handle precision) {
+           py::handle options, py::handle threads, py::handle precision) {
             const ParamInfo info = inspect_params(params, cell);
-            const OptConfig cfg = opt_config(optimizer, eta, clip, clip_mode, gamma, beta1, beta2, eps);
-            const Dropout drop = dropout_config(dropout, seed);
+            const UpdateOptions u = update_options(options);
             const std::size_t nt = thread_count(threads);
-            const Precision prec = precision_for(precision, info);
+            const Precision prec = precision_for(choice<Precision>(precision), info);
             return with_scalar(info.scalar, [&](auto v) {
-                return train_step_impl<decltype(v)>(params, info, opt_state, X, Y, h0, cfg, drop, nt, prec);
+                return train_step_impl<decltype(v)>(params, info, opt_state, X, Y, h0, u.opt, u.drop, nt, prec);
             });
         },
         py::arg("params"), py::arg("opt_state"), py::arg("X"), py::arg("Y"), py::arg("h0"), py::kw_only(),
-        py::arg("cell"), py::arg("optimizer"), py::arg("eta"), py::arg("clip"), py::arg("clip_mode"),
-        py::arg("gamma"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("dropout"), py::arg("seed"),
-        py::arg("threads"), py::arg("precision") = "full",  // TEMP until the options object carries it
+        py::arg("cell"), py::arg("options"), py::arg("threads"), py::arg("precision"),
         "One update (forward, BPTT, clipping, optimiser) on the chunk X -> Y, in place on params and opt_state. "
         "Returns (loss, h).");
 
@@ -201,13 +195,10 @@ void bind_train(py::module_& m) {
         "train_steps",
         [](py::handle params, py::handle opt_state, py::handle data, py::handle h0, py::handle n_steps,
            py::handle seq_length, py::handle batch_size, py::handle positions, py::handle cell,
-           py::handle optimizer, py::handle eta, py::handle clip, py::handle clip_mode, py::handle gamma,
-           py::handle beta1, py::handle beta2, py::handle eps, py::handle dropout, py::handle seed,
-           py::handle threads, py::handle precision) {
+           py::handle options, py::handle threads, py::handle precision) {
             const ParamInfo info = inspect_params(params, cell);
-            const OptConfig cfg = opt_config(optimizer, eta, clip, clip_mode, gamma, beta1, beta2, eps);
-            const Dropout drop = dropout_config(dropout, seed);
-            const Precision prec = precision_for(precision, info);
+            const UpdateOptions u = update_options(options);
+            const Precision prec = precision_for(choice<Precision>(precision), info);
             const std::size_t n = count(n_steps, "n_steps");
             if (n > kMaxCount) fail_value("n_steps is too large: " + std::to_string(n) + " is more than 2**32 updates "
                                           "in one call; split the work into several calls");
@@ -215,14 +206,13 @@ void bind_train(py::module_& m) {
             const std::size_t B = positive_count(batch_size, "batch_size");
             const std::size_t nt = thread_count(threads);
             return with_scalar(info.scalar, [&](auto v) {
-                return train_steps_impl<decltype(v)>(params, info, opt_state, data, h0, n, T, B, positions, cfg, drop,
-                                                     nt, prec);
+                return train_steps_impl<decltype(v)>(params, info, opt_state, data, h0, n, T, B, positions, u.opt,
+                                                     u.drop, nt, prec);
             });
         },
         py::arg("params"), py::arg("opt_state"), py::arg("data"), py::arg("h0"), py::kw_only(), py::arg("n_steps"),
-        py::arg("seq_length"), py::arg("batch_size"), py::arg("positions"), py::arg("cell"), py::arg("optimizer"),
-        py::arg("eta"), py::arg("clip"), py::arg("clip_mode"), py::arg("gamma"), py::arg("beta1"), py::arg("beta2"),
-        py::arg("eps"), py::arg("dropout"), py::arg("seed"), py::arg("threads"), py::arg("precision") = "full",  // TEMP until the options object carries it
+        py::arg("seq_length"), py::arg("batch_size"), py::arg("positions"), py::arg("cell"), py::arg("options"),
+        py::arg("threads"), py::arg("precision"),
         "n_steps updates walking data with batch_size streams over contiguous segments. Returns (losses, h "
         "(streams, layers, S*m), positions (streams,), wraps (streams,), diverged).");
 }

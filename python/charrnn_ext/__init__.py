@@ -12,12 +12,11 @@ into a PyTorch module (needs ``[torch]``; not imported by this package).
 (needs ``[sweep]``; Optuna and Dask are imported when a sweep starts).
 """
 
-from ._core import simd_level
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import CELLS, CLIP_MODES, OPTIMIZERS, OPTIONS, PRESETS, TrainConfig
 from .data import Corpus, Vocabulary, builtin_corpus, load_corpus, load_text
-from .engine import evaluate_loss, loss_and_grads, numerical_grads, sample, train_step, train_steps
-from .export_onnx import onnx_model, save_onnx
+from .engine import evaluate_loss, loss_and_grads, numerical_grads, sample, simd_level, train_step, train_steps
+from .export.onnx import onnx_model, save_onnx
 from .gradcheck import GradCheckReport, check_gradients, gradient_check
 from .layout import (
     PARAM_NAMES,
@@ -34,7 +33,7 @@ from .layout import (
 from .model import CharRNN
 from .runfolder import write_report
 from .state import Checkpoint, TrainState
-from .sweep_run import sweep
+from .sweeps.run import sweep
 from .training import Progress, StopTraining, Trainer, TrainingDiverged, TrainResult
 from .version import package_version
 

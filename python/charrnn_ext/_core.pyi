@@ -8,7 +8,9 @@ NumPy arrays of one float dtype (float32 or float64) under the network names
 the classic names (U, W, V, b, c); the cell is read from the shapes and
 `cell` (None or a name) only checks it. States are returned as
 (streams, layers, S*m) by the training functions and (layers, S*m) by
-evaluate_loss and sample, S = 2 for lstm.
+evaluate_loss and sample, S = 2 for lstm. The training functions take the
+update's options (optimiser, learning rate, clipping, dropout, seed) as one
+mapping, `options`, made by charrnn_ext.config.update_options.
 """
 
 from collections.abc import Mapping, Sequence
@@ -46,16 +48,7 @@ def train_step(
     h0: np.ndarray | None,
     *,
     cell: str | None,
-    optimizer: str,
-    eta: float,
-    clip: float,
-    clip_mode: str,
-    gamma: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    dropout: float,
-    seed: int,
+    options: Mapping[str, object],
     threads: int,
     precision: str,
 ) -> tuple[float, np.ndarray]:
@@ -72,16 +65,7 @@ def train_steps(
     batch_size: int,
     positions: _Indices | None,
     cell: str | None,
-    optimizer: str,
-    eta: float,
-    clip: float,
-    clip_mode: str,
-    gamma: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    dropout: float,
-    seed: int,
+    options: Mapping[str, object],
     threads: int,
     precision: str,
 ) -> tuple[np.ndarray, np.ndarray, npt.NDArray[np.int64], npt.NDArray[np.int64], bool]:

@@ -21,15 +21,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .config import OPTIONS, Option, TrainConfig, group, model_options, option, shown
-from .sweep_settings import DEFAULT_TRIALS, PRUNERS, SAMPLERS
+from .sweeps.settings import DEFAULT_TRIALS, PRUNERS, SAMPLERS
 from .trainplan import plan_length, plan_options
 from .version import package_version
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-#: `charrnn gradcheck` perturbs every parameter of a forward pass in long
-#: double; above this much work (gradcheck.numerical_work; about a minute) it
-#: is refused.
-GRADCHECK_MAX_WORK = 1e10
 
 
 class _UsageError(Exception):
@@ -296,131 +292,170 @@ def _unique_run_folder() -> Path:
     raise OSError(f"could not create a new run folder under {base}")
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .data import load_corpus
-    from .model import CharRNN
-    from .runfolder import RunFolder
-    from .training import TrainingDiverged, steps_per_epoch
+class _SamplePrinter:
+    """The training callback of ``charrnn train``: prints each sample the
+    run takes, with its update and losses, to stdout."""
 
-    names = [o.name for o in OPTIONS if o.group in ("model", "train")]
-    given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-    out_stream = _Stdout()
+    def __init__(self, out: _Stdout) -> None:
+        self.out = out
 
-    def show(rec) -> None:
+    def __call__(self, rec: Any) -> None:
         if rec.sample is None:
             return
         val = f", validation loss {rec.val_loss:.4f}/char" if rec.val_loss is not None else ""
         smooth = "n/a" if rec.step == 0 else f"{rec.smooth_loss:.4f}"
-        out_stream.write(
-            f"----- update {rec.step} (epoch {rec.epoch}), smooth loss {smooth}{val}\n{rec.sample}\n-----\n"
-        )
+        self.out.write(f"----- update {rec.step} (epoch {rec.epoch}), smooth loss {smooth}{val}\n{rec.sample}\n-----\n")
 
+
+def _session(args: argparse.Namespace, out: Path, printer: _SamplePrinter) -> dict[str, Any]:
+    """The keyword arguments of one training session, new or resumed."""
+    return dict(
+        out=out,
+        callback=printer,
+        progress=not args.no_progress,
+        max_steps=args.stop_after,
+        max_minutes=args.max_minutes,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    names = [o.name for o in OPTIONS if o.group in ("model", "train")]
+    given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.resume is not None:
-        run = Path(args.resume)
-        if args.out is not None and Path(args.out).resolve() != run.resolve():
-            raise ValueError(
-                f"--out {args.out} conflicts with --resume {args.resume}; a resumed run is written to its own folder"
-            )
-        if not (run / "last.npz").is_file():
-            hint = (
-                f" (the run in {run} stopped before its first checkpoint: start it again, with --force to "
-                f"replace its files)"
-                if (run / "config.json").is_file()
-                else ""
-            )
-            raise FileNotFoundError(f"cannot resume: {run / 'last.npz'} not found{hint}")
-        model = CharRNN.load(run / "last.npz")
-        if model.state is None:
-            raise ValueError(f"{run / 'last.npz'} holds no training state")
-        stored = {**TrainConfig.from_dict(model.state.config).to_dict(), **model.meta()}
-        if args.preset is not None:
-            run_preset = RunFolder(run).run_info().get("preset") or "classic"
-            if args.preset != run_preset:
-                raise ValueError(
-                    f"--preset {args.preset} differs from the run's preset {run_preset}; training "
-                    f"options cannot change on --resume"
-                )
-        for k, v in given.items():
-            if k != "threads" and stored.get(k) != v:
-                raise ValueError(
-                    f"{option(k).flag} {v} differs from the run's value {stored.get(k)}; training "
-                    f"options cannot change on --resume"
-                )
-        total = args.steps
-        if args.epochs is not None:
-            cfg = model.state.config
-            total = round(
-                args.epochs * steps_per_epoch(model.state.corpus["n_train"], cfg["seq_length"], cfg["batch_size"])
-            )
-        data = None if args.text is None else Path(args.text)
-        out, made, existed = run, False, True
-        _echo(f"resuming {run} at update {model.step}")
+        return _train_resumed(args, given)
+    return _train_new(args, given)
 
-        def call(**kw):
-            return model.resume(data, total_steps=total, threads=given.get("threads"), **kw)
-    else:
-        preset, opts = plan_options({**given, "preset": args.preset})
-        corpus = load_corpus(args.text, opts["val_fraction"])
-        model = CharRNN.new(corpus.vocab, **model_options(opts))
-        made = args.out is None
-        existed = not made and Path(args.out).exists()
-        out = Path(args.out) if args.out is not None else _unique_run_folder()
-        steps, epochs = plan_length(args.steps, args.epochs, args.max_minutes)
-        _echo(
-            f"training on {corpus.source}: {corpus.train.size:,} training / {corpus.val.size:,} validation "
-            f"characters, vocabulary {corpus.vocab.size}; {model.cell} x {model.layers} layer(s) of "
-            f"{model.hidden} units ({model.n_params:,} parameters); run folder {out}"
-        )
-        train_opts = {k: opts[k] for k in TrainConfig.names()}
-        run_info = {
-            "preset": preset,
-            "steps": args.steps,
-            "epochs": epochs,
-            "max_minutes": args.max_minutes,
-            "options": opts,
-        }
 
-        def call(**kw):
-            return model.fit(
-                corpus, steps=steps, epochs=epochs, run_info=run_info, force=args.force, **train_opts, **kw
-            )
+def _train_new(args: argparse.Namespace, given: dict[str, Any]) -> int:
+    """``charrnn train`` without --resume: a new model and a new run folder
+    (made here when --out is not given)."""
+    from .data import load_corpus
+    from .model import CharRNN
+    from .training import TrainingDiverged
 
-    resume_hint = f"resume with: charrnn train --resume {out}"
-
-    def cleanup() -> str:
-        """After a new run that saved no checkpoint (the trainer has removed
-        what it wrote): remove the folder made for it if it is empty."""
-        if made:
-            with contextlib.suppress(OSError):
-                out.rmdir()
-        return f" ({out} removed)" if not existed and not out.exists() else ""
-
+    preset, opts = plan_options({**given, "preset": args.preset})
+    corpus = load_corpus(args.text, opts["val_fraction"])
+    model = CharRNN.new(corpus.vocab, **model_options(opts))
+    made = args.out is None
+    existed = not made and Path(args.out).exists()
+    out = Path(args.out) if args.out is not None else _unique_run_folder()
+    steps, epochs = plan_length(args.steps, args.epochs, args.max_minutes)
+    _echo(
+        f"training on {corpus.source}: {corpus.train.size:,} training / {corpus.val.size:,} validation "
+        f"characters, vocabulary {corpus.vocab.size}; {model.cell} x {model.layers} layer(s) of "
+        f"{model.hidden} units ({model.n_params:,} parameters); run folder {out}"
+    )
+    run_info = {
+        "preset": preset,
+        "steps": args.steps,
+        "epochs": epochs,
+        "max_minutes": args.max_minutes,
+        "options": opts,
+    }
+    printer = _SamplePrinter(_Stdout())
     try:
-        result = call(
-            out=out,
-            callback=show,
-            progress=not args.no_progress,
-            max_steps=args.stop_after,
-            max_minutes=args.max_minutes,
+        result = model.fit(
+            corpus,
+            steps=steps,
+            epochs=epochs,
+            run_info=run_info,
+            force=args.force,
+            **{k: opts[k] for k in TrainConfig.names()},
+            **_session(args, out, printer),
         )
     except KeyboardInterrupt:
-        if model.state is not None and (out / "last.npz").exists():
-            _echo(f"\ninterrupted at update {model.step}; the run is saved in {out}; {resume_hint}")
+        if (out / "last.npz").exists():
+            _echo(f"\ninterrupted at update {model.step}; the run is saved in {out}; {_resume_hint(out)}")
         else:
-            _echo(f"\ninterrupted before the first checkpoint; nothing was saved{cleanup()}")
+            _echo(f"\ninterrupted before the first checkpoint; nothing was saved{_discard(out, made, existed)}")
         return EXIT_INTERRUPTED
     except TrainingDiverged as exc:
         _err(str(exc))
         return EXIT_FAIL
     except BaseException:
-        if args.resume is None:
-            cleanup()
+        _discard(out, made, existed)
         raise
+    return _train_done(result, out, printer.out)
+
+
+def _discard(out: Path, made: bool, existed: bool) -> str:
+    """After a new run that saved no checkpoint (the trainer has removed what
+    it wrote): remove the folder made for it if it is empty. Returns the note
+    for the message."""
+    if made:
+        with contextlib.suppress(OSError):
+            out.rmdir()
+    return f" ({out} removed)" if not existed and not out.exists() else ""
+
+
+def _resume_hint(out: Path) -> str:
+    return f"resume with: charrnn train --resume {out}"
+
+
+def _train_resumed(args: argparse.Namespace, given: dict[str, Any]) -> int:
+    """``charrnn train --resume DIR``: the run in DIR continues from its last
+    checkpoint, with its own options (only --threads may change)."""
+    from .model import CharRNN
+    from .runfolder import RunFolder
+    from .training import TrainingDiverged, steps_per_epoch
+
+    run = Path(args.resume)
+    if args.out is not None and Path(args.out).resolve() != run.resolve():
+        raise ValueError(
+            f"--out {args.out} conflicts with --resume {args.resume}; a resumed run is written to its own folder"
+        )
+    if not (run / "last.npz").is_file():
+        hint = (
+            f" (the run in {run} stopped before its first checkpoint: start it again, with --force to "
+            f"replace its files)"
+            if (run / "config.json").is_file()
+            else ""
+        )
+        raise FileNotFoundError(f"cannot resume: {run / 'last.npz'} not found{hint}")
+    model = CharRNN.load(run / "last.npz")
+    state = model.state
+    if state is None:
+        raise ValueError(f"{run / 'last.npz'} holds no training state")
+    stored = {**TrainConfig.from_dict(state.config).to_dict(), **model.meta()}
+    if args.preset is not None:
+        run_preset = RunFolder(run).run_info().get("preset") or "classic"
+        if args.preset != run_preset:
+            raise ValueError(
+                f"--preset {args.preset} differs from the run's preset {run_preset}; training "
+                f"options cannot change on --resume"
+            )
+    for k, v in given.items():
+        if k != "threads" and stored.get(k) != v:
+            raise ValueError(
+                f"{option(k).flag} {v} differs from the run's value {stored.get(k)}; training "
+                f"options cannot change on --resume"
+            )
+    total = args.steps
+    if args.epochs is not None:
+        cfg = state.config
+        total = round(args.epochs * steps_per_epoch(state.corpus["n_train"], cfg["seq_length"], cfg["batch_size"]))
+    data = None if args.text is None else Path(args.text)
+    _echo(f"resuming {run} at update {model.step}")
+    printer = _SamplePrinter(_Stdout())
+    try:
+        result = model.resume(data, total_steps=total, threads=given.get("threads"), **_session(args, run, printer))
+    except KeyboardInterrupt:
+        _echo(f"\ninterrupted at update {model.step}; the run is saved in {run}; {_resume_hint(run)}")
+        return EXIT_INTERRUPTED
+    except TrainingDiverged as exc:
+        _err(str(exc))
+        return EXIT_FAIL
+    return _train_done(result, run, printer.out)
+
+
+def _train_done(result: Any, out: Path, stdout: _Stdout) -> int:
+    """The closing lines of a training session: where a stopped run is saved,
+    or the final passage and the run's numbers."""
     if result.stopped:
-        _echo(f"stopped at update {result.step}; saved in {out}; {resume_hint}")
+        _echo(f"stopped at update {result.step}; saved in {out}; {_resume_hint(out)}")
         return EXIT_OK
     which = f"the best model (update {result.best_step})" if result.best_step >= 0 else "the initial model"
-    out_stream.write(f"----- {len(result.passage or '')} characters from {which}:\n{result.passage or ''}\n")
+    stdout.write(f"----- {len(result.passage or '')} characters from {which}:\n{result.passage or ''}\n")
     val = "n/a" if result.final_val_loss is None else f"{result.final_val_loss:.4f}"
     if result.time_limited:
         _echo(f"the {result.seconds / 60:.1f}-minute budget is used up: the run ends at update {result.step}")
@@ -467,7 +502,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _cmd_gradcheck(args: argparse.Namespace) -> int:
     from .data import Vocabulary, builtin_corpus, load_text
-    from .gradcheck import gradient_check, numerical_work
+    from .gradcheck import COMMAND_CHECK_SECONDS, gradient_check, numerical_seconds
     from .layout import n_params
 
     text = builtin_corpus() if args.text is None else load_text(args.text)
@@ -481,12 +516,12 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
         )
     vocab = Vocabulary.from_text(text)
     P = n_params(args.cell, vocab.size, args.hidden, args.layers)
-    work = numerical_work(args.cell, vocab.size, args.hidden, args.layers, T)
-    if work > GRADCHECK_MAX_WORK:
+    seconds = numerical_seconds(args.cell, vocab.size, args.hidden, args.layers, T)
+    if seconds > COMMAND_CHECK_SECONDS:  # every parameter is perturbed in turn
         raise ValueError(
             f"the numerical gradient of this check ({args.cell}, {args.layers} layer(s) of "
             f"{args.hidden} units, {vocab.size} characters: {P:,} parameters, {T} steps) would take "
-            f"about {work / 2e8 / 60:,.0f} minutes; choose a smaller --hidden, --layers or --seq-length, "
+            f"about {seconds / 60:,.0f} minutes; choose a smaller --hidden, --layers or --seq-length, "
             f"or a text with fewer distinct characters"
         )
     data = vocab.encode(text[: T + 1]).astype("int64")
@@ -541,9 +576,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(source)
     try:
         if fmt == "onnx":
-            from .export_onnx import save_onnx as save
+            from .export.onnx import save_onnx as save
         else:
-            from .torch import save_torch as save
+            from .export.torch import save_torch as save
         save(ckpt, out)
     except ImportError as exc:
         _err(
@@ -560,7 +595,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep_run import sweep
+    from .sweeps.run import sweep
 
     try:
         table = sweep(

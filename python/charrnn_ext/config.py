@@ -23,8 +23,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import _core
-
 __all__ = [
     "CELLS",
     "CLIP_MODES",
@@ -34,6 +32,7 @@ __all__ = [
     "OPTIMIZERS",
     "OPTIONS",
     "PRESETS",
+    "UPDATE_OPTIONS",
     "Option",
     "TrainConfig",
     "default",
@@ -41,16 +40,20 @@ __all__ = [
     "option",
     "param_dtype",
     "precision_of",
+    "update_options",
 ]
 
-#: The choices the C++ core understands (defined there, read from there).
-CELLS: tuple[str, ...] = tuple(_core.CELLS)
-OPTIMIZERS: tuple[str, ...] = tuple(_core.OPTIMIZERS)
-CLIP_MODES: tuple[str, ...] = tuple(_core.CLIP_MODES)
+#: The choices the C++ core understands, in its order. The core lists them too
+#: (``_core.CELLS``, ...); :mod:`charrnn_ext.engine` refuses to load a core
+#: whose lists differ, so the two cannot drift apart.
+CELLS: tuple[str, ...] = ("rnn", "lstm", "gru")
+OPTIMIZERS: tuple[str, ...] = ("adagrad", "rmsprop", "adam")
+CLIP_MODES: tuple[str, ...] = ("elementwise", "global_norm", "none")
 #: "bfloat16" is mixed precision: float32 parameters (and optimiser state,
 #: gates, softmax, loss) with the operands of every matrix product of
 #: training rounded to bfloat16 and their sums kept in float32.
 DTYPES: tuple[str, ...] = ("float64", "float32", "bfloat16")
+
 #: How the learning rate changes over a run (see :meth:`TrainConfig.lr_at`).
 LR_SCHEDULES: tuple[str, ...] = ("step", "linear", "cosine")
 
@@ -79,6 +82,7 @@ class Option:
     high_open: bool = False
     optional: bool = False
     metavar: str | None = None
+    update: bool = False
 
     @property
     def flag(self) -> str:
@@ -185,6 +189,7 @@ OPTIONS: tuple[Option, ...] = (
         low=0,
         high=2**64,
         high_open=True,
+        update=True,
     ),
     # -- training
     _opt("seq_length", int, 25, "characters per stream per update (BPTT length)", "train", low=1, high=100_000),
@@ -199,7 +204,7 @@ OPTIONS: tuple[Option, ...] = (
         metavar="B",
     ),
     _opt("threads", int, 1, "worker threads (results do not depend on it)", "train", low=1, high=256),
-    _opt("optimizer", str, "adagrad", "optimiser", "train", choices=OPTIMIZERS),
+    _opt("optimizer", str, "adagrad", "optimiser", "train", choices=OPTIMIZERS, update=True),
     _opt(
         "eta",
         float,
@@ -210,6 +215,7 @@ OPTIONS: tuple[Option, ...] = (
         high=10,
         low_open=True,
         optional=True,
+        update=True,
     ),
     _opt(
         "lr_schedule",
@@ -252,7 +258,7 @@ OPTIONS: tuple[Option, ...] = (
         high=_BIG,
         metavar="STEPS",
     ),
-    _opt("clip", float, 5.0, "gradient clipping bound", "train", low=0, high=1e6, low_open=True),
+    _opt("clip", float, 5.0, "gradient clipping bound", "train", low=0, high=1e6, low_open=True, update=True),
     _opt(
         "clip_mode",
         str,
@@ -262,11 +268,24 @@ OPTIONS: tuple[Option, ...] = (
         "clip",
         "train",
         choices=CLIP_MODES,
+        update=True,
     ),
-    _opt("eps", float, 1e-8, "epsilon of the optimiser's denominator", "train", low=0, high=1, low_open=True),
-    _opt("gamma", float, 0.9, "RMSProp decay of the squared-gradient average", "train", low=0, high=1, high_open=True),
-    _opt("beta1", float, 0.9, "Adam first-moment decay", "train", low=0, high=1, high_open=True),
-    _opt("beta2", float, 0.999, "Adam second-moment decay", "train", low=0, high=1, high_open=True),
+    _opt(
+        "eps", float, 1e-8, "epsilon of the optimiser's denominator", "train", low=0, high=1, low_open=True, update=True
+    ),
+    _opt(
+        "gamma",
+        float,
+        0.9,
+        "RMSProp decay of the squared-gradient average",
+        "train",
+        low=0,
+        high=1,
+        high_open=True,
+        update=True,
+    ),
+    _opt("beta1", float, 0.9, "Adam first-moment decay", "train", low=0, high=1, high_open=True, update=True),
+    _opt("beta2", float, 0.999, "Adam second-moment decay", "train", low=0, high=1, high_open=True, update=True),
     _opt(
         "dropout",
         float,
@@ -276,6 +295,7 @@ OPTIONS: tuple[Option, ...] = (
         low=0,
         high=0.95,
         metavar="P",
+        update=True,
     ),
     _opt("log_every", int, 100, "a metrics row every N updates", "train", low=1, high=_BIG, metavar="N"),
     _opt(
@@ -453,6 +473,25 @@ def precision_of(dtype: str) -> str:
     return "bfloat16" if dtype == "bfloat16" else "full"
 
 
+#: The options every update of the core reads, in the table's order.
+UPDATE_OPTIONS: tuple[str, ...] = tuple(o.name for o in OPTIONS if o.update)
+
+
+def update_options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The one mapping the core's training functions take as ``options``:
+    every :data:`UPDATE_OPTIONS` entry, from ``values`` (a run's option
+    values; other keys are ignored) or else its default. A missing or None
+    ``eta`` is the optimiser's :data:`DEFAULT_ETA`. The values are passed as
+    given: the core checks them and names the one it refuses."""
+    out = {name: values.get(name, default(name)) for name in UPDATE_OPTIONS}
+    if out["eta"] is None:
+        # an unknown optimizer is refused by the core, before it looks at eta
+        optimizer = out["optimizer"]
+        fallback = DEFAULT_ETA[default("optimizer")]
+        out["eta"] = DEFAULT_ETA.get(optimizer, fallback) if isinstance(optimizer, str) else fallback
+    return out
+
+
 def model_options(values: Mapping[str, Any]) -> dict[str, Any]:
     """The model options among a run's option values: the keyword
     arguments of CharRNN.new."""
@@ -500,17 +539,17 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def preset_values(name: str) -> dict[str, Any]:
-    """The option values of preset ``name``, with machine-dependent ones resolved."""
+def preset_values(name: str, *, bf16_units: bool = False) -> dict[str, Any]:
+    """The option values of preset ``name``, with machine-dependent ones
+    resolved: the usable cores, and bfloat16 where ``bf16_units`` says the
+    CPU multiplies bfloat16 in hardware (:func:`charrnn_ext.engine.has_bf16_units`)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
     values = dict(PRESETS[name])
     if "threads" in values and values["threads"] is None:
         values["threads"] = min(usable_cores(), option("threads").high or 1)
     if "dtype" in values and values["dtype"] is None:
-        from .engine import has_bf16_units  # the engine imports this module: not at the top
-
-        values["dtype"] = "bfloat16" if has_bf16_units() else "float32"
+        values["dtype"] = "bfloat16" if bf16_units else "float32"
     return values
 
 

@@ -1,6 +1,8 @@
 """The C++ engine's front doors: :mod:`charrnn_ext._core`'s functions with
 their defaults (from :mod:`charrnn_ext.config`) and the states in the shapes
-the caller uses.
+the caller uses. This is the only module that imports ``_core``: the rest of
+the package (training, the model, sampling, the layout) reaches the core
+through the functions here.
 
 Parameters are a dict of NumPy arrays with the classic names (U, W, V, b, c)
 or the network names (:mod:`charrnn_ext.layout`); the cell and the number of
@@ -22,18 +24,31 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
-from .config import DEFAULT_ETA, default
+from .config import CELLS, CLIP_MODES, OPTIMIZERS, default, update_options
 
 __all__ = [
     "bf16_path",
+    "core_layout",
     "evaluate_loss",
     "has_bf16_units",
     "loss_and_grads",
     "numerical_grads",
     "sample",
+    "simd_level",
     "train_step",
     "train_steps",
+    "train_walk",
 ]
+
+# The option table and the compiled core must agree on the names they share;
+# an extension built from another version of the sources is refused here.
+_core_names = (tuple(_core.CELLS), tuple(_core.OPTIMIZERS), tuple(_core.CLIP_MODES))
+if _core_names != (CELLS, OPTIMIZERS, CLIP_MODES):
+    raise ImportError(
+        f"the compiled core charrnn_ext._core knows cells, optimisers and clip modes {_core_names}, "
+        f"but charrnn_ext.config lists {(CELLS, OPTIMIZERS, CLIP_MODES)}: the extension was built from "
+        "other sources; rebuild it (pip install .)"
+    )
 
 
 def bf16_path() -> str:
@@ -62,16 +77,15 @@ def _streams(params: Params, h: np.ndarray) -> np.ndarray:
     return h.reshape(h.shape[0], -1) if "U" in params else h
 
 
-def _opt_args(
-    optimizer: str, eta: float | None, clip: float, clip_mode: str, gamma: float, beta1: float, beta2: float, eps: float
-) -> dict[str, Any]:
-    if eta is None:
-        # an unknown optimizer is refused by the core, before it looks at eta
-        fallback = DEFAULT_ETA[default("optimizer")]
-        eta = DEFAULT_ETA.get(optimizer, fallback) if isinstance(optimizer, str) else fallback
-    return dict(
-        optimizer=optimizer, eta=eta, clip=clip, clip_mode=clip_mode, gamma=gamma, beta1=beta1, beta2=beta2, eps=eps
-    )
+def simd_level() -> str:
+    """The instruction set the core's kernels were chosen for at load time
+    (``CHARRNN_ISA`` in the environment can lower it)."""
+    return _core.simd_level()
+
+
+def core_layout(cell: str, K: int, m: int, layers: int) -> list[tuple[str, str | None, tuple[int, ...]]]:
+    """[(name, classic name or None, shape)] of a network's parameters, in the core's order."""
+    return _core.layout(cell, K, m, layers)
 
 
 def loss_and_grads(
@@ -123,19 +137,12 @@ def train_step(
     optimiser memory, :func:`~charrnn_ext.layout.init_opt_state`; a classic
     AdaGrad memory {U, W, V, b, c} works too). Returns (loss, final state).
     ``eta`` None is the optimiser's default (0.1 for AdaGrad). A non-finite
-    loss or gradient raises ValueError and changes nothing."""
+    loss or gradient raises ValueError and changes nothing. ``precision``
+    'bfloat16' (float32 parameters) computes every matrix product with
+    bfloat16 operands and float32 sums."""
+    options = update_options(locals())  # the keyword arguments named in the option table
     loss, h = _core.train_step(
-        params,
-        state,
-        X,
-        Y,
-        h0,
-        cell=None,
-        **_opt_args(optimizer, eta, clip, clip_mode, gamma, beta1, beta2, eps),
-        dropout=dropout,
-        seed=seed,
-        threads=threads,
-        precision=precision,
+        params, state, X, Y, h0, cell=None, options=options, threads=threads, precision=precision
     )
     return loss, (_streams if np.ndim(X) == 2 else _one_stream)(params, h)
 
@@ -179,14 +186,17 @@ def train_steps(
 
     losses[i] is the summed loss of update i (over B * seq_length
     characters). The walk stops before the first update whose loss or
-    gradient is not finite (diverged = True; that update not applied)."""
+    gradient is not finite (diverged = True; that update not applied).
+    ``precision`` 'bfloat16' (float32 parameters) computes every matrix
+    product with bfloat16 operands and float32 sums."""
     single = (batch_size is None or batch_size == 1) and positions is None
     if not single and pos != 0:
         raise ValueError("pos is for one stream; with batch_size > 1 give positions (one offset per stream)")
     if single and (isinstance(pos, bool) or not isinstance(pos, (int, np.integer))):
         raise TypeError(f"pos must be an integer, got {type(pos).__name__}")
+    options = update_options(locals())  # the keyword arguments named in the option table
     try:
-        losses, h, pos_out, wraps, diverged = _core.train_steps(
+        losses, h, pos_out, wraps, diverged = train_walk(
             params,
             state,
             data,
@@ -195,10 +205,7 @@ def train_steps(
             seq_length=seq_length,
             batch_size=1 if batch_size is None else batch_size,
             positions=[pos] if single else positions,
-            cell=None,
-            **_opt_args(optimizer, eta, clip, clip_mode, gamma, beta1, beta2, eps),
-            dropout=dropout,
-            seed=seed,
+            options=options,
             threads=threads,
             precision=precision,
         )
@@ -214,6 +221,40 @@ def train_steps(
     if single:
         return losses, _one_stream(params, h), int(pos_out[0]), int(wraps[0]), diverged
     return losses, _streams(params, h), pos_out, wraps, diverged
+
+
+def train_walk(
+    params: Params,
+    state: Params,
+    data: IndexArray,
+    h0: np.ndarray | None,
+    *,
+    n_steps: int,
+    seq_length: int,
+    batch_size: int,
+    positions: IndexArray | None,
+    options: Mapping[str, Any],
+    threads: int,
+    precision: str,
+) -> tuple[np.ndarray, np.ndarray, npt.NDArray[np.int64], npt.NDArray[np.int64], bool]:
+    """:func:`train_steps` as the trainer uses it: B streams, the update's
+    options as one mapping (:func:`charrnn_ext.config.update_options`), the
+    precision of the products, and the results as the core gives them
+    (states (B, layers, S*m))."""
+    return _core.train_steps(
+        params,
+        state,
+        data,
+        h0,
+        n_steps=n_steps,
+        seq_length=seq_length,
+        batch_size=batch_size,
+        positions=positions,
+        cell=None,
+        options=options,
+        threads=threads,
+        precision=precision,
+    )
 
 
 def evaluate_loss(

@@ -172,12 +172,27 @@ def check_gradients(
 NET_CHECK_SIG, NET_CHECK_BIAS = 0.15, 0.2
 
 
+#: Multiply-adds per second of the numerical gradient (forward passes in long
+#: double): 1-3e8 measured; the low end, so that time estimates are not short.
+NUMERICAL_RATE = 2e8
+#: The longest numerical gradient ``charrnn gradcheck`` accepts (seconds).
+COMMAND_CHECK_SECONDS = 50.0
+#: The longest a run's own check (gradcheck.md) may take with the run's
+#: vocabulary; above it the check uses the characters of its data alone.
+RUN_CHECK_SECONDS = 3.0
+
+
 def numerical_work(cell: str, K: int, m: int, layers: int, seq_length: int) -> float:
     """About how many multiply-adds the numerical gradient takes: two forward
     passes over seq_length + 1 characters (about P each) for each of the P
-    parameters. The engine does 1-3e8 per second of them in long double."""
+    parameters."""
     P = n_params(cell, K, m, layers)
     return 2.0 * P * P * (seq_length + 1)
+
+
+def numerical_seconds(cell: str, K: int, m: int, layers: int, seq_length: int) -> float:
+    """About how long the numerical gradient takes, at :data:`NUMERICAL_RATE`."""
+    return numerical_work(cell, K, m, layers, seq_length) / NUMERICAL_RATE
 
 
 def gradient_check(

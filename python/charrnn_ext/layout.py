@@ -2,7 +2,7 @@
 one rename between the classic and the network names.
 
 A network is a flat dict of C-contiguous arrays of one float dtype, in the
-order the C++ core uses (``_core.layout``). With G gate blocks per cell (rnn 1,
+order the C++ core uses (:func:`charrnn_ext.engine.core_layout`). With G gate blocks per cell (rnn 1,
 lstm 4, gru 3), hidden size m, vocabulary K, in_0 = K and in_l = m for l > 0,
 layer l has
 
@@ -35,7 +35,7 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
-from . import _core
+from . import engine
 from .config import CELLS, OPTIMIZERS, default
 
 __all__ = [
@@ -65,7 +65,7 @@ STATES = {"rnn": 1, "lstm": 2, "gru": 1}
 
 @functools.lru_cache(maxsize=64)
 def _layout(cell: str, K: int, m: int, layers: int) -> tuple[tuple[str, str | None, tuple[int, ...]], ...]:
-    return tuple((name, alias, tuple(shape)) for name, alias, shape in _core.layout(cell, K, m, layers))
+    return tuple((name, alias, tuple(shape)) for name, alias, shape in engine.core_layout(cell, K, m, layers))
 
 
 #: classic name -> network name of the one-layer rnn (U -> l0.Wx, ...), in the core's order.

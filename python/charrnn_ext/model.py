@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import _core
+from . import engine
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import default, option, precision_of
 from .data import Corpus, Vocabulary, corpus_from_string
@@ -112,6 +112,7 @@ class CharRNN:
         cell = option("cell").check(cell)
         seed = option("seed").check(seed)
         sig = option("sig").check(sig)
+        dt: np.dtype[Any]
         if isinstance(dtype, str) and dtype == "bfloat16":
             dt, precision = np.dtype(np.float32), "bfloat16"
         else:
@@ -320,9 +321,7 @@ class CharRNN:
     def loss(self, text: str, batch_size: int = default("batch_size"), threads: int = default("threads")) -> float:
         """Loss per character of predicting text[1:] from text[:-1], from :attr:`start_state`."""
         data = corpus_from_string(text, 0.0, self.vocab).train
-        total, _ = _core.evaluate_loss(
-            self.params, data, self.start_state, cell=None, batch_size=batch_size, threads=threads
-        )
+        total, _ = engine.evaluate_loss(self.params, data, self.start_state, batch_size=batch_size, threads=threads)
         return float(total) / (len(data) - 1)
 
     # -- persistence --------------------------------------------------------------

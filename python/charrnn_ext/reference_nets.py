@@ -1,5 +1,5 @@
 """Plain NumPy reference for the general networks, written per time step to
-be read next to the equations (cpp/cells.hpp, cpp/network.hpp, cpp/optim.hpp).
+be read next to the equations (cpp/cells.hpp, cpp/engine.hpp, cpp/optim.hpp).
 It is the yardstick the C++ core is tested against.
 
 Cells (s = logistic sigmoid; gate blocks stacked in this order):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import OPTIONS
-from .state import Checkpoint, SampleRecord
+from .state import SMOOTHING, Checkpoint, SampleRecord
 
 __all__ = ["fence", "fmt", "report_markdown", "samples_markdown"]
 
@@ -104,7 +104,7 @@ def report_markdown(
         "Fixed by the method: weights start from N(0, sig²) and biases from 0"
         + (" (the forget gate's from --forget-bias)" if cell == "lstm" else "")
         + "; the recurrent state is carried between chunks and reset to zero at the start of each epoch; "
-        "the smooth loss is 0.999·smooth + 0.001·loss, starting at the first loss"
+        f"the smooth loss is {SMOOTHING:g}·smooth + {1.0 - SMOOTHING:g}·loss, starting at the first loss"
         + ("" if B == 1 else f"; the {B} streams' gradients are summed into one update")
         + ".",
         "",

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import engine
 from .config import default
 from .data import Vocabulary
 
@@ -99,20 +99,7 @@ def sample_text(
     """Feed ``prime`` (a string, an index array, or None for
     :func:`default_start_char`) from ``h0`` (None: zeros) and return the ``n``
     characters drawn after it (the prime is not included)."""
-    idx, seed = _sample_args(vocab, n, temperature, prime, seed)
-    out, _ = _core.sample(
-        params,
-        h0,
-        idx,
-        n=int(n),
-        cell=None,
-        temperature=float(temperature),
-        seed=seed,
-        top_k=top_k,
-        top_p=top_p,
-        greedy=greedy,
-    )
-    return vocab.decode(out)
+    return "".join(_draw(params, vocab, n, None, temperature, prime, seed, h0, top_k, top_p, greedy))
 
 
 def sample_pieces(
@@ -135,25 +122,36 @@ def sample_pieces(
     joined are exactly the text :func:`sample_text` gives."""
     if isinstance(piece, bool) or not isinstance(piece, (int, np.integer)) or piece < 1:
         raise ValueError(f"piece must be a positive integer, got {piece!r}")
+    yield from _draw(params, vocab, n, int(piece), temperature, prime, seed, h0, top_k, top_p, greedy)
+
+
+def _draw(
+    params: Mapping[str, np.ndarray],
+    vocab: Vocabulary,
+    n: Any,
+    piece: int | None,
+    temperature: Any,
+    prime: Any,
+    seed: Any,
+    h0: np.ndarray | None,
+    top_k: int,
+    top_p: float,
+    greedy: bool,
+) -> Iterator[str]:
+    """The one call site of the engine's sampler: ``n`` characters in pieces
+    of ``piece`` (None: all at once), the first call made even for n = 0 so
+    that the arguments are always checked."""
     idx, seed = _sample_args(vocab, n, temperature, prime, seed)
-    h = h0
-    done = 0
-    while done < n:
-        k = min(int(piece), int(n) - done)
-        out, h = _core.sample(
-            params,
-            h,
-            idx,
-            n=k,
-            cell=None,
-            temperature=float(temperature),
-            seed=seed,
-            top_k=top_k,
-            top_p=top_p,
-            greedy=greedy,
-        )
+    size = int(n) if piece is None else piece
+    h, done = h0, 0
+    while True:
+        k = min(size, int(n) - done)
+        out, h = engine.sample(params, h, idx, k, float(temperature), seed, top_k=top_k, top_p=top_p, greedy=greedy)
         if not greedy:  # one SplitMix64 draw per character
             seed = (seed + k * _GOLDEN) % 2**64
-        idx = out[-1:]
         done += k
-        yield vocab.decode(out)
+        if k:
+            idx = out[-1:]
+            yield vocab.decode(out)
+        if done >= n:
+            return

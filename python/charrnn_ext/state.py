@@ -18,6 +18,16 @@ from .data import Vocabulary
 __all__ = ["Checkpoint", "MetricRow", "SampleRecord", "TrainState"]
 
 
+#: The smooth loss is an exponential average of the update losses, starting
+#: at the first one: each update keeps SMOOTHING of it (see :func:`smoothed`).
+SMOOTHING = 0.999
+
+
+def smoothed(smooth: float, loss: float) -> float:
+    """The smooth loss after an update whose loss is ``loss``."""
+    return SMOOTHING * smooth + (1.0 - SMOOTHING) * loss
+
+
 @dataclass(frozen=True)
 class MetricRow:
     """One row of metrics.csv. ``val_loss`` is per character (None: not measured)."""

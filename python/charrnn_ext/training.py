@@ -1,6 +1,6 @@
 """The training loop.
 
-The updates run in C++ (:func:`charrnn_ext._core.train_steps`) in chunks that
+The updates run in C++ (:func:`charrnn_ext.engine.train_walk`) in chunks that
 end at the next *record point*; Python runs the smooth-loss recurrence over
 each returned loss array and keeps the books. Every configuration goes
 through the same engine: B = batch_size streams over B contiguous segments
@@ -49,17 +49,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import _core
-from .config import TrainConfig
+from . import engine
+from .config import TrainConfig, update_options
 from .data import Vocabulary, resolve_corpus, resume_source
 from .fileio import index_sha256
-from .gradcheck import gradient_check, numerical_work
+from .gradcheck import RUN_CHECK_SECONDS, gradient_check, numerical_seconds
 from .layout import copy_params, init_opt_state, state_shape
 from .resources import check_fits, run_bytes
 from .runfolder import RunFolder
 from .sampling import SEED_TAG_PASSAGE, SEED_TAG_PROGRESS, derived_seed, sample_text
 from .signals import ImmediateInterrupt, deferred_interrupts
-from .state import Checkpoint, MetricRow, SampleRecord, TrainState
+from .state import Checkpoint, MetricRow, SampleRecord, TrainState, smoothed
 from .trainplan import DEFAULT_EPOCHS
 from .version import package_version
 
@@ -68,10 +68,6 @@ __all__ = ["Progress", "StopTraining", "TrainResult", "Trainer", "TrainingDiverg
 #: The gradient check a run writes uses a small model of the run's cell with
 #: at most this many layers, so that it costs about a second.
 GRADCHECK_LAYERS = 2
-#: Its cost grows with the square of its parameter count, which grows with the
-#: vocabulary: above this (gradcheck.numerical_work; a few seconds), it checks
-#: the model on the characters of its data alone (at most 26).
-GRADCHECK_MAX_WORK = 6e8
 
 
 class Trainable(Protocol):
@@ -83,6 +79,7 @@ class Trainable(Protocol):
     seed: int
     cell: str
     layers: int
+    precision: str  # of the matrix products: 'full' or 'bfloat16'
 
     @property
     def K(self) -> int: ...
@@ -193,6 +190,8 @@ class Trainer:
             changed = {k for k in config if k != "threads"}
             if changed:
                 raise ValueError(f"cannot change training options when resuming (got {sorted(changed)})")
+            if data is None:
+                data = resume_source(state.corpus)
         base = dict(state.config) if state is not None and state.config else {}
         if (
             "optimizer" in config
@@ -211,9 +210,6 @@ class Trainer:
                         f"cannot change {key} of a run ({old!r} -> {getattr(self.config, key)!r}); "
                         f"call model.reset_training() to start a new run"
                     )
-        if resume and data is None:
-            assert state is not None
-            data = resume_source(state.corpus)
         self.corpus, path = resolve_corpus(data, model.vocab, self.config.val_fraction)
         self.identity = corpus_identity(self.corpus.train, self.corpus.source, self.corpus.val.size, path)
         if state is not None and state.corpus:
@@ -245,6 +241,9 @@ class Trainer:
         if self.folder is not None:
             self.folder.open_for_run(fresh=state is None, force=force)
         self.resume = resume
+        #: The run's state: the model's, or a new one that becomes the
+        #: model's when the run starts.
+        self.state: TrainState = state if state is not None else self._fresh_state()
         self._lr = math.nan
         self._bar: Any = None
         self._ckpt_step: int | None = None
@@ -259,8 +258,7 @@ class Trainer:
 
     def lr_at(self, step: int) -> float:
         """Learning rate of the update that follows ``step`` updates."""
-        s = self.model.state
-        assert s is not None
+        s = self.state
         if s.budget_seconds:
             progress = s.seconds / s.budget_seconds
         else:
@@ -323,9 +321,8 @@ class Trainer:
             raise ValueError("give only one of steps, epochs and total_steps")
         fresh = model.state is None
         if fresh:
-            model.state = self._fresh_state()
-        s = model.state
-        assert s is not None
+            model.state = self.state
+        s = self.state
         if total_steps is not None:
             total = int(total_steps)
         elif steps is not None:
@@ -348,8 +345,7 @@ class Trainer:
 
     def _run(self, fresh: bool, total: int, session_end: int) -> TrainResult:
         """The loop of :meth:`run` (the folder locked)."""
-        cfg, s = self.config, self.model.state
-        assert s is not None
+        cfg, s = self.config, self.state
         start_step = s.step
         records: list[Progress] = []
         self._write_static(fresh)
@@ -415,11 +411,10 @@ class Trainer:
 
     def _chunk(self, until: int) -> float:
         """Run the updates up to step ``until`` in C++; returns chars/s."""
-        s, c, model = self.model.state, self.config, self.model
-        assert s is not None
+        s, c, model = self.state, self.config, self.model
         lr = self.lr_at(s.step)
         t0 = time.perf_counter()
-        losses, h, positions, wraps, diverged = _core.train_steps(
+        losses, h, positions, wraps, diverged = engine.train_walk(
             model.params,
             s.opt_state,
             self.corpus.train,
@@ -428,17 +423,7 @@ class Trainer:
             seq_length=c.seq_length,
             batch_size=c.batch_size,
             positions=s.positions,
-            cell=None,
-            optimizer=c.optimizer,
-            eta=lr,
-            clip=c.clip,
-            clip_mode=c.clip_mode,
-            gamma=c.gamma,
-            beta1=c.beta1,
-            beta2=c.beta2,
-            eps=c.eps,
-            dropout=c.dropout,
-            seed=model.seed,
+            options=update_options({**c.to_dict(), "eta": lr, "seed": model.seed}),
             threads=c.threads,
             precision=model.precision,
         )
@@ -448,7 +433,7 @@ class Trainer:
         values = losses.tolist()
         smooth = s.smooth_loss
         for i, loss in enumerate(values):
-            smooth = loss if (s.step == 0 and i == 0) else 0.999 * smooth + 0.001 * loss
+            smooth = loss if (s.step == 0 and i == 0) else smoothed(smooth, loss)
         if values:
             s.smooth_loss = smooth
             s.last_loss = values[-1]
@@ -462,8 +447,7 @@ class Trainer:
         return len(values) * c.seq_length * c.batch_size / dt if dt > 0 else math.inf
 
     def _diverged(self) -> None:
-        s = self.model.state
-        assert s is not None
+        s = self.state
         self._save(checkpoints=False, plot=True)
         last = self.out / "last.npz" if self.out is not None and self._ckpt_step is not None else None
         where = (
@@ -485,9 +469,7 @@ class Trainer:
 
     def _evaluate(self, params: dict[str, np.ndarray], data: np.ndarray, h: np.ndarray | None) -> float:
         c = self.config
-        loss, _ = _core.evaluate_loss(
-            params, data, self.sample_state(h), cell=None, batch_size=c.batch_size, threads=c.threads
-        )
+        loss, _ = engine.evaluate_loss(params, data, self.sample_state(h), batch_size=c.batch_size, threads=c.threads)
         return float(loss)
 
     def _validation(self, limit: int | None) -> tuple[float | None, int, float | None]:
@@ -497,8 +479,7 @@ class Trainer:
         val = self.corpus.val if limit is None else self.corpus.val[:limit]
         if val.size < 2:
             return None, 0, None
-        s = self.model.state
-        assert s is not None
+        s = self.state
         loss = self._evaluate(self.model.params, val, s.h)
         best = None
         if limit is None and s.best_params is not None:
@@ -511,8 +492,7 @@ class Trainer:
         return loss / (val.size - 1), int(val.size), best
 
     def _record(self, chunk_rate: float, metrics_row: bool) -> Progress:
-        s, c, model = self.model.state, self.config, self.model
-        assert s is not None
+        s, c, model = self.state, self.config, self.model
         val_loss, val_chars, text = None, 0, None
         sample_point = s.step % c.sample_every == 0
         if sample_point:
@@ -602,8 +582,7 @@ class Trainer:
     def _write_static(self, fresh: bool) -> None:
         if self.folder is None:
             return
-        model, s = self.model, self.model.state
-        assert s is not None
+        model, s = self.model, self.state
         run_info = self.run_info
         if not run_info and not fresh:  # a resumed run keeps how it was asked for
             run_info = self.folder.run_info()
@@ -630,7 +609,8 @@ class Trainer:
         layers = min(model.layers, GRADCHECK_LAYERS)
         data, K = self.corpus.train[: T + 1].astype(np.int64), model.K
         note = f"Data: the first {T + 1} characters of the training text"
-        if numerical_work(model.cell, K, 5, layers, T) > GRADCHECK_MAX_WORK:
+        if numerical_seconds(model.cell, K, 5, layers, T) > RUN_CHECK_SECONDS:
+            # the cost grows with the square of the vocabulary: check on the data's own (at most 26) characters
             chars, data = np.unique(data, return_inverse=True)
             K = int(chars.size)
             note += (
@@ -654,8 +634,7 @@ class Trainer:
     def _save(self, checkpoints: bool = True, plot: bool = False, summary: dict[str, Any] | None = None) -> None:
         if self.folder is None:
             return
-        model, s = self.model, self.model.state
-        assert s is not None
+        model, s = self.model, self.state
         if checkpoints:
             best = None
             if s.best_params is not None:
@@ -675,8 +654,7 @@ class Trainer:
             self.folder.write_plot(s.history, s.samples, self.config.seq_length * self.config.batch_size, final)
 
     def _finish(self, result: TrainResult) -> None:
-        model, s, c = self.model, self.model.state, self.config
-        assert s is not None
+        model, s, c = self.model, self.state, self.config
         result.final_val_loss, result.val_chars, result.best_val_loss = self._validation(None)
         best, h = (s.best_params, s.best_h) if s.best_params is not None else (model.params, self.sample_state(s.h))
         result.passage = sample_text(

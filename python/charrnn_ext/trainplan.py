@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .config import OPTIONS, default, option, preset_values
+from .engine import has_bf16_units
 
 __all__ = ["DEFAULT_EPOCHS", "plan_length", "plan_options", "train_command"]
 
@@ -32,7 +33,7 @@ def plan_options(given: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     Run options in ``given`` (text, steps, ...) are ignored here."""
     preset = given.get("preset") or default("preset")
     opts = {name: default(name) for name in _MODEL_AND_TRAIN}
-    opts.update(preset_values(preset))
+    opts.update(preset_values(preset, bf16_units=has_bf16_units()))
     opts.update({k: v for k, v in given.items() if k in opts and v is not None})
     return preset, opts
 

@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .fileio import atomic_write_bytes, atomic_write_text
-from .report import fence, fmt
-from .runfolder import RUN_FILES, read_metrics_csv
+from ..fileio import atomic_write_bytes, atomic_write_text
+from ..report import fence, fmt
+from ..runfolder import RUN_FILES, read_metrics_csv
 
 __all__ = [
     "COLUMNS",

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import OPTIONS, Option
+from ..config import OPTIONS, Option
 
 __all__ = ["DISTRIBUTIONS", "Dist", "Space", "SpaceError", "load_space", "parse_space", "read_space_text"]
 
@@ -344,7 +344,7 @@ def read_space_text(space: Space) -> tuple[str, str] | None:
     built-in corpus; a text that cannot be read raises SpaceError."""
     if space.text is None:
         return None
-    from .data import load_text
+    from ..data import load_text
 
     path = os.path.abspath(space.text)
     try:

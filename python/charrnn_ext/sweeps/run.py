@@ -4,7 +4,7 @@
 The client (this process) asks Optuna for each trial's options, hands the
 trial to Dask, and when its result comes back writes its run folder, tells
 Optuna how it ended and rewrites the summary files
-(:mod:`charrnn_ext.sweep_results`). It keeps as many trials running as the
+(:mod:`charrnn_ext.sweeps.results`). It keeps as many trials running as the
 cluster has slots. The study lives in a ``DaskStorage`` on the scheduler,
 where the workers report to it: over the journal file ``study.journal`` in
 the output folder when the cluster is the embedded local one (whose
@@ -32,10 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .fileio import atomic_write_text
-from .runfolder import RunFolder
-from .signals import deferred_interrupts
-from .sweep_results import (
+from ..fileio import atomic_write_text
+from ..runfolder import RunFolder
+from ..signals import deferred_interrupts
+from ..trainplan import plan_options, train_command
+from ..version import package_version
+from .results import (
     ResultsTable,
     TrialRecord,
     read_trial_records,
@@ -43,15 +45,13 @@ from .sweep_results import (
     write_summary_files,
     write_trial_folder,
 )
-from .sweep_settings import MAX_WORKERS, SweepSettings
-from .sweep_space import Space, SpaceError, load_space, parse_space, read_space_text
-from .trainplan import plan_options, train_command
-from .version import package_version
+from .settings import MAX_WORKERS, SweepSettings
+from .space import Space, SpaceError, load_space, parse_space, read_space_text
 
 if TYPE_CHECKING:
-    from .sweep_cluster import SweepCluster
-    from .sweep_study import PrunerSpec
-    from .sweep_trial import TextPayload, TrialOutcome
+    from .cluster import SweepCluster
+    from .study import PrunerSpec
+    from .trial import TextPayload, TrialOutcome
 
 __all__ = ["sweep"]
 
@@ -104,19 +104,19 @@ class _Session:
     ):
         import optuna
 
-        from . import sweep_study
+        from . import study
 
         self.out, self.space, self.settings, self.meta = out, space, settings, meta
         self.cluster, self.text, self.echo = cluster, text, echo
         self.text_path = text_path
         grid = space.grid() if settings.sampler == "grid" else None
         self.target = settings.trials if grid is None else min(settings.trials, _grid_size(grid))
-        self.pruner: PrunerSpec = sweep_study.PrunerSpec.for_sweep(settings.pruner, self.target, _first_report(space))
+        self.pruner: PrunerSpec = study.PrunerSpec.for_sweep(settings.pruner, self.target, _first_report(space))
         journal = out / JOURNAL
         if cluster.local:
-            base: Any = sweep_study.journal_storage(journal)
+            base: Any = study.journal_storage(journal)
         else:
-            base = sweep_study.memory_copy(journal, STUDY_NAME) if journal.exists() else None
+            base = study.memory_copy(journal, STUDY_NAME) if journal.exists() else None
         self.storage_name = f"charrnn-{meta['sweep_id']}-{uuid.uuid4().hex[:8]}"
         self.storage = cluster.storage(base, self.storage_name)
         existing = [s.study_name for s in self.storage.get_all_studies()]
@@ -125,7 +125,7 @@ class _Session:
             if STUDY_NAME in existing
             else 0
         )
-        sampler = sweep_study.make_sampler(settings.sampler, sweep_study.session_seed(settings.seed, n_before), grid)
+        sampler = study.make_sampler(settings.sampler, study.session_seed(settings.seed, n_before), grid)
         if STUDY_NAME in existing:
             self.study = optuna.load_study(
                 study_name=STUDY_NAME, storage=self.storage, sampler=sampler, pruner=self.pruner.build()
@@ -222,7 +222,7 @@ class _Session:
             self.study.tell(record.number, state=state, skip_if_finished=True)
 
     def write_summary(self) -> None:
-        from . import sweep_study
+        from . import study
 
         table = self.table()
         best = table.best
@@ -241,14 +241,14 @@ class _Session:
             f"Text: {self.text_path or 'the built-in corpus'}; {s.threads_per_trial} thread(s) per trial",
         ]
         command = train_command(best.options) if best is not None else None
-        write_summary_files(self.out, table, header, command, sweep_study.importances(self.study), self.space.to_toml())
+        write_summary_files(self.out, table, header, command, study.importances(self.study), self.space.to_toml())
         if not self.cluster.local:
-            sweep_study.write_snapshot(self.storage, STUDY_NAME, self.out / JOURNAL)
+            study.write_snapshot(self.storage, STUDY_NAME, self.out / JOURNAL)
 
     # -- trials -----------------------------------------------------------------------
 
     def submit(self, ticket: _Ticket) -> None:
-        from .sweep_trial import TrialSpec, run_trial
+        from .trial import TrialSpec, run_trial
 
         spec = TrialSpec(
             sweep_id=self.meta["sweep_id"],
@@ -281,7 +281,7 @@ class _Session:
                 return
 
     def collect(self, future: Any) -> None:
-        from .sweep_trial import TrialOutcome
+        from .trial import TrialOutcome
 
         ticket = self.pending.pop(future)
         try:
@@ -457,7 +457,7 @@ def sweep(
     results table (also written to ``out``).
 
     ``space``: a dict with the tables ``fixed`` and ``search`` (see
-    :mod:`charrnn_ext.sweep_space`) or the path of a TOML file. ``trials``:
+    :mod:`charrnn_ext.sweeps.space`) or the path of a TOML file. ``trials``:
     how many (default 20; a grid: its size). ``scheduler``: the address of a
     Dask scheduler (``tcp://host:port``); None starts a local cluster of
     ``workers`` workers (default: cores / threads_per_trial); with a
@@ -469,7 +469,7 @@ def sweep(
 
     Ctrl-C stops the sweep with ``out`` consistent and raises
     KeyboardInterrupt; ``resume=True`` continues it. Bad input raises
-    ValueError (:class:`~charrnn_ext.sweep_space.SpaceError` for the space)
+    ValueError (:class:`~charrnn_ext.sweeps.space.SpaceError` for the space)
     before anything starts; a missing optional package raises ImportError.
     """
     say: Echo = echo or (lambda line: None)
@@ -505,7 +505,7 @@ def sweep(
             )
         stored_sha = (meta.get("text") or {}).get("sha256")
         _import_sweep_modules()
-        from .sweep_trial import TextPayload
+        from .trial import TextPayload
 
         payload = None if text is None else TextPayload.of(text_path or "", text)
         if stored_sha != (None if payload is None else payload.sha256):
@@ -518,7 +518,7 @@ def sweep(
         _check_new_folder(folder)
         settings = SweepSettings.resolve(given, grid_size=_grid_size(checked.grid()) if sampler == "grid" else None)
         _import_sweep_modules()
-        from .sweep_trial import TextPayload
+        from .trial import TextPayload
 
         payload = None if text is None else TextPayload.of(text_path or "", text)
         meta = {
@@ -531,8 +531,8 @@ def sweep(
         }
     if settings.sampler == "grid":
         checked.grid()  # a space a grid cannot cover is refused before anything starts
-    from . import sweep_study
-    from .sweep_cluster import SweepCluster, check_address
+    from . import study
+    from .cluster import SweepCluster, check_address
 
     if scheduler is not None:
         check_address(scheduler)
@@ -553,7 +553,7 @@ def sweep(
         started = time.monotonic()
         finished = False
         try:
-            with sweep_study.quiet_optuna(), SweepCluster(scheduler, workers, settings.threads_per_trial) as cluster:
+            with study.quiet_optuna(), SweepCluster(scheduler, workers, settings.threads_per_trial) as cluster:
                 meta["settings"] = settings.to_json()
                 atomic_write_text(folder / SWEEP_JSON, json.dumps(meta, indent=2, sort_keys=True) + "\n")
                 begun = True

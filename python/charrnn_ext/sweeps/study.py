@@ -25,8 +25,8 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from .fileio import atomic_write_bytes
-from .sweep_settings import median_startup_trials
+from ..fileio import atomic_write_bytes
+from .settings import median_startup_trials
 
 __all__ = [
     "PrunerSpec",

@@ -24,7 +24,7 @@ from distributed import Client, Event, LocalCluster
 from optuna.storages import BaseStorage
 from optuna_integration.dask import DaskStorage
 
-from .config import usable_cores
+from ..config import usable_cores
 
 __all__ = ["SweepCluster", "check_address", "default_workers"]
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .config import option
+from ..config import option
 
 __all__ = [
     "DEFAULT_TRIALS",

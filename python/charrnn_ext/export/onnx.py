@@ -40,11 +40,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .checkpoint import load_checkpoint
-from .fileio import atomic_write_bytes
-from .layout import GATES, STATES, describe, from_classic
-from .state import Checkpoint
-from .version import package_version
+from ..checkpoint import load_checkpoint
+from ..fileio import atomic_write_bytes
+from ..layout import GATES, STATES, describe, from_classic
+from ..state import Checkpoint
+from ..version import package_version
 
 if TYPE_CHECKING:
     import onnx

@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig, model_options
-from .data import Corpus, corpus_from_string, load_corpus
-from .runfolder import RUN_FILES, RunFolder
-from .sweep_study import PrunerSpec, quiet_optuna
-from .training import Progress, StopTraining
-from .trainplan import plan_length, plan_options
+from ..config import TrainConfig, model_options
+from ..data import Corpus, corpus_from_string, load_corpus
+from ..runfolder import RUN_FILES, RunFolder
+from ..training import Progress, StopTraining
+from ..trainplan import plan_length, plan_options
+from .study import PrunerSpec, quiet_optuna
 
 __all__ = ["TextPayload", "TrialOutcome", "TrialSpec", "run_trial", "scratch_folder"]
 
@@ -163,7 +163,7 @@ def _train(
 ) -> tuple[float | None, int]:
     """Run (or continue) the trial's charrnn train run in ``folder``;
     (validation loss of its final model on the whole split, updates done)."""
-    from .model import CharRNN
+    from ..model import CharRNN
 
     opts = spec.options
     preset, model_opts = plan_options(opts)
