@@ -296,28 +296,8 @@ def fmt_ms(t: Timing) -> str:
     return f"{t.median * 1e3:.3f} ({t.low * 1e3:.3f}-{t.high * 1e3:.3f})"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="tiny smoke run (CI): seconds, no timing assertions")
-    ap.add_argument("--memory", action="store_true", help="also measure peak RSS of the training CLI on 100 MB")
-    ap.add_argument("--readme", action="store_true", help="write the table into benchmarks/README.md")
-    args = ap.parse_args(argv)
-    q = args.quick
-    repeats, min_s = (2, 0.01) if q else (5, 0.25)
-    lines: list[str] = []
-
-    def out(line: str = "") -> None:
-        print(line, flush=True)
-        lines.append(line)
-
-    out(f"Command: `python -m benchmarks.step{' --quick' if q else ''}`. Machine: {machine_description()}.")
-    out()
-    out(
-        "Every figure: median of " + str(repeats) + " repeats after a warm-up (min-max in brackets); "
-        "ratios against a baseline timed in the same run."
-    )
-    out()
-
+def classic_tables(q: bool, repeats: int, min_s: float, out: Callable[..., None]) -> None:
+    """The classic RNN: one stream against the NumPy reference, B streams against PyTorch."""
     # 1. the classic experiment, one stream
     out("### The classic RNN, one stream (K = 80, T = 25, AdaGrad, elementwise clipping)")
     out()
@@ -354,6 +334,66 @@ def main(argv=None) -> int:
             )
     out()
 
+
+def other_figures(q: bool, repeats: int, min_s: float, out: Callable[..., None], memory: bool) -> None:
+    """Validation, sampling, the Python overhead of a call, and (memory) the CLI's peak RSS."""
+    # 4. validation, sampling, overhead
+    vt, n_val = validation_seconds(repeats, min_s, q)
+    out(
+        f"Validation of an LSTM 2x256 (float32) on {'a 20,000-character text' if q else 'the built-in held-out split'} "
+        f"({n_val:,} characters), 64 streams, 2 threads: {vt.median:.2f} s ({vt.low:.2f}-{vt.high:.2f}), "
+        f"{n_val / vt.median:,.0f} chars/s."
+    )
+    n_sample = 10_000 if q else 1_000_000
+    p = cx.init_params(K, 100, seed=3)
+    ts = timed(lambda: cx.sample(p, None, [0], n_sample, 1.0, 0), 1, repeats if not q else 1, 0.0)
+    out(
+        f"Sampling {n_sample:,} characters from the classic m=100 model (float64): {ts.median:.2f} s "
+        f"({ts.low:.2f}-{ts.high:.2f})."
+    )
+    text = make_text(200_000)
+    pc = cx.init_params(K, 100, seed=1)
+    sc = cx.zeros_like_params(pc)
+    call = timed(lambda: cx.train_steps(pc, sc, text, n_steps=0), 1, repeats, min_s)
+    step = timed(lambda: cx.train_steps(pc, sc, text, n_steps=100), 100, repeats, min_s)
+    out(
+        f"Python overhead per train_steps call (m=100, float64): {call.median * 1e6:.1f} µs, "
+        f"{call.median / (100 * step.median) * 100:.2f}% of a call of 100 updates."
+    )
+    if memory:
+        mem = measure_train_memory()
+        out(
+            f"Training CLI peak RSS on a {mem['text_mb']} MB text: {mem['peak_rss_mb']} MB (target: at most "
+            f"2 x file + 200 MB = {mem['target_mb']} MB)."
+        )
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run (CI): seconds, no timing assertions")
+    ap.add_argument("--memory", action="store_true", help="also measure peak RSS of the training CLI on 100 MB")
+    ap.add_argument("--readme", action="store_true", help="write the table into benchmarks/README.md")
+    ap.add_argument("--gated-only", action="store_true", help="only the gated networks (float32 and bfloat16)")
+    args = ap.parse_args(argv)
+    q = args.quick
+    repeats, min_s = (2, 0.01) if q else (5, 0.25)
+    lines: list[str] = []
+
+    def out(line: str = "") -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    flags = "".join(f" --{k.replace('_', '-')}" for k in ("quick", "gated_only", "memory") if getattr(args, k))
+    out(f"Command: `python -m benchmarks.step{flags}`. Machine: {machine_description()}.")
+    out()
+    out(
+        "Every figure: median of " + str(repeats) + " repeats after a warm-up (min-max in brackets); "
+        "ratios against a baseline timed in the same run."
+    )
+    out()
+
+    if not args.gated_only:
+        classic_tables(q, repeats, min_s, out)
     # 3. gated stacked networks against PyTorch, float32 and bfloat16
     B, T = (4, 8) if q else (32, 64)
     nets = [("lstm", 16), ("gru", 16)] if q else [("lstm", 256), ("gru", 384)]
@@ -392,35 +432,8 @@ def main(argv=None) -> int:
             )
     out()
 
-    # 4. validation, sampling, overhead
-    vt, n_val = validation_seconds(repeats, min_s, q)
-    out(
-        f"Validation of an LSTM 2x256 (float32) on {'a 20,000-character text' if q else 'the built-in held-out split'} "
-        f"({n_val:,} characters), 64 streams, 2 threads: {vt.median:.2f} s ({vt.low:.2f}-{vt.high:.2f}), "
-        f"{n_val / vt.median:,.0f} chars/s."
-    )
-    n_sample = 10_000 if q else 1_000_000
-    p = cx.init_params(K, 100, seed=3)
-    ts = timed(lambda: cx.sample(p, None, [0], n_sample, 1.0, 0), 1, repeats if not q else 1, 0.0)
-    out(
-        f"Sampling {n_sample:,} characters from the classic m=100 model (float64): {ts.median:.2f} s "
-        f"({ts.low:.2f}-{ts.high:.2f})."
-    )
-    text = make_text(200_000)
-    pc = cx.init_params(K, 100, seed=1)
-    sc = cx.zeros_like_params(pc)
-    call = timed(lambda: cx.train_steps(pc, sc, text, n_steps=0), 1, repeats, min_s)
-    step = timed(lambda: cx.train_steps(pc, sc, text, n_steps=100), 100, repeats, min_s)
-    out(
-        f"Python overhead per train_steps call (m=100, float64): {call.median * 1e6:.1f} µs, "
-        f"{call.median / (100 * step.median) * 100:.2f}% of a call of 100 updates."
-    )
-    if args.memory:
-        mem = measure_train_memory()
-        out(
-            f"Training CLI peak RSS on a {mem['text_mb']} MB text: {mem['peak_rss_mb']} MB (target: at most "
-            f"2 x file + 200 MB = {mem['target_mb']} MB)."
-        )
+    if not args.gated_only:
+        other_figures(q, repeats, min_s, out, args.memory)
     if args.readme:
         write_block(README, "step", "\n".join(lines), "Training speed")
     return 0
