@@ -133,7 +133,9 @@ typedef std::uint16_t __attribute__((may_alias)) Bf16Half;
 #else
 typedef std::uint16_t Bf16Half;
 #endif
-static_assert(sizeof(std::uint32_t) == 2 * sizeof(std::uint16_t), "two bfloat16 per word");
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the bfloat16 packing reads a word's low half as its first bfloat16: little-endian only"
+#endif
 
 // Rows [0, M) of A(r, p) = A[r * rsa + p * csa] as bfloat16 pairs, Q words a
 // row; rows M..rows_out are zeros. A transposed operand (csa > rsa) is read

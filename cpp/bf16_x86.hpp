@@ -61,7 +61,9 @@ inline bool amx_permitted() {
 #endif
 }
 
-inline Bf16Support detect_bf16() {
+// want_amx false: AMX is not asked for (CHARRNN_ISA below amx), so the
+// process never requests the tile registers.
+inline Bf16Support detect_bf16(bool want_amx = true) {
     Bf16Support s;
     unsigned a = 0, b = 0, c = 0, d = 0;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return s;
@@ -70,7 +72,7 @@ inline Bf16Support detect_bf16() {
     const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
     if (avx512 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) s.avx512bf16 = (a >> 5) & 1u;
-    if (amx_bits && s.avx512bf16) {
+    if (want_amx && amx_bits && s.avx512bf16) {
         unsigned lo = 0, hi = 0;
         __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
         const bool os_tiles = ((lo >> 17) & 3u) == 3u;
@@ -294,7 +296,7 @@ CHARRNN_TARGET_AMX inline void gemm16_amx(const Gemm16Args& g) {
 
 #else
 
-inline Bf16Support detect_bf16() { return {}; }
+inline Bf16Support detect_bf16(bool = true) { return {}; }
 
 #endif
 

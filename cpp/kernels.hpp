@@ -282,7 +282,7 @@ Kernels<T> select_kernels(Isa isa, Isa isa16 = Isa::baseline) {
 
 // The bfloat16 level this CPU, its OS and CHARRNN_ISA allow.
 inline Isa detect_isa16() {
-    const Bf16Support s = detect_bf16();
+    const Bf16Support s = detect_bf16(isa_cap(Isa::amx) == Isa::amx);
     return isa_cap(s.amx ? Isa::amx : s.avx512bf16 ? Isa::avx512bf16 : Isa::avx512);
 }
 
