@@ -58,6 +58,9 @@ FAMILIES: dict[str, tuple[dict[str, Any], list[tuple[int, float]]]] = {
     "lstm 2 layers, Adam": ({"cell": "lstm", "layers": 2, "optimizer": "adam"}, [(384, 5e-3)]),
 }
 
+# The quality preset's network and optimiser, as a configuration of the table.
+PRESET_POINT: dict[str, Any] = {"cell": "gru", "layers": 2, "optimizer": "adam", "hidden": 384, "eta": 3e-3}
+
 # PyTorch's grid: (hidden, eta) of its LSTM 2 x H.
 TORCH_GRID: list[tuple[int, float]] = [(256, 2e-3), (256, 3e-3), (384, 2e-3), (384, 3e-3)]
 
@@ -188,6 +191,11 @@ def main(argv=None) -> int:
         help="families rerun at the full budget: the best ones of the grid (default 2)",
     )
     ap.add_argument("--keep", type=Path, help="keep the finalists' run folders under this folder")
+    ap.add_argument(
+        "--no-grid",
+        action="store_true",
+        help="no grid: the one finalist is the quality preset as it stands (a shorter study)",
+    )
     ap.add_argument("--stage", choices=("all", "grid", "final", "torch", "table"), default="all")
     ap.add_argument("--results", type=Path, default=HERE / "quality_results.json")
     ap.add_argument("--readme", action="store_true", help="write the tables into benchmarks/QUALITY.md")
@@ -199,7 +207,7 @@ def main(argv=None) -> int:
     # 1. grid
     best: dict[str, dict[str, Any]] = {}
     grid_rows = []
-    for family in FAMILIES:
+    for family in () if args.no_grid else FAMILIES:
         for point in grid_points(family):
             k = key("grid", point, args.grid_minutes, 0)
             r = (
@@ -215,6 +223,8 @@ def main(argv=None) -> int:
     # 2. finalists, 3. PyTorch
     final_rows = []
     ranked = sorted(best.items(), key=lambda item: item[1][1]["val_loss"])[: args.finalists]
+    if args.no_grid:
+        ranked = [("the quality preset: gru 2 layers, Adam", (dict(PRESET_POINT), {}))]
     for family, (point, _) in ranked:
         runs = []
         for seed in seeds:
@@ -240,7 +250,8 @@ def main(argv=None) -> int:
     # the tables
     lines = [
         f"Command: `python -m benchmarks.quality --minutes {args.minutes:g} --grid-minutes "
-        f"{args.grid_minutes:g} --seeds {args.seeds} --finalists {args.finalists}`; machine: {machine()}; "
+        f"{args.grid_minutes:g} --seeds {args.seeds} --finalists {args.finalists}"
+        f"{' --no-grid' if args.no_grid else ''}`; machine: {machine()}; "
         f"one run at a time, "
         f"{threads} threads each. Every run: `charrnn train --preset quality` with the options shown, "
         f"validation loss per character of the final model on the whole held-out 10 % of the built-in corpus.",
