@@ -7,8 +7,12 @@
 // 8-bit exponent, 7 stored mantissa bits. to_bf16 rounds to nearest even and
 // sends denormals to a signed zero, as the x86 conversion instructions do.
 // The product of two bfloat16 values has at most 16 significant bits, so it
-// is exact in float32: a fused multiply-add and a multiply-then-add round
-// the same way, and every path below can be compared bit for bit.
+// is exact in float32 unless it falls below float32's normal range: a fused
+// multiply-add and a multiply-then-add then round the same way, and the
+// paths below can be compared bit for bit. Below the normal range they can
+// differ: the x86 instructions treat denormal inputs (C included) as zero
+// and flush denormal results, the portable kernel keeps them. A trained
+// network's products and sums are far above 1e-38, where this never arises.
 //
 // The order of the sums. The reduction index p is taken in pairs: for pair q
 // (p = 2q, 2q + 1) and every C(r, c),
@@ -16,8 +20,9 @@
 // in increasing q. That is what one AVX512-BF16 `vdpbf16ps` does per lane,
 // and what the portable kernel computes on any CPU. An odd P gets a zero
 // partner. AMX tiles (`tdpbf16ps`) take the same pairs in the same q order,
-// but the hardware may round inside a pair differently; tests bound that
-// difference by the float32 accumulation error (tests/test_bf16.py).
+// but Intel's manual adds the even product of a pair first, and the hardware
+// may round inside a pair differently; tests bound that difference by the
+// float32 accumulation error (tests/cpp/test_bf16.cpp, tests/test_bf16.py).
 //
 // Layouts (both padded with zeros, so padding adds exact zeros):
 //   A is packed per call: row r is Q words, word q holding the bfloat16 of
@@ -30,6 +35,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -277,8 +283,9 @@ using Bf16Tile = void (*)(std::size_t rows, const std::uint32_t* A, std::size_t 
 
 constexpr int kBf16MaxMR = 8, kBf16MaxNP = 4;
 
-// The driver of the vector kernels: A packed in blocks of 8 MR rows, panels
-// taken NP at a time, the depth in blocks of KC pair rows (C carries the
+// The driver of the vector kernels: A packed whole first, then taken in
+// blocks of 8 MR rows, panels NP at a time, the depth in blocks of KC pair
+// rows (C carries the
 // partial sums between blocks, so the order of the sums does not change).
 // Edge tiles (fewer than NP * 16 columns of C, or fewer than MR rows) go
 // through a local tile so that nothing outside C's range is touched.
@@ -286,6 +293,8 @@ CHARRNN_ALWAYS_INLINE void bf16_gemm_driver(const Gemm16Args& g, Bf16Tile micro,
     constexpr std::size_t KC = 128;
     const PackedBf16& B = *g.B;
     const std::size_t Q = B.Q, RB = 8 * MR;
+    // c0 on a panel boundary: the columns before it belong to another thread
+    assert(g.c0 % kBf16Panel == 0 && g.c1 <= B.N);
     const std::size_t p0 = g.c0 / kBf16Panel, p1 = (g.c1 + kBf16Panel - 1) / kBf16Panel;
     std::uint32_t* Apk = bf16_row_buffer(g.M * Q);
     pack_rows_bf16(g.A, g.rsa, g.csa, g.M, B.P, Q, g.M, Apk);

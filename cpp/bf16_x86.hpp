@@ -67,11 +67,12 @@ inline Bf16Support detect_bf16(bool want_amx = true) {
     Bf16Support s;
     unsigned a = 0, b = 0, c = 0, d = 0;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return s;
+    const unsigned subleaves = a;  // the highest sub-leaf of leaf 7
     const bool amx_bits = (d >> 22 & 1u) && (d >> 24 & 1u);
     __builtin_cpu_init();
     const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
-    if (avx512 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) s.avx512bf16 = (a >> 5) & 1u;
+    if (avx512 && subleaves >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) s.avx512bf16 = (a >> 5) & 1u;
     if (want_amx && amx_bits && s.avx512bf16) {
         unsigned lo = 0, hi = 0;
         __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
@@ -234,6 +235,7 @@ constexpr std::size_t kAmxDepth = 128;
 CHARRNN_TARGET_AMX inline void gemm16_amx(const Gemm16Args& g) {
     const PackedBf16& B = *g.B;
     const std::size_t Q = B.Q, lda = Q * 4;
+    assert(g.c0 % kBf16Panel == 0 && g.c1 <= B.N);  // the columns before c0 belong to another thread
     const std::size_t p0 = g.c0 / kBf16Panel, p1 = (g.c1 + kBf16Panel - 1) / kBf16Panel;
     static const AmxConfig cfg;
     _tile_loadconfig(&cfg);

@@ -280,10 +280,12 @@ Kernels<T> select_kernels(Isa isa, Isa isa16 = Isa::baseline) {
     return k;
 }
 
-// The bfloat16 level this CPU, its OS and CHARRNN_ISA allow.
+// The bfloat16 level this CPU, its OS and CHARRNN_ISA allow: a hardware
+// kernel, or the float level whose portable kernel computes the products.
 inline Isa detect_isa16() {
     const Bf16Support s = detect_bf16(isa_cap(Isa::amx) == Isa::amx);
-    return isa_cap(s.amx ? Isa::amx : s.avx512bf16 ? Isa::avx512bf16 : Isa::avx512);
+    if (!s.amx && !s.avx512bf16) return detect_isa();
+    return isa_cap(s.amx ? Isa::amx : Isa::avx512bf16);
 }
 
 // The best kernels for this CPU, chosen on first use.

@@ -57,16 +57,18 @@ inline const char* isa_name(Isa isa) {
 }
 
 // The level the environment variable CHARRNN_ISA asks for, or `best` when it
-// is unset or names no level (it can only lower the choice, for testing the
-// other variants on one machine).
+// is unset (it can only lower the choice, for testing the other variants on
+// one machine). A value that names no level means baseline: a misspelt
+// request for a lower path must not enable a higher one
+// (charrnn_ext.engine warns about it).
 inline Isa isa_cap(Isa best) {
     const char* want = std::getenv("CHARRNN_ISA");
-    if (!want) return best;
+    if (!want || !*want) return best;
     const std::string w(want);
     static constexpr const char* levels[] = {"baseline", "avx2", "avx512", "avx512bf16", "amx"};
     for (int i = 0; i < 5; ++i)
         if (w == levels[i]) return static_cast<Isa>(i) < best ? static_cast<Isa>(i) : best;
-    return best;
+    return Isa::baseline;
 }
 
 // The widest float vector level this CPU (and OS) supports among those

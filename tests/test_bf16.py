@@ -51,7 +51,10 @@ def test_bfloat16_gradients_pass_a_check_against_float64(cell, layers):
     loss64, g64, h64 = engine.loss_and_grads(p64, X, Y, h0)
     p32 = copy_params(p64, np.float32)
     loss16, g16, h16 = engine.loss_and_grads(p32, X, Y, h0.astype(np.float32), precision="bfloat16")
-    # the loss is a sum of T*B terms of size ~ln K: each within 2u of its float64 value
+    # Each logit o = V h + c moves by at most ~4u sum|V h| (both operands of
+    # every term rounded, and h itself carries the rounding of the layers
+    # below); with these small weights that is far below 1, and the loss,
+    # a sum of T*B terms of size ~ln K, moves by much less than 2u of itself.
     assert abs(loss16 - loss64) <= 2 * U_BF16 * loss64
     assert h16.dtype == np.float32 and max_scaled_err(h16, h64) <= TOL_GRAD
     worst = 0.0
@@ -65,17 +68,20 @@ def test_bfloat16_gradients_pass_a_check_against_float64(cell, layers):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_bfloat16_results_do_not_depend_on_the_thread_count(cell):
+    # 200 units: more than three panel blocks of 64 (the AVX-512 width the
+    # threads split units by) and a partial one, so every thread owns columns
+    # that start and end inside the products
     data = np.random.default_rng(5).integers(0, 40, 20_000).astype(np.uint8)
     finals = []
     for threads in (1, 2, 3):
-        p = net_init(cell, 40, 64, 2, 0.1, seed=2, dtype=np.float32)
+        p = net_init(cell, 40, 200, 2, 0.1, seed=2, dtype=np.float32)
         st = init_opt_state(p, "adam")
         losses, h, *_ = engine.train_steps(
             p,
             st,
             data,
-            n_steps=4,
-            seq_length=16,
+            n_steps=3,
+            seq_length=12,
             batch_size=8,
             optimizer="adam",
             clip_mode="global_norm",
@@ -107,8 +113,12 @@ def test_bfloat16_training_differs_from_float32_only_by_rounding():
     l16, p16 = out["bfloat16"]
     assert not np.array_equal(l32, l16)
     assert np.max(np.abs(l16 - l32) / l32) <= 2 * TOL_GRAD
+    # Adam moves a weight by about eta per update whatever the gradient's
+    # size, so where rounding flips a tiny gradient's sign the two runs part
+    # by up to 2 eta per update: 20 updates at eta 2e-3 bound the gap by 0.08
+    # in absolute terms (measured: 0.016 of the arrays' scale, ~0.005).
     for k in p32:
-        assert max_scaled_err(p16[k], p32[k]) <= TOL_GRAD, k
+        assert np.max(np.abs(p16[k] - p32[k])) <= 2 * 20 * 2e-3, k
 
 
 def test_bfloat16_needs_float32_parameters_and_a_known_precision():
@@ -174,8 +184,9 @@ def _max_grad_diff(a, b):
 
 
 def test_the_bf16_path_names_the_hardware_or_the_portable_level(by_level):
-    assert set(by_level) <= {"amx", "avx512bf16", "avx512", "avx2", "baseline"}
-    assert "baseline" in by_level  # CHARRNN_ISA=baseline always takes the portable kernel
+    # (a CHARRNN_NATIVE build compiles one kernel set: 'baseline-avx512' and the like)
+    assert all(p in engine.ISA_LEVELS or p.startswith("baseline-") for p in by_level)
+    assert any(p.startswith("baseline") for p in by_level)  # CHARRNN_ISA=baseline: the portable kernel
     if engine.has_bf16_units():
         assert engine.bf16_path() in by_level
 
@@ -192,9 +203,10 @@ def test_avx512bf16_matches_the_portable_kernel_bit_for_bit(by_level):
 def test_amx_agrees_with_the_portable_kernel(by_level):
     """AMX tiles take the same pairs in the same order but may round inside a
     pair differently: each product differs by at most the float32 summation
-    bound 2 P u32 sum|ab| (u32 = 2**-24, P <= 2 * 48 * 5 here), ~1e-5 of its
-    scale. Through the network that stays far below bfloat16's own rounding;
-    1e-3 of each array's scale is generous and still 30x below TOL_GRAD."""
+    bound 2 P u32 sum|ab| (u32 = 2**-24; P <= 192 here, the LSTM's gate rows
+    of dh, or 60, the rows of a weight gradient), ~1e-5 of its scale. Through
+    the network that stays far below bfloat16's own rounding; 1e-3 of each
+    array's scale is generous and still 30x below TOL_GRAD."""
     if "amx" not in by_level:
         pytest.skip("this CPU (or its OS) gives no AMX tiles")
     portable = by_level.get("avx512bf16") or by_level["avx512"]
@@ -207,20 +219,42 @@ def test_portable_levels_agree_up_to_fused_multiply_adds(by_level):
     """The portable bfloat16 kernel computes the same sums at every level;
     the float kernels around it contract a*b + c into FMAs on AVX2 and
     AVX-512, not on the SSE2 baseline: last-bit differences, ~1e-6."""
-    for level in ("avx2", "baseline"):
-        if level in by_level and "avx512" in by_level:
-            assert _max_grad_diff(by_level[level], by_level["avx512"]) <= 1e-4
+    levels = [lv for lv in ("avx512", "avx2", "baseline") if lv in by_level]
+    if len(levels) < 2:
+        pytest.skip("one float level on this CPU")
+    for level in levels[1:]:
+        assert _max_grad_diff(by_level[level], by_level[levels[0]]) <= 1e-4
 
 
 # ---------------------------------------------------------------- model, checkpoint, CLI
 
 
-def test_a_bfloat16_model_keeps_float32_master_weights(tmp_path):
+def test_a_bfloat16_model_keeps_float32_master_weights(tmp_path, monkeypatch):
     corpus = corpus_from_string("the quick brown fox jumps over the lazy dog. " * 60)
     model = cx.CharRNN.new(corpus, hidden=32, dtype="bfloat16", cell="lstm", layers=2)
     assert model.dtype == np.float32 and model.precision == "bfloat16"
     assert model.meta()["dtype"] == "bfloat16"
-    model.fit(corpus, steps=30, seq_length=16, batch_size=4, optimizer="adam", eta=3e-3, log_every=10)
+    twin = model.copy()  # the same weights, trained the same way in float32
+    assert twin.precision == "bfloat16"
+    twin.precision = "full"
+    seen = []
+    real = engine.train_walk
+
+    def recording(*a, **kw):
+        seen.append(kw["precision"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(engine, "train_walk", recording)
+    kw = dict(steps=30, seq_length=16, batch_size=4, optimizer="adam", eta=3e-3, log_every=10)
+    model.fit(corpus, **kw)
+    assert seen and set(seen) == {"bfloat16"}  # the trainer hands the model's precision to the core
+    seen.clear()
+    twin.fit(corpus, **kw)
+    assert set(seen) == {"full"}
+    # (how close the two trainings stay is the engine tests' question: Adam
+    # turns gradients near zero into full-size steps, so rounding can move
+    # single weights by a whole step here)
+    assert any(not np.array_equal(model.params[k], twin.params[k]) for k in model.params)
     assert all(np.isfinite(v).all() for v in model.params.values())
     path = model.save(tmp_path / "m.npz")
     back = cx.CharRNN.load(path)

@@ -17,6 +17,8 @@ streams); the gradients of B streams go into one update.
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,6 +50,17 @@ if _core_names != (CELLS, OPTIMIZERS, CLIP_MODES):
         f"the compiled core charrnn_ext._core knows cells, optimisers and clip modes {_core_names}, "
         f"but charrnn_ext.config lists {(CELLS, OPTIMIZERS, CLIP_MODES)}: the extension was built from "
         "other sources; rebuild it (pip install .)"
+    )
+
+
+#: The values of CHARRNN_ISA, lowest first: each lowers the kernels to at most that level.
+ISA_LEVELS: tuple[str, ...] = ("baseline", "avx2", "avx512", "avx512bf16", "amx")
+if os.environ.get("CHARRNN_ISA") and os.environ["CHARRNN_ISA"] not in ISA_LEVELS:
+    warnings.warn(
+        f"CHARRNN_ISA={os.environ['CHARRNN_ISA']!r} names no kernel level ({', '.join(ISA_LEVELS)}): "
+        "the portable baseline kernels run",
+        RuntimeWarning,
+        stacklevel=2,
     )
 
 
