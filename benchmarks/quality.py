@@ -249,9 +249,14 @@ def main(argv=None) -> int:
 
     # the tables
     lines = [
-        f"Command: `python -m benchmarks.quality --minutes {args.minutes:g} --grid-minutes "
-        f"{args.grid_minutes:g} --seeds {args.seeds} --finalists {args.finalists}"
-        f"{' --no-grid' if args.no_grid else ''}`; machine: {machine()}; "
+        "Command: `python -m benchmarks.quality "
+        + (
+            f"--no-grid --minutes {args.minutes:g} --seeds {args.seeds}"
+            if args.no_grid
+            else f"--minutes {args.minutes:g} --grid-minutes {args.grid_minutes:g} --seeds {args.seeds} "
+            f"--finalists {args.finalists}"
+        )
+        + f"`; machine: {machine()}; "
         f"one run at a time, "
         f"{threads} threads each. Every run: `charrnn train --preset quality` with the options shown, "
         f"validation loss per character of the final model on the whole held-out 10 % of the built-in corpus.",
@@ -302,18 +307,19 @@ def main(argv=None) -> int:
         ]
         for r in torch_rows:
             lines.append(f"| {r['description']} | {r['chars_per_s']:,.0f} | {r['updates']:,} | {r['val_loss']:.3f} |")
-    lines += [
-        "",
-        f"### Grid: {args.grid_minutes:g} minutes, seed 0",
-        "",
-        "| configuration | hidden | eta | chars/s | updates | validation loss |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for family, point, r in grid_rows:
-        v = "failed: " + " ".join(r.get("error", [])) if r.get("val_loss") is None else f"{r['val_loss']:.3f}"
-        rate = f"{r['chars_per_s']:,.0f}" if "chars_per_s" in r else "n/a"
-        updates = f"{r['updates']:,}" if "updates" in r else "n/a"
-        lines.append(f"| {family} | {point['hidden']} | {point['eta']:g} | {rate} | {updates} | {v} |")
+    if grid_rows:
+        lines += [
+            "",
+            f"### Grid: {args.grid_minutes:g} minutes, seed 0",
+            "",
+            "| configuration | hidden | eta | chars/s | updates | validation loss |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for family, point, r in grid_rows:
+            v = "failed: " + " ".join(r.get("error", [])) if r.get("val_loss") is None else f"{r['val_loss']:.3f}"
+            rate = f"{r['chars_per_s']:,.0f}" if "chars_per_s" in r else "n/a"
+            updates = f"{r['updates']:,}" if "updates" in r else "n/a"
+            lines.append(f"| {family} | {point['hidden']} | {point['eta']:g} | {rate} | {updates} | {v} |")
     text = "\n".join(lines)
     print(text)
     if args.readme:
