@@ -15,16 +15,13 @@
 #include "kernels.hpp"
 #include "train.hpp"
 
+#include "check.hpp"
+
 using namespace charrnn;
 
 namespace {
 
-int passed = 0, failed = 0;
-
-void check(bool ok, const std::string& what) {
-    std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
-    (ok ? passed : failed) += 1;
-}
+void check(bool ok, const std::string& what) { charrnn_test::tally.check(ok, what); }
 
 // ---------------------------------------------------------------- the conversion
 
@@ -255,6 +252,5 @@ int main() {
     test_kernels();
     test_hardware_packing();
     test_engine_threads();
-    std::printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return charrnn_test::tally.finish();
 }

@@ -27,16 +27,13 @@
 #include "gradcheck.hpp"
 #include "train.hpp"
 
+#include "check.hpp"
+
 using namespace charrnn;
 
 namespace {
 
-int passed = 0, failed = 0;
-
-void check(bool ok, const std::string& what) {
-    std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
-    (ok ? passed : failed) += 1;
-}
+void check(bool ok, const std::string& what) { charrnn_test::tally.check(ok, what); }
 
 std::string describe(const NetLayout& lay) {
     return std::string(name_of(lay.cell)) + " K=" + std::to_string(lay.K) + " m=" + std::to_string(lay.m) +
@@ -219,6 +216,5 @@ int main() {
         test_threads<double>(cell, "float64");
         test_threads<float>(cell, "float32");
     }
-    std::printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return charrnn_test::tally.finish();
 }
