@@ -1129,7 +1129,7 @@ def test_fuzz_train_step(data):
     t0 = int(before[1]["t"]) if "t" in before[1] else 0
     loss_r, grads_r, h_r = ref_loss_and_grads(net, p0, Xa, Y, h0, float(s["dropout"]), int(s["seed"]), t0)
     tol = TOL[net.dtype]
-    assert abs(loss - loss_r) <= tol * max(abs(loss_r), 1e-6)
+    assert abs(loss - loss_r) <= tol * max(abs(loss_r), LOSS_FLOOR[net.dtype])
     assert close(np.asarray(h).reshape(B, net.L, net.W), h_r, tol)
     p_r, mem_r = net.to_net(p0), ref_memory(net, before[1], s["optimizer"])
     hyper = ref_hyper(s)
@@ -1504,7 +1504,7 @@ def test_fuzz_evaluate_loss(data):
     assert h.dtype == net.dtype and h.shape == ((net.L, net.W) if via == "core" else net.one_shape())
     tol = TOL[net.dtype]
     loss_r, h_r = ref_evaluate(net, dict(p), np.asarray(ta, np.int64), h0, int(B))
-    assert isinstance(loss, float) and abs(loss - loss_r) <= tol * max(loss_r, 1e-6), (loss, loss_r)
+    assert isinstance(loss, float) and abs(loss - loss_r) <= tol * max(loss_r, LOSS_FLOOR[net.dtype]), (loss, loss_r)
     assert close(np.asarray(h).reshape(net.L, net.W), h_r, tol)
     compared("evaluate_loss")
     if int(B) == 1 and net.classic and net.dtype == F64:  # and the classic reference
