@@ -557,6 +557,7 @@ EXPORT_FORMATS = {"onnx": (".onnx", "onnx"), "torch": (".pt", "torch")}
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
+    from .fileio import check_output_path
 
     fmt = args.format
     if fmt is None:
@@ -569,6 +570,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output is not None else source.with_suffix(EXPORT_FORMATS[fmt][0])
     if out.is_dir():
         raise IsADirectoryError(f"the output {out} is a folder; give a file name with -o")
+    check_output_path(out)  # a device, a FIFO or a link is never replaced by the export
     if not out.parent.is_dir():
         raise FileNotFoundError(f"the output's folder {out.parent} does not exist")
     if out.exists() and source.exists() and out.resolve() == source.resolve():
