@@ -26,7 +26,7 @@ from optuna_integration.dask import DaskStorage
 
 from ..config import usable_cores
 
-__all__ = ["SweepCluster", "check_address", "default_workers"]
+__all__ = ["SweepCluster", "check_address", "default_workers", "local_workers"]
 
 
 def check_address(address: str) -> None:
@@ -48,6 +48,26 @@ def check_address(address: str) -> None:
 def default_workers(threads_per_trial: int) -> int:
     """Local workers when none are asked for: one per threads_per_trial cores."""
     return max(1, usable_cores() // threads_per_trial)
+
+
+def local_workers(asked: int | None, trials: int, threads_per_trial: int) -> tuple[int, str]:
+    """The worker processes of a local cluster, and why fewer than asked
+    ("" if not): never more than the trials to run (a worker without a trial
+    is a process doing nothing), nor more than max(2, cores /
+    threads_per_trial) (more would only share the cores and slow every
+    trial down)."""
+    fit = max(2, usable_cores() // threads_per_trial)
+    n = asked if asked is not None else default_workers(threads_per_trial)
+    n = min(n, fit) if asked is not None else n
+    n = max(1, min(n, trials))
+    if asked is None or n == asked:
+        return n, ""
+    if trials <= fit:
+        return n, f"--workers {asked} lowered to {n}: the sweep has {trials} trial(s) to run"
+    return n, (
+        f"--workers {asked} lowered to {n}: {usable_cores()} usable core(s) run at most {fit} trials of "
+        f"{threads_per_trial} thread(s) at a useful speed"
+    )
 
 
 def _forget_storage(dask_scheduler: Any, name: str) -> None:

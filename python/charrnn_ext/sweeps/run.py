@@ -607,7 +607,7 @@ def sweep(
     if settings.sampler == "grid":
         checked.grid()  # a space a grid cannot cover is refused before anything starts
     from . import study
-    from .cluster import SweepCluster, check_address
+    from .cluster import SweepCluster, check_address, local_workers
 
     if scheduler is not None:
         check_address(scheduler)
@@ -630,6 +630,12 @@ def sweep(
         started = time.monotonic()
         finished = False
         try:
+            if scheduler is None:
+                grid_points = _grid_size(checked.grid()) if settings.sampler == "grid" else settings.trials
+                to_run = min(settings.trials, grid_points) - len(read_trial_records(folder))
+                workers, why = local_workers(workers, to_run, settings.threads_per_trial)
+                if why:
+                    say(why)
             with study.quiet_optuna(), SweepCluster(scheduler, workers, settings.threads_per_trial) as cluster:
                 meta["settings"] = settings.to_json()
                 atomic_write_text(folder / SWEEP_JSON, json.dumps(meta, indent=2, sort_keys=True) + "\n")
