@@ -224,3 +224,46 @@ def test_a_damaged_metrics_csv_names_the_file(tmp_path):
     f.write_text("step,epoch,loss,smooth_loss,val_loss,val_chars\n1,0,x,1,,\n")
     with pytest.raises(ValueError, match=f"{f} is not a readable metrics file"):
         read_metrics_csv(f)
+
+
+# -- a full filesystem ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torch"])
+def test_an_export_onto_a_full_disk_is_one_line_naming_the_file(tmp_path, run100, capsys, monkeypatch, fmt):
+    """Before: the torch export ended in "RuntimeError: unexpected pos"
+    (torch.save's view of a failed write); the ONNX one gave a clean line.
+    The temporary file is /dev/full here, which fails every write with ENOSPC."""
+    pytest.importorskip("onnx" if fmt == "onnx" else "torch")
+    import tempfile
+
+    from charrnn_ext import cli
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full")
+    stand_in = tmp_path / "never-created.tmp"
+    monkeypatch.setattr(tempfile, "mkstemp", lambda **kw: (os.open("/dev/full", os.O_WRONLY), str(stand_in)))
+    out = tmp_path / f"model.{'onnx' if fmt == 'onnx' else 'pt'}"
+    assert cli.main(["export", str(run100), "--format", fmt, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"charrnn: error: [Errno 28] cannot write {out}: No space left on device\n"
+    assert not out.exists() and not stand_in.exists()
+
+
+def test_a_torch_writer_error_without_an_os_error_is_one_line(tmp_path, run100, capsys, monkeypatch):
+    """torch's own report of a write it could not finish (no OSError reached Python)."""
+    torch = pytest.importorskip("torch")
+    from charrnn_ext import cli
+
+    def failing_save(obj, fh):
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    out = tmp_path / "model.pt"
+    assert cli.main(["export", str(run100), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"charrnn: error: cannot write {out}: torch could not write the file (PytorchStreamWriter failed writing "
+        "file data/0: file write failed)\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -257,27 +257,55 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+class _RecordingWriter:
+    """A binary file whose first failed write is remembered: a writer that
+    turns an OSError of its file into its own error (torch.save raises
+    "RuntimeError: unexpected pos" on a full disk) is then reported as the
+    OSError it was."""
+
+    def __init__(self, fh: IO[bytes]):
+        self._fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
     """Call ``write(fileobj)`` on a temporary file next to ``path``, fsync it
     and move it over ``path`` in one step. On any error (KeyboardInterrupt
     included) the temporary file is removed and ``path`` is untouched. A
-    ``path`` that exists and is not a regular file is refused."""
+    ``path`` that exists and is not a regular file is refused. A failed write
+    of the file (a full disk) is an OSError naming ``path``, whatever the
+    ``write`` callable made of it."""
     target = Path(path)
     check_output_path(target)
     folder = target.parent if str(target.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    recorder: _RecordingWriter | None = None
     try:
         with os.fdopen(fd, "wb") as fh:
-            write(fh)
+            recorder = _RecordingWriter(fh)
+            write(recorder)  # type: ignore[arg-type]
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, _file_mode())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        cause = recorder.error if recorder is not None and recorder.error is not None else exc
+        if isinstance(cause, OSError) and cause.errno is not None and not isinstance(exc, KeyboardInterrupt):
+            raise OSError(cause.errno, f"cannot write {target}: {cause.strerror or cause}") from None
         raise
     _fsync_folder(folder)
     return target

@@ -35,7 +35,7 @@ import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -269,4 +269,11 @@ def save_torch(source: Checkpoint | str | os.PathLike[str], path: str | os.PathL
     """Write a checkpoint (object or path) as a PyTorch file atomically: see
     :meth:`CharRNNModule.export_dict`."""
     obj = CharRNNModule.from_checkpoint(source).export_dict()
-    return atomic_write(path, lambda fh: torch.save(obj, fh))
+
+    def write(fh: IO[bytes]) -> None:
+        try:
+            torch.save(obj, fh)
+        except RuntimeError as exc:  # torch's writer reports a failed write of the file as its own error
+            raise OSError(f"cannot write {path}: torch could not write the file ({exc})") from None
+
+    return atomic_write(path, write)
