@@ -267,3 +267,55 @@ def test_a_torch_writer_error_without_an_os_error_is_one_line(tmp_path, run100, 
         "file data/0: file write failed)\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# -- a torch export declaring a network larger than its tensors -----------------------------------
+
+_LOAD_DECLARED = r"""
+import resource, sys
+from charrnn_ext.export.torch import CharRNNModule
+vm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize:")) << 10
+resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), vm + (1 << 30)))  # 1 GiB more than after the imports
+try:
+    CharRNNModule.load(sys.argv[1])
+except ValueError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"hidden": 20000},
+            "declares vocab_size {K}, hidden 20000, but rnn.weight_ih_l0 is (8, {K}), not (20000, {K})",
+        ),
+        ({"vocab_size": 10**6}, "but rnn.weight_ih_l0 is (8, {K}), not (8, 1000000)"),
+        ({"layers": 10**9}, "declares 1000000000 layers; its tensors hold fewer"),
+        ({"layers": 2}, "the declared rnn of 2 layer(s) does not match its tensors"),
+        ({"cell": "lstm"}, "but rnn.weight_ih_l0 is (8, {K}), not (32, {K})"),
+        ({"hidden": True}, "vocab_size, hidden and layers must be integers >= 1"),
+        ({"dtype": "float16"}, "entry 'dtype' is 'float16'"),
+    ],
+)
+def test_a_torch_export_is_checked_against_its_tensors_before_the_network_is_built(tmp_path, change, message):
+    """Before: a 100 KB .pt declaring hidden 6000 built the declared network
+    (1.9 GB) before being refused. In a child allowed 1 GiB more than its
+    imports took, the refusal must come from the check (hidden 20000 in
+    float64 would need 3.2 GB), not from a MemoryError."""
+    torch = pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    from charrnn_ext.export.torch import CharRNNModule
+
+    module = CharRNNModule("rnn", 5, 8, 1, vocab="abcde")
+    obj = module.export_dict()
+    K = 5
+    obj.update(change)
+    bad = tmp_path / "bad.pt"
+    torch.save(obj, bad)
+    assert bad.stat().st_size < 100_000
+    r = subprocess.run([sys.executable, "-c", _LOAD_DECLARED, str(bad)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert r.stdout.startswith(f"{bad}: damaged torch export (") and message.format(K=K) in r.stdout, r.stdout
