@@ -353,3 +353,16 @@ def test_a_journal_shorter_than_the_trials_refuses_to_resume(tmp_path, capsys, m
 
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip(reason="FIFOs and /dev/zero as on Linux")
+
+
+def test_sample_and_export_of_a_sweep_folder_use_its_best_trial(tmp_path, run100, capsys):
+    """Before: `charrnn sample SWEEPDIR` did not look in best/."""
+    out = sweep_folder(tmp_path)
+    assert cli.main(["sample", str(out), "-n", "20"]) == 2
+    assert "is a sweep with no complete trial yet (no best/ folder)" in capsys.readouterr().err
+    trial = out / "trials" / "000"
+    trial.mkdir(parents=True)
+    (trial / "best.npz").write_bytes((run100 / "best.npz").read_bytes())
+    (out / "best").symlink_to("trials/000")
+    assert cli.main(["sample", str(out), "-n", "20", "--seed", "1"]) == 0
+    assert len(capsys.readouterr().out) >= 20

@@ -108,3 +108,13 @@ def test_local_workers_are_capped_by_the_trials_and_the_cores(monkeypatch):
     monkeypatch.setattr(cluster, "usable_cores", lambda: 16)
     assert cluster.local_workers(8, 100, 2) == (8, "")
     assert cluster.local_workers(12, 100, 2)[0] == 8
+
+
+@pytest.mark.parametrize("key", ["hid\0den", "hidden\u202e", "x\x1b[31m"])
+def test_control_characters_in_keys_are_escaped_in_errors(key):
+    for data in ({"fixed": {key: 1}, "search": {"hidden": {"choice": [4]}}}, {key: {}}):
+        with pytest.raises(SpaceError) as info:
+            parse_space(data, "space.toml")
+        message = str(info.value)
+        assert message.isprintable(), repr(message)
+        assert key.encode("unicode_escape").decode("ascii") in message

@@ -149,11 +149,15 @@ def plot_losses(
 
 LOCK_FILE = ".lock"
 
+#: What ``charrnn export RUN`` writes into a run folder by default (its checkpoints' exports).
+EXPORT_FILES = ("best.onnx", "best.pt", "last.onnx", "last.pt")
+
 
 def _own(name: str) -> bool:
     """A file this package writes in a run folder (or the temporary file of one)."""
     return (
         name in RUN_FILES
+        or name in EXPORT_FILES
         or name == LOCK_FILE
         or any(name.startswith(f".{f}.") and name.endswith(".tmp") for f in RUN_FILES)
     )

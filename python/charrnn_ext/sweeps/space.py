@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import OPTIONS, Option
-from ..fileio import UnreadableFile, read_bounded
+from ..fileio import UnreadableFile, printable, read_bounded
 
 __all__ = ["DISTRIBUTIONS", "Dist", "Space", "SpaceError", "load_space", "parse_space", "read_space_text"]
 
@@ -196,7 +196,9 @@ def _toml_value(value: Any) -> str:
 
 
 def _fail(source: str, where: str, message: str) -> SpaceError:
-    return SpaceError(f"{source}: {where}: {message}")
+    """The error of a key: control and format characters of the key (NUL, a
+    right-to-left override) are escaped, never echoed raw."""
+    return SpaceError(f"{printable(source, 300)}: {printable(where, 120)}: {printable(message, 2000)}")
 
 
 def _option_for(source: str, table: str, key: Any) -> Option:
@@ -281,7 +283,7 @@ def parse_space(data: Mapping[str, Any], source: str = "space") -> Space:
         raise SpaceError(f"{source}: expected a table with [fixed] and [search], got {type(data).__name__}")
     unknown = [k for k in data if k not in ("fixed", "search")]
     if unknown:
-        raise SpaceError(f"{source}: [{unknown[0]}]: unknown table; a space has [fixed] and [search]")
+        raise _fail(source, f"[{unknown[0]}]", "unknown table; a space has [fixed] and [search]")
     tables = {}
     for table in ("fixed", "search"):
         value = data.get(table, {})
