@@ -366,3 +366,27 @@ def test_sample_and_export_of_a_sweep_folder_use_its_best_trial(tmp_path, run100
     (out / "best").symlink_to("trials/000")
     assert cli.main(["sample", str(out), "-n", "20", "--seed", "1"]) == 0
     assert len(capsys.readouterr().out) >= 20
+
+
+def test_a_trial_lost_with_its_scheduler_is_not_recorded_as_failed(tmp_path):
+    """Before: a remote scheduler that died mid-trial made the trial
+    "failed" in trials/NNN, while after --resume it ran again and completed
+    in results.csv. Now nothing is recorded and the sweep stops saying why."""
+    from types import SimpleNamespace
+
+    from charrnn_ext.sweeps.run import _Session, _Ticket
+
+    class LostFuture:
+        def result(self):
+            raise RuntimeError("lost connection to the scheduler")
+
+    session = object.__new__(_Session)
+    future = LostFuture()
+    session.pending = {future: _Ticket(3, {"hidden": 4})}
+    session.out = tmp_path / "sweep"
+    session.cluster = SimpleNamespace(
+        local=False, address="tcp://10.0.0.1:8786", client=SimpleNamespace(status="connecting")
+    )
+    with pytest.raises(ConnectionError, match=r"lost the scheduler at tcp://10.0.0.1:8786 while trial 3 ran"):
+        session.collect(future)
+    assert not (tmp_path / "sweep" / "trials").exists()

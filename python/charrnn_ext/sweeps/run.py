@@ -313,6 +313,14 @@ class _Session:
         try:
             outcome: TrialOutcome = future.result()
         except Exception as exc:  # the worker died too often (KilledWorker), the task was lost, ...
+            if not self.cluster.local and self.cluster.client.status != "running":
+                # The scheduler is gone, not the trial: recording it as failed would disagree with the run
+                # it makes after --resume. It stays open in study.journal (written after every finished trial).
+                raise ConnectionError(
+                    f"lost the scheduler at {self.cluster.address} while trial {ticket.number} ran "
+                    f"({type(exc).__name__}); {self.out} holds every finished trial: start the scheduler again "
+                    f"and continue with charrnn sweep SPACE --out {self.out} --resume"
+                ) from None
             outcome = TrialOutcome(number=ticket.number, state="failed", message=f"{type(exc).__name__}: {exc}")
         if outcome.state == "interrupted":
             return  # open in the study; --resume runs it again
