@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,33 +25,14 @@ from charrnn_ext.sweeps.results import (
     write_trial_folder,
 )
 from helpers import HAVE_SWEEP
+from helpers import SWEEP_JSON as META
 
-pytestmark = pytest.mark.skipif(not HAVE_SWEEP, reason="needs the [sweep] extra: optuna, optuna-integration, dask")
+pytestmark = [
+    pytest.mark.usefixtures("deadline"),
+    pytest.mark.skipif(not HAVE_SWEEP, reason="needs the [sweep] extra: optuna, optuna-integration, dask"),
+]
 
 SPACE = "[fixed]\nsteps = 3\n[search]\nhidden = { choice = [4, 8] }\n"
-META = {
-    "format": 1,
-    "sweep_id": "0123456789ab",
-    "study_name": "charrnn-sweep",
-    "package_version": "0",
-    "space": {"fixed": {"steps": 3}, "search": {"hidden": {"choice": [4, 8]}}},
-    "text": None,
-    "settings": {"trials": 2, "sampler": "tpe", "pruner": "median", "seed": None, "threads_per_trial": 1},
-}
-
-
-@pytest.fixture(autouse=True)
-def deadline():
-    """Nothing here may block: a test still running after 60 s fails (SIGALRM)."""
-
-    def expired(signum, frame):
-        raise TimeoutError("blocked for 60 s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 class _NoCluster:
@@ -349,10 +328,6 @@ def test_a_journal_shorter_than_the_trials_refuses_to_resume(tmp_path, capsys, m
         write_trial_folder(out, record(n), {})
     err = resume(tmp_path, out, capsys, monkeypatch)
     assert "has a study journal of 1 trial(s), but trials/ records trial 1" in err
-
-
-if sys.platform != "linux":  # pragma: no cover
-    pytestmark = pytest.mark.skip(reason="FIFOs and /dev/zero as on Linux")
 
 
 def test_sample_and_export_of_a_sweep_folder_use_its_best_trial(tmp_path, run100, capsys):

@@ -7,7 +7,6 @@ readers and writers of run folders and exports that use them."""
 from __future__ import annotations
 
 import os
-import signal
 import stat
 from pathlib import Path
 
@@ -27,20 +26,6 @@ from charrnn_ext.runfolder import RunFolder, read_metrics_csv
 from cli_helpers import TRAIN_TINY, one_error_line, run_cli
 
 # -- the reader ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def deadline():
-    """A test that would block forever fails after 20 s instead (SIGALRM)."""
-
-    def expired(signum, frame):
-        raise TimeoutError("blocked for 20 s")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 def test_a_fifo_is_refused_without_blocking(tmp_path, deadline):

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import OPTIONS, Option
-from ..fileio import UnreadableFile, printable, read_bounded
+from ..fileio import UnreadableFile, printable, read_text_file
 
 __all__ = ["DISTRIBUTIONS", "Dist", "Space", "SpaceError", "load_space", "parse_space", "read_space_text"]
 
@@ -390,11 +390,9 @@ def load_space(path: str | os.PathLike[str]) -> Space:
             f"{p}: {p.stat().st_size:,} bytes is far more than a space file needs (at most {MAX_SPACE_BYTES:,})"
         )
     try:
-        text = read_bounded(p, MAX_SPACE_BYTES, "space file").decode("utf-8")
+        text = read_text_file(p, MAX_SPACE_BYTES, "space file")
     except UnreadableFile as exc:
         raise SpaceError(f"space file not found: {p}" if exc.missing else str(exc)) from None
-    except UnicodeDecodeError as exc:
-        raise SpaceError(f"{p}: cannot be read ({exc})") from None
     check_toml_shape(text, str(p))
     try:
         data = tomllib.loads(text)
