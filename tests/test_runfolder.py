@@ -226,3 +226,24 @@ def test_a_runs_default_exports_do_not_block_its_resume(tmp_path):
     (run / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match=r"not part of a charrnn run \(notes.txt\)"):
         RunFolder(run).open_for_run(fresh=False)
+
+
+def test_report_refuses_a_folder_a_live_run_is_writing(run100, tmp_path):
+    """Before: charrnn report ignored a live run's lock and read its files half-way."""
+    import shutil
+
+    from charrnn_ext.runfolder import RunFolder, write_report
+
+    run = tmp_path / "run"
+    shutil.copytree(run100, run)
+    (run / ".lock").unlink(missing_ok=True)
+    live = RunFolder(run)
+    live.lock()
+    with pytest.raises(ValueError, match=f"another charrnn process \\(pid {os.getpid()}\\) is writing to {run}"):
+        write_report(run, plot=False)
+    live.unlock()
+    assert write_report(run, plot=False) == run / "report.md"
+    assert (run / ".lock").exists()  # the run's own lock file stays
+    (run / ".lock").unlink()
+    write_report(run, plot=False)
+    assert not (run / ".lock").exists()  # a lock file the report made is removed again

@@ -392,5 +392,18 @@ _SUMMARY_FIELDS: dict[str, Any] = {
 
 
 def write_report(run_dir: str | os.PathLike[str], plot: bool = True) -> Path:
-    """(Re)build report.md (and loss.png unless plot is False) in a run folder."""
-    return RunFolder(run_dir).write_report(plot)
+    """(Re)build report.md (and loss.png unless plot is False) in a run
+    folder, holding its lock: a run still writing there is refused rather
+    than read half-way (its checkpoint and its records may be of different
+    updates)."""
+    folder = RunFolder(run_dir)
+    if not folder.path.is_dir():
+        raise FileNotFoundError(f"run folder not found: {folder.path}")
+    made_lock = not (folder.file(LOCK_FILE).exists() or folder.file(LOCK_FILE).is_symlink())
+    folder.lock()
+    try:
+        return folder.write_report(plot)
+    finally:
+        if made_lock:
+            folder.file(LOCK_FILE).unlink(missing_ok=True)  # while still holding it
+        folder.unlock()
