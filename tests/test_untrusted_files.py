@@ -304,3 +304,34 @@ def test_a_torch_export_is_checked_against_its_tensors_before_the_network_is_bui
     r = subprocess.run([sys.executable, "-c", _LOAD_DECLARED, str(bad)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert r.stdout.startswith(f"{bad}: damaged torch export (") and message.format(K=K) in r.stdout, r.stdout
+
+
+# -- texts that are not what they seem -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_bom_is_detected(tmp_path, encoding):
+    """Before: trained on as NUL-interleaved UTF-8."""
+    from charrnn_ext.data import load_text
+
+    f = tmp_path / "play.txt"
+    f.write_bytes(("ROMEO: But soft, what light through yonder window breaks?\n" * 20).encode(encoding))
+    order = encoding.upper().replace("UTF-16-", "UTF-16")
+    with pytest.raises(ValueError, match=f"looks like {order} text without a byte-order mark"):
+        load_text(f)
+    f.write_text("ROMEO: plain UTF-8 text, with a NUL \0 or two \0 in it is still text\n" * 20)
+    assert load_text(f).startswith("ROMEO")
+
+
+def test_a_text_whose_name_is_not_utf8_is_refused_before_training(tmp_path):
+    """Before: such a --text trained to the end, then failed to write its report, forever."""
+    from charrnn_ext.data import load_text
+
+    name = os.fsdecode(b"caf\xe9.txt")  # Latin-1 bytes: not UTF-8
+    path = tmp_path / name
+    try:
+        path.write_text("some text to train on\n")
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("the filesystem refuses non-UTF-8 names")
+    with pytest.raises(ValueError, match=r"the file name .* is not UTF-8"):
+        load_text(path)
