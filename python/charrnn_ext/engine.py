@@ -37,6 +37,7 @@ __all__ = [
     "numerical_grads",
     "sample",
     "simd_level",
+    "trace",
     "train_step",
     "train_steps",
     "train_walk",
@@ -284,6 +285,38 @@ def evaluate_loss(
     differs slightly from B = 1)."""
     loss, h = _core.evaluate_loss(params, data, h0, cell=None, batch_size=batch_size, threads=threads)
     return loss, _one_stream(params, h)
+
+
+def trace(
+    params: Params,
+    data: IndexArray,
+    h0: np.ndarray | None = None,
+    *,
+    top_k: int,
+    states: bool = True,
+    batch_size: int = default("batch_size"),
+    threads: int = default("threads"),
+) -> tuple[
+    npt.NDArray[np.float64],
+    np.ndarray,
+    npt.NDArray[np.int32],
+    np.ndarray,
+    np.ndarray | None,
+    np.ndarray | None,
+    np.ndarray,
+]:
+    """The forward pass of :func:`evaluate_loss`, kept at every position i
+    (having read data[i], predicting data[i+1]) instead of summed: (nll
+    (N-1,) float64, the row losses -log p(data[i+1]); prob (N-1,) p(data[i+1]);
+    top_index (N-1, top_k) int32 and top_prob (N-1, top_k), the most probable
+    next characters, ties by the lower index; hidden (layers, N-1, m), or None
+    unless ``states``; cell (layers, N-1, m) for an LSTM, else None; the state
+    at the end of the text). ``batch_size`` as in :func:`evaluate_loss` (1:
+    one pass from h0, every state that of a single reading)."""
+    nll, prob, top_index, top_prob, hidden, cell, h = _core.trace(
+        params, data, h0, cell=None, top_k=top_k, states=states, batch_size=batch_size, threads=threads
+    )
+    return nll, prob, top_index, top_prob, hidden, cell, _one_stream(params, h)
 
 
 def sample(
