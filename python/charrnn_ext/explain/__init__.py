@@ -11,16 +11,18 @@ units that best track simple features of the text (:mod:`.features`).
 
 from .features import FEATURES, correlations, feature_series, rank_units
 from .page import FORMATS, asset, page_html, payload_json, write_explain
-from .payload import SCHEMA, build_payload, payload_from_trace
+from .payload import MAX_CHARS, SCHEMA, build_payload, model_info, payload_from_trace
 
 __all__ = [
     "FEATURES",
     "FORMATS",
+    "MAX_CHARS",
     "SCHEMA",
     "asset",
     "build_payload",
     "correlations",
     "feature_series",
+    "model_info",
     "page_html",
     "payload_from_trace",
     "payload_json",

@@ -7,7 +7,7 @@ position i of a trace (:mod:`charrnn_ext.tracing`):
 - ``in_quotes``: inside a quotation: an odd number of straight double quotes
   read so far, or more typographic opening quotes (“) than closing ones (”);
 - ``in_brackets``: inside (), [] or {} (a closer with no opener is ignored);
-- ``line_position``: characters read since the last newline (0 on a newline);
+- ``line_position``: characters read since the last newline or the start (0 on a newline);
 - ``after_newline``: text[i] is a newline (the next character starts a line);
 - ``in_word``: text[i] is a letter or a digit.
 """
@@ -59,7 +59,7 @@ def feature_series(text: str, n: int | None = None) -> dict[str, np.ndarray]:
     series = {
         "in_quotes": quotes,
         "in_brackets": brackets > 0,
-        "line_position": idx - last_newline - (last_newline < 0),
+        "line_position": idx - last_newline,
         "after_newline": newline,
         "in_word": word,
     }

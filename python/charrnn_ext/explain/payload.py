@@ -33,9 +33,12 @@ import numpy as np
 from ..tracing import DEFAULT_TOP_K, Trace
 from .features import FEATURES, rank_units
 
-__all__ = ["SCHEMA", "TOP_UNITS", "build_payload", "payload_from_trace"]
+__all__ = ["MAX_CHARS", "SCHEMA", "TOP_UNITS", "build_payload", "model_info", "payload_from_trace"]
 
 SCHEMA = "charrnn-explain/1"
+#: The most characters ``charrnn explain`` traces unless told otherwise: a
+#: page of this size stays quick in a browser.
+MAX_CHARS = 20_000
 #: Units listed per feature.
 TOP_UNITS = 5
 
@@ -126,7 +129,12 @@ def build_payload(
     ``text``: its trace in one pass from the model's start state, with the
     states of ``layers`` (default: all) and the units ranked per feature."""
     trace = model.trace(text, top_k=top_k, threads=threads)
-    info = {
+    return payload_from_trace(trace, model_info(model), layers=layers, source=source)
+
+
+def model_info(model: Any) -> dict[str, Any]:
+    """The payload's ``model`` entry for a :class:`~charrnn_ext.model.CharRNN`."""
+    return {
         "cell": model.cell,
         "layers": model.layers,
         "hidden": model.hidden,
@@ -134,4 +142,3 @@ def build_payload(
         "dtype": model.meta()["dtype"],
         "n_params": model.n_params,
     }
-    return payload_from_trace(trace, info, layers=layers, source=source)
