@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..data import _code_points
+
 __all__ = ["FEATURES", "UnitScore", "correlations", "feature_series", "rank_units"]
 
 #: (name, label) of every feature, in the order they are shown.
@@ -34,10 +36,6 @@ FEATURES: tuple[tuple[str, str], ...] = (
 _ROWS = 1 << 15
 
 
-def _codes(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
-
-
 def _depth(opens: np.ndarray, closes: np.ndarray) -> np.ndarray:
     """Nesting depth after each character, never below 0 (a closer at depth 0
     is ignored): the running sum reflected at 0, d - min(0, running min of d)."""
@@ -48,7 +46,7 @@ def _depth(opens: np.ndarray, closes: np.ndarray) -> np.ndarray:
 def feature_series(text: str, n: int | None = None) -> dict[str, np.ndarray]:
     """Every feature of :data:`FEATURES` at positions 0..n-1 (default: every
     character) as float64 arrays."""
-    c = _codes(text)
+    c = _code_points(text)
     n = c.size if n is None else n
     quotes = (np.cumsum(c == ord('"')) % 2 == 1) | (_depth(c == 0x201C, c == 0x201D) > 0)
     brackets = _depth(np.isin(c, [ord("("), ord("["), ord("{")]), np.isin(c, [ord(")"), ord("]"), ord("}")]))
