@@ -217,6 +217,11 @@ def test_cli_refuses_an_output_it_cannot_write(checkpoint, tmp_path, capsys):
     assert "the output's folder" in capsys.readouterr().err
     assert main(["explain", str(checkpoint), "--string", "The cat", "-o", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert main(["explain", str(checkpoint), "--string", "The cat", "-o", str(fifo)]) == 2
+    assert "is not a regular file" in capsys.readouterr().err
+    assert not fifo.is_file() and fifo.exists()  # left as it was
 
 
 def test_a_finished_run_links_its_explain_page(tmp_path):

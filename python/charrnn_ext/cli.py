@@ -664,6 +664,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.is_dir():
         raise IsADirectoryError(f"the output {out} is a folder; give a file name with -o")
+    if out.exists() and not out.is_file():
+        raise ValueError(f"the output {out} is not a regular file (a device or a pipe?); give a file name with -o")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"the output's folder {out.parent} does not exist")
     model = CharRNN.load(args.model)
