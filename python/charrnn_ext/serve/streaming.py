@@ -1,0 +1,86 @@
+"""Sampled text as server-sent events.
+
+The C++ sampler draws the text in short pieces, each in a worker thread
+(it releases the GIL), so the event loop stays free and many streams
+advance side by side. The events:
+
+- ``start``: ``{"model", "seed", "prime", "length"}``, before the first character;
+- ``text``: one piece of text (a JSON string);
+- ``done``: ``{"chars", "seconds"}``, after the last piece;
+- ``error``: ``{"error"}`` if sampling fails after the stream began.
+
+When the client goes away the server cancels the stream between two pieces
+and the ``finally`` below gives its slot back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio.to_thread
+
+from ..sampling import random_seed
+from .limits import Slot
+from .params import SampleRequest
+from .registry import ModelEntry
+
+__all__ = ["PIECE_CHARS", "event", "sample_events"]
+
+#: Characters drawn per call of the sampler: small enough that the first ones
+#: show at once and a stop takes effect quickly, large enough that the
+#: per-call cost is small.
+PIECE_CHARS = 64
+
+log = logging.getLogger("charrnn_ext.serve")
+
+
+def event(name: str, data: Any) -> bytes:
+    """One server-sent event whose data is ``data`` as JSON (one line)."""
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def start_pieces(entry: ModelEntry, req: SampleRequest) -> tuple[int, Iterator[str]]:
+    """The seed and the pieces of one stream. The generator checks nothing
+    until its first piece is asked for, so the caller checks the prime first."""
+    seed = random_seed() if req.seed is None else req.seed
+    pieces = entry.model.sample_stream(
+        req.length,
+        temperature=req.temperature,
+        prime=req.prime,
+        seed=seed,
+        top_k=req.top_k,
+        top_p=req.top_p,
+        greedy=req.greedy,
+        piece=PIECE_CHARS,
+    )
+    return seed, pieces
+
+
+def _next_piece(pieces: Iterator[str]) -> str | None:
+    return next(pieces, None)
+
+
+async def sample_events(entry: ModelEntry, req: SampleRequest, slot: Slot) -> AsyncIterator[bytes]:
+    """The events of one stream; gives ``slot`` back however it ends."""
+    try:
+        seed, pieces = start_pieces(entry, req)
+        yield event("start", {"model": entry.name, "seed": seed, "prime": req.prime, "length": req.length})
+        t0, chars = time.perf_counter(), 0
+        try:
+            while True:
+                piece = await anyio.to_thread.run_sync(_next_piece, pieces)
+                if piece is None:
+                    break
+                chars += len(piece)
+                yield event("text", piece)
+        except (ValueError, TypeError, MemoryError) as exc:  # the engine refused something the checks let through
+            log.warning("sampling from %s failed: %s", entry.name, exc)
+            yield event("error", {"error": f"sampling failed: {exc}"})
+            return
+        yield event("done", {"chars": chars, "seconds": round(time.perf_counter() - t0, 6)})
+    finally:
+        slot.release()
