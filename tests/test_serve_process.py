@@ -1,0 +1,78 @@
+"""``charrnn serve`` as a real process on loopback (stopped by its pid):
+streams side by side, the concurrent limit with real streams, and a client
+that disconnects mid-stream giving its slot back."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from serve_helpers import active_streams, iter_events, make_runs, parse_events, served, wait_until
+
+pytest.importorskip("starlette", reason="charrnn serve needs the serve extra (starlette, uvicorn, httpx)")
+pytest.importorskip("uvicorn", reason="charrnn serve needs the serve extra (starlette, uvicorn, httpx)")
+httpx = pytest.importorskip("httpx", reason="the HTTP client of these tests is httpx (the serve extra)")
+
+pytestmark = pytest.mark.slow
+
+#: Longer than any of these tests lasts at the sampler's speed: these streams end only when the client leaves.
+ENDLESS = 400_000_000
+MAX_STREAMS = 2
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve-process")
+    runs = make_runs(root)
+    with served(runs, "--max-streams", str(MAX_STREAMS), "--max-chars", str(ENDLESS), log=root / "server.log") as base:
+        yield base
+
+
+@contextlib.contextmanager
+def open_stream(client, **params):
+    """A stream read up to its first piece of text; leaving the block disconnects."""
+    with client.stream("POST", "/api/sample", json={"model": "rnn-small", **params}) as r:
+        assert r.status_code == 200
+        events = iter_events(r.iter_lines())
+        assert next(events)[0] == "start"
+        assert next(events)[0] == "text"
+        yield events
+
+
+def test_the_server_answers_on_loopback_with_its_models(server):
+    info = httpx.get(f"{server}/api/info", timeout=10).json()
+    assert server.startswith("http://127.0.0.1:")
+    assert [m["name"] for m in info["models"]] == ["gru-2x16", "loose.npz", "rnn-small"]
+    assert info["limits"]["max_streams"] == MAX_STREAMS and info["limits"]["active_streams"] == 0
+
+
+def test_a_long_stream_does_not_hold_up_another(server):
+    with httpx.Client(base_url=server, timeout=60) as client, open_stream(client, length=ENDLESS, seed=1) as first:
+        r = client.post("/api/sample", json={"model": "gru-2x16", "length": 3000, "seed": 2})
+        events = parse_events(r.text)
+        assert r.status_code == 200 and events[-1] == ("done", events[-1][1]) and events[-1][1]["chars"] == 3000
+        assert next(first)[0] == "text"  # the long one is still going
+    wait_until(lambda: active_streams(server) == 0, what="both slots given back")
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_slot(server):
+    with httpx.Client(base_url=server, timeout=60) as client:
+        with open_stream(client, length=ENDLESS, seed=3), open_stream(client, length=ENDLESS, seed=4):
+            assert active_streams(server) == MAX_STREAMS
+            r = client.post("/api/sample", json={"model": "rnn-small", "length": 10})
+            assert r.status_code == 429 and f"all {MAX_STREAMS} streams" in r.json()["error"]
+        # both clients have gone: without reading on, their streams must end and give their slots back
+        wait_until(lambda: active_streams(server) == 0, what="the slots of the disconnected streams given back")
+        for _ in range(MAX_STREAMS + 1):  # every slot serves again
+            r = client.post("/api/sample", json={"model": "rnn-small", "length": 50, "seed": 1})
+            assert r.status_code == 200 and parse_events(r.text)[-1][0] == "done"
+    assert active_streams(server) == 0
+
+
+def test_many_disconnects_leak_no_slot(server):
+    with httpx.Client(base_url=server, timeout=60) as client:
+        for seed in range(10):
+            with open_stream(client, length=ENDLESS, seed=seed):
+                pass
+            wait_until(lambda: active_streams(server) == 0, what=f"slot of stream {seed} given back")
