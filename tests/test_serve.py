@@ -205,12 +205,18 @@ def test_length_zero_is_an_empty_stream(client):
     assert [e for e, _ in events] == ["start", "done"] and events[-1][1]["chars"] == 0
 
 
-def test_text_arrives_in_several_pieces(client):
-    from charrnn_ext.serve.streaming import PIECE_CHARS
+def test_the_first_piece_comes_alone_and_later_ones_in_batches(client, monkeypatch):
+    from charrnn_ext.serve import streaming
 
-    _, events = sample(client, model="rnn-small", length=10 * PIECE_CHARS, seed=1)
-    pieces = [d for e, d in events if e == "text"]
-    assert len(pieces) == 10 and all(len(p) == PIECE_CHARS for p in pieces)
+    n = streaming.PIECE_CHARS
+    monkeypatch.setattr(streaming, "BATCH_SECONDS", 0.0)  # one piece per event
+    _, events = sample(client, model="rnn-small", length=10 * n, seed=1)
+    assert [len(d) for e, d in events if e == "text"] == [n] * 10
+    monkeypatch.setattr(streaming, "BATCH_SECONDS", 1e9)  # as many as a trip may draw
+    monkeypatch.setattr(streaming, "BATCH_PIECES", 4)
+    _, batched = sample(client, model="rnn-small", length=10 * n + 5, seed=1)
+    assert [len(d) for e, d in batched if e == "text"] == [n, 4 * n, 4 * n, n + 5]
+    assert joined(batched)[: 10 * n] == joined(events)  # the same text, cut differently
 
 
 # ---------------------------------------------------------------------------

@@ -110,6 +110,7 @@
   // -- streaming -------------------------------------------------------------------------------
 
   function appendText(text, cls) {
+    // the drawn text goes into one text node after the prime, so a long stream stays one node
     const out = $("output");
     const atEnd = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
     if (cls) {
@@ -117,11 +118,18 @@
       span.className = cls;
       span.textContent = text;
       out.append(span);
+    } else if (out.lastChild && out.lastChild.nodeType === Node.TEXT_NODE) {
+      out.lastChild.appendData(text);
     } else {
       out.append(document.createTextNode(text));
     }
     if (atEnd) out.scrollTop = out.scrollHeight;
   }
+
+  // Lets the browser handle input (the stop button) and paint between two reads: a fast model
+  // fills the stream faster than a page reads it, and a chain of reads that never waits would
+  // keep every click waiting. The server then waits for the page (the connection's flow control).
+  const breathe = () => new Promise((resolve) => setTimeout(resolve, 0));
 
   function running(on) {
     $("sample").disabled = on;
@@ -186,6 +194,7 @@
           }
           if (data.length) handleEvent(name, JSON.parse(data.join("\n")), started);
         }
+        await breathe();
       }
       if (!started.done) setStatus($("status"), "the server closed the stream early", true);
     } catch (err) {
