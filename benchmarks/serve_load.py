@@ -29,19 +29,13 @@ import json
 import math
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-START_SECONDS = 120
 
 
 @dataclass
@@ -53,44 +47,6 @@ class Tally:
     chars: int = 0
     completed: int = 0
     failures: list[str] = field(default_factory=list)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def server_process(path: Path, streams: int, chars: int) -> Iterator[str]:
-    """``charrnn serve PATH`` on 127.0.0.1 at the given limits; yields its URL, stops it by its pid."""
-    import httpx
-
-    port = _free_port()
-    cmd = [sys.executable, "-m", "charrnn_ext", "serve", str(path), "--port", str(port)]
-    cmd += ["--max-streams", str(streams), "--max-chars", str(chars)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"charrnn serve exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/api/info", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"charrnn serve did not answer within {START_SECONDS} s")
-            time.sleep(0.1)
-        yield url
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 async def _one_stream(client: Any, model: str, chars: int, seed: int, tally: Tally) -> None:
@@ -164,7 +120,9 @@ def run_load(
     with tempfile.TemporaryDirectory() as tmp:
         if path is None:
             path = classic_model(Path(tmp))
-        with server_process(path, streams, chars) as url:
+        from charrnn_ext.serve.process import serve_process
+
+        with serve_process(path, "--max-streams", str(streams), "--max-chars", str(chars)) as url:
             import httpx
 
             info = httpx.get(f"{url}/api/info", timeout=10).json()

@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,47 +32,14 @@ def make_runs(root: Path) -> Path:
     return runs
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def served(path: Path, *args: str, log: Path | None = None) -> Iterator[str]:
-    """A ``charrnn serve PATH ARGS`` process on 127.0.0.1 and a free port;
-    yields its base URL once it answers, and stops it by its pid."""
-    import httpx
+    """A ``charrnn serve PATH ARGS`` process on 127.0.0.1 and a free port (its output to ``log``)."""
+    from charrnn_ext.serve.process import serve_process
 
-    port = free_port()
-    cmd = [sys.executable, "-m", "charrnn_ext", "serve", str(path), "--port", str(port), *args]
-    out = open(log, "w") if log is not None else subprocess.DEVNULL  # closed below
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_SECONDS
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"charrnn serve exited with {proc.returncode} before answering")
-            try:
-                if httpx.get(f"{base}/api/info", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"charrnn serve did not answer within {START_SECONDS} s")
-            time.sleep(0.1)
-        yield base
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-        if log is not None:
-            out.close()  # type: ignore[union-attr]
+    with contextlib.ExitStack() as stack:
+        out = None if log is None else stack.enter_context(open(log, "w"))
+        yield stack.enter_context(serve_process(path, *args, log=out, start_seconds=START_SECONDS))
 
 
 def parse_events(text: str) -> list[tuple[str, object]]:

@@ -76,3 +76,32 @@ def test_many_disconnects_leak_no_slot(server):
             with open_stream(client, length=ENDLESS, seed=seed):
                 pass
             wait_until(lambda: active_streams(server) == 0, what=f"slot of stream {seed} given back")
+
+
+def test_a_server_that_cannot_start_is_reported(tmp_path):
+    from charrnn_ext.serve.process import serve_process
+
+    with pytest.raises(RuntimeError, match="exited with 2 before answering"), serve_process(tmp_path / "missing"):
+        pass
+
+
+def test_a_port_in_use_is_one_error_line(tmp_path, server):
+    import subprocess
+    import sys
+    from urllib.parse import urlsplit
+
+    from charrnn_ext.data import Vocabulary
+    from charrnn_ext.model import CharRNN
+
+    port = urlsplit(server).port  # the module's server listens there
+    CharRNN.new(Vocabulary.from_text("ab"), hidden=4).save(tmp_path / "m.npz")
+    r = subprocess.run(
+        [sys.executable, "-m", "charrnn_ext", "serve", str(tmp_path / "m.npz"), "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last == f"charrnn: error: the server could not listen on 127.0.0.1:{port} (see the message above)"
+    assert "address already in use" in r.stderr.lower()

@@ -126,6 +126,17 @@ class SampleRequest:
             )
         return cls(model=model, **values)
 
+    def controls(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`CharRNN.sample_stream <charrnn_ext.model.CharRNN.sample_stream>`
+        besides the length and the seed."""
+        return {
+            "temperature": self.temperature,
+            "prime": self.prime,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "greedy": self.greedy,
+        }
+
 
 @dataclass(frozen=True)
 class TraceRequest:

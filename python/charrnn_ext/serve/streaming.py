@@ -48,17 +48,7 @@ def start_pieces(entry: ModelEntry, req: SampleRequest) -> tuple[int, Iterator[s
     """The seed and the pieces of one stream. The generator checks nothing
     until its first piece is asked for, so the caller checks the prime first."""
     seed = random_seed() if req.seed is None else req.seed
-    pieces = entry.model.sample_stream(
-        req.length,
-        temperature=req.temperature,
-        prime=req.prime,
-        seed=seed,
-        top_k=req.top_k,
-        top_p=req.top_p,
-        greedy=req.greedy,
-        piece=PIECE_CHARS,
-    )
-    return seed, pieces
+    return seed, entry.model.sample_stream(req.length, seed=seed, piece=PIECE_CHARS, **req.controls())
 
 
 #: Seconds of drawing per trip to a worker thread after the first piece: a fast model sends
