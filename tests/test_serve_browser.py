@@ -168,3 +168,58 @@ def test_a_refused_request_shows_the_servers_message(page):
     expected = "console error: Failed to load resource: the server responded with a status of 400 (Bad Request)"
     assert page.problems == [expected]  # the browser's own note of the 400
     page.problems.clear()
+
+
+@pytest.fixture
+def explain_server(tmp_path, server):
+    """The app with a stand-in explain view (payload builder and renderer), run by uvicorn in a thread
+    on loopback: the seam the explain module plugs into, from the page's side."""
+    import threading
+
+    import uvicorn
+
+    from charrnn_ext.serve.app import create_app
+    from charrnn_ext.serve.process import free_port
+    from charrnn_ext.serve.registry import Registry
+    from charrnn_ext.serve.trace import TraceSupport
+
+    (tmp_path / "render.js").write_text(
+        "window.charrnnExplain = { render(element, payload) {"
+        " element.textContent = `${payload.model}: ${payload.text} / ${payload.top_k}`; } };"
+    )
+    (tmp_path / "render.css").write_text("#explain-view { font-weight: 700; }")
+
+    def build_payload(model, text, top_k=5):
+        return {"model": f"{model.cell}x{model.hidden}", "text": text, "top_k": top_k}
+
+    runs = make_runs(tmp_path)
+    support = TraceSupport(build_payload, tmp_path, ["render.css", "render.js"], "")
+    app = create_app(Registry(runs), allowed_hosts=["127.0.0.1"], trace=support)
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    wait_until(lambda: srv.started, what="the explain test server listening")
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=30)
+
+
+def test_the_explain_panel_shows_when_the_server_offers_traces(browser, explain_server):
+    context = browser.new_context()
+    requested: list[str] = []
+    context.on("request", lambda req: requested.append(req.url))
+    page = context.new_page()
+    page.goto(f"{explain_server}/")
+    page.wait_for_selector("body[data-ready=true]", timeout=WAIT_MS)
+    assert page.locator("#explain").is_visible()
+    page.click("#models tbody tr[data-model='gru-2x16']")
+    page.fill("#explain-text", "The cat sat")
+    page.click("#explain-go")
+    page.wait_for_function("() => document.getElementById('explain-view').textContent.length > 0", timeout=WAIT_MS)
+    assert page.inner_text("#explain-view") == "grux16: The cat sat / 5"  # the renderer drew the payload
+    assert page.inner_text("#explain-status") == "explained with gru-2x16"
+    assert f"{explain_server}/explain/render.js" in requested and f"{explain_server}/explain/render.css" in requested
+    assert all(urlsplit(u).hostname == "127.0.0.1" for u in requested)
+    context.close()
