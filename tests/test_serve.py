@@ -422,6 +422,12 @@ def test_past_the_concurrent_streams_the_answer_is_429_and_a_freed_slot_serves_a
     assert slots.in_use == 0
 
 
+def test_a_stopping_server_takes_no_new_stream(client, app):
+    app.state.server.stop()
+    assert_error(client.post("/api/sample", json={"model": "rnn-small", "length": 5}), 503, "the server is stopping")
+    assert app.state.server.slots.in_use == 0
+
+
 def test_exactly_max_chars_is_allowed(client):
     r, events = sample(client, model="rnn-small", length=MAX_CHARS - 3, prime="The", seed=1)
     assert r.status_code == 200 and events[-1][1]["chars"] == MAX_CHARS - 3

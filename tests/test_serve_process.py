@@ -105,3 +105,43 @@ def test_a_port_in_use_is_one_error_line(tmp_path, server):
     last = r.stderr.strip().splitlines()[-1]
     assert last == f"charrnn: error: the server could not listen on 127.0.0.1:{port} (see the message above)"
     assert "address already in use" in r.stderr.lower()
+
+
+def test_a_stopped_server_ends_its_streams_cleanly(tmp_path):
+    """SIGTERM (or Ctrl-C) with a stream under way: the stream ends with an error event saying why,
+    and the process exits with the code of an interrupted command."""
+    import signal
+    import subprocess
+    import sys
+
+    from charrnn_ext.data import Vocabulary
+    from charrnn_ext.model import CharRNN
+    from charrnn_ext.serve.process import free_port
+
+    CharRNN.new(Vocabulary.from_text("abc"), hidden=8).save(tmp_path / "m.npz")
+    port = free_port()
+    cmd = [sys.executable, "-m", "charrnn_ext", "serve", str(tmp_path / "m.npz"), "--port", str(port)]
+    proc = subprocess.Popen([*cmd, "--max-chars", str(ENDLESS)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(base), seconds=60, what="the server answering")
+        with httpx.Client(base_url=base, timeout=60) as client:
+            with client.stream("POST", "/api/sample", json={"model": "m.npz", "length": ENDLESS}) as r:
+                events = iter_events(r.iter_lines())
+                assert [next(events)[0], next(events)[0]] == ["start", "text"]
+                proc.send_signal(signal.SIGTERM)
+                rest = [e for e in events if e[0] != "text"]
+        assert len(rest) == 1 and rest[0][0] == "error" and "the server is stopping" in rest[0][1]["error"]
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
+def _answers(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/api/info", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -113,6 +113,11 @@ class _Server:
         self.max_chars = max_chars
         self.trace = trace
         self.body_limit = 4 * max_chars + BODY_OVERHEAD
+        self.stopping = False
+
+    def stop(self) -> None:
+        """The server is stopping: streams under way end after their current piece, new ones are refused."""
+        self.stopping = True
 
     async def _json(self, request: Request) -> dict[str, Any]:
         """The request's JSON object, read up to the body limit (a larger body is not read whole)."""
@@ -164,9 +169,11 @@ class _Server:
                 encode_prime(entry.model.vocab, req.prime)
             except ValueError as exc:
                 raise RequestError(400, str(exc)) from None
+        if self.stopping:
+            raise RequestError(503, "the server is stopping")
         slot = self._slot()
         return StreamingResponse(
-            sample_events(entry, req, slot),
+            sample_events(entry, req, slot, lambda: self.stopping),
             media_type="text/event-stream",
             headers={"x-accel-buffering": "no"},  # a proxy in front passes each piece on at once
             background=BackgroundTask(slot.release),  # also when the stream never started

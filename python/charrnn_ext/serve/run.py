@@ -6,6 +6,9 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Callable
+from types import FrameType
+
+import uvicorn
 
 from ..config import default
 from .app import create_app
@@ -46,23 +49,37 @@ def serve(
     echo: Callable[[str], None] = print,
 ) -> None:
     """Load the models under ``path`` and serve them until interrupted."""
-    import uvicorn
-
     registry = Registry(path, warn=lambda msg: echo(f"charrnn: warning: {msg}"))
     app = create_app(registry, max_streams=max_streams, max_chars=max_chars, allowed_hosts=allowed_hosts(host))
     names = registry.names()
     echo(f"serving {len(names)} model(s) from {path}: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
     shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
     echo(f"open http://{shown}:{port}/ (Ctrl-C stops the server)")
+    config = uvicorn.Config(
+        app,
+        host=host.strip("[]"),
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=SHUTDOWN_SECONDS,
+        server_header=False,
+    )
+    server = _Server(config, on_exit=app.state.server.stop)
     try:
-        uvicorn.run(
-            app,
-            host=host.strip("[]"),
-            port=port,
-            log_level="warning",
-            timeout_graceful_shutdown=SHUTDOWN_SECONDS,
-            server_header=False,
-        )
-    except SystemExit as exc:  # uvicorn exits when it cannot listen, having said why
-        if exc.code:
-            raise OSError(f"the server could not listen on {shown}:{port} (see the message above)") from None
+        server.run()
+    except SystemExit:  # uvicorn's way out when it cannot listen
+        pass
+    if not server.started:  # uvicorn has said why (the port in use, an unknown address)
+        raise OSError(f"the server could not listen on {shown}:{port} (see the message above)")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the streams under way to end when it is asked to stop (Ctrl-C,
+    SIGTERM), so that they close cleanly instead of being cut."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]):
+        super().__init__(config)
+        self.on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.on_exit()
+        super().handle_exit(sig, frame)

@@ -8,7 +8,7 @@ ones as many as a worker draws in a few milliseconds. The events:
 - ``start``: ``{"model", "seed", "prime", "length"}``, before the first character;
 - ``text``: the next characters (a JSON string);
 - ``done``: ``{"chars", "seconds"}``, after the last piece;
-- ``error``: ``{"error"}`` if sampling fails after the stream began.
+- ``error``: ``{"error"}`` if sampling fails after the stream began, or the server is stopping.
 
 When the client goes away the server cancels the stream between two pieces
 and the ``finally`` below gives its slot back.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio.to_thread
@@ -70,14 +70,22 @@ def _next_batch(pieces: Iterator[str], first: bool) -> str | None:
     return "".join(out) if out else None
 
 
-async def sample_events(entry: ModelEntry, req: SampleRequest, slot: Slot) -> AsyncIterator[bytes]:
-    """The events of one stream; gives ``slot`` back however it ends."""
+async def sample_events(
+    entry: ModelEntry, req: SampleRequest, slot: Slot, stopping: Callable[[], bool] = lambda: False
+) -> AsyncIterator[bytes]:
+    """The events of one stream; gives ``slot`` back however it ends. When
+    ``stopping()`` turns true the stream ends with an ``error`` event."""
     try:
         seed, pieces = start_pieces(entry, req)
         yield event("start", {"model": entry.name, "seed": seed, "prime": req.prime, "length": req.length})
         t0, chars = time.perf_counter(), 0
         try:
             while True:
+                if stopping():
+                    yield event(
+                        "error", {"error": f"the server is stopping; the stream ends after {chars:,} characters"}
+                    )
+                    return
                 text = await anyio.to_thread.run_sync(_next_batch, pieces, chars == 0)
                 if text is None:
                     break
