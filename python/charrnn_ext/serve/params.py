@@ -63,7 +63,7 @@ def option_table() -> dict[str, dict[str, Any]]:
 def parse_json(body: bytes, limit: int) -> dict[str, Any]:
     """The JSON object of a request body of at most ``limit`` bytes."""
     if len(body) > limit:
-        raise RequestError(413, f"the request body has {len(body):,} bytes; at most {limit:,} are read")
+        raise RequestError(413, f"the request body is larger than {limit:,} bytes, the most this server reads")
     try:
         obj = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
