@@ -6,7 +6,7 @@ Needs the ``serve`` extra (Starlette on uvicorn): ``pip install
 PATH, loaded once), :mod:`.params` (requests checked against the option
 table of the command line), :mod:`.limits` (slots for streams in progress),
 :mod:`.streaming` (sampled text as server-sent events), :mod:`.trace` (the
-seam to the explain view), :mod:`.app` (the routes) and :mod:`.run` (the
-server process). The page's assets are in ``static/``; nothing is loaded
+seam to the explain view), :mod:`.app` (the routes), :mod:`.run` (the
+server) and :mod:`.process` (a server as a child process). The page's assets are in ``static/``; nothing is loaded
 from anywhere else.
 """
