@@ -88,7 +88,7 @@ def _wrong_types(o: config.Option) -> list:
 def test_options_are_unique_and_grouped():
     names = [o.name for o in OPTIONS]
     assert len(names) == len(set(names))
-    assert {o.group for o in OPTIONS} == {"model", "train", "run", "sample", "gradcheck"}
+    assert {o.group for o in OPTIONS} == {"model", "train", "run", "sample", "serve", "gradcheck"}
     assert [o.name for o in group("train")] == list(TrainConfig.names())
     assert [o.name for o in group("model")] == ["cell", "layers", "hidden", "sig", "forget_bias", "dtype", "seed"]
     for o in OPTIONS:

@@ -1,4 +1,5 @@
-"""Command line: ``charrnn train | sample | gradcheck | report | export | sweep`` (also ``python -m charrnn_ext``).
+"""Command line: ``charrnn train | sample | gradcheck | report | export | sweep | serve``
+(also ``python -m charrnn_ext``).
 
 A thin layer over :class:`charrnn_ext.model.CharRNN` and
 :mod:`charrnn_ext.runfolder`; every option, its type, default, range and
@@ -209,6 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the sweep in --out (its settings are kept; --trials may grow)"
     )
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    v = sub.add_parser(
+        "serve",
+        help="a local web page to sample from models and watch the text arrive",
+        description="Serve a web page (and its JSON API) to pick a model under PATH, sample from it with the "
+        "controls of charrnn sample and watch the text stream in as it is drawn. PATH is a checkpoint, a run "
+        "folder, or a folder of run folders (runs/, a sweep's --out). The server listens on 127.0.0.1 only "
+        "unless --host says otherwise; to offer it to others, put it behind a reverse proxy (see the README). "
+        "Needs charrnn_ext[serve].",
+    )
+    v.add_argument("path", metavar="PATH", help="checkpoint, run folder, or folder of run folders")
+    for o in group("serve"):
+        _add(v, o, default_value=o.default)
     return p
 
 
@@ -623,6 +637,32 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .serve.run import is_loopback, serve
+    except ImportError as exc:
+        _err(
+            f"charrnn serve needs the {exc.name or 'serve'} package, which cannot be imported: "
+            f"pip install 'charrnn_ext[serve]'"
+        )
+        return EXIT_USAGE
+    if not is_loopback(args.host):
+        _echo(
+            f"charrnn: warning: --host {args.host} opens the server to the network: anyone who can reach this "
+            f"machine on port {args.port} can use its models and its CPU. Prefer 127.0.0.1 behind a reverse proxy "
+            f"(see the README)."
+        )
+    serve(
+        args.path,
+        host=args.host,
+        port=args.port,
+        max_streams=args.max_streams,
+        max_chars=args.max_chars,
+        echo=_echo,
+    )
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``charrnn`` command; returns the exit code."""
     from .signals import terminate_as_interrupt
@@ -642,6 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": _cmd_report,
         "export": _cmd_export,
         "sweep": _cmd_sweep,
+        "serve": _cmd_serve,
     }
     try:
         with terminate_as_interrupt():

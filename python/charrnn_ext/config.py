@@ -9,7 +9,8 @@ Options come in three groups:
 - ``model``: what the network is (cell, layers, hidden size, initialisation,
   float type, seed); fixed for the life of a model;
 - ``train``: how it is trained (:class:`TrainConfig`); fixed for a run;
-- ``run``: what one ``charrnn train`` invocation does (text, length, folder).
+- ``run``: what one ``charrnn train`` invocation does (text, length, folder);
+- ``sample`` and ``serve``: what ``charrnn sample`` draws and where ``charrnn serve`` listens.
 
 Presets name a set of option values; explicit options override them.
 """
@@ -429,6 +430,35 @@ OPTIONS: tuple[Option, ...] = (
         metavar="P",
     ),
     _opt("greedy", bool, False, "always take the most probable character", "sample"),
+    # -- charrnn serve: where it listens and how much one server does at once
+    _opt(
+        "host",
+        str,
+        "127.0.0.1",
+        "address to listen on; anything but a loopback address opens the server to the network",
+        "serve",
+    ),
+    _opt("port", int, 8000, "TCP port to listen on", "serve", low=1, high=65535),
+    _opt(
+        "max_streams",
+        int,
+        32,
+        "requests sampled or traced at once; past it the server answers 429",
+        "serve",
+        low=1,
+        high=4096,
+        metavar="N",
+    ),
+    _opt(
+        "max_chars",
+        int,
+        100_000,
+        "characters one request may ask for (prime and length together, or a traced text); past it 429",
+        "serve",
+        low=1,
+        high=10**9,
+        metavar="N",
+    ),
     # -- the gradient check
     _opt(
         "tolerance",
