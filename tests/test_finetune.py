@@ -20,7 +20,7 @@ from charrnn_ext.data import Vocabulary, char_label, corpus_from_string, describ
 from charrnn_ext.layout import grow_vocab
 from charrnn_ext.model import CharRNN
 from charrnn_ext.trainplan import fine_tune_options
-from cli_helpers import flags, rewrite_archive
+from cli_helpers import flags, one_error_line, rewrite_archive
 from conftest import SMALL_TEXT, TINY
 from helpers import HAVE_ONNX
 
@@ -43,11 +43,8 @@ def _trained(cell="lstm", layers=2, dtype="float64", steps=30, hidden=8) -> Char
 
 
 def _error(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("charrnn: error: ")]
-    assert len(lines) == 1, err
-    return lines[0][len("charrnn: error: ") :]
+    """The one error line of a failed in-process command, without its prefix."""
+    return one_error_line(capsys.readouterr().err)
 
 
 @pytest.fixture(scope="module")
