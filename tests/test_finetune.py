@@ -479,3 +479,11 @@ def test_cli_refuses_a_vocabulary_beyond_the_memory(base_run, tmp_path, capsys, 
     msg = _error(capsys)
     assert "vocabulary grown from" in msg and "fewer distinct characters" in msg
     assert real is resources.available_bytes
+
+
+def test_a_sweep_space_cannot_fine_tune():
+    from charrnn_ext.sweeps.space import SpaceError, parse_space
+
+    space = {"fixed": {"init-from": "runs/x"}, "search": {"eta": {"loguniform": [1e-3, 1e-1]}}}
+    with pytest.raises(SpaceError, match=r"\[fixed\] init-from.*cannot be set in a space: the trials of a sweep start"):
+        parse_space(space)
