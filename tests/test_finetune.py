@@ -487,3 +487,15 @@ def test_a_sweep_space_cannot_fine_tune():
     space = {"fixed": {"init-from": "runs/x"}, "search": {"eta": {"loguniform": [1e-3, 1e-1]}}}
     with pytest.raises(SpaceError, match=r"\[fixed\] init-from.*cannot be set in a space: the trials of a sweep start"):
         parse_space(space)
+
+
+def test_the_report_lists_a_long_addition_briefly(tmp_path):
+    from charrnn_ext.report import _init_from_lines
+
+    added = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 600))
+    text = "\n".join(_init_from_lines({"path": "m.npz", "sha256": "ab", "step": 3, "kept": 80, "added": added}))
+    assert "the text added 600" in text and "(indices 80 to 679)" in text
+    assert f"`{added[499]}` and 100 more (config.json lists them all)" in text and added[500] not in text
+    assert _init_from_lines(None) == [] and _init_from_lines("junk") == []
+    odd = "\n".join(_init_from_lines({"path": 3, "kept": "x", "added": None}))
+    assert "a model given in memory" in odd and "Vocabulary" not in odd

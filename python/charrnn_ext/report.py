@@ -54,6 +54,10 @@ def samples_markdown(samples: Sequence[SampleRecord], heading: str = "#") -> str
     return "\n".join(lines)
 
 
+#: The added characters a report lists one by one.
+_MAX_LISTED = 500
+
+
 def _inline(text: str) -> str:
     """``text`` as Markdown inline code, whatever backticks it holds."""
     f = "`" * (_longest_backticks(text) + 1)
@@ -80,7 +84,9 @@ def _init_from_lines(init: Any) -> list[str]:
         L.append("The run started from a model given in memory; its optimiser and schedule started afresh.")
     if isinstance(kept, int) and isinstance(added, str):
         if added:
-            labels = ", ".join(_inline(char_label(ch)) for ch in added)
+            labels = ", ".join(_inline(char_label(ch)) for ch in added[:_MAX_LISTED])
+            if len(added) > _MAX_LISTED:
+                labels += f" and {len(added) - _MAX_LISTED:,} more (config.json lists them all)"
             L.append(
                 f"Vocabulary: the model's {kept} characters kept their indices and weights; the text added "
                 f"{len(added)}, initialised as a fresh model's (indices {kept} to {kept + len(added) - 1}): {labels}."
