@@ -499,3 +499,12 @@ def test_the_report_lists_a_long_addition_briefly(tmp_path):
     assert _init_from_lines(None) == [] and _init_from_lines("junk") == []
     odd = "\n".join(_init_from_lines({"path": 3, "kept": "x", "added": None}))
     assert "a model given in memory" in odd and "Vocabulary" not in odd
+
+
+def test_fit_with_a_training_state_on_a_new_text_says_how_to_fine_tune():
+    m = CharRNN.new(corpus_from_string(SMALL_TEXT), hidden=8, seed=1)
+    m.fit(SMALL_TEXT, steps=2, **TINY)
+    with pytest.raises(ValueError, match=r"not in the \d+-character vocabulary.*call reset_training\(\) first"):
+        m.fit(NEW_TEXT, steps=2, **TINY)
+    m.reset_training()
+    assert m.fit(NEW_TEXT, steps=2, **TINY).step == 2 and m.vocab.chars.endswith(NEW_CHARS)

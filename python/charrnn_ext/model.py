@@ -236,10 +236,26 @@ class CharRNN:
             )
         if self.state is None and self.origin is not None:  # fine-tuning: new characters join the vocabulary
             self.extend_vocab(text_vocabulary(data).chars)
-        trainer = Trainer(
-            self, data, out=out, callback=callback, progress=progress, run_info=run_info, force=force, **config
-        )
+        try:
+            trainer = Trainer(
+                self, data, out=out, callback=callback, progress=progress, run_info=run_info, force=force, **config
+            )
+        except ValueError as exc:
+            if self.state is not None and self._has_new_chars(data):
+                raise ValueError(
+                    f"{exc}. This model holds the training state of a run on another text; call "
+                    f"reset_training() first to fine-tune it on this one (its new characters then join the vocabulary)"
+                ) from None
+            raise
         return trainer.run(steps=steps, epochs=epochs, max_steps=max_steps, max_minutes=max_minutes)
+
+    def _has_new_chars(self, data: Any) -> bool:
+        """Whether a training ``data`` argument holds characters outside the vocabulary (False if it is unreadable)."""
+        try:
+            chars = text_vocabulary(data).chars
+        except (OSError, TypeError, ValueError):
+            return False
+        return self.vocab.extended(chars) is not self.vocab
 
     def resume(
         self,
