@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 from .config import OPTIONS, Option, TrainConfig, group, model_options, option, shown
 from .sweeps.settings import DEFAULT_TRIALS, PRUNERS, SAMPLERS
-from .trainplan import plan_length, plan_options
+from .trainplan import fine_tune_options, plan_length, plan_options
 from .version import package_version
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -336,8 +336,53 @@ def _cmd_train(args: argparse.Namespace) -> int:
     names = [o.name for o in OPTIONS if o.group in ("model", "train")]
     given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.resume is not None:
+        if args.init_from is not None:
+            raise ValueError(
+                f"--init-from {args.init_from} starts a new run and --resume {args.resume} continues one; give one"
+            )
         return _train_resumed(args, given)
     return _train_new(args, given)
+
+
+def _fine_tune_start(args: argparse.Namespace, given: dict[str, Any], opts: dict[str, Any]) -> tuple[Any, Any]:
+    """(model, corpus) of ``charrnn train --init-from MODEL``: the checkpoint's
+    network, its vocabulary grown by the text's new characters, no training
+    state; ``opts`` gets the model's options. Says on stderr what was kept and added."""
+    from .checkpoint import CheckpointError
+    from .config import precision_of
+    from .data import describe_chars, load_corpus, text_vocabulary
+    from .model import CharRNN
+
+    source = Path(args.init_from)
+    if source.is_dir() and not (source / "best.npz").is_file():
+        raise FileNotFoundError(
+            f"--init-from {source}: the folder holds no best.npz (a run writes it at its first sample point); "
+            f"give a checkpoint file, e.g. {source / 'last.npz'}"
+        )
+    try:
+        model = CharRNN.load(source)
+    except CheckpointError as exc:
+        raise ValueError(f"--init-from: cannot fine-tune from this checkpoint: {exc}") from None
+    taken = fine_tune_options(given, model.meta(), str(source))
+    model.reset_training()
+    if "seed" in taken:
+        model.seed = taken["seed"]
+    if "dtype" in taken:
+        model.precision = precision_of(taken["dtype"])
+    text = None if args.text is None else Path(args.text)
+    kept = model.K
+    added = model.extend_vocab(text_vocabulary(text).chars)
+    corpus = load_corpus(text, opts["val_fraction"], model.vocab)
+    opts.update(model_options(model.meta()))
+    origin = model.origin or {}
+    step = origin.get("step")
+    _echo(
+        f"fine-tuning the model in {source} (sha256 {str(origin.get('sha256'))[:12]}..."
+        + ("" if step is None else f", {step:,} updates")
+        + f"): its {kept} characters kept, "
+        + (f"{len(added)} added: {describe_chars(added)}" if added else "none added (the text has no new character)")
+    )
+    return model, corpus
 
 
 def _train_new(args: argparse.Namespace, given: dict[str, Any]) -> int:
@@ -348,8 +393,11 @@ def _train_new(args: argparse.Namespace, given: dict[str, Any]) -> int:
     from .training import TrainingDiverged
 
     preset, opts = plan_options({**given, "preset": args.preset})
-    corpus = load_corpus(args.text, opts["val_fraction"])
-    model = CharRNN.new(corpus.vocab, **model_options(opts))
+    if args.init_from is not None:
+        model, corpus = _fine_tune_start(args, given, opts)
+    else:
+        corpus = load_corpus(args.text, opts["val_fraction"])
+        model = CharRNN.new(corpus.vocab, **model_options(opts))
     made = args.out is None
     existed = not made and Path(args.out).exists()
     out = Path(args.out) if args.out is not None else _unique_run_folder()

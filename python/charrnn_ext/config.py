@@ -385,6 +385,17 @@ OPTIONS: tuple[Option, ...] = (
     _opt("out", str, None, "run folder (default: a new runs/<timestamp>-<n>)", "run", optional=True, metavar="DIR"),
     _opt("resume", str, None, "continue the run in DIR exactly where it stopped", "run", optional=True, metavar="DIR"),
     _opt(
+        "init_from",
+        str,
+        None,
+        "fine-tune: start from the model in MODEL (a best.npz or last.npz, or a run folder: its best.npz); the "
+        "network is the checkpoint's, the text's new characters join its vocabulary, the training options and "
+        "the optimiser start afresh",
+        "run",
+        optional=True,
+        metavar="MODEL",
+    ),
+    _opt(
         "stop_after",
         int,
         None,

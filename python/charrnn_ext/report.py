@@ -11,18 +11,23 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import OPTIONS
+from .data import char_label
 from .state import SMOOTHING, Checkpoint, SampleRecord
 
 __all__ = ["fence", "fmt", "report_markdown", "samples_markdown"]
 
 
-def fence(text: str) -> str:
-    """A code fence longer than any run of backticks in ``text``."""
+def _longest_backticks(text: str) -> int:
     longest = run = 0
     for ch in text:
         run = run + 1 if ch == "`" else 0
         longest = max(longest, run)
-    return "`" * max(3, longest + 1)
+    return longest
+
+
+def fence(text: str) -> str:
+    """A code fence longer than any run of backticks in ``text``."""
+    return "`" * max(3, _longest_backticks(text) + 1)
 
 
 def fmt(x: float | None, spec: str = ".4f") -> str:
@@ -47,6 +52,48 @@ def samples_markdown(samples: Sequence[SampleRecord], heading: str = "#") -> str
         lines += [f"{heading}# Update {s.step} (epoch {s.epoch}): smooth loss {fmt(s.smooth_loss)}, {val}", ""]
         lines += _code_block(s.text) + [""]
     return "\n".join(lines)
+
+
+#: The added characters a report lists one by one.
+_MAX_LISTED = 500
+
+
+def _inline(text: str) -> str:
+    """``text`` as Markdown inline code, whatever backticks it holds."""
+    f = "`" * (_longest_backticks(text) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{f}{pad}{text}{pad}{f}"
+
+
+def _init_from_lines(init: Any) -> list[str]:
+    """The section of a fine-tuning run: the checkpoint it started from and
+    what became of the vocabulary (``init_from`` of config.json's run object)."""
+    if not isinstance(init, dict):
+        return []
+    path, sha, step = init.get("path"), init.get("sha256"), init.get("step")
+    kept, added = init.get("kept"), init.get("added")
+    L = ["## Fine-tuning", ""]
+    if isinstance(path, str):
+        trained = f", trained for {step:,} updates" if isinstance(step, int) else ""
+        digest = f" (SHA-256 `{sha}`)" if isinstance(sha, str) else ""
+        L.append(
+            f"The run started from the model in {_inline(path)}{digest}{trained}; its optimiser and "
+            f"learning-rate schedule started afresh."
+        )
+    else:
+        L.append("The run started from a model given in memory; its optimiser and schedule started afresh.")
+    if isinstance(kept, int) and isinstance(added, str):
+        if added:
+            labels = ", ".join(_inline(char_label(ch)) for ch in added[:_MAX_LISTED])
+            if len(added) > _MAX_LISTED:
+                labels += f" and {len(added) - _MAX_LISTED:,} more (config.json lists them all)"
+            L.append(
+                f"Vocabulary: the model's {kept} characters kept their indices and weights; the text added "
+                f"{len(added)}, initialised as a fresh model's (indices {kept} to {kept + len(added) - 1}): {labels}."
+            )
+        else:
+            L.append(f"Vocabulary: the model's {kept} characters cover the text; none was added.")
+    return L + [""]
 
 
 def _option_rows(config: dict[str, Any]) -> list[str]:
@@ -89,6 +136,7 @@ def report_markdown(
         f"{config.get('package_version', '?')}",
         "",
     ]
+    L += _init_from_lines((config.get("run") or {}).get("init_from"))
 
     L += [
         "## Options",

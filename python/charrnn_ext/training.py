@@ -80,6 +80,7 @@ class Trainable(Protocol):
     cell: str
     layers: int
     precision: str  # of the matrix products: 'full' or 'bfloat16'
+    origin: dict[str, Any] | None  # the checkpoint it was loaded from, for a new run to record
 
     @property
     def K(self) -> int: ...
@@ -322,6 +323,9 @@ class Trainer:
         fresh = model.state is None
         if fresh:
             model.state = self.state
+            if model.origin is not None:  # a fine-tuning run: recorded in config.json and summary.json
+                self.run_info["init_from"] = model.origin
+                model.origin = None
         s = self.state
         if total_steps is not None:
             total = int(total_steps)
@@ -585,7 +589,7 @@ class Trainer:
         model, s = self.model, self.state
         run_info = self.run_info
         if not run_info and not fresh:  # a resumed run keeps how it was asked for
-            run_info = self.folder.run_info()
+            run_info = self.run_info = self.folder.run_info()
         self.folder.write_json(
             "config.json",
             {
@@ -676,6 +680,8 @@ class Trainer:
             "time_limited": result.time_limited,
             "seconds": s.seconds,
         }
+        if self.run_info.get("init_from") is not None:
+            summary["init_from"] = self.run_info["init_from"]
         self._save(plot=True, summary=summary)
         self.folder.write_report(plot=False)
 
