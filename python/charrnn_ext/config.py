@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "BEST_BY",
     "CELLS",
     "CLIP_MODES",
     "DEFAULT_ETA",
@@ -32,6 +33,7 @@ __all__ = [
     "OPTIMIZERS",
     "OPTIONS",
     "PRESETS",
+    "SMOOTHINGS",
     "UPDATE_OPTIONS",
     "Option",
     "TrainConfig",
@@ -56,6 +58,12 @@ DTYPES: tuple[str, ...] = ("float64", "float32", "bfloat16")
 
 #: How the learning rate changes over a run (see :meth:`TrainConfig.lr_at`).
 LR_SCHEDULES: tuple[str, ...] = ("step", "linear", "cosine")
+
+#: How the smooth loss averages the update losses (see :func:`charrnn_ext.state.smoothed`).
+SMOOTHINGS: tuple[str, ...] = ("classic", "adaptive")
+
+#: What chooses a run's best model (best.npz).
+BEST_BY: tuple[str, ...] = ("validation", "smooth")
 
 #: The learning rate when none is given: AdaGrad's classic 0.1, else 2e-3.
 DEFAULT_ETA = {"adagrad": 0.1, "rmsprop": 2e-3, "adam": 2e-3}
@@ -297,6 +305,26 @@ OPTIONS: tuple[Option, ...] = (
         metavar="P",
         update=True,
     ),
+    _opt(
+        "smoothing",
+        str,
+        "classic",
+        "the smooth loss: classic is 0.999*smooth + 0.001*loss from the first update (the classic "
+        "experiment's figure); adaptive averages over the last tenth of the updates so far (at most 1,000), "
+        "so that a short run's curve does not lag",
+        "train",
+        choices=SMOOTHINGS,
+    ),
+    _opt(
+        "best_by",
+        str,
+        "validation",
+        "what chooses best.npz: validation keeps the model with the lowest validation loss at the sample "
+        "points and the last update (smooth without a validation split); smooth the one with the lowest "
+        "smooth loss every --log-every updates (the classic experiment's choice)",
+        "train",
+        choices=BEST_BY,
+    ),
     _opt("log_every", int, 100, "a metrics row every N updates", "train", low=1, high=_BIG, metavar="N"),
     _opt(
         "sample_every",
@@ -522,6 +550,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "clip_mode": "global_norm",
         "clip": 5.0,
         "dropout": 0.1,
+        "smoothing": "adaptive",
         "log_every": 50,
         "sample_every": 2000,
         "val_chars": 50_000,
@@ -581,6 +610,8 @@ class TrainConfig:
     beta1: float = _train_field("beta1")
     beta2: float = _train_field("beta2")
     dropout: float = _train_field("dropout")
+    smoothing: str = _train_field("smoothing")
+    best_by: str = _train_field("best_by")
     log_every: int = _train_field("log_every")
     sample_every: int = _train_field("sample_every")
     sample_chars: int = _train_field("sample_chars")
