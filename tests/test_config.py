@@ -445,7 +445,7 @@ def test_train_parser_options_come_from_OPTIONS():
         # None when not given, so that presets and stored runs can fill it in
         _check_action(acts[o.name], o, None)
     assert acts["eta"].help.endswith("default the optimiser's")
-    assert acts["hidden"].help.endswith("; [1, 65536]; default 100")
+    assert acts["hidden"].help.endswith("; 1 <= M <= 65,536; default 100")
     args = cli.build_parser().parse_args(["train"])
     assert all(getattr(args, o.name) is None for o in opts)
 

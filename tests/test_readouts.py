@@ -22,6 +22,7 @@ import pytest
 
 from charrnn_ext import cli
 from charrnn_ext.checkpoint import load_checkpoint
+from charrnn_ext.config import OPTIONS
 from charrnn_ext.data import corpus_from_string
 from charrnn_ext.model import CharRNN
 from charrnn_ext.runfolder import LOCK_FILE, RunFolder, StaleLockWarning, read_metrics_csv
@@ -271,3 +272,30 @@ def test_budget_bar_shows_time_updates_and_throughput(tmp_path, text_file):
     rate = re.search(r"chars/s=([\d,]+)", bar)
     assert rate is not None and int(rate.group(1).replace(",", "")) > 0, bar
     assert "time budget 1.2 s used up: training took" in screen
+
+
+# ---------------------------------------------------------------------------
+# help
+# ---------------------------------------------------------------------------
+
+
+def test_train_help_is_grouped_with_text_first(capsys):
+    assert cli.main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: charrnn train [--text FILE] [--preset NAME] [OPTION ...]\n")
+    titles = [line[:-1] for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert titles == ["options", "data", "model", "optimiser and schedule", "run length", "output and logging"]
+    flags = re.findall(r"^  (--[a-z0-9-]+)", text, flags=re.M)
+    assert flags[0] == "--text"  # after -h, --help
+    wanted = {o.flag for o in OPTIONS if o.group in ("model", "train", "run")} | {"--no-progress", "--force"}
+    assert sorted(flags) == sorted(wanted)  # every option once
+    assert "18_446" not in text and "[0, " not in text
+    assert "0 <= SEED < 2^64" in text and "1 <= M <= 65,536" in text and "0 < ETA <= 10;" in text
+    preset = " ".join(text.split("--preset {classic,quality}")[1].split("--cell {")[0].split())
+    assert "classic: every default (the classic experiment); quality: --cell gru --layers 2 --hidden 384" in preset
+    assert "--smoothing adaptive" in preset and "--sample-every 2000" in preset
+
+
+def test_report_help_has_a_description(capsys):
+    assert cli.main(["report", "--help"]) == 0
+    assert "Rebuild report.md and loss.png of a run folder" in " ".join(capsys.readouterr().out.split())

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import OPTIONS, Option, TrainConfig, group, model_options, option, shown
+from .config import OPTIONS, PRESETS, Option, TrainConfig, group, model_options, option, shown
 from .sweeps.settings import DEFAULT_TRIALS, PRUNERS, SAMPLERS
 from .trainplan import plan_length, plan_options
 from .version import package_version
@@ -65,16 +65,20 @@ def _add(
     default_value: Any = None,
     flag: str | None = None,
     show_default: Any = None,
+    help_text: str | None = None,
 ) -> None:
     """One option on the command line; its value is None when not given (so
-    that presets and stored runs can fill it) unless default_value is set."""
+    that presets and stored runs can fill it) unless default_value is set.
+    ``help_text`` replaces the option's help."""
     shown = o.default if show_default is None else show_default
-    help_text = o.help
+    if isinstance(shown, int) and not isinstance(shown, bool):
+        shown = f"{shown:,}"
+    help_text = o.help if help_text is None else help_text
     if o.kind is bool:
         parser.add_argument(flag or o.flag, dest=o.name, action="store_true", help=help_text)
         return
     if o.choices is None and o.kind is not str:
-        help_text += f"; {o.range_text()}"
+        help_text += f"; {o.range_words()}"
     if shown is not None:
         help_text += f"; default {shown}"
     parser.add_argument(
@@ -88,6 +92,54 @@ def _add(
     )
 
 
+#: The sections of ``charrnn train --help``, by what a user thinks of; every
+#: model, training and run option is in one of them (a test checks it).
+TRAIN_HELP_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("data", ("text", "val_fraction", "val_chars")),
+    ("model", ("preset", "cell", "layers", "hidden", "dtype", "sig", "forget_bias", "seed")),
+    (
+        "optimiser and schedule",
+        (
+            "optimizer",
+            "eta",
+            "lr_schedule",
+            "lr_decay",
+            "lr_decay_every",
+            "lr_final",
+            "warmup",
+            "seq_length",
+            "batch_size",
+            "clip",
+            "clip_mode",
+            "dropout",
+            "eps",
+            "gamma",
+            "beta1",
+            "beta2",
+        ),
+    ),
+    ("run length", ("steps", "epochs", "max_minutes", "stop_after", "resume", "threads")),
+    (
+        "output and logging",
+        ("out", "log_every", "sample_every", "sample_chars", "passage_chars", "smoothing", "best_by"),
+    ),
+)
+
+
+#: What a preset's machine-dependent values (None) become (config.preset_values).
+_MACHINE = {"dtype": "(bfloat16 where the CPU multiplies it, else float32)", "threads": "(the usable cores)"}
+
+
+def _preset_help(o: Option) -> str:
+    """--preset's help: what each preset sets."""
+    parts = []
+    for name in PRESETS:
+        values = PRESETS[name]
+        shown_values = " ".join(f"{option(k).flag} {_MACHINE.get(k, v) if v is None else v}" for k, v in values.items())
+        parts.append(f"{name}: {shown_values or 'every default (the classic experiment)'}")
+    return f"{o.help}: " + "; ".join(parts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="charrnn", description="Character-level RNN/LSTM/GRU with a C++ core.")
     p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
@@ -95,18 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "train",
+        usage="%(prog)s [--text FILE] [--preset NAME] [OPTION ...]",
         help="train a model and write a run folder",
         description="Train on a text (default: the built-in Shakespeare corpus). Without options, "
         "the classic experiment: a vanilla RNN of 100 units, AdaGrad with eta 0.1, "
         "25-character chunks, gradients clipped to [-5, 5]. --preset quality selects a "
         "network tuned for the lowest validation loss in a time budget.",
     )
-    for name, title in (("model", "the model"), ("train", "training"), ("run", "this run")):
-        g = t.add_argument_group(title)
-        for o in group(name):
-            _add(g, o, show_default="the optimiser's" if o.name == "eta" else None)
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument(
+    sections = {}
+    for title, names in TRAIN_HELP_SECTIONS:
+        sections[title] = g = t.add_argument_group(title)
+        for name in names:
+            o = option(name)
+            shown = "the optimiser's" if name == "eta" else None
+            _add(g, o, show_default=shown, help_text=_preset_help(o) if name == "preset" else None)
+    out = sections["output and logging"]
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument(
         "--force",
         action="store_true",
         help="start the run even in a folder that holds other files or another run (only the run's own "

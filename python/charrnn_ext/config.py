@@ -112,6 +112,28 @@ class Option:
         )
         return f"{lo}{fmt(self.low)}, {fmt(self.high)}{hi}"
 
+    def range_words(self) -> str:
+        """The allowed numbers as people write them, for help texts: "1 <= N <= 65,536",
+        "0 < ETA <= 10", "N >= 0" (no upper bound in practice), "0 <= SEED < 2^64"
+        (:meth:`range_text` is the exact interval, for messages)."""
+        name = self.metavar or self.name.upper()
+
+        def num(v: float) -> str:
+            if self.kind is int:
+                v = int(v)
+                for base in (2, 10):
+                    e = round(math.log(v, base)) if v > 1 else 0
+                    if e > 16 and base**e == v:
+                        return f"{base}^{e}"
+                return f"{v:,}"
+            return f"{int(v):,}" if v == int(v) and abs(v) >= 1000 else f"{v:g}"
+
+        assert self.low is not None and self.high is not None
+        lo = f"{num(self.low)} {'<' if self.low_open else '<='} "
+        if self.high == _BIG:  # no bound anyone would reach
+            return f"{name} {'>' if self.low_open else '>='} {num(self.low)}"
+        return f"{lo}{name} {'<' if self.high_open else '<='} {num(self.high)}"
+
     def check(self, value: Any) -> Any:
         """``value`` converted to the option's type if it is allowed; else
         TypeError or ValueError naming the option and what it accepts."""
@@ -330,7 +352,8 @@ OPTIONS: tuple[Option, ...] = (
         "sample_every",
         int,
         10_000,
-        "synthesise text, validate and checkpoint every N updates",
+        "synthesise text, validate and checkpoint every N updates and at the end of the run "
+        "(charrnn train without it: fewer, so that a run of known length samples at least 8 times)",
         "train",
         low=1,
         high=_BIG,
