@@ -22,7 +22,7 @@ import pytest
 
 from charrnn_ext import cli
 from charrnn_ext.checkpoint import load_checkpoint
-from charrnn_ext.config import OPTIONS
+from charrnn_ext.config import OPTIONS, option
 from charrnn_ext.data import corpus_from_string
 from charrnn_ext.model import CharRNN
 from charrnn_ext.runfolder import LOCK_FILE, RunFolder, StaleLockWarning, read_metrics_csv
@@ -299,3 +299,15 @@ def test_train_help_is_grouped_with_text_first(capsys):
 def test_report_help_has_a_description(capsys):
     assert cli.main(["report", "--help"]) == 0
     assert "Rebuild report.md and loss.png of a run folder" in " ".join(capsys.readouterr().out.split())
+
+
+def test_sample_command_prints_the_prime_the_api_returns_only_the_drawn_text(tmp_path, text_file, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--text", str(text_file), "--out", str(out), "--hidden", "8", "--steps", "20",
+                     "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert cli.main(["sample", str(out), "-n", "50", "--prime", "The ", "--seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    drawn = CharRNN.load(out / "best.npz").sample(50, prime="The ", seed=3)
+    assert len(drawn) == 50 and printed == "The " + drawn + "\n"
+    assert "charrnn sample prints it before the drawn characters" in option("prime").help

@@ -457,7 +457,15 @@ OPTIONS: tuple[Option, ...] = (
         high=1e6,
         low_open=True,
     ),
-    _opt("prime", str, None, "text fed to the network first (default: a newline)", "sample", optional=True),
+    _opt(
+        "prime",
+        str,
+        None,
+        "text fed to the network first (default: a newline); charrnn sample prints it before the drawn "
+        "characters, CharRNN.sample(prime=...) returns only the drawn ones",
+        "sample",
+        optional=True,
+    ),
     _opt(
         "top_k",
         int,
