@@ -215,7 +215,7 @@ def _criterion_text(best_by: str, train: dict[str, Any]) -> str:
     if best_by == "validation":
         return (
             f"the lowest validation loss on at most {int(train['val_chars']):,} characters, at the sample points "
-            f"(every {train['sample_every']} updates) and the last update"
+            f"(every {int(train['sample_every']):,} updates) and the last update"
         )
     why = "" if train.get("best_by", "smooth") == "smooth" else " (the run has no validation split)"
-    return f"the lowest smooth training loss, checked every {train['log_every']} updates{why}"
+    return f"the lowest smooth training loss, checked every {int(train['log_every']):,} updates{why}"
