@@ -211,6 +211,7 @@ def test_train_config_defaults_are_the_classic_experiment():
         "beta1": 0.9,
         "beta2": 0.999,
         "dropout": 0.0,
+        "carry_state": False,  # the classic experiment starts every epoch from a zero state
         "smoothing": "classic",  # the classic experiment's smooth loss, exactly
         "best_by": "validation",  # the classic experiment chose by smooth loss: --best-by smooth
         "log_every": 100,

@@ -20,10 +20,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from charrnn_ext import cli
+from charrnn_ext import cli, engine
 from charrnn_ext.checkpoint import load_checkpoint
 from charrnn_ext.config import OPTIONS, option
 from charrnn_ext.data import corpus_from_string
+from charrnn_ext.layout import init_opt_state
 from charrnn_ext.model import CharRNN
 from charrnn_ext.runfolder import LOCK_FILE, RunFolder, StaleLockWarning, read_metrics_csv
 from charrnn_ext.state import SMOOTHING, smoothed
@@ -311,3 +312,39 @@ def test_sample_command_prints_the_prime_the_api_returns_only_the_drawn_text(tmp
     drawn = CharRNN.load(out / "best.npz").sample(50, prime="The ", seed=3)
     assert len(drawn) == 50 and printed == "The " + drawn + "\n"
     assert "charrnn sample prints it before the drawn characters" in option("prime").help
+
+
+# ---------------------------------------------------------------------------
+# the state at a new epoch
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_carry_state_keeps_the_state_into_the_next_epoch(batch_size):
+    """With carry_state the run equals the engine's walk stopped at the end of the
+    epoch and started again from position 0 with the state it had; without it the
+    engine's own wrap (a zero state) is kept, as the classic experiment does."""
+    c = _corpus()
+    spe = (c.train.size // batch_size - 1) // 10
+    opts = dict(seq_length=10, batch_size=batch_size, log_every=7, sample_every=10**6, val_chars=100)
+    carried = CharRNN.new(c, hidden=8, seed=4)
+    res = carried.fit(c, steps=spe + 30, carry_state=True, **opts)
+    assert res.epoch == 2 and carried.state.wraps == 1
+    assert carried.state.positions.tolist() == [300] * batch_size
+    ref = CharRNN.new(c, hidden=8, seed=4)
+    opt = init_opt_state(ref.params)
+    _, h, pos, wraps, _ = engine.train_steps(
+        ref.params, opt, c.train, n_steps=spe, seq_length=10, batch_size=batch_size
+    )
+    assert np.atleast_1d(wraps).tolist() == [0] * batch_size and np.abs(h).max() > 0.01
+    losses, h, pos, wraps, _ = engine.train_steps(
+        ref.params, opt, c.train, h, n_steps=30, seq_length=10, batch_size=batch_size,
+        positions=np.zeros(batch_size, dtype=np.int64),
+    )  # fmt: skip
+    assert np.atleast_1d(wraps).tolist() == [0] * batch_size and np.atleast_1d(pos).tolist() == [300] * batch_size
+    assert all(np.array_equal(ref.params[k], carried.params[k]) for k in ref.params)
+    assert np.array_equal(h.reshape(carried.state.h.shape), carried.state.h)
+    assert res.records[-1].loss_sum == losses[-1]
+    reset = CharRNN.new(c, hidden=8, seed=4)
+    reset.fit(c, steps=spe + 30, **opts)
+    assert reset.state.wraps == 1 and not all(np.array_equal(reset.params[k], carried.params[k]) for k in ref.params)

@@ -75,7 +75,7 @@ def _add(
         shown = f"{shown:,}"
     help_text = o.help if help_text is None else help_text
     if o.kind is bool:
-        parser.add_argument(flag or o.flag, dest=o.name, action="store_true", help=help_text)
+        parser.add_argument(flag or o.flag, dest=o.name, action="store_true", default=default_value, help=help_text)
         return
     if o.choices is None and o.kind is not str:
         help_text += f"; {o.range_words()}"
@@ -109,6 +109,7 @@ TRAIN_HELP_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "warmup",
             "seq_length",
             "batch_size",
+            "carry_state",
             "clip",
             "clip_mode",
             "dropout",

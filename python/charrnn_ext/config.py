@@ -328,6 +328,13 @@ OPTIONS: tuple[Option, ...] = (
         update=True,
     ),
     _opt(
+        "carry_state",
+        bool,
+        False,
+        "keep each stream's recurrent state when it starts a new epoch (the classic experiment resets it to zero)",
+        "train",
+    ),
+    _opt(
         "smoothing",
         str,
         "classic",
@@ -641,6 +648,7 @@ class TrainConfig:
     beta1: float = _train_field("beta1")
     beta2: float = _train_field("beta2")
     dropout: float = _train_field("dropout")
+    carry_state: bool = _train_field("carry_state")
     smoothing: str = _train_field("smoothing")
     best_by: str = _train_field("best_by")
     log_every: int = _train_field("log_every")

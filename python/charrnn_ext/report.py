@@ -128,7 +128,12 @@ def report_markdown(
         "",
         "Fixed by the method: weights start from N(0, sig²) and biases from 0"
         + (" (the forget gate's from --forget-bias)" if cell == "lstm" else "")
-        + "; the recurrent state is carried between chunks and reset to zero at the start of each epoch; "
+        + "; the recurrent state is carried between chunks"
+        + (
+            " and into each new epoch; "
+            if train.get("carry_state")
+            else " and reset to zero at the start of each epoch; "
+        )
         + smoothing_text(smoothing)
         + ("" if B == 1 else f"; the {B} streams' gradients are summed into one update")
         + ".",

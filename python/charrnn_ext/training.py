@@ -471,24 +471,37 @@ class Trainer:
         """Run the updates up to step ``until`` in C++."""
         s, c, model = self.state, self.config, self.model
         lr = self.lr_at(s.step)
+        options = update_options({**c.to_dict(), "eta": lr, "seed": model.seed})
         t0 = time.perf_counter()
-        losses, h, positions, wraps, diverged = engine.train_walk(
-            model.params,
-            s.opt_state,
-            self.corpus.train,
-            s.h,
-            n_steps=until - s.step,
-            seq_length=c.seq_length,
-            batch_size=c.batch_size,
-            positions=s.positions,
-            options=update_options({**c.to_dict(), "eta": lr, "seed": model.seed}),
-            threads=c.threads,
-            precision=model.precision,
-        )
+        values: list[float] = []
+        h, positions, wraps, diverged = s.h, s.positions, 0, False
+        while len(values) < until - s.step and not diverged:
+            n = until - s.step - len(values)
+            if c.carry_state:
+                # the engine zeroes a stream's state where it wraps: start the new epoch here, state kept
+                fit = self._updates_before_wrap(int(positions[0]))
+                if fit == 0:
+                    positions, wraps = np.zeros_like(positions), wraps + 1
+                    fit = self.steps_per_epoch
+                n = min(n, fit)
+            losses, h, positions, walked, diverged = engine.train_walk(
+                model.params,
+                s.opt_state,
+                self.corpus.train,
+                h,
+                n_steps=n,
+                seq_length=c.seq_length,
+                batch_size=c.batch_size,
+                positions=positions,
+                options=options,
+                threads=c.threads,
+                precision=model.precision,
+            )
+            values += losses.tolist()
+            wraps += int(walked[0])  # the streams wrap together
         dt = time.perf_counter() - t0
         s.seconds += dt
         self._lr = lr
-        values = losses.tolist()
         smooth = s.smooth_loss
         for i, loss in enumerate(values):
             smooth = loss if (s.step == 0 and i == 0) else smoothed(smooth, loss, s.step + i + 1, c.smoothing)
@@ -496,7 +509,7 @@ class Trainer:
             s.smooth_loss = smooth
             s.last_loss = values[-1]
         s.h, s.positions = h, positions
-        s.wraps += int(wraps[0])  # the streams wrap together
+        s.wraps += wraps
         s.step += len(values)
         self._last_chunk = (len(values), dt)
         if self._bar is not None:
@@ -506,6 +519,11 @@ class Trainer:
                 self._bar.update(max(0.0, min(dt, self._bar.total - self._bar.n)))
         if diverged:
             self._diverged()
+
+    def _updates_before_wrap(self, position: int) -> int:
+        """Updates a stream at ``position`` makes before its segment ends (the engine then wraps)."""
+        c = self.config
+        return max(0, (self.corpus.train.size // c.batch_size - 1 - position) // c.seq_length)
 
     def _diverged(self) -> None:
         s = self.state
@@ -566,8 +584,8 @@ class Trainer:
             val_loss, val_chars, _ = self._validation(c.val_chars)
             # from the state the next update of stream 0 starts from (a new epoch if due)
             pos = int(s.positions[0])
-            if pos + c.seq_length + 1 > self.corpus.train.size // c.batch_size:
-                h, pos = None, 0
+            if self._updates_before_wrap(pos) == 0:
+                h, pos = (self.sample_state(s.h) if c.carry_state else None), 0
             else:
                 h = self.sample_state(s.h)
             seed = derived_seed(model.seed, SEED_TAG_PROGRESS, s.step)
