@@ -28,6 +28,7 @@ from charrnn_ext.layout import init_opt_state
 from charrnn_ext.model import CharRNN
 from charrnn_ext.runfolder import LOCK_FILE, RunFolder, StaleLockWarning, read_metrics_csv
 from charrnn_ext.state import SMOOTHING, smoothed
+from charrnn_ext.trainplan import train_command
 from conftest import SMALL_TEXT, TINY
 
 
@@ -348,3 +349,13 @@ def test_carry_state_keeps_the_state_into_the_next_epoch(batch_size):
     reset = CharRNN.new(c, hidden=8, seed=4)
     reset.fit(c, steps=spe + 30, **opts)
     assert reset.state.wraps == 1 and not all(np.array_equal(reset.params[k], carried.params[k]) for k in ref.params)
+
+
+def test_train_command_writes_a_switch_as_its_flag(tmp_path, text_file):
+    """A sweep's report prints the charrnn train command of its best trial: a true
+    switch is its flag alone, a false one is left out, and the command parses."""
+    cmd = train_command({"hidden": 8, "carry_state": True, "steps": 20})
+    assert cmd == "charrnn train --hidden 8 --carry-state --steps 20"
+    assert train_command({"hidden": 8, "carry_state": False}) == "charrnn train --hidden 8"
+    args = cli.build_parser().parse_args(shlex.split(cmd)[1:])
+    assert args.carry_state is True and cli.build_parser().parse_args(["train"]).carry_state is None
