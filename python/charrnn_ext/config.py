@@ -338,9 +338,8 @@ OPTIONS: tuple[Option, ...] = (
         "smoothing",
         str,
         "classic",
-        "the smooth loss: classic is 0.999*smooth + 0.001*loss from the first update (the classic "
-        "experiment's figure); adaptive averages over the last tenth of the updates so far (at most 1,000), "
-        "so that a short run's curve does not lag",
+        "smooth loss: classic 0.999*smooth + 0.001*loss (the classic experiment's), or adaptive: over the "
+        "last tenth of the updates so far, at most 1,000 (a short run's does not lag)",
         "train",
         choices=SMOOTHINGS,
     ),
@@ -348,9 +347,8 @@ OPTIONS: tuple[Option, ...] = (
         "best_by",
         str,
         "validation",
-        "what chooses best.npz: validation keeps the model with the lowest validation loss at the sample "
-        "points and the last update (smooth without a validation split); smooth the one with the lowest "
-        "smooth loss every --log-every updates (the classic experiment's choice)",
+        "what chooses best.npz: the lowest validation loss at the sample points (smooth without a "
+        "validation split), or the lowest smooth loss (the classic experiment's choice)",
         "train",
         choices=BEST_BY,
     ),
