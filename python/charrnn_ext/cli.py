@@ -17,11 +17,12 @@ import contextlib
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import OPTIONS, Option, TrainConfig, group, model_options, option, shown
+from .config import OPTIONS, PRESETS, Option, TrainConfig, group, model_options, option, shown
 from .sweeps.settings import DEFAULT_TRIALS, PRUNERS, SAMPLERS
 from .trainplan import fine_tune_options, plan_length, plan_options
 from .version import package_version
@@ -65,16 +66,20 @@ def _add(
     default_value: Any = None,
     flag: str | None = None,
     show_default: Any = None,
+    help_text: str | None = None,
 ) -> None:
     """One option on the command line; its value is None when not given (so
-    that presets and stored runs can fill it) unless default_value is set."""
+    that presets and stored runs can fill it) unless default_value is set.
+    ``help_text`` replaces the option's help."""
     shown = o.default if show_default is None else show_default
-    help_text = o.help
+    if isinstance(shown, int) and not isinstance(shown, bool):
+        shown = f"{shown:,}"
+    help_text = o.help if help_text is None else help_text
     if o.kind is bool:
-        parser.add_argument(flag or o.flag, dest=o.name, action="store_true", help=help_text)
+        parser.add_argument(flag or o.flag, dest=o.name, action="store_true", default=default_value, help=help_text)
         return
     if o.choices is None and o.kind is not str:
-        help_text += f"; {o.range_text()}"
+        help_text += f"; {o.range_words()}"
     if shown is not None:
         help_text += f"; default {shown}"
     parser.add_argument(
@@ -88,6 +93,55 @@ def _add(
     )
 
 
+#: The sections of ``charrnn train --help``, by what a user thinks of; every
+#: model, training and run option is in one of them (a test checks it).
+TRAIN_HELP_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("data", ("text", "val_fraction", "val_chars")),
+    ("model", ("preset", "init_from", "cell", "layers", "hidden", "dtype", "sig", "forget_bias", "seed")),
+    (
+        "optimiser and schedule",
+        (
+            "optimizer",
+            "eta",
+            "lr_schedule",
+            "lr_decay",
+            "lr_decay_every",
+            "lr_final",
+            "warmup",
+            "seq_length",
+            "batch_size",
+            "carry_state",
+            "clip",
+            "clip_mode",
+            "dropout",
+            "eps",
+            "gamma",
+            "beta1",
+            "beta2",
+        ),
+    ),
+    ("run length", ("steps", "epochs", "max_minutes", "stop_after", "resume", "threads")),
+    (
+        "output and logging",
+        ("out", "log_every", "sample_every", "sample_chars", "passage_chars", "smoothing", "best_by"),
+    ),
+)
+
+
+#: What a preset's machine-dependent values (None) become (config.preset_values).
+_MACHINE = {"dtype": "(bfloat16 where the CPU multiplies it, else float32)", "threads": "(the usable cores)"}
+
+
+def _preset_help(o: Option) -> str:
+    """--preset's help: what each preset sets."""
+    parts = []
+    for name in PRESETS:
+        values = PRESETS[name]
+        shown_values = " ".join(f"{option(k).flag} {_MACHINE.get(k, v) if v is None else v}" for k, v in values.items())
+        parts.append(f"{name}: {shown_values or 'every default (the classic experiment)'}")
+    return f"{o.help}: " + "; ".join(parts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="charrnn", description="Character-level RNN/LSTM/GRU with a C++ core.")
     p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
@@ -95,18 +149,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "train",
+        usage="%(prog)s [--text FILE] [--preset NAME] [OPTION ...]",
         help="train a model and write a run folder",
         description="Train on a text (default: the built-in Shakespeare corpus). Without options, "
         "the classic experiment: a vanilla RNN of 100 units, AdaGrad with eta 0.1, "
         "25-character chunks, gradients clipped to [-5, 5]. --preset quality selects a "
         "network tuned for the lowest validation loss in a time budget.",
     )
-    for name, title in (("model", "the model"), ("train", "training"), ("run", "this run")):
-        g = t.add_argument_group(title)
-        for o in group(name):
-            _add(g, o, show_default="the optimiser's" if o.name == "eta" else None)
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument(
+    sections = {}
+    for title, names in TRAIN_HELP_SECTIONS:
+        sections[title] = g = t.add_argument_group(title)
+        for name in names:
+            o = option(name)
+            shown = "the optimiser's" if name == "eta" else None
+            _add(g, o, show_default=shown, help_text=_preset_help(o) if name == "preset" else None)
+    out = sections["output and logging"]
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument(
         "--force",
         action="store_true",
         help="start the run even in a folder that holds other files or another run (only the run's own "
@@ -142,7 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add(c, option("text"))
     _add(c, option("tolerance"), default_value=option("tolerance").default)
 
-    r = sub.add_parser("report", help="(re)build report.md of a run folder")
+    r = sub.add_parser(
+        "report",
+        help="(re)build report.md of a run folder",
+        description="Rebuild report.md and loss.png of a run folder from its config.json, last.npz, "
+        "summary.json and gradcheck.md (a finished run, or one still unfinished), and print the report's path.",
+    )
     r.add_argument("run_dir", metavar="DIR", help="run folder written by charrnn train")
 
     e = sub.add_parser(
@@ -258,6 +322,11 @@ def _err(msg: str) -> None:
     print(f"charrnn: error: {msg}", file=sys.stderr)
 
 
+def _warning_line(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """A warning as one status line: ``charrnn: warning: ...``."""
+    _echo(f"charrnn: warning: {message}")
+
+
 def _echo(msg: str) -> None:
     """A status line on stderr (above the progress bar)."""
     from tqdm import tqdm
@@ -274,9 +343,12 @@ class _Stdout:
     def write(self, text: str) -> None:
         if self.closed:
             return
+        tqdm = sys.modules.get("tqdm")  # a progress bar may be on the terminal: write above it
+        bar = tqdm.tqdm.external_write_mode(file=sys.stdout) if tqdm is not None else contextlib.nullcontext()
         try:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            with bar:
+                sys.stdout.write(text)
+                sys.stdout.flush()
         except BrokenPipeError:
             self.closed = True
             # later writes (and the interpreter's final flush) go nowhere
@@ -317,7 +389,7 @@ class _SamplePrinter:
         if rec.sample is None:
             return
         val = f", validation loss {rec.val_loss:.4f}/char" if rec.val_loss is not None else ""
-        smooth = "n/a" if rec.step == 0 else f"{rec.smooth_loss:.4f}"
+        smooth = "n/a" if rec.step == 0 else f"{rec.smooth_loss:.4f}/char"
         self.out.write(f"----- update {rec.step} (epoch {rec.epoch}), smooth loss {smooth}{val}\n{rec.sample}\n-----\n")
 
 
@@ -402,6 +474,8 @@ def _train_new(args: argparse.Namespace, given: dict[str, Any]) -> int:
     existed = not made and Path(args.out).exists()
     out = Path(args.out) if args.out is not None else _unique_run_folder()
     steps, epochs = plan_length(args.steps, args.epochs, args.max_minutes)
+    if args.sample_every is None and args.max_minutes is None:
+        opts["sample_every"] = _scaled_sample_every(opts, steps, epochs, corpus.train.size)
     _echo(
         f"training on {corpus.source}: {corpus.train.size:,} training / {corpus.val.size:,} validation "
         f"characters, vocabulary {corpus.vocab.size}; {model.cell} x {model.layers} layer(s) of "
@@ -438,6 +512,24 @@ def _train_new(args: argparse.Namespace, given: dict[str, Any]) -> int:
         _discard(out, made, existed)
         raise
     return _train_done(result, out, printer.out)
+
+
+#: A run whose length is known samples at least this many times (besides update 0 and its end)
+#: unless --sample-every is given.
+MIN_SAMPLE_POINTS = 8
+
+
+def _scaled_sample_every(opts: dict[str, Any], steps: int | None, epochs: float | None, n_train: int) -> int:
+    """The preset's sample interval, shortened so that a short run still
+    samples about MIN_SAMPLE_POINTS times."""
+    from .training import steps_per_epoch
+
+    total = (
+        steps
+        if steps is not None
+        else round((epochs or 0) * steps_per_epoch(n_train, opts["seq_length"], opts["batch_size"]))
+    )
+    return max(1, min(int(opts["sample_every"]), -(-total // MIN_SAMPLE_POINTS)))
 
 
 def _discard(out: Path, made: bool, existed: bool) -> str:
@@ -520,13 +612,38 @@ def _train_done(result: Any, out: Path, stdout: _Stdout) -> int:
     stdout.write(f"----- {len(result.passage or '')} characters from {which}:\n{result.passage or ''}\n")
     val = "n/a" if result.final_val_loss is None else f"{result.final_val_loss:.4f}"
     if result.time_limited:
-        _echo(f"the {result.seconds / 60:.1f}-minute budget is used up: the run ends at update {result.step}")
-    best = f"best smooth loss {result.best_loss:.4f} at update {result.best_step}, " if result.best_step >= 0 else ""
+        _echo(_budget_text(result))
+    best = ""
+    if result.best_step >= 0:
+        best = f"best model by {result.best_by} loss: update {result.best_step}"
+        if result.best_val_loss is not None:
+            best += f", validation loss {result.best_val_loss:.4f}/char"
+        best += "; "
     _echo(
-        f"done: {result.step} updates in {result.seconds:,.0f} s, {best}final validation loss {val}/char; "
-        f"report: {out / 'report.md'}"
+        f"done: {result.step:,} updates in {_duration(result.seconds)} of training, smooth loss "
+        f"{result.smooth_loss:.4f}/char; {best}last model's validation loss {val}/char; report: {out / 'report.md'}"
     )
     return EXIT_OK
+
+
+def _budget_text(result: Any) -> str:
+    """The end of a time-budgeted run: the budget, the time taken and why it was more."""
+    budget = result.budget_seconds or 0.0
+    over = result.seconds - budget
+    n, dt = result.last_chunk
+    text = f"time budget {_duration(budget)} used up: training took {_duration(result.seconds)}"
+    if over > 0.5 and n > 0:
+        text += f" (its last chunk of {n:,} updates took {_duration(dt)} and ended {_duration(over)} past the budget)"
+    text += f", then the final evaluation {_duration(result.final_seconds)}; the run ends at update {result.step}"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as people write them: 45.2 s, 2 min 12 s."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
 
 
 # ---------------------------------------------------------------------------
@@ -733,7 +850,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": _cmd_serve,
     }
     try:
-        with terminate_as_interrupt():
+        with terminate_as_interrupt(), warnings.catch_warnings():
+            warnings.showwarning = _warning_line
             return commands[args.command](args)
     except KeyboardInterrupt:
         _echo("\ninterrupted")

@@ -85,5 +85,8 @@ def train_command(values: Mapping[str, Any]) -> str:
     parts = ["charrnn", "train"]
     for o in OPTIONS:
         if o.group in ("model", "train", "run") and values.get(o.name) is not None:
-            parts += [o.flag, shlex.quote(_value_text(values[o.name]))]
+            if o.kind is bool:  # a switch: its flag when true, nothing when false
+                parts += [o.flag] if values[o.name] else []
+            else:
+                parts += [o.flag, shlex.quote(_value_text(values[o.name]))]
     return " ".join(parts)
