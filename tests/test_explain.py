@@ -1,6 +1,7 @@
 """The explain page: the feature ranking, the payload, the page, the
 ``charrnn explain`` command, the run folder's explain.html, and the page in a
-real headless Chromium (skipped, with the reason, where there is none)."""
+real headless Chromium (marked slow; skipped, with the reason, where there is
+no Chromium or no Playwright)."""
 
 from __future__ import annotations
 
@@ -283,6 +284,7 @@ def _colour(page, i: int) -> str:
     return page.locator(f'#cx-text span[data-i="{i}"]').evaluate("e => e.style.backgroundColor")
 
 
+@pytest.mark.slow  # a Chromium process, like the serve page's browser tests
 def test_page_in_chromium_hover_unit_and_no_requests(browser, model, tmp_path):
     hostile = HOSTILE
     text = hostile + TEXT
@@ -331,6 +333,7 @@ def test_page_in_chromium_hover_unit_and_no_requests(browser, model, tmp_path):
     assert outside == [] and errors == []
 
 
+@pytest.mark.slow  # a Chromium process, like the serve page's browser tests
 def test_page_of_twenty_thousand_characters_in_chromium(browser, model, tmp_path):
     text = (TEXT * math.ceil(20_000 / len(TEXT)))[:20_000]
     path = tmp_path / "long.html"
@@ -349,6 +352,7 @@ def test_page_of_twenty_thousand_characters_in_chromium(browser, model, tmp_path
     assert outside == [] and errors == []
 
 
+@pytest.mark.slow  # a Chromium process, like the serve page's browser tests
 def test_the_request_guard_sees_a_request(browser, model, tmp_path):
     """The checks above can fail: a page that tries to fetch something is seen."""
     leaky = tmp_path / "leaky.html"
