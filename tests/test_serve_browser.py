@@ -106,7 +106,7 @@ def test_the_page_loads_with_the_models_and_the_option_table(page, server):
     assert page.input_value("#top_k") == "0" and float(page.input_value("#top_p")) == 1.0
     assert page.input_value("#seed") == "" and not page.is_checked("#greedy")
     assert page.is_enabled("#sample") and page.is_disabled("#stop")
-    assert page.locator("#explain").is_hidden()  # the server reports no trace
+    assert page.locator("#explain").is_hidden() == (not info["trace"])  # shown when the server offers traces
 
 
 def test_sampling_streams_text_that_begins_with_the_prime(page, server, tmp_path):
@@ -223,3 +223,20 @@ def test_the_explain_panel_shows_when_the_server_offers_traces(browser, explain_
     assert f"{explain_server}/explain/render.js" in requested and f"{explain_server}/explain/render.css" in requested
     assert all(urlsplit(u).hostname == "127.0.0.1" for u in requested)
     context.close()
+
+
+def test_the_real_explain_view_draws_a_trace_in_the_served_page(page, server):
+    """With charrnn_ext.explain installed, the served page loads its script and style sheet from the
+    server and draws the payload of /api/trace: the text's characters, the top predictions on hover."""
+    info = httpx.get(f"{server}/api/info", timeout=10).json()
+    if not info["trace"]:
+        pytest.skip(f"the server offers no traces: {info['trace_reason']}")
+    assert sorted(info["trace_assets"]) == ["/explain/assets/explain.css", "/explain/assets/explain.js"]
+    page.click("#models tbody tr[data-model='gru-2x16']")
+    page.fill("#explain-text", "The cat sat on the mat.")
+    page.click("#explain-go")
+    page.wait_for_selector("#explain-view .cx-text span", timeout=WAIT_MS)
+    assert page.locator("#explain-view .cx-text span").count() == len("The cat sat on the mat.")
+    page.locator('#explain-view .cx-text span[data-i="4"]').hover()
+    assert page.locator("#explain-view .cx-tip table.cx-top tr").count() == 5
+    assert page.inner_text("#explain-status") == "explained with gru-2x16"

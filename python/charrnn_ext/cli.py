@@ -1,4 +1,4 @@
-"""Command line: ``charrnn train | sample | gradcheck | report | export | sweep | serve``
+"""Command line: ``charrnn train | sample | gradcheck | report | export | sweep | serve | explain``
 (also ``python -m charrnn_ext``).
 
 A thin layer over :class:`charrnn_ext.model.CharRNN` and
@@ -23,7 +23,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .config import OPTIONS, PRESETS, Option, TrainConfig, group, model_options, option, shown
+from .explain import FORMATS as EXPLAIN_FORMATS
+from .explain import MAX_CHARS as EXPLAIN_MAX_CHARS
 from .sweeps.settings import DEFAULT_TRIALS, PRUNERS, SAMPLERS
+from .tracing import DEFAULT_TOP_K
 from .trainplan import fine_tune_options, plan_length, plan_options
 from .version import package_version
 
@@ -229,6 +232,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="file to write (replaced atomically); default: MODEL with the suffix .onnx or .pt",
     )
 
+    x = sub.add_parser(
+        "explain",
+        help="write a page showing what a model predicts and which units track what",
+        description="Trace a text through a model and write one self-contained HTML page (no network "
+        "requests): the text coloured by surprisal with the top predictions on hover, a unit browser "
+        "(choose a layer and unit, the text is coloured by its activation), and the units that best "
+        "track simple features of the text. --format json writes the same data for scripts.",
+    )
+    x.add_argument("model", metavar="MODEL", help=".npz checkpoint, or a run folder (uses best.npz)")
+    src = x.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", metavar="FILE", help="UTF-8 text file to trace")
+    src.add_argument("--string", metavar="TEXT", help="the text to trace, given on the command line")
+    x.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write (replaced atomically)")
+    x.add_argument(
+        "--format", choices=EXPLAIN_FORMATS, help="html or json; default: json if the output ends in .json, else html"
+    )
+    x.add_argument(
+        "--top-k",
+        type=_positive("top-k"),
+        default=DEFAULT_TOP_K,
+        metavar="K",
+        help=f"predictions shown per character, at most the vocabulary size; default {DEFAULT_TOP_K}",
+    )
+    x.add_argument(
+        "--layer",
+        type=_natural("layer"),
+        action="append",
+        metavar="L",
+        help="a layer (from 0) whose units the page shows and ranks; may be repeated; default: every layer",
+    )
+    x.add_argument(
+        "--max-chars",
+        type=_positive("max-chars"),
+        default=EXPLAIN_MAX_CHARS,
+        metavar="N",
+        help=f"trace at most the first N characters of the text; default {EXPLAIN_MAX_CHARS:,}".replace(",", "_"),
+    )
+    x.add_argument(
+        "--threads", type=_parser_type(option("threads")), default=1, metavar="N", help="worker threads; default 1"
+    )
+
     w = sub.add_parser(
         "sweep",
         help="search training options with Optuna, trials on a Dask cluster",
@@ -300,6 +344,22 @@ def _positive(name: str):
             value = 0
         if value < 1:
             raise argparse.ArgumentTypeError(f"{name} must be an integer of at least 1, got {text!r}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def _natural(name: str):
+    """argparse type: an integer of at least 0."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer of at least 0, got {text!r}")
         return value
 
     parse.__name__ = name
@@ -773,6 +833,34 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .data import load_text
+    from .explain import build_payload, write_explain
+    from .model import CharRNN
+
+    fmt = args.format or ("json" if Path(args.output).suffix.lower() == ".json" else "html")
+    out = Path(args.output)
+    if out.is_dir():
+        raise IsADirectoryError(f"the output {out} is a folder; give a file name with -o")
+    if out.exists() and not out.is_file():
+        raise ValueError(f"the output {out} is not a regular file (a device or a pipe?); give a file name with -o")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"the output's folder {out.parent} does not exist")
+    model = CharRNN.load(args.model)
+    text, source = (load_text(args.text), Path(args.text).name) if args.text is not None else (args.string, None)
+    if len(text) > args.max_chars:
+        _echo(f"tracing the first {args.max_chars:,} of {len(text):,} characters (--max-chars)")
+        text = text[: args.max_chars]
+    if args.top_k > model.K:
+        raise ValueError(f"--top-k {args.top_k} is more than the model's {model.K} characters")
+    payload = build_payload(model, text, args.top_k, layers=args.layer, source=source, threads=args.threads)
+    write_explain(payload, out, fmt)
+    _Stdout().write(
+        f"wrote {out} ({fmt}: {len(text):,} characters, {payload['bits_per_char']:.3f} bits per character)\n"
+    )
+    return EXIT_OK
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweeps.run import sweep
 
@@ -848,6 +936,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "export": _cmd_export,
         "sweep": _cmd_sweep,
         "serve": _cmd_serve,
+        "explain": _cmd_explain,
     }
     try:
         with terminate_as_interrupt(), warnings.catch_warnings():

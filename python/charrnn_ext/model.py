@@ -35,6 +35,7 @@ from .layout import copy_params, describe, from_classic, grow_vocab, is_classic,
 from .resources import check_fits, model_bytes
 from .sampling import sample_pieces, sample_text
 from .state import Checkpoint, TrainState
+from .tracing import DEFAULT_TOP_K, Trace, trace_text
 from .training import Trainer, TrainResult
 
 __all__ = ["CharRNN"]
@@ -398,6 +399,35 @@ class CharRNN:
         data = corpus_from_string(text, 0.0, self.vocab).train
         total, _ = engine.evaluate_loss(self.params, data, self.start_state, batch_size=batch_size, threads=threads)
         return float(total) / (len(data) - 1)
+
+    def trace(
+        self,
+        text: str,
+        *,
+        top_k: int = DEFAULT_TOP_K,
+        states: bool = True,
+        batch_size: int = default("batch_size"),
+        threads: int = default("threads"),
+    ) -> Trace:
+        """What the network computes at every character of ``text``, from
+        :attr:`start_state` like :meth:`loss`, in one call of the C++ engine:
+        a :class:`~charrnn_ext.tracing.Trace` with, for every position i
+        (having read text[i], predicting text[i + 1]), the probability of the
+        actual next character and its surprisal in bits, the ``top_k`` most
+        probable next characters, and every layer's hidden state (and an
+        LSTM's cell state) unless ``states`` is False. The mean of its
+        ``nll`` is ``self.loss(text, batch_size)``. Characters outside the
+        vocabulary raise ValueError naming them."""
+        return trace_text(
+            self.params,
+            self.vocab,
+            text,
+            self.start_state,
+            top_k=top_k,
+            states=states,
+            batch_size=batch_size,
+            threads=threads,
+        )
 
     # -- persistence --------------------------------------------------------------
 

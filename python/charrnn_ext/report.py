@@ -254,6 +254,12 @@ def report_markdown(
         )
         L.append(f"{len(summary['passage'])} characters from {which}, temperature 1, starting from its training state.")
         L += [""] + _code_block(summary["passage"]) + [""]
+        if summary.get("explain"):
+            L += [
+                f"[What the best model sees](explain.html): its predictions and hidden units on "
+                f"{summary['explain']['chars']:,} characters of {summary['explain']['source']} (open in a browser).",
+                "",
+            ]
     else:
         L += ["The run has not finished; the passage is written at the end of training.", ""]
     return "\n".join(L)

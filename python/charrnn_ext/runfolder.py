@@ -9,6 +9,7 @@
 | last.npz, best.npz | the latest training state and the best model |
 | summary.json | the final evaluation (finished runs) |
 | loss.png | losses per character against update: smooth, raw, validation |
+| explain.html | what the best model predicts and which units track what, on held-out text |
 | report.md | all of it in one document |
 
 Every file is written atomically (:mod:`charrnn_ext.fileio`). matplotlib
@@ -51,6 +52,7 @@ RUN_FILES = (
     "best.npz",
     "summary.json",
     "loss.png",
+    "explain.html",
     "report.md",
 )
 
@@ -365,6 +367,13 @@ class RunFolder:
     def write_records(self, history: Sequence[MetricRow], samples: Sequence[SampleRecord], update_chars: int) -> None:
         self._text("metrics.csv", metrics_csv(history, update_chars))
         self._text("samples.md", samples_markdown(samples, update_chars))
+
+    def write_explain(self, payload: dict[str, Any]) -> None:
+        """explain.html: the page of :mod:`charrnn_ext.explain` for ``payload``."""
+        from .explain.page import write_explain
+
+        write_explain(payload, self.file("explain.html"))
+        self.written.add("explain.html")
 
     def write_plot(
         self,

@@ -73,6 +73,9 @@ from .state import Checkpoint, MetricRow, SampleRecord, TrainState, best_criteri
 from .trainplan import DEFAULT_EPOCHS
 from .version import package_version
 
+#: Characters of the explain page a finished run writes (explain.html).
+EXPLAIN_CHARS = 5_000
+
 __all__ = ["Progress", "StopTraining", "TrainResult", "Trainer", "TrainingDiverged", "steps_per_epoch"]
 
 #: The gradient check a run writes uses a small model of the run's cell with
@@ -782,7 +785,7 @@ class Trainer:
         result.final_seconds = time.perf_counter() - t0
         if self.folder is None:
             return
-        summary = {  # null, not NaN, where nothing was measured (a run of 0 updates): standard JSON
+        summary: dict[str, Any] = {  # null, not NaN, where nothing was measured (a run of 0 updates): standard JSON
             "step": s.step,
             "epoch": s.epoch,
             "total_steps": s.total_steps,
@@ -802,8 +805,25 @@ class Trainer:
         }
         if self.run_info.get("init_from") is not None:
             summary["init_from"] = self.run_info["init_from"]
+        if (explain := self._explain(best, h)) is not None:
+            self.folder.write_explain(explain)
+            summary["explain"] = {"chars": len(explain["text"]), "source": explain["source"]}
         self._save(plot=True, summary=summary)
         self.folder.write_report(plot=False)
+
+    def _explain(self, params: dict[str, np.ndarray], h: np.ndarray | None) -> dict[str, Any] | None:
+        """explain.html's data: the best model on the first EXPLAIN_CHARS
+        held-out characters (the training text's last ones if none are held out)."""
+        from .explain.payload import model_info, payload_from_trace
+        from .tracing import trace_text
+
+        val, train = self.corpus.val, self.corpus.train
+        data, source = (val, "the held-out text") if val.size >= 2 else (train, "the end of the training text")
+        part = data[:EXPLAIN_CHARS] if val.size >= 2 else data[-EXPLAIN_CHARS:]
+        if part.size < 2:
+            return None
+        trace = trace_text(params, self.model.vocab, self.model.vocab.decode(part), h, threads=self.config.threads)
+        return payload_from_trace(trace, model_info(self.model), source=source)
 
 
 def _finite(x: float) -> float | None:
