@@ -366,6 +366,19 @@ public:
         }
     }
 
+    // What a forward pass left, for readers of the states themselves
+    // (trace.hpp). Rows t*B + s of the chunk, time-major as everywhere here:
+    // layer l's hidden state after step t (m per row; with dropout on, the
+    // state before its mask) and an LSTM's cell state; after
+    // output(grad = false), the softmax probabilities (K per row) and the row
+    // losses -log p(y). Valid until the next resize.
+    std::size_t streams() const { return B; }
+    std::size_t steps() const { return n; }
+    const T* hidden(std::size_t l) const { return layers[l].H.data() + B * lay.m; }
+    const T* cell_state(std::size_t l) const { return layers[l].C.data() + B * lay.m; }
+    const T* probabilities() const { return O.data(); }
+    const T* row_losses() const { return row_loss.data(); }
+
     // Logits o (K) of the top layer's state after the last step of stream 0 (one thread).
     void logits(const NetParams<T>& P, T* o) const {
         const std::size_t m = lay.m, K = lay.K;

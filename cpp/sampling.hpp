@@ -63,15 +63,24 @@ struct SampleOptions {
     bool filters() const { return top_k > 0 || top_p < 1.0; }
 };
 
+// order[0..k) = the k most probable of the K characters of p, by decreasing
+// p, ties broken by the lower index (the ranking of the filters below and of
+// the trace's top-k); order[k..K) the others, in no particular order.
+template <typename T, typename Index>
+inline void rank_top(const T* p, std::size_t K, std::size_t k, std::vector<Index>& order) {
+    order.resize(K);
+    std::iota(order.begin(), order.end(), Index(0));
+    std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(std::min(k, K)), order.end(),
+                      [p](Index a, Index b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+}
+
 // Zeroes the entries of p (length K) that top_k / top_p exclude; draw_index
 // renormalises over the rest. `order` is scratch space.
 template <typename T>
 inline void filter_probs(T* p, std::size_t K, const SampleOptions& opt, std::vector<std::size_t>& order) {
     if (!opt.filters()) return;
-    order.resize(K);
-    std::iota(order.begin(), order.end(), std::size_t(0));
-    std::stable_sort(order.begin(), order.end(), [p](std::size_t a, std::size_t b) { return p[a] > p[b]; });
     std::size_t keep = (opt.top_k > 0 && opt.top_k < K) ? opt.top_k : K;
+    rank_top(p, K, keep, order);
     if (opt.top_p < 1.0) {
         double total = 0.0;
         for (std::size_t j = 0; j < keep; ++j) total += static_cast<double>(p[order[j]]);

@@ -19,7 +19,7 @@ from charrnn_ext.checkpoint import load_checkpoint
 from charrnn_ext.config import TrainConfig, default, preset_values
 from charrnn_ext.layout import PARAM_NAMES
 from charrnn_ext.model import CharRNN
-from charrnn_ext.runfolder import RUN_FILES
+from charrnn_ext.runfolder import METRICS_COLUMNS, RUN_FILES
 from cli_helpers import flags
 from conftest import SMALL_TEXT, TINY
 
@@ -55,13 +55,18 @@ def test_train_writes_every_file(run_dir):
         assert (run_dir / f).stat().st_size > 0, f
     with open(run_dir / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["step", "epoch", "loss", "smooth_loss", "val_loss", "val_chars"]
+    assert list(rows[0]) == list(METRICS_COLUMNS)
+    assert list(rows[0])[2:5] == ["loss_per_char", "smooth_loss_per_char", "val_loss_per_char"]
+    for r in rows:  # per character: the update's summed losses over its 10 characters
+        assert float(r["loss_per_char"]) == pytest.approx(float(r["loss_sum"]) / 10, rel=1e-15)
+        assert float(r["smooth_loss_per_char"]) == pytest.approx(float(r["smooth_loss_sum"]) / 10, rel=1e-15)
     assert [int(r["step"]) for r in rows] == [20, 40, 60, 80, 100, 120, 140, 160, 180, 200, 220, 240, 250]
-    assert [r["val_loss"] != "" for r in rows] == [int(r["step"]) % 60 == 0 for r in rows]
+    # validation at the sample points and the last update
+    assert [r["val_loss_per_char"] != "" for r in rows] == [int(r["step"]) % 60 == 0 for r in rows[:-1]] + [True]
     assert int(rows[-1]["epoch"]) == 2  # 205 updates per epoch
     assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     samples = (run_dir / "samples.md").read_text()
-    assert re.findall(r"## Update (\d+)", samples) == ["0", "60", "120", "180", "240"]
+    assert re.findall(r"## Update (\d+)", samples) == ["0", "60", "120", "180", "240", "250"]
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["model"]["hidden"] == 8 and cfg["model"]["cell"] == "rnn" and cfg["corpus"]["vocab_size"] == 24
     # options not given are the classic experiment's
@@ -267,10 +272,10 @@ def test_preset_quality_is_accepted_and_recorded(tmp_path, capsys):
         "clip",
         "dropout",
         "log_every",
-        "sample_every",
         "val_chars",
     ):
         assert cfg["train"][k] == q[k], k
+    assert cfg["train"]["sample_every"] == 1  # the preset's 2,000 scaled to a run of 5 updates
     assert cfg["train"]["passage_chars"] == default("passage_chars")
     assert "- Preset: quality;" in (out / "report.md").read_text()
     ck = load_checkpoint(out / "last.npz")
@@ -442,7 +447,8 @@ def test_report_command_rebuilds(run_dir, capsys):
         "## Gradient check",
         "| U | 5x24 |",
         "## Loss",
-        "![Smooth training loss",
+        "![Training and validation loss per character](loss.png)",
+        "| best model (best.npz) chosen by | the lowest validation loss on at most",
         "## Results",
         "## Evolution of the synthesised text",
         "## Passage from the best model",

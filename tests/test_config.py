@@ -88,7 +88,7 @@ def _wrong_types(o: config.Option) -> list:
 def test_options_are_unique_and_grouped():
     names = [o.name for o in OPTIONS]
     assert len(names) == len(set(names))
-    assert {o.group for o in OPTIONS} == {"model", "train", "run", "sample", "gradcheck"}
+    assert {o.group for o in OPTIONS} == {"model", "train", "run", "sample", "serve", "gradcheck"}
     assert [o.name for o in group("train")] == list(TrainConfig.names())
     assert [o.name for o in group("model")] == ["cell", "layers", "hidden", "sig", "forget_bias", "dtype", "seed"]
     for o in OPTIONS:
@@ -98,7 +98,7 @@ def test_options_are_unique_and_grouped():
         if o.kind in (int, float):
             assert o.low is not None and o.high is not None and o.low < o.high, o.name
         assert (o.default is None) <= o.optional, o.name
-    with pytest.raises(ValueError, match=r"unknown option 'hiden'; known: batch_size, beta1, .*, warmup$"):
+    with pytest.raises(ValueError, match=r"unknown option 'hiden'; known: batch_size, best_by, beta1, .*, warmup$"):
         option("hiden")
 
 
@@ -211,6 +211,9 @@ def test_train_config_defaults_are_the_classic_experiment():
         "beta1": 0.9,
         "beta2": 0.999,
         "dropout": 0.0,
+        "carry_state": False,  # the classic experiment starts every epoch from a zero state
+        "smoothing": "classic",  # the classic experiment's smooth loss, exactly
+        "best_by": "validation",  # the classic experiment chose by smooth loss: --best-by smooth
         "log_every": 100,
         "sample_every": 10_000,
         "sample_chars": 200,
@@ -389,7 +392,8 @@ def test_cli_preset_expands_and_explicit_options_override_it(tmp_path):
         "passage_chars": 20,
         "sample_chars": 20,
     }
-    want = {name: default(name) for name in TrainConfig.names()} | {k: q[k] for k in q} | given
+    # a run of 4 updates samples every update (the preset's 2,000 scaled to the run's length)
+    want = {name: default(name) for name in TrainConfig.names()} | {k: q[k] for k in q} | given | {"sample_every": 1}
     assert cfg["train"] == {k: want[k] for k in TrainConfig.names()}
     for k in ("cell", "layers", "hidden", "sig", "dtype", "seed", "forget_bias"):
         assert cfg["model"][k] == want.get(k, default(k)), k
@@ -442,7 +446,7 @@ def test_train_parser_options_come_from_OPTIONS():
         # None when not given, so that presets and stored runs can fill it in
         _check_action(acts[o.name], o, None)
     assert acts["eta"].help.endswith("default the optimiser's")
-    assert acts["hidden"].help.endswith("; [1, 65536]; default 100")
+    assert acts["hidden"].help.endswith("; 1 <= M <= 65,536; default 100")
     args = cli.build_parser().parse_args(["train"])
     assert all(getattr(args, o.name) is None for o in opts)
 

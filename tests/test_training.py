@@ -19,7 +19,7 @@ from charrnn_ext.data import corpus_from_string
 from charrnn_ext.layout import copy_params, init_opt_state
 from charrnn_ext.model import CharRNN
 from charrnn_ext.report import fence, fmt, samples_markdown
-from charrnn_ext.runfolder import LOCK_FILE, RUN_FILES, metrics_csv, read_metrics_csv
+from charrnn_ext.runfolder import RUN_FILES, metrics_csv, read_metrics_csv
 from charrnn_ext.state import SMOOTHING, MetricRow, SampleRecord
 from charrnn_ext.training import StopTraining, TrainingDiverged, steps_per_epoch
 from conftest import SMALL_TEXT, TINY
@@ -88,9 +88,10 @@ def test_first_smooth_loss_is_first_loss_and_near_T_lnK():
     assert recs[0].step == 0 and math.isnan(recs[0].loss) and recs[0].sample is not None
     assert math.isnan(recs[0].lr) and recs[0].val_loss is not None
     assert first.step == 1 and first.lr == 0.1
-    assert first.smooth_loss == first.loss
-    # sig=0.01 makes the logits ~1e-3, so every p is about 1/K
-    assert abs(first.loss - 10 * math.log(c.vocab.size)) < 0.05
+    assert first.smooth_loss == first.loss and first.smooth_loss_sum == first.loss_sum
+    # sig=0.01 makes the logits ~1e-3, so every p is about 1/K: ln K per character, 10 ln K per update
+    assert abs(first.loss_sum - 10 * math.log(c.vocab.size)) < 0.05
+    assert first.update_chars == 10 and first.loss == first.loss_sum / 10
 
 
 def test_smooth_recurrence_exact_and_losses_match_core():
@@ -106,17 +107,18 @@ def test_smooth_recurrence_exact_and_losses_match_core():
     state = init_opt_state(init, "adagrad")
     losses, h, pos, wraps, diverged = engine.train_steps(init, state, c.train, None, n_steps=n, seq_length=10)
     assert not diverged and wraps == 1 and pos == 450  # (250 - 205) chunks into the second epoch
-    np.testing.assert_array_equal(np.array([r.loss for r in steps]), losses)
+    np.testing.assert_array_equal(np.array([r.loss_sum for r in steps]), losses)
     assert _params_equal(init, model.params)
     assert _params_equal(state, model.state.opt_state) and model.state.t == int(state["t"]) == n
     assert model.state.h.shape == (1, 1, 8) and h.shape == (1, 8)
     np.testing.assert_array_equal(h, model.state.h[0])
     assert model.state.positions.tolist() == [pos] and model.state.wraps == 1
-    smooth = steps[0].loss
-    assert steps[0].smooth_loss == smooth
+    smooth = steps[0].loss_sum
+    assert steps[0].smooth_loss_sum == smooth
     for r in steps[1:]:
-        smooth = SMOOTHING * smooth + (1.0 - SMOOTHING) * r.loss
-        assert r.smooth_loss == smooth  # exact, not approximate
+        smooth = SMOOTHING * smooth + (1.0 - SMOOTHING) * r.loss_sum
+        assert r.smooth_loss_sum == smooth  # exact, not approximate
+        assert r.smooth_loss == smooth / 10  # per character
     spe = steps_per_epoch(c.train.size, 10)
     assert spe == 205
     assert [r.epoch for r in steps] == [1 + (r.step - 1) // spe for r in steps]
@@ -141,7 +143,7 @@ def test_batched_run_walks_segments_and_counts_epochs():
     losses, h, pos, wraps, _ = engine.train_steps(ref.params, st, c.train, n_steps=80, seq_length=10, batch_size=3)
     assert _params_equal(ref.params, model.params) and np.array_equal(h, s.h)
     assert pos.tolist() == [120, 120, 120] and wraps.tolist() == [1, 1, 1]
-    assert res.records[-1].loss == losses[-1]
+    assert res.records[-1].loss_sum == losses[-1] and res.records[-1].loss == losses[-1] / 30
     # an update's loss is summed over 3 streams x 10 characters: about 30 ln K at the start
     assert abs(losses[0] - 30 * math.log(c.vocab.size)) < 0.1
 
@@ -157,7 +159,7 @@ def test_metrics_csv_rows_follow_the_recurrence(tmp_path):
     for prev, cur in itertools.pairwise(rows):
         assert cur.smooth_loss == SMOOTHING * prev.smooth_loss + (1.0 - SMOOTHING) * cur.loss
     measured = [r.step for r in rows if r.val_loss is not None]
-    assert measured == [50, 100]
+    assert measured == [50, 100, 120]  # the sample points and the last update
     assert all(r.val_chars == 100 for r in rows if r.val_loss is not None)
 
 
@@ -166,11 +168,12 @@ def test_metrics_csv_round_trips_exactly(tmp_path):
         MetricRow(step=1, epoch=1, loss=0.1 + 0.2, smooth_loss=1 / 3),
         MetricRow(step=2, epoch=1, loss=1e-300, smooth_loss=2.0, val_loss=0.5, val_chars=100),
     ]
-    text = metrics_csv(rows)
+    text = metrics_csv(rows, 4)
     assert text == (
-        "step,epoch,loss,smooth_loss,val_loss,val_chars\n"
-        "1,1,0.30000000000000004,0.3333333333333333,,\n"
-        "2,1,1e-300,2.0,0.5,100\n"
+        "step,epoch,loss_per_char,smooth_loss_per_char,val_loss_per_char,val_chars,update_chars,loss_sum,"
+        "smooth_loss_sum\n"
+        "1,1,0.07500000000000001,0.08333333333333333,,,4,0.30000000000000004,0.3333333333333333\n"
+        "2,1,2.5e-301,0.5,0.5,100,4,1e-300,2.0\n"
     )
     (tmp_path / "metrics.csv").write_text(text)
     assert read_metrics_csv(tmp_path / "metrics.csv") == rows
@@ -183,14 +186,15 @@ def test_samples_markdown_fences_any_text():
     text = samples_markdown(
         [
             SampleRecord(step=0, epoch=1, smooth_loss=None, val_loss=None, val_chars=0, seed=1, text="x````y"),
-            SampleRecord(step=60, epoch=1, smooth_loss=25.5, val_loss=1.25, val_chars=150, seed=2, text="plain"),
-        ]
+            SampleRecord(step=60, epoch=1, smooth_loss=25.5, val_loss=1.25, val_chars=1500, seed=2, text="plain"),
+        ],
+        update_chars=10,
     )
     assert text == (
         "# Text synthesised during training\n\n"
         "## Update 0 (epoch 1): smooth loss n/a, validation loss not measured\n\n"
         "`````text\nx````y\n`````\n\n"
-        "## Update 60 (epoch 1): smooth loss 25.5000, validation loss 1.2500/char on 150 chars\n\n"
+        "## Update 60 (epoch 1): smooth loss 2.5500/char, validation loss 1.2500/char on 1,500 chars\n\n"
         "```text\nplain\n```\n"
     )
 
@@ -200,21 +204,24 @@ def test_loss_decreases_and_run_folder_is_complete(tmp_path):
     model = CharRNN.new(c, hidden=16, seed=0)
     out = tmp_path / "run"
     res = model.fit(c, steps=400, out=out, **TINY)
-    # the run's files and the folder's lock file (runfolder.LOCK_FILE)
-    assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES + (LOCK_FILE,))
+    # the run's files; the lock file (runfolder.LOCK_FILE) is gone with the run
+    assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
     for f in RUN_FILES:
         assert (out / f).stat().st_size > 0, f
     lnK = math.log(c.vocab.size)
     assert res.step == 400 and not res.stopped and not res.time_limited
-    assert res.smooth_loss < 10 * lnK - 5  # smooth loss moves slowly (time constant 1000)
+    assert res.smooth_loss < lnK - 0.5  # per character; the classic smooth loss moves slowly (time constant 1000)
+    assert res.smooth_loss == res.smooth_loss_sum / 10
     rows = read_metrics_csv(out / "metrics.csv")
     assert np.mean([r.loss for r in rows[-5:]]) < 0.6 * 10 * lnK  # start: 10 ln K
     assert res.final_val_loss is not None and res.final_val_loss < 0.5 * lnK
     assert res.val_chars == c.val.size
-    assert res.best_step == 400 and res.best_loss == res.smooth_loss  # still improving
+    # chosen by the validation loss at the sample points (and the last update): still improving
+    assert res.best_by == "validation" and res.best_step == 400
+    assert res.best_loss == res.records[-1].val_loss and res.best_val_loss == res.final_val_loss
     assert len(res.passage) == 1000 and set(res.passage) <= set(c.vocab.chars)
     samples = [r for r in res.records if r.sample is not None]
-    assert [r.step for r in samples] == [0, 60, 120, 180, 240, 300, 360]
+    assert [r.step for r in samples] == [0, 60, 120, 180, 240, 300, 360, 400]  # the last update too
     assert all(len(r.sample) == 200 for r in samples)
     # record points: multiples of log_every or sample_every, and the last update
     assert [r.step for r in res.records if r.step] == sorted(set(range(20, 401, 20)) | set(range(60, 401, 60)))

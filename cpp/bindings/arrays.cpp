@@ -213,6 +213,11 @@ std::size_t thread_count(py::handle obj) {
     return n;
 }
 
+bool flag(py::handle obj, const char* name) {
+    if (!is_bool(obj)) fail_type(std::string(name) + " must be a bool, got " + type_name(obj));
+    return PyObject_IsTrue(obj.ptr()) == 1;
+}
+
 std::uint64_t seed_value(py::handle obj, const char* name) {
     if (is_bool(obj) || (!py::isinstance<py::int_>(obj) && !py::hasattr(obj, "__index__")))
         fail_type(std::string(name) + " must be an integer in [0, 2**64), got " + type_name(obj));
@@ -290,8 +295,7 @@ SampleOptions sample_options(py::handle top_k, py::handle top_p, py::handle gree
         fail_value(s.str());
     }
     o.top_p = p;
-    if (!is_bool(greedy)) fail_type("greedy must be a bool, got " + type_name(greedy));
-    o.greedy = PyObject_IsTrue(greedy.ptr()) == 1;
+    o.greedy = flag(greedy, "greedy");
     return o;
 }
 

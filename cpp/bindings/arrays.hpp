@@ -45,6 +45,7 @@ constexpr std::size_t kMaxCount = std::size_t(1) << 32;
 std::size_t count(py::handle obj, const char* name, long long low = 0);  // an integer >= low (not a bool)
 std::size_t positive_count(py::handle obj, const char* name);     // an integer >= 1
 std::size_t thread_count(py::handle obj);                         // 1 .. 256
+bool flag(py::handle obj, const char* name);                      // True or False (Python's or NumPy's)
 std::uint64_t seed_value(py::handle obj, const char* name);       // an integer in [0, 2**64)
 double positive_finite(py::handle obj, const char* name);         // a number > 0, finite
 double unit_interval(py::handle obj, const char* name);           // a number in [0, 1)
@@ -195,5 +196,6 @@ decltype(auto) with_scalar(Scalar s, F&& f) {
 void bind_train(py::module_& m);
 void bind_eval(py::module_& m);
 void bind_sample(py::module_& m);
+void bind_trace(py::module_& m);
 
 }  // namespace charrnn::binding

@@ -1,5 +1,5 @@
 // The extension module charrnn_ext._core: one bind_* per topic (train, eval,
-// sample; arrays.hpp holds the checked-array helper they share), the layout
+// sample, trace; arrays.hpp holds the checked-array helper they share), the layout
 // of a network and the names of the choices the core understands.
 #include <string>
 
@@ -29,6 +29,7 @@ PYBIND11_MODULE(_core, m) {
     bind_train(m);
     bind_eval(m);
     bind_sample(m);
+    bind_trace(m);
 
     m.attr("CELLS") = names<Cell>();
     m.attr("OPTIMIZERS") = names<Optimizer>();

@@ -34,6 +34,7 @@ from .model import CharRNN
 from .runfolder import write_report
 from .state import Checkpoint, TrainState
 from .sweeps.run import sweep
+from .tracing import Trace
 from .training import Progress, StopTraining, Trainer, TrainingDiverged, TrainResult
 from .version import package_version
 
@@ -53,6 +54,7 @@ __all__ = [
     "GradCheckReport",
     "Progress",
     "StopTraining",
+    "Trace",
     "TrainConfig",
     "TrainResult",
     "TrainState",

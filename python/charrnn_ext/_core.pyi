@@ -111,6 +111,28 @@ def sample(
 ) -> tuple[npt.NDArray[np.int32], np.ndarray]:
     """(drawn indices (n,), state (layers, S*m))."""
 
+def trace(
+    params: _Params,
+    data: _Indices,
+    h0: np.ndarray | None,
+    *,
+    cell: str | None,
+    top_k: int,
+    states: bool,
+    batch_size: int,
+    threads: int,
+) -> tuple[
+    npt.NDArray[np.float64],
+    np.ndarray,
+    npt.NDArray[np.int32],
+    np.ndarray,
+    np.ndarray | None,
+    np.ndarray | None,
+    np.ndarray,
+]:
+    """(-log p(next) (N-1,), p(next) (N-1,), top indices (N-1, top_k), top probabilities (N-1, top_k),
+    hidden states (layers, N-1, m) or None, LSTM cell states (layers, N-1, m) or None, state at the end)."""
+
 def layout(cell: str, K: int, m: int, layers: int) -> list[tuple[str, str | None, tuple[int, ...]]]:
     """[(name, classic name or None, shape)] of a network's parameters, in the core's order."""
 

@@ -13,7 +13,8 @@ Keys of format version 3 (parameters always under their network names,
 ``kind`` (0-d str)              ``"model"`` (parameters only) or ``"training"``
 ``meta`` (0-d str, JSON)        the model options (hidden, K, sig, seed, dtype,
                                 cell, layers, forget_bias) and the package version
-``vocab`` (int32, K)            code points, see ``Vocabulary.to_array``
+``vocab`` (int32, K)            code points in index order, see ``Vocabulary.to_array``
+                                (sorted, except where fine-tuning appended characters)
 ``param_<name>``                the parameter arrays (``param_l0.Wx`` ... ``param_c``)
 ``start_h``, optional           (layers, S*m): the state sampling starts from
 
@@ -48,6 +49,7 @@ the model's size.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -67,7 +69,7 @@ from .resources import available_bytes
 from .state import Checkpoint, MetricRow, SampleRecord, TrainState
 from .version import package_version
 
-__all__ = ["FORMAT_VERSION", "CheckpointError", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT_VERSION", "CheckpointError", "checkpoint_sha256", "load_checkpoint", "save_checkpoint"]
 
 FORMAT_NAME = "charrnn_ext.checkpoint"
 #: Version of the checkpoint layout written by this package. Files with a
@@ -405,6 +407,15 @@ def _names(classic: bool, cell: str, K: int, m: int, layers: int) -> dict[str, s
     """network name -> the name it has in the file."""
     back = {v: k for k, v in CLASSIC_NAMES.items()}
     return {n: (back.get(n, n) if classic else n) for n in param_shapes(cell, K, m, layers)}
+
+
+def checkpoint_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a checkpoint file's bytes (what a run fine-tuned from it records)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_READ_CHUNK):
+            sha.update(chunk)
+    return sha.hexdigest()
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:

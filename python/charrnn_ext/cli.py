@@ -1,4 +1,5 @@
-"""Command line: ``charrnn train | sample | gradcheck | report | export | sweep`` (also ``python -m charrnn_ext``).
+"""Command line: ``charrnn train | sample | gradcheck | report | export | sweep | serve | explain``
+(also ``python -m charrnn_ext``).
 
 A thin layer over :class:`charrnn_ext.model.CharRNN` and
 :mod:`charrnn_ext.runfolder`; every option, its type, default, range and
@@ -16,13 +17,17 @@ import contextlib
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import OPTIONS, Option, TrainConfig, group, model_options, option, shown
+from .config import OPTIONS, PRESETS, Option, TrainConfig, group, model_options, option, shown
+from .explain import FORMATS as EXPLAIN_FORMATS
+from .explain import MAX_CHARS as EXPLAIN_MAX_CHARS
 from .sweeps.settings import DEFAULT_TRIALS, PRUNERS, SAMPLERS
-from .trainplan import plan_length, plan_options
+from .tracing import DEFAULT_TOP_K
+from .trainplan import fine_tune_options, plan_length, plan_options
 from .version import package_version
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -64,16 +69,20 @@ def _add(
     default_value: Any = None,
     flag: str | None = None,
     show_default: Any = None,
+    help_text: str | None = None,
 ) -> None:
     """One option on the command line; its value is None when not given (so
-    that presets and stored runs can fill it) unless default_value is set."""
+    that presets and stored runs can fill it) unless default_value is set.
+    ``help_text`` replaces the option's help."""
     shown = o.default if show_default is None else show_default
-    help_text = o.help
+    if isinstance(shown, int) and not isinstance(shown, bool):
+        shown = f"{shown:,}"
+    help_text = o.help if help_text is None else help_text
     if o.kind is bool:
-        parser.add_argument(flag or o.flag, dest=o.name, action="store_true", help=help_text)
+        parser.add_argument(flag or o.flag, dest=o.name, action="store_true", default=default_value, help=help_text)
         return
     if o.choices is None and o.kind is not str:
-        help_text += f"; {o.range_text()}"
+        help_text += f"; {o.range_words()}"
     if shown is not None:
         help_text += f"; default {shown}"
     parser.add_argument(
@@ -87,6 +96,55 @@ def _add(
     )
 
 
+#: The sections of ``charrnn train --help``, by what a user thinks of; every
+#: model, training and run option is in one of them (a test checks it).
+TRAIN_HELP_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("data", ("text", "val_fraction", "val_chars")),
+    ("model", ("preset", "init_from", "cell", "layers", "hidden", "dtype", "sig", "forget_bias", "seed")),
+    (
+        "optimiser and schedule",
+        (
+            "optimizer",
+            "eta",
+            "lr_schedule",
+            "lr_decay",
+            "lr_decay_every",
+            "lr_final",
+            "warmup",
+            "seq_length",
+            "batch_size",
+            "carry_state",
+            "clip",
+            "clip_mode",
+            "dropout",
+            "eps",
+            "gamma",
+            "beta1",
+            "beta2",
+        ),
+    ),
+    ("run length", ("steps", "epochs", "max_minutes", "stop_after", "resume", "threads")),
+    (
+        "output and logging",
+        ("out", "log_every", "sample_every", "sample_chars", "passage_chars", "smoothing", "best_by"),
+    ),
+)
+
+
+#: What a preset's machine-dependent values (None) become (config.preset_values).
+_MACHINE = {"dtype": "(bfloat16 where the CPU multiplies it, else float32)", "threads": "(the usable cores)"}
+
+
+def _preset_help(o: Option) -> str:
+    """--preset's help: what each preset sets."""
+    parts = []
+    for name in PRESETS:
+        values = PRESETS[name]
+        shown_values = " ".join(f"{option(k).flag} {_MACHINE.get(k, v) if v is None else v}" for k, v in values.items())
+        parts.append(f"{name}: {shown_values or 'every default (the classic experiment)'}")
+    return f"{o.help}: " + "; ".join(parts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="charrnn", description="Character-level RNN/LSTM/GRU with a C++ core.")
     p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
@@ -94,18 +152,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "train",
+        usage="%(prog)s [--text FILE] [--preset NAME] [OPTION ...]",
         help="train a model and write a run folder",
         description="Train on a text (default: the built-in Shakespeare corpus). Without options, "
         "the classic experiment: a vanilla RNN of 100 units, AdaGrad with eta 0.1, "
         "25-character chunks, gradients clipped to [-5, 5]. --preset quality selects a "
         "network tuned for the lowest validation loss in a time budget.",
     )
-    for name, title in (("model", "the model"), ("train", "training"), ("run", "this run")):
-        g = t.add_argument_group(title)
-        for o in group(name):
-            _add(g, o, show_default="the optimiser's" if o.name == "eta" else None)
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument(
+    sections = {}
+    for title, names in TRAIN_HELP_SECTIONS:
+        sections[title] = g = t.add_argument_group(title)
+        for name in names:
+            o = option(name)
+            shown = "the optimiser's" if name == "eta" else None
+            _add(g, o, show_default=shown, help_text=_preset_help(o) if name == "preset" else None)
+    out = sections["output and logging"]
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument(
         "--force",
         action="store_true",
         help="start the run even in a folder that holds other files or another run (only the run's own "
@@ -141,7 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add(c, option("text"))
     _add(c, option("tolerance"), default_value=option("tolerance").default)
 
-    r = sub.add_parser("report", help="(re)build report.md of a run folder")
+    r = sub.add_parser(
+        "report",
+        help="(re)build report.md of a run folder",
+        description="Rebuild report.md and loss.png of a run folder from its config.json, last.npz, "
+        "summary.json and gradcheck.md (a finished run, or one still unfinished), and print the report's path.",
+    )
     r.add_argument("run_dir", metavar="DIR", help="run folder written by charrnn train")
 
     e = sub.add_parser(
@@ -162,6 +230,47 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         metavar="FILE",
         help="file to write (replaced atomically); default: MODEL with the suffix .onnx or .pt",
+    )
+
+    x = sub.add_parser(
+        "explain",
+        help="write a page showing what a model predicts and which units track what",
+        description="Trace a text through a model and write one self-contained HTML page (no network "
+        "requests): the text coloured by surprisal with the top predictions on hover, a unit browser "
+        "(choose a layer and unit, the text is coloured by its activation), and the units that best "
+        "track simple features of the text. --format json writes the same data for scripts.",
+    )
+    x.add_argument("model", metavar="MODEL", help=".npz checkpoint, or a run folder (uses best.npz)")
+    src = x.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", metavar="FILE", help="UTF-8 text file to trace")
+    src.add_argument("--string", metavar="TEXT", help="the text to trace, given on the command line")
+    x.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write (replaced atomically)")
+    x.add_argument(
+        "--format", choices=EXPLAIN_FORMATS, help="html or json; default: json if the output ends in .json, else html"
+    )
+    x.add_argument(
+        "--top-k",
+        type=_positive("top-k"),
+        default=DEFAULT_TOP_K,
+        metavar="K",
+        help=f"predictions shown per character, at most the vocabulary size; default {DEFAULT_TOP_K}",
+    )
+    x.add_argument(
+        "--layer",
+        type=_natural("layer"),
+        action="append",
+        metavar="L",
+        help="a layer (from 0) whose units the page shows and ranks; may be repeated; default: every layer",
+    )
+    x.add_argument(
+        "--max-chars",
+        type=_positive("max-chars"),
+        default=EXPLAIN_MAX_CHARS,
+        metavar="N",
+        help=f"trace at most the first N characters of the text; default {EXPLAIN_MAX_CHARS:,}".replace(",", "_"),
+    )
+    x.add_argument(
+        "--threads", type=_parser_type(option("threads")), default=1, metavar="N", help="worker threads; default 1"
     )
 
     w = sub.add_parser(
@@ -209,6 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the sweep in --out (its settings are kept; --trials may grow)"
     )
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    v = sub.add_parser(
+        "serve",
+        help="a local web page to sample from models and watch the text arrive",
+        description="Serve a web page (and its JSON API) to pick a model under PATH, sample from it with the "
+        "controls of charrnn sample and watch the text stream in as it is drawn. PATH is a checkpoint, a run "
+        "folder, or a folder of run folders (runs/, a sweep's --out). The server listens on 127.0.0.1 only "
+        "unless --host says otherwise; to offer it to others, put it behind a reverse proxy (see the README). "
+        "Needs charrnn_ext[serve].",
+    )
+    v.add_argument("path", metavar="PATH", help="checkpoint, run folder, or folder of run folders")
+    for o in group("serve"):
+        _add(v, o, default_value=o.default)
     return p
 
 
@@ -222,6 +344,22 @@ def _positive(name: str):
             value = 0
         if value < 1:
             raise argparse.ArgumentTypeError(f"{name} must be an integer of at least 1, got {text!r}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def _natural(name: str):
+    """argparse type: an integer of at least 0."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer of at least 0, got {text!r}")
         return value
 
     parse.__name__ = name
@@ -244,6 +382,11 @@ def _err(msg: str) -> None:
     print(f"charrnn: error: {msg}", file=sys.stderr)
 
 
+def _warning_line(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """A warning as one status line: ``charrnn: warning: ...``."""
+    _echo(f"charrnn: warning: {message}")
+
+
 def _echo(msg: str) -> None:
     """A status line on stderr (above the progress bar)."""
     from tqdm import tqdm
@@ -260,9 +403,12 @@ class _Stdout:
     def write(self, text: str) -> None:
         if self.closed:
             return
+        tqdm = sys.modules.get("tqdm")  # a progress bar may be on the terminal: write above it
+        bar = tqdm.tqdm.external_write_mode(file=sys.stdout) if tqdm is not None else contextlib.nullcontext()
         try:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            with bar:
+                sys.stdout.write(text)
+                sys.stdout.flush()
         except BrokenPipeError:
             self.closed = True
             # later writes (and the interpreter's final flush) go nowhere
@@ -303,7 +449,7 @@ class _SamplePrinter:
         if rec.sample is None:
             return
         val = f", validation loss {rec.val_loss:.4f}/char" if rec.val_loss is not None else ""
-        smooth = "n/a" if rec.step == 0 else f"{rec.smooth_loss:.4f}"
+        smooth = "n/a" if rec.step == 0 else f"{rec.smooth_loss:.4f}/char"
         self.out.write(f"----- update {rec.step} (epoch {rec.epoch}), smooth loss {smooth}{val}\n{rec.sample}\n-----\n")
 
 
@@ -322,8 +468,53 @@ def _cmd_train(args: argparse.Namespace) -> int:
     names = [o.name for o in OPTIONS if o.group in ("model", "train")]
     given = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.resume is not None:
+        if args.init_from is not None:
+            raise ValueError(
+                f"--init-from {args.init_from} starts a new run and --resume {args.resume} continues one; give one"
+            )
         return _train_resumed(args, given)
     return _train_new(args, given)
+
+
+def _fine_tune_start(args: argparse.Namespace, given: dict[str, Any], opts: dict[str, Any]) -> tuple[Any, Any]:
+    """(model, corpus) of ``charrnn train --init-from MODEL``: the checkpoint's
+    network, its vocabulary grown by the text's new characters, no training
+    state; ``opts`` gets the model's options. Says on stderr what was kept and added."""
+    from .checkpoint import CheckpointError
+    from .config import precision_of
+    from .data import describe_chars, load_corpus, text_vocabulary
+    from .model import CharRNN
+
+    source = Path(args.init_from)
+    if source.is_dir() and not (source / "best.npz").is_file():
+        raise FileNotFoundError(
+            f"--init-from {source}: the folder holds no best.npz (a run writes it at its first sample point); "
+            f"give a checkpoint file, e.g. {source / 'last.npz'}"
+        )
+    try:
+        model = CharRNN.load(source)
+    except CheckpointError as exc:
+        raise ValueError(f"--init-from: cannot fine-tune from this checkpoint: {exc}") from None
+    taken = fine_tune_options(given, model.meta(), str(source))
+    model.reset_training()
+    if "seed" in taken:
+        model.seed = taken["seed"]
+    if "dtype" in taken:
+        model.precision = precision_of(taken["dtype"])
+    text = None if args.text is None else Path(args.text)
+    kept = model.K
+    added = model.extend_vocab(text_vocabulary(text).chars)
+    corpus = load_corpus(text, opts["val_fraction"], model.vocab)
+    opts.update(model_options(model.meta()))
+    origin = model.origin or {}
+    step = origin.get("step")
+    _echo(
+        f"fine-tuning the model in {source} (sha256 {str(origin.get('sha256'))[:12]}..."
+        + ("" if step is None else f", {step:,} updates")
+        + f"): its {kept} characters kept, "
+        + (f"{len(added)} added: {describe_chars(added)}" if added else "none added (the text has no new character)")
+    )
+    return model, corpus
 
 
 def _train_new(args: argparse.Namespace, given: dict[str, Any]) -> int:
@@ -334,12 +525,17 @@ def _train_new(args: argparse.Namespace, given: dict[str, Any]) -> int:
     from .training import TrainingDiverged
 
     preset, opts = plan_options({**given, "preset": args.preset})
-    corpus = load_corpus(args.text, opts["val_fraction"])
-    model = CharRNN.new(corpus.vocab, **model_options(opts))
+    if args.init_from is not None:
+        model, corpus = _fine_tune_start(args, given, opts)
+    else:
+        corpus = load_corpus(args.text, opts["val_fraction"])
+        model = CharRNN.new(corpus.vocab, **model_options(opts))
     made = args.out is None
     existed = not made and Path(args.out).exists()
     out = Path(args.out) if args.out is not None else _unique_run_folder()
     steps, epochs = plan_length(args.steps, args.epochs, args.max_minutes)
+    if args.sample_every is None and args.max_minutes is None:
+        opts["sample_every"] = _scaled_sample_every(opts, steps, epochs, corpus.train.size)
     _echo(
         f"training on {corpus.source}: {corpus.train.size:,} training / {corpus.val.size:,} validation "
         f"characters, vocabulary {corpus.vocab.size}; {model.cell} x {model.layers} layer(s) of "
@@ -376,6 +572,24 @@ def _train_new(args: argparse.Namespace, given: dict[str, Any]) -> int:
         _discard(out, made, existed)
         raise
     return _train_done(result, out, printer.out)
+
+
+#: A run whose length is known samples at least this many times (besides update 0 and its end)
+#: unless --sample-every is given.
+MIN_SAMPLE_POINTS = 8
+
+
+def _scaled_sample_every(opts: dict[str, Any], steps: int | None, epochs: float | None, n_train: int) -> int:
+    """The preset's sample interval, shortened so that a short run still
+    samples about MIN_SAMPLE_POINTS times."""
+    from .training import steps_per_epoch
+
+    total = (
+        steps
+        if steps is not None
+        else round((epochs or 0) * steps_per_epoch(n_train, opts["seq_length"], opts["batch_size"]))
+    )
+    return max(1, min(int(opts["sample_every"]), -(-total // MIN_SAMPLE_POINTS)))
 
 
 def _discard(out: Path, made: bool, existed: bool) -> str:
@@ -458,13 +672,38 @@ def _train_done(result: Any, out: Path, stdout: _Stdout) -> int:
     stdout.write(f"----- {len(result.passage or '')} characters from {which}:\n{result.passage or ''}\n")
     val = "n/a" if result.final_val_loss is None else f"{result.final_val_loss:.4f}"
     if result.time_limited:
-        _echo(f"the {result.seconds / 60:.1f}-minute budget is used up: the run ends at update {result.step}")
-    best = f"best smooth loss {result.best_loss:.4f} at update {result.best_step}, " if result.best_step >= 0 else ""
+        _echo(_budget_text(result))
+    best = ""
+    if result.best_step >= 0:
+        best = f"best model by {result.best_by} loss: update {result.best_step}"
+        if result.best_val_loss is not None:
+            best += f", validation loss {result.best_val_loss:.4f}/char"
+        best += "; "
     _echo(
-        f"done: {result.step} updates in {result.seconds:,.0f} s, {best}final validation loss {val}/char; "
-        f"report: {out / 'report.md'}"
+        f"done: {result.step:,} updates in {_duration(result.seconds)} of training, smooth loss "
+        f"{result.smooth_loss:.4f}/char; {best}last model's validation loss {val}/char; report: {out / 'report.md'}"
     )
     return EXIT_OK
+
+
+def _budget_text(result: Any) -> str:
+    """The end of a time-budgeted run: the budget, the time taken and why it was more."""
+    budget = result.budget_seconds or 0.0
+    over = result.seconds - budget
+    n, dt = result.last_chunk
+    text = f"time budget {_duration(budget)} used up: training took {_duration(result.seconds)}"
+    if over > 0.5 and n > 0:
+        text += f" (its last chunk of {n:,} updates took {_duration(dt)} and ended {_duration(over)} past the budget)"
+    text += f", then the final evaluation {_duration(result.final_seconds)}; the run ends at update {result.step}"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as people write them: 45.2 s, 2 min 12 s."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
 
 
 # ---------------------------------------------------------------------------
@@ -606,6 +845,34 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .data import load_text
+    from .explain import build_payload, write_explain
+    from .model import CharRNN
+
+    fmt = args.format or ("json" if Path(args.output).suffix.lower() == ".json" else "html")
+    out = Path(args.output)
+    if out.is_dir():
+        raise IsADirectoryError(f"the output {out} is a folder; give a file name with -o")
+    if out.exists() and not out.is_file():
+        raise ValueError(f"the output {out} is not a regular file (a device or a pipe?); give a file name with -o")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"the output's folder {out.parent} does not exist")
+    model = CharRNN.load(args.model)
+    text, source = (load_text(args.text), Path(args.text).name) if args.text is not None else (args.string, None)
+    if len(text) > args.max_chars:
+        _echo(f"tracing the first {args.max_chars:,} of {len(text):,} characters (--max-chars)")
+        text = text[: args.max_chars]
+    if args.top_k > model.K:
+        raise ValueError(f"--top-k {args.top_k} is more than the model's {model.K} characters")
+    payload = build_payload(model, text, args.top_k, layers=args.layer, source=source, threads=args.threads)
+    write_explain(payload, out, fmt)
+    _Stdout().write(
+        f"wrote {out} ({fmt}: {len(text):,} characters, {payload['bits_per_char']:.3f} bits per character)\n"
+    )
+    return EXIT_OK
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweeps.run import sweep
 
@@ -635,6 +902,32 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .serve.run import is_loopback, serve
+    except ImportError as exc:
+        _err(
+            f"charrnn serve needs the {exc.name or 'serve'} package, which cannot be imported: "
+            f"pip install 'charrnn_ext[serve]'"
+        )
+        return EXIT_USAGE
+    if not is_loopback(args.host):
+        _echo(
+            f"charrnn: warning: --host {args.host} opens the server to the network: anyone who can reach this "
+            f"machine on port {args.port} can use its models and its CPU. Prefer 127.0.0.1 behind a reverse proxy "
+            f"(see the README)."
+        )
+    serve(
+        args.path,
+        host=args.host,
+        port=args.port,
+        max_streams=args.max_streams,
+        max_chars=args.max_chars,
+        echo=_echo,
+    )
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``charrnn`` command; returns the exit code."""
     from .signals import terminate_as_interrupt
@@ -654,9 +947,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": _cmd_report,
         "export": _cmd_export,
         "sweep": _cmd_sweep,
+        "serve": _cmd_serve,
+        "explain": _cmd_explain,
     }
     try:
-        with terminate_as_interrupt():
+        with terminate_as_interrupt(), warnings.catch_warnings():
+            warnings.showwarning = _warning_line
             return commands[args.command](args)
     except KeyboardInterrupt:
         _echo("\ninterrupted")

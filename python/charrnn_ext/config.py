@@ -9,7 +9,8 @@ Options come in three groups:
 - ``model``: what the network is (cell, layers, hidden size, initialisation,
   float type, seed); fixed for the life of a model;
 - ``train``: how it is trained (:class:`TrainConfig`); fixed for a run;
-- ``run``: what one ``charrnn train`` invocation does (text, length, folder).
+- ``run``: what one ``charrnn train`` invocation does (text, length, folder);
+- ``sample`` and ``serve``: what ``charrnn sample`` draws and where ``charrnn serve`` listens.
 
 Presets name a set of option values; explicit options override them.
 """
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "BEST_BY",
     "CELLS",
     "CLIP_MODES",
     "DEFAULT_ETA",
@@ -32,6 +34,7 @@ __all__ = [
     "OPTIMIZERS",
     "OPTIONS",
     "PRESETS",
+    "SMOOTHINGS",
     "UPDATE_OPTIONS",
     "Option",
     "TrainConfig",
@@ -56,6 +59,12 @@ DTYPES: tuple[str, ...] = ("float64", "float32", "bfloat16")
 
 #: How the learning rate changes over a run (see :meth:`TrainConfig.lr_at`).
 LR_SCHEDULES: tuple[str, ...] = ("step", "linear", "cosine")
+
+#: How the smooth loss averages the update losses (see :func:`charrnn_ext.state.smoothed`).
+SMOOTHINGS: tuple[str, ...] = ("classic", "adaptive")
+
+#: What chooses a run's best model (best.npz).
+BEST_BY: tuple[str, ...] = ("validation", "smooth")
 
 #: The learning rate when none is given: AdaGrad's classic 0.1, else 2e-3.
 DEFAULT_ETA = {"adagrad": 0.1, "rmsprop": 2e-3, "adam": 2e-3}
@@ -103,6 +112,28 @@ class Option:
             else (lambda v: f"{v:g}")
         )
         return f"{lo}{fmt(self.low)}, {fmt(self.high)}{hi}"
+
+    def range_words(self) -> str:
+        """The allowed numbers as people write them, for help texts: "1 <= N <= 65,536",
+        "0 < ETA <= 10", "N >= 0" (no upper bound in practice), "0 <= SEED < 2^64"
+        (:meth:`range_text` is the exact interval, for messages)."""
+        name = self.metavar or self.name.upper()
+
+        def num(v: float) -> str:
+            if self.kind is int:
+                v = int(v)
+                for base in (2, 10):
+                    e = round(math.log(v, base)) if v > 1 else 0
+                    if e > 16 and base**e == v:
+                        return f"{base}^{e}"
+                return f"{v:,}"
+            return f"{int(v):,}" if v == int(v) and abs(v) >= 1000 else f"{v:g}"
+
+        assert self.low is not None and self.high is not None
+        lo = f"{num(self.low)} {'<' if self.low_open else '<='} "
+        if self.high == _BIG:  # no bound anyone would reach
+            return f"{name} {'>' if self.low_open else '>='} {num(self.low)}"
+        return f"{lo}{name} {'<' if self.high_open else '<='} {num(self.high)}"
 
     def check(self, value: Any) -> Any:
         """``value`` converted to the option's type if it is allowed; else
@@ -297,12 +328,38 @@ OPTIONS: tuple[Option, ...] = (
         metavar="P",
         update=True,
     ),
+    _opt(
+        "carry_state",
+        bool,
+        False,
+        "keep each stream's recurrent state when it starts a new epoch (the classic experiment resets it to zero)",
+        "train",
+    ),
+    _opt(
+        "smoothing",
+        str,
+        "classic",
+        "smooth loss: classic 0.999*smooth + 0.001*loss (the classic experiment's), or adaptive: over the "
+        "last tenth of the updates so far, at most 1,000 (a short run's does not lag)",
+        "train",
+        choices=SMOOTHINGS,
+    ),
+    _opt(
+        "best_by",
+        str,
+        "validation",
+        "what chooses best.npz: the lowest validation loss at the sample points (smooth without a "
+        "validation split), or the lowest smooth loss (the classic experiment's choice)",
+        "train",
+        choices=BEST_BY,
+    ),
     _opt("log_every", int, 100, "a metrics row every N updates", "train", low=1, high=_BIG, metavar="N"),
     _opt(
         "sample_every",
         int,
         10_000,
-        "synthesise text, validate and checkpoint every N updates",
+        "synthesise text, validate and checkpoint every N updates and at the end of the run "
+        "(charrnn train without it: fewer, so that a run of known length samples at least 8 times)",
         "train",
         low=1,
         high=_BIG,
@@ -384,6 +441,17 @@ OPTIONS: tuple[Option, ...] = (
     _opt("out", str, None, "run folder (default: a new runs/<timestamp>-<n>)", "run", optional=True, metavar="DIR"),
     _opt("resume", str, None, "continue the run in DIR exactly where it stopped", "run", optional=True, metavar="DIR"),
     _opt(
+        "init_from",
+        str,
+        None,
+        "fine-tune: start from the model in MODEL (a best.npz or last.npz, or a run folder: its best.npz); the "
+        "network is the checkpoint's, the text's new characters join its vocabulary, the training options and "
+        "the optimiser start afresh",
+        "run",
+        optional=True,
+        metavar="MODEL",
+    ),
+    _opt(
         "stop_after",
         int,
         None,
@@ -406,7 +474,15 @@ OPTIONS: tuple[Option, ...] = (
         high=1e6,
         low_open=True,
     ),
-    _opt("prime", str, None, "text fed to the network first (default: a newline)", "sample", optional=True),
+    _opt(
+        "prime",
+        str,
+        None,
+        "text fed to the network first (default: a newline); charrnn sample prints it before the drawn "
+        "characters, CharRNN.sample(prime=...) returns only the drawn ones",
+        "sample",
+        optional=True,
+    ),
     _opt(
         "top_k",
         int,
@@ -429,6 +505,35 @@ OPTIONS: tuple[Option, ...] = (
         metavar="P",
     ),
     _opt("greedy", bool, False, "always take the most probable character", "sample"),
+    # -- charrnn serve: where it listens and how much one server does at once
+    _opt(
+        "host",
+        str,
+        "127.0.0.1",
+        "address to listen on; anything but a loopback address opens the server to the network",
+        "serve",
+    ),
+    _opt("port", int, 8000, "TCP port to listen on", "serve", low=1, high=65535),
+    _opt(
+        "max_streams",
+        int,
+        32,
+        "requests sampled or traced at once; past it the server answers 429",
+        "serve",
+        low=1,
+        high=4096,
+        metavar="N",
+    ),
+    _opt(
+        "max_chars",
+        int,
+        100_000,
+        "characters one request may ask for (prime and length together, or a traced text); past it 429",
+        "serve",
+        low=1,
+        high=10**9,
+        metavar="N",
+    ),
     # -- the gradient check
     _opt(
         "tolerance",
@@ -522,6 +627,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "clip_mode": "global_norm",
         "clip": 5.0,
         "dropout": 0.1,
+        "smoothing": "adaptive",
         "log_every": 50,
         "sample_every": 2000,
         "val_chars": 50_000,
@@ -581,6 +687,9 @@ class TrainConfig:
     beta1: float = _train_field("beta1")
     beta2: float = _train_field("beta2")
     dropout: float = _train_field("dropout")
+    carry_state: bool = _train_field("carry_state")
+    smoothing: str = _train_field("smoothing")
+    best_by: str = _train_field("best_by")
     log_every: int = _train_field("log_every")
     sample_every: int = _train_field("sample_every")
     sample_chars: int = _train_field("sample_chars")

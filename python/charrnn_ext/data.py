@@ -32,10 +32,13 @@ __all__ = [
     "Vocabulary",
     "builtin_corpus",
     "builtin_corpus_info",
+    "char_label",
     "corpus_from_string",
+    "describe_chars",
     "load_corpus",
     "load_text",
     "resolve_corpus",
+    "text_vocabulary",
 ]
 
 #: Number of characters converted per numpy batch in :meth:`Vocabulary.encode`
@@ -78,12 +81,17 @@ def _code_points_to_str(codes: np.ndarray) -> str:
 class Vocabulary:
     """An ordered set of characters; index ``i`` stands for ``chars[i]``.
 
-    ``chars`` must be non-empty, free of duplicates and sorted by code point,
-    which makes the vocabulary of a given text fully deterministic.
+    ``chars`` must be non-empty and free of duplicates. The vocabulary of a
+    text (:meth:`from_text`) is sorted by code point, which makes it fully
+    deterministic; a vocabulary grown by :meth:`extended` keeps its first
+    characters where they were and lists the new ones after them.
     """
 
     chars: str
     _codes: np.ndarray = field(init=False, repr=False, compare=False)
+    # the code points sorted, and the index of each of them (None: _codes is sorted)
+    _sorted: np.ndarray = field(init=False, repr=False, compare=False)
+    _index: np.ndarray | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.chars, str):
@@ -91,10 +99,22 @@ class Vocabulary:
         if not self.chars:
             raise ValueError("a vocabulary needs at least one character")
         codes = _code_points(self.chars).copy()
-        if codes.size > 1 and not bool(np.all(codes[1:] > codes[:-1])):
-            raise ValueError("vocabulary characters must be distinct and sorted by code point")
         codes.flags.writeable = False
+        index = None
+        ordered = codes
+        if codes.size > 1 and not bool(np.all(codes[1:] > codes[:-1])):
+            index = np.argsort(codes, kind="stable")
+            ordered = codes[index]
+            repeated = ordered[1:] == ordered[:-1]
+            if repeated.any():
+                ch = chr(int(ordered[1:][repeated][0]))
+                raise ValueError(f"vocabulary characters must be distinct; {ch!r} appears more than once")
+            index = index.astype(np.uint32)
+            index.flags.writeable = False
+            ordered.flags.writeable = False
         object.__setattr__(self, "_codes", codes)
+        object.__setattr__(self, "_sorted", ordered)
+        object.__setattr__(self, "_index", index)
 
     # -- construction -----------------------------------------------------
 
@@ -140,9 +160,17 @@ class Vocabulary:
                 f"vocabulary array holds the surrogate code point U+{int(wide[surrogate][0]):04X}, "
                 f"which is not a character (no UTF-8 text contains one)"
             )
-        if wide.size > 1 and not bool(np.all(np.diff(wide) > 0)):
-            raise ValueError("vocabulary array must be strictly increasing")
         return cls(_code_points_to_str(wide.astype("<u4")))
+
+    def extended(self, chars: str) -> Vocabulary:
+        """This vocabulary followed by the characters of ``chars`` it lacks
+        (in code-point order): every character it has keeps its index."""
+        if not isinstance(chars, str):
+            raise TypeError(f"chars must be a str, got {type(chars).__name__}")
+        new = np.setdiff1d(np.unique(_code_points(chars)), self._codes)
+        if new.size == 0:
+            return self
+        return Vocabulary(self.chars + _code_points_to_str(new))
 
     def to_array(self) -> np.ndarray:
         """Return the code points as an int32 array (loads without pickle)."""
@@ -179,7 +207,7 @@ class Vocabulary:
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         step = _chunk_size(chunk_chars)
-        codes = self._codes
+        codes, index = self._sorted, self._index
         last = codes.size - 1
         out = np.empty(len(text), dtype=self.dtype)
         for start in range(0, len(text), step):
@@ -189,7 +217,7 @@ class Vocabulary:
             bad = codes[idx] != cps
             if bad.any():
                 self._raise_unknown(cps[bad], start + int(np.argmax(bad)))
-            out[start : start + cps.size] = idx
+            out[start : start + cps.size] = idx if index is None else index[idx]
         return out
 
     def _raise_unknown(self, bad_codes: np.ndarray, first_pos: int) -> None:
@@ -218,6 +246,24 @@ class Vocabulary:
             pos = int(np.argmax(outside))
             raise IndexError(f"index {int(arr[pos])} at position {pos} is outside the vocabulary range [0, {k})")
         return _code_points_to_str(self._codes[arr])
+
+
+def char_label(ch: str) -> str:
+    """One character as readable text: itself if it is printable and not
+    white space, ``space`` for the space, else its Python escape (``\\n``,
+    ``\\t``, ``\\x00``, ``\\u200b``)."""
+    if ch == " ":
+        return "space"
+    if ch.isprintable() and not ch.isspace():
+        return ch
+    return repr(ch)[1:-1]
+
+
+def describe_chars(chars: str, limit: int = 40) -> str:
+    """The characters of ``chars`` as :func:`char_label` shows them, separated
+    by spaces; beyond ``limit`` of them, the count of the rest."""
+    shown = " ".join(char_label(ch) for ch in chars[:limit])
+    return shown if len(chars) <= limit else f"{shown} ... ({len(chars) - limit} more)"
 
 
 # ---------------------------------------------------------------------------
@@ -541,18 +587,55 @@ def resolve_corpus(data: Any, vocab: Vocabulary, val_fraction: float) -> tuple[C
         return data, path
     if data is None:
         return load_corpus(None, val_fraction, vocab), None
-    if isinstance(data, os.PathLike) or (
-        isinstance(data, str) and "\n" not in data and len(data) < 4096 and os.path.isfile(data)
-    ):
+    if _names_file(data):
         path = os.path.abspath(os.fspath(data))
         corpus = load_corpus(path, val_fraction, vocab)
         corpus.source = os.fspath(data)
         return corpus, path
     if isinstance(data, str):
         return corpus_from_string(data, val_fraction, vocab, source="<string>"), None
-    raise TypeError(
+    raise _bad_data(data)
+
+
+def _names_file(data: Any) -> bool:
+    """Whether a training ``data`` argument names a file (a path, or a short str naming an existing file)."""
+    return isinstance(data, os.PathLike) or (
+        isinstance(data, str) and "\n" not in data and len(data) < 4096 and os.path.isfile(data)
+    )
+
+
+def _bad_data(data: Any) -> TypeError:
+    return TypeError(
         f"data must be a Corpus, a path, a text string or None (built-in corpus), got {type(data).__name__}"
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin_vocabulary() -> Vocabulary:
+    return Vocabulary.from_text(builtin_corpus())
+
+
+def text_vocabulary(data: Any) -> Vocabulary:
+    """The characters of a training ``data`` argument (as :func:`resolve_corpus`
+    takes it), read without encoding the text: a file is streamed, a Corpus
+    gives the characters its indices use."""
+    if isinstance(data, Corpus):
+        K = data.vocab.size
+        used = (np.bincount(data.train, minlength=K) + np.bincount(data.val, minlength=K)) > 0
+        return Vocabulary.from_text(data.vocab.decode(np.flatnonzero(used)))
+    if data is None:
+        return _builtin_vocabulary()
+    if _names_file(data):
+        p = Path(os.fspath(data))
+        _check_file(p)
+        pieces = _decoded_chunks(p, CHUNK_BYTES)
+        first = next(pieces, None)
+        if first is None:
+            raise ValueError(f"text file is empty: {p}")
+        return Vocabulary.from_pieces(itertools.chain([first], pieces))
+    if isinstance(data, str):
+        return Vocabulary.from_text(data)
+    raise _bad_data(data)
 
 
 def resume_source(corpus_identity: dict[str, Any]) -> Path | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,7 @@ from . import _core
 from .config import CELLS, CLIP_MODES, OPTIMIZERS, default, update_options
 
 __all__ = [
+    "TraceArrays",
     "bf16_path",
     "core_layout",
     "evaluate_loss",
@@ -37,6 +38,7 @@ __all__ = [
     "numerical_grads",
     "sample",
     "simd_level",
+    "trace",
     "train_step",
     "train_steps",
     "train_walk",
@@ -284,6 +286,41 @@ def evaluate_loss(
     differs slightly from B = 1)."""
     loss, h = _core.evaluate_loss(params, data, h0, cell=None, batch_size=batch_size, threads=threads)
     return loss, _one_stream(params, h)
+
+
+class TraceArrays(NamedTuple):
+    """What :func:`trace` returns (N characters, N - 1 positions)."""
+
+    nll: npt.NDArray[np.float64]  #: (N-1,) -log p(data[i+1]), the engine's row losses
+    prob: np.ndarray  #: (N-1,) p(data[i+1])
+    top_index: npt.NDArray[np.int32]  #: (N-1, top_k) most probable first, ties by the lower index
+    top_prob: np.ndarray  #: (N-1, top_k)
+    hidden: np.ndarray | None  #: (layers, N-1, m), None unless states
+    cell: np.ndarray | None  #: (layers, N-1, m) for an LSTM, else None
+    state: np.ndarray  #: the state at the end of the text, in the caller's shape
+
+
+def trace(
+    params: Params,
+    data: IndexArray,
+    h0: np.ndarray | None = None,
+    *,
+    top_k: int,
+    states: bool = True,
+    batch_size: int = default("batch_size"),
+    threads: int = default("threads"),
+) -> TraceArrays:
+    """The forward pass of :func:`evaluate_loss`, kept at every position i
+    (having read data[i], predicting data[i+1]) instead of summed: the row
+    losses, the probability of the next character, the ``top_k`` most
+    probable next characters, and (``states``) every layer's hidden state and
+    an LSTM's cell state (:class:`TraceArrays`). ``batch_size`` as in
+    :func:`evaluate_loss` (1: one pass from h0, every state that of a single
+    reading)."""
+    nll, prob, top_index, top_prob, hidden, cell, h = _core.trace(
+        params, data, h0, cell=None, top_k=top_k, states=states, batch_size=batch_size, threads=threads
+    )
+    return TraceArrays(nll, prob, top_index, top_prob, hidden, cell, _one_stream(params, h))
 
 
 def sample(

@@ -204,10 +204,16 @@ def open_lock_file(path: str | os.PathLike[str]) -> tuple[int, bool]:
     (descriptor, created)."""
     flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
-        try:
-            fd, made = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644), True
-        except FileExistsError:
-            fd, made = os.open(path, flags), False
+        while True:
+            try:
+                fd, made = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+                break
+            except FileExistsError:
+                try:
+                    fd, made = os.open(path, flags), False
+                    break
+                except FileNotFoundError:  # its holder removed it just now: create it
+                    continue
     except OSError as exc:
         if os.path.islink(path):
             raise UnreadableFile(f"lock file {path} is a symbolic link; refusing to write through it") from None

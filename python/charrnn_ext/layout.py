@@ -45,6 +45,7 @@ __all__ = [
     "copy_params",
     "describe",
     "from_classic",
+    "grow_vocab",
     "init_opt_state",
     "init_params",
     "is_classic",
@@ -183,6 +184,30 @@ def net_init(
         for l in range(int(layers)):
             params[f"l{l}.b"][m : 2 * m] = forget_bias
     return params
+
+
+def grow_vocab(
+    params: Mapping[str, np.ndarray],
+    K: int,
+    sig: float = default("sig"),
+    seed: int | np.random.Generator | None = default("seed"),
+    forget_bias: float = default("forget_bias"),
+) -> Params:
+    """``params`` for a vocabulary of ``K`` >= their own characters, the new
+    ones after the old: every array of a fresh network of that size
+    (:func:`net_init` with these ``sig``, ``seed`` and ``forget_bias``) with
+    the old arrays copied over its leading entries. So the old characters'
+    input columns (``l0.Wx``), output rows (``V``) and output biases (``c``)
+    and every other parameter stay exactly as they were, and the appended
+    entries are the ones a fresh model of the grown vocabulary starts with."""
+    net = from_classic(params)
+    cell, K0, m, layers = describe(net)
+    if int(K) < K0:
+        raise ValueError(f"cannot shrink a vocabulary of {K0} characters to {K}")
+    grown = net_init(cell, int(K), m, layers, sig, seed=seed, dtype=net["V"].dtype, forget_bias=forget_bias)
+    for name, old in net.items():
+        grown[name][tuple(slice(0, n) for n in old.shape)] = old
+    return grown
 
 
 def init_params(

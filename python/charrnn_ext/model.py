@@ -28,13 +28,14 @@ import numpy as np
 import numpy.typing as npt
 
 from . import engine
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import default, option, precision_of
-from .data import Corpus, Vocabulary, corpus_from_string
-from .layout import copy_params, describe, from_classic, is_classic, net_init
+from .checkpoint import checkpoint_sha256, load_checkpoint, save_checkpoint
+from .config import default, group, option, precision_of
+from .data import Corpus, Vocabulary, corpus_from_string, describe_chars, text_vocabulary
+from .layout import copy_params, describe, from_classic, grow_vocab, is_classic, net_init
 from .resources import check_fits, model_bytes
 from .sampling import sample_pieces, sample_text
 from .state import Checkpoint, TrainState
+from .tracing import DEFAULT_TOP_K, Trace, trace_text
 from .training import Trainer, TrainResult
 
 __all__ = ["CharRNN"]
@@ -47,7 +48,11 @@ class CharRNN:
     ('rnn', 'lstm' or 'gru'), ``layers``, ``params`` (dict of arrays under
     the network names), ``sig``, ``forget_bias`` and ``seed`` (initialisation;
     the seed also drives the samples and the dropout masks of training) and
-    ``state`` (:class:`~charrnn_ext.state.TrainState`, None before training).
+    ``state`` (:class:`~charrnn_ext.state.TrainState`, None before training)
+    and ``origin`` (where the parameters came from, for the next run to
+    record: the checkpoint :meth:`load` read, with its path, SHA-256 and
+    update count, and the characters :meth:`extend_vocab` appended since;
+    None for a new model, and once a run has recorded it).
     """
 
     def __init__(
@@ -84,6 +89,7 @@ class CharRNN:
         #: 'bfloat16' (float32 master weights); sampling, evaluation and export
         #: always compute in the parameters' type
         self.precision = precision
+        self.origin: dict[str, Any] | None = None
 
     # -- construction -------------------------------------------------------------
 
@@ -212,12 +218,45 @@ class CharRNN:
         Calling fit again continues training on the same text (a different
         text is refused unless :meth:`reset_training` is called first).
         KeyboardInterrupt and SIGTERM save the run folder.
+
+        Fine-tuning: on a trained model without a training state (one
+        :meth:`load` read from a best.npz, or after :meth:`reset_training`),
+        fit starts a new run from its parameters, and the text's characters
+        the model has not seen join its vocabulary (:meth:`extend_vocab`).
+        The run folder records the checkpoint (path and SHA-256) and the
+        characters added.
         """
         run_info = config.pop("run_info", None)
-        trainer = Trainer(
-            self, data, out=out, callback=callback, progress=progress, run_info=run_info, force=force, **config
-        )
+        model_opts = sorted(set(config) & {o.name for o in group("model")})
+        if model_opts:
+            meta = self.meta()
+            raise ValueError(
+                "fit() takes training options only; "
+                + ", ".join(f"{k} is fixed by the model ({meta[k]!r})" for k in model_opts)
+                + " (a model of other dimensions is CharRNN.new(...))"
+            )
+        if self.state is None and self.origin is not None:  # fine-tuning: new characters join the vocabulary
+            self.extend_vocab(text_vocabulary(data).chars)
+        try:
+            trainer = Trainer(
+                self, data, out=out, callback=callback, progress=progress, run_info=run_info, force=force, **config
+            )
+        except ValueError as exc:
+            if self.state is not None and self._has_new_chars(data):
+                raise ValueError(
+                    f"{exc}. This model holds the training state of a run on another text; call "
+                    f"reset_training() first to fine-tune it on this one (its new characters then join the vocabulary)"
+                ) from None
+            raise
         return trainer.run(steps=steps, epochs=epochs, max_steps=max_steps, max_minutes=max_minutes)
+
+    def _has_new_chars(self, data: Any) -> bool:
+        """Whether a training ``data`` argument holds characters outside the vocabulary (False if it is unreadable)."""
+        try:
+            chars = text_vocabulary(data).chars
+        except (OSError, TypeError, ValueError):
+            return False
+        return self.vocab.extended(chars) is not self.vocab
 
     def resume(
         self,
@@ -241,8 +280,45 @@ class CharRNN:
         trainer = Trainer(self, data, out=out, callback=callback, progress=progress, resume=True, **extra)
         return trainer.run(total_steps=total_steps, max_steps=max_steps, max_minutes=max_minutes)
 
+    def extend_vocab(self, chars: str) -> str:
+        """Append the characters of ``chars`` that the vocabulary lacks (in
+        code-point order) and return them. The known characters keep their
+        indices and every weight; each new character's input column (``l0.Wx``),
+        output row (``V``) and output bias (``c``) are what a fresh model
+        (:meth:`new`, with this model's sig, seed and forget_bias) of the grown
+        vocabulary starts with. Nothing changes when every character is known.
+        A model holding a training state refuses new characters (its optimiser
+        memory is for the old vocabulary): call :meth:`reset_training` first.
+        :meth:`fit` does this for a new run's text."""
+        grown = self.vocab.extended(chars)
+        if grown is self.vocab:
+            return ""
+        added = grown.chars[self.K :]
+        if self.state is not None:
+            raise ValueError(
+                f"cannot add {len(added)} character(s) ({describe_chars(added)}) to a model that holds the "
+                f"training state of its {self.K}-character vocabulary; call reset_training() first (a "
+                f"fine-tuning run starts its optimiser afresh)"
+            )
+        check_fits(
+            f"the {self.cell} network of {self.layers} x {self.hidden} units with the vocabulary grown from "
+            f"{self.K} to {grown.size} characters",
+            2 * model_bytes(self.cell, grown.size, self.hidden, self.layers, str(self.dtype)),
+            "fine-tune on a text with fewer distinct characters",
+        )
+        self.params = grow_vocab(self.params, grown.size, self.sig, self.seed, self.forget_bias)
+        if self.origin is not None:
+            self.origin["added"] += added
+        self.vocab = grown
+        return added
+
     def reset_training(self) -> None:
-        """Forget the optimiser state and step counter (keeps the parameters)."""
+        """Forget the optimiser state and step counter (keeps the parameters).
+        The next :meth:`fit` is then a new run that starts from this trained
+        model (fine-tuning): it may be on another text, whose new characters
+        join the vocabulary."""
+        if self.state is not None and self.state.step > 0 and self.origin is None:
+            self.origin = {"path": None, "sha256": None, "step": self.state.step, "kept": self.K, "added": ""}
         self.state = None
 
     # -- inference ----------------------------------------------------------------
@@ -324,6 +400,35 @@ class CharRNN:
         total, _ = engine.evaluate_loss(self.params, data, self.start_state, batch_size=batch_size, threads=threads)
         return float(total) / (len(data) - 1)
 
+    def trace(
+        self,
+        text: str,
+        *,
+        top_k: int = DEFAULT_TOP_K,
+        states: bool = True,
+        batch_size: int = default("batch_size"),
+        threads: int = default("threads"),
+    ) -> Trace:
+        """What the network computes at every character of ``text``, from
+        :attr:`start_state` like :meth:`loss`, in one call of the C++ engine:
+        a :class:`~charrnn_ext.tracing.Trace` with, for every position i
+        (having read text[i], predicting text[i + 1]), the probability of the
+        actual next character and its surprisal in bits, the ``top_k`` most
+        probable next characters, and every layer's hidden state (and an
+        LSTM's cell state) unless ``states`` is False. The mean of its
+        ``nll`` is ``self.loss(text, batch_size)``. Characters outside the
+        vocabulary raise ValueError naming them."""
+        return trace_text(
+            self.params,
+            self.vocab,
+            text,
+            self.start_state,
+            top_k=top_k,
+            states=states,
+            batch_size=batch_size,
+            threads=threads,
+        )
+
     # -- persistence --------------------------------------------------------------
 
     def to_checkpoint(self, include_state: bool = True, **extra_meta: Any) -> Checkpoint:
@@ -361,7 +466,17 @@ class CharRNN:
         p = Path(path)
         if p.is_dir():
             p = p / "best.npz"
-        return cls.from_checkpoint(load_checkpoint(p))
+        ckpt = load_checkpoint(p)
+        model = cls.from_checkpoint(ckpt)
+        step = ckpt.state.step if ckpt.state is not None else ckpt.meta.get("step")
+        model.origin = {
+            "path": str(p.resolve()),
+            "sha256": checkpoint_sha256(p),
+            "step": step if isinstance(step, int) and not isinstance(step, bool) else None,
+            "kept": model.K,
+            "added": "",
+        }
+        return model
 
     def copy(self) -> CharRNN:
         h = self.start_state

@@ -140,6 +140,7 @@ def forward(
     c = [state[l, m:].copy() if S == 2 else None for l in range(L)]
     caches: list[list[Any]] = [[None] * T for _ in range(L)]
     Hs: list[list[Any]] = [[None] * T for _ in range(L)]  # h_t of each layer
+    Cs: list[list[Any]] = [[None] * T for _ in range(L)]  # c_t of each layer (lstm)
     Xs: list[list[Any]] = [[None] * T for _ in range(L + 1)]  # what layer l (L: the output) reads, after dropout
     keeps: list[list[Any]] = [[None] * T for _ in range(L + 1)]
     Ps = []
@@ -151,7 +152,7 @@ def forward(
                 xin = _dropped(xin, keeps, l, t, dropout, seed, update, stream, scale)
                 Xs[l][t] = xin
             h[l], c[l], caches[l][t] = cell_forward(cell, layers[l], xin, h[l], c[l])
-            Hs[l][t] = h[l]
+            Hs[l][t], Cs[l][t] = h[l], c[l]
             xin = h[l]
         top = _dropped(h[L - 1], keeps, L, t, dropout, seed, update, stream, scale)
         Xs[L][t] = top
@@ -169,6 +170,7 @@ def forward(
         "state0": state,
         "caches": caches,
         "H": Hs,
+        "C": Cs,
         "X": Xs,
         "keep": keeps,
         "scale": scale,

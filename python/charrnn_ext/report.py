@@ -11,18 +11,23 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import OPTIONS
-from .state import SMOOTHING, Checkpoint, SampleRecord
+from .data import char_label
+from .state import ADAPTIVE_WINDOW, SMOOTHING, Checkpoint, SampleRecord, best_criterion
 
 __all__ = ["fence", "fmt", "report_markdown", "samples_markdown"]
 
 
-def fence(text: str) -> str:
-    """A code fence longer than any run of backticks in ``text``."""
+def _longest_backticks(text: str) -> int:
     longest = run = 0
     for ch in text:
         run = run + 1 if ch == "`" else 0
         longest = max(longest, run)
-    return "`" * max(3, longest + 1)
+    return longest
+
+
+def fence(text: str) -> str:
+    """A code fence longer than any run of backticks in ``text``."""
+    return "`" * max(3, _longest_backticks(text) + 1)
 
 
 def fmt(x: float | None, spec: str = ".4f") -> str:
@@ -35,18 +40,82 @@ def _code_block(text: str) -> list[str]:
     return [f + "text", text, f]
 
 
-def samples_markdown(samples: Sequence[SampleRecord], heading: str = "#") -> str:
-    """samples.md: every text synthesised during training, with its losses."""
+def _per_char(summed: float | None, update_chars: int) -> float | None:
+    return None if summed is None else summed / update_chars
+
+
+def sample_heading(s: SampleRecord, update_chars: int) -> str:
+    """The losses of a sample point in words, per character."""
+    val = (
+        f"validation loss {s.val_loss:.4f}/char on {s.val_chars:,} chars"
+        if s.val_loss is not None
+        else "validation loss not measured"
+    )
+    smooth = "n/a" if s.smooth_loss is None else f"{s.smooth_loss / update_chars:.4f}/char"
+    return f"Update {s.step} (epoch {s.epoch}): smooth loss {smooth}, {val}"
+
+
+def samples_markdown(samples: Sequence[SampleRecord], update_chars: int, heading: str = "#") -> str:
+    """samples.md: every text synthesised during training, with its losses
+    per character (``update_chars``: the characters one update sees, over
+    which the records' smooth losses are summed)."""
     lines = [f"{heading} Text synthesised during training", ""]
     for s in samples:
-        val = (
-            f"validation loss {s.val_loss:.4f}/char on {s.val_chars} chars"
-            if s.val_loss is not None
-            else "validation loss not measured"
-        )
-        lines += [f"{heading}# Update {s.step} (epoch {s.epoch}): smooth loss {fmt(s.smooth_loss)}, {val}", ""]
+        lines += [f"{heading}# {sample_heading(s, update_chars)}", ""]
         lines += _code_block(s.text) + [""]
     return "\n".join(lines)
+
+
+#: The added characters a report lists one by one.
+_MAX_LISTED = 500
+
+
+def _inline(text: str) -> str:
+    """``text`` as Markdown inline code, whatever backticks it holds."""
+    f = "`" * (_longest_backticks(text) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{f}{pad}{text}{pad}{f}"
+
+
+def _init_from_lines(init: Any) -> list[str]:
+    """The section of a fine-tuning run: the checkpoint it started from and
+    what became of the vocabulary (``init_from`` of config.json's run object)."""
+    if not isinstance(init, dict):
+        return []
+    path, sha, step = init.get("path"), init.get("sha256"), init.get("step")
+    kept, added = init.get("kept"), init.get("added")
+    L = ["## Fine-tuning", ""]
+    if isinstance(path, str):
+        trained = f", trained for {step:,} updates" if isinstance(step, int) else ""
+        digest = f" (SHA-256 `{sha}`)" if isinstance(sha, str) else ""
+        L.append(
+            f"The run started from the model in {_inline(path)}{digest}{trained}; its optimiser and "
+            f"learning-rate schedule started afresh."
+        )
+    else:
+        L.append("The run started from a model given in memory; its optimiser and schedule started afresh.")
+    if isinstance(kept, int) and isinstance(added, str):
+        if added:
+            labels = ", ".join(_inline(char_label(ch)) for ch in added[:_MAX_LISTED])
+            if len(added) > _MAX_LISTED:
+                labels += f" and {len(added) - _MAX_LISTED:,} more (config.json lists them all)"
+            L.append(
+                f"Vocabulary: the model's {kept} characters kept their indices and weights; the text added "
+                f"{len(added)}, initialised as a fresh model's (indices {kept} to {kept + len(added) - 1}): {labels}."
+            )
+        else:
+            L.append(f"Vocabulary: the model's {kept} characters cover the text; none was added.")
+    return L + [""]
+
+
+def smoothing_text(smoothing: str) -> str:
+    """How the smooth loss of a run is computed, in words."""
+    if smoothing == "adaptive":
+        return (
+            f"the smooth loss is an exponential average of the update losses over about the last tenth of the "
+            f"updates so far (window min({ADAPTIVE_WINDOW:,}, (update + 9) / 10)), starting at the first loss"
+        )
+    return f"the smooth loss is {SMOOTHING:g}·smooth + {1.0 - SMOOTHING:g}·loss, starting at the first loss"
 
 
 def _option_rows(config: dict[str, Any]) -> list[str]:
@@ -74,6 +143,9 @@ def report_markdown(
     model, train, corpus = config["model"], config["train"], config["corpus"]
     T, B = int(train["seq_length"]), int(train["batch_size"])
     chunk = T * B
+    smoothing = str(train.get("smoothing", "classic"))
+    # a run from before the option chose by smooth loss
+    best_by = best_criterion(str(train.get("best_by", "smooth")), int(corpus["n_val"]), int(train["val_chars"]))
     cell, layers = model["cell"], int(model["layers"])
     finished = summary is not None and state.step >= state.total_steps
     status = "finished" if finished else f"not finished ({state.step} of {state.total_steps} updates)"
@@ -89,6 +161,7 @@ def report_markdown(
         f"{config.get('package_version', '?')}",
         "",
     ]
+    L += _init_from_lines((config.get("run") or {}).get("init_from"))
 
     L += [
         "## Options",
@@ -103,8 +176,13 @@ def report_markdown(
         "",
         "Fixed by the method: weights start from N(0, sig²) and biases from 0"
         + (" (the forget gate's from --forget-bias)" if cell == "lstm" else "")
-        + "; the recurrent state is carried between chunks and reset to zero at the start of each epoch; "
-        f"the smooth loss is {SMOOTHING:g}·smooth + {1.0 - SMOOTHING:g}·loss, starting at the first loss"
+        + "; the recurrent state is carried between chunks"
+        + (
+            " and into each new epoch; "
+            if train.get("carry_state")
+            else " and reset to zero at the start of each epoch; "
+        )
+        + smoothing_text(smoothing)
         + ("" if B == 1 else f"; the {B} streams' gradients are summed into one update")
         + ".",
         "",
@@ -122,14 +200,14 @@ def report_markdown(
     L += [
         "## Loss",
         "",
-        "![Smooth training loss and validation loss](loss.png)",
+        "![Training and validation loss per character](loss.png)",
         "",
-        f"The curve is the smooth loss of one update: the summed loss of {chunk} characters"
-        + (f" ({B} streams × {T})" if B > 1 else "")
-        + ". Validation losses are per character, "
-        f"multiplied by {chunk} to share the axis: dots are measured on at most {train['val_chars']:,} characters "
-        f"from the start of the validation split every {train['sample_every']} updates, the diamond on the whole "
-        f"split at the end. Validation starts from the network's running state.",
+        f"All losses are per character. The solid curve is the smooth training loss ({smoothing}), the faint one "
+        f"the loss of the update at each record point (every {train['log_every']} updates), each averaged over "
+        f"the {chunk} characters of an update" + (f" ({B} streams × {T})" if B > 1 else "") + ". Validation dots "
+        f"are measured on at most {train['val_chars']:,} characters from the start of the validation split every "
+        f"{train['sample_every']} updates and at the last update, the diamond on the whole split at the end. "
+        f"Validation starts from the network's running state.",
         "",
     ]
 
@@ -138,8 +216,12 @@ def report_markdown(
         "",
         "| quantity | value |",
         "|---|---|",
-        f"| final smooth loss | {fmt(state.smooth_loss)} |",
-        f"| best smooth loss (checked every {train['log_every']} updates) | {fmt(state.best_loss)} at update "
+        f"| final smooth loss per char | {fmt(_per_char(state.smooth_loss, chunk))} |",
+        f"| final smooth loss summed over the {chunk} characters of an update ({smoothing} smoothing) | "
+        f"{fmt(state.smooth_loss, '.3f')} |",
+        f"| best model (best.npz) chosen by | {_criterion_text(best_by, train)} |",
+        f"| best model's {'validation' if best_by == 'validation' else 'smooth'} loss per char | "
+        f"{fmt(_best_per_char(state.best_loss, best_by, chunk))} at update "
         f"{state.best_step if state.best_step >= 0 else 'n/a'} |",
     ]
     if summary is not None:
@@ -158,18 +240,41 @@ def report_markdown(
         "",
     ]
     for s in state.samples:
-        L += [f"### Update {s.step} (epoch {s.epoch}), smooth loss {fmt(s.smooth_loss)}", ""]
+        L += [f"### {sample_heading(s, chunk)}", ""]
         L += _code_block(s.text) + [""]
 
     L += ["## Passage from the best model", ""]
     if summary is not None and summary.get("passage") is not None:
+        what = "validation" if best_by == "validation" else "smooth"
         which = (
-            f"the model of update {state.best_step} (smooth loss {fmt(state.best_loss)})"
+            f"the model of update {state.best_step} ({what} loss "
+            f"{fmt(_best_per_char(state.best_loss, best_by, chunk))}/char)"
             if state.best_step >= 0
             else "the initial model (no update was made)"
         )
         L.append(f"{len(summary['passage'])} characters from {which}, temperature 1, starting from its training state.")
         L += [""] + _code_block(summary["passage"]) + [""]
+        if summary.get("explain"):
+            L += [
+                f"[What the best model sees](explain.html): its predictions and hidden units on "
+                f"{summary['explain']['chars']:,} characters of {summary['explain']['source']} (open in a browser).",
+                "",
+            ]
     else:
         L += ["The run has not finished; the passage is written at the end of training.", ""]
     return "\n".join(L)
+
+
+def _best_per_char(best_loss: float, best_by: str, update_chars: int) -> float:
+    """A run's best_loss per character (a smooth loss is summed over an update)."""
+    return best_loss if best_by == "validation" else best_loss / update_chars
+
+
+def _criterion_text(best_by: str, train: dict[str, Any]) -> str:
+    if best_by == "validation":
+        return (
+            f"the lowest validation loss on at most {int(train['val_chars']):,} characters, at the sample points "
+            f"(every {int(train['sample_every']):,} updates) and the last update"
+        )
+    why = "" if train.get("best_by", "smooth") == "smooth" else " (the run has no validation split)"
+    return f"the lowest smooth training loss, checked every {int(train['log_every']):,} updates{why}"

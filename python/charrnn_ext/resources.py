@@ -10,7 +10,7 @@ import numpy as np
 
 from .layout import GATES, STATES, n_params
 
-__all__ = ["available_bytes", "check_fits", "model_bytes", "run_bytes"]
+__all__ = ["available_bytes", "check_fits", "model_bytes", "run_bytes", "trace_bytes"]
 
 
 def available_bytes() -> int | None:
@@ -49,6 +49,19 @@ def run_bytes(
     activations = layers * per_layer + rows * (2 * K + 4 * m) + K * G * m
     evaluation = batch_size * 64 * (G * m + 2 * m) * layers
     return (P * (5 + slots) + activations + evaluation) * item
+
+
+def trace_bytes(cell: str, m: int, layers: int, dtype: str, n_chars: int, top_k: int, states: bool) -> int:
+    """The arrays of a trace of n_chars characters (tracing.py): per position
+    the loss and surprisal (float64), the probability and the top_k
+    predictions (an int32 index and a probability each), and with states
+    every layer's hidden state (and an LSTM's cell state); plus the text's
+    indices."""
+    item = np.dtype(dtype).itemsize
+    per_position = 16 + item + top_k * (4 + item)
+    if states:
+        per_position += layers * STATES[cell] * m * item
+    return max(0, n_chars - 1) * per_position + n_chars * 4
 
 
 def check_fits(what: str, need: int, advice: str) -> None:

@@ -3,12 +3,13 @@
 | file | contents |
 |---|---|
 | config.json | the model, its training options, the text, the run's length |
-| metrics.csv | step, epoch, loss, smooth loss, validation loss per character |
+| metrics.csv | step, epoch, losses per character, and the update's summed losses |
 | samples.md | the text synthesised at every sample point |
 | gradcheck.md | the gradient check of this model's cell and vocabulary |
 | last.npz, best.npz | the latest training state and the best model |
 | summary.json | the final evaluation (finished runs) |
-| loss.png | smooth loss against update, with the validation points |
+| loss.png | losses per character against update: smooth, raw, validation |
+| explain.html | what the best model predicts and which units track what, on held-out text |
 | report.md | all of it in one document |
 
 Every file is written atomically (:mod:`charrnn_ext.fileio`). matplotlib
@@ -21,6 +22,7 @@ import csv
 import io
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,15 @@ from .fileio import (
 from .report import report_markdown, samples_markdown
 from .state import Checkpoint, MetricRow, SampleRecord
 
-__all__ = ["METRICS_COLUMNS", "RUN_FILES", "RunFolder", "plot_losses", "read_metrics_csv", "write_report"]
+__all__ = [
+    "METRICS_COLUMNS",
+    "RUN_FILES",
+    "RunFolder",
+    "StaleLockWarning",
+    "plot_losses",
+    "read_metrics_csv",
+    "write_report",
+]
 
 #: Files a finished run folder holds.
 RUN_FILES = (
@@ -51,14 +61,29 @@ RUN_FILES = (
     "best.npz",
     "summary.json",
     "loss.png",
+    "explain.html",
     "report.md",
 )
 
-METRICS_COLUMNS = ("step", "epoch", "loss", "smooth_loss", "val_loss", "val_chars")
+#: The columns of metrics.csv: losses per character first (what a person
+#: reads), then the characters of one update and the losses summed over them
+#: (the engine's figures, exact: the classic smooth loss is the last column).
+METRICS_COLUMNS = (
+    "step",
+    "epoch",
+    "loss_per_char",
+    "smooth_loss_per_char",
+    "val_loss_per_char",
+    "val_chars",
+    "update_chars",
+    "loss_sum",
+    "smooth_loss_sum",
+)
 
 
-def metrics_csv(history: Sequence[MetricRow]) -> str:
-    """metrics.csv text; floats are written with repr so they read back exactly."""
+def metrics_csv(history: Sequence[MetricRow], update_chars: int) -> str:
+    """metrics.csv text; floats are written with repr so that the summed
+    columns read back exactly."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(METRICS_COLUMNS)
@@ -67,26 +92,34 @@ def metrics_csv(history: Sequence[MetricRow]) -> str:
             [
                 r.step,
                 r.epoch,
-                repr(float(r.loss)),
-                repr(float(r.smooth_loss)),
+                repr(float(r.loss) / update_chars),
+                repr(float(r.smooth_loss) / update_chars),
                 "" if r.val_loss is None else repr(float(r.val_loss)),
                 "" if r.val_loss is None else r.val_chars,
+                update_chars,
+                repr(float(r.loss)),
+                repr(float(r.smooth_loss)),
             ]
         )
     return buf.getvalue()
 
 
 def read_metrics_csv(path: str | os.PathLike[str]) -> list[MetricRow]:
-    """Parse a metrics.csv written by a run (a regular file of bounded size)."""
+    """Parse a metrics.csv written by a run (a regular file of bounded size; also
+    the older layout, whose loss columns were summed over the update and named
+    loss, smooth_loss, val_loss)."""
     rows = list(csv.DictReader(io.StringIO(read_text_file(path, _MAX_TEXT_BYTES), newline="")))
+    new = bool(rows) and "loss_sum" in rows[0]
+    old = ("loss", "smooth_loss", "val_loss")
+    loss, smooth, val = ("loss_sum", "smooth_loss_sum", "val_loss_per_char") if new else old
     try:
         return [
             MetricRow(
                 step=int(r["step"]),
                 epoch=int(r["epoch"]),
-                loss=float(r["loss"]),
-                smooth_loss=float(r["smooth_loss"]),
-                val_loss=float(r["val_loss"]) if r["val_loss"] else None,
+                loss=float(r[loss]),
+                smooth_loss=float(r[smooth]),
+                val_loss=float(r[val]) if r[val] else None,
                 val_chars=int(r["val_chars"]) if r["val_chars"] else 0,
             )
             for r in rows
@@ -102,42 +135,40 @@ def plot_losses(
     chunk_chars: int,
     final: tuple[int, float | None] | None = None,
 ) -> Path:
-    """Draw the smooth training loss against the update step, with the
-    validation losses (per character × chunk_chars, the characters one update
-    sees) as points, and write the PNG atomically."""
+    """Draw the losses per character against the update step: the smooth
+    training loss, the raw loss of the update at each record point faintly
+    behind it, and the validation losses as points; write the PNG atomically.
+    ``chunk_chars`` is the characters one update sees (the history's losses
+    are summed over them)."""
     # A bare Figure renders with the Agg canvas and leaves pyplot's backend alone.
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 4.5), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     if history:
+        steps = [r.step for r in history]
         ax.plot(
-            [r.step for r in history],
-            [r.smooth_loss for r in history],
+            steps,
+            [r.loss / chunk_chars for r in history],
+            color="tab:blue",
+            lw=0.6,
+            alpha=0.3,
+            label="training loss of the update at each record point",
+        )
+        ax.plot(
+            steps,
+            [r.smooth_loss / chunk_chars for r in history],
             color="tab:blue",
             lw=1.5,
-            label=f"smooth training loss (summed over the {chunk_chars} chars of an update)",
+            label="smooth training loss",
         )
-    pts = [(r.step, r.val_loss * chunk_chars) for r in samples if r.val_loss is not None]
+    pts = [(r.step, r.val_loss) for r in samples if r.val_loss is not None]
     if pts:
-        ax.plot(
-            *zip(*pts),
-            "o",
-            color="tab:orange",
-            ms=4,
-            label=f"validation loss per char × {chunk_chars} (start of val split)",
-        )
+        ax.plot(*zip(*pts), "o", color="tab:orange", ms=4, label="validation loss (start of the validation split)")
     if final is not None and final[1] is not None:
-        ax.plot(
-            [final[0]],
-            [final[1] * chunk_chars],
-            "D",
-            color="tab:red",
-            ms=6,
-            label=f"final validation loss per char × {chunk_chars} (whole val split)",
-        )
+        ax.plot([final[0]], [final[1]], "D", color="tab:red", ms=6, label="final validation loss (whole split)")
     ax.set_xlabel("update step")
-    ax.set_ylabel(f"loss over {chunk_chars} characters (nats)")
+    ax.set_ylabel("loss per character (nats)")
     ax.set_title("Training progress")
     ax.grid(True, alpha=0.3)
     if history or pts:
@@ -161,6 +192,23 @@ def _own(name: str) -> bool:
         or name == LOCK_FILE
         or any(name.startswith(f".{f}.") and name.endswith(".tmp") for f in RUN_FILES)
     )
+
+
+class StaleLockWarning(UserWarning):
+    """A run folder's .lock file was left by a run that was killed."""
+
+
+def _alive(pid: str) -> bool:
+    """True if the process ``pid`` (text from a lock file) exists."""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 class RunFolder:
@@ -232,29 +280,54 @@ class RunFolder:
             raise
 
     def lock(self) -> None:
-        """Take the folder's lock, or raise if another process holds it."""
+        """Take the folder's lock, or raise if another process holds it. A
+        .lock file that nobody holds was left by a run that was killed (a run
+        removes it when it ends): it is taken over with a StaleLockWarning
+        naming the process that left it."""
         if self._lock is not None:
             return
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX: no locking
             return
-        fd, made = open_lock_file(self.file(LOCK_FILE))  # never through a link, never a FIFO or device
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
-            os.close(fd)
-            raise ValueError(
-                f"another charrnn process (pid {holder}) is writing to {self.path}; wait for it to "
-                f"end or choose another folder"
-            ) from None
+        path = self.file(LOCK_FILE)
+        while True:
+            fd, made = open_lock_file(path)  # never through a link, never a FIFO or device
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+                os.close(fd)
+                raise ValueError(
+                    f"another charrnn process (pid {holder}) is writing to {self.path}; wait for it to "
+                    f"end or choose another folder"
+                ) from None
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the holder removed the file as we took it: lock the one that is there now
+        if not made:
+            left = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+            warnings.warn(
+                f"{path} was left by a run that ended without releasing it (pid {left}, "
+                f"{'still running but not holding it' if _alive(left) else 'no longer running'}); "
+                f"the folder's lock is taken over",
+                StaleLockWarning,
+                stacklevel=2,
+            )
         os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         self._lock, self._made_lock = fd, made
 
     def unlock(self) -> None:
+        """Release the lock and remove the .lock file (while still holding
+        it), so that a finished run leaves none behind."""
         if self._lock is not None:
+            self.file(LOCK_FILE).unlink(missing_ok=True)
             os.close(self._lock)  # closing the descriptor releases the lock
             self._lock = None
 
@@ -269,9 +342,7 @@ class RunFolder:
         for name in sorted(self.written):
             self.file(name).unlink(missing_ok=True)
         self.written.clear()
-        if self._lock is not None and self._made_lock:
-            self.file(LOCK_FILE).unlink(missing_ok=True)  # while still holding it
-        self.unlock()
+        self.unlock()  # removes the lock file
         for d in reversed(self.made_dirs):
             try:
                 d.rmdir()
@@ -301,9 +372,16 @@ class RunFolder:
             save_checkpoint(self.file("best.npz"), best)
             self.written.add("best.npz")
 
-    def write_records(self, history: Sequence[MetricRow], samples: Sequence[SampleRecord]) -> None:
-        self._text("metrics.csv", metrics_csv(history))
-        self._text("samples.md", samples_markdown(samples))
+    def write_records(self, history: Sequence[MetricRow], samples: Sequence[SampleRecord], update_chars: int) -> None:
+        self._text("metrics.csv", metrics_csv(history, update_chars))
+        self._text("samples.md", samples_markdown(samples, update_chars))
+
+    def write_explain(self, payload: dict[str, Any]) -> None:
+        """explain.html: the page of :mod:`charrnn_ext.explain` for ``payload``."""
+        from .explain.page import write_explain
+
+        write_explain(payload, self.file("explain.html"))
+        self.written.add("explain.html")
 
     def write_plot(
         self,
@@ -399,11 +477,8 @@ def write_report(run_dir: str | os.PathLike[str], plot: bool = True) -> Path:
     folder = RunFolder(run_dir)
     if not folder.path.is_dir():
         raise FileNotFoundError(f"run folder not found: {folder.path}")
-    made_lock = not (folder.file(LOCK_FILE).exists() or folder.file(LOCK_FILE).is_symlink())
     folder.lock()
     try:
         return folder.write_report(plot)
     finally:
-        if made_lock:
-            folder.file(LOCK_FILE).unlink(missing_ok=True)  # while still holding it
         folder.unlock()

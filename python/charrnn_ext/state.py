@@ -15,7 +15,7 @@ import numpy as np
 
 from .data import Vocabulary
 
-__all__ = ["Checkpoint", "MetricRow", "SampleRecord", "TrainState"]
+__all__ = ["Checkpoint", "MetricRow", "SampleRecord", "TrainState", "best_criterion", "smoothed"]
 
 
 #: The smooth loss is an exponential average of the update losses, starting
@@ -23,14 +23,43 @@ __all__ = ["Checkpoint", "MetricRow", "SampleRecord", "TrainState"]
 SMOOTHING = 0.999
 
 
-def smoothed(smooth: float, loss: float) -> float:
-    """The smooth loss after an update whose loss is ``loss``."""
-    return SMOOTHING * smooth + (1.0 - SMOOTHING) * loss
+#: The adaptive smooth loss averages over a tenth of the updates so far, and
+#: over at most this many (where it meets the classic 0.999).
+ADAPTIVE_WINDOW = 1000
+
+
+def smoothed(smooth: float, loss: float, step: int = 0, how: str = "classic") -> float:
+    """The smooth loss after update ``step`` (1-based) whose loss is ``loss``.
+
+    ``how="classic"``: SMOOTHING * smooth + (1 - SMOOTHING) * loss, whatever
+    the step (the first update's smooth loss is its loss; the caller starts
+    there). ``how="adaptive"``: an exponential average whose window w grows
+    with the run, w = min(ADAPTIVE_WINDOW, (step + 9) / 10), so that it
+    weighs about the last tenth of the updates: the first update's weight is
+    1 (no bias towards a starting value, as Adam's bias correction), and a
+    500-update run averages over its last ~50 updates instead of carrying its
+    first losses for thousands."""
+    if how == "classic":
+        return SMOOTHING * smooth + (1.0 - SMOOTHING) * loss
+    a = 1.0 / min(ADAPTIVE_WINDOW, (step + 9) / 10)
+    return (1.0 - a) * smooth + a * loss
+
+
+def best_criterion(best_by: str, n_val: int, val_chars: int) -> str:
+    """What chooses a run's best model, given its ``best_by`` option, the size
+    of its validation split and the validation characters of a sample point:
+    "validation" needs at least 2 of them, else it is "smooth". A run's
+    ``best_loss`` is a validation loss per character under "validation" and
+    a smooth loss summed over one update under "smooth"."""
+    return "validation" if best_by == "validation" and min(n_val, val_chars) >= 2 else "smooth"
 
 
 @dataclass(frozen=True)
 class MetricRow:
-    """One row of metrics.csv. ``val_loss`` is per character (None: not measured)."""
+    """One row of a run's history: ``loss`` and ``smooth_loss`` summed over
+    the update's characters (as the engine returns them, so that the classic
+    smooth loss is exact), ``val_loss`` per character (None: not measured).
+    metrics.csv shows them per character too."""
 
     step: int
     epoch: int

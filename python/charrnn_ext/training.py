@@ -16,12 +16,22 @@ schedules move in steps of that size. With a time budget (``max_minutes``)
 their progress is the share of the budget used; training time is counted
 across sessions, so a resumed run continues the schedule.
 
+Losses: the engine returns each update's loss summed over its
+batch_size * seq_length characters. The smooth loss (option ``smoothing``,
+:func:`charrnn_ext.state.smoothed`) is kept summed in the same way, so that
+the classic run's figure (25 ln K at update 1, then 0.999/0.001) stays exact;
+everything a person reads (the progress bar, :class:`Progress`, metrics.csv,
+loss.png, the reports) shows losses per character.
+
 Record points (one metrics.csv row and one callback each) are the updates
 that are a multiple of ``log_every`` or of ``sample_every``, and the last
-update of the run. The best model is the one with the lowest smooth loss *at a
-record point*.
+update of the run. The best model (option ``best_by``) is the one with the
+lowest validation loss at a sample point, or, with ``best_by="smooth"`` or
+without a validation split, the one with the lowest smooth loss at a record
+point.
 
-Sample points (update 0 and every ``sample_every`` updates) add a
+Sample points (update 0, every ``sample_every`` updates and the last update of
+a run) add a
 ``sample_chars``-character text, a validation loss on at most ``val_chars``
 characters from the start of the validation split, and a checkpoint. At the
 end of the run the whole validation split is evaluated for the last and the
@@ -59,9 +69,12 @@ from .resources import check_fits, run_bytes
 from .runfolder import RunFolder
 from .sampling import SEED_TAG_PASSAGE, SEED_TAG_PROGRESS, derived_seed, sample_text
 from .signals import ImmediateInterrupt, deferred_interrupts
-from .state import Checkpoint, MetricRow, SampleRecord, TrainState, smoothed
+from .state import Checkpoint, MetricRow, SampleRecord, TrainState, best_criterion, smoothed
 from .trainplan import DEFAULT_EPOCHS
 from .version import package_version
+
+#: Characters of the explain page a finished run writes (explain.html).
+EXPLAIN_CHARS = 5_000
 
 __all__ = ["Progress", "StopTraining", "TrainResult", "Trainer", "TrainingDiverged", "steps_per_epoch"]
 
@@ -80,6 +93,7 @@ class Trainable(Protocol):
     cell: str
     layers: int
     precision: str  # of the matrix products: 'full' or 'bfloat16'
+    origin: dict[str, Any] | None  # the checkpoint it was loaded from, for a new run to record
 
     @property
     def K(self) -> int: ...
@@ -108,18 +122,22 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass(frozen=True)
 class Progress:
-    """What a callback receives at every record point."""
+    """What a callback receives at every record point. Losses are per
+    character unless their name ends in ``_sum``."""
 
     step: int
     epoch: int
     total_steps: int
-    loss: float  # loss of this update, summed over its batch_size * seq_length characters
-    smooth_loss: float
+    loss: float  # loss of this update, per character
+    smooth_loss: float  # smooth loss (the run's ``smoothing``), per character
     val_loss: float | None  # per character, None if not measured here
     val_chars: int
-    chars_per_sec: float  # training throughput over the last chunk
+    chars_per_sec: float  # training throughput of this session so far (training time only)
     sample: str | None  # text synthesised here (sample points only)
     lr: float = math.nan  # learning rate of the last update
+    update_chars: int = 1  # characters one update sees: batch_size * seq_length
+    loss_sum: float = math.nan  # loss of this update, summed over its update_chars characters
+    smooth_loss_sum: float = math.nan  # smooth loss summed over one update (the classic experiment's figure)
 
 
 @dataclass
@@ -129,8 +147,8 @@ class TrainResult:
     step: int
     epoch: int
     steps_done: int
-    smooth_loss: float
-    best_loss: float
+    smooth_loss: float  # per character
+    best_loss: float  # per character: the value of ``best_by`` that chose the best model
     best_step: int
     stopped: bool
     final_val_loss: float | None = None  # last model, whole validation split, per char
@@ -141,6 +159,11 @@ class TrainResult:
     records: list[Progress] = field(default_factory=list)
     time_limited: bool = False  # ended by its time budget (the run is finished at that update)
     seconds: float = 0.0  # training time of the run, all sessions
+    best_by: str = "smooth"  # what chose the best model: "validation" or "smooth"
+    smooth_loss_sum: float = math.nan  # smooth loss summed over one update (the classic experiment's figure)
+    budget_seconds: float | None = None  # the run's time budget, if it has one
+    last_chunk: tuple[int, float] = (0, 0.0)  # updates and seconds of the session's last chunk
+    final_seconds: float = 0.0  # wall time of the final evaluation and passage
 
 
 def steps_per_epoch(n_train: int, seq_length: int, batch_size: int = 1) -> int:
@@ -193,6 +216,8 @@ class Trainer:
             if data is None:
                 data = resume_source(state.corpus)
         base = dict(state.config) if state is not None and state.config else {}
+        if base and "best_by" not in base:
+            base["best_by"] = "smooth"  # a run from before the option chose its best model by smooth loss
         if (
             "optimizer" in config
             and "eta" not in config
@@ -247,6 +272,23 @@ class Trainer:
         self._lr = math.nan
         self._bar: Any = None
         self._ckpt_step: int | None = None
+        self._session_start = (self.state.step, self.state.seconds)  # where this session's throughput counts from
+        self._last_chunk = (0, 0.0)  # updates and seconds of the last chunk
+
+    @property
+    def update_chars(self) -> int:
+        """Characters one update sees: batch_size * seq_length."""
+        return self.config.seq_length * self.config.batch_size
+
+    @property
+    def best_by(self) -> str:
+        """What chooses the best model: "validation" if asked and there is a
+        validation split to measure at the sample points, else "smooth"."""
+        return best_criterion(self.config.best_by, self.corpus.val.size, self.config.val_chars)
+
+    def per_char(self, summed: float) -> float:
+        """A loss summed over one update, per character."""
+        return summed / self.update_chars
 
     @property
     def out(self) -> Path | None:
@@ -322,6 +364,9 @@ class Trainer:
         fresh = model.state is None
         if fresh:
             model.state = self.state
+            if model.origin is not None:  # a fine-tuning run: recorded in config.json and summary.json
+                self.run_info["init_from"] = model.origin
+                model.origin = None
         s = self.state
         if total_steps is not None:
             total = int(total_steps)
@@ -345,25 +390,32 @@ class Trainer:
 
     def _run(self, fresh: bool, total: int, session_end: int) -> TrainResult:
         """The loop of :meth:`run` (the folder locked)."""
-        cfg, s = self.config, self.state
+        s = self.state
         start_step = s.step
         records: list[Progress] = []
         self._write_static(fresh)
         stopped = time_limited = False
         try:
             with deferred_interrupts() as interrupted, self._progress_bar(total, s.step):
-                if s.step % cfg.sample_every == 0 and not any(r.step == s.step for r in s.samples):
-                    records.append(self._record(chunk_rate=0.0, metrics_row=False))
+                if self._sample_point(s.step) and not any(r.step == s.step for r in s.samples):
+                    records.append(self._record(metrics_row=False))
                 while s.step < session_end and not interrupted.is_set():
+                    if s.budget_seconds is not None and s.seconds >= s.budget_seconds:
+                        # out of time in an earlier session: this update ends the run
+                        total = s.total_steps = s.step
+                        time_limited = True
+                        logged = any(r.step == s.step for r in s.history)
+                        if not (logged and any(r.step == s.step for r in s.samples)):
+                            records.append(self._record(metrics_row=not logged))
+                        break
+                    self._chunk(min(self._next_record(s.step, total), session_end))
                     if s.budget_seconds is not None and s.seconds >= s.budget_seconds:
                         total = s.total_steps = s.step  # out of time: this update ends the run
                         time_limited = True
-                        if not any(r.step == s.step for r in s.history):
-                            records.append(self._record(0.0, metrics_row=True))
-                        break
-                    rate = self._chunk(min(self._next_record(s.step, total), session_end))
                     if self._is_record(s.step, total):
-                        records.append(self._record(rate, metrics_row=True))
+                        records.append(self._record(metrics_row=True))
+                    if time_limited:
+                        break
                 if interrupted.is_set():
                     raise KeyboardInterrupt
             stopped = s.step < total
@@ -378,14 +430,18 @@ class Trainer:
             step=s.step,
             epoch=s.epoch,
             steps_done=s.step - start_step,
-            smooth_loss=s.smooth_loss,
-            best_loss=s.best_loss,
+            smooth_loss=self.per_char(s.smooth_loss),
+            best_loss=self._best_per_char(),
             best_step=s.best_step,
             stopped=stopped,
             out=self.out,
             records=records,
             time_limited=time_limited,
             seconds=s.seconds,
+            best_by=self.best_by,
+            smooth_loss_sum=s.smooth_loss,
+            budget_seconds=s.budget_seconds,
+            last_chunk=self._last_chunk,
         )
         if stopped:
             self._save(plot=True)
@@ -394,6 +450,15 @@ class Trainer:
         return result
 
     # -- the loop ---------------------------------------------------------------
+
+    def _best_per_char(self) -> float:
+        """The best model's value of its criterion, per character."""
+        s = self.state
+        return s.best_loss if self.best_by == "validation" else self.per_char(s.best_loss)
+
+    def _sample_point(self, step: int) -> bool:
+        """Update 0, every sample_every updates, and the last update of the run."""
+        return step % self.config.sample_every == 0 or step >= self.state.total_steps
 
     def _is_record(self, step: int, total: int) -> bool:
         c = self.config
@@ -409,42 +474,63 @@ class Trainer:
             nxt = min(nxt, step + max(1, c.warmup // 20))
         return min(nxt, total)
 
-    def _chunk(self, until: int) -> float:
-        """Run the updates up to step ``until`` in C++; returns chars/s."""
+    def _chunk(self, until: int) -> None:
+        """Run the updates up to step ``until`` in C++."""
         s, c, model = self.state, self.config, self.model
         lr = self.lr_at(s.step)
+        options = update_options({**c.to_dict(), "eta": lr, "seed": model.seed})
         t0 = time.perf_counter()
-        losses, h, positions, wraps, diverged = engine.train_walk(
-            model.params,
-            s.opt_state,
-            self.corpus.train,
-            s.h,
-            n_steps=until - s.step,
-            seq_length=c.seq_length,
-            batch_size=c.batch_size,
-            positions=s.positions,
-            options=update_options({**c.to_dict(), "eta": lr, "seed": model.seed}),
-            threads=c.threads,
-            precision=model.precision,
-        )
+        values: list[float] = []
+        h, positions, wraps, diverged = s.h, s.positions, 0, False
+        while len(values) < until - s.step and not diverged:
+            n = until - s.step - len(values)
+            if c.carry_state:
+                # the engine zeroes a stream's state where it wraps: start the new epoch here, state kept
+                fit = self._updates_before_wrap(int(positions[0]))
+                if fit == 0:
+                    positions, wraps = np.zeros_like(positions), wraps + 1
+                    fit = self.steps_per_epoch
+                n = min(n, fit)
+            losses, h, positions, walked, diverged = engine.train_walk(
+                model.params,
+                s.opt_state,
+                self.corpus.train,
+                h,
+                n_steps=n,
+                seq_length=c.seq_length,
+                batch_size=c.batch_size,
+                positions=positions,
+                options=options,
+                threads=c.threads,
+                precision=model.precision,
+            )
+            values += losses.tolist()
+            wraps += int(walked[0])  # the streams wrap together
         dt = time.perf_counter() - t0
         s.seconds += dt
         self._lr = lr
-        values = losses.tolist()
         smooth = s.smooth_loss
         for i, loss in enumerate(values):
-            smooth = loss if (s.step == 0 and i == 0) else smoothed(smooth, loss)
+            smooth = loss if (s.step == 0 and i == 0) else smoothed(smooth, loss, s.step + i + 1, c.smoothing)
         if values:
             s.smooth_loss = smooth
             s.last_loss = values[-1]
         s.h, s.positions = h, positions
-        s.wraps += int(wraps[0])  # the streams wrap together
+        s.wraps += wraps
         s.step += len(values)
+        self._last_chunk = (len(values), dt)
         if self._bar is not None:
-            self._bar.update(len(values))
+            if s.budget_seconds is None:
+                self._bar.update(len(values))
+            else:  # a bar of training seconds: the budget is its total
+                self._bar.update(max(0.0, min(dt, self._bar.total - self._bar.n)))
         if diverged:
             self._diverged()
-        return len(values) * c.seq_length * c.batch_size / dt if dt > 0 else math.inf
+
+    def _updates_before_wrap(self, position: int) -> int:
+        """Updates a stream at ``position`` makes before its segment ends (the engine then wraps)."""
+        c = self.config
+        return max(0, (self.corpus.train.size // c.batch_size - 1 - position) // c.seq_length)
 
     def _diverged(self) -> None:
         s = self.state
@@ -491,16 +577,22 @@ class Trainer:
             best /= val.size - 1
         return loss / (val.size - 1), int(val.size), best
 
-    def _record(self, chunk_rate: float, metrics_row: bool) -> Progress:
+    def _session_rate(self) -> float:
+        """Characters per second of training time in this session (0 before its first update)."""
+        step0, seconds0 = self._session_start
+        dt = self.state.seconds - seconds0
+        return (self.state.step - step0) * self.update_chars / dt if dt > 0 else 0.0
+
+    def _record(self, metrics_row: bool) -> Progress:
         s, c, model = self.state, self.config, self.model
         val_loss, val_chars, text = None, 0, None
-        sample_point = s.step % c.sample_every == 0
+        sample_point = self._sample_point(s.step)
         if sample_point:
             val_loss, val_chars, _ = self._validation(c.val_chars)
             # from the state the next update of stream 0 starts from (a new epoch if due)
             pos = int(s.positions[0])
-            if pos + c.seq_length + 1 > self.corpus.train.size // c.batch_size:
-                h, pos = None, 0
+            if self._updates_before_wrap(pos) == 0:
+                h, pos = (self.sample_state(s.h) if c.carry_state else None), 0
             else:
                 h = self.sample_state(s.h)
             seed = derived_seed(model.seed, SEED_TAG_PROGRESS, s.step)
@@ -530,47 +622,69 @@ class Trainer:
                     val_chars=val_chars,
                 )
             )
-            if s.best_step < 0 or s.smooth_loss < s.best_loss:
-                s.best_loss, s.best_step = s.smooth_loss, s.step
-                s.best_params = copy_params(model.params)
-                s.best_h = np.array(self.sample_state(s.h), copy=True)
+        if self.best_by == "smooth":
+            if metrics_row:
+                self._take_best(s.smooth_loss)
+        elif val_loss is not None and s.step > 0:
+            self._take_best(val_loss)
         if sample_point:
             self._save()
+        rate = self._session_rate()
         rec = Progress(
             step=s.step,
             epoch=s.epoch,
             total_steps=s.total_steps,
-            loss=s.last_loss,
-            smooth_loss=s.smooth_loss,
+            loss=self.per_char(s.last_loss),
+            smooth_loss=self.per_char(s.smooth_loss),
             val_loss=val_loss,
             val_chars=val_chars,
-            chars_per_sec=chunk_rate,
+            chars_per_sec=rate,
             sample=text,
             lr=self._lr if s.step > 0 else math.nan,
+            update_chars=self.update_chars,
+            loss_sum=s.last_loss,
+            smooth_loss_sum=s.smooth_loss,
         )
         if self._bar is not None:
-            self._bar.set_postfix(
-                {
-                    "epoch": s.epoch,
-                    "smooth": f"{s.smooth_loss:.3f}" if s.step else "n/a",
-                    "chars/s": f"{chunk_rate:,.0f}",
-                },
-                refresh=False,
-            )
+            post = {"update": f"{s.step:,}"} if s.budget_seconds is not None else {}
+            post["epoch"] = str(s.epoch)
+            post["loss/char"] = f"{rec.smooth_loss:.4f}" if s.step else "n/a"
+            if val_loss is not None:
+                post["val/char"] = f"{val_loss:.4f}"
+            post["chars/s"] = f"{rate:,.0f}" if rate > 0 else "n/a"
+            self._bar.set_postfix(post, refresh=True)
         if self.callback is not None:
             self.callback(rec)
         return rec
 
+    def _take_best(self, value: float) -> None:
+        """Keep the current model as the best one if ``value`` (of the best_by criterion) is the lowest yet."""
+        s = self.state
+        if s.best_step < 0 or value < s.best_loss:
+            s.best_loss, s.best_step = value, s.step
+            s.best_params = copy_params(self.model.params)
+            s.best_h = np.array(self.sample_state(s.h), copy=True)
+
     @contextlib.contextmanager
     def _progress_bar(self, total: int, initial: int):
+        """The bar on stderr: updates against the run's length, or, with a
+        time budget, training seconds against the budget."""
         if not (self.progress and sys.stderr.isatty()):
             yield
             return
         from tqdm import tqdm
 
-        with tqdm(
-            total=total, initial=initial, unit="step", file=sys.stderr, dynamic_ncols=True, desc="training"
-        ) as bar:
+        s = self.state
+        if s.budget_seconds is None:
+            kw: dict[str, Any] = {"total": total, "initial": initial, "unit": "update"}
+        else:
+            budget = math.ceil(s.budget_seconds)
+            kw = {
+                "total": budget,
+                "initial": min(budget, round(s.seconds)),
+                "bar_format": "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} s of training{postfix}",
+            }
+        with tqdm(file=sys.stderr, dynamic_ncols=True, desc="training", **kw) as bar:
             self._bar = bar
             try:
                 yield
@@ -585,7 +699,7 @@ class Trainer:
         model, s = self.model, self.state
         run_info = self.run_info
         if not run_info and not fresh:  # a resumed run keeps how it was asked for
-            run_info = self.folder.run_info()
+            run_info = self.run_info = self.folder.run_info()
         self.folder.write_json(
             "config.json",
             {
@@ -638,36 +752,49 @@ class Trainer:
         if checkpoints:
             best = None
             if s.best_params is not None:
+                smooth = next((r.smooth_loss for r in s.history if r.step == s.best_step), math.nan)
                 best = Checkpoint(
                     vocab=model.vocab,
                     params=s.best_params,
                     start_h=s.best_h,
-                    meta={**model.meta(), "step": s.best_step, "smooth_loss": s.best_loss},
+                    meta={
+                        **model.meta(),
+                        "step": s.best_step,
+                        "smooth_loss": _finite(smooth),
+                        "best_by": self.best_by,
+                        "best_loss": _finite(self._best_per_char()),
+                    },
                 )
             self.folder.write_checkpoints(model.to_checkpoint(), best)
             self._ckpt_step = s.step
-        self.folder.write_records(s.history, s.samples)
+        self.folder.write_records(s.history, s.samples, self.update_chars)
         if summary is not None:
             self.folder.write_json("summary.json", summary)
         if plot:
             final = None if summary is None else (summary["step"], summary["final_val_loss"])
-            self.folder.write_plot(s.history, s.samples, self.config.seq_length * self.config.batch_size, final)
+            self.folder.write_plot(s.history, s.samples, self.update_chars, final)
 
     def _finish(self, result: TrainResult) -> None:
         model, s, c = self.model, self.state, self.config
+        t0 = time.perf_counter()
         result.final_val_loss, result.val_chars, result.best_val_loss = self._validation(None)
         best, h = (s.best_params, s.best_h) if s.best_params is not None else (model.params, self.sample_state(s.h))
         result.passage = sample_text(
             best, model.vocab, c.passage_chars, h0=h, seed=derived_seed(model.seed, SEED_TAG_PASSAGE, s.step)
         )
+        result.final_seconds = time.perf_counter() - t0
         if self.folder is None:
             return
-        summary = {  # null, not NaN, where nothing was measured (a run of 0 updates): standard JSON
+        summary: dict[str, Any] = {  # null, not NaN, where nothing was measured (a run of 0 updates): standard JSON
             "step": s.step,
             "epoch": s.epoch,
             "total_steps": s.total_steps,
-            "smooth_loss": _finite(s.smooth_loss),
-            "best_loss": _finite(s.best_loss),
+            "update_chars": self.update_chars,
+            "smooth_loss": _finite(result.smooth_loss),
+            "smooth_loss_sum": _finite(s.smooth_loss),
+            "smoothing": c.smoothing,
+            "best_by": self.best_by,
+            "best_loss": _finite(result.best_loss),
             "best_step": s.best_step,
             "final_val_loss": result.final_val_loss,
             "best_val_loss": result.best_val_loss,
@@ -676,8 +803,27 @@ class Trainer:
             "time_limited": result.time_limited,
             "seconds": s.seconds,
         }
+        if self.run_info.get("init_from") is not None:
+            summary["init_from"] = self.run_info["init_from"]
+        if (explain := self._explain(best, h)) is not None:
+            self.folder.write_explain(explain)
+            summary["explain"] = {"chars": len(explain["text"]), "source": explain["source"]}
         self._save(plot=True, summary=summary)
         self.folder.write_report(plot=False)
+
+    def _explain(self, params: dict[str, np.ndarray], h: np.ndarray | None) -> dict[str, Any] | None:
+        """explain.html's data: the best model on the first EXPLAIN_CHARS
+        held-out characters (the training text's last ones if none are held out)."""
+        from .explain.payload import model_info, payload_from_trace
+        from .tracing import trace_text
+
+        val, train = self.corpus.val, self.corpus.train
+        data, source = (val, "the held-out text") if val.size >= 2 else (train, "the end of the training text")
+        part = data[:EXPLAIN_CHARS] if val.size >= 2 else data[-EXPLAIN_CHARS:]
+        if part.size < 2:
+            return None
+        trace = trace_text(params, self.model.vocab, self.model.vocab.decode(part), h, threads=self.config.threads)
+        return payload_from_trace(trace, model_info(self.model), source=source)
 
 
 def _finite(x: float) -> float | None:

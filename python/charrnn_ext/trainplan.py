@@ -14,10 +14,10 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from .config import OPTIONS, default, option, preset_values
+from .config import OPTIONS, default, option, param_dtype, preset_values
 from .engine import has_bf16_units
 
-__all__ = ["DEFAULT_EPOCHS", "plan_length", "plan_options", "train_command"]
+__all__ = ["DEFAULT_EPOCHS", "fine_tune_options", "plan_length", "plan_options", "train_command"]
 
 #: The length of a run that names neither --steps, --epochs nor --max-minutes.
 DEFAULT_EPOCHS = 2
@@ -36,6 +36,31 @@ def plan_options(given: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     opts.update(preset_values(preset, bf16_units=has_bf16_units()))
     opts.update({k: v for k, v in given.items() if k in opts and v is not None})
     return preset, opts
+
+
+def fine_tune_options(given: Mapping[str, Any], meta: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The model options named in ``given`` that a fine-tuning run from the
+    checkpoint ``source`` (whose model options are ``meta``) takes: the seed
+    (of the samples, the dropout masks and the new characters' weights), and
+    the dtype where it names the same parameters (float32 and bfloat16 both
+    keep float32 weights). Any other model option that differs from the
+    checkpoint's is refused: the network is the checkpoint's."""
+    taken: dict[str, Any] = {}
+    for o in OPTIONS:
+        if o.group != "model" or given.get(o.name) is None:
+            continue
+        value, theirs = given[o.name], meta.get(o.name)
+        if o.name == "seed" or value == theirs:
+            taken[o.name] = value
+        elif o.name == "dtype" and theirs is not None and param_dtype(value) == param_dtype(str(theirs)):
+            taken[o.name] = value
+        else:
+            raise ValueError(
+                f"{o.flag} {value} contradicts the model in {source}, whose {o.name} is {theirs}: a fine-tuning "
+                f"run keeps the checkpoint's network; leave {o.flag} out"
+                + (" (float32 and bfloat16 may be exchanged: both keep float32 weights)" if o.name == "dtype" else "")
+            )
+    return taken
 
 
 def plan_length(steps: int | None, epochs: float | None, max_minutes: float | None) -> tuple[int | None, float | None]:
@@ -60,5 +85,8 @@ def train_command(values: Mapping[str, Any]) -> str:
     parts = ["charrnn", "train"]
     for o in OPTIONS:
         if o.group in ("model", "train", "run") and values.get(o.name) is not None:
-            parts += [o.flag, shlex.quote(_value_text(values[o.name]))]
+            if o.kind is bool:  # a switch: its flag when true, nothing when false
+                parts += [o.flag] if values[o.name] else []
+            else:
+                parts += [o.flag, shlex.quote(_value_text(values[o.name]))]
     return " ".join(parts)

@@ -12,7 +12,11 @@
 //  - the final states agree with a second forward pass over the same chunk;
 //  - thread-count independence: the loss, the gradients and the final states
 //    of 1, 2 and 3 worker threads are bit-identical, in float64 and float32,
-//    on sizes large enough to be split between the threads.
+//    on sizes large enough to be split between the threads;
+//  - the trace (trace.hpp): its row losses sum to evaluate_text's loss, its
+//    states at position i are bit for bit the final states of evaluating the
+//    text up to i, its top-k is every character ranked, and 1, 2 and 3
+//    threads give bit-identical traces.
 //
 // Prints one line per check and closes with "N passed, M failed"; exits 1 if
 // anything failed. Built by CMake with -DCHARRNN_BUILD_TESTS=ON (see
@@ -24,7 +28,9 @@
 #include <string>
 #include <vector>
 
+#include "evaluate.hpp"
 #include "gradcheck.hpp"
+#include "trace.hpp"
 #include "train.hpp"
 
 #include "check.hpp"
@@ -169,7 +175,7 @@ void test_gradients(Cell cell, std::size_t L, double dropout) {
 
 template <typename T>
 bool bits_equal(const std::vector<T>& a, const std::vector<T>& b) {
-    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+    return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
 }
 
 template <typename T>
@@ -201,6 +207,111 @@ void test_threads(Cell cell, const char* type) {
     }
 }
 
+// ---------------------------------------------------------------- trace
+
+// A trace's arrays, owned.
+template <typename T>
+struct Trace {
+    std::vector<double> nll;
+    std::vector<T> prob, top_prob, hidden, cell;
+    std::vector<std::int32_t> top_index;
+    std::vector<T> state;
+    double loss = 0.0;
+
+    bool operator==(const Trace& o) const {
+        return bits_equal(nll, o.nll) && bits_equal(prob, o.prob) && bits_equal(top_prob, o.top_prob) &&
+               bits_equal(hidden, o.hidden) && bits_equal(cell, o.cell) && bits_equal(top_index, o.top_index) &&
+               bits_equal(state, o.state) && std::memcmp(&loss, &o.loss, sizeof loss) == 0;
+    }
+};
+
+template <typename T>
+Trace<T> run_trace(Net<T>& net, const std::vector<int>& data, const std::vector<T>& h0, std::size_t k,
+                   std::size_t B, std::size_t threads) {
+    const NetLayout& lay = net.lay;
+    const std::size_t rows = data.size() - 1, states = lay.L * rows * lay.m;
+    Trace<T> tr{std::vector<double>(rows), std::vector<T>(rows), std::vector<T>(rows * k), std::vector<T>(states),
+                std::vector<T>(lay.S() == 2 ? states : 0), std::vector<std::int32_t>(rows * k), h0};
+    TraceOut<T> out;
+    out.top_k = k;
+    out.nll = tr.nll.data();
+    out.prob = tr.prob.data();
+    out.top_index = tr.top_index.data();
+    out.top_prob = tr.top_prob.data();
+    out.hidden = tr.hidden.data();
+    out.cell = lay.S() == 2 ? tr.cell.data() : nullptr;
+    tr.loss = trace_text(lay, net.ptrs(), data.data(), data.size(), tr.state.data(), B, threads, out);
+    return tr;
+}
+
+template <typename T>
+void test_trace(Cell cell, const char* type) {
+    const NetLayout lay{cell, 13, 70, 2};  // 70 units: more than one panel of units for the threads to share
+    Net<T> net(lay, 5, 0.2, 0.3);
+    std::mt19937_64 rng(6);
+    std::uniform_int_distribution<int> c(0, static_cast<int>(lay.K) - 1);
+    std::vector<int> data(150);  // 149 positions: chunks of 64, 64 and 21 steps
+    for (auto& x : data) x = c(rng);
+    const std::vector<T> h0 = random_states<T>(lay, 1, 7);
+    const std::string what = describe(lay) + " " + type;
+    const std::size_t rows = data.size() - 1, m = lay.m, SS = lay.state_size();
+
+    for (std::size_t B : {1, 3}) {
+        const Trace<T> tr = run_trace(net, data, h0, lay.K, B, 1);
+        std::vector<T> h = h0;
+        const double loss = evaluate_text(lay, net.ptrs(), data.data(), data.size(), h.data(), B, 1);
+        double sum = 0.0;
+        for (double v : tr.nll) sum += v;
+        check(std::memcmp(&loss, &tr.loss, sizeof loss) == 0 && std::fabs(sum - loss) <= 1e-12 * loss &&
+                  bits_equal(h, tr.state),
+              "trace, " + what + ", " + std::to_string(B) + " stream(s): the row losses sum to evaluate_text's "
+              "loss, the final states are its own");
+        // every character ranked: a permutation, by decreasing probability, summing to 1
+        bool ranked = true, consistent = true;
+        for (std::size_t i = 0; i < rows; ++i) {
+            std::vector<bool> seen(lay.K, false);
+            double total = 0.0;
+            for (std::size_t j = 0; j < lay.K; ++j) {
+                const std::int32_t idx = tr.top_index[i * lay.K + j];
+                const T p = tr.top_prob[i * lay.K + j];
+                ranked = ranked && idx >= 0 && idx < static_cast<std::int32_t>(lay.K) && !seen[idx];
+                if (idx >= 0 && idx < static_cast<std::int32_t>(lay.K)) seen[idx] = true;
+                if (j > 0) ranked = ranked && p <= tr.top_prob[i * lay.K + j - 1];
+                if (idx == data[i + 1]) consistent = consistent && p == tr.prob[i];
+                total += static_cast<double>(p);
+            }
+            ranked = ranked && std::fabs(total - 1.0) < (sizeof(T) == 8 ? 1e-12 : 1e-5);
+            const double rel = std::fabs(std::exp(-tr.nll[i]) - static_cast<double>(tr.prob[i])) / tr.prob[i];
+            consistent = consistent && rel < (sizeof(T) == 8 ? 1e-12 : 1e-5);
+        }
+        const std::string streams = ", " + std::to_string(B) + " stream(s): ";
+        check(ranked, "trace, " + what + streams + "top-k with k = K ranks every character once, by decreasing "
+              "probability");
+        check(consistent, "trace, " + what + streams + "p(next) is the ranked probability of the next character "
+              "and exp(-row loss)");
+    }
+
+    // One stream: the states at position i are those of evaluating data[0..i+2) (i+1 inputs).
+    const Trace<T> tr = run_trace(net, data, h0, 3, 1, 1);
+    bool same = true;
+    for (std::size_t i : {std::size_t(0), std::size_t(1), std::size_t(63), std::size_t(64), std::size_t(100), rows - 1}) {
+        std::vector<T> h = h0;
+        evaluate_text(lay, net.ptrs(), data.data(), i + 2, h.data(), 1, 1);
+        for (std::size_t l = 0; l < lay.L; ++l) {
+            const T* want = h.data() + l * lay.S() * m;
+            same = same && std::memcmp(want, tr.hidden.data() + (l * rows + i) * m, m * sizeof(T)) == 0;
+            if (lay.S() == 2) same = same && std::memcmp(want + m, tr.cell.data() + (l * rows + i) * m, m * sizeof(T)) == 0;
+        }
+    }
+    check(same && SS > 0, "trace, " + what + ": the states at position i are bit for bit those of evaluating the "
+          "text up to i");
+
+    for (std::size_t threads : {2, 3})
+        check(run_trace(net, data, h0, 5, 1, threads) == run_trace(net, data, h0, 5, 1, 1) &&
+                  run_trace(net, data, h0, 5, 3, threads) == run_trace(net, data, h0, 5, 3, 1),
+              "trace, " + what + ": " + std::to_string(threads) + " threads give a bit-identical trace to 1");
+}
+
 }  // namespace
 
 int main() {
@@ -215,6 +326,10 @@ int main() {
     for (Cell cell : {Cell::rnn, Cell::lstm, Cell::gru}) {
         test_threads<double>(cell, "float64");
         test_threads<float>(cell, "float32");
+    }
+    for (Cell cell : {Cell::rnn, Cell::lstm, Cell::gru}) {
+        test_trace<double>(cell, "float64");
+        test_trace<float>(cell, "float32");
     }
     return charrnn_test::tally.finish();
 }

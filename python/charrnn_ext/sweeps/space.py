@@ -54,6 +54,7 @@ _NOT_IN_A_SPACE = {
     "resume": "a sweep is continued with charrnn sweep --resume",
     "stop_after": "a trial must run to its end to be compared with the others",
     "threads": "the threads of every trial are set with --threads-per-trial",
+    "init_from": "the trials of a sweep start from random weights",
 }
 
 #: Options that may be fixed but not searched, and why.
