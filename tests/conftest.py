@@ -55,3 +55,19 @@ def run100(tmp_path_factory) -> Path:
     model = CharRNN.new(corpus_from_string(SMALL_TEXT), hidden=100, seed=1)
     model.fit(SMALL_TEXT, steps=60, out=out, **TINY)
     return out
+
+
+@pytest.fixture
+def deadline():
+    """A test that could block forever (a FIFO opened for reading, a server
+    that never answers) fails after 60 s instead (SIGALRM, main thread)."""
+    import signal
+
+    def expired(signum, frame):
+        raise TimeoutError("blocked for 60 s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)

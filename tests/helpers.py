@@ -121,3 +121,15 @@ def fuzz(n: int):
         database=None,
         suppress_health_check=list(HealthCheck),
     )
+
+
+# sweep.json as `charrnn sweep` writes it (its damaged forms: test_cli_fuzz.py, test_sweep_files.py)
+SWEEP_JSON = {
+    "format": 1,
+    "sweep_id": "0123456789ab",
+    "study_name": "charrnn-sweep",
+    "package_version": "0",
+    "space": {"fixed": {"steps": 3}, "search": {"hidden": {"choice": [4, 8]}}},
+    "text": None,
+    "settings": {"trials": 2, "sampler": "tpe", "pruner": "median", "seed": None, "threads_per_trial": 1},
+}

@@ -67,7 +67,7 @@ from charrnn_ext import cli  # noqa: E402
 from charrnn_ext.config import OPTIONS, Option, option  # noqa: E402
 from charrnn_ext.data import corpus_from_string  # noqa: E402
 from charrnn_ext.model import CharRNN  # noqa: E402
-from helpers import HAVE_SWEEP, SANITIZED, fuzz, fuzz_volume  # noqa: E402
+from helpers import HAVE_SWEEP, SANITIZED, SWEEP_JSON, fuzz, fuzz_volume  # noqa: E402
 
 # Hundreds of generated command lines per command, some in child processes:
 # slow, outside the fast subset (-m "not slow").
@@ -520,16 +520,6 @@ def model_path(draw, world: World, scratch: Path) -> str:
     )
 
 
-# sweep.json as `charrnn sweep` writes it (its damaged forms: test_sweep_resume_with_a_damaged_sweep_json)
-SWEEP_JSON = {
-    "format": 1,
-    "sweep_id": "0123456789ab",
-    "study_name": "charrnn-sweep",
-    "package_version": "0",
-    "space": {"fixed": {"steps": 3}, "search": {"hidden": {"choice": [4, 8]}}},
-    "text": None,
-    "settings": {"trials": 2, "sampler": "tpe", "pruner": "median", "seed": None, "threads_per_trial": 1},
-}
 SCHEDULERS = [
     "tcp://127.0.0.1:1",
     "tcp://",

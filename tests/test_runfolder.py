@@ -209,3 +209,38 @@ def test_two_real_runs_given_the_same_out_at_once(text_file, tmp_path):
     ckpt = load_checkpoint(out / "last.npz")
     assert ckpt.meta["seed"] == winner_seed and ckpt.state.step == 400
     assert json.loads((out / "summary.json").read_text())["step"] == 400
+
+
+def test_a_runs_default_exports_do_not_block_its_resume(tmp_path):
+    """`charrnn export RUN` writes RUN/best.onnx (or best.pt); the folder is
+    still the run's own and resumes without --force."""
+    from charrnn_ext.runfolder import RunFolder
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "last.npz", "best.onnx", "best.pt"):
+        (run / name).write_bytes(b"x")
+    folder = RunFolder(run)
+    folder.open_for_run(fresh=False)
+    folder.unlock()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"not part of a charrnn run \(notes.txt\)"):
+        RunFolder(run).open_for_run(fresh=False)
+
+
+def test_report_refuses_a_folder_a_live_run_is_writing(run100, tmp_path):
+    """Before: charrnn report ignored a live run's lock and read its files half-way."""
+    import shutil
+
+    from charrnn_ext.runfolder import RunFolder, write_report
+
+    run = tmp_path / "run"
+    shutil.copytree(run100, run)
+    (run / ".lock").unlink(missing_ok=True)
+    live = RunFolder(run)
+    live.lock()
+    with pytest.raises(ValueError, match=f"another charrnn process \\(pid {os.getpid()}\\) is writing to {run}"):
+        write_report(run, plot=False)
+    live.unlock()
+    assert write_report(run, plot=False) == run / "report.md"
+    assert not (run / ".lock").exists()  # released and removed, as a run does

@@ -307,7 +307,9 @@ def test_four_trials_on_a_local_cluster_prune_the_hopeless_one(tmp_path, text_fi
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"]
     assert study.trials[2].intermediate_values == {30: pytest.approx(float(rows[2]["val_loss"]))}
     sweep_id = json.loads((out / "sweep.json").read_text())["sweep_id"]
-    assert not (tmp_path / "charrnn-sweep" / sweep_id).exists()  # finished trials leave no scratch behind
+    assert not (
+        tmp_path / f"charrnn-sweep-{os.getuid()}" / sweep_id
+    ).exists()  # finished trials leave no scratch behind
 
 
 @pytest.fixture(scope="module")
@@ -458,7 +460,9 @@ def test_a_sweep_on_a_running_cluster_gets_every_file_back(tmp_path, text_file, 
     assert best["params"] == {"eta": 0.1, "seq_length": 10}
     assert cli.main(["sample", str(out / "best" / "best.npz"), "-n", "30", "--seed", "2"]) == 0
     # the worker wrote its runs in its own temporary folder, and nothing of the client's output
-    assert not list((dask_cluster["home"] / "charrnn-sweep").glob("*/*"))  # its scratch folders are cleaned up
+    assert not list(
+        (dask_cluster["home"] / f"charrnn-sweep-{os.getuid()}").glob("*/*")
+    )  # its scratch folders are cleaned up
     for path in dask_cluster["home"].rglob("*"):
         if path.is_file() and path.stat().st_size < 1_000_000:
             assert str(out).encode() not in path.read_bytes(), path
@@ -504,7 +508,7 @@ def test_a_worker_killed_mid_trial_is_replaced_and_the_trial_resumes(tmp_path, t
     thread = threading.Thread(target=run)
     thread.start()
     try:
-        scratch = dask_cluster["home"] / "charrnn-sweep"
+        scratch = dask_cluster["home"] / f"charrnn-sweep-{os.getuid()}"
 
         def checkpointed():
             # the first trial's run folder on the worker, once it has written a checkpoint past update 0
@@ -572,7 +576,7 @@ def test_ctrl_c_then_resume_accounts_for_every_trial_once(tmp_path, text_file):
             # update 0, it has most of its run ahead of it
             with contextlib.suppress(OSError, ValueError, KeyError):
                 sweep_id = json.loads((out / "sweep.json").read_text())["sweep_id"]
-                metrics = scratch / "charrnn-sweep" / sweep_id / "002" / "metrics.csv"
+                metrics = scratch / f"charrnn-sweep-{os.getuid()}" / sweep_id / "002" / "metrics.csv"
                 return any(line.split(",")[4] for line in metrics.read_text().splitlines()[1:])
             return False
 
@@ -586,7 +590,7 @@ def test_ctrl_c_then_resume_accounts_for_every_trial_once(tmp_path, text_file):
     before = read_results(out)
     assert 1 <= len(before) < 4
     sweep_id = json.loads((out / "sweep.json").read_text())["sweep_id"]
-    left = sorted(p.name for p in (scratch / "charrnn-sweep" / sweep_id).iterdir())
+    left = sorted(p.name for p in (scratch / f"charrnn-sweep-{os.getuid()}" / sweep_id).iterdir())
     assert left  # the interrupted trials kept their checkpoints for --resume
     done = subprocess.run(
         args + ["--resume"], env=env_for_children(TMPDIR=str(scratch)), capture_output=True, text=True, timeout=300
@@ -603,4 +607,4 @@ def test_ctrl_c_then_resume_accounts_for_every_trial_once(tmp_path, text_file):
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))
     trials = optuna.load_study(study_name="charrnn-sweep", storage=storage).trials
     assert [t.number for t in trials] == [0, 1, 2, 3] and {t.state.name for t in trials} == {"COMPLETE"}
-    assert not (scratch / "charrnn-sweep" / sweep_id).exists()
+    assert not (scratch / f"charrnn-sweep-{os.getuid()}" / sweep_id).exists()

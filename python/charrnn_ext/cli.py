@@ -711,11 +711,21 @@ def _duration(seconds: float) -> str:
 # ---------------------------------------------------------------------------
 
 
+def _sweep_best(path: str) -> str:
+    """A sweep's folder means its best trial's run folder (best/); anything else is left as it is."""
+    p = Path(path)
+    if p.is_dir() and (p / "sweep.json").is_file() and not (p / "best.npz").exists():
+        if not (p / "best").is_dir():
+            raise FileNotFoundError(f"{p} is a sweep with no complete trial yet (no best/ folder)")
+        return str(p / "best")
+    return path
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     from .model import CharRNN
     from .sampling import random_seed
 
-    model = CharRNN.load(args.checkpoint)
+    model = CharRNN.load(_sweep_best(args.checkpoint))
     seed = random_seed() if args.seed is None else args.seed
     # the prime is checked before anything is printed
     pieces = model.sample_stream(
@@ -796,18 +806,20 @@ EXPORT_FORMATS = {"onnx": (".onnx", "onnx"), "torch": (".pt", "torch")}
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
+    from .fileio import check_output_path
 
     fmt = args.format
     if fmt is None:
         fmt = "torch" if args.output is not None and Path(args.output).suffix.lower() in (".pt", ".pth") else "onnx"
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
-    source = Path(args.model)
+    source = Path(_sweep_best(args.model))
     if source.is_dir():
         source = source / "best.npz"
     out = Path(args.output) if args.output is not None else source.with_suffix(EXPORT_FORMATS[fmt][0])
     if out.is_dir():
         raise IsADirectoryError(f"the output {out} is a folder; give a file name with -o")
+    check_output_path(out)  # a device, a FIFO or a link is never replaced by the export
     if not out.parent.is_dir():
         raise FileNotFoundError(f"the output's folder {out.parent} does not exist")
     if out.exists() and source.exists() and out.resolve() == source.resolve():

@@ -450,10 +450,33 @@ def _split(encoded: np.ndarray, vocab: Vocabulary, f: float, source: str) -> Cor
 CHUNK_BYTES: int = 1 << 22
 
 
+def _refuse_utf16(path: Path, head: bytes) -> None:
+    """ValueError if the start of a file is UTF-16 without a byte-order mark
+    (a NUL in every other byte), which would otherwise decode as valid UTF-8
+    full of NUL characters."""
+    sample = head[:4096]
+    if len(sample) < 8:
+        return
+    for parity, order in ((1, "UTF-16LE"), (0, "UTF-16BE")):
+        half = sample[parity::2]
+        if half.count(0) >= 0.9 * len(half) and sample[1 - parity :: 2].count(0) < 0.1 * len(half):
+            raise ValueError(
+                f"{path} looks like {order} text without a byte-order mark (a NUL in every other byte), not "
+                f"UTF-8; convert it, e.g. iconv -f {order} -t UTF-8"
+            )
+
+
 def _decoded_chunks(path: Path, chunk_bytes: int) -> Iterator[str]:
     """The text of a UTF-8 file as a series of str pieces, read chunk_bytes at a
     time: BOM dropped, CRLF turned into LF (also across piece boundaries).
     Invalid UTF-8 raises ValueError with the file's byte offset."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"the file name {os.fspath(path).encode('utf-8', 'surrogateescape')!r} is not UTF-8, and a run records "
+            f"its text's name in UTF-8 files; rename the file"
+        ) from None
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     consumed = 0  # bytes handed to the decoder before the current read
     held_cr = False  # a piece ended in "\r": wait to see whether "\n" follows
@@ -462,6 +485,8 @@ def _decoded_chunks(path: Path, chunk_bytes: int) -> Iterator[str]:
         while True:
             raw = fh.read(chunk_bytes)
             final = not raw
+            if consumed == 0:
+                _refuse_utf16(path, raw)
             pending = len(decoder.getstate()[0])
             try:
                 piece = decoder.decode(raw, final=final)

@@ -28,7 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .fileio import atomic_write_bytes, atomic_write_text, remove_stale_temp_files
+from .fileio import (
+    atomic_write_bytes,
+    atomic_write_text,
+    check_fields,
+    open_lock_file,
+    printable,
+    read_json_file,
+    read_text_file,
+    remove_stale_temp_files,
+)
 from .report import report_markdown, samples_markdown
 from .state import Checkpoint, MetricRow, SampleRecord
 
@@ -96,24 +105,27 @@ def metrics_csv(history: Sequence[MetricRow], update_chars: int) -> str:
 
 
 def read_metrics_csv(path: str | os.PathLike[str]) -> list[MetricRow]:
-    """Parse a metrics.csv written by a run (also the older layout, whose
-    loss columns were summed over the update and named loss, smooth_loss, val_loss)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    """Parse a metrics.csv written by a run (a regular file of bounded size; also
+    the older layout, whose loss columns were summed over the update and named
+    loss, smooth_loss, val_loss)."""
+    rows = list(csv.DictReader(io.StringIO(read_text_file(path, _MAX_TEXT_BYTES), newline="")))
     new = bool(rows) and "loss_sum" in rows[0]
     old = ("loss", "smooth_loss", "val_loss")
     loss, smooth, val = ("loss_sum", "smooth_loss_sum", "val_loss_per_char") if new else old
-    return [
-        MetricRow(
-            step=int(r["step"]),
-            epoch=int(r["epoch"]),
-            loss=float(r[loss]),
-            smooth_loss=float(r[smooth]),
-            val_loss=float(r[val]) if r[val] else None,
-            val_chars=int(r["val_chars"]) if r["val_chars"] else 0,
-        )
-        for r in rows
-    ]
+    try:
+        return [
+            MetricRow(
+                step=int(r["step"]),
+                epoch=int(r["epoch"]),
+                loss=float(r[loss]),
+                smooth_loss=float(r[smooth]),
+                val_loss=float(r[val]) if r[val] else None,
+                val_chars=int(r["val_chars"]) if r["val_chars"] else 0,
+            )
+            for r in rows
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable metrics file ({printable(str(exc))})") from None
 
 
 def plot_losses(
@@ -168,11 +180,15 @@ def plot_losses(
 
 LOCK_FILE = ".lock"
 
+#: What ``charrnn export RUN`` writes into a run folder by default (its checkpoints' exports).
+EXPORT_FILES = ("best.onnx", "best.pt", "last.onnx", "last.pt")
+
 
 def _own(name: str) -> bool:
     """A file this package writes in a run folder (or the temporary file of one)."""
     return (
         name in RUN_FILES
+        or name in EXPORT_FILES
         or name == LOCK_FILE
         or any(name.startswith(f".{f}.") and name.endswith(".tmp") for f in RUN_FILES)
     )
@@ -276,15 +292,7 @@ class RunFolder:
             return
         path = self.file(LOCK_FILE)
         while True:
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-                made = True
-            except FileExistsError:
-                try:
-                    fd = os.open(path, os.O_RDWR)
-                except FileNotFoundError:  # its holder removed it just now
-                    continue
-                made = False
+            fd, made = open_lock_file(path)  # never through a link, never a FIFO or device
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -395,14 +403,14 @@ class RunFolder:
             if not self.file(name).exists():
                 raise FileNotFoundError(f"{self.path} is not a run folder: {name} is missing")
         config = self.read_json("config.json")
-        _check_fields(self.file("config.json"), config, _CONFIG_FIELDS)
+        check_fields(self.file("config.json"), config, _CONFIG_FIELDS)
         ckpt = load_checkpoint(self.file("last.npz"))
         if ckpt.state is None:
             raise ValueError(f"{self.file('last.npz')} holds no training state")
         summary = None
         if self.file("summary.json").exists():
             summary = self.read_json("summary.json")
-            _check_fields(self.file("summary.json"), summary, _SUMMARY_FIELDS)
+            check_fields(self.file("summary.json"), summary, _SUMMARY_FIELDS)
         gc = self.file("gradcheck.md")
         gradcheck = self.read_text("gradcheck.md") if gc.exists() else None
         if plot:
@@ -414,46 +422,29 @@ class RunFolder:
         return self._text("report.md", report_markdown(config, ckpt, summary, gradcheck))
 
     def read_text(self, name: str) -> str:
-        """A UTF-8 text file of the folder; ValueError naming the file if it is not one."""
-        path = self.file(name)
-        try:
-            if not path.is_file():
-                raise OSError("not a regular file")
-            if path.stat().st_size > _MAX_TEXT_BYTES:
-                raise OSError(f"{path.stat().st_size:,} bytes, more than a run file of this package holds")
-            return path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path} is not a readable text file ({exc})") from None
+        """A UTF-8 text file of the folder (a regular file of bounded size);
+        ValueError naming the file if it is not one."""
+        return read_text_file(self.file(name), _MAX_TEXT_BYTES)
 
     def read_json(self, name: str) -> dict[str, Any]:
         """A JSON object file of the folder; ValueError naming the file if it is not one."""
-        path = self.file(name)
-        text = self.read_text(name)
-        try:
-            obj = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            msg = str(exc) if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-            raise ValueError(f"{path} is not a readable JSON file ({msg})") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{path} must hold a JSON object")
-        return obj
+        return read_json_file(self.file(name), _MAX_TEXT_BYTES)
 
     def run_info(self) -> dict[str, Any]:
         """How the run was asked for (the "run" object of config.json; {} if there is no config.json)."""
         if not self.file("config.json").exists():
             return {}
         config = self.read_json("config.json")
-        _check_fields(self.file("config.json"), config, {"run": "dict?"})
+        check_fields(self.file("config.json"), config, {"run": "dict?"})
         info = config.get("run") or {}
-        _check_fields(self.file("config.json"), info, {"preset": "str?"}, "run.")
+        check_fields(self.file("config.json"), info, {"preset": "str?"}, "run.")
         return info
 
 
 #: The largest text file (config.json, summary.json with its passage, gradcheck.md) the package reads back.
 _MAX_TEXT_BYTES = 256 << 20
 
-#: The fields report.md needs: "int" (not a bool, >= 0), "num" (int or float), "str", "dict";
-#: "?" allows null or absence.
+#: The fields report.md needs, as :func:`~charrnn_ext.fileio.check_fields` takes them.
 _CONFIG_FIELDS: dict[str, Any] = {
     "model": {"cell": "str", "layers": "int", "hidden": "int", "dtype": "str", "n_params": "int?"},
     "train": {
@@ -478,30 +469,16 @@ _SUMMARY_FIELDS: dict[str, Any] = {
 }
 
 
-def _check_fields(path: Path, obj: dict[str, Any], spec: dict[str, Any], prefix: str = "") -> None:
-    """ValueError naming the file and the field if ``obj`` does not have the fields of ``spec``."""
-    for key, kind in spec.items():
-        name, value = prefix + key, obj.get(key)
-        if isinstance(kind, dict):
-            if not isinstance(value, dict):
-                raise ValueError(f"{path}: field {name!r} must be a JSON object, got {value!r:.60}")
-            _check_fields(path, value, kind, name + ".")
-            continue
-        base = kind.rstrip("?")
-        if value is None and kind.endswith("?"):
-            continue
-        ok = {
-            "int": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-            "num": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-            "str": lambda v: isinstance(v, str),
-            "dict": lambda v: isinstance(v, dict),
-        }[base](value)
-        if not ok:
-            what = {"int": "an integer >= 0", "num": "a number", "str": "a string", "dict": "a JSON object"}[base]
-            got = "missing" if key not in obj else f"{value!r:.60}"
-            raise ValueError(f"{path}: field {name!r} must be {what}, got {got}")
-
-
 def write_report(run_dir: str | os.PathLike[str], plot: bool = True) -> Path:
-    """(Re)build report.md (and loss.png unless plot is False) in a run folder."""
-    return RunFolder(run_dir).write_report(plot)
+    """(Re)build report.md (and loss.png unless plot is False) in a run
+    folder, holding its lock: a run still writing there is refused rather
+    than read half-way (its checkpoint and its records may be of different
+    updates)."""
+    folder = RunFolder(run_dir)
+    if not folder.path.is_dir():
+        raise FileNotFoundError(f"run folder not found: {folder.path}")
+    folder.lock()
+    try:
+        return folder.write_report(plot)
+    finally:
+        folder.unlock()

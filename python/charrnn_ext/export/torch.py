@@ -35,7 +35,7 @@ import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -218,6 +218,7 @@ class CharRNNModule(nn.Module):
             raise ValueError(f"{path}: not a charrnn_ext torch export (no 'format' entry {EXPORT_FORMAT!r})")
         if obj.get("format_version") != EXPORT_VERSION:
             raise ValueError(f"{path}: unsupported torch export version {obj.get('format_version')!r}")
+        _check_declared_sizes(path, obj)  # before the declared network is built: it may be huge
         try:
             module = cls(
                 obj["cell"],
@@ -258,6 +259,57 @@ class CharRNNModule(nn.Module):
         return self.out(y), state
 
 
+#: Gate blocks of torch's recurrent layers, by cell.
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def _torch_shapes(cell: str, K: int, m: int, layers: int) -> dict[str, tuple[int, ...]]:
+    """The state_dict shapes of a CharRNNModule."""
+    g = _GATES[cell] * m
+    shapes: dict[str, tuple[int, ...]] = {}
+    for l in range(layers):
+        shapes |= {
+            f"rnn.weight_ih_l{l}": (g, K if l == 0 else m),
+            f"rnn.weight_hh_l{l}": (g, m),
+            f"rnn.bias_ih_l{l}": (g,),
+            f"rnn.bias_hh_l{l}": (g,),
+        }
+    return shapes | {"out.weight": (K, m), "out.bias": (K,), "start_state": (layers, STATES[cell] * m)}
+
+
+def _check_declared_sizes(path: str | os.PathLike[str], obj: dict[str, Any]) -> None:
+    """ValueError naming the file and the entry unless the declared cell and
+    sizes are those of the stored tensors (checked before anything of the
+    declared size is allocated)."""
+    cell = obj.get("cell")
+    if not isinstance(cell, str) or cell not in _GATES:
+        raise ValueError(f"{path}: damaged torch export (entry 'cell' is {cell!r:.40})")
+    sizes = [v for v in (obj.get(k) for k in ("vocab_size", "hidden", "layers")) if isinstance(v, int)]
+    if len(sizes) != 3 or not all(not isinstance(v, bool) and v >= 1 for v in sizes):
+        raise ValueError(f"{path}: damaged torch export (vocab_size, hidden and layers must be integers >= 1)")
+    if obj.get("dtype") not in _DTYPES:
+        raise ValueError(f"{path}: damaged torch export (entry 'dtype' is {obj.get('dtype')!r:.40})")
+    state = obj.get("state_dict")
+    if not isinstance(state, Mapping) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise ValueError(f"{path}: damaged torch export (entry 'state_dict' is not a mapping of tensors)")
+    K, m, layers = sizes
+    if layers > len(state):
+        raise ValueError(f"{path}: damaged torch export (declares {layers} layers; its tensors hold fewer)")
+    expected = _torch_shapes(cell, K, m, layers)
+    if set(state) != set(expected):
+        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        raise ValueError(
+            f"{path}: damaged torch export (the declared {cell} of {layers} layer(s) does not match its tensors: "
+            f"missing {missing[:3]}, unexpected {extra[:3]})"
+        )
+    for name, shape in expected.items():
+        if tuple(state[name].shape) != shape:
+            raise ValueError(
+                f"{path}: damaged torch export (declares vocab_size {K}, hidden {m}, but {name} is "
+                f"{tuple(state[name].shape)}, not {shape})"
+            )
+
+
 def _vocabulary(vocab: Vocabulary | str, size: int) -> Vocabulary:
     voc = vocab if isinstance(vocab, Vocabulary) else Vocabulary(vocab)
     if voc.size != size:
@@ -269,4 +321,11 @@ def save_torch(source: Checkpoint | str | os.PathLike[str], path: str | os.PathL
     """Write a checkpoint (object or path) as a PyTorch file atomically: see
     :meth:`CharRNNModule.export_dict`."""
     obj = CharRNNModule.from_checkpoint(source).export_dict()
-    return atomic_write(path, lambda fh: torch.save(obj, fh))
+
+    def write(fh: IO[bytes]) -> None:
+        try:
+            torch.save(obj, fh)
+        except RuntimeError as exc:  # torch's writer reports a failed write of the file as its own error
+            raise OSError(f"cannot write {path}: torch could not write the file ({exc})") from None
+
+    return atomic_write(path, write)

@@ -15,8 +15,12 @@ configuration.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
+import re
+import socket
+import struct
 import time
 from typing import Any
 
@@ -25,29 +29,179 @@ from optuna.storages import BaseStorage
 from optuna_integration.dask import DaskStorage
 
 from ..config import usable_cores
+from ..fileio import printable
 
-__all__ = ["SweepCluster", "check_address", "default_workers"]
+__all__ = ["SweepCluster", "check_address", "default_workers", "local_workers", "probe_scheduler"]
 
 
-def check_address(address: str) -> None:
-    """Refuse what cannot be a scheduler's address before a client tries it."""
-    from distributed.comm.addressing import parse_address, parse_host_port
-    from distributed.comm.registry import get_backend
+#: The longest scheduler address taken (a host name has at most 253 characters).
+MAX_ADDRESS_CHARS = 300
+#: Seconds the address check waits for a scheduler to accept a connection and
+#: to answer; the client's own connection waits ``connect_timeout``.
+PROBE_SECONDS = 5.0
+#: The largest first message a Dask server may send (its handshake is some hundred bytes).
+_MAX_HANDSHAKE_BYTES = 1 << 16
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def check_address(address: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a scheduler's address, or ValueError saying
+    why it cannot be one: only tcp:// (the default) and tls:// (with Dask's
+    TLS settings) reach a scheduler in another process; the host must be an
+    IP address or a host name, the port in [1, 65535]."""
+
+    def refuse(why: str) -> ValueError:
+        return ValueError(
+            f"{printable(repr(address), 80)} is not the address of a Dask scheduler such as tcp://host:8786 ({why})"
+        )
+
+    if not isinstance(address, str) or not address.strip():
+        raise refuse("it is empty")
+    if len(address) > MAX_ADDRESS_CHARS:
+        raise refuse(f"{len(address):,} characters; an address has at most {MAX_ADDRESS_CHARS}")
+    scheme, sep, location = address.strip().partition("://")
+    if not sep:
+        scheme, location = "tcp", address.strip()
+    scheme = scheme.lower()
+    if scheme in ("inproc", "ucx", "ws", "wss"):
+        raise refuse(
+            f"{scheme}:// is not supported by charrnn sweep; "
+            + ("it reaches only a scheduler inside this process" if scheme == "inproc" else "use tcp://")
+        )
+    if scheme not in ("tcp", "tls"):
+        raise refuse(f"unknown protocol {printable(scheme, 20)}://; expected tcp://")
+    if scheme == "tls":
+        import dask
+
+        if not dask.config.get("distributed.comm.tls.client.cert", None):
+            raise refuse("tls:// needs Dask's TLS settings (distributed.comm.tls.client.cert and key), which are unset")
+    host, colon, port_text = location.rpartition(":")
+    if not colon or not host:
+        raise refuse("it names no host:port")
+    if not port_text.isascii() or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise refuse(f"the port must be a number in [1, 65535], got {printable(port_text, 20)!r}")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise refuse(f"{printable(host, 60)} is not an IPv6 address") from None
+        host = host[1:-1]
+    elif all(part.isdigit() for part in host.split(".")):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise refuse(f"{printable(host, 60)} is not an IPv4 address") from None
+    elif len(host) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in host.rstrip(".").split(".")):
+        raise refuse(f"{printable(host, 60)!r} is not a host name")
+    return scheme, host, int(port_text)
+
+
+def probe_scheduler(address: str, timeout: float = PROBE_SECONDS) -> None:
+    """Make sure a Dask scheduler answers at ``address``, waiting at most
+    about ``timeout`` seconds at each step, or raise ConnectionError saying
+    what was found there: nothing (refused), a server that says nothing (a
+    Dask server speaks first), one that speaks another protocol, or a Dask
+    server that is not a scheduler."""
+    scheme, host, port = check_address(address)
+    where = f"{host}:{port}"
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except ConnectionRefusedError:
+        raise ConnectionError(
+            f"nothing accepts connections at {where} (connection refused): is the scheduler running?"
+        ) from None
+    except TimeoutError:
+        raise ConnectionError(f"{where} did not accept a connection within {timeout:g} s") from None
+    except socket.gaierror as exc:
+        raise ConnectionError(
+            f"the scheduler's host {printable(host, 60)!r} cannot be resolved ({exc.strerror})"
+        ) from None
+    except OSError as exc:
+        raise ConnectionError(f"cannot connect to {where} ({exc.strerror or exc})") from None
+    not_dask = f"{where} accepted the connection but is not a Dask scheduler"
+    with sock:
+        if scheme == "tcp":
+            try:
+                head = _recv_exactly(sock, 8)
+                (nbytes,) = struct.unpack("<Q", head)
+                if not 8 <= nbytes <= _MAX_HANDSHAKE_BYTES:
+                    raise ConnectionError(f"{not_dask}: it answered {head!r:.40}, not Dask's protocol")
+                from distributed.protocol import loads
+                from distributed.protocol.utils import unpack_frames
+
+                hello = loads(unpack_frames(_recv_exactly(sock, nbytes)), deserialize=False)
+            except TimeoutError:
+                raise ConnectionError(
+                    f"{not_dask}: it sent nothing within {timeout:g} s (a Dask server speaks first)"
+                ) from None
+            except ConnectionError:
+                raise
+            except Exception as exc:  # what a server of another protocol sends, undecodable as Dask's
+                raise ConnectionError(f"{not_dask}: its answer is not Dask's protocol ({type(exc).__name__})") from None
+            if not isinstance(hello, dict) or "pickle-protocol" not in hello:
+                raise ConnectionError(f"{not_dask}: its answer is not Dask's handshake")
+    kind = _server_type(address, timeout)
+    if kind != "Scheduler":
+        raise ConnectionError(f"{where} is a Dask {printable(str(kind), 40)}, not a scheduler")
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("the connection was closed before an answer")
+        data += chunk
+    return data
+
+
+def _server_type(address: str, timeout: float) -> Any:
+    """The "type" a Dask server at ``address`` gives for itself ("Scheduler",
+    "Worker", ...), asked on a connection of this call's own event loop."""
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def ask() -> Any:
+        comm = await asyncio.wait_for(connect(address, timeout=timeout), timeout)
+        try:
+            await asyncio.wait_for(comm.write({"op": "identity", "reply": True}), timeout)
+            reply = await asyncio.wait_for(comm.read(), timeout)
+        finally:
+            comm.abort()
+        return reply.get("type") if isinstance(reply, dict) else None
 
     try:
-        scheme, location = parse_address(address)
-        get_backend(scheme)
-        if scheme in ("tcp", "tls"):
-            parse_host_port(location)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(
-            f"{address!r} is not the address of a Dask scheduler such as tcp://host:8786 ({exc})"
-        ) from None
+        return asyncio.run(ask())
+    except TimeoutError:
+        raise ConnectionError(f"the Dask server at {address} did not say what it is within {timeout:g} s") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConnectionError(f"the Dask server at {address} did not answer ({type(exc).__name__}: {exc})") from None
 
 
 def default_workers(threads_per_trial: int) -> int:
     """Local workers when none are asked for: one per threads_per_trial cores."""
     return max(1, usable_cores() // threads_per_trial)
+
+
+def local_workers(asked: int | None, trials: int, threads_per_trial: int) -> tuple[int, str]:
+    """The worker processes of a local cluster, and why fewer than asked
+    ("" if not): never more than the trials to run (a worker without a trial
+    is a process doing nothing), nor more than max(2, cores /
+    threads_per_trial) (more would only share the cores and slow every
+    trial down)."""
+    fit = max(2, usable_cores() // threads_per_trial)
+    n = asked if asked is not None else default_workers(threads_per_trial)
+    n = min(n, fit) if asked is not None else n
+    n = max(1, min(n, trials))
+    if asked is None or n == asked:
+        return n, ""
+    if trials <= fit:
+        return n, f"--workers {asked} lowered to {n}: the sweep has {trials} trial(s) to run"
+    return n, (
+        f"--workers {asked} lowered to {n}: {usable_cores()} usable core(s) run at most {fit} trials of "
+        f"{threads_per_trial} thread(s) at a useful speed"
+    )
 
 
 def _forget_storage(dask_scheduler: Any, name: str) -> None:
@@ -101,6 +255,7 @@ class SweepCluster:
                 raise
         else:
             self.address = scheduler
+            probe_scheduler(scheduler)  # a bounded wait, and what is at the address if not a scheduler
             self.client = Client(scheduler, timeout=f"{connect_timeout}s", set_as_default=False)
 
     def slots(self) -> int:

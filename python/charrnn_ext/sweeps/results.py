@@ -21,6 +21,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..fileio import atomic_write_bytes, atomic_write_text
+from ..fileio import UnreadableFile, atomic_write_bytes, atomic_write_text, check_fields, printable, read_json_file
 from ..report import fence, fmt
 from ..runfolder import RUN_FILES, read_metrics_csv
 
@@ -37,6 +38,9 @@ __all__ = [
     "STATES",
     "ResultsTable",
     "TrialRecord",
+    "check_sweep_id",
+    "new_sweep_id",
+    "read_trial_record",
     "read_trial_records",
     "remove_partial_trial_folders",
     "trial_folder",
@@ -51,6 +55,21 @@ STATES = ("complete", "pruned", "failed")
 COLUMNS = ("trial", "state", "val_loss", "updates", "seconds", "worker")
 
 TRIAL_JSON = "trial.json"
+
+#: A sweep's id: 12 hexadecimal digits (it names the sweep's scratch folder on every worker).
+_SWEEP_ID = re.compile(r"[0-9a-f]{12}")
+
+
+def new_sweep_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def check_sweep_id(sweep_id: Any, where: str = "sweep_id") -> str:
+    """``sweep_id`` if it is one this package makes (so that it can never
+    name a path: no separator, no ``..``), else :class:`UnreadableFile`."""
+    if not isinstance(sweep_id, str) or not _SWEEP_ID.fullmatch(sweep_id):
+        raise UnreadableFile(f"{where} must be 12 hexadecimal digits, got {printable(repr(sweep_id), 60)}")
+    return sweep_id
 
 
 @dataclass
@@ -78,8 +97,33 @@ class TrialRecord:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> TrialRecord:
+    def from_json(cls, data: dict[str, Any], path: str | os.PathLike[str] = "trial.json") -> TrialRecord:
+        """The record of a trial.json; every field is checked, and an error
+        names ``path`` and the field."""
+        check_fields(path, data, _RECORD_FIELDS)
+        if data["state"] not in STATES:
+            raise UnreadableFile(f"{path}: field 'state' must be one of {', '.join(STATES)}, got {data['state']!r:.60}")
+        if not math.isfinite(data["seconds"]) or data["seconds"] < 0:
+            raise UnreadableFile(f"{path}: field 'seconds' must be a finite number >= 0, got {data['seconds']!r}")
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+#: trial.json's fields, as :func:`~charrnn_ext.fileio.check_fields` takes them.
+_RECORD_FIELDS: dict[str, Any] = {
+    "number": "int",
+    "state": "str",
+    "val_loss": "num?",
+    "updates": "int",
+    "seconds": "num",
+    "worker": "str",
+    "params": "dict",
+    "options": "dict",
+    "message": "str?",
+    "resumed_from": "int?",
+}
+
+#: The largest trial.json read back (it holds a trial's options and a message).
+MAX_TRIAL_JSON_BYTES = 1 << 20
 
 
 @dataclass
@@ -152,10 +196,17 @@ def trial_folder(out: str | os.PathLike[str], number: int) -> Path:
 def write_trial_folder(out: str | os.PathLike[str], record: TrialRecord, files: Mapping[str, bytes]) -> Path:
     """trials/NNN/ with the run files a worker sent back and trial.json, made
     under a temporary name and renamed into place. A folder already there
-    (the same trial, recorded before an interruption) is kept."""
+    holding the same record (the same trial, recorded before an
+    interruption) is kept; one holding another record (the trial failed
+    when its scheduler was lost, and ran again) is replaced, so that
+    trials/NNN always says what results.csv says."""
     final = trial_folder(out, record.number)
-    if final.exists():
-        return final
+    if final.is_dir() and not final.is_symlink():
+        try:
+            if read_trial_record(final / TRIAL_JSON) == record:
+                return final
+        except (UnreadableFile, FileNotFoundError):
+            pass
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:12]}.tmp"
     tmp.mkdir()
@@ -165,7 +216,16 @@ def write_trial_folder(out: str | os.PathLike[str], record: TrialRecord, files: 
                 raise ValueError(f"trial {record.number} sent back an unexpected file {name!r}")
             atomic_write_bytes(tmp / name, data)
         atomic_write_text(tmp / TRIAL_JSON, json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n")
-        os.rename(tmp, final)
+        if final.exists() or final.is_symlink():
+            old = final.parent / f".{final.name}.{uuid.uuid4().hex[:12]}.tmp"
+            os.rename(final, old)  # aside, then removed with the other partial folders
+            os.rename(tmp, final)
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink()
+        else:
+            os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -181,13 +241,28 @@ def remove_partial_trial_folders(out: str | os.PathLike[str]) -> None:
                 shutil.rmtree(p, ignore_errors=True)
 
 
+def read_trial_record(path: str | os.PathLike[str]) -> TrialRecord:
+    """One trial.json, read by the guarded reader and checked field by field."""
+    return TrialRecord.from_json(read_json_file(path, MAX_TRIAL_JSON_BYTES), path)
+
+
 def read_trial_records(out: str | os.PathLike[str]) -> dict[int, TrialRecord]:
-    """The recorded trials, by number."""
+    """The recorded trials, by number. Every trials/NNN must be a folder
+    whose trial.json is a valid record of trial NNN; anything else is
+    refused, naming the file and the field."""
     records = {}
     trials = Path(out) / "trials"
+    if trials.is_symlink() or (trials.exists() and not trials.is_dir()):
+        raise UnreadableFile(f"{trials} must be a folder of trials")
     if trials.is_dir():
-        for p in sorted(trials.glob(f"*/{TRIAL_JSON}")):
-            rec = TrialRecord.from_json(json.loads(p.read_text(encoding="utf-8")))
+        for p in sorted(trials.iterdir()):
+            if p.name.startswith("."):
+                continue  # a partial write, removed on resume
+            if not (p.name.isdigit() and p.name.isascii() and len(p.name) >= 3) or p.is_symlink() or not p.is_dir():
+                raise UnreadableFile(f"{p}: not a trial folder (trials/ holds only folders named by trial number)")
+            rec = read_trial_record(p / TRIAL_JSON)
+            if rec.number != int(p.name):
+                raise UnreadableFile(f"{p / TRIAL_JSON}: field 'number' is {rec.number}, but the folder is {p.name}")
             records[rec.number] = rec
     return records
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..fileio import atomic_write_text
+from ..fileio import UnreadableFile, atomic_write_text, check_fields, read_json_file
 from ..runfolder import RunFolder
 from ..signals import deferred_interrupts
 from ..trainplan import plan_options, train_command
@@ -40,6 +40,8 @@ from ..version import package_version
 from .results import (
     ResultsTable,
     TrialRecord,
+    check_sweep_id,
+    new_sweep_id,
     read_trial_records,
     remove_partial_trial_folders,
     write_summary_files,
@@ -113,10 +115,14 @@ class _Session:
         self.target = settings.trials if grid is None else min(settings.trials, _grid_size(grid))
         self.pruner: PrunerSpec = study.PrunerSpec.for_sweep(settings.pruner, self.target, _first_report(space))
         journal = out / JOURNAL
-        if cluster.local:
-            base: Any = study.journal_storage(journal)
-        else:
-            base = study.memory_copy(journal, STUDY_NAME) if journal.exists() else None
+        try:
+            if cluster.local:
+                base: Any = study.journal_storage(journal)
+            else:
+                base = study.memory_copy(journal, STUDY_NAME) if journal.exists() else None
+        except Exception as exc:  # checked line by line already; what Optuna still refuses in the replay
+            why = type(exc).__name__
+            raise ValueError(f"cannot resume: {journal}: Optuna cannot replay the study ({why})") from None
         self.storage_name = f"charrnn-{meta['sweep_id']}-{uuid.uuid4().hex[:8]}"
         self.storage = cluster.storage(base, self.storage_name)
         existing = [s.study_name for s in self.storage.get_all_studies()]
@@ -142,6 +148,7 @@ class _Session:
         self.stop = cluster.stop_event(self.stop_name)
         self.distributions = space.distributions()
         self.records = read_trial_records(out)
+        self._match_records()
         self.pending: dict[Any, _Ticket] = {}
         self.rerun: list[_Ticket] = []
         self.asked = n_before
@@ -149,6 +156,25 @@ class _Session:
         self.progress = progress
 
     # -- bookkeeping ------------------------------------------------------------------
+
+    def _match_records(self) -> None:
+        """Refuse to go on if a recorded trial is not the study's trial of
+        that number (a journal of another sweep, or one edited)."""
+        trials = self.study.get_trials(deepcopy=False)
+        for number, record in sorted(self.records.items()):
+            if number >= len(trials):
+                raise ValueError(
+                    f"cannot resume: the study holds {len(trials)} trial(s), but trials/ records trial {number}; "
+                    f"the study cannot be matched to its trials"
+                )
+            params = trials[number].params
+            differ = [k for k in record.params if k in params and params[k] != record.params[k]]
+            if differ:
+                raise ValueError(
+                    f"cannot resume: trials/{number:03d}/trial.json: field 'params.{differ[0]}' is "
+                    f"{record.params[differ[0]]!r:.40}, but the study's trial {number} has {params[differ[0]]!r:.40}; "
+                    f"the study cannot be matched to its trials"
+                )
 
     def table(self) -> ResultsTable:
         return ResultsTable(
@@ -287,6 +313,14 @@ class _Session:
         try:
             outcome: TrialOutcome = future.result()
         except Exception as exc:  # the worker died too often (KilledWorker), the task was lost, ...
+            if not self.cluster.local and self.cluster.client.status != "running":
+                # The scheduler is gone, not the trial: recording it as failed would disagree with the run
+                # it makes after --resume. It stays open in study.journal (written after every finished trial).
+                raise ConnectionError(
+                    f"lost the scheduler at {self.cluster.address} while trial {ticket.number} ran "
+                    f"({type(exc).__name__}); {self.out} holds every finished trial: start the scheduler again "
+                    f"and continue with charrnn sweep SPACE --out {self.out} --resume"
+                ) from None
             outcome = TrialOutcome(number=ticket.number, state="failed", message=f"{type(exc).__name__}: {exc}")
         if outcome.state == "interrupted":
             return  # open in the study; --resume runs it again
@@ -406,22 +440,71 @@ def _short(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+#: The largest sweep.json read back (its space is a copy of a space file, at most 1 MB).
+MAX_SWEEP_JSON_BYTES = 4 << 20
+
+#: sweep.json's fields, as :func:`~charrnn_ext.fileio.check_fields` takes them.
+_SWEEP_FIELDS: dict[str, Any] = {
+    "format": "int",
+    "sweep_id": "str",
+    "study_name": "str?",
+    "space": "dict",
+    "settings": "dict",
+    "text": "dict?",
+    "package_version": "str?",
+}
+
+
 def _read_sweep_json(out: Path) -> dict[str, Any]:
+    """sweep.json, read by the guarded reader and checked field by field."""
     path = out / SWEEP_JSON
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"cannot resume: {out} holds no sweep ({SWEEP_JSON} not found)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot resume: {path} is not readable ({exc})") from None
-    except RecursionError:
-        raise ValueError(f"cannot resume: {path} is nested too deeply to be a sweep file") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        meta = read_json_file(path, MAX_SWEEP_JSON_BYTES, "sweep file")
+    except UnreadableFile as exc:
+        if exc.missing:
+            raise ValueError(f"cannot resume: {out} holds no sweep ({SWEEP_JSON} not found)") from None
+        raise ValueError(f"cannot resume: {exc}") from None
+    if meta.get("format") != FORMAT:
         raise ValueError(f"cannot resume: {path} is not a sweep file of format {FORMAT}")
-    for field, kind in (("space", dict), ("settings", dict), ("text", (dict, type(None)))):
-        if field not in meta or not isinstance(meta[field], kind):
-            raise ValueError(f"cannot resume: {path} has no valid '{field}' entry")
+    try:
+        check_fields(path, meta, _SWEEP_FIELDS)
+        check_sweep_id(meta["sweep_id"], f"{path}: field 'sweep_id'")
+        if meta.get("study_name", STUDY_NAME) != STUDY_NAME:
+            raise UnreadableFile(f"{path}: field 'study_name' must be {STUDY_NAME!r}")
+        if meta["text"] is not None:
+            check_fields(path, meta["text"], {"path": "str?", "sha256": "str"}, "text.")
+    except UnreadableFile as exc:
+        raise ValueError(f"cannot resume: {exc}") from None
     return meta
+
+
+def _check_study_files(folder: Path, say: Echo) -> None:
+    """On --resume, before any cluster starts: the trial folders are valid
+    records, and the study journal can be replayed and can be matched to
+    them (a missing or empty journal beside recorded trials would restart
+    the study at trial 0 and lose the record of the real best trial)."""
+    from .study import check_journal, drop_cut_line
+
+    try:
+        records = read_trial_records(folder)
+        journal = folder / JOURNAL
+        found = check_journal(journal) if journal.exists() or journal.is_symlink() else None
+    except UnreadableFile as exc:
+        raise ValueError(f"cannot resume: {exc}") from None
+    if found is not None and found.cut_bytes:
+        drop_cut_line(journal)
+        say(
+            f"{journal}: dropped its last line ({found.cut_bytes} bytes without a newline: an operation a crash "
+            f"or a full disk cut short, which Optuna never applied)"
+        )
+    trials = 0 if found is None else found.trials
+    beyond = sorted(n for n in records if n >= trials)
+    if beyond:
+        has = "no study journal" if found is None else f"a study journal of {trials} trial(s)"
+        raise ValueError(
+            f"cannot resume: {folder} has {has}, but trials/ records trial {beyond[0]}; the study cannot be "
+            f"matched to its trials (restore {JOURNAL}, or start the sweep again in a new folder)"
+        )
 
 
 def _check_new_folder(out: Path) -> None:
@@ -523,7 +606,7 @@ def sweep(
         payload = None if text is None else TextPayload.of(text_path or "", text)
         meta = {
             "format": FORMAT,
-            "sweep_id": uuid.uuid4().hex[:12],
+            "sweep_id": new_sweep_id(),
             "study_name": STUDY_NAME,
             "space": checked.to_dict(),
             "text": None if payload is None else {"path": text_path, "sha256": payload.sha256},
@@ -532,7 +615,7 @@ def sweep(
     if settings.sampler == "grid":
         checked.grid()  # a space a grid cannot cover is refused before anything starts
     from . import study
-    from .cluster import SweepCluster, check_address
+    from .cluster import SweepCluster, check_address, local_workers
 
     if scheduler is not None:
         check_address(scheduler)
@@ -549,10 +632,18 @@ def sweep(
     try:
         if not resume:
             _check_new_folder(folder)  # again, now that the folder is ours
+        else:
+            _check_study_files(folder, say)  # now that the folder is ours, before any cluster starts
         remove_partial_trial_folders(folder)
         started = time.monotonic()
         finished = False
         try:
+            if scheduler is None:
+                grid_points = _grid_size(checked.grid()) if settings.sampler == "grid" else settings.trials
+                to_run = min(settings.trials, grid_points) - len(read_trial_records(folder))
+                workers, why = local_workers(workers, to_run, settings.threads_per_trial)
+                if why:
+                    say(why)
             with study.quiet_optuna(), SweepCluster(scheduler, workers, settings.threads_per_trial) as cluster:
                 meta["settings"] = settings.to_json()
                 atomic_write_text(folder / SWEEP_JSON, json.dumps(meta, indent=2, sort_keys=True) + "\n")

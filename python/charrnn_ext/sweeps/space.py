@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import OPTIONS, Option
+from ..fileio import UnreadableFile, printable, read_text_file
 
 __all__ = ["DISTRIBUTIONS", "Dist", "Space", "SpaceError", "load_space", "parse_space", "read_space_text"]
 
@@ -91,6 +93,14 @@ class Dist:
         if self.kind == "int":
             return IntDistribution(int(low), int(high))
         return FloatDistribution(float(low), float(high), log=self.kind == "loguniform")
+
+    def grid_size(self) -> int | None:
+        """How many values :meth:`grid_values` lists, counted without listing them."""
+        if self.kind == "choice":
+            return len(self.values)
+        if self.kind == "int":
+            return int(self.values[1]) - int(self.values[0]) + 1
+        return None
 
     def grid_values(self) -> list[Any] | None:
         """Every value of a choice or an int range; None for the continuous ranges."""
@@ -155,23 +165,24 @@ class Space:
         return {name: d.to_optuna() for name, d in self.search.items()}
 
     def grid(self) -> dict[str, list[Any]]:
-        """Every value of every searched option, for an exhaustive search."""
-        grid = {}
+        """Every value of every searched option, for an exhaustive search.
+        The points are counted before any value is listed, so that a huge
+        int range is refused without the memory to list it."""
         size = 1
         for name, d in self.search.items():
-            values = d.grid_values()
-            if values is None:
+            count = d.grid_size()
+            if count is None:
                 raise SpaceError(
                     f"{self.source}: [search] {self.key(name)}: a grid search takes only choice and int "
                     f"distributions, not {d.kind}"
                 )
-            grid[name] = values
-            size *= len(values)
+            size *= count
             if size > MAX_GRID:
                 raise SpaceError(
-                    f"{self.source}: the grid has more than {MAX_GRID:,} points; use fewer values or another sampler"
+                    f"{self.source}: the grid has more than {MAX_GRID:,} points ([search] {self.key(name)} alone "
+                    f"has {count:,}); use fewer values or another sampler"
                 )
-        return grid
+        return {name: d.grid_values() or [] for name, d in self.search.items()}
 
 
 def _toml_value(value: Any) -> str:
@@ -186,7 +197,9 @@ def _toml_value(value: Any) -> str:
 
 
 def _fail(source: str, where: str, message: str) -> SpaceError:
-    return SpaceError(f"{source}: {where}: {message}")
+    """The error of a key: control and format characters of the key (NUL, a
+    right-to-left override) are escaped, never echoed raw."""
+    return SpaceError(f"{printable(source, 300)}: {printable(where, 120)}: {printable(message, 2000)}")
 
 
 def _option_for(source: str, table: str, key: Any) -> Option:
@@ -271,7 +284,7 @@ def parse_space(data: Mapping[str, Any], source: str = "space") -> Space:
         raise SpaceError(f"{source}: expected a table with [fixed] and [search], got {type(data).__name__}")
     unknown = [k for k in data if k not in ("fixed", "search")]
     if unknown:
-        raise SpaceError(f"{source}: [{unknown[0]}]: unknown table; a space has [fixed] and [search]")
+        raise _fail(source, f"[{unknown[0]}]", "unknown table; a space has [fixed] and [search]")
     tables = {}
     for table in ("fixed", "search"):
         value = data.get(table, {})
@@ -313,6 +326,55 @@ def parse_space(data: Mapping[str, Any], source: str = "space") -> Space:
 
 #: A space file is a few lines; anything much larger is not one.
 MAX_SPACE_BYTES = 1 << 20
+#: The most dotted parts one key may have, and the deepest nesting of arrays and
+#: tables: a space needs 2 and 3. tomllib's time and memory grow with the square of
+#: the parts of a dotted key (a 347 KB file with a 50,000-part key took 9 GB), so
+#: they are counted before it parses anything.
+MAX_KEY_PARTS = 16
+MAX_NESTING = 16
+
+# What matters for counting key parts and nesting, outside strings and comments.
+_TOKENS = re.compile(r"\"\"\"|'''|[\"'#\[\]{}\n,=.]")
+_ENDS = {
+    '"""': re.compile(r'(?:[^"\\]|\\.|"(?!""))*"""', re.S),
+    "'''": re.compile(r"(?:[^']|'(?!''))*'''", re.S),
+    '"': re.compile(r'(?:[^"\\\n]|\\.)*"'),
+    "'": re.compile(r"[^'\n]*'"),
+    "#": re.compile(r"[^\n]*"),
+}
+
+
+def check_toml_shape(text: str, source: str) -> None:
+    """Refuse, in one linear pass, a TOML text with a key of more than
+    :data:`MAX_KEY_PARTS` dotted parts or nested more than
+    :data:`MAX_NESTING` deep, before tomllib parses it. Strings and comments
+    are skipped; a malformed one is left for tomllib to report."""
+    depth = dots = 0
+    pos = 0
+    while (m := _TOKENS.search(text, pos)) is not None:
+        token, pos = m.group(), m.end()
+        if token in _ENDS:
+            end = _ENDS[token].match(text, pos)
+            if end is None:
+                return  # an unterminated string: tomllib says where
+            pos = end.end()
+        elif token in "[{":
+            depth, dots = depth + 1, 0
+            if depth > MAX_NESTING:
+                line = text.count("\n", 0, pos) + 1
+                raise SpaceError(f"{source}: line {line}: nested more than {MAX_NESTING} deep; a space is two tables")
+        elif token in "]}":
+            depth, dots = max(0, depth - 1), 0
+        elif token == ".":
+            dots += 1
+            if dots >= MAX_KEY_PARTS:
+                line = text.count("\n", 0, pos) + 1
+                raise SpaceError(
+                    f"{source}: line {line}: a dotted key of more than {MAX_KEY_PARTS} parts; a space's keys "
+                    f"are option names"
+                )
+        else:
+            dots = 0
 
 
 def load_space(path: str | os.PathLike[str]) -> Space:
@@ -329,14 +391,16 @@ def load_space(path: str | os.PathLike[str]) -> Space:
             f"{p}: {p.stat().st_size:,} bytes is far more than a space file needs (at most {MAX_SPACE_BYTES:,})"
         )
     try:
-        with open(p, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise SpaceError(f"space file not found: {p}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpaceError(f"{p}: cannot be read ({exc})") from None
+        text = read_text_file(p, MAX_SPACE_BYTES, "space file")
+    except UnreadableFile as exc:
+        raise SpaceError(f"space file not found: {p}" if exc.missing else str(exc)) from None
+    check_toml_shape(text, str(p))
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpaceError(f"{p}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise SpaceError(f"{p}: nested too deeply to be a space file") from None
     return parse_space(data, source=str(p))
 
 

@@ -25,11 +25,12 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from ..fileio import atomic_write_bytes
+from ..fileio import UnreadableFile, atomic_write_bytes, read_bounded
 from .settings import median_startup_trials
 
 __all__ = [
     "PrunerSpec",
+    "check_journal",
     "importances",
     "journal_storage",
     "make_sampler",
@@ -117,6 +118,81 @@ def quiet_optuna() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
+
+
+#: The largest study journal read back (a line per operation: some hundred bytes per reported value).
+MAX_JOURNAL_BYTES = 512 << 20
+
+#: The operation codes of Optuna's journal, with the fields each needs besides op_code and worker_id.
+_JOURNAL_FIELDS: dict[int, tuple[str, ...]] = {
+    0: ("study_name", "directions"),  # create a study
+    1: ("study_id",),  # delete a study
+    2: ("study_id", "user_attr"),
+    3: ("study_id", "system_attr"),
+    4: ("study_id",),  # create a trial
+    5: ("trial_id", "param_name", "param_value_internal", "distribution"),
+    6: ("trial_id", "state"),
+    7: ("trial_id", "step", "intermediate_value"),
+    8: ("trial_id", "user_attr"),
+    9: ("trial_id", "system_attr"),
+    10: ("study_id",),  # discard trials
+}
+
+
+@dataclass(frozen=True)
+class JournalCheck:
+    """What :func:`check_journal` found: the operations, the trials created,
+    and the bytes of a last line a crash cut short (0: none)."""
+
+    operations: int
+    trials: int
+    cut_bytes: int
+
+
+def check_journal(path: str | os.PathLike[str]) -> JournalCheck:
+    """Check a study journal before Optuna replays it (Optuna asserts, or
+    logs a traceback, on what it does not expect): a regular file of at most
+    :data:`MAX_JOURNAL_BYTES`, every line a JSON object with an operation
+    Optuna knows and the fields that operation needs, every id an integer
+    >= 0. A last line without its newline is the write a crash or a full
+    disk cut short; it is reported (``cut_bytes``), not refused.
+    :class:`UnreadableFile` names the file and the line."""
+    import json
+
+    data = read_bounded(path, MAX_JOURNAL_BYTES, "study journal")
+    lines = data.split(b"\n")
+    cut = lines.pop()  # after the last newline: empty, or a cut-short write
+    trials = 0
+    for number, line in enumerate(lines, start=1):
+
+        def fail(why: str, number: int = number) -> UnreadableFile:
+            return UnreadableFile(f"{path}: line {number} of the study journal {why}")
+
+        try:
+            op = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            raise fail("is not a JSON operation") from None
+        if not isinstance(op, dict):
+            raise fail("is not a JSON object")
+        code = op.get("op_code")
+        if isinstance(code, bool) or code not in _JOURNAL_FIELDS:
+            raise fail(f"has an operation Optuna does not know (op_code {code!r:.40})")
+        if not isinstance(op.get("worker_id"), str):
+            raise fail("has no worker_id")
+        for name in _JOURNAL_FIELDS[code]:
+            if name not in op:
+                raise fail(f"lacks the field {name!r} of its operation (op_code {code})")
+            if name.endswith("_id") and (isinstance(op[name], bool) or not isinstance(op[name], int) or op[name] < 0):
+                raise fail(f"has field {name!r} = {op[name]!r:.40}, not an integer >= 0")
+        trials += code == 4
+    return JournalCheck(len(lines), trials, len(cut))
+
+
+def drop_cut_line(path: str | os.PathLike[str]) -> None:
+    """Rewrite a journal without the last line a crash cut short (the bytes
+    after its last newline), in one step."""
+    data = read_bounded(path, MAX_JOURNAL_BYTES, "study journal")
+    atomic_write_bytes(path, data[: data.rfind(b"\n") + 1])
 
 
 def journal_storage(path: str | os.PathLike[str]) -> JournalStorage:

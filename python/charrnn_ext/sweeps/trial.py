@@ -2,7 +2,7 @@
 
 The trial is a ``charrnn train`` run (options resolved by
 :mod:`charrnn_ext.trainplan`) in a scratch folder on the worker's machine,
-``<tmp>/charrnn-sweep/<sweep id>/NNN``. At every sample point it reports its
+``<tmp>/charrnn-sweep-<uid>/<sweep id>/NNN``. At every sample point it reports its
 validation loss to the study and asks the pruner whether to go on. When it
 ends, the files of its run folder travel back to the client in the result,
 so the client's output folder is complete even when no filesystem is
@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
 import zlib
@@ -31,9 +33,11 @@ from typing import Any
 
 from ..config import TrainConfig, model_options
 from ..data import Corpus, corpus_from_string, load_corpus
+from ..fileio import child_path
 from ..runfolder import RUN_FILES, RunFolder
 from ..training import Progress, StopTraining
 from ..trainplan import plan_length, plan_options
+from .results import check_sweep_id
 from .study import PrunerSpec, quiet_optuna
 
 __all__ = ["TextPayload", "TrialOutcome", "TrialSpec", "run_trial", "scratch_folder"]
@@ -89,9 +93,30 @@ class TrialOutcome:
     files: dict[str, bytes] = field(default_factory=dict)
 
 
+def scratch_root() -> Path:
+    """This user's scratch folder for sweeps on this machine,
+    ``<tmp>/charrnn-sweep-<uid>``: made private (0o700) and refused if it is
+    a link or belongs to someone else (the temporary folder is shared)."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    root = Path(tempfile.gettempdir()) / f"charrnn-sweep-{uid}"
+    with contextlib.suppress(FileExistsError):
+        root.mkdir(mode=0o700)
+    st = os.lstat(root)
+    if not stat.S_ISDIR(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != uid):
+        raise PermissionError(f"the sweep scratch folder {root} is not a folder of this user; remove it")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(root, 0o700)
+    return root
+
+
 def scratch_folder(sweep_id: str, number: int) -> Path:
-    """Where trial ``number`` runs on a worker's machine."""
-    return Path(tempfile.gettempdir()) / "charrnn-sweep" / sweep_id / f"{number:03d}"
+    """Where trial ``number`` runs on a worker's machine. The id must be one
+    this package makes, so that the folder (deleted when the trial ends)
+    is always inside this user's scratch folder."""
+    check_sweep_id(sweep_id)
+    if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+        raise ValueError(f"a trial number must be an integer >= 0, got {number!r}")
+    return child_path(scratch_root(), sweep_id, "sweep_id") / f"{number:03d}"
 
 
 _CORPORA: dict[tuple[str, float], Corpus] = {}
@@ -210,7 +235,11 @@ def run_trial(spec: TrialSpec, text: TextPayload | None = None) -> TrialOutcome:
     exception of the run makes a failed outcome with its message."""
     start = time.monotonic()
     outcome = TrialOutcome(number=spec.number, state="failed", worker=_worker_address())
-    folder = scratch_folder(spec.sweep_id, spec.number)
+    try:
+        folder = scratch_folder(spec.sweep_id, spec.number)
+    except (OSError, ValueError) as exc:
+        outcome.message = f"{type(exc).__name__}: {exc}"
+        return outcome
     try:
         with quiet_optuna():
             reporter = _Reporter(spec)
