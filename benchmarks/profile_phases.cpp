@@ -48,8 +48,11 @@ int run(Cell cell, std::size_t L, std::size_t m, std::size_t B, std::size_t n, s
     cfg.beta1 = 0.9;
     cfg.beta2 = 0.999;
     cfg.eps = 1e-8;
-    Learner<T> tr(lay, threads, p, q1, q2, cfg, prec);
+    Learner<T> tr(lay, B, threads, p, q1, q2, cfg, prec);
     Engine<T>& eng = tr.eng;
+    if (eng.threads != threads)
+        std::printf("(a step of this size is too small to share: the engine runs %zu thread(s), team_size in engine.hpp)\n\n",
+                    eng.threads);
     eng.resize(B, n);
     for (std::size_t i = 0; i < B * n; ++i) {
         eng.inputs()[i] = static_cast<std::int32_t>(rng() % K);

@@ -27,6 +27,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <type_traits>
 #include <vector>
@@ -40,6 +42,27 @@
 #include "walk.hpp"
 
 namespace charrnn {
+
+// Multiply-adds of one step's recurrence (all B streams, one layer) that
+// each thread must have before a team pays. Every step ends at a barrier; below
+// this, a second thread waits there longer than it works, and when other
+// programs hold the cores each wait becomes a trip through the scheduler
+// (the classic network, m = 100 with 16 to 64 streams, trains no faster on two
+// threads and several times slower on two busy cores; m = 256 with 16 streams,
+// 1.05 M multiply-adds a step, gains from the second thread).
+constexpr std::size_t kStepWorkPerThread = std::size_t(1) << 19;
+
+// The threads worth using for B streams: at most `threads`, and one per
+// kStepWorkPerThread multiply-adds of a step. Results do not depend on it.
+// CHARRNN_TEAM=full uses every thread asked for, however small the work (the
+// tests of the thread splits run small networks).
+inline std::size_t team_size(const NetLayout& lay, std::size_t B, std::size_t threads) {
+    threads = std::max<std::size_t>(1, threads);
+    const char* team = std::getenv("CHARRNN_TEAM");
+    if (team != nullptr && std::strcmp(team, "full") == 0) return threads;
+    const std::size_t work = std::max<std::size_t>(1, B) * lay.Gm() * lay.m;
+    return std::max<std::size_t>(1, std::min(threads, work / kStepWorkPerThread));
+}
 
 // Read-only view of the parameter arrays (flat list in NetLayout::arrays() order).
 template <typename T>

@@ -38,11 +38,13 @@ class Learner {
 public:
     Engine<T> eng;
 
+    // B: the streams it will train; threads: the most it may use (team_size);
     // params, s1, s2: flat lists in layout order (s2 only for adam); prec:
     // the precision of the engine's matrix products.
-    Learner(const NetLayout& lay, std::size_t threads, const std::vector<T*>& params, const std::vector<T*>& s1,
-            const std::vector<T*>& s2, const OptConfig& cfg, Precision prec = Precision::full)
-        : eng(lay, threads, prec), P(lay, params), cfg_(cfg) {
+    Learner(const NetLayout& lay, std::size_t B, std::size_t threads, const std::vector<T*>& params,
+            const std::vector<T*>& s1, const std::vector<T*>& s2, const OptConfig& cfg,
+            Precision prec = Precision::full)
+        : eng(lay, team_size(lay, B, threads), prec), P(lay, params), cfg_(cfg) {
         const auto specs = lay.arrays();
         std::size_t total = 0;
         for (const auto& s : specs) total += s.size();
@@ -190,7 +192,7 @@ template <typename T, typename I, typename J>
 double chunk_loss_and_grads(const NetLayout& lay, std::size_t threads, const std::vector<T*>& params,
                             const Dropout& drop, const I* X, const J* Y, std::size_t B, std::size_t n, T* states,
                             const std::vector<T*>& g, Precision prec = Precision::full) {
-    Engine<T> eng(lay, threads, prec);
+    Engine<T> eng(lay, team_size(lay, B, threads), prec);
     eng.dropout = drop;
     load_engine_chunk(eng, X, Y, B, n, states);
     const NetParams<T> P(lay, params);

@@ -16,6 +16,12 @@ else:
     settings.register_profile("dev", max_examples=20)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+# The engine uses fewer threads than asked when a step is too small to share
+# (cpp/engine.hpp, team_size). The tests run small networks and must really
+# split them between threads, so every thread asked for is used here;
+# test_engine_streams.py checks the rule itself with the variable removed.
+os.environ["CHARRNN_TEAM"] = "full"
+
 # Make tests/helpers.py importable as `helpers` without turning tests into a package.
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -11,6 +11,10 @@ thread count (API_NOTES: "bit-identical for any thread count")."""
 
 from __future__ import annotations
 
+import os
+import threading
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -224,6 +228,64 @@ def test_thread_count_does_not_change_results(cell, dtype, m):
         assert ev_1[0] == ev10[0] and np.array_equal(ev_1[1], ev10[1])
     # The runs did real work (so equality is not that of untouched arrays).
     assert not same_dicts(p0, base) and int(st0["t"]) == 8
+
+
+def _threads_while(call) -> tuple[int, int]:
+    """The process's threads before ``call()`` and the most seen while it ran
+    (the engine releases the GIL, so a watcher thread can count them)."""
+    tasks = Path("/proc/self/task")
+    before = len(os.listdir(tasks))
+    seen = before
+    done = threading.Event()
+
+    def watch():
+        nonlocal seen
+        while not done.is_set():
+            seen = max(seen, len(os.listdir(tasks)))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        call()
+    finally:
+        done.set()
+        watcher.join()
+    return before + 1, seen  # + 1: the watcher
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc/self/task (Linux)")
+@pytest.mark.parametrize(
+    "cell,m,batch,team",
+    [("rnn", 100, 16, 1), ("lstm", 256, 32, 2)],
+    ids=["classic-m100-B16-one-thread", "lstm-m256-B32-two-threads"],
+)
+def test_the_engine_uses_a_second_thread_only_for_work_worth_sharing(monkeypatch, cell, m, batch, team):
+    # Asked for 2 threads, the classic network's steps (160,000 multiply-adds)
+    # run on one, an LSTM 2 x 256 with 32 streams (8.4 M) on two; with
+    # CHARRNN_TEAM=full, as the rest of the suite runs, both use two. Either
+    # way the numbers are the same.
+    K = 80
+    data = np.random.default_rng(3).integers(0, K, 200_000).astype(np.uint8)
+    p0 = net_init(cell, K, m, 1 if cell == "rnn" else 2, 0.01, seed=4, dtype=np.float32)
+
+    def run(steps):
+        p = copy_params(p0)
+        st = init_opt_state(p, "adagrad")
+        losses, *_ = cx.train_steps(p, st, data, n_steps=steps, seq_length=25, batch_size=batch, threads=2, eta=0.1)
+        return losses, p
+
+    steps = 400 if cell == "rnn" else 6
+    out = {}
+    for mode in ("capped", "full"):
+        if mode == "capped":
+            monkeypatch.delenv("CHARRNN_TEAM", raising=False)
+        else:
+            monkeypatch.setenv("CHARRNN_TEAM", "full")
+        base, seen = _threads_while(lambda mode=mode: out.__setitem__(mode, run(steps)))
+        assert seen - base == (team if mode == "capped" else 2) - 1, (mode, base, seen)
+    assert np.array_equal(out["capped"][0], out["full"][0])
+    for k in p0:
+        assert np.array_equal(out["capped"][1][k], out["full"][1][k]), k
 
 
 def test_threads_more_than_streams_and_units():

@@ -70,7 +70,7 @@ py::tuple train_step_impl(py::handle params, const ParamInfo& info, py::handle o
     StepResult r;
     with_chunk(c, [&](auto* x, auto* y) {
         py::gil_scoped_release nogil;
-        Learner<T> tr(info.lay, threads, P.ptrs, st.s1.ptrs, st.s2.ptrs, cfg, prec);
+        Learner<T> tr(info.lay, c.B, threads, P.ptrs, st.s1.ptrs, st.s2.ptrs, cfg, prec);
         r = train_chunk(tr, drop, x, y, c.B, c.n, hs, t);
     });
     if (!r.applied) {
@@ -140,7 +140,7 @@ py::tuple train_steps_impl(py::handle params, const ParamInfo& info, py::handle 
     WalkResult w;
     with_index_type(data, "data", [&](auto* d) {
         py::gil_scoped_release nogil;
-        Learner<T> tr(info.lay, threads, P.ptrs, st.s1.ptrs, st.s2.ptrs, cfg, prec);
+        Learner<T> tr(info.lay, B, threads, P.ptrs, st.s1.ptrs, st.s2.ptrs, cfg, prec);
         w = train_walk(tr, drop, d, seg, hs, pos.data(), n_steps, seq_len, t, loss_out);
     });
     st.store_t(t);

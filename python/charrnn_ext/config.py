@@ -234,7 +234,15 @@ OPTIONS: tuple[Option, ...] = (
         high=65536,
         metavar="B",
     ),
-    _opt("threads", int, 1, "worker threads (results do not depend on it)", "train", low=1, high=256),
+    _opt(
+        "threads",
+        int,
+        1,
+        "most worker threads (fewer when a step is too small to share; results do not depend on it)",
+        "train",
+        low=1,
+        high=256,
+    ),
     _opt("optimizer", str, "adagrad", "optimiser", "train", choices=OPTIMIZERS, update=True),
     _opt(
         "eta",

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -245,6 +246,7 @@ void test_engine_threads() {
 }  // namespace
 
 int main() {
+    setenv("CHARRNN_TEAM", "full", 1);  // the thread test splits a small network on purpose (engine.hpp team_size)
     std::printf("float kernels: %s; bfloat16 products: %s\n", isa_name(kernels<float>().isa),
                 isa_name(kernels<float>().isa16));
     test_conversion_cases();

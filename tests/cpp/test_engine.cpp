@@ -23,6 +23,7 @@
 // CMakeLists.txt) and run by ctest.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -173,6 +174,35 @@ void test_gradients(Cell cell, std::size_t L, double dropout) {
 
 // ---------------------------------------------------------------- threads
 
+// team_size: one thread per kStepWorkPerThread multiply-adds of a step's
+// recurrence, never more than asked, at least one; CHARRNN_TEAM=full gives
+// every thread asked for (as main sets it for the thread tests below).
+void test_team_size() {
+    unsetenv("CHARRNN_TEAM");
+    const NetLayout classic{Cell::rnn, 80, 100, 1}, wide{Cell::rnn, 80, 256, 1}, lstm{Cell::lstm, 80, 256, 2};
+    struct Case {
+        const NetLayout& lay;
+        std::size_t B, threads, want;
+    };
+    const Case cases[] = {
+        {classic, 16, 2, 1},  // 160,000 multiply-adds a step
+        {classic, 64, 2, 1},  // 640,000: still under two threads' worth
+        {wide, 16, 2, 2},     // 1,048,576
+        {wide, 16, 3, 2},
+        {lstm, 32, 2, 2},     // 8,388,608
+        {lstm, 32, 1, 1},
+        {lstm, 32, 0, 1},
+        {lstm, 1, 2, 1},      // one stream: sampling and single-stream evaluation
+    };
+    bool ok = true;
+    for (const Case& c : cases) ok = ok && team_size(c.lay, c.B, c.threads) == c.want;
+    check(ok, "team_size: one thread per 2^19 multiply-adds of a step, at most the threads asked for, at least 1");
+    setenv("CHARRNN_TEAM", "full", 1);
+    check(team_size(classic, 16, 3) == 3 && team_size(classic, 1, 2) == 2,
+          "team_size: CHARRNN_TEAM=full uses every thread asked for");
+}
+
+
 template <typename T>
 bool bits_equal(const std::vector<T>& a, const std::vector<T>& b) {
     return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
@@ -316,6 +346,7 @@ void test_trace(Cell cell, const char* type) {
 
 int main() {
     std::printf("kernels: %s\n", isa_name(kernels<double>().isa));
+    test_team_size();  // leaves CHARRNN_TEAM=full: the tests below split small networks on purpose
     for (Cell cell : {Cell::rnn, Cell::lstm, Cell::gru})
         for (std::size_t L : {1, 2}) test_uniform_loss(cell, L);
     for (Cell cell : {Cell::rnn, Cell::lstm, Cell::gru}) {
