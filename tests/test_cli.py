@@ -496,3 +496,20 @@ def test_python_dash_m_help_and_version():
     assert res.stderr.splitlines() == [
         "charrnn: error: argument --layers: layers must be an integer in [1, 64], got 0 (see charrnn train --help)"
     ]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--init-from=\x1e0", "--no-progress"],  # the fuzzer's draws: a record separator
+        ["serve", "\x85"],  # a next-line character
+        ["serve", "runs\u2028x"],  # a line separator
+        ["serve", "runs", "--host="],  # an empty host: refused, not served on every interface
+    ],
+)
+def test_error_lines_escape_every_line_break(argv, tmp_path, monkeypatch, capsys):
+    # str.splitlines ends a line at \x1c-\x1e, \x85, \u2028 and \u2029 as well as \n and \r
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("charrnn: error: "), err

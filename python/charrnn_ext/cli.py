@@ -376,15 +376,23 @@ def _seed(text: str) -> int:
     return value
 
 
+#: Every character that ends a line for str.splitlines, escaped as Python writes it.
+_LINE_BREAKS = str.maketrans({c: repr(c)[1:-1] for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"})
+
+
+def one_line(msg: str) -> str:
+    """``msg`` with its line breaks escaped (a file name or a value may hold any of them)."""
+    return msg.translate(_LINE_BREAKS)
+
+
 def _err(msg: str) -> None:
-    """The one line of an error (line breaks in a file name or a value are escaped)."""
-    msg = msg.replace("\r", "\\r").replace("\n", "\\n")
-    print(f"charrnn: error: {msg}", file=sys.stderr)
+    """The one line of an error."""
+    print(f"charrnn: error: {one_line(msg)}", file=sys.stderr)
 
 
 def _warning_line(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
     """A warning as one status line: ``charrnn: warning: ...``."""
-    _echo(f"charrnn: warning: {message}")
+    _echo(f"charrnn: warning: {one_line(str(message))}")
 
 
 def _echo(msg: str) -> None:
@@ -910,6 +918,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"charrnn serve needs the {exc.name or 'serve'} package, which cannot be imported: "
             f"pip install 'charrnn_ext[serve]'"
         )
+        return EXIT_USAGE
+    if not args.host or not args.host.isprintable() or any(c.isspace() for c in args.host):
+        _err(f"--host must be a host name or an IP address, got {shown(args.host)}")
         return EXIT_USAGE
     if not is_loopback(args.host):
         _echo(
