@@ -513,3 +513,36 @@ def test_error_lines_escape_every_line_break(argv, tmp_path, monkeypatch, capsys
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("charrnn: error: "), err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_terminal_that_cannot_show_the_text_gets_escapes_not_a_lost_run(encoding, tmp_path):
+    # an ASCII or Latin-1 terminal used to stop train at its first sample, and sample at once
+    text = tmp_path / "fr.txt"
+    text.write_text("Ça va? Où est le café — voilà, naïve résumé. " * 150, encoding="utf-8")
+    env = {**os.environ, "PYTHONIOENCODING": encoding}
+    run = tmp_path / "r"
+    cmd = [sys.executable, "-m", "charrnn_ext"]
+    train = [*cmd, "train", "--text", str(text), "--out", str(run), "--steps", "5", "--hidden", "8", "--no-progress"]
+    done = subprocess.run(train, env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode(encoding, "replace")
+    assert (run / "best.npz").is_file() and (run / "report.md").is_file()
+    drawn = subprocess.run([*cmd, "sample", str(run), "-n", "300", "--prime", "— Ça"], env=env, capture_output=True)
+    assert drawn.returncode == 0, drawn.stderr.decode(encoding, "replace")
+    out = drawn.stdout.decode(encoding)  # strictly decodable in the terminal's encoding
+    assert out.startswith("\\u2014 " + ("\\xc7a" if encoding == "ascii" else "Ça"))
+
+
+def test_a_presets_learning_rate_kept_for_another_optimizer_is_noted(text_file, tmp_path, capsys):
+    common = ["train", "--text", str(text_file), "--steps", "1", "--hidden", "8", "--layers", "1", "--no-progress"]
+    common += ["--preset", "quality", "--batch-size", "4"]
+    assert cli.main([*common, "--optimizer", "adagrad", "--out", str(tmp_path / "a")]) == 0
+    note = "charrnn: note: --preset quality sets --eta 0.003, tuned for adam; it is kept with --optimizer adagrad"
+    assert note in capsys.readouterr().err
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["run"]["options"]["eta"] == 0.003  # kept, as the note says
+    cases = [["--optimizer", "adagrad", "--eta", "0.05"], ["--optimizer", "adam"], []]
+    for i, extra in enumerate(cases):
+        assert cli.main([*common, *extra, "--out", str(tmp_path / f"b{i}")]) == 0
+        assert "charrnn: note" not in capsys.readouterr().err, extra

@@ -27,7 +27,7 @@ from .explain import FORMATS as EXPLAIN_FORMATS
 from .explain import MAX_CHARS as EXPLAIN_MAX_CHARS
 from .sweeps.settings import DEFAULT_TRIALS, PRUNERS, SAMPLERS
 from .tracing import DEFAULT_TOP_K
-from .trainplan import fine_tune_options, plan_length, plan_options
+from .trainplan import fine_tune_options, plan_length, plan_options, preset_notes
 from .version import package_version
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -533,6 +533,8 @@ def _train_new(args: argparse.Namespace, given: dict[str, Any]) -> int:
     from .training import TrainingDiverged
 
     preset, opts = plan_options({**given, "preset": args.preset})
+    for note in preset_notes(preset, given):
+        _echo(f"charrnn: note: {note}")
     if args.init_from is not None:
         model, corpus = _fine_tune_start(args, given, opts)
     else:
@@ -939,10 +941,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _escape_what_the_terminal_cannot_show() -> None:
+    """A terminal whose encoding cannot show a text's characters (ASCII or
+    Latin-1 output) gets them as backslash escapes instead of an error that
+    would stop a run at its first sample."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``charrnn`` command; returns the exit code."""
     from .signals import terminate_as_interrupt
 
+    _escape_what_the_terminal_cannot_show()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

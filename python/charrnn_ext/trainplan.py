@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from .config import OPTIONS, default, option, param_dtype, preset_values
+from .config import DEFAULT_ETA, OPTIONS, default, option, param_dtype, preset_values
 from .engine import has_bf16_units
 
 __all__ = ["DEFAULT_EPOCHS", "fine_tune_options", "plan_length", "plan_options", "train_command"]
@@ -36,6 +36,21 @@ def plan_options(given: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     opts.update(preset_values(preset, bf16_units=has_bf16_units()))
     opts.update({k: v for k, v in given.items() if k in opts and v is not None})
     return preset, opts
+
+
+def preset_notes(preset: str, given: Mapping[str, Any]) -> list[str]:
+    """What a user should know about a preset's values that their own options
+    change the meaning of: a preset's learning rate is tuned for its optimiser,
+    and stays when only the optimiser is changed."""
+    values = preset_values(preset)
+    theirs = given.get("optimizer")
+    if "eta" in values and given.get("eta") is None and theirs is not None and theirs != values.get("optimizer"):
+        tuned_for = values.get("optimizer", default("optimizer"))
+        return [
+            f"--preset {preset} sets --eta {values['eta']:g}, tuned for {tuned_for}; it is kept with "
+            f"--optimizer {theirs} (whose own default is {DEFAULT_ETA[theirs]:g}): give --eta to change it"
+        ]
+    return []
 
 
 def fine_tune_options(given: Mapping[str, Any], meta: Mapping[str, Any], source: str) -> dict[str, Any]:
