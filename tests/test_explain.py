@@ -240,6 +240,17 @@ def test_a_finished_run_links_its_explain_page(tmp_path):
     assert json.dumps(held_out, ensure_ascii=False).replace("<", "\\u003c")[1:-1] in page
 
 
+def test_a_sweep_trial_leaves_the_explain_page_out(tmp_path):
+    # a page is megabytes for a large model, and a sweep runs many trials
+    text = TEXT * 4
+    m = CharRNN.new(corpus_from_string(text), hidden=16, seed=1)
+    out = tmp_path / "trial"
+    m.fit(text, steps=20, out=out, run_info={"sweep": {"sweep_id": "0" * 12, "trial": 0}}, **TINY)
+    assert not (out / "explain.html").exists()
+    assert "explain.html" not in (out / "report.md").read_text(encoding="utf-8")
+    assert "explain" not in json.loads((out / "summary.json").read_text(encoding="utf-8"))
+
+
 # ---------------------------------------------------------------- in a real browser
 
 

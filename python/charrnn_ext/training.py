@@ -805,7 +805,8 @@ class Trainer:
         }
         if self.run_info.get("init_from") is not None:
             summary["init_from"] = self.run_info["init_from"]
-        if (explain := self._explain(best, h)) is not None:
+        # a sweep's trials leave it out (a page is megabytes for a large model): `charrnn explain` makes one
+        if self.run_info.get("sweep") is None and (explain := self._explain(best, h)) is not None:
             self.folder.write_explain(explain)
             summary["explain"] = {"chars": len(explain["text"]), "source": explain["source"]}
         self._save(plot=True, summary=summary)
