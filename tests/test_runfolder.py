@@ -244,3 +244,29 @@ def test_report_refuses_a_folder_a_live_run_is_writing(run100, tmp_path):
     live.unlock()
     assert write_report(run, plot=False) == run / "report.md"
     assert not (run / ".lock").exists()  # released and removed, as a run does
+
+
+def test_report_refuses_files_of_two_different_runs(run100, tmp_path):
+    """Before: charrnn report mixed one run's config.json with another run's last.npz without a word."""
+    import shutil
+
+    from charrnn_ext.data import corpus_from_string
+    from charrnn_ext.model import CharRNN
+    from charrnn_ext.runfolder import write_report
+    from conftest import SMALL_TEXT, TINY
+
+    other = tmp_path / "other"
+    CharRNN.new(corpus_from_string(SMALL_TEXT), hidden=12, seed=1).fit(SMALL_TEXT, steps=30, out=other, **TINY)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(run100, mixed)
+    shutil.copy(other / "last.npz", mixed / "last.npz")
+    with pytest.raises(ValueError, match=r"different runs: the model.s hidden is 100 in one and 12 in the other"):
+        write_report(mixed, plot=False)
+    # the same model, but a summary of a later update than the checkpoint
+    later = tmp_path / "later"
+    shutil.copytree(run100, later)
+    summary = json.loads((later / "summary.json").read_text())
+    (later / "summary.json").write_text(json.dumps({**summary, "step": summary["step"] + 40}))
+    with pytest.raises(ValueError, match=r"summary.json ends at update 100, after .*last.npz \(update 60\)"):
+        write_report(later, plot=False)
+    assert write_report(run100, plot=False) == run100 / "report.md"  # a run's own files still agree

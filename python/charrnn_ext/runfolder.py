@@ -211,6 +211,10 @@ def _alive(pid: str) -> bool:
     return True
 
 
+#: The model fields config.json and last.npz of one run agree on (charrnn report checks them).
+_SAME_MODEL = ("K", "cell", "dtype", "hidden", "layers", "seed", "sig", "forget_bias")
+
+
 class RunFolder:
     """The files of one run, written by :class:`~charrnn_ext.training.Trainer`
     and rebuilt by ``charrnn report``. While a run writes to it, the folder
@@ -407,10 +411,22 @@ class RunFolder:
         ckpt = load_checkpoint(self.file("last.npz"))
         if ckpt.state is None:
             raise ValueError(f"{self.file('last.npz')} holds no training state")
+        model = config.get("model")
+        for key in _SAME_MODEL if isinstance(model, dict) else ():
+            if key in model and model[key] != ckpt.meta.get(key):
+                raise ValueError(
+                    f"{self.file('config.json')} and {self.file('last.npz')} are of different runs: the model's "
+                    f"{key} is {model[key]!r} in one and {ckpt.meta.get(key)!r} in the other"
+                )
         summary = None
         if self.file("summary.json").exists():
             summary = self.read_json("summary.json")
             check_fields(self.file("summary.json"), summary, _SUMMARY_FIELDS)
+            if isinstance(summary.get("step"), int) and summary["step"] > ckpt.state.step:
+                raise ValueError(
+                    f"{self.file('summary.json')} ends at update {summary['step']:,}, after "
+                    f"{self.file('last.npz')} (update {ckpt.state.step:,}): they are of different runs"
+                )
         gc = self.file("gradcheck.md")
         gradcheck = self.read_text("gradcheck.md") if gc.exists() else None
         if plot:
