@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -21,6 +22,12 @@ else:
 # split them between threads, so every thread asked for is used here;
 # test_engine_streams.py checks the rule itself with the variable removed.
 os.environ["CHARRNN_TEAM"] = "full"
+
+# A test run started in the background by a shell without job control
+# inherits SIGINT ignored, and Python then leaves it ignored (and so do the
+# child processes the tests start): the tests of Ctrl-C need it delivered.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Make tests/helpers.py importable as `helpers` without turning tests into a package.
 sys.path.insert(0, str(Path(__file__).parent))
