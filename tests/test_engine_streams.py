@@ -260,8 +260,8 @@ def _threads_while(call) -> tuple[int, int]:
     ids=["classic-m100-B16-one-thread", "lstm-m256-B32-two-threads"],
 )
 def test_the_engine_uses_a_second_thread_only_for_work_worth_sharing(monkeypatch, cell, m, batch, team):
-    # Asked for 2 threads, the classic network's steps (160,000 multiply-adds)
-    # run on one, an LSTM 2 x 256 with 32 streams (8.4 M) on two; with
+    # Asked for 2 threads, the classic network's steps with 16 streams (160,000
+    # multiply-adds) run on one, an LSTM 2 x 256 with 32 streams (8.4 M) on two; with
     # CHARRNN_TEAM=full, as the rest of the suite runs, both use two. Either
     # way the numbers are the same.
     K = 80

@@ -186,9 +186,10 @@ void test_team_size() {
     };
     const Case cases[] = {
         {classic, 16, 2, 1},  // 160,000 multiply-adds a step
-        {classic, 64, 2, 1},  // 640,000: still under two threads' worth
-        {wide, 16, 2, 2},     // 1,048,576
-        {wide, 16, 3, 2},
+        {classic, 32, 2, 1},  // 320,000: still under two threads' worth
+        {classic, 64, 2, 2},  // 640,000
+        {classic, 64, 3, 2},
+        {wide, 16, 3, 3},     // 1,048,576
         {lstm, 32, 2, 2},     // 8,388,608
         {lstm, 32, 1, 1},
         {lstm, 32, 0, 1},
@@ -196,7 +197,7 @@ void test_team_size() {
     };
     bool ok = true;
     for (const Case& c : cases) ok = ok && team_size(c.lay, c.B, c.threads) == c.want;
-    check(ok, "team_size: one thread per 2^19 multiply-adds of a step, at most the threads asked for, at least 1");
+    check(ok, "team_size: one thread per 2^18 multiply-adds of a step, at most the threads asked for, at least 1");
     setenv("CHARRNN_TEAM", "full", 1);
     check(team_size(classic, 16, 3) == 3 && team_size(classic, 1, 2) == 2,
           "team_size: CHARRNN_TEAM=full uses every thread asked for");
