@@ -412,7 +412,8 @@ class RunFolder:
         if ckpt.state is None:
             raise ValueError(f"{self.file('last.npz')} holds no training state")
         model = config.get("model")
-        for key in _SAME_MODEL if isinstance(model, dict) else ():
+        model = model if isinstance(model, dict) else {}
+        for key in _SAME_MODEL:
             if key in model and model[key] != ckpt.meta.get(key):
                 raise ValueError(
                     f"{self.file('config.json')} and {self.file('last.npz')} are of different runs: the model's "
