@@ -18,6 +18,7 @@ SANITIZED = "libasan" in os.environ.get("LD_PRELOAD", "")
 #: The optional extras present: their tests skip without them (the README's test command installs
 #: only the [test] extra).
 HAVE_SWEEP = all(importlib.util.find_spec(m) is not None for m in ("optuna", "optuna_integration", "distributed"))
+HAVE_SERVE = all(importlib.util.find_spec(m) is not None for m in ("starlette", "uvicorn"))
 HAVE_ONNX = importlib.util.find_spec("onnx") is not None
 
 

@@ -67,7 +67,7 @@ from charrnn_ext import cli  # noqa: E402
 from charrnn_ext.config import OPTIONS, Option, option  # noqa: E402
 from charrnn_ext.data import corpus_from_string  # noqa: E402
 from charrnn_ext.model import CharRNN  # noqa: E402
-from helpers import HAVE_SWEEP, SANITIZED, SWEEP_JSON, fuzz, fuzz_volume  # noqa: E402
+from helpers import HAVE_SERVE, HAVE_SWEEP, SANITIZED, SWEEP_JSON, fuzz, fuzz_volume  # noqa: E402
 
 # Hundreds of generated command lines per command, some in child processes:
 # slow, outside the fast subset (-m "not slow").
@@ -780,14 +780,23 @@ def _check_outcome(argv: list[str], code, out: str, err: str) -> None:
         assert not errors, err
 
 
+def _no_listening(self) -> None:
+    """Stands in for the web server's run in the fuzzer: a serve whose input is
+    all valid ends where it would start listening, as when it cannot."""
+
+
 @contextlib.contextmanager
 def _no_cluster(command: str):
-    if command != "sweep" or not HAVE_SWEEP:  # without the extra, sweep refuses before any cluster
-        yield
-        return
+    """No Dask cluster for a sweep, and no server listening for serve."""
     from unittest import mock
 
-    with mock.patch("charrnn_ext.sweeps.cluster.SweepCluster", _NoCluster):
+    if command == "sweep" and HAVE_SWEEP:  # without the extra, sweep refuses before any cluster
+        with mock.patch("charrnn_ext.sweeps.cluster.SweepCluster", _NoCluster):
+            yield
+    elif command == "serve" and HAVE_SERVE:  # without the extra, serve refuses before it loads a model
+        with mock.patch("charrnn_ext.serve.run._Server.run", _no_listening):
+            yield
+    else:
         yield
 
 
