@@ -126,6 +126,33 @@ CHARRNN_TARGET_AVX512BF16 inline void gemm16_avx512bf16(const Gemm16Args& g) {
 
 // ---------------------------------------------------------------- packing with vcvtne2ps2bf16
 
+// Transposes a 16 x 16 matrix of 32-bit words held in 16 registers, in place
+// (v[i] word j becomes v[j] word i): pairs, then quads within 128-bit lanes,
+// then the lanes themselves.
+CHARRNN_TARGET_AVX512BF16 CHARRNN_ALWAYS_INLINE void transpose16x16_epi32(__m512i* v) {
+    __m512i t[16];
+    for (int i = 0; i < 8; ++i) {
+        t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {
+        v[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        v[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        v[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        v[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int i = 0; i < 4; ++i) {
+        t[i] = _mm512_shuffle_i32x4(v[i], v[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_i32x4(v[i], v[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_i32x4(v[i + 8], v[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(v[i + 8], v[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; ++i) {
+        v[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        v[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
 // pack_rows_bf16 (bf16.hpp) for the two layouts the engine passes, with the
 // conversion instruction: it rounds exactly as to_bf16 does (tests/cpp
 // compares the two on every float32 bit pattern; only NaN payloads may
@@ -161,12 +188,23 @@ CHARRNN_TARGET_AVX512BF16 CHARRNN_ALWAYS_INLINE void pack_rows_bf16_hw(const flo
             for (std::size_t r0 = 0; r0 < M; r0 += 16) {
                 const std::size_t rn = std::min<std::size_t>(16, M - r0);
                 const __mmask16 k = static_cast<__mmask16>((1u << rn) - 1u);
-                for (std::size_t i = 0; i < qn; ++i) {
+                __m512i v[16];
+                for (std::size_t i = 0; i < 16; ++i) {
+                    if (i >= qn) {
+                        v[i] = _mm512_setzero_si512();
+                        continue;
+                    }
                     const float* lo = A + 2 * (q0 + i) * csa + r0;
                     const __m512 vlo = _mm512_maskz_loadu_ps(k, lo), vhi = _mm512_maskz_loadu_ps(k, lo + csa);
                     const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(vhi, vlo);  // lo0..lo15 hi0..hi15
-                    _mm512_store_si512(tile + i * 16, _mm512_permutexvar_epi16(mix, h));
+                    v[i] = _mm512_permutexvar_epi16(mix, h);                      // word r: the pair of row r
                 }
+                if (qn == 16) {
+                    transpose16x16_epi32(v);  // v[r]: row r's 16 words
+                    for (std::size_t r = 0; r < rn; ++r) _mm512_storeu_si512(out + (r0 + r) * Q + q0, v[r]);
+                    continue;
+                }
+                for (std::size_t i = 0; i < qn; ++i) _mm512_store_si512(tile + i * 16, v[i]);
                 for (std::size_t r = 0; r < rn; ++r) {
                     std::uint32_t* o = out + (r0 + r) * Q + q0;
                     for (std::size_t i = 0; i < qn; ++i) o[i] = tile[i * 16 + r];
