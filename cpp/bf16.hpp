@@ -143,13 +143,12 @@ typedef std::uint16_t Bf16Half;
 #error "the bfloat16 packing reads a word's low half as its first bfloat16: little-endian only"
 #endif
 
-// Rows [0, M) of A(r, p) = A[r * rsa + p * csa] as bfloat16 pairs: words
-// [0, (P+1)/2) of rows of Q words at out, and nothing else. A transposed
-// operand (csa > rsa) is read along its stored rows: 16 x 16 blocks of pairs
-// go through a small tile, walking 32 stored rows at a time from end to end,
-// so the reads stream.
-CHARRNN_ALWAYS_INLINE void pack_words_bf16(const float* A, std::size_t rsa, std::size_t csa, std::size_t M,
-                                           std::size_t P, std::size_t Q, std::uint32_t* out) {
+// Rows [0, M) of A(r, p) = A[r * rsa + p * csa] as bfloat16 pairs, Q words a
+// row; rows M..rows_out are zeros. A transposed operand (csa > rsa) is read
+// along its stored rows: 16 x 16 blocks of pairs go through a small tile,
+// walking 32 stored rows at a time from end to end, so the reads stream.
+CHARRNN_ALWAYS_INLINE void pack_rows_bf16(const float* A, std::size_t rsa, std::size_t csa, std::size_t M,
+                                          std::size_t P, std::size_t Q, std::size_t rows_out, std::uint32_t* out) {
     const std::size_t full = P / 2;  // pairs with both halves in range
     if (csa > rsa) {
         constexpr std::size_t W = 16;
@@ -197,30 +196,8 @@ CHARRNN_ALWAYS_INLINE void pack_words_bf16(const float* A, std::size_t rsa, std:
             if (P % 2) o[full] = to_bf16(a[(P - 1) * csa]);
         }
     }
-}
-
-// Zeros past the packed words of rows [0, M) and in rows M..rows_out.
-inline void pack_zero_fill(std::size_t M, std::size_t P, std::size_t Q, std::size_t rows_out, std::uint32_t* out) {
     const std::size_t used = (P + 1) / 2;
     for (std::size_t r = 0; r < rows_out; ++r) std::fill(out + r * Q + (r < M ? used : 0), out + (r + 1) * Q, 0u);
-}
-
-// The A operand of a product, packed whole: pack_words_bf16, then zeros up
-// to Q words and in rows M..rows_out.
-CHARRNN_ALWAYS_INLINE void pack_rows_bf16(const float* A, std::size_t rsa, std::size_t csa, std::size_t M,
-                                          std::size_t P, std::size_t Q, std::size_t rows_out, std::uint32_t* out) {
-    pack_words_bf16(A, rsa, csa, M, P, Q, out);
-    pack_zero_fill(M, P, Q, rows_out, out);
-}
-
-// One step of B rows (B even) of a weight gradient's transposed A: column c
-// in [c0, c1) of the B x ld rows at X becomes words [w0, w0 + B/2) of row c
-// of out (rows of Q words), the words pack_rows_bf16 writes there when the
-// whole A^T is packed at once and the step's rows start at row 2 w0.
-CHARRNN_ALWAYS_INLINE void pack_step_bf16(const float* X, std::size_t ld, std::size_t B, std::size_t c0,
-                                          std::size_t c1, std::size_t Q, std::size_t w0, std::uint32_t* out) {
-    assert(B % 2 == 0);
-    pack_words_bf16(X + c0, 1, ld, c1 - c0, B, Q, out + c0 * Q + w0);
 }
 
 // Columns [p0, p1) of the M contiguous rows at A (row stride lda), p0 even,

@@ -157,13 +157,15 @@ CHARRNN_TARGET_AVX512BF16 CHARRNN_ALWAYS_INLINE void transpose16x16_epi32(__m512
     }
 }
 
-// pack_words_bf16 (bf16.hpp) for the two layouts the engine passes, with the
+// pack_rows_bf16 (bf16.hpp) for the two layouts the engine passes, with the
 // conversion instruction: it rounds exactly as to_bf16 does (tests/cpp
 // compares the two on every float32 bit pattern; only NaN payloads may
 // differ, and a NaN stays a NaN). Other layouts take the portable code.
-CHARRNN_TARGET_AVX512BF16 CHARRNN_ALWAYS_INLINE void pack_words_bf16_hw(const float* A, std::size_t rsa,
-                                                                        std::size_t csa, std::size_t M, std::size_t P,
-                                                                        std::size_t Q, std::uint32_t* out) {
+CHARRNN_TARGET_AVX512BF16 CHARRNN_ALWAYS_INLINE void pack_rows_bf16_hw(const float* A, std::size_t rsa,
+                                                                       std::size_t csa, std::size_t M, std::size_t P,
+                                                                       std::size_t Q, std::size_t rows_out,
+                                                                       std::uint32_t* out) {
+    const std::size_t used = (P + 1) / 2;
     if (csa == 1 && rsa >= P) {
         // contiguous rows: 32 values make 16 words, in order
         for (std::size_t r = 0; r < M; ++r) {
@@ -218,24 +220,10 @@ CHARRNN_TARGET_AVX512BF16 CHARRNN_ALWAYS_INLINE void pack_words_bf16_hw(const fl
             for (std::size_t r = 0; r < M; ++r) out[r * Q + full] = to_bf16(lo[r]);
         }
     } else {
-        pack_words_bf16(A, rsa, csa, M, P, Q, out);
+        pack_rows_bf16(A, rsa, csa, M, P, Q, rows_out, out);
+        return;
     }
-}
-
-CHARRNN_TARGET_AVX512BF16 CHARRNN_ALWAYS_INLINE void pack_rows_bf16_hw(const float* A, std::size_t rsa,
-                                                                       std::size_t csa, std::size_t M, std::size_t P,
-                                                                       std::size_t Q, std::size_t rows_out,
-                                                                       std::uint32_t* out) {
-    pack_words_bf16_hw(A, rsa, csa, M, P, Q, out);
-    pack_zero_fill(M, P, Q, rows_out, out);
-}
-
-// pack_step_bf16 (bf16.hpp) with the conversion instruction.
-CHARRNN_TARGET_AVX512BF16 inline void pack_step_bf16_hw(const float* X, std::size_t ld, std::size_t B,
-                                                         std::size_t c0, std::size_t c1, std::size_t Q,
-                                                         std::size_t w0, std::uint32_t* out) {
-    assert(B % 2 == 0);
-    pack_words_bf16_hw(X + c0, 1, ld, c1 - c0, B, Q, out + c0 * Q + w0);
+    for (std::size_t r = 0; r < rows_out; ++r) std::fill(out + r * Q + (r < M ? used : 0), out + (r + 1) * Q, 0u);
 }
 
 // pack_cols_bf16 (bf16.hpp) with the conversion instruction.

@@ -172,20 +172,6 @@ public:
                 da16[i].assign(rows16 * bf16_depth(Gm), 0u);
             }
         }
-        if (steps16()) {
-            // Gm rows of Q words, and a tile's height of rows past them for
-            // the last product's reads; the steps write words [0, rows/2)
-            const std::size_t Q = bf16_depth(rows), size = (Gm + 32) * Q;
-            for (WorkArray<std::uint32_t>* w : {&wg16, &wgh16}) {
-                if (w == &wgh16 && lay.cell != Cell::gru) continue;
-                if (w->size() != size) {
-                    w->assign(size, 0u);
-                } else {
-                    for (std::size_t r = 0; r < Gm + 32; ++r)
-                        std::fill(w->data() + r * Q + rows / 2, w->data() + (r + 1) * Q, 0u);
-                }
-            }
-        }
         O.resize(rows * lay.K);
         log_z.resize(rows);
         row_loss.resize(rows);
@@ -348,8 +334,7 @@ public:
         }
         const Range u = own_units(id);
         const Range rg = split_range(Gm, id, threads, 8);
-        const bool sh = shared16(), st = steps16();
-        const std::size_t Qw = bf16_depth(rows);
+        const bool sh = shared16();
         for (std::size_t l = L; l-- > 0;) {
             Layer& a = layers[l];
             T* dAh = lay.cell == Cell::gru ? a.dAh.data() : a.dA.data();
@@ -374,11 +359,6 @@ public:
                     }
                     kn.cell_backward[static_cast<int>(lay.cell)](cs);
                     if (sh && t > 0) pack_own(dAh + t * B * Gm, Gm, lay.G(), u, da16[t % 2].data(), bf16_depth(Gm));
-                    if (st) {
-                        // dA feeds dWh (not gru) and dWx (layers above the first); a gru's dWh takes dAh
-                        if (lay.cell != Cell::gru || l > 0) pack_step_own(a.dA.data() + t * B * Gm, t, u, wg16.data());
-                        if (lay.cell == Cell::gru) pack_step_own(a.dAh.data() + t * B * Gm, t, u, wgh16.data());
-                    }
                 }
                 barrier.wait();
                 // dh_{t-1} (+)= dAh_t Wh for this thread's units (gru: on top of the direct part)
@@ -395,22 +375,12 @@ public:
             barrier.wait();
             T* gWx = g[l * A_];
             T* gWh = g[l * A_ + 1];
-            if (st && u.size()) {
-                // the rows of this thread's units, from A^T packed step by step
-                const std::uint32_t* wh = lay.cell == Cell::gru ? wgh16.data() : wg16.data();
-                for (std::size_t gate = 0; gate < lay.G(); ++gate) {
-                    const std::size_t r = gate * m + u.begin;
-                    mm(u.size(), 0, m, dAh + r, 1, Gm, a.Hprev_pk, gWh + r * m, m, false, wh + r * Qw);
-                    if (l > 0)
-                        mm(u.size(), 0, m, a.dA.data() + r, 1, Gm, a.X_pk, gWx + r * m, m, false, wg16.data() + r * Qw);
-                }
-            }
             if (rg.size()) {
-                if (!st) mm(rg.size(), 0, m, dAh + rg.begin, 1, Gm, a.Hprev_pk, gWh + rg.begin * m, m, false);
+                mm(rg.size(), 0, m, dAh + rg.begin, 1, Gm, a.Hprev_pk, gWh + rg.begin * m, m, false);
                 kn.column_sums(a.dA.data(), rows, Gm, rg.begin, rg.end, g[l * A_ + 2]);
                 if (lay.cell == Cell::gru) kn.column_sums(a.dAh.data(), rows, Gm, rg.begin, rg.end, g[l * A_ + 3]);
                 if (l > 0) {
-                    if (!st) mm(rg.size(), 0, m, a.dA.data() + rg.begin, 1, Gm, a.X_pk, gWx + rg.begin * m, m, false);
+                    mm(rg.size(), 0, m, a.dA.data() + rg.begin, 1, Gm, a.X_pk, gWx + rg.begin * m, m, false);
                 } else {
                     // sum the rows of dA by input character (contiguous rows of dWx^T), then transpose
                     T* acc = dWx0T.data();
@@ -479,7 +449,6 @@ private:
     WorkArray<T> dWx0T;  // K x G*m: layer 0's input-weight gradient, transposed
     WorkArray<std::int32_t> x, y;
     WorkArray<std::uint32_t> h16[2], da16[2];  // shared16: packed H_t / dAh_t, by the parity of t
-    WorkArray<std::uint32_t> wg16, wgh16;       // steps16: dA^T / dAh^T (gru) packed for the weight gradients
 
     // Units this thread owns in the recurrences (whole panels of NR).
     Range own_units(std::size_t id) const { return split_range(lay.m, id, threads, kn.NR); }
@@ -504,22 +473,6 @@ private:
     // instead of every thread packing all of them before its product. With
     // an even m, every thread's columns start on a word boundary.
     bool shared16() const { return bf16() && threads > 1 && lay.m % 2 == 0; }
-
-    // bfloat16 weight gradients with an even number of streams: each thread
-    // packs dA_t^T (and dAh_t^T) for its own units right after its cell
-    // wrote them, while they are in cache, instead of the whole A^T being
-    // packed from memory before each product.
-    bool steps16() const { return bf16() && B % 2 == 0; }
-
-    // Step t of this thread's gate rows (units u of every gate) of the B x Gm
-    // rows at X into the weight gradients' packed A^T `out`.
-    void pack_step_own(const T* X, std::size_t t, const Range& u, std::uint32_t* out) const {
-        if constexpr (std::is_same_v<T, float>) {
-            const std::size_t m = lay.m, Gm = lay.Gm(), Q = bf16_depth(n * B);
-            for (std::size_t g = 0; g < lay.G(); ++g)
-                kn.pack16_step(X, Gm, B, g * m + u.begin, g * m + u.end, Q, t * B / 2, out);
-        }
-    }
 
     // Columns of units u of the B rows at A (row stride lda; `gates` blocks of
     // m columns, natural order) into the shared operand `out` (rows of Q words).
