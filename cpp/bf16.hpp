@@ -200,21 +200,6 @@ CHARRNN_ALWAYS_INLINE void pack_rows_bf16(const float* A, std::size_t rsa, std::
     for (std::size_t r = 0; r < rows_out; ++r) std::fill(out + r * Q + (r < M ? used : 0), out + (r + 1) * Q, 0u);
 }
 
-// Columns [p0, p1) of the M contiguous rows at A (row stride lda), p0 even,
-// into words [p0/2, (p1+1)/2) of the rows of Q words at out: the words
-// pack_rows_bf16 writes there (an odd p1 gets a zero partner). Threads that
-// own different column ranges of an operand pack it together this way.
-CHARRNN_ALWAYS_INLINE void pack_cols_bf16(const float* A, std::size_t lda, std::size_t M, std::size_t p0,
-                                          std::size_t p1, std::size_t Q, std::uint32_t* out) {
-    assert(p0 % 2 == 0);
-    for (std::size_t r = 0; r < M; ++r) {
-        const float* a = A + r * lda;
-        Bf16Half* h = reinterpret_cast<Bf16Half*>(out + r * Q);
-        for (std::size_t p = p0; p < p1; ++p) h[p] = static_cast<std::uint16_t>(to_bf16(a[p]));
-        if (p1 % 2) h[p1] = 0;
-    }
-}
-
 // One bfloat16 product: C[0..M) x [c0, c1) (+)= A B, c0 on a panel boundary.
 struct Gemm16Args {
     std::size_t M;
@@ -225,10 +210,6 @@ struct Gemm16Args {
     float* C;
     std::size_t ldc;
     bool accumulate;
-    // A already packed (rows of B->Q words, as pack_rows_bf16 writes them,
-    // and zero rows up to a multiple of 32 past M), or null: the kernel packs
-    // A itself.
-    const std::uint32_t* Ap = nullptr;
 };
 
 // A thread's scratch for the packed rows of A.
@@ -315,12 +296,8 @@ CHARRNN_ALWAYS_INLINE void bf16_gemm_driver(const Gemm16Args& g, Bf16Tile micro,
     // c0 on a panel boundary: the columns before it belong to another thread
     assert(g.c0 % kBf16Panel == 0 && g.c1 <= B.N);
     const std::size_t p0 = g.c0 / kBf16Panel, p1 = (g.c1 + kBf16Panel - 1) / kBf16Panel;
-    const std::uint32_t* Apk = g.Ap;
-    if (Apk == nullptr) {
-        std::uint32_t* own = bf16_row_buffer(g.M * Q);
-        pack_rows_bf16(g.A, g.rsa, g.csa, g.M, B.P, Q, g.M, own);
-        Apk = own;
-    }
+    std::uint32_t* Apk = bf16_row_buffer(g.M * Q);
+    pack_rows_bf16(g.A, g.rsa, g.csa, g.M, B.P, Q, g.M, Apk);
     alignas(64) float tile[kBf16MaxMR * kBf16MaxNP * kBf16Panel];
     for (std::size_t r0 = 0; r0 < g.M; r0 += RB) {
         const std::size_t rb = std::min(RB, g.M - r0);

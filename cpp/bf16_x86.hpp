@@ -128,32 +128,28 @@ CHARRNN_TARGET_AVX512BF16 inline void gemm16_avx512bf16(const Gemm16Args& g) {
 
 // Transposes a 16 x 16 matrix of 32-bit words held in 16 registers, in place
 // (v[i] word j becomes v[j] word i): pairs, then quads within 128-bit lanes,
-// then the lanes themselves. (The zero-masking forms with every lane kept are
-// the same instructions; GCC 12 warns about the unmasked forms' undefined
-// pass-through operand.)
+// then the lanes themselves.
 CHARRNN_TARGET_AVX512BF16 CHARRNN_ALWAYS_INLINE void transpose16x16_epi32(__m512i* v) {
-    constexpr __mmask16 all16 = 0xffff;
-    constexpr __mmask8 all8 = 0xff;
     __m512i t[16];
     for (int i = 0; i < 8; ++i) {
-        t[2 * i] = _mm512_maskz_unpacklo_epi32(all16, v[2 * i], v[2 * i + 1]);
-        t[2 * i + 1] = _mm512_maskz_unpackhi_epi32(all16, v[2 * i], v[2 * i + 1]);
+        t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
     }
     for (int i = 0; i < 4; ++i) {
-        v[4 * i] = _mm512_maskz_unpacklo_epi64(all8, t[4 * i], t[4 * i + 2]);
-        v[4 * i + 1] = _mm512_maskz_unpackhi_epi64(all8, t[4 * i], t[4 * i + 2]);
-        v[4 * i + 2] = _mm512_maskz_unpacklo_epi64(all8, t[4 * i + 1], t[4 * i + 3]);
-        v[4 * i + 3] = _mm512_maskz_unpackhi_epi64(all8, t[4 * i + 1], t[4 * i + 3]);
+        v[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        v[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        v[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        v[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
     }
     for (int i = 0; i < 4; ++i) {
-        t[i] = _mm512_maskz_shuffle_i32x4(all16, v[i], v[i + 4], 0x88);
-        t[i + 4] = _mm512_maskz_shuffle_i32x4(all16, v[i], v[i + 4], 0xdd);
-        t[i + 8] = _mm512_maskz_shuffle_i32x4(all16, v[i + 8], v[i + 12], 0x88);
-        t[i + 12] = _mm512_maskz_shuffle_i32x4(all16, v[i + 8], v[i + 12], 0xdd);
+        t[i] = _mm512_shuffle_i32x4(v[i], v[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_i32x4(v[i], v[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_i32x4(v[i + 8], v[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(v[i + 8], v[i + 12], 0xdd);
     }
     for (int i = 0; i < 8; ++i) {
-        v[i] = _mm512_maskz_shuffle_i32x4(all16, t[i], t[i + 8], 0x88);
-        v[i + 8] = _mm512_maskz_shuffle_i32x4(all16, t[i], t[i + 8], 0xdd);
+        v[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        v[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
     }
 }
 
@@ -226,29 +222,6 @@ CHARRNN_TARGET_AVX512BF16 CHARRNN_ALWAYS_INLINE void pack_rows_bf16_hw(const flo
     for (std::size_t r = 0; r < rows_out; ++r) std::fill(out + r * Q + (r < M ? used : 0), out + (r + 1) * Q, 0u);
 }
 
-// pack_cols_bf16 (bf16.hpp) with the conversion instruction.
-CHARRNN_TARGET_AVX512BF16 inline void pack_cols_bf16_hw(const float* A, std::size_t lda, std::size_t M,
-                                                         std::size_t p0, std::size_t p1, std::size_t Q,
-                                                         std::uint32_t* out) {
-    assert(p0 % 2 == 0);
-    for (std::size_t r = 0; r < M; ++r) {
-        const float* a = A + r * lda;
-        std::uint32_t* o = out + r * Q;
-        std::size_t p = p0;
-        for (; p + 32 <= p1; p += 32) {
-            const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + p + 16), _mm512_loadu_ps(a + p));
-            _mm512_storeu_si512(o + p / 2, (__m512i)h);
-        }
-        if (p < p1) {
-            // the last 1..31 columns; the lanes past p1 convert zeros
-            const std::size_t n = p1 - p, lo = std::min<std::size_t>(n, 16), hi = n - lo;
-            const __mmask16 klo = static_cast<__mmask16>((1u << lo) - 1u), khi = static_cast<__mmask16>((1u << hi) - 1u);
-            const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(khi, a + p + 16), _mm512_maskz_loadu_ps(klo, a + p));
-            _mm512_mask_storeu_epi32(o + p / 2, static_cast<__mmask16>((1u << ((n + 1) / 2)) - 1u), (__m512i)h);
-        }
-    }
-}
-
 // ---------------------------------------------------------------- amx
 
 // Tiles: 0-3 C (rows 0-15 / 16-31 x panels j / j+1), 4-5 A, 6-7 B; every tile
@@ -304,13 +277,9 @@ CHARRNN_TARGET_AMX inline void gemm16_amx(const Gemm16Args& g) {
     const std::size_t p0 = g.c0 / kBf16Panel, p1 = (g.c1 + kBf16Panel - 1) / kBf16Panel;
     static const AmxConfig cfg;
     _tile_loadconfig(&cfg);
-    const std::uint32_t* Apk = g.Ap;
-    if (Apk == nullptr) {
-        const std::size_t Mpad = (g.M + 31) / 32 * 32;  // whole tiles of zero rows past M
-        std::uint32_t* own = bf16_row_buffer(Mpad * Q);
-        pack_rows_bf16_hw(g.A, g.rsa, g.csa, g.M, B.P, Q, Mpad, own);
-        Apk = own;
-    }
+    const std::size_t Mpad = (g.M + 31) / 32 * 32;  // whole tiles of zero rows past M
+    std::uint32_t* Apk = bf16_row_buffer(Mpad * Q);
+    pack_rows_bf16_hw(g.A, g.rsa, g.csa, g.M, B.P, Q, Mpad, Apk);
     alignas(64) float tmp[16 * 16];
     for (std::size_t r0 = 0; r0 < g.M; r0 += 32) {
         const std::size_t rb = std::min<std::size_t>(32, g.M - r0);

@@ -163,15 +163,6 @@ public:
             }
         }
         resize_operand(Xo_pk, rows, m);
-        if (shared16()) {
-            // rows past B (up to the AMX tile height) and words past the
-            // columns stay zero; the packs below write only the columns
-            const std::size_t rows16 = (B + 31) / 32 * 32;
-            for (int i = 0; i < 2; ++i) {
-                h16[i].assign(rows16 * bf16_depth(m), 0u);
-                da16[i].assign(rows16 * bf16_depth(Gm), 0u);
-            }
-        }
         O.resize(rows * lay.K);
         log_z.resize(rows);
         row_loss.resize(rows);
@@ -247,19 +238,15 @@ public:
         const std::size_t m = lay.m, Gm = lay.Gm(), G = lay.G(), rows = n * B;
         const Range u = own_units(id);
         const std::size_t c0 = u.begin * G, c1 = u.end * G;
-        const bool sh = shared16();
         for (std::size_t l = 0; l < lay.L; ++l) {
             Layer& a = layers[l];
-            if (sh && u.size()) pack_own(a.H.data(), m, 1, u, h16[0].data(), bf16_depth(m));
             if (l > 0 && u.size()) {
                 // Z = b + X W_x^T for this thread's gate columns, all steps at once
                 for (std::size_t r = 0; r < rows; ++r) std::copy(a.b.data() + c0, a.b.data() + c1, a.Z.data() + r * Gm + c0);
                 mm(rows, c0, c1, input(l), m, 1, a.WxT, a.Z.data(), Gm, true);
             }
-            if (sh) barrier.wait();
             for (std::size_t t = 0; t < n; ++t) {
                 if (u.size()) {
-                    const std::uint32_t* Hp16 = sh ? h16[t % 2].data() : nullptr;
                     T* Zt = a.Z.data() + t * B * Gm;
                     const T* Hp = a.H.data() + t * B * m;
                     if (l == 0)
@@ -271,11 +258,11 @@ public:
                                    nullptr, nullptr, nullptr, nullptr, u.begin, u.end};
                     if (lay.cell == Cell::gru) {
                         for (std::size_t s = 0; s < B; ++s) std::copy(a.bh.data() + c0, a.bh.data() + c1, a.AH.data() + s * Gm + c0);
-                        mm(B, c0, c1, Hp, m, 1, a.WhT, a.AH.data(), Gm, true, Hp16);
+                        mm(B, c0, c1, Hp, m, 1, a.WhT, a.AH.data(), Gm, true);
                         cs.AH = a.AH.data();
                         cs.HN = a.HN.data() + t * B * m;
                     } else {
-                        mm(B, c0, c1, Hp, m, 1, a.WhT, Zt, Gm, true, Hp16);
+                        mm(B, c0, c1, Hp, m, 1, a.WhT, Zt, Gm, true);
                     }
                     if (lay.cell == Cell::lstm) {
                         cs.Cprev = a.C.data() + t * B * m;
@@ -284,7 +271,6 @@ public:
                     }
                     kn.cell_forward[static_cast<int>(lay.cell)](cs);
                     if (dropout.on()) drop_outputs(l, t, u);
-                    if (sh && t + 1 < n) pack_own(cs.H, m, 1, u, h16[(t + 1) % 2].data(), bf16_depth(m));
                 }
                 barrier.wait();
             }
@@ -334,7 +320,6 @@ public:
         }
         const Range u = own_units(id);
         const Range rg = split_range(Gm, id, threads, 8);
-        const bool sh = shared16();
         for (std::size_t l = L; l-- > 0;) {
             Layer& a = layers[l];
             T* dAh = lay.cell == Cell::gru ? a.dAh.data() : a.dA.data();
@@ -358,13 +343,11 @@ public:
                         cs.dAh = a.dAh.data() + t * B * Gm;
                     }
                     kn.cell_backward[static_cast<int>(lay.cell)](cs);
-                    if (sh && t > 0) pack_own(dAh + t * B * Gm, Gm, lay.G(), u, da16[t % 2].data(), bf16_depth(Gm));
                 }
                 barrier.wait();
                 // dh_{t-1} (+)= dAh_t Wh for this thread's units (gru: on top of the direct part)
                 if (t > 0 && u.size())
-                    mm(B, u.begin, u.end, dAh + t * B * Gm, Gm, 1, a.Wh, a.dh_next.data(), m, lay.cell == Cell::gru,
-                       sh ? da16[t % 2].data() : nullptr);
+                    mm(B, u.begin, u.end, dAh + t * B * Gm, Gm, 1, a.Wh, a.dh_next.data(), m, lay.cell == Cell::gru);
             }
             // Weight gradients from the whole chunk:
             //   dWh = dAh^T H_prev,  db = sum dA,  dbh = sum dAh
@@ -448,7 +431,6 @@ private:
     WorkArray<T> O, log_z, row_loss, dXo;
     WorkArray<T> dWx0T;  // K x G*m: layer 0's input-weight gradient, transposed
     WorkArray<std::int32_t> x, y;
-    WorkArray<std::uint32_t> h16[2], da16[2];  // shared16: packed H_t / dAh_t, by the parity of t
 
     // Units this thread owns in the recurrences (whole panels of NR).
     Range own_units(std::size_t id) const { return split_range(lay.m, id, threads, kn.NR); }
@@ -466,23 +448,6 @@ private:
         return p;
     }
     bool bf16() const { return precision == Precision::bf16; }
-
-    // bfloat16 recurrences with more than one thread read an A operand (H_t
-    // forward, dAh_t backward) whose columns every thread wrote for its own
-    // units. Each thread packs its own columns once into a shared operand
-    // instead of every thread packing all of them before its product. With
-    // an even m, every thread's columns start on a word boundary.
-    bool shared16() const { return bf16() && threads > 1 && lay.m % 2 == 0; }
-
-    // Columns of units u of the B rows at A (row stride lda; `gates` blocks of
-    // m columns, natural order) into the shared operand `out` (rows of Q words).
-    void pack_own(const T* A, std::size_t lda, std::size_t gates, const Range& u, std::uint32_t* out,
-                  std::size_t Q) const {
-        if constexpr (std::is_same_v<T, float>) {
-            for (std::size_t g = 0; g < gates; ++g)
-                kn.pack16_cols(A, lda, B, g * lay.m + u.begin, g * lay.m + u.end, Q, out);
-        }
-    }
 
     void resize_operand(Operand<T>& B, std::size_t P, std::size_t N) {
         if (bf16()) {
@@ -507,12 +472,11 @@ private:
     }
 
     // C[0..M) x [c0, c1) (+)= A B, A(r, p) = A[r*rsa + p*csa]; c0 on a panel boundary.
-    // Ap: bfloat16 only, A already packed (pack_own), or null.
     void mm(std::size_t M, std::size_t c0, std::size_t c1, const T* A, std::size_t rsa, std::size_t csa,
-            const Operand<T>& B, T* C, std::size_t ldc, bool accumulate, const std::uint32_t* Ap = nullptr) const {
+            const Operand<T>& B, T* C, std::size_t ldc, bool accumulate) const {
         if constexpr (std::is_same_v<T, float>) {
             if (bf16()) {
-                kn.gemm16({M, c0, c1, A, rsa, csa, &B.h, C, ldc, accumulate, Ap});
+                kn.gemm16({M, c0, c1, A, rsa, csa, &B.h, C, ldc, accumulate});
                 return;
             }
         }

@@ -163,9 +163,6 @@ struct Kernels {
     void (*pack)(const T*, std::size_t, std::size_t, const std::uint32_t*, Packed<T>&, std::size_t, std::size_t);
     void (*pack16)(const float*, std::size_t, std::size_t, const std::uint32_t*, PackedBf16&, std::size_t,
                    std::size_t);
-    // Packing of a column range of A operands (pack_cols_bf16; null unless float).
-    void (*pack16_cols)(const float*, std::size_t, std::size_t, std::size_t, std::size_t, std::size_t,
-                        std::uint32_t*);
     void (*column_sums)(const T* X, std::size_t rows, std::size_t ld, std::size_t c0, std::size_t c1, T* out);
     void (*cell_forward[3])(const CellStep<T>&);
     void (*cell_backward[3])(const CellBackStep<T>&);
@@ -207,10 +204,6 @@ struct KernelShape {
                                 PackedBf16& B, std::size_t j0, std::size_t j1) {                                    \
             pack_panels_bf16(src, rs, cs, map, B, j0, j1);                                                          \
         }                                                                                                           \
-        ATTR static void pack16_cols(const float* A, std::size_t lda, std::size_t M, std::size_t p0,               \
-                                     std::size_t p1, std::size_t Q, std::uint32_t* out) {                           \
-            pack_cols_bf16(A, lda, M, p0, p1, Q, out);                                                              \
-        }                                                                                                           \
         ATTR static void col_sums(const T* X, std::size_t rows, std::size_t ld, std::size_t c0, std::size_t c1,     \
                                   T* out) {                                                                         \
             column_sums(X, rows, ld, c0, c1, out);                                                                  \
@@ -239,7 +232,6 @@ struct KernelShape {
                     &gemm,       isa,                                                                               \
                     std::is_same_v<T, float> ? &gemm16 : nullptr,                                                   \
                     &pack,       std::is_same_v<T, float> ? &pack16 : nullptr,                                     \
-                    std::is_same_v<T, float> ? &pack16_cols : nullptr,                                              \
                     &col_sums,                                                                                      \
                     {&fwd_rnn, &fwd_lstm, &fwd_gru},                                                                \
                     {&bwd_rnn, &bwd_lstm, &bwd_gru},                                                                \
@@ -276,11 +268,9 @@ Kernels<T> select_kernels(Isa isa, Isa isa16 = Isa::baseline) {
     if constexpr (std::is_same_v<T, float>) {
         if (isa16 == Isa::amx && amx_permitted()) {
             k.gemm16 = &gemm16_amx;
-            k.pack16_cols = &pack_cols_bf16_hw;
             k.isa16 = Isa::amx;
         } else if (isa16 == Isa::avx512bf16) {
             k.gemm16 = &gemm16_avx512bf16;
-            k.pack16_cols = &pack_cols_bf16_hw;
             k.isa16 = Isa::avx512bf16;
         }
     }

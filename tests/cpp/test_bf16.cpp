@@ -203,39 +203,6 @@ void test_hardware_packing() {
 #endif
 }
 
-// pack_cols_bf16 (what each thread of a bfloat16 recurrence packs of the
-// shared operand) writes exactly pack_rows_bf16's words for its columns, on
-// the portable path and with the conversion instruction, and no other word.
-void test_column_packing() {
-    std::mt19937 rng(12);
-    std::normal_distribution<float> nd;
-    const Kernels<float>& k = kernels<float>();
-    int same = 0, total = 0;
-    for (int trial = 0; trial < 200; ++trial, ++total) {
-        const std::size_t M = 1 + rng() % 40, P = 1 + rng() % 300, Q = bf16_depth(P), lda = P + rng() % 3;
-        std::size_t p0 = rng() % P, p1 = p0 + rng() % (P - p0 + 1);
-        p0 -= p0 % 2;
-        if (rng() % 3 == 0) p1 = P;  // the thread with the last columns: an odd P gets a zero partner
-        if (p1 % 2 && p1 != P) --p1;
-        std::vector<float> A(M * lda);
-        for (auto& v : A) v = nd(rng) * std::ldexp(1.0f, static_cast<int>(rng() % 60) - 30);
-        std::vector<std::uint32_t> whole(M * Q), port(M * Q, 7u), hw(M * Q, 7u);
-        pack_rows_bf16(A.data(), lda, 1, M, P, Q, M, whole.data());
-        pack_cols_bf16(A.data(), lda, M, p0, p1, Q, port.data());
-        k.pack16_cols(A.data(), lda, M, p0, p1, Q, hw.data());
-        bool ok = true;
-        for (std::size_t r = 0; r < M; ++r)
-            for (std::size_t w = 0; w < Q; ++w) {
-                const bool mine = w >= p0 / 2 && w < (p1 + 1) / 2;
-                const std::uint32_t want = mine ? whole[r * Q + w] : 7u;
-                ok = ok && port[r * Q + w] == want && hw[r * Q + w] == want;
-            }
-        same += ok;
-    }
-    check(same == total, std::string("packing a column range gives pack_rows_bf16's words and touches no other (") +
-                             isa_name(k.isa16) + ", " + std::to_string(same) + " of " + std::to_string(total) + ")");
-}
-
 // ---------------------------------------------------------------- the engine
 
 void test_engine_threads() {
@@ -286,7 +253,6 @@ int main() {
     test_conversion_matches_the_hardware();
     test_kernels();
     test_hardware_packing();
-    test_column_packing();
     test_engine_threads();
     return charrnn_test::tally.finish();
 }
