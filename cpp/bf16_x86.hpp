@@ -128,28 +128,32 @@ CHARRNN_TARGET_AVX512BF16 inline void gemm16_avx512bf16(const Gemm16Args& g) {
 
 // Transposes a 16 x 16 matrix of 32-bit words held in 16 registers, in place
 // (v[i] word j becomes v[j] word i): pairs, then quads within 128-bit lanes,
-// then the lanes themselves.
+// then the lanes themselves. (The zero-masking forms with every lane kept are
+// the same instructions; GCC 12 warns about the unmasked forms' undefined
+// pass-through operand.)
 CHARRNN_TARGET_AVX512BF16 CHARRNN_ALWAYS_INLINE void transpose16x16_epi32(__m512i* v) {
+    constexpr __mmask16 all16 = 0xffff;
+    constexpr __mmask8 all8 = 0xff;
     __m512i t[16];
     for (int i = 0; i < 8; ++i) {
-        t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+        t[2 * i] = _mm512_maskz_unpacklo_epi32(all16, v[2 * i], v[2 * i + 1]);
+        t[2 * i + 1] = _mm512_maskz_unpackhi_epi32(all16, v[2 * i], v[2 * i + 1]);
     }
     for (int i = 0; i < 4; ++i) {
-        v[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-        v[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-        v[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-        v[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+        v[4 * i] = _mm512_maskz_unpacklo_epi64(all8, t[4 * i], t[4 * i + 2]);
+        v[4 * i + 1] = _mm512_maskz_unpackhi_epi64(all8, t[4 * i], t[4 * i + 2]);
+        v[4 * i + 2] = _mm512_maskz_unpacklo_epi64(all8, t[4 * i + 1], t[4 * i + 3]);
+        v[4 * i + 3] = _mm512_maskz_unpackhi_epi64(all8, t[4 * i + 1], t[4 * i + 3]);
     }
     for (int i = 0; i < 4; ++i) {
-        t[i] = _mm512_shuffle_i32x4(v[i], v[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_i32x4(v[i], v[i + 4], 0xdd);
-        t[i + 8] = _mm512_shuffle_i32x4(v[i + 8], v[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_i32x4(v[i + 8], v[i + 12], 0xdd);
+        t[i] = _mm512_maskz_shuffle_i32x4(all16, v[i], v[i + 4], 0x88);
+        t[i + 4] = _mm512_maskz_shuffle_i32x4(all16, v[i], v[i + 4], 0xdd);
+        t[i + 8] = _mm512_maskz_shuffle_i32x4(all16, v[i + 8], v[i + 12], 0x88);
+        t[i + 12] = _mm512_maskz_shuffle_i32x4(all16, v[i + 8], v[i + 12], 0xdd);
     }
     for (int i = 0; i < 8; ++i) {
-        v[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
-        v[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+        v[i] = _mm512_maskz_shuffle_i32x4(all16, t[i], t[i + 8], 0x88);
+        v[i + 8] = _mm512_maskz_shuffle_i32x4(all16, t[i], t[i + 8], 0xdd);
     }
 }
 
