@@ -225,11 +225,52 @@ CHARRNN_ALWAYS_INLINE void gemm_row_tail(std::size_t rows, std::size_t P, const 
     }
 }
 
+// A transposed (csa > rsa: the weight gradients) is read a depth block at a
+// time into blocks of MR rows, each stored p-major (MR values per p), so
+// that the micro-kernel reads A contiguously instead of one cache line per
+// p, all of them a whole stored row apart (which also share an L1 set). The
+// values and the order of the sums are those of the unpacked loop.
+template <typename T, int VL, int NV, int MR, std::size_t KC>
+CHARRNN_ALWAYS_INLINE void gemm_impl_packed_a(const GemmArgs<T>& g) {
+    constexpr std::size_t NR = static_cast<std::size_t>(NV * VL);
+    const Packed<T>& B = *g.B;
+    const std::size_t P = B.P, blocks = (g.M + MR - 1) / MR;
+    thread_local WorkArray<T> buf;
+    if (buf.size() < blocks * MR * KC) buf.resize(blocks * MR * KC);
+    for (std::size_t k0 = 0; k0 < P || k0 == 0; k0 += KC) {
+        const std::size_t kc = std::min(KC, P - k0);
+        const bool acc = g.accumulate || k0 > 0;
+        for (std::size_t p = 0; p < kc; ++p) {
+            const T* src = g.A + (k0 + p) * g.csa;
+            for (std::size_t r0 = 0; r0 < g.M; r0 += MR) {
+                T* dst = buf.data() + r0 * kc + p * MR;
+                const std::size_t rows = std::min<std::size_t>(MR, g.M - r0);
+                for (std::size_t i = 0; i < rows; ++i) dst[i] = src[(r0 + i) * g.rsa];
+            }
+        }
+        for (std::size_t j = g.j0; j < g.j1; ++j) {
+            const std::size_t c0 = j * NR, width = std::min(NR, B.N - c0);
+            const T* Bk = B.panel(j) + k0 * NR;
+            std::size_t r = 0;
+            for (; r + MR <= g.M; r += MR)
+                gemm_rows<T, VL, NV, MR>(kc, buf.data() + r * kc, 1, MR, Bk, g.C + r * g.ldc + c0, g.ldc, width, acc);
+            if (r < g.M)
+                gemm_row_tail<T, VL, NV, MR - 1>(g.M - r, kc, buf.data() + r * kc, 1, MR, Bk, g.C + r * g.ldc + c0,
+                                                 g.ldc, width, acc);
+        }
+        if (P == 0) break;
+    }
+}
+
 template <typename T, int VL, int NV, int MR, std::size_t KC>
 CHARRNN_ALWAYS_INLINE void gemm_impl(const GemmArgs<T>& g) {
     constexpr std::size_t NR = static_cast<std::size_t>(NV * VL);
     const Packed<T>& B = *g.B;
     const std::size_t P = B.P;
+    if (g.csa > g.rsa && g.M >= 2 * static_cast<std::size_t>(MR) && P >= 2 * static_cast<std::size_t>(MR)) {
+        gemm_impl_packed_a<T, VL, NV, MR, KC>(g);
+        return;
+    }
     for (std::size_t j = g.j0; j < g.j1; ++j) {
         const T* panel = B.panel(j);
         const std::size_t c0 = j * NR, width = std::min(NR, B.N - c0);
