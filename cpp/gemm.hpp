@@ -267,6 +267,8 @@ CHARRNN_ALWAYS_INLINE void gemm_impl(const GemmArgs<T>& g) {
     constexpr std::size_t NR = static_cast<std::size_t>(NV * VL);
     const Packed<T>& B = *g.B;
     const std::size_t P = B.P;
+    // A transposed and big enough for the copy to pay (the weight gradients); a
+    // product of a few rows or a short depth reads A directly.
     if (g.csa > g.rsa && g.M >= 2 * static_cast<std::size_t>(MR) && P >= 2 * static_cast<std::size_t>(MR)) {
         gemm_impl_packed_a<T, VL, NV, MR, KC>(g);
         return;
