@@ -173,12 +173,12 @@ struct Lanes<T, VL, std::enable_if_t<(VL > 1) && std::is_floating_point_v<T> && 
 };
 #endif
 
-// C tile (R x NV*VL, row stride ldc) (+)= A rows (R x P) times a packed panel block (P x NV*VL).
-template <typename T, int VL, int NV, int R>
+// C tile (R x NV*VL, row stride ldc) (+)= A rows (R x P) times the first
+// NV*VL columns of a packed panel block (P rows of NR).
+template <typename T, int VL, int NV, int R, std::size_t NR = static_cast<std::size_t>(NV * VL)>
 CHARRNN_ALWAYS_INLINE void gemm_micro(std::size_t P, const T* A, std::size_t rsa, std::size_t csa, const T* Bp,
                                       T* C, std::size_t ldc, bool accumulate) {
     using L = Lanes<T, VL>;
-    constexpr std::size_t NR = static_cast<std::size_t>(NV * VL);
     L acc[R][NV];
     for (int r = 0; r < R; ++r)
         for (int v = 0; v < NV; ++v) acc[r][v] = accumulate ? L::load(C + r * ldc + v * VL) : L::zero();
@@ -194,8 +194,24 @@ CHARRNN_ALWAYS_INLINE void gemm_micro(std::size_t P, const T* A, std::size_t rsa
         for (int v = 0; v < NV; ++v) acc[r][v].store(C + r * ldc + v * VL);
 }
 
+// The first nv (1 <= nv <= NE) vectors of an edge panel (of NV): only the
+// vectors that hold columns below N are computed.
+template <typename T, int VL, int NV, int R, int NE>
+CHARRNN_ALWAYS_INLINE void gemm_edge(int nv, std::size_t P, const T* A, std::size_t rsa, std::size_t csa,
+                                     const T* Bp, T* C, std::size_t ldc, bool accumulate) {
+    if constexpr (NE > 1) {
+        if (nv < NE) {
+            gemm_edge<T, VL, NV, R, NE - 1>(nv, P, A, rsa, csa, Bp, C, ldc, accumulate);
+            return;
+        }
+    }
+    gemm_micro<T, VL, NE, R, static_cast<std::size_t>(NV * VL)>(P, A, rsa, csa, Bp, C, ldc, accumulate);
+}
+
 // R rows against one panel block; an edge panel (fewer than NR columns of C)
-// goes through a local tile so that nothing past column N is touched.
+// goes through a local tile so that nothing past column N is touched, and
+// computes only the vectors that reach below N (80 columns in panels of 64:
+// 64 + 16, not 64 + 64). Each column's sums are the same either way.
 template <typename T, int VL, int NV, int R>
 CHARRNN_ALWAYS_INLINE void gemm_rows(std::size_t P, const T* A, std::size_t rsa, std::size_t csa, const T* Bp, T* C,
                                      std::size_t ldc, std::size_t width, bool accumulate) {
@@ -204,11 +220,21 @@ CHARRNN_ALWAYS_INLINE void gemm_rows(std::size_t P, const T* A, std::size_t rsa,
         gemm_micro<T, VL, NV, R>(P, A, rsa, csa, Bp, C, ldc, accumulate);
         return;
     }
+    const int nv = static_cast<int>((width + VL - 1) / VL);
+    const std::size_t w = static_cast<std::size_t>(nv * VL);
     T tile[R * NR];
     for (int r = 0; r < R; ++r) {
-        for (std::size_t c = 0; c < NR; ++c) tile[r * NR + c] = (accumulate && c < width) ? C[r * ldc + c] : T(0);
+        for (std::size_t c = 0; c < w; ++c) tile[r * NR + c] = (accumulate && c < width) ? C[r * ldc + c] : T(0);
     }
-    gemm_micro<T, VL, NV, R>(P, A, rsa, csa, Bp, tile, NR, accumulate);
+    if constexpr (NV > 1) {
+        if (nv < NV) {
+            gemm_edge<T, VL, NV, R, NV - 1>(nv, P, A, rsa, csa, Bp, tile, NR, accumulate);
+        } else {
+            gemm_micro<T, VL, NV, R>(P, A, rsa, csa, Bp, tile, NR, accumulate);
+        }
+    } else {
+        gemm_micro<T, VL, NV, R>(P, A, rsa, csa, Bp, tile, NR, accumulate);
+    }
     for (int r = 0; r < R; ++r) std::copy(tile + r * NR, tile + r * NR + width, C + r * ldc);
 }
 
