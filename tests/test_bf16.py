@@ -67,13 +67,15 @@ def test_bfloat16_gradients_pass_a_check_against_float64(cell, layers):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_bfloat16_results_do_not_depend_on_the_thread_count(cell):
+def test_bfloat16_results_do_not_depend_on_the_thread_count(cell, monkeypatch):
     # 200 units: more than three panel blocks of 64 (the AVX-512 width the
     # threads split units by) and a partial one, so every thread owns columns
-    # that start and end inside the products
+    # that start and end inside the products; 8 streams, which 3 threads
+    # split unevenly when the engine splits by streams
     data = np.random.default_rng(5).integers(0, 40, 20_000).astype(np.uint8)
     finals = []
-    for threads in (1, 2, 3):
+    for split, threads in [("units", 1), ("units", 2), ("units", 3), ("streams", 2), ("streams", 3)]:
+        monkeypatch.setenv("CHARRNN_SPLIT", split)
         p = net_init(cell, 40, 200, 2, 0.1, seed=2, dtype=np.float32)
         st = init_opt_state(p, "adam")
         losses, h, *_ = engine.train_steps(

@@ -186,16 +186,18 @@ THREAD_CASES = [(cell, dt, m) for cell in CELLS for dt, m in ((np.float64, 100),
 
 
 @pytest.mark.parametrize("cell,dtype,m", THREAD_CASES, ids=[f"{c}-{d.__name__}" for c, d, _ in THREAD_CASES])
-def test_thread_count_does_not_change_results(cell, dtype, m):
+def test_thread_count_does_not_change_results(cell, dtype, m, monkeypatch):
     # m > NR (32 float64 / 64 float32 columns per panel) and B >= 3, so 2 and
-    # 3 threads really split the units and the streams (API_NOTES).
+    # 3 threads really split the units, or the streams (API_NOTES); the engine
+    # chooses between the two (engine.hpp split_by_streams), and both are run.
     K, L, B, T = 40, 2, 5, 16
     data = learnable_text(6000, K, seed=11)
     base = net_init(cell, K, m, L, sig=0.08, seed=2, dtype=dtype)
     X = np.ascontiguousarray(data[: B * T].reshape(B, T))
     Y = np.ascontiguousarray(data[1 : B * T + 1].reshape(B, T))
     results = []
-    for threads in (1, 2, 3):
+    for split, threads in [("units", 1), ("units", 2), ("units", 3), ("streams", 2), ("streams", 3)]:
+        monkeypatch.setenv("CHARRNN_SPLIT", split)
         p = copy_params(base)
         st = init_opt_state(p, "adam")
         lg = cx.loss_and_grads(p, X, Y, dropout=0.3, seed=4, update=6, threads=threads)

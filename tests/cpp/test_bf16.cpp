@@ -1,7 +1,8 @@
 // The bfloat16 products of the core (cpp/bf16.hpp, cpp/bf16_x86.hpp), tested
 // without Python: the conversion against the CPU's own instruction, every
 // kernel this machine has against the portable one and against a float64
-// sum, and the engine's bfloat16 gradients for 1, 2 and 3 threads.
+// sum, and the engine's bfloat16 gradients for 1, 2 and 3 threads, with the
+// recurrences split by units and by streams.
 //
 // Prints one line per check and closes with "N passed, M failed"; exits 1 if
 // anything failed.
@@ -224,22 +225,26 @@ void test_engine_threads() {
         for (auto& v : Y) v = static_cast<std::int32_t>(rng() % lay.K);
         std::vector<std::vector<float>> first;
         bool same = true;
-        for (std::size_t threads : {1, 2, 3}) {
-            std::vector<std::vector<float>> g;
-            std::vector<float*> gp;
-            for (const auto& s : lay.arrays()) g.emplace_back(s.size());
-            for (auto& a : g) gp.push_back(a.data());
-            std::vector<float> states(B * lay.state_size(), 0.1f);
-            chunk_loss_and_grads<float>(lay, threads, p, Dropout{}, X.data(), Y.data(), B, n, states.data(), gp,
-                                        Precision::bf16);
-            if (first.empty()) {
-                first = g;
-            } else {
-                same = same && g == first;
+        for (const char* split : {"units", "streams"}) {
+            for (std::size_t threads : {1, 2, 3}) {
+                setenv("CHARRNN_SPLIT", split, 1);
+                std::vector<std::vector<float>> g;
+                std::vector<float*> gp;
+                for (const auto& s : lay.arrays()) g.emplace_back(s.size());
+                for (auto& a : g) gp.push_back(a.data());
+                std::vector<float> states(B * lay.state_size(), 0.1f);
+                chunk_loss_and_grads<float>(lay, threads, p, Dropout{}, X.data(), Y.data(), B, n, states.data(), gp,
+                                            Precision::bf16);
+                if (first.empty()) {
+                    first = g;
+                } else {
+                    same = same && g == first;
+                }
             }
         }
+        unsetenv("CHARRNN_SPLIT");
         check(same, std::string("bfloat16 gradients of a 2-layer ") + name_of(cell) +
-                        " are identical for 1, 2 and 3 threads");
+                        " are identical for 1, 2 and 3 threads, split by units and by streams");
     }
 }
 

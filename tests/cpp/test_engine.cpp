@@ -11,8 +11,9 @@
 //    h = 1e-4 is O(h^2) relative, ~1e-8; rounding in double adds ~1e-12);
 //  - the final states agree with a second forward pass over the same chunk;
 //  - thread-count independence: the loss, the gradients and the final states
-//    of 1, 2 and 3 worker threads are bit-identical, in float64 and float32,
-//    on sizes large enough to be split between the threads;
+//    of 1, 2 and 3 worker threads, splitting the recurrences by units and by
+//    streams, are bit-identical, in float64 and float32, on sizes large
+//    enough to be split between the threads;
 //  - the trace (trace.hpp): its row losses sum to evaluate_text's loss, its
 //    states at position i are bit for bit the final states of evaluating the
 //    text up to i, its top-k is every character ranked, and 1, 2 and 3
@@ -222,19 +223,24 @@ void test_threads(Cell cell, const char* type) {
     std::vector<std::vector<std::vector<T>>> grads;
     std::vector<std::vector<T>> states;
     std::vector<double> losses;
-    for (std::size_t threads : {1, 2, 3}) {
-        auto g = net.zeros();
-        std::vector<T> h = h0;
-        losses.push_back(chunk_loss_and_grads<T>(lay, threads, net.ptrs(), drop, ch.X.data(), ch.Y.data(), ch.B, ch.n,
-                                                 h.data(), pointers(g)));
-        grads.push_back(std::move(g));
-        states.push_back(std::move(h));
-    }
+    std::vector<std::string> runs;
+    for (const char* split : {"units", "streams"})
+        for (std::size_t threads : {1, 2, 3}) {
+            setenv("CHARRNN_SPLIT", split, 1);
+            auto g = net.zeros();
+            std::vector<T> h = h0;
+            losses.push_back(chunk_loss_and_grads<T>(lay, threads, net.ptrs(), drop, ch.X.data(), ch.Y.data(), ch.B,
+                                                     ch.n, h.data(), pointers(g)));
+            grads.push_back(std::move(g));
+            states.push_back(std::move(h));
+            runs.push_back(std::to_string(threads) + " threads split by " + split);
+        }
+    unsetenv("CHARRNN_SPLIT");
     for (std::size_t k = 1; k < grads.size(); ++k) {
         bool same = std::memcmp(&losses[k], &losses[0], sizeof(double)) == 0 && bits_equal(states[k], states[0]);
         for (std::size_t i = 0; i < grads[0].size(); ++i) same = same && bits_equal(grads[k][i], grads[0][i]);
-        check(same, std::string("threads, ") + describe(lay) + " " + type + ", 3 streams, dropout: " +
-                        std::to_string(k + 1) + " threads give bit-identical loss, gradients and states to 1");
+        check(same, std::string("threads, ") + describe(lay) + " " + type + ", 3 streams, dropout: " + runs[k] +
+                        " give bit-identical loss, gradients and states to 1 thread");
     }
 }
 
@@ -337,10 +343,15 @@ void test_trace(Cell cell, const char* type) {
     check(same && SS > 0, "trace, " + what + ": the states at position i are bit for bit those of evaluating the "
           "text up to i");
 
-    for (std::size_t threads : {2, 3})
-        check(run_trace(net, data, h0, 5, 1, threads) == run_trace(net, data, h0, 5, 1, 1) &&
-                  run_trace(net, data, h0, 5, 3, threads) == run_trace(net, data, h0, 5, 3, 1),
-              "trace, " + what + ": " + std::to_string(threads) + " threads give a bit-identical trace to 1");
+    const Trace<T> one = run_trace(net, data, h0, 5, 1, 1), three = run_trace(net, data, h0, 5, 3, 1);
+    for (const char* split : {"units", "streams"})
+        for (std::size_t threads : {2, 3}) {
+            setenv("CHARRNN_SPLIT", split, 1);
+            check(run_trace(net, data, h0, 5, 1, threads) == one && run_trace(net, data, h0, 5, 3, threads) == three,
+                  "trace, " + what + ": " + std::to_string(threads) + " threads split by " + split +
+                      " give a bit-identical trace to 1");
+        }
+    unsetenv("CHARRNN_SPLIT");
 }
 
 }  // namespace
