@@ -143,12 +143,19 @@ typedef std::uint16_t Bf16Half;
 #error "the bfloat16 packing reads a word's low half as its first bfloat16: little-endian only"
 #endif
 
+// The row stride, in words, of a packed A of Q words a row: one cache line
+// more than Q. Packed rows Q * 4 bytes apart would put the rows of a tile in
+// one L1 set whenever that is a multiple of 4 KB -- as for the weight
+// gradients, whose depth is a chunk of 2048 rows -- and evict each other.
+constexpr std::size_t bf16_row_stride(std::size_t Q) { return Q + 16; }
+
 // Rows [0, M) of A(r, p) = A[r * rsa + p * csa] as bfloat16 pairs, Q words a
-// row; rows M..rows_out are zeros. A transposed operand (csa > rsa) is read
+// row, rows lda words apart; rows M..rows_out are zeros up to Q. A transposed operand (csa > rsa) is read
 // along its stored rows: 16 x 16 blocks of pairs go through a small tile,
 // walking 32 stored rows at a time from end to end, so the reads stream.
 CHARRNN_ALWAYS_INLINE void pack_rows_bf16(const float* A, std::size_t rsa, std::size_t csa, std::size_t M,
-                                          std::size_t P, std::size_t Q, std::size_t rows_out, std::uint32_t* out) {
+                                          std::size_t P, std::size_t Q, std::size_t lda, std::size_t rows_out,
+                                          std::uint32_t* out) {
     const std::size_t full = P / 2;  // pairs with both halves in range
     if (csa > rsa) {
         constexpr std::size_t W = 16;
@@ -170,19 +177,19 @@ CHARRNN_ALWAYS_INLINE void pack_rows_bf16(const float* A, std::size_t rsa, std::
                     }
                 }
                 for (std::size_t r = 0; r < rn; ++r) {
-                    std::uint32_t* o = out + (r0 + r) * Q + q0;
+                    std::uint32_t* o = out + (r0 + r) * lda + q0;
                     for (std::size_t i = 0; i < qn; ++i) o[i] = tile[i * W + r];
                 }
             }
         }
         if (P % 2) {
             const float* lo = A + (P - 1) * csa;
-            for (std::size_t r = 0; r < M; ++r) out[r * Q + full] = to_bf16(lo[r * rsa]);
+            for (std::size_t r = 0; r < M; ++r) out[r * lda + full] = to_bf16(lo[r * rsa]);
         }
     } else {
         for (std::size_t r = 0; r < M; ++r) {
             const float* a = A + r * rsa;
-            std::uint32_t* o = out + r * Q;
+            std::uint32_t* o = out + r * lda;
             if (csa == 1) {
                 // The usual operand, a contiguous row: its pairs are its
                 // bfloat16 values in order (little-endian words), so convert
@@ -197,7 +204,7 @@ CHARRNN_ALWAYS_INLINE void pack_rows_bf16(const float* A, std::size_t rsa, std::
         }
     }
     const std::size_t used = (P + 1) / 2;
-    for (std::size_t r = 0; r < rows_out; ++r) std::fill(out + r * Q + (r < M ? used : 0), out + (r + 1) * Q, 0u);
+    for (std::size_t r = 0; r < rows_out; ++r) std::fill(out + r * lda + (r < M ? used : 0), out + r * lda + Q, 0u);
 }
 
 // One bfloat16 product: C[0..M) x [c0, c1) (+)= A B, c0 on a panel boundary.
@@ -296,12 +303,13 @@ CHARRNN_ALWAYS_INLINE void bf16_gemm_driver(const Gemm16Args& g, Bf16Tile micro,
     // c0 on a panel boundary: the columns before it belong to another thread
     assert(g.c0 % kBf16Panel == 0 && g.c1 <= B.N);
     const std::size_t p0 = g.c0 / kBf16Panel, p1 = (g.c1 + kBf16Panel - 1) / kBf16Panel;
-    std::uint32_t* Apk = bf16_row_buffer(g.M * Q);
-    pack_rows_bf16(g.A, g.rsa, g.csa, g.M, B.P, Q, g.M, Apk);
+    const std::size_t lda = bf16_row_stride(Q);
+    std::uint32_t* Apk = bf16_row_buffer(g.M * lda);
+    pack_rows_bf16(g.A, g.rsa, g.csa, g.M, B.P, Q, lda, g.M, Apk);
     alignas(64) float tile[kBf16MaxMR * kBf16MaxNP * kBf16Panel];
     for (std::size_t r0 = 0; r0 < g.M; r0 += RB) {
         const std::size_t rb = std::min(RB, g.M - r0);
-        const std::uint32_t* Ap = Apk + r0 * Q;
+        const std::uint32_t* Ap = Apk + r0 * lda;
         for (std::size_t j = p0; j < p1; j += NP) {
             const std::size_t np = std::min(NP, p1 - j);
             const std::size_t cbeg = j * kBf16Panel, cend = std::min(g.c1, (j + np) * kBf16Panel);
@@ -316,14 +324,14 @@ CHARRNN_ALWAYS_INLINE void bf16_gemm_driver(const Gemm16Args& g, Bf16Tile micro,
                     float* Ct[kBf16MaxNP];
                     if (cend - cbeg == NP * kBf16Panel) {
                         for (std::size_t v = 0; v < NP; ++v) Ct[v] = C + v * kBf16Panel;
-                        micro(rows, Ap + r * Q + k0, Q, Bp, Ct, g.ldc, kc, acc);
+                        micro(rows, Ap + r * lda + k0, lda, Bp, Ct, g.ldc, kc, acc);
                         continue;
                     }
                     const std::size_t ldt = NP * kBf16Panel, w = cend - cbeg;
                     for (std::size_t v = 0; v < NP; ++v) Ct[v] = tile + v * kBf16Panel;
                     for (std::size_t i = 0; i < rows; ++i)
                         for (std::size_t c = 0; c < ldt; ++c) tile[i * ldt + c] = (acc && c < w) ? C[i * g.ldc + c] : 0.0f;
-                    micro(rows, Ap + r * Q + k0, Q, Bp, Ct, ldt, kc, acc);
+                    micro(rows, Ap + r * lda + k0, lda, Bp, Ct, ldt, kc, acc);
                     for (std::size_t i = 0; i < rows; ++i) std::copy(tile + i * ldt, tile + i * ldt + w, C + i * g.ldc);
                 }
                 if (Q == 0) break;

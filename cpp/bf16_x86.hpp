@@ -163,14 +163,14 @@ CHARRNN_TARGET_AVX512BF16 CHARRNN_ALWAYS_INLINE void transpose16x16_epi32(__m512
 // differ, and a NaN stays a NaN). Other layouts take the portable code.
 CHARRNN_TARGET_AVX512BF16 CHARRNN_ALWAYS_INLINE void pack_rows_bf16_hw(const float* A, std::size_t rsa,
                                                                        std::size_t csa, std::size_t M, std::size_t P,
-                                                                       std::size_t Q, std::size_t rows_out,
-                                                                       std::uint32_t* out) {
+                                                                       std::size_t Q, std::size_t lda,
+                                                                       std::size_t rows_out, std::uint32_t* out) {
     const std::size_t used = (P + 1) / 2;
     if (csa == 1 && rsa >= P) {
         // contiguous rows: 32 values make 16 words, in order
         for (std::size_t r = 0; r < M; ++r) {
             const float* a = A + r * rsa;
-            std::uint32_t* o = out + r * Q;
+            std::uint32_t* o = out + r * lda;
             std::size_t p = 0;
             for (; p + 32 <= P; p += 32) {
                 const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(a + p + 16), _mm512_loadu_ps(a + p));
@@ -205,25 +205,25 @@ CHARRNN_TARGET_AVX512BF16 CHARRNN_ALWAYS_INLINE void pack_rows_bf16_hw(const flo
                 }
                 if (qn == 16) {
                     transpose16x16_epi32(v);  // v[r]: row r's 16 words
-                    for (std::size_t r = 0; r < rn; ++r) _mm512_storeu_si512(out + (r0 + r) * Q + q0, v[r]);
+                    for (std::size_t r = 0; r < rn; ++r) _mm512_storeu_si512(out + (r0 + r) * lda + q0, v[r]);
                     continue;
                 }
                 for (std::size_t i = 0; i < qn; ++i) _mm512_store_si512(tile + i * 16, v[i]);
                 for (std::size_t r = 0; r < rn; ++r) {
-                    std::uint32_t* o = out + (r0 + r) * Q + q0;
+                    std::uint32_t* o = out + (r0 + r) * lda + q0;
                     for (std::size_t i = 0; i < qn; ++i) o[i] = tile[i * 16 + r];
                 }
             }
         }
         if (P % 2) {
             const float* lo = A + (P - 1) * csa;
-            for (std::size_t r = 0; r < M; ++r) out[r * Q + full] = to_bf16(lo[r]);
+            for (std::size_t r = 0; r < M; ++r) out[r * lda + full] = to_bf16(lo[r]);
         }
     } else {
-        pack_rows_bf16(A, rsa, csa, M, P, Q, rows_out, out);
+        pack_rows_bf16(A, rsa, csa, M, P, Q, lda, rows_out, out);
         return;
     }
-    for (std::size_t r = 0; r < rows_out; ++r) std::fill(out + r * Q + (r < M ? used : 0), out + (r + 1) * Q, 0u);
+    for (std::size_t r = 0; r < rows_out; ++r) std::fill(out + r * lda + (r < M ? used : 0), out + r * lda + Q, 0u);
 }
 
 // ---------------------------------------------------------------- amx
@@ -276,14 +276,14 @@ constexpr std::size_t kAmxDepth = 128;
 
 CHARRNN_TARGET_AMX inline void gemm16_amx(const Gemm16Args& g) {
     const PackedBf16& B = *g.B;
-    const std::size_t Q = B.Q, lda = Q * 4;
+    const std::size_t Q = B.Q, lda = bf16_row_stride(Q);
     assert(g.c0 % kBf16Panel == 0 && g.c1 <= B.N);  // the columns before c0 belong to another thread
     const std::size_t p0 = g.c0 / kBf16Panel, p1 = (g.c1 + kBf16Panel - 1) / kBf16Panel;
     static const AmxConfig cfg;
     _tile_loadconfig(&cfg);
     const std::size_t Mpad = (g.M + 31) / 32 * 32;  // whole tiles of zero rows past M
-    std::uint32_t* Apk = bf16_row_buffer(Mpad * Q);
-    pack_rows_bf16_hw(g.A, g.rsa, g.csa, g.M, B.P, Q, Mpad, Apk);
+    std::uint32_t* Apk = bf16_row_buffer(Mpad * lda);
+    pack_rows_bf16_hw(g.A, g.rsa, g.csa, g.M, B.P, Q, lda, Mpad, Apk);
     alignas(64) float tmp[16 * 16];
     for (std::size_t r0 = 0; r0 < g.M; r0 += 32) {
         const std::size_t rb = std::min<std::size_t>(32, g.M - r0);
@@ -293,7 +293,7 @@ CHARRNN_TARGET_AMX inline void gemm16_amx(const Gemm16Args& g) {
         for (std::size_t k0 = 0; k0 < Q || k0 == 0; k0 += kAmxDepth) {
             const std::size_t k1 = std::min(Q, k0 + kAmxDepth);
             const bool acc = g.accumulate || k0 > 0;
-            const std::uint32_t* Ap = Apk + r0 * Q;
+            const std::uint32_t* Ap = Apk + r0 * lda;
             for (std::size_t j = p0; j < p1; j += 2) {
                 const std::size_t cb = j * kBf16Panel;
                 const std::size_t w0 = std::min(kBf16Panel, g.c1 - cb);
@@ -306,8 +306,8 @@ CHARRNN_TARGET_AMX inline void gemm16_amx(const Gemm16Args& g) {
                     CHARRNN_AMX_LOAD_C(2, C1 + cb, g.ldc, rows1, w0, acc, tmp);
                     CHARRNN_AMX_LOAD_C(3, C1 + cb + 16, g.ldc, rows1, w1, acc, tmp);
                     for (std::size_t q = k0; q < k1; q += 16) {
-                        _tile_loadd(4, Ap + q, static_cast<int>(lda));
-                        _tile_loadd(5, Ap + 16 * Q + q, static_cast<int>(lda));
+                        _tile_loadd(4, Ap + q, static_cast<int>(lda * 4));
+                        _tile_loadd(5, Ap + 16 * lda + q, static_cast<int>(lda * 4));
                         _tile_loadd(6, B0 + q * kBf16Panel, 64);
                         _tile_loadd(7, B1 + q * kBf16Panel, 64);
                         _tile_dpbf16ps(0, 4, 6);
@@ -319,7 +319,7 @@ CHARRNN_TARGET_AMX inline void gemm16_amx(const Gemm16Args& g) {
                     CHARRNN_AMX_STORE_C(3, C1 + cb + 16, g.ldc, rows1, w1, tmp);
                 } else {
                     for (std::size_t q = k0; q < k1; q += 16) {
-                        _tile_loadd(4, Ap + q, static_cast<int>(lda));
+                        _tile_loadd(4, Ap + q, static_cast<int>(lda * 4));
                         _tile_loadd(6, B0 + q * kBf16Panel, 64);
                         _tile_loadd(7, B1 + q * kBf16Panel, 64);
                         _tile_dpbf16ps(0, 4, 6);

@@ -174,8 +174,9 @@ void test_kernels() {
 
 #if CHARRNN_X86_DISPATCH
 CHARRNN_TARGET_AVX512BF16 void pack_hw(const float* A, std::size_t rsa, std::size_t csa, std::size_t M,
-                                       std::size_t P, std::size_t Q, std::size_t rows, std::uint32_t* out) {
-    pack_rows_bf16_hw(A, rsa, csa, M, P, Q, rows, out);
+                                       std::size_t P, std::size_t Q, std::size_t lda, std::size_t rows,
+                                       std::uint32_t* out) {
+    pack_rows_bf16_hw(A, rsa, csa, M, P, Q, lda, rows, out);
 }
 #endif
 
@@ -187,20 +188,26 @@ void test_hardware_packing() {
     }
     std::mt19937 rng(11);
     std::normal_distribution<float> nd;
-    int same = 0, total = 0;
+    int same = 0, total = 0, kept = 0;
     for (int trial = 0; trial < 80; ++trial, ++total) {
         const std::size_t M = 1 + rng() % 60, P = 1 + rng() % 200, Q = bf16_depth(P), rows = M + rng() % 40;
+        const std::size_t lda = bf16_row_stride(Q);
         const bool transposed = rng() % 2 == 1;
         std::vector<float> A(M * P);
         for (auto& v : A) v = nd(rng) * std::ldexp(1.0f, static_cast<int>(rng() % 60) - 30);
         const std::size_t rsa = transposed ? 1 : P, csa = transposed ? M : 1;
-        std::vector<std::uint32_t> a(rows * Q, 7u), b(rows * Q, 9u);
-        pack_rows_bf16(A.data(), rsa, csa, M, P, Q, rows, a.data());
-        pack_hw(A.data(), rsa, csa, M, P, Q, rows, b.data());
+        std::vector<std::uint32_t> a(rows * lda, 7u), b(rows * lda, 7u);
+        pack_rows_bf16(A.data(), rsa, csa, M, P, Q, lda, rows, a.data());
+        pack_hw(A.data(), rsa, csa, M, P, Q, lda, rows, b.data());
         same += a == b;
+        bool gaps = true;  // the words between Q and the row stride are not written
+        for (std::size_t r = 0; r < rows; ++r)
+            for (std::size_t q = Q; q < lda; ++q) gaps = gaps && a[r * lda + q] == 7u && b[r * lda + q] == 7u;
+        kept += gaps;
     }
     check(same == total, "packing A with vcvtne2ps2bf16 gives the portable words (" + std::to_string(same) + " of " +
                              std::to_string(total) + ")");
+    check(kept == total, "packing A writes nothing between a row's Q words and the next row");
 #endif
 }
 
