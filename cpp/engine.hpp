@@ -50,7 +50,7 @@ namespace charrnn {
 // scheduler. The classic network (m = 100) with 16 streams, 160,000
 // multiply-adds a step, trained no faster on two threads of an idle Intel Xeon
 // and 14 times slower on two busy cores; with 64 streams (640,000) two threads
-// gained 1.5x on AMD EPYC and nothing on the Xeon (1.6x there since the
+// gained 1.5x on AMD EPYC and nothing on the Xeon (1.4-1.6x there since the
 // recurrences of such small networks are split by streams, with no barrier
 // per step); m = 256 with 16 streams (1.05 M) gains on both.
 constexpr std::size_t kStepWorkPerThread = std::size_t(1) << 18;
