@@ -208,6 +208,8 @@ CHARRNN_ALWAYS_INLINE void pack_rows_bf16(const float* A, std::size_t rsa, std::
 }
 
 // One bfloat16 product: C[0..M) x [c0, c1) (+)= A B, c0 on a panel boundary.
+// With B2, also C2 (+)= A B2 over the same columns, from the same packed A
+// (B2 as deep and as wide as B): the two weight gradients of a layer.
 struct Gemm16Args {
     std::size_t M;
     std::size_t c0, c1;
@@ -217,6 +219,8 @@ struct Gemm16Args {
     float* C;
     std::size_t ldc;
     bool accumulate;
+    const PackedBf16* B2 = nullptr;
+    float* C2 = nullptr;
 };
 
 // A thread's scratch for the packed rows of A.
@@ -290,54 +294,66 @@ using Bf16Tile = void (*)(std::size_t rows, const std::uint32_t* A, std::size_t 
 
 constexpr int kBf16MaxMR = 8, kBf16MaxNP = 4;
 
-// The driver of the vector kernels: A packed whole first, then taken in
-// blocks of 8 MR rows, panels NP at a time, the depth in blocks of KC pair
-// rows (C carries the
-// partial sums between blocks, so the order of the sums does not change).
-// Edge tiles (fewer than NP * 16 columns of C, or fewer than MR rows) go
-// through a local tile so that nothing outside C's range is touched.
-CHARRNN_ALWAYS_INLINE void bf16_gemm_driver(const Gemm16Args& g, Bf16Tile micro, std::size_t MR, std::size_t NP) {
+// The loops of bf16_gemm_driver over A already packed (rows lda words
+// apart): blocks of 8 MR rows, panels [p0, p1) NP at a time, the depth in
+// blocks of KC pair rows (C carries the partial sums between blocks, so the
+// order of the sums does not change). Edge tiles (fewer than NP * 16 columns
+// of C before c1, or fewer than MR rows) go through a local tile so that
+// nothing outside C's range is touched.
+CHARRNN_ALWAYS_INLINE void bf16_gemm_packed(std::size_t M, std::size_t p0, std::size_t p1, std::size_t c1,
+                                            const std::uint32_t* Apk, std::size_t lda, const PackedBf16& B,
+                                            float* Cm, std::size_t ldc, bool accumulate, Bf16Tile micro,
+                                            std::size_t MR, std::size_t NP) {
     constexpr std::size_t KC = 128;
-    const PackedBf16& B = *g.B;
     const std::size_t Q = B.Q, RB = 8 * MR;
-    // c0 on a panel boundary: the columns before it belong to another thread
-    assert(g.c0 % kBf16Panel == 0 && g.c1 <= B.N);
-    const std::size_t p0 = g.c0 / kBf16Panel, p1 = (g.c1 + kBf16Panel - 1) / kBf16Panel;
-    const std::size_t lda = bf16_row_stride(Q);
-    std::uint32_t* Apk = bf16_row_buffer(g.M * lda);
-    pack_rows_bf16(g.A, g.rsa, g.csa, g.M, B.P, Q, lda, g.M, Apk);
     alignas(64) float tile[kBf16MaxMR * kBf16MaxNP * kBf16Panel];
-    for (std::size_t r0 = 0; r0 < g.M; r0 += RB) {
-        const std::size_t rb = std::min(RB, g.M - r0);
+    for (std::size_t r0 = 0; r0 < M; r0 += RB) {
+        const std::size_t rb = std::min(RB, M - r0);
         const std::uint32_t* Ap = Apk + r0 * lda;
         for (std::size_t j = p0; j < p1; j += NP) {
             const std::size_t np = std::min(NP, p1 - j);
-            const std::size_t cbeg = j * kBf16Panel, cend = std::min(g.c1, (j + np) * kBf16Panel);
+            const std::size_t cbeg = j * kBf16Panel, cend = std::min(c1, (j + np) * kBf16Panel);
             for (std::size_t k0 = 0; k0 < Q || k0 == 0; k0 += KC) {
                 const std::size_t kc = std::min(KC, Q - k0);
-                const bool acc = g.accumulate || k0 > 0;
+                const bool acc = accumulate || k0 > 0;
                 const std::uint32_t* Bp[kBf16MaxNP];
                 for (std::size_t v = 0; v < NP; ++v) Bp[v] = B.panel(j + std::min(v, np - 1)) + k0 * kBf16Panel;
                 for (std::size_t r = 0; r < rb; r += MR) {
                     const std::size_t rows = std::min(MR, rb - r);
-                    float* C = g.C + (r0 + r) * g.ldc + cbeg;
+                    float* C = Cm + (r0 + r) * ldc + cbeg;
                     float* Ct[kBf16MaxNP];
                     if (cend - cbeg == NP * kBf16Panel) {
                         for (std::size_t v = 0; v < NP; ++v) Ct[v] = C + v * kBf16Panel;
-                        micro(rows, Ap + r * lda + k0, lda, Bp, Ct, g.ldc, kc, acc);
+                        micro(rows, Ap + r * lda + k0, lda, Bp, Ct, ldc, kc, acc);
                         continue;
                     }
                     const std::size_t ldt = NP * kBf16Panel, w = cend - cbeg;
                     for (std::size_t v = 0; v < NP; ++v) Ct[v] = tile + v * kBf16Panel;
                     for (std::size_t i = 0; i < rows; ++i)
-                        for (std::size_t c = 0; c < ldt; ++c) tile[i * ldt + c] = (acc && c < w) ? C[i * g.ldc + c] : 0.0f;
+                        for (std::size_t c = 0; c < ldt; ++c) tile[i * ldt + c] = (acc && c < w) ? C[i * ldc + c] : 0.0f;
                     micro(rows, Ap + r * lda + k0, lda, Bp, Ct, ldt, kc, acc);
-                    for (std::size_t i = 0; i < rows; ++i) std::copy(tile + i * ldt, tile + i * ldt + w, C + i * g.ldc);
+                    for (std::size_t i = 0; i < rows; ++i) std::copy(tile + i * ldt, tile + i * ldt + w, C + i * ldc);
                 }
                 if (Q == 0) break;
             }
         }
     }
+}
+
+// The driver of the vector kernels: A packed whole first, then the
+// product(s) over it (bf16_gemm_packed).
+CHARRNN_ALWAYS_INLINE void bf16_gemm_driver(const Gemm16Args& g, Bf16Tile micro, std::size_t MR, std::size_t NP) {
+    const PackedBf16& B = *g.B;
+    const std::size_t Q = B.Q;
+    // c0 on a panel boundary: the columns before it belong to another thread
+    assert(g.c0 % kBf16Panel == 0 && g.c1 <= B.N);
+    assert(g.B2 == nullptr || (g.B2->Q == Q && g.B2->N == B.N));
+    const std::size_t p0 = g.c0 / kBf16Panel, p1 = (g.c1 + kBf16Panel - 1) / kBf16Panel;
+    const std::size_t lda = bf16_row_stride(Q);
+    std::uint32_t* Apk = bf16_row_buffer(g.M * lda);
+    pack_rows_bf16(g.A, g.rsa, g.csa, g.M, B.P, Q, lda, g.M, Apk);
+    bf16_gemm_packed(g.M, p0, p1, g.c1, Apk, lda, B, g.C, g.ldc, g.accumulate, micro, MR, NP);
+    if (g.B2 != nullptr) bf16_gemm_packed(g.M, p0, p1, g.c1, Apk, lda, *g.B2, g.C2, g.ldc, g.accumulate, micro, MR, NP);
 }
 
 // Calls Run<R>::run for R = rows (R <= MR).

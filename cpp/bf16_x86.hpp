@@ -274,37 +274,33 @@ struct alignas(64) AmxConfig {
 // unchanged.
 constexpr std::size_t kAmxDepth = 128;
 
-CHARRNN_TARGET_AMX inline void gemm16_amx(const Gemm16Args& g) {
-    const PackedBf16& B = *g.B;
-    const std::size_t Q = B.Q, lda = bf16_row_stride(Q);
-    assert(g.c0 % kBf16Panel == 0 && g.c1 <= B.N);  // the columns before c0 belong to another thread
-    const std::size_t p0 = g.c0 / kBf16Panel, p1 = (g.c1 + kBf16Panel - 1) / kBf16Panel;
-    static const AmxConfig cfg;
-    _tile_loadconfig(&cfg);
-    const std::size_t Mpad = (g.M + 31) / 32 * 32;  // whole tiles of zero rows past M
-    std::uint32_t* Apk = bf16_row_buffer(Mpad * lda);
-    pack_rows_bf16_hw(g.A, g.rsa, g.csa, g.M, B.P, Q, lda, Mpad, Apk);
+// The tile loops of gemm16_amx over A packed in Apk (rows lda words apart,
+// zero rows up to a multiple of 32), with the tile configuration loaded.
+CHARRNN_TARGET_AMX inline void amx_tiles(std::size_t M, std::size_t p0, std::size_t p1, std::size_t c1,
+                                         const std::uint32_t* Apk, std::size_t lda, const PackedBf16& B, float* C,
+                                         std::size_t ldc, bool accumulate) {
+    const std::size_t Q = B.Q;
     alignas(64) float tmp[16 * 16];
-    for (std::size_t r0 = 0; r0 < g.M; r0 += 32) {
-        const std::size_t rb = std::min<std::size_t>(32, g.M - r0);
+    for (std::size_t r0 = 0; r0 < M; r0 += 32) {
+        const std::size_t rb = std::min<std::size_t>(32, M - r0);
         const std::size_t rows0 = std::min<std::size_t>(16, rb), rows1 = rb - rows0;
-        float* C0 = g.C + r0 * g.ldc;
-        float* C1 = C0 + 16 * g.ldc;
+        float* C0 = C + r0 * ldc;
+        float* C1 = C0 + 16 * ldc;
         for (std::size_t k0 = 0; k0 < Q || k0 == 0; k0 += kAmxDepth) {
             const std::size_t k1 = std::min(Q, k0 + kAmxDepth);
-            const bool acc = g.accumulate || k0 > 0;
+            const bool acc = accumulate || k0 > 0;
             const std::uint32_t* Ap = Apk + r0 * lda;
             for (std::size_t j = p0; j < p1; j += 2) {
                 const std::size_t cb = j * kBf16Panel;
-                const std::size_t w0 = std::min(kBf16Panel, g.c1 - cb);
-                const std::size_t w1 = j + 1 < p1 ? std::min(kBf16Panel, g.c1 - cb - kBf16Panel) : 0;
+                const std::size_t w0 = std::min(kBf16Panel, c1 - cb);
+                const std::size_t w1 = j + 1 < p1 ? std::min(kBf16Panel, c1 - cb - kBf16Panel) : 0;
                 const std::uint32_t* B0 = B.panel(j);
                 const std::uint32_t* B1 = w1 ? B.panel(j + 1) : B0;
-                CHARRNN_AMX_LOAD_C(0, C0 + cb, g.ldc, rows0, w0, acc, tmp);
-                CHARRNN_AMX_LOAD_C(1, C0 + cb + 16, g.ldc, rows0, w1, acc, tmp);
+                CHARRNN_AMX_LOAD_C(0, C0 + cb, ldc, rows0, w0, acc, tmp);
+                CHARRNN_AMX_LOAD_C(1, C0 + cb + 16, ldc, rows0, w1, acc, tmp);
                 if (rows1) {
-                    CHARRNN_AMX_LOAD_C(2, C1 + cb, g.ldc, rows1, w0, acc, tmp);
-                    CHARRNN_AMX_LOAD_C(3, C1 + cb + 16, g.ldc, rows1, w1, acc, tmp);
+                    CHARRNN_AMX_LOAD_C(2, C1 + cb, ldc, rows1, w0, acc, tmp);
+                    CHARRNN_AMX_LOAD_C(3, C1 + cb + 16, ldc, rows1, w1, acc, tmp);
                     for (std::size_t q = k0; q < k1; q += 16) {
                         _tile_loadd(4, Ap + q, static_cast<int>(lda * 4));
                         _tile_loadd(5, Ap + 16 * lda + q, static_cast<int>(lda * 4));
@@ -315,8 +311,8 @@ CHARRNN_TARGET_AMX inline void gemm16_amx(const Gemm16Args& g) {
                         _tile_dpbf16ps(2, 5, 6);
                         _tile_dpbf16ps(3, 5, 7);
                     }
-                    CHARRNN_AMX_STORE_C(2, C1 + cb, g.ldc, rows1, w0, tmp);
-                    CHARRNN_AMX_STORE_C(3, C1 + cb + 16, g.ldc, rows1, w1, tmp);
+                    CHARRNN_AMX_STORE_C(2, C1 + cb, ldc, rows1, w0, tmp);
+                    CHARRNN_AMX_STORE_C(3, C1 + cb + 16, ldc, rows1, w1, tmp);
                 } else {
                     for (std::size_t q = k0; q < k1; q += 16) {
                         _tile_loadd(4, Ap + q, static_cast<int>(lda * 4));
@@ -326,12 +322,27 @@ CHARRNN_TARGET_AMX inline void gemm16_amx(const Gemm16Args& g) {
                         _tile_dpbf16ps(1, 4, 7);
                     }
                 }
-                CHARRNN_AMX_STORE_C(0, C0 + cb, g.ldc, rows0, w0, tmp);
-                CHARRNN_AMX_STORE_C(1, C0 + cb + 16, g.ldc, rows0, w1, tmp);
+                CHARRNN_AMX_STORE_C(0, C0 + cb, ldc, rows0, w0, tmp);
+                CHARRNN_AMX_STORE_C(1, C0 + cb + 16, ldc, rows0, w1, tmp);
             }
             if (Q == 0) break;
         }
     }
+}
+
+CHARRNN_TARGET_AMX inline void gemm16_amx(const Gemm16Args& g) {
+    const PackedBf16& B = *g.B;
+    const std::size_t Q = B.Q, lda = bf16_row_stride(Q);
+    assert(g.c0 % kBf16Panel == 0 && g.c1 <= B.N);  // the columns before c0 belong to another thread
+    assert(g.B2 == nullptr || (g.B2->Q == Q && g.B2->N == B.N));
+    const std::size_t p0 = g.c0 / kBf16Panel, p1 = (g.c1 + kBf16Panel - 1) / kBf16Panel;
+    static const AmxConfig cfg;
+    _tile_loadconfig(&cfg);
+    const std::size_t Mpad = (g.M + 31) / 32 * 32;  // whole tiles of zero rows past M
+    std::uint32_t* Apk = bf16_row_buffer(Mpad * lda);
+    pack_rows_bf16_hw(g.A, g.rsa, g.csa, g.M, B.P, Q, lda, Mpad, Apk);
+    amx_tiles(g.M, p0, p1, g.c1, Apk, lda, B, g.C, g.ldc, g.accumulate);
+    if (g.B2 != nullptr) amx_tiles(g.M, p0, p1, g.c1, Apk, lda, *g.B2, g.C2, g.ldc, g.accumulate);
     _tile_release();
 }
 

@@ -392,12 +392,17 @@ public:
             T* gWx = g[l * A_];
             T* gWh = g[l * A_ + 1];
             if (rg.size()) {
-                mm(rg.size(), 0, m, dAh + rg.begin, 1, Gm, a.Hprev_pk, gWh + rg.begin * m, m, false);
+                if (l > 0 && dAh == a.dA.data()) {
+                    // dWh and dWx share A = dA: one product reads it for both
+                    mm(rg.size(), 0, m, dAh + rg.begin, 1, Gm, a.Hprev_pk, gWh + rg.begin * m, m, false, &a.X_pk,
+                       gWx + rg.begin * m);
+                } else {
+                    mm(rg.size(), 0, m, dAh + rg.begin, 1, Gm, a.Hprev_pk, gWh + rg.begin * m, m, false);
+                    if (l > 0) mm(rg.size(), 0, m, a.dA.data() + rg.begin, 1, Gm, a.X_pk, gWx + rg.begin * m, m, false);
+                }
                 kn.column_sums(a.dA.data(), rows, Gm, rg.begin, rg.end, g[l * A_ + 2]);
                 if (lay.cell == Cell::gru) kn.column_sums(a.dAh.data(), rows, Gm, rg.begin, rg.end, g[l * A_ + 3]);
-                if (l > 0) {
-                    mm(rg.size(), 0, m, a.dA.data() + rg.begin, 1, Gm, a.X_pk, gWx + rg.begin * m, m, false);
-                } else {
+                if (l == 0) {
                     // sum the rows of dA by input character (contiguous rows of dWx^T), then transpose
                     T* acc = dWx0T.data();
                     for (std::size_t xi = 0; xi < K; ++xi) std::fill(acc + xi * Gm + rg.begin, acc + xi * Gm + rg.end, T(0));
@@ -517,15 +522,18 @@ private:
     }
 
     // C[0..M) x [c0, c1) (+)= A B, A(r, p) = A[r*rsa + p*csa]; c0 on a panel boundary.
+    // With B2, also C2 (+)= A B2 (same depth, width and ldc), A read once.
     void mm(std::size_t M, std::size_t c0, std::size_t c1, const T* A, std::size_t rsa, std::size_t csa,
-            const Operand<T>& B, T* C, std::size_t ldc, bool accumulate) const {
+            const Operand<T>& B, T* C, std::size_t ldc, bool accumulate, const Operand<T>* B2 = nullptr,
+            T* C2 = nullptr) const {
         if constexpr (std::is_same_v<T, float>) {
             if (bf16()) {
-                kn.gemm16({M, c0, c1, A, rsa, csa, &B.h, C, ldc, accumulate});
+                kn.gemm16({M, c0, c1, A, rsa, csa, &B.h, C, ldc, accumulate, B2 ? &B2->h : nullptr, C2});
                 return;
             }
         }
-        kn.gemm({M, c0 / kn.NR, (c1 + kn.NR - 1) / kn.NR, A, rsa, csa, &B.f, C, ldc, accumulate});
+        kn.gemm({M, c0 / kn.NR, (c1 + kn.NR - 1) / kn.NR, A, rsa, csa, &B.f, C, ldc, accumulate, B2 ? &B2->f : nullptr,
+                 C2});
     }
 
     // Dropout of layer l's output at step t for a thread's share (site l + 1).

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -111,6 +112,8 @@ CHARRNN_ALWAYS_INLINE void pack_panels(const T* src, std::size_t rs, std::size_t
 }
 
 // One product C[0..M) x [panel columns j0*NR .. min(N, j1*NR)) (+)= A B.
+// With B2, also C2 (+)= A B2 over the same columns, reading A once where it
+// is copied (B2 as deep and as wide as B): the two weight gradients of a layer.
 template <typename T>
 struct GemmArgs {
     std::size_t M;
@@ -121,6 +124,8 @@ struct GemmArgs {
     T* C;
     std::size_t ldc;
     bool accumulate;
+    const Packed<T>* B2 = nullptr;
+    T* C2 = nullptr;
 };
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -274,31 +279,29 @@ CHARRNN_ALWAYS_INLINE void gemm_impl_packed_a(const GemmArgs<T>& g) {
                 for (std::size_t i = 0; i < rows; ++i) dst[i] = src[(r0 + i) * g.rsa];
             }
         }
-        for (std::size_t j = g.j0; j < g.j1; ++j) {
-            const std::size_t c0 = j * NR, width = std::min(NR, B.N - c0);
-            const T* Bk = B.panel(j) + k0 * NR;
-            std::size_t r = 0;
-            for (; r + MR <= g.M; r += MR)
-                gemm_rows<T, VL, NV, MR>(kc, buf.data() + r * kc, 1, MR, Bk, g.C + r * g.ldc + c0, g.ldc, width, acc);
-            if (r < g.M)
-                gemm_row_tail<T, VL, NV, MR - 1>(g.M - r, kc, buf.data() + r * kc, 1, MR, Bk, g.C + r * g.ldc + c0,
-                                                 g.ldc, width, acc);
+        for (int part = 0; part < (g.B2 != nullptr ? 2 : 1); ++part) {
+            const Packed<T>& Bx = part ? *g.B2 : B;
+            T* C = part ? g.C2 : g.C;
+            for (std::size_t j = g.j0; j < g.j1; ++j) {
+                const std::size_t c0 = j * NR, width = std::min(NR, Bx.N - c0);
+                const T* Bk = Bx.panel(j) + k0 * NR;
+                std::size_t r = 0;
+                for (; r + MR <= g.M; r += MR)
+                    gemm_rows<T, VL, NV, MR>(kc, buf.data() + r * kc, 1, MR, Bk, C + r * g.ldc + c0, g.ldc, width, acc);
+                if (r < g.M)
+                    gemm_row_tail<T, VL, NV, MR - 1>(g.M - r, kc, buf.data() + r * kc, 1, MR, Bk, C + r * g.ldc + c0,
+                                                     g.ldc, width, acc);
+            }
         }
         if (P == 0) break;
     }
 }
 
+// C (+)= A B reading A where it lies (a product of a few rows or a short depth).
 template <typename T, int VL, int NV, int MR, std::size_t KC>
-CHARRNN_ALWAYS_INLINE void gemm_impl(const GemmArgs<T>& g) {
+CHARRNN_ALWAYS_INLINE void gemm_impl_direct(const GemmArgs<T>& g, const Packed<T>& B, T* C) {
     constexpr std::size_t NR = static_cast<std::size_t>(NV * VL);
-    const Packed<T>& B = *g.B;
     const std::size_t P = B.P;
-    // A transposed and big enough for the copy to pay (the weight gradients); a
-    // product of a few rows or a short depth reads A directly.
-    if (g.csa > g.rsa && g.M >= 2 * static_cast<std::size_t>(MR) && P >= 2 * static_cast<std::size_t>(MR)) {
-        gemm_impl_packed_a<T, VL, NV, MR, KC>(g);
-        return;
-    }
     for (std::size_t j = g.j0; j < g.j1; ++j) {
         const T* panel = B.panel(j);
         const std::size_t c0 = j * NR, width = std::min(NR, B.N - c0);
@@ -308,14 +311,28 @@ CHARRNN_ALWAYS_INLINE void gemm_impl(const GemmArgs<T>& g) {
             const T* Bk = panel + k0 * NR;
             std::size_t r = 0;
             for (; r + MR <= g.M; r += MR)
-                gemm_rows<T, VL, NV, MR>(kc, g.A + r * g.rsa + k0 * g.csa, g.rsa, g.csa, Bk, g.C + r * g.ldc + c0, g.ldc,
+                gemm_rows<T, VL, NV, MR>(kc, g.A + r * g.rsa + k0 * g.csa, g.rsa, g.csa, Bk, C + r * g.ldc + c0, g.ldc,
                                          width, acc);
             if (r < g.M)
                 gemm_row_tail<T, VL, NV, MR - 1>(g.M - r, kc, g.A + r * g.rsa + k0 * g.csa, g.rsa, g.csa, Bk,
-                                                 g.C + r * g.ldc + c0, g.ldc, width, acc);
+                                                 C + r * g.ldc + c0, g.ldc, width, acc);
             if (P == 0) break;
         }
     }
+}
+
+template <typename T, int VL, int NV, int MR, std::size_t KC>
+CHARRNN_ALWAYS_INLINE void gemm_impl(const GemmArgs<T>& g) {
+    const std::size_t P = g.B->P;
+    assert(g.B2 == nullptr || (g.B2->P == P && g.B2->N == g.B->N));
+    // A transposed and big enough for the copy to pay (the weight gradients); a
+    // product of a few rows or a short depth reads A directly.
+    if (g.csa > g.rsa && g.M >= 2 * static_cast<std::size_t>(MR) && P >= 2 * static_cast<std::size_t>(MR)) {
+        gemm_impl_packed_a<T, VL, NV, MR, KC>(g);
+        return;
+    }
+    gemm_impl_direct<T, VL, NV, MR, KC>(g, *g.B, g.C);
+    if (g.B2 != nullptr) gemm_impl_direct<T, VL, NV, MR, KC>(g, *g.B2, g.C2);
 }
 
 // out[c] = sum_r X[r * ld + c] for c in [c0, c1), rows in increasing order

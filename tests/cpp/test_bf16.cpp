@@ -94,6 +94,16 @@ std::vector<float> run(const Kernels<float>& k, const Case& c, const std::vector
     return C;
 }
 
+// The paired form (B2, C2: two products of one A) gives, bit for bit, what
+// the two products give one at a time.
+bool paired_same(const Kernels<float>& k, const Case& c, const std::vector<float>& A, const PackedBf16& B,
+                 const PackedBf16& B2, const std::vector<float>& C0, const std::vector<float>& C20) {
+    std::vector<float> C = C0, C2 = C20;
+    const std::size_t rsa = c.transposed ? 1 : c.P, csa = c.transposed ? c.M : 1;
+    k.gemm16({c.M, c.c0, c.c1, A.data(), rsa, csa, &B, C.data(), c.ldc, c.accumulate, &B2, C2.data()});
+    return C == run(k, c, A, B, C0) && C2 == run(k, c, A, B2, C20);
+}
+
 void test_kernels() {
     std::mt19937 rng(7);
     std::normal_distribution<float> nd;
@@ -109,7 +119,7 @@ void test_kernels() {
     const bool has16 = top16 >= Isa::avx512bf16, has_amx = top16 == Isa::amx;
     const Kernels<float> k16 = select_kernels<float>(top, has16 ? Isa::avx512bf16 : top);
     const Kernels<float> kamx = select_kernels<float>(top, top16);
-    int same = 0, same16 = 0, within = 0, amx_within = 0, untouched = 0, total = 0;
+    int same = 0, same16 = 0, within = 0, amx_within = 0, untouched = 0, paired = 0, total = 0;
     double worst_amx = 0.0, worst_ref = 0.0;
     for (int trial = 0; trial < 60; ++trial) {
         Case c{1 + rng() % 70, 1 + rng() % 300, 1 + rng() % 150, 0, 0, 0, rng() % 2 == 1, rng() % 2 == 1};
@@ -120,9 +130,17 @@ void test_kernels() {
         for (auto& v : A) v = nd(rng);
         for (auto& v : Bm) v = nd(rng);
         for (auto& v : C0) v = nd(rng);
-        PackedBf16 B;
+        PackedBf16 B, B2;
         B.resize(c.P, c.N);
         pack_panels_bf16(Bm.data(), c.N, 1, nullptr, B, 0, B.panels());
+        std::vector<float> Bm2(c.P * c.N), C20(C0.size());
+        for (auto& v : Bm2) v = nd(rng);
+        for (auto& v : C20) v = nd(rng);
+        B2.resize(c.P, c.N);
+        pack_panels_bf16(Bm2.data(), c.N, 1, nullptr, B2, 0, B2.panels());
+        bool pairs = paired_same(k16, c, A, B, B2, C0, C20) && paired_same(kamx, c, A, B, B2, C0, C20);
+        for (const auto& kp : portable) pairs = pairs && paired_same(kp.second, c, A, B, B2, C0, C20);
+        paired += pairs;
         const std::vector<float> Cr = run(ref, c, A, B, C0);
         bool all_same = true;
         for (const auto& kp : portable) all_same = all_same && run(kp.second, c, A, B, C0) == Cr;
@@ -170,6 +188,8 @@ void test_kernels() {
                                    " lies within the same bound of the portable kernel (worst " +
                                    std::to_string(worst_amx) + " of the bound)");
     check(untouched == total, "nothing outside rows [0, M) x columns [c0, c1) is written");
+    check(paired == total, "two products of one A (B2, C2) equal the two products one at a time, on every kernel (" +
+                               std::to_string(paired) + n + ")");
 }
 
 #if CHARRNN_X86_DISPATCH

@@ -14,6 +14,9 @@
 //    of 1, 2 and 3 worker threads, splitting the recurrences by units and by
 //    streams, are bit-identical, in float64 and float32, on sizes large
 //    enough to be split between the threads;
+//  - the paired product of the weight gradients (two products of one A, B2
+//    and C2 in GemmArgs) gives the bits of the two products one at a time,
+//    on every float kernel this CPU has;
 //  - the trace (trace.hpp): its row losses sum to evaluate_text's loss, its
 //    states at position i are bit for bit the final states of evaluating the
 //    text up to i, its top-k is every character ranked, and 1, 2 and 3
@@ -354,6 +357,46 @@ void test_trace(Cell cell, const char* type) {
     unsetenv("CHARRNN_SPLIT");
 }
 
+template <typename T>
+void test_paired_products(const char* type) {
+    std::mt19937 rng(11);
+    std::normal_distribution<double> nd;
+    std::vector<Isa> isas{Isa::baseline};
+#if CHARRNN_X86_DISPATCH
+    if (detect_isa() >= Isa::avx2) isas.push_back(Isa::avx2);
+    if (detect_isa() >= Isa::avx512) isas.push_back(Isa::avx512);
+#endif
+    int same = 0, total = 0;
+    for (Isa isa : isas) {
+        const Kernels<T> k = select_kernels<T>(isa);
+        for (int trial = 0; trial < 40; ++trial, ++total) {
+            // sizes on both sides of the copied-A path (transposed, M and P >= 2 MR)
+            const std::size_t M = 1 + rng() % 70, P = 1 + rng() % 300, N = 1 + rng() % 150, ldc = N + rng() % 9;
+            const bool transposed = rng() % 2 == 1, acc = rng() % 2 == 1;
+            auto random = [&](std::size_t n) {
+                std::vector<T> v(n);
+                for (auto& x : v) x = static_cast<T>(nd(rng));
+                return v;
+            };
+            const std::vector<T> A = random(M * P), S1 = random(P * N), S2 = random(P * N), C0 = random(M * ldc),
+                                 C20 = random(M * ldc);
+            Packed<T> B1, B2;
+            B1.resize(P, N, k.NR);
+            B2.resize(P, N, k.NR);
+            k.pack(S1.data(), N, 1, nullptr, B1, 0, B1.panels());
+            k.pack(S2.data(), N, 1, nullptr, B2, 0, B2.panels());
+            const std::size_t rsa = transposed ? 1 : P, csa = transposed ? M : 1, j1 = B1.panels();
+            std::vector<T> C = C0, C2 = C20, D = C0, D2 = C20;
+            k.gemm({M, 0, j1, A.data(), rsa, csa, &B1, C.data(), ldc, acc, &B2, C2.data()});
+            k.gemm({M, 0, j1, A.data(), rsa, csa, &B1, D.data(), ldc, acc});
+            k.gemm({M, 0, j1, A.data(), rsa, csa, &B2, D2.data(), ldc, acc});
+            same += C == D && C2 == D2;
+        }
+    }
+    check(same == total, std::string(type) + ": two products of one A equal the two one at a time, bit for bit (" +
+                             std::to_string(same) + " of " + std::to_string(total) + ", every float level here)");
+}
+
 }  // namespace
 
 int main() {
@@ -370,6 +413,8 @@ int main() {
         test_threads<double>(cell, "float64");
         test_threads<float>(cell, "float32");
     }
+    test_paired_products<double>("float64");
+    test_paired_products<float>("float32");
     for (Cell cell : {Cell::rnn, Cell::lstm, Cell::gru}) {
         test_trace<double>(cell, "float64");
         test_trace<float>(cell, "float32");
