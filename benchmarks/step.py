@@ -10,7 +10,10 @@ Run from the repository root, with the package installed:
 Everything is timed in ONE process so that ratios compare like with like on
 a possibly busy machine. Every figure is the median of at least 5 repeats
 after a warm-up, with the min-max range; every repeat runs long enough
-(>= ~0.25 s) to swamp timer and call overheads. Each ratio is against a
+(>= ~0.25 s) to swamp timer and call overheads. The rows of one table
+group (one network, or one m, or one B) are timed interleaved: repeat r of
+every contestant runs before repeat r + 1 of any, so that a machine whose
+speed drifts (a shared virtual machine) slows them alike. Each ratio is against a
 baseline timed in the same run: batch-1 rows against the package's NumPy
 reference trainer, batched rows against PyTorch CPU training the same
 network on the same batch (the peer a user would pick instead): in float32,
@@ -67,20 +70,37 @@ class Timing:
     repeats: int
 
 
-def timed(fn: Callable[[], object], units: float, repeats: int, min_seconds: float) -> Timing:
-    """Run fn once to warm up, then time it in repeats of enough calls to
-    last min_seconds; returns seconds per unit (fn does `units` units)."""
-    t0 = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - t0, 1e-6)
-    calls = max(1, int(min_seconds / once + 0.999))
-    samples = []
-    for _ in range(repeats):
+# A contestant: a call that does some work, and how many units (updates,
+# passes) one call is.
+Run = tuple[Callable[[], object], float]
+
+
+def timed_together(runs: dict[str, Run], repeats: int, min_seconds: float) -> dict[str, Timing]:
+    """Run each call once to warm up, then time every one in repeats of
+    enough calls to last min_seconds, interleaved: the repeats go round the
+    contestants (in an order rotated by one at each repeat), so that drift in
+    the machine's speed reaches all of them. Seconds per unit for each."""
+    calls = {}
+    for name, (fn, _) in runs.items():
         t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        samples.append((time.perf_counter() - t0) / (calls * units))
-    return Timing(statistics.median(samples), min(samples), max(samples), repeats)
+        fn()
+        once = max(time.perf_counter() - t0, 1e-6)
+        calls[name] = max(1, int(min_seconds / once + 0.999))
+    names = list(runs)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            fn, units = runs[name]
+            t0 = time.perf_counter()
+            for _ in range(calls[name]):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / (calls[name] * units))
+    return {n: Timing(statistics.median(v), min(v), max(v), repeats) for n, v in samples.items()}
+
+
+def timed(fn: Callable[[], object], units: float, repeats: int, min_seconds: float) -> Timing:
+    """One contestant alone (see timed_together)."""
+    return timed_together({"": (fn, units)}, repeats, min_seconds)[""]
 
 
 def make_text(n: int, seed: int = 0) -> np.ndarray:
@@ -90,13 +110,13 @@ def make_text(n: int, seed: int = 0) -> np.ndarray:
 # ------------------------------------------------------------------ the contestants
 
 
-def numpy_classic(m: int, steps: int, repeats: int, min_s: float) -> Timing:
+def numpy_classic(m: int, steps: int) -> Run:
     """The classic trainer in plain NumPy (charrnn_ext.reference): one
     timestep at a time forward and backward, then clipped AdaGrad."""
     text = make_text(200_000)
     p = cx.init_params(K, m, seed=1)
     s = cx.zeros_like_params(p)
-    return timed(lambda: reference.train_steps(p, s, text, n_steps=steps, seq_length=SEQ), steps, repeats, min_s)
+    return (lambda: reference.train_steps(p, s, text, n_steps=steps, seq_length=SEQ)), steps
 
 
 def engine(
@@ -109,10 +129,8 @@ def engine(
     threads: int,
     optimizer: str,
     steps: int,
-    repeats: int,
-    min_s: float,
     clip_mode: str = "elementwise",
-) -> Timing:
+) -> Run:
     """``dtype`` np.float32 / np.float64, or "bfloat16" (float32 weights,
     bfloat16 matrix products)."""
     text = make_text(max(400_000, B * (T + 1) * (steps + 2)))
@@ -126,7 +144,7 @@ def engine(
         kw["precision"] = "bfloat16"
     if B > 1:
         kw["batch_size"] = B
-    return timed(lambda: cx.train_steps(p, st, text, **kw), steps, repeats, min_s)
+    return (lambda: cx.train_steps(p, st, text, **kw)), steps
 
 
 def torch_available() -> bool:
@@ -146,10 +164,8 @@ def pytorch(
     threads: int,
     optimizer: str,
     steps: int,
-    repeats: int,
-    min_s: float,
     bf16: bool = False,
-) -> Timing | None:
+) -> Run | None:
     """The same network in PyTorch CPU: nn.RNN/LSTM/GRU (one-hot input of
     size K) + Linear, summed cross-entropy, the same optimiser and clipping
     (AdaGrad with elementwise clipping to 5, Adam with global-norm clipping
@@ -173,6 +189,7 @@ def pytorch(
     state = {"h": None, "pos": 0}
 
     def run():
+        torch.set_num_threads(threads)  # the rows timed beside it may have set another count
         for _ in range(steps):
             pos = state["pos"]
             if pos + T + 1 > L:
@@ -194,7 +211,7 @@ def pytorch(
             state["h"] = tuple(t.detach().float() for t in hT) if isinstance(hT, tuple) else hT.detach().float()
             state["pos"] = pos + T
 
-    return timed(run, steps, repeats, min_s)
+    return run, steps
 
 
 def validation_seconds(repeats: int, min_s: float, quick: bool) -> tuple[Timing, int]:
@@ -304,10 +321,14 @@ def classic_tables(q: bool, repeats: int, min_s: float, out: Callable[..., None]
     out("| m | implementation | ms per update | chars/s | x NumPy reference |")
     out("|---|---|---|---|---|")
     for m in [16] if q else [50, 100, 256]:
-        ref = numpy_classic(m, 20, repeats, min_s)
+        runs = {"ref": numpy_classic(m, 20)}
+        for dtype in (np.float64, np.float32):
+            runs[np.dtype(dtype).name] = engine("rnn", 1, m, dtype, 1, SEQ, 1, "adagrad", 200)
+        times = timed_together(runs, repeats, min_s)
+        ref = times["ref"]
         out(f"| {m} | NumPy reference (float64) | {fmt_ms(ref)} | {fmt_rate(ref, SEQ)} | 1.0 |")
         for dtype in (np.float64, np.float32):
-            t = engine("rnn", 1, m, dtype, 1, SEQ, 1, "adagrad", 200, repeats, min_s)
+            t = times[np.dtype(dtype).name]
             out(
                 f"| {m} | charrnn_ext ({np.dtype(dtype).name}) | {fmt_ms(t)} | {fmt_rate(t, SEQ)} | "
                 f"{ref.median / t.median:.1f} |"
@@ -322,11 +343,18 @@ def classic_tables(q: bool, repeats: int, min_s: float, out: Callable[..., None]
     m = 16 if q else 100
     for B, threads in [(4, 2)] if q else [(16, 1), (64, 1), (64, 2), (256, 2)]:
         steps = max(3, 800 // B)
-        pt = pytorch("rnn", 1, m, B, SEQ, threads, "adagrad", max(2, steps // 4), repeats, min_s)
+        runs = {
+            np.dtype(dt).name: engine("rnn", 1, m, dt, B, SEQ, threads, "adagrad", steps)
+            for dt in (np.float32, np.float64)
+        }
+        if (torch_run := pytorch("rnn", 1, m, B, SEQ, threads, "adagrad", max(2, steps // 4))) is not None:
+            runs["torch"] = torch_run
+        times = timed_together(runs, repeats, min_s)
+        pt = times.get("torch")
         if pt is not None:
             out(f"| {B} | {threads} | PyTorch nn.RNN + Linear | {fmt_ms(pt)} | {fmt_rate(pt, B * SEQ)} | 1.0 |")
         for dtype in (np.float32, np.float64):
-            t = engine("rnn", 1, m, dtype, B, SEQ, threads, "adagrad", steps, repeats, min_s)
+            t = times[np.dtype(dtype).name]
             ratio = f"{pt.median / t.median:.2f}" if pt is not None else "n/a"
             out(
                 f"| {B} | {threads} | charrnn_ext ({np.dtype(dtype).name}) | {fmt_ms(t)} | "
@@ -409,12 +437,16 @@ def main(argv=None) -> int:
     for cell, m in nets:
         steps = 2 if q else 10
         net = f"{cell} 2 x {m}"
-        pt = pytorch(cell, 2, m, B, T, 2, "adam", steps, repeats, min_s)
-        pb = pytorch(cell, 2, m, B, T, 2, "adam", steps, repeats, min_s, bf16=True)
-        ours = {
-            dt: engine(cell, 2, m, dt, B, T, 2, "adam", steps, repeats, min_s, clip_mode="global_norm")
-            for dt in (np.float32, "bfloat16")
+        runs = {
+            "float32": engine(cell, 2, m, np.float32, B, T, 2, "adam", steps, clip_mode="global_norm"),
+            "bfloat16": engine(cell, 2, m, "bfloat16", B, T, 2, "adam", steps, clip_mode="global_norm"),
         }
+        for name, bf16 in (("torch", False), ("torch bf16", True)):
+            if (torch_run := pytorch(cell, 2, m, B, T, 2, "adam", steps, bf16=bf16)) is not None:
+                runs[name] = torch_run
+        times = timed_together(runs, repeats, min_s)
+        pt, pb = times.get("torch"), times.get("torch bf16")
+        ours = {np.float32: times["float32"], "bfloat16": times["bfloat16"]}
 
         def ratio(base: Timing | None, t: Timing) -> str:
             return f"{base.median / t.median:.2f}" if base is not None else "n/a"
