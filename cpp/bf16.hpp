@@ -210,6 +210,10 @@ CHARRNN_ALWAYS_INLINE void pack_rows_bf16(const float* A, std::size_t rsa, std::
 // One bfloat16 product: C[0..M) x [c0, c1) (+)= A B, c0 on a panel boundary.
 // With B2, also C2 (+)= A B2 over the same columns, from the same packed A
 // (B2 as deep and as wide as B): the two weight gradients of a layer.
+// With init, C = I + A B instead, where row r of I is
+// init + (init_rows ? init_rows[r] : r) * ld_init (ld_init = 0: one row for
+// all), at C's columns: a recurrence's step starting from the input's rows
+// or the bias without first copying them into C. Not with B2.
 struct Gemm16Args {
     std::size_t M;
     std::size_t c0, c1;
@@ -221,7 +225,15 @@ struct Gemm16Args {
     bool accumulate;
     const PackedBf16* B2 = nullptr;
     float* C2 = nullptr;
+    const float* init = nullptr;
+    const std::int32_t* init_rows = nullptr;
+    std::size_t ld_init = 0;
 };
+
+// Row r of a product's initial value (Gemm16Args::init).
+inline const float* init_row(const Gemm16Args& g, std::size_t r) {
+    return g.init + (g.init_rows ? static_cast<std::size_t>(g.init_rows[r]) : r) * g.ld_init;
+}
 
 // A thread's scratch for the packed rows of A.
 inline std::uint32_t* bf16_row_buffer(std::size_t words) {
@@ -352,7 +364,9 @@ CHARRNN_ALWAYS_INLINE void bf16_gemm_driver(const Gemm16Args& g, Bf16Tile micro,
     const std::size_t lda = bf16_row_stride(Q);
     std::uint32_t* Apk = bf16_row_buffer(g.M * lda);
     pack_rows_bf16(g.A, g.rsa, g.csa, g.M, B.P, Q, lda, g.M, Apk);
-    bf16_gemm_packed(g.M, p0, p1, g.c1, Apk, lda, B, g.C, g.ldc, g.accumulate, micro, MR, NP);
+    if (g.init != nullptr)
+        for (std::size_t r = 0; r < g.M; ++r) std::copy(init_row(g, r) + g.c0, init_row(g, r) + g.c1, g.C + r * g.ldc + g.c0);
+    bf16_gemm_packed(g.M, p0, p1, g.c1, Apk, lda, B, g.C, g.ldc, g.accumulate || g.init != nullptr, micro, MR, NP);
     if (g.B2 != nullptr) bf16_gemm_packed(g.M, p0, p1, g.c1, Apk, lda, *g.B2, g.C2, g.ldc, g.accumulate, micro, MR, NP);
 }
 

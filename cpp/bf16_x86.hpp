@@ -274,11 +274,36 @@ struct alignas(64) AmxConfig {
 // unchanged.
 constexpr std::size_t kAmxDepth = 128;
 
+// The 16 x 16 block of a product's initial value (Gemm16Args::init) at rows
+// [r0, r0 + rows) and columns [c, c + cols), zero-filled to 16 x 16, into tmp.
+inline void amx_init_block(const Gemm16Args& g, std::size_t r0, std::size_t rows, std::size_t c, std::size_t cols,
+                           float* tmp) {
+    for (std::size_t i = 0; i < 16; ++i) {
+        float* t = tmp + i * 16;
+        if (i < rows && cols == 16) {
+            std::memcpy(t, init_row(g, r0 + i) + c, 16 * sizeof(float));
+            continue;
+        }
+        for (std::size_t j = 0; j < 16; ++j) t[j] = i < rows && j < cols ? init_row(g, r0 + i)[c + j] : 0.0f;
+    }
+}
+// C block into tile T: from C itself, zero, or (init, first depth block) the initial value.
+#define CHARRNN_AMX_START_C(T, C, ldc, rows, cols, acc, tmp, g, r0, c, first)  \
+    do {                                                                       \
+        if ((first) && (g).init != nullptr) {                                  \
+            amx_init_block((g), (r0), (rows), (c), (cols), (tmp));             \
+            _tile_loadd(T, (tmp), 64);                                         \
+        } else {                                                               \
+            CHARRNN_AMX_LOAD_C(T, C, ldc, rows, cols, acc, tmp);               \
+        }                                                                      \
+    } while (0)
+
 // The tile loops of gemm16_amx over A packed in Apk (rows lda words apart,
-// zero rows up to a multiple of 32), with the tile configuration loaded.
+// zero rows up to a multiple of 32), with the tile configuration loaded:
+// C (+)= A B, or C = init + A B (g.init: g supplies only that).
 CHARRNN_TARGET_AMX inline void amx_tiles(std::size_t M, std::size_t p0, std::size_t p1, std::size_t c1,
                                          const std::uint32_t* Apk, std::size_t lda, const PackedBf16& B, float* C,
-                                         std::size_t ldc, bool accumulate) {
+                                         std::size_t ldc, bool accumulate, const Gemm16Args& g) {
     const std::size_t Q = B.Q;
     alignas(64) float tmp[16 * 16];
     for (std::size_t r0 = 0; r0 < M; r0 += 32) {
@@ -296,11 +321,11 @@ CHARRNN_TARGET_AMX inline void amx_tiles(std::size_t M, std::size_t p0, std::siz
                 const std::size_t w1 = j + 1 < p1 ? std::min(kBf16Panel, c1 - cb - kBf16Panel) : 0;
                 const std::uint32_t* B0 = B.panel(j);
                 const std::uint32_t* B1 = w1 ? B.panel(j + 1) : B0;
-                CHARRNN_AMX_LOAD_C(0, C0 + cb, ldc, rows0, w0, acc, tmp);
-                CHARRNN_AMX_LOAD_C(1, C0 + cb + 16, ldc, rows0, w1, acc, tmp);
+                CHARRNN_AMX_START_C(0, C0 + cb, ldc, rows0, w0, acc, tmp, g, r0, cb, k0 == 0);
+                CHARRNN_AMX_START_C(1, C0 + cb + 16, ldc, rows0, w1, acc, tmp, g, r0, cb + 16, k0 == 0);
                 if (rows1) {
-                    CHARRNN_AMX_LOAD_C(2, C1 + cb, ldc, rows1, w0, acc, tmp);
-                    CHARRNN_AMX_LOAD_C(3, C1 + cb + 16, ldc, rows1, w1, acc, tmp);
+                    CHARRNN_AMX_START_C(2, C1 + cb, ldc, rows1, w0, acc, tmp, g, r0 + 16, cb, k0 == 0);
+                    CHARRNN_AMX_START_C(3, C1 + cb + 16, ldc, rows1, w1, acc, tmp, g, r0 + 16, cb + 16, k0 == 0);
                     for (std::size_t q = k0; q < k1; q += 16) {
                         _tile_loadd(4, Ap + q, static_cast<int>(lda * 4));
                         _tile_loadd(5, Ap + 16 * lda + q, static_cast<int>(lda * 4));
@@ -341,11 +366,13 @@ CHARRNN_TARGET_AMX inline void gemm16_amx(const Gemm16Args& g) {
     const std::size_t Mpad = (g.M + 31) / 32 * 32;  // whole tiles of zero rows past M
     std::uint32_t* Apk = bf16_row_buffer(Mpad * lda);
     pack_rows_bf16_hw(g.A, g.rsa, g.csa, g.M, B.P, Q, lda, Mpad, Apk);
-    amx_tiles(g.M, p0, p1, g.c1, Apk, lda, B, g.C, g.ldc, g.accumulate);
-    if (g.B2 != nullptr) amx_tiles(g.M, p0, p1, g.c1, Apk, lda, *g.B2, g.C2, g.ldc, g.accumulate);
+    assert(g.init == nullptr || g.B2 == nullptr);
+    amx_tiles(g.M, p0, p1, g.c1, Apk, lda, B, g.C, g.ldc, g.accumulate, g);
+    if (g.B2 != nullptr) amx_tiles(g.M, p0, p1, g.c1, Apk, lda, *g.B2, g.C2, g.ldc, g.accumulate, Gemm16Args{});
     _tile_release();
 }
 
+#undef CHARRNN_AMX_START_C
 #undef CHARRNN_AMX_LOAD_C
 #undef CHARRNN_AMX_STORE_C
 

@@ -273,25 +273,29 @@ public:
                     const std::size_t r0 = t * B + s0;  // this thread's first row at step t
                     T* Zt = a.Z.data() + r0 * Gm;
                     const T* Hp = a.H.data() + r0 * m;
-                    if (l == 0) {
+                    // Z_t = (layer 0) XB[x_t] or (above) b + X_t W_x^T, the latter for this thread's
+                    // streams here (the same sums as above); then, but for the GRU, + H_{t-1} W_h^T
+                    const bool gru = lay.cell == Cell::gru;
+                    const std::int32_t* xt = x.data() + r0;
+                    if (l == 0 && gru) {
                         for (std::size_t s = 0; s < Bs; ++s) {
-                            const T* xb = a.XB.data() + static_cast<std::size_t>(x[r0 + s]) * Gm;
+                            const T* xb = a.XB.data() + static_cast<std::size_t>(xt[s]) * Gm;
                             std::copy(xb + c0, xb + c1, Zt + s * Gm + c0);
                         }
+                    } else if (l == 0) {
+                        mm_init(Bs, c0, c1, Hp, m, 1, a.WhT, Zt, Gm, a.XB.data(), xt, Gm);
                     } else if (by_streams) {
-                        // Z_t = b + X_t W_x^T for this thread's streams, the same sums as above
-                        for (std::size_t s = 0; s < Bs; ++s) std::copy(a.b.data(), a.b.data() + Gm, Zt + s * Gm);
-                        mm(Bs, 0, Gm, input(l) + r0 * m, m, 1, a.WxT, Zt, Gm, true);
+                        mm_init(Bs, 0, Gm, input(l) + r0 * m, m, 1, a.WxT, Zt, Gm, a.b.data(), nullptr, 0);
                     }
                     CellStep<T> cs{lay.cell, Bs, m, order, Zt, nullptr, Hp, a.H.data() + (r0 + B) * m,
                                    nullptr, nullptr, nullptr, nullptr, w.u.begin, w.u.end};
-                    if (lay.cell == Cell::gru) {
+                    if (gru) {
+                        // AH_t = bh + H_{t-1} W_h^T
                         T* AH = a.AH.data() + s0 * Gm;
-                        for (std::size_t s = 0; s < Bs; ++s) std::copy(a.bh.data() + c0, a.bh.data() + c1, AH + s * Gm + c0);
-                        mm(Bs, c0, c1, Hp, m, 1, a.WhT, AH, Gm, true);
+                        mm_init(Bs, c0, c1, Hp, m, 1, a.WhT, AH, Gm, a.bh.data(), nullptr, 0);
                         cs.AH = AH;
                         cs.HN = a.HN.data() + r0 * m;
-                    } else {
+                    } else if (l > 0) {
                         mm(Bs, c0, c1, Hp, m, 1, a.WhT, Zt, Gm, true);
                     }
                     if (lay.cell == Cell::lstm) {
@@ -534,6 +538,25 @@ private:
         }
         kn.gemm({M, c0 / kn.NR, (c1 + kn.NR - 1) / kn.NR, A, rsa, csa, &B.f, C, ldc, accumulate, B2 ? &B2->f : nullptr,
                  C2});
+    }
+
+    // C[0..M) x [c0, c1) = I + A B, row r of I being init + (rows ? rows[r] : r) * ld_init
+    // (ld_init = 0: the same row for all). The bfloat16 kernels start their
+    // accumulators from I; the float ones from I copied into C first.
+    void mm_init(std::size_t M, std::size_t c0, std::size_t c1, const T* A, std::size_t rsa, std::size_t csa,
+                 const Operand<T>& B, T* C, std::size_t ldc, const T* init, const std::int32_t* rows,
+                 std::size_t ld_init) const {
+        if constexpr (std::is_same_v<T, float>) {
+            if (bf16()) {
+                kn.gemm16({M, c0, c1, A, rsa, csa, &B.h, C, ldc, false, nullptr, nullptr, init, rows, ld_init});
+                return;
+            }
+        }
+        for (std::size_t r = 0; r < M; ++r) {
+            const T* src = init + (rows ? static_cast<std::size_t>(rows[r]) : r) * ld_init;
+            std::copy(src + c0, src + c1, C + r * ldc + c0);
+        }
+        mm(M, c0, c1, A, rsa, csa, B, C, ldc, true);
     }
 
     // Dropout of layer l's output at step t for a thread's share (site l + 1).

@@ -104,6 +104,31 @@ bool paired_same(const Kernels<float>& k, const Case& c, const std::vector<float
     return C == run(k, c, A, B, C0) && C2 == run(k, c, A, B2, C20);
 }
 
+// The product started from given rows (Gemm16Args::init: rows picked by an
+// index, or one row for all) gives, bit for bit, those rows copied into C
+// and the product accumulated onto them; C's other columns keep their values.
+bool init_same(const Kernels<float>& k, const Case& c, const std::vector<float>& A, const PackedBf16& B,
+               const std::vector<float>& C0, std::mt19937& rng) {
+    const std::size_t n_init = 1 + rng() % 7;
+    std::vector<float> I(n_init * c.N);
+    std::normal_distribution<float> nd;
+    for (auto& v : I) v = nd(rng);
+    std::vector<std::int32_t> idx(c.M);
+    for (auto& v : idx) v = static_cast<std::int32_t>(rng() % n_init);
+    const std::size_t rsa = c.transposed ? 1 : c.P, csa = c.transposed ? c.M : 1;
+    bool ok = true;
+    for (const bool broadcast : {false, true}) {
+        std::vector<float> C = C0, D = C0;
+        for (std::size_t r = 0; r < c.M; ++r)
+            for (std::size_t j = c.c0; j < c.c1; ++j) D[r * c.ldc + j] = I[(broadcast ? 0 : idx[r]) * c.N + j];
+        k.gemm16({c.M, c.c0, c.c1, A.data(), rsa, csa, &B, C.data(), c.ldc, false, nullptr, nullptr, I.data(),
+                  broadcast ? nullptr : idx.data(), broadcast ? 0 : c.N});
+        k.gemm16({c.M, c.c0, c.c1, A.data(), rsa, csa, &B, D.data(), c.ldc, true});
+        ok = ok && C == D;
+    }
+    return ok;
+}
+
 void test_kernels() {
     std::mt19937 rng(7);
     std::normal_distribution<float> nd;
@@ -119,7 +144,7 @@ void test_kernels() {
     const bool has16 = top16 >= Isa::avx512bf16, has_amx = top16 == Isa::amx;
     const Kernels<float> k16 = select_kernels<float>(top, has16 ? Isa::avx512bf16 : top);
     const Kernels<float> kamx = select_kernels<float>(top, top16);
-    int same = 0, same16 = 0, within = 0, amx_within = 0, untouched = 0, paired = 0, total = 0;
+    int same = 0, same16 = 0, within = 0, amx_within = 0, untouched = 0, paired = 0, started = 0, total = 0;
     double worst_amx = 0.0, worst_ref = 0.0;
     for (int trial = 0; trial < 60; ++trial) {
         Case c{1 + rng() % 70, 1 + rng() % 300, 1 + rng() % 150, 0, 0, 0, rng() % 2 == 1, rng() % 2 == 1};
@@ -141,6 +166,9 @@ void test_kernels() {
         bool pairs = paired_same(k16, c, A, B, B2, C0, C20) && paired_same(kamx, c, A, B, B2, C0, C20);
         for (const auto& kp : portable) pairs = pairs && paired_same(kp.second, c, A, B, B2, C0, C20);
         paired += pairs;
+        bool starts = init_same(k16, c, A, B, C0, rng) && init_same(kamx, c, A, B, C0, rng);
+        for (const auto& kp : portable) starts = starts && init_same(kp.second, c, A, B, C0, rng);
+        started += starts;
         const std::vector<float> Cr = run(ref, c, A, B, C0);
         bool all_same = true;
         for (const auto& kp : portable) all_same = all_same && run(kp.second, c, A, B, C0) == Cr;
@@ -188,6 +216,8 @@ void test_kernels() {
                                    " lies within the same bound of the portable kernel (worst " +
                                    std::to_string(worst_amx) + " of the bound)");
     check(untouched == total, "nothing outside rows [0, M) x columns [c0, c1) is written");
+    check(started == total, "a product started from given rows (init) equals those rows plus the product, on every "
+                            "kernel (" + std::to_string(started) + n + ")");
     check(paired == total, "two products of one A (B2, C2) equal the two products one at a time, on every kernel (" +
                                std::to_string(paired) + n + ")");
 }
