@@ -24,13 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 FLAGS = ["-O3", "-std=c++17", "-fno-math-errno", "-ffp-contract=fast", "-Wno-psabi", "-pthread"]
 
 
-def build(tmp: Path) -> Path:
+def build(tmp: Path, source: str = "profile_phases.cpp") -> Path:
+    """Compiles benchmarks/<source> against cpp/ into tmp; returns the program."""
     cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
     if cxx is None:
         raise SystemExit("no C++ compiler found")
-    exe = tmp / "profile_phases"
+    exe = tmp / Path(source).stem
     subprocess.run(
-        [cxx, *FLAGS, f"-I{ROOT / 'cpp'}", str(Path(__file__).with_name("profile_phases.cpp")), "-o", str(exe)],
+        [cxx, *FLAGS, f"-I{ROOT / 'cpp'}", str(Path(__file__).with_name(source)), "-o", str(exe)],
         check=True,
     )
     return exe
