@@ -359,7 +359,8 @@ CHARRNN_ALWAYS_INLINE void bf16_gemm_driver(const Gemm16Args& g, Bf16Tile micro,
     const std::size_t Q = B.Q;
     // c0 on a panel boundary: the columns before it belong to another thread
     assert(g.c0 % kBf16Panel == 0 && g.c1 <= B.N);
-    assert(g.B2 == nullptr || (g.B2->Q == Q && g.B2->N == B.N));
+    assert(g.B2 == nullptr || (g.B2->P == B.P && g.B2->N == B.N));
+    assert(g.init == nullptr || g.B2 == nullptr);
     const std::size_t p0 = g.c0 / kBf16Panel, p1 = (g.c1 + kBf16Panel - 1) / kBf16Panel;
     const std::size_t lda = bf16_row_stride(Q);
     std::uint32_t* Apk = bf16_row_buffer(g.M * lda);

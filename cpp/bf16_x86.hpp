@@ -362,7 +362,7 @@ CHARRNN_TARGET_AMX inline void gemm16_amx(const Gemm16Args& g) {
     const PackedBf16& B = *g.B;
     const std::size_t Q = B.Q, lda = bf16_row_stride(Q);
     assert(g.c0 % kBf16Panel == 0 && g.c1 <= B.N);  // the columns before c0 belong to another thread
-    assert(g.B2 == nullptr || (g.B2->Q == Q && g.B2->N == B.N));
+    assert(g.B2 == nullptr || (g.B2->P == B.P && g.B2->N == B.N));
     const std::size_t p0 = g.c0 / kBf16Panel, p1 = (g.c1 + kBf16Panel - 1) / kBf16Panel;
     static const AmxConfig cfg;
     _tile_loadconfig(&cfg);

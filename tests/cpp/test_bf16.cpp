@@ -230,6 +230,38 @@ CHARRNN_TARGET_AVX512BF16 void pack_hw(const float* A, std::size_t rsa, std::siz
 }
 #endif
 
+// A stored transposed or row by row packs to the same words, and the
+// kernels run the weight gradients' (transposed) products over their whole
+// depth at once but the others in depth blocks: the two must give the same
+// bits, the sums being taken in the same order either way.
+void test_depth_blocks() {
+    std::mt19937 rng(13);
+    std::normal_distribution<float> nd;
+    const Isa top = detect_isa(), top16 = detect_isa16();
+    const Kernels<float> k = select_kernels<float>(top, top16);
+    int same = 0, total = 0;
+    for (int trial = 0; trial < 20; ++trial, ++total) {
+        const std::size_t M = 1 + rng() % 70, P = 257 + rng() % 500, N = 1 + rng() % 100;
+        std::vector<float> A(M * P), At(P * M), Bm(P * N), C0(M * N);
+        for (auto& v : A) v = nd(rng);
+        for (std::size_t r = 0; r < M; ++r)
+            for (std::size_t p = 0; p < P; ++p) At[p * M + r] = A[r * P + p];
+        for (auto& v : Bm) v = nd(rng);
+        for (auto& v : C0) v = nd(rng);
+        PackedBf16 B;
+        B.resize(P, N);
+        pack_panels_bf16(Bm.data(), N, 1, nullptr, B, 0, B.panels());
+        const bool acc = rng() % 2 == 1;
+        std::vector<float> C = C0, D = C0;
+        k.gemm16({M, 0, N, A.data(), P, 1, &B, C.data(), N, acc});
+        k.gemm16({M, 0, N, At.data(), 1, M, &B, D.data(), N, acc});
+        same += C == D;
+    }
+    check(same == total, std::string("the ") + isa_name(top16) + " kernel gives the same bits for A row by row " +
+                             "and transposed, over depths of 257-756 (" + std::to_string(same) + " of " +
+                             std::to_string(total) + ")");
+}
+
 void test_hardware_packing() {
 #if CHARRNN_X86_DISPATCH
     if (!detect_bf16().avx512bf16) {
@@ -314,6 +346,7 @@ int main() {
     test_conversion_cases();
     test_conversion_matches_the_hardware();
     test_kernels();
+    test_depth_blocks();
     test_hardware_packing();
     test_engine_threads();
     return charrnn_test::tally.finish();
