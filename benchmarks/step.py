@@ -341,25 +341,40 @@ def classic_tables(q: bool, repeats: int, min_s: float, out: Callable[..., None]
     out("| B | threads | implementation | ms per update | chars/s | x PyTorch, same B and threads |")
     out("|---|---|---|---|---|---|")
     m = 16 if q else 100
-    for B, threads in [(4, 2)] if q else [(16, 1), (64, 1), (64, 2), (256, 2)]:
-        steps = max(3, 800 // B)
-        runs = {
-            np.dtype(dt).name: engine("rnn", 1, m, dt, B, SEQ, threads, "adagrad", steps)
-            for dt in (np.float32, np.float64)
-        }
-        if (torch_run := pytorch("rnn", 1, m, B, SEQ, threads, "adagrad", max(2, steps // 4))) is not None:
-            runs["torch"] = torch_run
+    # One and two threads at B = 64 share a group, so that the second
+    # thread's gain is a ratio of rows timed in the same minutes.
+    B2 = 4 if q else 64
+    groups = [[(4, 1), (4, 2)]] if q else [[(16, 1)], [(64, 1), (64, 2)], [(256, 2)]]
+    pair: dict[int, Timing] = {}
+    for group in groups:
+        runs = {}
+        for B, threads in group:
+            steps = max(3, 800 // B)
+            for dt in (np.float32, np.float64):
+                runs[f"{B} {threads} {np.dtype(dt).name}"] = engine("rnn", 1, m, dt, B, SEQ, threads, "adagrad", steps)
+            if (torch_run := pytorch("rnn", 1, m, B, SEQ, threads, "adagrad", max(2, steps // 4))) is not None:
+                runs[f"{B} {threads} torch"] = torch_run
         times = timed_together(runs, repeats, min_s)
-        pt = times.get("torch")
-        if pt is not None:
-            out(f"| {B} | {threads} | PyTorch nn.RNN + Linear | {fmt_ms(pt)} | {fmt_rate(pt, B * SEQ)} | 1.0 |")
-        for dtype in (np.float32, np.float64):
-            t = times[np.dtype(dtype).name]
-            ratio = f"{pt.median / t.median:.2f}" if pt is not None else "n/a"
-            out(
-                f"| {B} | {threads} | charrnn_ext ({np.dtype(dtype).name}) | {fmt_ms(t)} | "
-                f"{fmt_rate(t, B * SEQ)} | {ratio} |"
-            )
+        for B, threads in group:
+            pt = times.get(f"{B} {threads} torch")
+            if pt is not None:
+                out(f"| {B} | {threads} | PyTorch nn.RNN + Linear | {fmt_ms(pt)} | {fmt_rate(pt, B * SEQ)} | 1.0 |")
+            for dtype in (np.float32, np.float64):
+                t = times[f"{B} {threads} {np.dtype(dtype).name}"]
+                ratio = f"{pt.median / t.median:.2f}" if pt is not None else "n/a"
+                out(
+                    f"| {B} | {threads} | charrnn_ext ({np.dtype(dtype).name}) | {fmt_ms(t)} | "
+                    f"{fmt_rate(t, B * SEQ)} | {ratio} |"
+                )
+            if B == B2:
+                pair[threads] = times[f"{B} {threads} float32"]
+    out()
+    one, two = pair[1], pair[2]
+    out(
+        f"The second thread, B = {B2}, float32 (both rows timed together, calls of {max(3, 800 // B2)} updates "
+        f"that include setting up the engine): {fmt_ms(one)} ms on one thread, {fmt_ms(two)} ms on two, "
+        f"**{one.median / two.median:.2f}×**."
+    )
     out()
 
 
