@@ -335,6 +335,17 @@ CHARRNN_ALWAYS_INLINE void gemm_impl(const GemmArgs<T>& g) {
     if (g.B2 != nullptr) gemm_impl_direct<T, VL, NV, MR, KC>(g, *g.B2, g.C2);
 }
 
+// On a core with a larger L1 (kernels.hpp), the products that reuse a depth
+// block of B least -- A transposed (the weight gradients) and products of at
+// most 32 rows (the recurrences) -- take blocks of KC / 2, so that the block
+// stays in L1 while every row of A passes; the others keep KC, since with
+// many rows smaller blocks pass C through memory twice as often. Depth
+// blocks never change the order of a sum: both give the same bits.
+template <typename T>
+inline bool half_depth_blocks(const GemmArgs<T>& g) {
+    return g.csa > g.rsa || g.M <= 32;
+}
+
 // out[c] = sum_r X[r * ld + c] for c in [c0, c1), rows in increasing order
 // (64 columns at a time in a local block, so that the sums stay in registers).
 template <typename T>

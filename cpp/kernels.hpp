@@ -184,11 +184,31 @@ struct KernelShape {
     static constexpr std::size_t KC = 256;
 };
 
+// The L1 from which the AVX-512 products take smaller depth blocks for some
+// shapes (half_depth_blocks in gemm.hpp): a block of KC / 2 rows of a panel is 32 KB,
+// which fits there beside the rows of A. On an Intel Xeon (48 KB) that made
+// the recurrences and the weight gradients 5-15 % faster and the other
+// products slower (benchmarks/README.md); a 32 KB L1 (AMD Zen 4, where KC was
+// tuned) keeps KC for every product.
+constexpr std::size_t kLargeL1 = 48 * 1024;
+
 #define CHARRNN_KERNEL_SET(ATTR, SUFFIX, VB)                                                                          \
     template <typename T>                                                                                           \
     struct KernelSet_##SUFFIX {                                                                                     \
         using S = KernelShape<T, VB>;                                                                               \
-        ATTR static void gemm(const GemmArgs<T>& g) { gemm_impl<T, S::VL, S::NV, S::MR, S::KC>(g); }                \
+        ATTR CHARRNN_NOINLINE static void gemm(const GemmArgs<T>& g) {                                              \
+            gemm_impl<T, S::VL, S::NV, S::MR, S::KC>(g);                                                            \
+        }                                                                                                           \
+        ATTR CHARRNN_NOINLINE static void gemm_half_depth(const GemmArgs<T>& g) {                                   \
+            gemm_impl<T, S::VL, S::NV, S::MR, S::KC / 2>(g);                                                        \
+        }                                                                                                           \
+        ATTR static void gemm_large_l1(const GemmArgs<T>& g) {                                                      \
+            if (half_depth_blocks(g)) {                                                                             \
+                gemm_half_depth(g);                                                                                 \
+            } else {                                                                                                \
+                gemm(g);                                                                                            \
+            }                                                                                                       \
+        }                                                                                                           \
         using S16 = Bf16PortableShape<VB>;                                                                          \
         ATTR static void bf16_tile(std::size_t rows, const std::uint32_t* A, std::size_t lda,                       \
                                    const std::uint32_t* const* Bp, float* const* Ct, std::size_t ldc,               \
@@ -262,8 +282,12 @@ Kernels<T> select_kernels(Isa isa, Isa isa16 = Isa::baseline) {
     Kernels<T> k = KernelSet_baseline<T>::table(Isa::baseline);
 #if CHARRNN_X86_DISPATCH
     if constexpr (sizeof(T) <= 8) {
-        if (isa >= Isa::avx512) k = KernelSet_avx512<T>::table(Isa::avx512);
-        else if (isa == Isa::avx2) k = KernelSet_avx2<T>::table(Isa::avx2);
+        if (isa >= Isa::avx512) {
+            k = KernelSet_avx512<T>::table(Isa::avx512);
+            if (l1d_bytes() >= kLargeL1) k.gemm = &KernelSet_avx512<T>::gemm_large_l1;
+        } else if (isa == Isa::avx2) {
+            k = KernelSet_avx2<T>::table(Isa::avx2);
+        }
     }
     if constexpr (std::is_same_v<T, float>) {
         if (isa16 == Isa::amx && amx_permitted()) {

@@ -10,9 +10,11 @@
 
 #if defined(__GNUC__) || defined(__clang__)
 #define CHARRNN_ALWAYS_INLINE inline __attribute__((always_inline))
+#define CHARRNN_NOINLINE __attribute__((noinline))
 #define CHARRNN_RESTRICT __restrict__
 #else
 #define CHARRNN_ALWAYS_INLINE inline
+#define CHARRNN_NOINLINE
 #define CHARRNN_RESTRICT
 #endif
 
@@ -30,6 +32,9 @@
 
 #include <cstdlib>
 #include <string>
+#if defined(__unix__)
+#include <unistd.h>
+#endif
 
 namespace charrnn {
 
@@ -84,6 +89,17 @@ inline Isa detect_isa() {
     }
 #endif
     return isa_cap(best);
+}
+
+// This core's L1 data cache in bytes, as the system reports it (0 if it
+// does not say).
+inline std::size_t l1d_bytes() {
+#if defined(_SC_LEVEL1_DCACHE_SIZE)
+    const long v = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+    return v > 0 ? static_cast<std::size_t>(v) : 0;
+#else
+    return 0;
+#endif
 }
 
 }  // namespace charrnn

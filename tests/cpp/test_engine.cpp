@@ -397,6 +397,60 @@ void test_paired_products(const char* type) {
                              std::to_string(same) + " of " + std::to_string(total) + ", every float level here)");
 }
 
+// The depth blocks of the float products (KC, or KC / 2 for some shapes on
+// a core with a larger L1: half_depth_blocks in gemm.hpp) never change a
+// sum's order, so every kernel set must give the same bits either way, on
+// depths that span several blocks of both sizes.
+template <typename T>
+void test_depth_blocks(const char* type) {
+    struct Variants {
+        Isa isa;
+        void (*full)(const GemmArgs<T>&);
+        void (*half)(const GemmArgs<T>&);
+        void (*large_l1)(const GemmArgs<T>&);
+    };
+    std::vector<Variants> sets{{Isa::baseline, &KernelSet_baseline<T>::gemm, &KernelSet_baseline<T>::gemm_half_depth,
+                                &KernelSet_baseline<T>::gemm_large_l1}};
+#if CHARRNN_X86_DISPATCH
+    if (detect_isa() >= Isa::avx2)
+        sets.push_back({Isa::avx2, &KernelSet_avx2<T>::gemm, &KernelSet_avx2<T>::gemm_half_depth,
+                        &KernelSet_avx2<T>::gemm_large_l1});
+    if (detect_isa() >= Isa::avx512)
+        sets.push_back({Isa::avx512, &KernelSet_avx512<T>::gemm, &KernelSet_avx512<T>::gemm_half_depth,
+                        &KernelSet_avx512<T>::gemm_large_l1});
+#endif
+    std::mt19937 rng(13);
+    std::normal_distribution<double> nd;
+    int same = 0, total = 0;
+    for (const Variants& v : sets) {
+        const std::size_t NR = select_kernels<T>(v.isa).NR;
+        for (int trial = 0; trial < 30; ++trial, ++total) {
+            // rows on both sides of 32 and of the copied-A path; depths up to five blocks of 128
+            const std::size_t M = 1 + rng() % 70, P = 1 + rng() % 640, N = 1 + rng() % 150, ldc = N + rng() % 5;
+            const bool transposed = rng() % 2 == 1, acc = rng() % 2 == 1;
+            std::vector<T> A(M * P), S(P * N), C0(M * ldc);
+            for (auto* vec : {&A, &S, &C0})
+                for (auto& x : *vec) x = static_cast<T>(nd(rng));
+            Packed<T> B;
+            B.resize(P, N, NR);
+            pack_panels(S.data(), N, 1, nullptr, B, 0, B.panels());
+            const std::size_t rsa = transposed ? 1 : P, csa = transposed ? M : 1;
+            std::vector<T> C = C0, D = C0, E = C0;
+            const GemmArgs<T> g{M, 0, B.panels(), A.data(), rsa, csa, &B, nullptr, ldc, acc};
+            GemmArgs<T> gc = g, gd = g, ge = g;
+            gc.C = C.data();
+            gd.C = D.data();
+            ge.C = E.data();
+            v.full(gc);
+            v.half(gd);
+            v.large_l1(ge);
+            same += C == D && C == E;
+        }
+    }
+    check(same == total, std::string(type) + ": depth blocks of KC and of KC / 2 give the same bits (" +
+                             std::to_string(same) + " of " + std::to_string(total) + ", every float level here)");
+}
+
 }  // namespace
 
 int main() {
@@ -415,6 +469,8 @@ int main() {
     }
     test_paired_products<double>("float64");
     test_paired_products<float>("float32");
+    test_depth_blocks<double>("float64");
+    test_depth_blocks<float>("float32");
     for (Cell cell : {Cell::rnn, Cell::lstm, Cell::gru}) {
         test_trace<double>(cell, "float64");
         test_trace<float>(cell, "float32");
