@@ -323,6 +323,7 @@ CHARRNN_ALWAYS_INLINE void gemm_impl_direct(const GemmArgs<T>& g, const Packed<T
 
 template <typename T, int VL, int NV, int MR, std::size_t KC>
 CHARRNN_ALWAYS_INLINE void gemm_impl(const GemmArgs<T>& g) {
+    static_assert(KC >= 1, "a depth block of 0 rows would never end");
     const std::size_t P = g.B->P;
     assert(g.B2 == nullptr || (g.B2->P == P && g.B2->N == g.B->N));
     // A transposed and big enough for the copy to pay (the weight gradients); a
@@ -335,12 +336,14 @@ CHARRNN_ALWAYS_INLINE void gemm_impl(const GemmArgs<T>& g) {
     if (g.B2 != nullptr) gemm_impl_direct<T, VL, NV, MR, KC>(g, *g.B2, g.C2);
 }
 
-// On a core with a larger L1 (kernels.hpp), the products that reuse a depth
-// block of B least -- A transposed (the weight gradients) and products of at
-// most 32 rows (the recurrences) -- take blocks of KC / 2, so that the block
-// stays in L1 while every row of A passes; the others keep KC, since with
-// many rows smaller blocks pass C through memory twice as often. Depth
-// blocks never change the order of a sum: both give the same bits.
+// On a core with a larger L1 (kernels.hpp), two kinds of product take depth
+// blocks of KC / 2, so that a block of B (32 KB) stays in L1 while A passes:
+// products of at most 32 rows in one call (the recurrences, and small slices
+// of other products) and products with A transposed (the weight gradients,
+// whose A is copied block by block). The others keep KC: over many rows of A
+// read where they lie, smaller blocks pass C through memory twice as often
+// and measured slower. Depth blocks never change the order of a sum, so both
+// sizes give the same bits.
 template <typename T>
 inline bool half_depth_blocks(const GemmArgs<T>& g) {
     return g.csa > g.rsa || g.M <= 32;

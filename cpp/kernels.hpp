@@ -184,18 +184,20 @@ struct KernelShape {
     static constexpr std::size_t KC = 256;
 };
 
-// The L1 from which the AVX-512 products take smaller depth blocks for some
-// shapes (half_depth_blocks in gemm.hpp): a block of KC / 2 rows of a panel is 32 KB,
-// which fits there beside the rows of A. On an Intel Xeon (48 KB) that made
-// the recurrences and the weight gradients 5-15 % faster and the other
-// products slower (benchmarks/README.md); a 32 KB L1 (AMD Zen 4, where KC was
-// tuned) keeps KC for every product.
+// The smallest L1 data cache at which the AVX-512 float32 products take
+// depth blocks of KC / 2 for some shapes (half_depth_blocks in gemm.hpp;
+// gemm_large_l1 below): such a block of a panel is 32 KB and fits there
+// beside the rows of A. On an Intel Xeon (48 KB) that made the recurrences and
+// the weight gradients 5-15 % faster, and the other products slower
+// (benchmarks/README.md). A 32 KB L1 (AMD Zen 4, where KC was tuned) keeps KC
+// for every product; float64 keeps it everywhere (not measured).
 constexpr std::size_t kLargeL1 = 48 * 1024;
 
 #define CHARRNN_KERNEL_SET(ATTR, SUFFIX, VB)                                                                          \
     template <typename T>                                                                                           \
     struct KernelSet_##SUFFIX {                                                                                     \
         using S = KernelShape<T, VB>;                                                                               \
+        /* gemm and gemm_half_depth out of line: gemm_large_l1 stays a test and a call */                           \
         ATTR CHARRNN_NOINLINE static void gemm(const GemmArgs<T>& g) {                                              \
             gemm_impl<T, S::VL, S::NV, S::MR, S::KC>(g);                                                            \
         }                                                                                                           \
@@ -284,7 +286,7 @@ Kernels<T> select_kernels(Isa isa, Isa isa16 = Isa::baseline) {
     if constexpr (sizeof(T) <= 8) {
         if (isa >= Isa::avx512) {
             k = KernelSet_avx512<T>::table(Isa::avx512);
-            if (l1d_bytes() >= kLargeL1) k.gemm = &KernelSet_avx512<T>::gemm_large_l1;
+            if (std::is_same_v<T, float> && l1d_bytes() >= kLargeL1) k.gemm = &KernelSet_avx512<T>::gemm_large_l1;
         } else if (isa == Isa::avx2) {
             k = KernelSet_avx2<T>::table(Isa::avx2);
         }

@@ -1,5 +1,6 @@
-// Compiler plumbing for the hot kernels: forced inlining, and the x86-64
-// instruction-set levels the kernels are compiled for.
+// Compiler plumbing for the hot kernels: forced (and forbidden) inlining, the
+// x86-64 instruction-set levels the kernels are compiled for, and the size of
+// the L1 data cache.
 //
 // The kernels (linalg.hpp, vmath.hpp, ...) are plain C++ written so that the
 // compiler vectorises them. kernels.hpp instantiates each one several times
@@ -91,8 +92,9 @@ inline Isa detect_isa() {
     return isa_cap(best);
 }
 
-// This core's L1 data cache in bytes, as the system reports it (0 if it
-// does not say).
+// This core's L1 data cache in bytes, as glibc reports it; 0 where the C
+// library does not say (musl, macOS, the BSDs, Windows), which keeps the
+// kernels' default depth blocks there (kernels.hpp).
 inline std::size_t l1d_bytes() {
 #if defined(_SC_LEVEL1_DCACHE_SIZE)
     const long v = sysconf(_SC_LEVEL1_DCACHE_SIZE);

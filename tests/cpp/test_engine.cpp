@@ -17,6 +17,9 @@
 //  - the paired product of the weight gradients (two products of one A, B2
 //    and C2 in GemmArgs) gives the bits of the two products one at a time,
 //    on every float kernel this CPU has;
+//  - depth blocks of KC and of KC / 2 (half_depth_blocks, gemm.hpp) give the
+//    same bits on every float kernel this CPU has, and the AVX-512 float32
+//    table takes the per-shape choice exactly where the L1 holds 48 KB;
 //  - the trace (trace.hpp): its row losses sum to evaluate_text's loss, its
 //    states at position i are bit for bit the final states of evaluating the
 //    text up to i, its top-k is every character ranked, and 1, 2 and 3
@@ -400,7 +403,7 @@ void test_paired_products(const char* type) {
 // The depth blocks of the float products (KC, or KC / 2 for some shapes on
 // a core with a larger L1: half_depth_blocks in gemm.hpp) never change a
 // sum's order, so every kernel set must give the same bits either way, on
-// depths that span several blocks of both sizes.
+// depths that span several blocks of both sizes, single and paired (B2, C2).
 template <typename T>
 void test_depth_blocks(const char* type) {
     struct Variants {
@@ -415,40 +418,58 @@ void test_depth_blocks(const char* type) {
     if (detect_isa() >= Isa::avx2)
         sets.push_back({Isa::avx2, &KernelSet_avx2<T>::gemm, &KernelSet_avx2<T>::gemm_half_depth,
                         &KernelSet_avx2<T>::gemm_large_l1});
-    if (detect_isa() >= Isa::avx512)
+    if (detect_isa() >= Isa::avx512) {
         sets.push_back({Isa::avx512, &KernelSet_avx512<T>::gemm, &KernelSet_avx512<T>::gemm_half_depth,
                         &KernelSet_avx512<T>::gemm_large_l1});
+        const bool per_shape = std::is_same_v<T, float> && l1d_bytes() >= kLargeL1;
+        check(select_kernels<T>(Isa::avx512).gemm ==
+                  (per_shape ? &KernelSet_avx512<T>::gemm_large_l1 : &KernelSet_avx512<T>::gemm),
+              std::string(type) + ": the AVX-512 table takes " + (per_shape ? "the per-shape depth blocks" : "KC") +
+                  " (L1 of " + std::to_string(l1d_bytes()) + " bytes)");
+    }
 #endif
     std::mt19937 rng(13);
     std::normal_distribution<double> nd;
     int same = 0, total = 0;
     for (const Variants& v : sets) {
         const std::size_t NR = select_kernels<T>(v.isa).NR;
-        for (int trial = 0; trial < 30; ++trial, ++total) {
-            // rows on both sides of 32 and of the copied-A path; depths up to five blocks of 128
-            const std::size_t M = 1 + rng() % 70, P = 1 + rng() % 640, N = 1 + rng() % 150, ldc = N + rng() % 5;
-            const bool transposed = rng() % 2 == 1, acc = rng() % 2 == 1;
-            std::vector<T> A(M * P), S(P * N), C0(M * ldc);
-            for (auto* vec : {&A, &S, &C0})
+        for (int trial = 0; trial < 40; ++trial, ++total) {
+            // rows on both sides of 32 and of the copied-A path; depths from 0 to five blocks of 128;
+            // every third trial paired, every fourth from the second panel on
+            const std::size_t M = 1 + rng() % 70, P = rng() % 640, N = 1 + rng() % 150, ldc = N + rng() % 5;
+            const bool transposed = rng() % 2 == 1, acc = rng() % 2 == 1, paired = trial % 3 == 0;
+            std::vector<T> A(M * P), S(P * N), S2(P * N), C0(M * ldc);
+            for (auto* vec : {&A, &S, &S2, &C0})
                 for (auto& x : *vec) x = static_cast<T>(nd(rng));
-            Packed<T> B;
+            Packed<T> B, B2;
             B.resize(P, N, NR);
+            B2.resize(P, N, NR);
             pack_panels(S.data(), N, 1, nullptr, B, 0, B.panels());
+            pack_panels(S2.data(), N, 1, nullptr, B2, 0, B2.panels());
             const std::size_t rsa = transposed ? 1 : P, csa = transposed ? M : 1;
-            std::vector<T> C = C0, D = C0, E = C0;
-            const GemmArgs<T> g{M, 0, B.panels(), A.data(), rsa, csa, &B, nullptr, ldc, acc};
-            GemmArgs<T> gc = g, gd = g, ge = g;
-            gc.C = C.data();
-            gd.C = D.data();
-            ge.C = E.data();
-            v.full(gc);
-            v.half(gd);
-            v.large_l1(ge);
-            same += C == D && C == E;
+            const std::size_t j0 = trial % 4 == 1 && B.panels() > 1 ? 1 : 0;
+            std::vector<T> out[3][2];
+            void (*fns[3])(const GemmArgs<T>&) = {v.full, v.half, v.large_l1};
+            for (int f = 0; f < 3; ++f) {
+                out[f][0] = C0;
+                out[f][1] = C0;
+                GemmArgs<T> g{M, j0, B.panels(), A.data(), rsa, csa, &B, out[f][0].data(), ldc, acc};
+                if (paired) {
+                    g.B2 = &B2;
+                    g.C2 = out[f][1].data();
+                }
+                fns[f](g);
+            }
+            const std::size_t bytes = M * ldc * sizeof(T);
+            bool ok = true;
+            for (int f = 1; f < 3; ++f)
+                for (int c = 0; c < 2; ++c) ok = ok && std::memcmp(out[0][c].data(), out[f][c].data(), bytes) == 0;
+            same += ok;
         }
     }
     check(same == total, std::string(type) + ": depth blocks of KC and of KC / 2 give the same bits (" +
-                             std::to_string(same) + " of " + std::to_string(total) + ", every float level here)");
+                             std::to_string(same) + " of " + std::to_string(total) +
+                             ", single and paired products, every float level here)");
 }
 
 }  // namespace
