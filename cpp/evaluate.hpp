@@ -27,16 +27,17 @@ struct WalkChunk {
 // The forward walk of the loss: predicts data[1..N) from data[0..N-1) by up
 // to B_max streams (EvalSplit). `state` (one stream's state_size values) is
 // where stream 0 starts and, on return, the state at the end of the text.
-// After each chunk's output, every worker of the team calls
+// `prec` is the precision of the matrix products (bf16: bfloat16 operands,
+// float32 sums, as in training; float engines only). After each chunk's output, every worker of the team calls
 // visit(eng, id, chunk), so a caller can read what the engine computed
 // (Engine::hidden, probabilities, ...) in its share of the rows; the team
 // ends before the next chunk is loaded. Returns the summed loss.
 template <typename T, typename I, typename Visit>
 double forward_text(const NetLayout& lay, const std::vector<T*>& params, const I* data, std::size_t N, T* state,
-                    std::size_t B_max, std::size_t threads, Visit&& visit) {
+                    std::size_t B_max, std::size_t threads, Precision prec, Visit&& visit) {
     const EvalSplit sp = EvalSplit::of(N, B_max);
     const NetParams<T> P(lay, params);
-    Engine<T> eng(lay, team_size(lay, sp.B, threads));
+    Engine<T> eng(lay, team_size(lay, sp.B, threads), prec);
     const std::size_t SS = lay.state_size(), K = lay.K;
     std::vector<T> states(sp.B * SS, T(0));
     std::copy(state, state + SS, states.begin());
@@ -73,8 +74,8 @@ double forward_text(const NetLayout& lay, const std::vector<T*>& params, const I
 // nothing read besides the loss).
 template <typename T, typename I>
 double evaluate_text(const NetLayout& lay, const std::vector<T*>& params, const I* data, std::size_t N, T* state,
-                     std::size_t B_max, std::size_t threads) {
-    return forward_text(lay, params, data, N, state, B_max, threads,
+                     std::size_t B_max, std::size_t threads, Precision prec = Precision::full) {
+    return forward_text(lay, params, data, N, state, B_max, threads, prec,
                         [](const Engine<T>&, std::size_t, const WalkChunk&) {});
 }
 

@@ -67,7 +67,7 @@ double trace_text(const NetLayout& lay, const std::vector<T*>& params, const I* 
             }
         }
     };
-    return forward_text(lay, params, data, N, state, B_max, threads, keep);
+    return forward_text(lay, params, data, N, state, B_max, threads, Precision::full, keep);
 }
 
 }  // namespace charrnn

@@ -99,6 +99,31 @@ def test_bfloat16_results_do_not_depend_on_the_thread_count(cell, monkeypatch):
             assert np.array_equal(p[k], finals[0][2][k]), k
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_bfloat16_evaluation_is_the_forward_pass_of_bfloat16_training(cell):
+    """evaluate_loss(precision='bfloat16') runs the very forward pass that
+    bfloat16 training runs (the validation of a bfloat16 run), whatever the
+    thread count, and differs from the float32 evaluation by rounding only."""
+    p64, X, Y, h0 = _problem(cell, 2, streams=None, T=60)
+    p32, h32 = copy_params(p64, np.float32), h0.astype(np.float32)
+    data = np.append(X, Y[-1])  # 61 characters: one chunk of the evaluation's 64 steps
+    loss16, h16 = engine.evaluate_loss(p32, data, h32, batch_size=1, precision="bfloat16")
+    train16, _, htrain16 = engine.loss_and_grads(p32, X, Y, h32, precision="bfloat16")
+    # the same products and cell steps; only the summation of the row losses
+    # may differ (evaluation sums in double, training in float32 per row block)
+    assert abs(loss16 - train16) <= 1e-6 * train16
+    assert np.array_equal(h16, htrain16)
+    loss32, _ = engine.evaluate_loss(p32, data, h32, batch_size=1)
+    assert MIN_BF16_EFFECT * loss32 <= abs(loss16 - loss32) <= 2 * U_BF16 * loss32
+    long = np.random.default_rng(9).integers(0, 30, 5_000)
+    by_threads = {t: engine.evaluate_loss(p32, long, h32, batch_size=8, threads=t, precision="bfloat16")
+                  for t in (1, 2, 3)}  # fmt: skip
+    for t in (2, 3):
+        assert by_threads[t][0] == by_threads[1][0] and np.array_equal(by_threads[t][1], by_threads[1][1])
+    with pytest.raises(ValueError, match=r"precision 'bfloat16' needs float32 parameters"):
+        engine.evaluate_loss(p64, data, h0, precision="bfloat16")
+
+
 def test_bfloat16_training_differs_from_float32_only_by_rounding():
     """The same updates in float32 and bfloat16 from the same start: close,
     and not identical (bfloat16 products really ran)."""
@@ -246,13 +271,24 @@ def test_a_bfloat16_model_keeps_float32_master_weights(tmp_path, monkeypatch):
         seen.append(kw["precision"])
         return real(*a, **kw)
 
+    evaluated = []
+    real_eval = engine.evaluate_loss
+
+    def recording_eval(*a, **kw):
+        evaluated.append(kw["precision"])
+        return real_eval(*a, **kw)
+
     monkeypatch.setattr(engine, "train_walk", recording)
-    kw = dict(steps=30, seq_length=16, batch_size=4, optimizer="adam", eta=3e-3, log_every=10)
+    monkeypatch.setattr(engine, "evaluate_loss", recording_eval)
+    kw = dict(steps=30, seq_length=16, batch_size=4, optimizer="adam", eta=3e-3, log_every=10, sample_every=10)
     model.fit(corpus, **kw)
-    assert seen and set(seen) == {"bfloat16"}  # the trainer hands the model's precision to the core
+    # the trainer hands the model's precision to the core, for training and validation alike
+    assert seen and set(seen) == {"bfloat16"}
+    assert len(evaluated) >= 4 and set(evaluated) == {"bfloat16"}
     seen.clear()
+    evaluated.clear()
     twin.fit(corpus, **kw)
-    assert set(seen) == {"full"}
+    assert set(seen) == {"full"} and set(evaluated) == {"full"}
     # (how close the two trainings stay is the engine tests' question: Adam
     # turns gradients near zero into full-size steps, so rounding can move
     # single weights by a whole step here)
@@ -265,6 +301,10 @@ def test_a_bfloat16_model_keeps_float32_master_weights(tmp_path, monkeypatch):
         assert np.array_equal(back.params[k], model.params[k])
     # sampling reads it as the float32 model it stores
     assert back.sample(40, seed=1) == model.sample(40, seed=1)
+    # its loss is float32's unless bfloat16 products are asked for
+    text = "the lazy dog jumps over the quick brown fox. " * 4
+    full, rounded = back.loss(text), back.loss(text, precision="bfloat16")
+    assert full == model.loss(text) and 0 < abs(rounded - full) <= 2 * U_BF16 * full
 
 
 def test_bfloat16_is_refused_for_float64_models():

@@ -1495,7 +1495,7 @@ def test_fuzz_evaluate_loss(data):
     if via == "engine":
         call = lambda: cx.evaluate_loss(p, text, h0, batch_size=B, threads=threads)  # noqa: E731
     else:
-        call = lambda: _core.evaluate_loss(p, text, h0, cell=cell, batch_size=B, threads=threads)  # noqa: E731
+        call = lambda: _core.evaluate_loss(p, text, h0, cell=cell, batch_size=B, threads=threads, precision="full")  # noqa: E731
     out = run_call("evaluate_loss", verdict, fragments, call)
     assert_unchanged(ins, before)
     if out is None:

@@ -50,7 +50,7 @@ CORE_DEFAULTS = {
     "train_steps": dict(
         cell=None, n_steps=2, seq_length=3, batch_size=1, positions=None, precision="full", **OPT_DEFAULTS
     ),
-    "evaluate_loss": dict(cell=None, batch_size=1, threads=1),
+    "evaluate_loss": dict(cell=None, batch_size=1, threads=1, precision="full"),
     "sample": dict(cell=None, n=5, temperature=1.0, seed=0, top_k=0, top_p=1.0, greedy=False),
     "numerical_grads": dict(cell=None, h=1e-4, dropout=0.0, seed=0, update=0),
 }

@@ -358,6 +358,13 @@ ParamInfo inspect_params(py::handle params, py::handle cell) {
     return info;
 }
 
+Precision precision_for(Precision p, const ParamInfo& info) {
+    if (p == Precision::bf16 && info.scalar != Scalar::f32)
+        fail_value("precision 'bfloat16' needs float32 parameters (bfloat16 products with float32 master weights); "
+                   "these are float64");
+    return p;
+}
+
 template <typename T>
 Arrays<T> load_params(py::handle params, const ParamInfo& info, bool writable) {
     Arrays<T> out;

@@ -92,6 +92,10 @@ struct ParamInfo {
 };
 ParamInfo inspect_params(py::handle params, py::handle cell);
 
+// The precision of the matrix products, checked against the parameters:
+// bfloat16 products need float32 parameters.
+Precision precision_for(Precision p, const ParamInfo& info);
+
 // A set of arrays in layout order (parameters, gradients, optimiser slots).
 template <typename T>
 struct Arrays {

@@ -10,7 +10,7 @@ namespace {
 
 template <typename T>
 py::tuple evaluate_impl(py::handle params, const ParamInfo& info, py::handle data_obj, py::handle h0, std::size_t B,
-                        std::size_t threads) {
+                        std::size_t threads, Precision prec) {
     const Arrays<T> P = load_params<T>(params, info, false);
     const py::array data = index_array(data_obj, "data", false);
     const std::size_t N = static_cast<std::size_t>(data.shape(0));
@@ -21,7 +21,7 @@ py::tuple evaluate_impl(py::handle params, const ParamInfo& info, py::handle dat
     double loss = 0.0;
     with_index_type(data, "data", [&](auto* d) {
         py::gil_scoped_release nogil;
-        loss = evaluate_text(info.lay, P.ptrs, d, N, hs, B, threads);
+        loss = evaluate_text(info.lay, P.ptrs, d, N, hs, B, threads, prec);
     });
     h.resize({info.lay.L, info.lay.S() * info.lay.m});
     return py::make_tuple(loss, h);
@@ -62,18 +62,20 @@ void bind_eval(py::module_& m) {
     m.def(
         "evaluate_loss",
         [](py::handle params, py::handle data, py::handle h0, py::handle cell, py::handle batch_size,
-           py::handle threads) {
+           py::handle threads, py::handle precision) {
             const ParamInfo info = inspect_params(params, cell);
             const std::size_t B = positive_count(batch_size, "batch_size");
             const std::size_t nt = thread_count(threads);
+            const Precision prec = precision_for(choice<Precision>(precision), info);
             return with_scalar(info.scalar, [&](auto v) {
-                return evaluate_impl<decltype(v)>(params, info, data, h0, B, nt);
+                return evaluate_impl<decltype(v)>(params, info, data, h0, B, nt, prec);
             });
         },
         py::arg("params"), py::arg("data"), py::arg("h0"), py::kw_only(), py::arg("cell"), py::arg("batch_size"),
-        py::arg("threads"),
+        py::arg("threads"), py::arg("precision"),
         "Summed loss of predicting data[1:] from data[:-1], forward only, by up to batch_size streams over "
-        "contiguous segments. Returns (loss, h (layers, S*m) at the end of the text).");
+        "contiguous segments, the matrix products in `precision` ('full' or 'bfloat16'). Returns (loss, h "
+        "(layers, S*m) at the end of the text).");
 
     m.def(
         "numerical_grads",

@@ -28,15 +28,6 @@ py::tuple loss_and_grads_impl(py::handle params, const ParamInfo& info, py::hand
     return py::make_tuple(loss, grads, h);
 }
 
-// The precision of the matrix products, checked against the parameters:
-// bfloat16 products need float32 parameters.
-Precision precision_for(Precision p, const ParamInfo& info) {
-    if (p == Precision::bf16 && info.scalar != Scalar::f32)
-        fail_value("precision 'bfloat16' needs float32 parameters (bfloat16 products with float32 master weights); "
-                   "these are float64");
-    return p;
-}
-
 // Adam's bias correction and the dropout masks count updates.
 template <typename T>
 void require_counter(const OptState<T>& st, const OptConfig& cfg, const Dropout& drop) {

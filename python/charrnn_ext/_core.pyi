@@ -79,6 +79,7 @@ def evaluate_loss(
     cell: str | None,
     batch_size: int,
     threads: int,
+    precision: str,
 ) -> tuple[float, np.ndarray]:
     """(summed loss of predicting data[1:] from data[:-1], state at the end (layers, S*m))."""
 

@@ -279,12 +279,16 @@ def evaluate_loss(
     *,
     batch_size: int = default("batch_size"),
     threads: int = default("threads"),
+    precision: str = "full",
 ) -> tuple[float, np.ndarray]:
     """Summed loss of predicting data[1:] from data[:-1] (forward only), and
     the state at the end of the text. ``batch_size`` B > 1 reads B contiguous
     segments at once (each but the first from a zero state, so the loss
-    differs slightly from B = 1)."""
-    loss, h = _core.evaluate_loss(params, data, h0, cell=None, batch_size=batch_size, threads=threads)
+    differs slightly from B = 1). ``precision`` 'bfloat16' (float32
+    parameters) computes the matrix products as bfloat16 training does."""
+    loss, h = _core.evaluate_loss(
+        params, data, h0, cell=None, batch_size=batch_size, threads=threads, precision=precision
+    )
     return loss, _one_stream(params, h)
 
 

@@ -394,10 +394,20 @@ class CharRNN:
             piece=piece,
         )
 
-    def loss(self, text: str, batch_size: int = default("batch_size"), threads: int = default("threads")) -> float:
-        """Loss per character of predicting text[1:] from text[:-1], from :attr:`start_state`."""
+    def loss(
+        self,
+        text: str,
+        batch_size: int = default("batch_size"),
+        threads: int = default("threads"),
+        precision: str = "full",
+    ) -> float:
+        """Loss per character of predicting text[1:] from text[:-1], from
+        :attr:`start_state`; ``precision`` 'bfloat16' computes the products as
+        bfloat16 training does (float32 models)."""
         data = corpus_from_string(text, 0.0, self.vocab).train
-        total, _ = engine.evaluate_loss(self.params, data, self.start_state, batch_size=batch_size, threads=threads)
+        total, _ = engine.evaluate_loss(
+            self.params, data, self.start_state, batch_size=batch_size, threads=threads, precision=precision
+        )
         return float(total) / (len(data) - 1)
 
     def trace(

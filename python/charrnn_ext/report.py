@@ -207,7 +207,8 @@ def report_markdown(
         f"the {chunk} characters of an update" + (f" ({B} streams × {T})" if B > 1 else "") + ". Validation dots "
         f"are measured on at most {train['val_chars']:,} characters from the start of the validation split every "
         f"{train['sample_every']} updates and at the last update, the diamond on the whole split at the end. "
-        f"Validation starts from the network's running state.",
+        f"Validation starts from the network's running state"
+        + (", its matrix products in bfloat16 as in training." if model["dtype"] == "bfloat16" else "."),
         "",
     ]
 
