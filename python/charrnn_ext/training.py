@@ -733,13 +733,14 @@ class Trainer:
         layers = min(model.layers, GRADCHECK_LAYERS)
         data, K = self.corpus.train[: T + 1].astype(np.int64), model.K
         note = f"Data: the first {T + 1} characters of the training text"
-        if numerical_seconds(model.cell, K, 5, layers, T) > RUN_CHECK_SECONDS:
+        full_seconds = numerical_seconds(model.cell, K, 5, layers, T)
+        if full_seconds > RUN_CHECK_SECONDS:
             # the cost grows with the square of the vocabulary: check on the data's own (at most 26) characters
             chars, data = np.unique(data, return_inverse=True)
             K = int(chars.size)
             note += (
-                f", as a {K}-character vocabulary of their own (the run's {model.K} characters would make "
-                f"the check take minutes)"
+                f", as a {K}-character vocabulary of their own (with the run's {model.K} characters the check "
+                f"would take about {full_seconds:,.0f} s)"
             )
         rep = gradient_check(
             data.reshape(-1),
