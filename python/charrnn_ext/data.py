@@ -307,6 +307,8 @@ _MANY_BLANKS = re.compile(r"\n{3,}")
 
 
 def _strip_inline(text: str) -> str:
+    if "*" not in text and "_" not in text and "\\" not in text:
+        return text  # most lines of verse: nothing to strip (and no regex to run)
     return _INLINE.sub(lambda m: m.group(1) or "", text)
 
 
@@ -315,10 +317,10 @@ def _markdown_play_to_text(md: str) -> str:
     lines: list[str] = []
     for line in md.replace("\r\n", "\n").split("\n"):
         line = line.rstrip()  # also drops the two-space hard line breaks
-        if m := _HEADING.match(line):
+        if line.startswith("#") and (m := _HEADING.match(line)):
             heading = _strip_inline(m.group(2)).strip()
             lines.append(heading.upper() if len(m.group(1)) == 1 else heading)
-        elif m := _SPEAKER.match(line):
+        elif line.startswith("**") and (m := _SPEAKER.match(line)):
             lines.append(_strip_inline(m.group(1)).strip() + ":")
         else:
             lines.append(_strip_inline(line).rstrip())
