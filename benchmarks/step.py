@@ -214,15 +214,17 @@ def pytorch(
     return run, steps
 
 
-def validation_seconds(repeats: int, min_s: float, quick: bool) -> tuple[Timing, int]:
+def validation_seconds(repeats: int, min_s: float, quick: bool, precision: str = "full") -> tuple[Timing, int]:
     """evaluate_loss of an LSTM 2x256 float32 on the built-in corpus's
-    whole held-out 10 %, 64 streams, 2 threads: seconds per pass."""
+    whole held-out 10 %, 64 streams, 2 threads, its products in ``precision``:
+    seconds per pass."""
     if quick:
         val = make_text(20_000)
     else:
         val = cx.load_corpus().val
     p = cx.net_init("lstm", K, 256, 2, seed=1, dtype=np.float32, sig=0.05)
-    return timed(lambda: cx.evaluate_loss(p, val, batch_size=64, threads=2), 1, repeats, min_s), int(val.size)
+    run = lambda: cx.evaluate_loss(p, val, batch_size=64, threads=2, precision=precision)  # noqa: E731
+    return timed(run, 1, repeats, min_s), int(val.size)
 
 
 # ------------------------------------------------------------------ memory
@@ -387,6 +389,12 @@ def other_figures(q: bool, repeats: int, min_s: float, out: Callable[..., None],
         f"({n_val:,} characters), 64 streams, 2 threads: {vt.median:.2f} s ({vt.low:.2f}-{vt.high:.2f}), "
         f"{n_val / vt.median:,.0f} chars/s."
     )
+    if cx.engine.has_bf16_units():  # (the portable bfloat16 kernel is slower than float32: not worth a line)
+        bt, _ = validation_seconds(repeats, min_s, q, precision="bfloat16")
+        out(
+            f"The same with bfloat16 products (`{cx.engine.bf16_path()}`, as a bfloat16 run validates): "
+            f"{bt.median:.2f} s ({bt.low:.2f}-{bt.high:.2f}), {vt.median / bt.median:.2f}× float32."
+        )
     n_sample = 10_000 if q else 1_000_000
     p = cx.init_params(K, 100, seed=3)
     ts = timed(lambda: cx.sample(p, None, [0], n_sample, 1.0, 0), 1, repeats if not q else 1, 0.0)
