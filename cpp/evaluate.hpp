@@ -27,8 +27,9 @@ struct WalkChunk {
 // The forward walk of the loss: predicts data[1..N) from data[0..N-1) by up
 // to B_max streams (EvalSplit). `state` (one stream's state_size values) is
 // where stream 0 starts and, on return, the state at the end of the text.
-// `prec` is the precision of the matrix products (bf16: bfloat16 operands,
-// float32 sums, as in training; float engines only). After each chunk's output, every worker of the team calls
+// `prec` is the precision of the matrix products (bf16: bfloat16 operands
+// and float32 sums, as bfloat16 training computes them; float engines only).
+// After each chunk's output, every worker of the team calls
 // visit(eng, id, chunk), so a caller can read what the engine computed
 // (Engine::hidden, probabilities, ...) in its share of the rows; the team
 // ends before the next chunk is loaded. Returns the summed loss.

@@ -474,6 +474,30 @@ void test_depth_blocks(const char* type) {
 
 }  // namespace
 
+// Evaluation with bfloat16 products: the same loss and final state whatever
+// the thread count, and a loss that differs from float32's by rounding only
+// (bfloat16 keeps 8 bits: unit roundoff u = 2^-9; each product term carries
+// at most 2u, far more than float32's ~1e-7, far less than a wrong index).
+void test_bf16_evaluation(Cell cell) {
+    const NetLayout lay{cell, 13, 70, 2};
+    Net<float> net(lay, 5, 0.2, 0.3);
+    std::mt19937_64 rng(8);
+    std::uniform_int_distribution<int> c(0, static_cast<int>(lay.K) - 1);
+    std::vector<int> data(400);
+    for (auto& x : data) x = c(rng);
+    const std::vector<float> h0 = random_states<float>(lay, 1, 9);
+    std::vector<float> full = h0, one = h0, two = h0;
+    const double l32 = evaluate_text(lay, net.ptrs(), data.data(), data.size(), full.data(), 5, 1);
+    const double l1 = evaluate_text(lay, net.ptrs(), data.data(), data.size(), one.data(), 5, 1, Precision::bf16);
+    const double l2 = evaluate_text(lay, net.ptrs(), data.data(), data.size(), two.data(), 5, 2, Precision::bf16);
+    const double u = std::ldexp(1.0, -9), gap = std::fabs(l1 - l32);
+    const std::string what = describe(lay) + " float32, 5 streams";
+    check(std::memcmp(&l1, &l2, sizeof l1) == 0 && bits_equal(one, two),
+          "bfloat16 evaluation, " + what + ": 1 and 2 threads give the same bits");
+    check(gap > 1e-6 * l32 && gap <= 2 * u * l32,
+          "bfloat16 evaluation, " + what + ": differs from float32 by rounding only (" + std::to_string(gap) + ")");
+}
+
 int main() {
     std::printf("kernels: %s\n", isa_name(kernels<double>().isa));
     test_team_size();  // leaves CHARRNN_TEAM=full: the tests below split small networks on purpose
@@ -495,6 +519,7 @@ int main() {
     for (Cell cell : {Cell::rnn, Cell::lstm, Cell::gru}) {
         test_trace<double>(cell, "float64");
         test_trace<float>(cell, "float32");
+        test_bf16_evaluation(cell);
     }
     return charrnn_test::tally.finish();
 }
