@@ -128,6 +128,11 @@ public:
     const Precision precision;
     SpinBarrier barrier;
     Dropout dropout;  // p = 0: off (evaluation and sampling)
+    // No backward pass follows (evaluation, traces). Split by streams, each
+    // step's gate values (and an LSTM's tanh(c), a GRU's ah_n) then go to one
+    // step's worth of rows, reused every step and so kept in cache, instead of
+    // the chunk's rows the backward pass reads. The same sums either way.
+    bool forward_only = false;
 
     Engine(const NetLayout& l, std::size_t n_threads, Precision prec = Precision::full)
         : lay(l), kn(kernels<T>()), threads(std::max<std::size_t>(1, n_threads)), precision(checked(prec)),
@@ -176,6 +181,11 @@ public:
                 a.HN.resize(rows * m);
                 a.AH.resize(B * Gm);
                 a.dAh.resize(rows * Gm);
+            }
+            if (forward_only) {
+                a.Zs.resize(B * Gm);
+                if (lay.cell == Cell::lstm) a.TS.resize(B * m);
+                if (lay.cell == Cell::gru) a.HS.resize(B * m);
             }
             resize_operand(a.Hprev_pk, rows, m);
             if (i > 0) resize_operand(a.X_pk, rows, m);
@@ -261,6 +271,7 @@ public:
         const std::size_t m = lay.m, Gm = lay.Gm(), G = lay.G(), rows = n * B;
         const Share w = share(id);
         const std::size_t c0 = w.u.begin * G, c1 = w.u.end * G, s0 = w.s.begin, Bs = w.s.size();
+        const bool one_step = forward_only && by_streams;  // write the step rows of Zs, TS, HS (s0 on)
         for (std::size_t l = 0; l < lay.L; ++l) {
             Layer& a = layers[l];
             if (l > 0 && !by_streams && w.u.size()) {
@@ -271,7 +282,7 @@ public:
             for (std::size_t t = 0; t < n; ++t) {
                 if (w.size()) {
                     const std::size_t r0 = t * B + s0;  // this thread's first row at step t
-                    T* Zt = a.Z.data() + r0 * Gm;
+                    T* Zt = one_step ? a.Zs.data() + s0 * Gm : a.Z.data() + r0 * Gm;
                     const T* Hp = a.H.data() + r0 * m;
                     // Z_t = (layer 0) XB[x_t] or (above) b + X_t W_x^T, the latter for this thread's
                     // streams here (the same sums as above); then, but for the GRU, + H_{t-1} W_h^T
@@ -294,14 +305,14 @@ public:
                         T* AH = a.AH.data() + s0 * Gm;
                         mm_init(Bs, c0, c1, Hp, m, 1, a.WhT, AH, Gm, a.bh.data(), nullptr, 0);
                         cs.AH = AH;
-                        cs.HN = a.HN.data() + r0 * m;
+                        cs.HN = one_step ? a.HS.data() + s0 * m : a.HN.data() + r0 * m;
                     } else if (l > 0) {
                         mm(Bs, c0, c1, Hp, m, 1, a.WhT, Zt, Gm, true);
                     }
                     if (lay.cell == Cell::lstm) {
                         cs.Cprev = a.C.data() + r0 * m;
                         cs.C = a.C.data() + (r0 + B) * m;
-                        cs.TC = a.TC.data() + r0 * m;
+                        cs.TC = one_step ? a.TS.data() + s0 * m : a.TC.data() + r0 * m;
                     }
                     kn.cell_forward[static_cast<int>(lay.cell)](cs);
                     if (dropout.on()) drop_outputs(l, t, w);
@@ -459,6 +470,7 @@ private:
         WorkArray<T> XB;             // layer 0: K x G*m, input side of each character, b included
         WorkArray<T> b, bh;          // gate order
         WorkArray<T> Z, H, C, TC, HN, AH;
+        WorkArray<T> Zs, TS, HS;     // forward_only: one step's Z, TC, HN
         WorkArray<T> Xd;             // dropout on: this layer's output as the next one reads it
         WorkArray<std::uint8_t> keep;
         WorkArray<T> dA, dAh, dH, dh_next, dh, dc;

@@ -39,6 +39,7 @@ double forward_text(const NetLayout& lay, const std::vector<T*>& params, const I
     const EvalSplit sp = EvalSplit::of(N, B_max);
     const NetParams<T> P(lay, params);
     Engine<T> eng(lay, team_size(lay, sp.B, threads), prec);
+    eng.forward_only = true;
     const std::size_t SS = lay.state_size(), K = lay.K;
     std::vector<T> states(sp.B * SS, T(0));
     std::copy(state, state + SS, states.begin());

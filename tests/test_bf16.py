@@ -113,8 +113,10 @@ def test_bfloat16_evaluation_is_the_forward_pass_of_bfloat16_training(cell):
     # may differ (evaluation sums in double, training in float32 per row block)
     assert abs(loss16 - train16) <= 1e-6 * train16
     assert np.array_equal(h16, htrain16)
-    loss32, _ = engine.evaluate_loss(p32, data, h32, batch_size=1)
+    loss32, h32_eval = engine.evaluate_loss(p32, data, h32, batch_size=1)
     assert MIN_BF16_EFFECT * loss32 <= abs(loss16 - loss32) <= 2 * U_BF16 * loss32
+    # (and in float32: the evaluation keeps only one step of gate values, training all of them)
+    assert np.array_equal(h32_eval, engine.loss_and_grads(p32, X, Y, h32)[2])
     long = np.random.default_rng(9).integers(0, 30, 5_000)
     by_threads = {t: engine.evaluate_loss(p32, long, h32, batch_size=8, threads=t, precision="bfloat16")
                   for t in (1, 2, 3)}  # fmt: skip
