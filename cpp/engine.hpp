@@ -182,11 +182,9 @@ public:
                 a.AH.resize(B * Gm);
                 a.dAh.resize(rows * Gm);
             }
-            if (forward_only) {
-                a.Zs.resize(B * Gm);
-                if (lay.cell == Cell::lstm) a.TS.resize(B * m);
-                if (lay.cell == Cell::gru) a.HS.resize(B * m);
-            }
+            a.Zs.resize(B * Gm);  // (one step's rows, whatever forward_only says now: it may change)
+            if (lay.cell == Cell::lstm) a.TS.resize(B * m);
+            if (lay.cell == Cell::gru) a.HS.resize(B * m);
             resize_operand(a.Hprev_pk, rows, m);
             if (i > 0) resize_operand(a.X_pk, rows, m);
             // the dropped input of the layer above (or of the output layer)

@@ -24,16 +24,16 @@ from charrnn_ext.layout import copy_params, init_opt_state, net_init
 from helpers import CELLS, max_scaled_err, net_problem
 
 # bfloat16 keeps 8 significant bits: rounding to nearest has a unit roundoff
-# of u = 2**-9. Each product term a*b then carries a relative error of at
+# of u = 2**-8. Each product term a*b then carries a relative error of at
 # most 2u from its two rounded operands, while the float32 sums add only
 # ~1e-7. A gradient entry is a sum of such terms after a chain of products
 # through the layers and steps; with the contracting weights of net_problem
 # the chain damps earlier errors, so the error of an array, relative to its
 # own scale, is a small multiple of 2u (measured: 2e-3 to 1e-2 with the
-# problems below). 8 * 2u = 0.031 leaves room; a real defect -- a wrong index,
+# problems below). 4 * 2u = 0.031 leaves room; a real defect -- a wrong index,
 # a missing term -- changes gradients by far more than that.
-U_BF16 = 2.0**-9
-TOL_GRAD = 8 * 2 * U_BF16
+U_BF16 = 2.0**-8
+TOL_GRAD = 4 * 2 * U_BF16
 # ... and it must be visibly bfloat16: float32 products give ~5e-7 here, so
 # an error below 1e-5 would mean the rounding never happened.
 MIN_BF16_EFFECT = 1e-5
@@ -109,14 +109,10 @@ def test_bfloat16_evaluation_is_the_forward_pass_of_bfloat16_training(cell):
     data = np.append(X, Y[-1])  # 61 characters: one chunk of the evaluation's 64 steps
     loss16, h16 = engine.evaluate_loss(p32, data, h32, batch_size=1, precision="bfloat16")
     train16, _, htrain16 = engine.loss_and_grads(p32, X, Y, h32, precision="bfloat16")
-    # the same products and cell steps; only the summation of the row losses
-    # may differ (evaluation sums in double, training in float32 per row block)
-    assert abs(loss16 - train16) <= 1e-6 * train16
-    assert np.array_equal(h16, htrain16)
-    loss32, h32_eval = engine.evaluate_loss(p32, data, h32, batch_size=1)
+    # the same products, cell steps and summation of the row losses (in double)
+    assert loss16 == train16 and np.array_equal(h16, htrain16)
+    loss32, _ = engine.evaluate_loss(p32, data, h32, batch_size=1)
     assert MIN_BF16_EFFECT * loss32 <= abs(loss16 - loss32) <= 2 * U_BF16 * loss32
-    # (and in float32: the evaluation keeps only one step of gate values, training all of them)
-    assert np.array_equal(h32_eval, engine.loss_and_grads(p32, X, Y, h32)[2])
     long = np.random.default_rng(9).integers(0, 30, 5_000)
     by_threads = {t: engine.evaluate_loss(p32, long, h32, batch_size=8, threads=t, precision="bfloat16")
                   for t in (1, 2, 3)}  # fmt: skip
@@ -124,6 +120,23 @@ def test_bfloat16_evaluation_is_the_forward_pass_of_bfloat16_training(cell):
         assert by_threads[t][0] == by_threads[1][0] and np.array_equal(by_threads[t][1], by_threads[1][1])
     with pytest.raises(ValueError, match=r"precision 'bfloat16' needs float32 parameters"):
         engine.evaluate_loss(p64, data, h0, precision="bfloat16")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("precision", ["full", "bfloat16"])
+def test_evaluation_split_by_streams_keeps_one_step_and_the_same_bits(cell, precision, monkeypatch):
+    """Split by streams, an evaluation keeps only one step of gate values (no
+    backward pass follows); split by units, the layers above the first keep
+    the chunk's. Both give the bits of one thread."""
+    p, _, _, h0 = _problem(cell, 2, streams=None)
+    p32, h32 = copy_params(p, np.float32), h0.astype(np.float32)
+    text = np.random.default_rng(11).integers(0, 30, 3_000)  # 8 streams of 375: chunks of 64 and a rest
+    results = []
+    for split, threads in [("units", 1), ("streams", 2), ("units", 2), ("streams", 3)]:
+        monkeypatch.setenv("CHARRNN_SPLIT", split)
+        results.append(engine.evaluate_loss(p32, text, h32, batch_size=8, threads=threads, precision=precision))
+    for loss, h in results[1:]:
+        assert loss == results[0][0] and np.array_equal(h, results[0][1])
 
 
 def test_bfloat16_training_differs_from_float32_only_by_rounding():
