@@ -50,6 +50,50 @@ double gflops(const Shape& s, const std::function<void()>& f) {
     return best;
 }
 
+#if CHARRNN_X86_DISPATCH
+// Multiply-adds per nanosecond of a loop of 24 independent accumulators, by
+// vdpbf16ps (two a lane) and by float32 vfmadd (one a lane): what each
+// instruction can do at most on this core, whatever the kernel around it.
+#define CHARRNN_X24(X) \
+    X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16) X(17) X(18) X(19) X(20) X(21) X(22) X(23)
+CHARRNN_TARGET_AVX512BF16 void instruction_rates() {
+#define CHARRNN_DECL(i) __m512 a##i = _mm512_set1_ps(i * 1e-3f);
+#define CHARRNN_DP(i) a##i = _mm512_dpbf16_ps(a##i, x, x);
+#define CHARRNN_FMA(i) a##i = _mm512_fmadd_ps(a##i, f, f);
+#define CHARRNN_SUM(i) _mm512_storeu_ps(lanes, a##i), sum += lanes[0];
+    CHARRNN_X24(CHARRNN_DECL)
+    const __m512bh x = (__m512bh)_mm512_set1_epi32(0x3c003c00);  // pairs of 2^-7
+    const __m512 f = _mm512_set1_ps(1e-7f);
+    constexpr long kLoops = 20'000'000;
+    double best_dp = 1e9, best_fma = 1e9;
+    for (int rep = 0; rep < 3; ++rep) {
+        auto t0 = std::chrono::steady_clock::now();
+        for (long n = 0; n < kLoops; ++n) {
+            CHARRNN_X24(CHARRNN_DP)
+            __asm__ volatile("" ::"v"(a0));
+        }
+        auto t1 = std::chrono::steady_clock::now();
+        for (long n = 0; n < kLoops; ++n) {
+            CHARRNN_X24(CHARRNN_FMA)
+            __asm__ volatile("" ::"v"(a0));
+        }
+        auto t2 = std::chrono::steady_clock::now();
+        best_dp = std::min(best_dp, std::chrono::duration<double>(t1 - t0).count());
+        best_fma = std::min(best_fma, std::chrono::duration<double>(t2 - t1).count());
+    }
+    float sum = 0.0f, lanes[16];
+    CHARRNN_X24(CHARRNN_SUM)
+    const double dp = 24.0 * kLoops * 32 / best_dp / 1e9, fma = 24.0 * kLoops * 16 / best_fma / 1e9;
+    std::printf("\nMultiply-adds per ns, one thread, by the instruction alone: vdpbf16ps %.1f, float32 vfmadd %.1f "
+                "(%.2fx; checksum %g)\n", dp, fma, dp / fma, static_cast<double>(sum));
+#undef CHARRNN_DECL
+#undef CHARRNN_DP
+#undef CHARRNN_FMA
+#undef CHARRNN_SUM
+}
+#undef CHARRNN_X24
+#endif
+
 }  // namespace
 
 int main() {
@@ -125,5 +169,8 @@ int main() {
         std::printf("| %s | %zu x %zu x %zu | %.0f | %.0f | %s | %s | %s |\n", s.what, s.M, s.P, s.N, f32, port,
                     avx.c_str(), amx.c_str(), dnnl_rate.c_str());
     }
+#if CHARRNN_X86_DISPATCH
+    if (has16) instruction_rates();
+#endif
     return 0;
 }

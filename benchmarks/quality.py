@@ -119,10 +119,12 @@ def run_charrnn(options: dict[str, Any], minutes: float, seed: int, keep: Path |
 
 
 def torch_has_bf16() -> bool:
-    """Whether PyTorch's bfloat16 autocast is the strongest peer here: the CPU multiplies bfloat16 in hardware."""
-    from charrnn_ext.engine import has_bf16_units
+    """Whether PyTorch's bfloat16 autocast is the strongest peer here: where bfloat16
+    trains faster than float32 (with AMX masked on a Xeon, PyTorch's autocast was
+    slower than its float32, as ours was; benchmarks/README.md)."""
+    from charrnn_ext.engine import bf16_trains_faster
 
-    return has_bf16_units()
+    return bf16_trains_faster()
 
 
 def run_torch(minutes: float, seed: int, threads: int, hidden: int, eta: float, bf16: bool) -> dict[str, Any] | None:

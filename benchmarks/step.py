@@ -451,8 +451,9 @@ def main(argv=None) -> int:
     out(f"### Gated networks: 2 layers, B = {B}, T = {T}, Adam, global-norm clipping, 2 threads")
     out()
     out(
-        "The strongest peer is PyTorch under bfloat16 autocast where the CPU has bfloat16 units "
-        f"(this one: {'yes' if cx.engine.has_bf16_units() else 'no'}); both PyTorch rows are timed."
+        "Both PyTorch rows are timed. Under bfloat16 autocast it is the strongest peer where bfloat16 "
+        "trains faster than float32 (AMX, or AVX512-BF16 on AMD; "
+        f"this one: {'yes' if cx.engine.bf16_trains_faster() else 'no'}), and float32 elsewhere."
     )
     out()
     out("| network | implementation | ms per update | chars/s | x PyTorch bf16 | x PyTorch f32 | x our float32 |")

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
 
 #include "bf16.hpp"
 #include "simd.hpp"
@@ -32,7 +33,29 @@
     __attribute__((target("amx-tile,amx-bf16,avx512bf16,avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi2")))
 #endif
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !CHARRNN_X86_DISPATCH
+#include <cpuid.h>
+#endif
+
 namespace charrnn {
+
+// The CPU's vendor as CPUID leaf 0 spells it ("GenuineIntel",
+// "AuthenticAMD", ...), or "" on other architectures. The same instruction
+// has different costs on different vendors' cores: engine.py decides with it
+// whether bfloat16 products pay where only AVX512-BF16 computes them.
+inline std::string cpu_vendor() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return "";
+    char name[12];
+    std::memcpy(name, &b, 4);  // the twelve characters come in EBX, EDX, ECX
+    std::memcpy(name + 4, &d, 4);
+    std::memcpy(name + 8, &c, 4);
+    return std::string(name, 12);
+#else
+    return "";
+#endif
+}
 
 // What the CPU (and the OS) offer for bfloat16 products.
 struct Bf16Support {

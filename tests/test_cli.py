@@ -249,9 +249,9 @@ def test_preset_quality_is_accepted_and_recorded(tmp_path, capsys):
     )
     capsys.readouterr()
     cfg = json.loads((out / "config.json").read_text())
-    q = preset_values("quality", bf16_units=engine.has_bf16_units())
+    q = preset_values("quality", bf16_faster=engine.bf16_trains_faster())
     assert cfg["run"]["preset"] == "quality" and cfg["run"]["options"]["hidden"] == 8
-    # the dtype the preset resolved on this machine (bfloat16 where the CPU has bf16 units) is recorded
+    # the dtype the preset resolved on this machine (bfloat16 where it trains faster) is recorded
     assert (cfg["model"]["cell"], cfg["model"]["layers"], cfg["model"]["hidden"], cfg["model"]["dtype"]) == (
         "gru",
         2,

@@ -322,15 +322,15 @@ def test_lr_at_warmup():
 
 def test_presets_expand_to_valid_option_values():
     assert preset_values("classic") == {}
-    q = preset_values("quality", bf16_units=engine.has_bf16_units())
+    q = preset_values("quality", bf16_faster=engine.bf16_trains_faster())
     assert q["threads"] == min(config.usable_cores(), 256) >= 1
     machine = ("threads", "dtype")  # resolved for this machine
     assert {k: v for k, v in q.items() if k not in machine} == {
         k: v for k, v in PRESETS["quality"].items() if k not in machine
     }
     assert (q["cell"], q["layers"], q["optimizer"], q["lr_schedule"]) == ("gru", 2, "adam", "cosine")
-    # bfloat16 where the CPU multiplies it in hardware, float32 elsewhere
-    assert q["dtype"] == ("bfloat16" if engine.has_bf16_units() else "float32")
+    # bfloat16 where it trains faster than float32 (tests/test_bf16.py has the rule), float32 elsewhere
+    assert q["dtype"] == ("bfloat16" if engine.bf16_trains_faster() else "float32")
     for name, value in q.items():
         assert option(name).group in ("model", "train"), name
         assert option(name).check(value) == value, name
@@ -339,8 +339,8 @@ def test_presets_expand_to_valid_option_values():
     q["cell"] = "lstm"
     assert preset_values("quality")["cell"] == "gru" and PRESETS["quality"]["threads"] is None  # copies
     assert PRESETS["quality"]["dtype"] is None
-    assert preset_values("quality", bf16_units=True)["dtype"] == "bfloat16"
-    assert preset_values("quality", bf16_units=False)["dtype"] == "float32"
+    assert preset_values("quality", bf16_faster=True)["dtype"] == "bfloat16"
+    assert preset_values("quality", bf16_faster=False)["dtype"] == "float32"
     with pytest.raises(ValueError, match="unknown preset 'fast'; expected one of classic, quality"):
         preset_values("fast")
 
@@ -381,7 +381,7 @@ def test_cli_preset_expands_and_explicit_options_override_it(tmp_path):
     )
     assert rc == 0
     cfg = json.loads((out / "config.json").read_text())
-    q = preset_values("quality", bf16_units=engine.has_bf16_units())
+    q = preset_values("quality", bf16_faster=engine.bf16_trains_faster())
     given = {
         "hidden": 8,
         "layers": 1,

@@ -61,4 +61,8 @@ PYBIND11_MODULE(_core, m) {
         "bf16_path", [] { return std::string(isa_name(kernels<float>().isa16)); },
         "Kernel of the bfloat16 matrix products on this CPU: 'amx' (AMX-BF16 tiles), 'avx512bf16', or the float "
         "level ('avx512', 'avx2', 'baseline') when the portable kernel computes them.");
+
+    m.def(
+        "cpu_vendor", [] { return cpu_vendor(); },
+        "The CPU's vendor as CPUID spells it ('GenuineIntel', 'AuthenticAMD', ...); '' on other architectures.");
 }

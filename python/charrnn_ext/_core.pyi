@@ -138,5 +138,8 @@ def layout(cell: str, K: int, m: int, layers: int) -> list[tuple[str, str | None
     """[(name, classic name or None, shape)] of a network's parameters, in the core's order."""
 
 def bf16_path() -> str: ...
+def cpu_vendor() -> str:
+    """'GenuineIntel', 'AuthenticAMD', ... as CPUID spells it; '' on other architectures."""
+
 def simd_level() -> str:
     """'avx512', 'avx2' or 'baseline' (the build's own target)."""

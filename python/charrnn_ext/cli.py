@@ -132,7 +132,10 @@ TRAIN_HELP_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 #: What a preset's machine-dependent values (None) become (config.preset_values).
-_MACHINE = {"dtype": "(bfloat16 where the CPU multiplies it, else float32)", "threads": "(the usable cores)"}
+_MACHINE = {
+    "dtype": "(bfloat16 where it trains faster: AMX, or AVX512-BF16 on AMD; else float32)",
+    "threads": "(the usable cores)",
+}
 
 
 def _preset_help(o: Option) -> str:

@@ -614,8 +614,8 @@ def model_options(values: Mapping[str, Any]) -> dict[str, Any]:
 #: Named sets of option values. "classic" is the classic experiment (every
 #: default); "quality" is tuned for the lowest validation loss in a wall-clock
 #: budget on a small multi-core CPU (benchmarks/QUALITY.md); "threads" = None
-#: there means the usable cores, and "dtype" = None bfloat16 where the CPU
-#: multiplies bfloat16 in hardware (AMX or AVX512-BF16), else float32.
+#: there means the usable cores, and "dtype" = None bfloat16 where it trains
+#: faster than float32 (AMX, or AVX512-BF16 on AMD), else float32.
 PRESETS: dict[str, dict[str, Any]] = {
     "classic": {},
     "quality": {
@@ -653,17 +653,17 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def preset_values(name: str, *, bf16_units: bool = False) -> dict[str, Any]:
+def preset_values(name: str, *, bf16_faster: bool = False) -> dict[str, Any]:
     """The option values of preset ``name``, with machine-dependent ones
-    resolved: the usable cores, and bfloat16 where ``bf16_units`` says the
-    CPU multiplies bfloat16 in hardware (:func:`charrnn_ext.engine.has_bf16_units`)."""
+    resolved: the usable cores, and bfloat16 where ``bf16_faster`` says it
+    trains faster than float32 on this CPU (:func:`charrnn_ext.engine.bf16_trains_faster`)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
     values = dict(PRESETS[name])
     if "threads" in values and values["threads"] is None:
         values["threads"] = min(usable_cores(), option("threads").high or 1)
     if "dtype" in values and values["dtype"] is None:
-        values["dtype"] = "bfloat16" if bf16_units else "float32"
+        values["dtype"] = "bfloat16" if bf16_faster else "float32"
     return values
 
 

@@ -31,6 +31,7 @@ from .config import CELLS, CLIP_MODES, OPTIMIZERS, default, update_options
 __all__ = [
     "TraceArrays",
     "bf16_path",
+    "bf16_trains_faster",
     "core_layout",
     "evaluate_loss",
     "has_bf16_units",
@@ -76,6 +77,24 @@ def bf16_path() -> str:
 def has_bf16_units() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16)."""
     return _core.bf16_path() in ("amx", "avx512bf16")
+
+
+def bf16_trains_faster() -> bool:
+    """Whether bfloat16 products train faster than float32 ones here, the
+    choice of ``--dtype`` that presets leave to the machine.
+
+    - AMX tiles: yes (about 2.5x on an Intel Xeon, benchmarks/README.md).
+    - AVX512-BF16 alone on an Intel core: no. One ``vdpbf16ps`` does two
+      multiply-adds a lane, but on a Xeon it issues at a quarter of the
+      float32 FMA's rate, so it does half the multiply-adds a second; with
+      AMX masked (``CHARRNN_ISA=avx512bf16``) that Xeon trained 1.3x slower
+      in bfloat16 than in float32 (benchmarks/README.md).
+    - AVX512-BF16 on AMD (Zen 4 and 5): yes, expected rather than measured
+      (no AMD run of it yet): there the instruction is meant to issue as
+      often as a float32 FMA, which doubles the multiply-adds.
+    - The portable kernel: no (slower than float32)."""
+    path = _core.bf16_path()
+    return path == "amx" or (path == "avx512bf16" and _core.cpu_vendor() == "AuthenticAMD")
 
 
 Params = Mapping[str, np.ndarray]

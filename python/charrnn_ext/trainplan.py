@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .config import DEFAULT_ETA, OPTIONS, default, option, param_dtype, preset_values
-from .engine import has_bf16_units
+from .engine import bf16_trains_faster
 
 __all__ = ["DEFAULT_EPOCHS", "fine_tune_options", "plan_length", "plan_options", "train_command"]
 
@@ -33,7 +33,7 @@ def plan_options(given: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     Run options in ``given`` (text, steps, ...) are ignored here."""
     preset = given.get("preset") or default("preset")
     opts = {name: default(name) for name in _MODEL_AND_TRAIN}
-    opts.update(preset_values(preset, bf16_units=has_bf16_units()))
+    opts.update(preset_values(preset, bf16_faster=bf16_trains_faster()))
     opts.update({k: v for k, v in given.items() if k in opts and v is not None})
     return preset, opts
 
