@@ -19,7 +19,8 @@ loss per character on the whole held-out 10 % of the text.
    budget with several seeds; reported as mean +- sample standard deviation.
 3. PyTorch CPU: an LSTM as a user would write it (benchmarks/torch_baseline.py)
    with the same budget, split, threads and schedule, under bfloat16 autocast
-   where the CPU has bfloat16 units; the best of a small grid over hidden
+   where bfloat16 trains faster than float32 (AMX, or AVX512-BF16 on AMD);
+   the best of a small grid over hidden
    size and learning rate (seed 0), as a user tuning it would pick.
 
 Results are kept in a JSON file (one record per run), so that an

@@ -18,7 +18,7 @@ baseline timed in the same run: batch-1 rows against the package's NumPy
 reference trainer, batched rows against PyTorch CPU training the same
 network on the same batch (the peer a user would pick instead): in float32,
 and under torch.autocast("cpu", torch.bfloat16), the strongest a user can
-write where the CPU multiplies bfloat16 in hardware. The machine line names
+write where bfloat16 trains faster (AMX, or AVX512-BF16 on AMD). The machine line names
 the CPU model and the kernels that ran (float and bfloat16).
 """
 

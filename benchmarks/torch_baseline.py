@@ -11,7 +11,8 @@ cross-entropy, Adam, gradients clipped to global norm 5. The rate warms up
 over 200 updates and then follows a cosine to 5 % of eta over the time budget,
 as `charrnn train --preset quality` does. With --bf16 the forward pass runs
 under torch.autocast("cpu", dtype=torch.bfloat16), the strongest thing a
-user can write on a CPU with bfloat16 units (weights and optimiser stay
+user can write where bfloat16 trains faster than float32 (AMX, or
+AVX512-BF16 on AMD; benchmarks/README.md) (weights and optimiser stay
 float32). The validation loss is computed like charrnn_ext's: the whole
 held-out split read by 32 streams over contiguous segments (the remainder
 continued by the last stream), summed and divided by the number of

@@ -19,8 +19,11 @@
 #include "bf16.hpp"
 #include "simd.hpp"
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>  // cpu_vendor(), and detect_bf16() where the kernels dispatch
+#endif
+
 #if CHARRNN_X86_DISPATCH
-#include <cpuid.h>
 #include <immintrin.h>
 #if defined(__linux__)
 #include <sys/syscall.h>
@@ -31,10 +34,6 @@
     __attribute__((target("avx512bf16,avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi2")))
 #define CHARRNN_TARGET_AMX \
     __attribute__((target("amx-tile,amx-bf16,avx512bf16,avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi2")))
-#endif
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !CHARRNN_X86_DISPATCH
-#include <cpuid.h>
 #endif
 
 namespace charrnn {

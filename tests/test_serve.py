@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("starlette", reason="charrnn serve needs the serve extra (starlette, uvicorn, httpx)")
-pytest.importorskip("httpx", reason="Starlette's test client needs httpx (the serve extra)")
+pytest.importorskip("starlette", reason="charrnn serve needs the serve extra (starlette, uvicorn, httpx, httpx2)")
+try:
+    import httpx2  # noqa: F401  (Starlette's test client takes it over httpx from 1.x on)
+except ImportError:
+    pytest.importorskip("httpx", reason="Starlette's test client needs httpx2 or httpx (the serve extra)")
 
 from starlette.testclient import TestClient
 

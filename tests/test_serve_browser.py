@@ -18,7 +18,7 @@ import pytest
 
 from serve_helpers import active_streams, make_runs, parse_events, served, wait_until
 
-pytest.importorskip("starlette", reason="charrnn serve needs the serve extra (starlette, uvicorn, httpx)")
+pytest.importorskip("starlette", reason="charrnn serve needs the serve extra (starlette, uvicorn, httpx, httpx2)")
 httpx = pytest.importorskip("httpx", reason="the HTTP client of these tests is httpx (the serve extra)")
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright (the browser extra)")
 

@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-pytest.importorskip("starlette", reason="charrnn serve needs the serve extra (starlette, uvicorn, httpx)")
-pytest.importorskip("uvicorn", reason="charrnn serve needs the serve extra (starlette, uvicorn, httpx)")
+pytest.importorskip("starlette", reason="charrnn serve needs the serve extra (starlette, uvicorn, httpx, httpx2)")
+pytest.importorskip("uvicorn", reason="charrnn serve needs the serve extra (starlette, uvicorn, httpx, httpx2)")
 pytest.importorskip("httpx", reason="the load benchmark's client is httpx (the serve extra)")
 serve_load = pytest.importorskip("benchmarks.serve_load", reason="run from the repository root (benchmarks/)")
 

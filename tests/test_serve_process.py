@@ -10,8 +10,8 @@ import pytest
 
 from serve_helpers import active_streams, iter_events, make_runs, parse_events, served, wait_until
 
-pytest.importorskip("starlette", reason="charrnn serve needs the serve extra (starlette, uvicorn, httpx)")
-pytest.importorskip("uvicorn", reason="charrnn serve needs the serve extra (starlette, uvicorn, httpx)")
+pytest.importorskip("starlette", reason="charrnn serve needs the serve extra (starlette, uvicorn, httpx, httpx2)")
+pytest.importorskip("uvicorn", reason="charrnn serve needs the serve extra (starlette, uvicorn, httpx, httpx2)")
 httpx = pytest.importorskip("httpx", reason="the HTTP client of these tests is httpx (the serve extra)")
 
 pytestmark = pytest.mark.slow

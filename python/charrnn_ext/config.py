@@ -207,7 +207,7 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "float64",
         "float type: float64, float32 (about twice as fast), or bfloat16 (float32 weights, bfloat16 matrix "
-        "products; fast where the CPU has AMX or AVX512-BF16)",
+        "products; fast with AMX, or AVX512-BF16 on AMD; slower than float32 elsewhere)",
         "model",
         choices=DTYPES,
     ),

@@ -83,7 +83,8 @@ def bf16_trains_faster() -> bool:
     """Whether bfloat16 products train faster than float32 ones here, the
     choice of ``--dtype`` that presets leave to the machine.
 
-    - AMX tiles: yes (about 2.5x on an Intel Xeon, benchmarks/README.md).
+    - AMX tiles: yes (2.3-3.2x over the harness runs on an Intel Xeon,
+      benchmarks/README.md).
     - AVX512-BF16 alone on an Intel core: no. One ``vdpbf16ps`` does two
       multiply-adds a lane, but on a Xeon it issues at a quarter of the
       float32 FMA's rate, so it does half the multiply-adds a second; with
