@@ -38,7 +38,8 @@ double forward_text(const NetLayout& lay, const std::vector<T*>& params, const I
                     std::size_t B_max, std::size_t threads, Precision prec, Visit&& visit) {
     const EvalSplit sp = EvalSplit::of(N, B_max);
     const NetParams<T> P(lay, params);
-    Engine<T> eng(lay, team_size(lay, sp.B, threads), prec);
+    const std::size_t bytes = prec == Precision::bf16 ? 2 : sizeof(T);  // of a packed weight
+    Engine<T> eng(lay, sp.B == 1 ? stream_team(lay, threads, bytes) : team_size(lay, sp.B, threads), prec);
     eng.forward_only = true;
     const std::size_t SS = lay.state_size(), K = lay.K;
     std::vector<T> states(sp.B * SS, T(0));

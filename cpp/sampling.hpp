@@ -11,6 +11,7 @@
 
 #include "engine.hpp"
 #include "kernels.hpp"
+#include "parallel.hpp"
 #include "walk.hpp"
 
 namespace charrnn {
@@ -140,24 +141,41 @@ void sample_loop(const Kernels<T>& kn, std::size_t K, const I* prime, std::size_
 }
 
 // The sampler: `state` (one stream's state_size values) is updated in
-// place; see sample_loop.
+// place; see sample_loop. A team of up to `threads` (stream_team) feeds the
+// characters; thread 0 draws them and the others follow it step for step.
 template <typename T, typename I>
 void sample(const NetLayout& lay, const std::vector<T*>& params, T* state, const I* prime, std::size_t n_prime,
-            std::size_t n, double temperature, const SampleOptions& opt, std::uint64_t seed, std::int32_t* out) {
+            std::size_t n, double temperature, const SampleOptions& opt, std::uint64_t seed, std::int32_t* out,
+            std::size_t threads) {
     const NetParams<T> P(lay, params);
-    Engine<T> eng(lay, 1);
-    eng.prepare(P, 0);
+    Engine<T> eng(lay, stream_team(lay, threads, sizeof(T)));
     eng.resize(1, 1);
     eng.targets()[0] = 0;
-    // feed character x: one step of one stream
-    auto advance = [&](std::size_t x) {
-        eng.inputs()[0] = static_cast<std::int32_t>(x);
-        eng.set_state(0, state);
-        eng.forward(0);
-        eng.get_state(0, state);
+    eng.set_state(0, state);
+    // one step of the stream, every thread; thread 0 has set the input and
+    // then moves the new state into the step's starting rows
+    auto step = [&](std::size_t id) {
+        eng.barrier.wait();
+        eng.forward(id);
+        if (id == 0) {
+            eng.get_state(0, state);
+            eng.set_state(0, state);
+        }
     };
-    auto logits = [&](T* o) { eng.logits(P, o); };
-    sample_loop<T>(eng.kn, lay.K, prime, n_prime, n, temperature, opt, seed, out, advance, logits);
+    const std::size_t steps = n_prime + (n > 0 ? n - 1 : 0);  // the calls of advance in sample_loop
+    run_team(eng.threads, [&](std::size_t id) {
+        eng.prepare(P, id);
+        if (id != 0) {
+            for (std::size_t i = 0; i < steps; ++i) step(id);
+            return;
+        }
+        auto advance = [&](std::size_t x) {
+            eng.inputs()[0] = static_cast<std::int32_t>(x);
+            step(0);
+        };
+        auto logits = [&](T* o) { eng.logits(P, o); };
+        sample_loop<T>(eng.kn, lay.K, prime, n_prime, n, temperature, opt, seed, out, advance, logits);
+    });
 }
 
 }  // namespace charrnn

@@ -1760,6 +1760,7 @@ def test_fuzz_sample(data):
                 top_k=top_k,
                 top_p=top_p,
                 greedy=greedy,
+                threads=1,
             )
 
     out = run_call("sample", verdict, fragments, call)

@@ -51,7 +51,7 @@ CORE_DEFAULTS = {
         cell=None, n_steps=2, seq_length=3, batch_size=1, positions=None, precision="full", **OPT_DEFAULTS
     ),
     "evaluate_loss": dict(cell=None, batch_size=1, threads=1, precision="full"),
-    "sample": dict(cell=None, n=5, temperature=1.0, seed=0, top_k=0, top_p=1.0, greedy=False),
+    "sample": dict(cell=None, n=5, temperature=1.0, seed=0, top_k=0, top_p=1.0, greedy=False, threads=1),
     "numerical_grads": dict(cell=None, h=1e-4, dropout=0.0, seed=0, update=0),
 }
 
@@ -1351,14 +1351,14 @@ SCALAR_CASES = [
     ("update-float", ("loss_and_grads",), dict(update=1.0), TypeError, "update must be an integer, got float"),
     (
         "threads-0",
-        ("loss_and_grads", "train_step", "train_steps", "evaluate_loss"),
+        ("loss_and_grads", "train_step", "train_steps", "evaluate_loss", "sample"),
         dict(threads=0),
         ValueError,
         "threads must be >= 1, got 0",
     ),
     (
         "threads-257",
-        ("loss_and_grads", "train_step", "train_steps", "evaluate_loss"),
+        ("loss_and_grads", "train_step", "train_steps", "evaluate_loss", "sample"),
         dict(threads=257),
         ValueError,
         "threads must be at most 256, got 257",
@@ -1373,14 +1373,14 @@ SCALAR_CASES = [
     ("threads-negative", ("train_steps",), dict(threads=-2), ValueError, "threads must be >= 1, got -2"),
     (
         "threads-bool",
-        ("loss_and_grads", "train_step", "train_steps", "evaluate_loss"),
+        ("loss_and_grads", "train_step", "train_steps", "evaluate_loss", "sample"),
         dict(threads=True),
         TypeError,
         "threads must be an integer, got bool",
     ),
     (
         "threads-float",
-        ("loss_and_grads", "evaluate_loss"),
+        ("loss_and_grads", "evaluate_loss", "sample"),
         dict(threads=2.0),
         TypeError,
         "threads must be an integer, got float",

@@ -366,6 +366,8 @@ def test_sample_command(run_dir, capsys):
     assert first.startswith("The ") and len(first) == 4 + 80 + 1
     model = CharRNN.load(run_dir / "best.npz")
     assert first == "The " + model.sample(80, prime="The ", seed=5) + "\n"
+    assert cli.main([*args, "--threads", "2"]) == 0  # threads share the steps; the text is the same
+    assert capsys.readouterr().out == first
     assert cli.main(["sample", str(run_dir), "-n", "80", "--prime", "The ", "--seed", "6"]) == 0
     assert capsys.readouterr().out != first
     assert cli.main(["sample", str(run_dir), "-n", "0", "--seed", "1"]) == 0
@@ -374,6 +376,10 @@ def test_sample_command(run_dir, capsys):
     assert _error(capsys) == "prime contains character(s) '-', 'X' that are not in the model's 24-character vocabulary"
     assert cli.main(["sample", str(run_dir / "nothing.npz")]) == 2
     assert _error(capsys) == f"checkpoint not found: {run_dir / 'nothing.npz'}"
+    assert cli.main(["sample", str(run_dir), "--threads", "0"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "charrnn: error: argument --threads: threads must be an integer in [1, 256], got 0 (see charrnn sample --help)"
+    ]
     assert cli.main(["sample", str(run_dir), "--temperature", "0"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "charrnn: error: argument --temperature: temperature must be a number in (0, 1e+06], got 0.0 "

@@ -454,10 +454,14 @@ def test_train_parser_options_come_from_OPTIONS():
 def test_sample_parser_options_come_from_OPTIONS():
     acts = _actions(_subparsers()["sample"])
     opts = group("sample")
-    assert set(acts) == {o.name for o in opts} | {"checkpoint", "seed"}
+    assert set(acts) == {o.name for o in opts} | {"checkpoint", "seed", "threads"}
     for o in opts:
         _check_action(acts[o.name], o, o.default, flag="-n" if o.name == "length" else None)
     assert acts["seed"].default is None and acts["seed"].type("5") == 5
+    # --threads parses and checks as the threads option does, default 1
+    assert acts["threads"].default == 1 and acts["threads"].type("3") == 3
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^threads must be "):
+        acts["threads"].type("0")
     args = cli.build_parser().parse_args(["sample", "x.npz"])
     assert {o.name: getattr(args, o.name) for o in opts} == {o.name: o.default for o in opts}
 

@@ -147,6 +147,7 @@ def test_sample_reproducible_and_prime_respected(model):
         top_k=0,
         top_p=1.0,
         greedy=False,
+        threads=1,
     )
     assert a == model.vocab.decode(idx)
     # a trained model continues "The ca" sensibly at low temperature
@@ -165,6 +166,7 @@ def test_sample_without_prime_starts_at_newline(model):
         top_k=0,
         top_p=1.0,
         greedy=False,
+        threads=1,
     )
     assert model.sample(30, temperature=0.7, seed=3) == model.vocab.decode(idx)
 

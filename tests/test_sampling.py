@@ -12,8 +12,8 @@ there, and such draws must stay rare. The replay feeds the character the
 sampler drew, so one unsure draw does not derail the rest.
 
 Also: the filter sets, chi-square tests of the drawn characters on
-stationary models (with temperature and filters), and sampling continued in
-pieces equals one call.
+stationary models (with temperature and filters), sampling continued in
+pieces equals one call, and a team of threads draws what one thread draws.
 """
 
 from __future__ import annotations
@@ -282,6 +282,30 @@ def test_sampling_in_pieces_equals_one_call(kind, layers, dtype):
     assert np.array_equal(hg2, hg_full)
     # and the replay agrees with the pieces
     assert check_replay(params, h_part, part[-1:].tolist(), nxt, h_nxt, seed=9, top_k=6) <= 3
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("kind,layers", MODELS, ids=MODEL_IDS)
+def test_threads_draw_what_one_thread_draws(kind, layers, dtype, monkeypatch):
+    # CHARRNN_TEAM=full: these small networks are shared by the threads asked for
+    monkeypatch.setenv("CHARRNN_TEAM", "full")
+    params, h0 = model(kind, layers, dtype)
+    for kw in (dict(), dict(top_k=4, top_p=0.9, temperature=0.7), dict(greedy=True)):
+        one, h_one = cx.sample(params, h0, [2, 0, 5], 120, seed=31, threads=1, **kw)
+        assert len(set(one.tolist())) >= (1 if kw.get("greedy") else 2)
+        for threads in (2, 3):
+            out, h = cx.sample(params, h0, [2, 0, 5], 120, seed=31, threads=threads, **kw)
+            assert np.array_equal(out, one) and np.array_equal(h, h_one), (threads, kw)
+
+
+def test_a_large_network_shares_its_steps_and_draws_the_same():
+    # 2 layers of 128 LSTM units in float32: 512 KB of weights in layer 1, a
+    # team of two by the engine's own rule (stream_team in cpp/sampling.hpp)
+    params, h0 = network("lstm", 2, np.float32, K=20, m=128, seed=4)
+    one, h_one = cx.sample(params, h0, [1, 2, 3], 400, seed=2, threads=1)
+    two, h_two = cx.sample(params, h0, [1, 2, 3], 400, seed=2, threads=2)
+    assert np.array_equal(one, two) and np.array_equal(h_one, h_two)
+    assert len(set(one.tolist())) >= 3
 
 
 @pytest.mark.parametrize("kind", ("classic",) + CELLS)

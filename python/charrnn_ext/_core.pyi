@@ -109,6 +109,7 @@ def sample(
     top_k: int,
     top_p: float,
     greedy: bool,
+    threads: int,
 ) -> tuple[npt.NDArray[np.int32], np.ndarray]:
     """(drawn indices (n,), state (layers, S*m))."""
 

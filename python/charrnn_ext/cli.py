@@ -187,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     for o in group("sample"):
         _add(s, o, default_value=o.default, flag="-n" if o.name == "length" else None)
     s.add_argument("--seed", type=_parser_type(option("seed")), help="sampler seed (default: random)")
+    s.add_argument(
+        "--threads",
+        type=_parser_type(option("threads")),
+        default=1,
+        metavar="N",
+        help="worker threads sharing each step of a large network (the text does not depend on it); default 1",
+    )
 
     c = sub.add_parser(
         "gradcheck",
@@ -750,6 +757,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         greedy=args.greedy,
         piece=256,
+        threads=args.threads,
     )
     out = _Stdout()
     first = next(pieces, "")

@@ -358,13 +358,26 @@ def sample(
     top_k: int = default("top_k"),
     top_p: float = default("top_p"),
     greedy: bool = default("greedy"),
+    threads: int = default("threads"),
 ) -> tuple[npt.NDArray[np.int32], np.ndarray]:
     """Feed ``prime`` from h0 (None: zeros), then draw n characters from
     softmax(o / temperature). ``top_k`` > 0 keeps the k most probable
     characters, ``top_p`` < 1 the smallest set holding that probability,
-    ``greedy`` takes the most probable. Returns (indices, state)."""
+    ``greedy`` takes the most probable. Up to ``threads`` threads share each
+    step where the network's weights are large (the text does not depend on
+    it). Returns (indices, state)."""
     out, h = _core.sample(
-        params, h0, prime, n=n, cell=None, temperature=temperature, seed=seed, top_k=top_k, top_p=top_p, greedy=greedy
+        params,
+        h0,
+        prime,
+        n=n,
+        cell=None,
+        temperature=temperature,
+        seed=seed,
+        top_k=top_k,
+        top_p=top_p,
+        greedy=greedy,
+        threads=threads,
     )
     return out, _one_stream(params, h)
 

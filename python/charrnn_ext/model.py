@@ -343,6 +343,7 @@ class CharRNN:
         top_k: int = default("top_k"),
         top_p: float = default("top_p"),
         greedy: bool = default("greedy"),
+        threads: int = default("threads"),
     ) -> str:
         """Synthesise ``n`` characters and return them (without the prime).
 
@@ -352,7 +353,8 @@ class CharRNN:
         random seed; the same seed gives the same text. ``top_k`` > 0 draws
         only among the k most probable characters, ``top_p`` < 1 only from the
         smallest set holding that much probability, ``greedy`` always takes
-        the most probable one."""
+        the most probable one. Up to ``threads`` threads share each step of a
+        large network; the text does not depend on it."""
         return sample_text(
             self.params,
             self.vocab,
@@ -364,6 +366,7 @@ class CharRNN:
             top_k=top_k,
             top_p=top_p,
             greedy=greedy,
+            threads=threads,
         )
 
     def sample_stream(
@@ -377,6 +380,7 @@ class CharRNN:
         top_p: float = default("top_p"),
         greedy: bool = default("greedy"),
         piece: int = 256,
+        threads: int = default("threads"),
     ):
         """Like :meth:`sample`, but yields the text in pieces of at most
         ``piece`` characters as it is generated."""
@@ -392,6 +396,7 @@ class CharRNN:
             top_p=top_p,
             greedy=greedy,
             piece=piece,
+            threads=threads,
         )
 
     def loss(

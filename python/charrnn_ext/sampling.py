@@ -95,11 +95,13 @@ def sample_text(
     top_k: int = default("top_k"),
     top_p: float = default("top_p"),
     greedy: bool = default("greedy"),
+    threads: int = default("threads"),
 ) -> str:
     """Feed ``prime`` (a string, an index array, or None for
     :func:`default_start_char`) from ``h0`` (None: zeros) and return the ``n``
-    characters drawn after it (the prime is not included)."""
-    return "".join(_draw(params, vocab, n, None, temperature, prime, seed, h0, top_k, top_p, greedy))
+    characters drawn after it (the prime is not included). ``threads``: as in
+    :func:`charrnn_ext.engine.sample`."""
+    return "".join(_draw(params, vocab, n, None, temperature, prime, seed, h0, top_k, top_p, greedy, threads))
 
 
 def sample_pieces(
@@ -115,6 +117,7 @@ def sample_pieces(
     top_p: float = default("top_p"),
     greedy: bool = default("greedy"),
     piece: int = 256,
+    threads: int = default("threads"),
 ) -> Iterator[str]:
     """:func:`sample_text` in pieces of at most ``piece`` characters, yielded
     as they are drawn. Each piece continues from the previous one's state
@@ -122,7 +125,7 @@ def sample_pieces(
     joined are exactly the text :func:`sample_text` gives."""
     if isinstance(piece, bool) or not isinstance(piece, (int, np.integer)) or piece < 1:
         raise ValueError(f"piece must be a positive integer, got {piece!r}")
-    yield from _draw(params, vocab, n, int(piece), temperature, prime, seed, h0, top_k, top_p, greedy)
+    yield from _draw(params, vocab, n, int(piece), temperature, prime, seed, h0, top_k, top_p, greedy, threads)
 
 
 def _draw(
@@ -137,6 +140,7 @@ def _draw(
     top_k: int,
     top_p: float,
     greedy: bool,
+    threads: int,
 ) -> Iterator[str]:
     """The one call site of the engine's sampler: ``n`` characters in pieces
     of ``piece`` (None: all at once), the first call made even for n = 0 so
@@ -146,7 +150,9 @@ def _draw(
     h, done = h0, 0
     while True:
         k = min(size, int(n) - done)
-        out, h = engine.sample(params, h, idx, k, float(temperature), seed, top_k=top_k, top_p=top_p, greedy=greedy)
+        out, h = engine.sample(
+            params, h, idx, k, float(temperature), seed, top_k=top_k, top_p=top_p, greedy=greedy, threads=threads
+        )
         if not greedy:  # one SplitMix64 draw per character
             seed = (seed + k * _GOLDEN) % 2**64
         done += k

@@ -607,7 +607,13 @@ class Trainer:
                 h = self.sample_state(s.h)
             seed = derived_seed(model.seed, SEED_TAG_PROGRESS, s.step)
             text = sample_text(
-                model.params, model.vocab, c.sample_chars, prime=self.corpus.train[pos : pos + 1], seed=seed, h0=h
+                model.params,
+                model.vocab,
+                c.sample_chars,
+                prime=self.corpus.train[pos : pos + 1],
+                seed=seed,
+                h0=h,
+                threads=c.threads,
             )
             smooth = None if s.step == 0 else s.smooth_loss
             s.samples.append(
@@ -791,7 +797,12 @@ class Trainer:
         result.final_val_loss, result.val_chars, result.best_val_loss = self._validation(None)
         best, h = (s.best_params, s.best_h) if s.best_params is not None else (model.params, self.sample_state(s.h))
         result.passage = sample_text(
-            best, model.vocab, c.passage_chars, h0=h, seed=derived_seed(model.seed, SEED_TAG_PASSAGE, s.step)
+            best,
+            model.vocab,
+            c.passage_chars,
+            h0=h,
+            seed=derived_seed(model.seed, SEED_TAG_PASSAGE, s.step),
+            threads=c.threads,
         )
         result.final_seconds = time.perf_counter() - t0
         if self.folder is None:

@@ -23,7 +23,10 @@
 //  - the trace (trace.hpp): its row losses sum to evaluate_text's loss, its
 //    states at position i are bit for bit the final states of evaluating the
 //    text up to i, its top-k is every character ranked, and 1, 2 and 3
-//    threads give bit-identical traces.
+//    threads give bit-identical traces;
+//  - sampling (sampling.hpp): stream_team's rule, and 1, 2 and 3 threads draw
+//    the same characters and leave the same state, with and without filters,
+//    one call or two.
 //
 // Prints one line per check and closes with "N passed, M failed"; exits 1 if
 // anything failed. Built by CMake with -DCHARRNN_BUILD_TESTS=ON (see
@@ -33,11 +36,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "evaluate.hpp"
 #include "gradcheck.hpp"
+#include "sampling.hpp"
 #include "trace.hpp"
 #include "train.hpp"
 
@@ -360,6 +365,84 @@ void test_trace(Cell cell, const char* type) {
     unsetenv("CHARRNN_SPLIT");
 }
 
+// ---------------------------------------------------------------- sampling
+
+// stream_team: one thread per kStreamBytesPerThread of the largest layer's
+// weights, never more than asked, at least one. Leaves CHARRNN_TEAM=full.
+void test_stream_team() {
+    unsetenv("CHARRNN_TEAM");
+    const NetLayout classic{Cell::rnn, 80, 100, 1}, small{Cell::lstm, 80, 128, 1}, two{Cell::lstm, 80, 128, 2},
+        lstm{Cell::lstm, 80, 256, 2};
+    struct Case {
+        const NetLayout& lay;
+        std::size_t threads, bytes, want;
+    };
+    const Case cases[] = {
+        {classic, 2, 8, 1},  // 80 KB of W_h
+        {small, 2, 4, 1},    // 256 KB: one thread's worth
+        {two, 2, 4, 2},      // W_x and W_h of layer 1: 512 KB
+        {two, 3, 4, 2},
+        {lstm, 2, 4, 2},     // 2 MB
+        {lstm, 16, 4, 8},
+        {lstm, 1, 4, 1},
+        {lstm, 0, 4, 1},
+    };
+    bool ok = true;
+    for (const Case& c : cases) ok = ok && stream_team(c.lay, c.threads, c.bytes) == c.want;
+    check(ok, "stream_team: one thread per 256 KB of the largest layer's weights, at most the threads asked for, "
+              "at least 1");
+    setenv("CHARRNN_TEAM", "full", 1);
+    check(stream_team(classic, 3, 8) == 3, "stream_team: CHARRNN_TEAM=full uses every thread asked for");
+}
+
+// The characters and final state of one sampling call.
+template <typename T>
+struct Drawn {
+    std::vector<std::int32_t> out;
+    std::vector<T> state;
+    bool operator==(const Drawn& o) const { return bits_equal(out, o.out) && bits_equal(state, o.state); }
+};
+
+template <typename T>
+Drawn<T> draw(Net<T>& net, const std::vector<T>& h0, const std::vector<int>& prime, std::size_t n,
+              const SampleOptions& opt, std::size_t threads) {
+    Drawn<T> d{std::vector<std::int32_t>(n), h0};
+    sample(net.lay, net.ptrs(), d.state.data(), prime.data(), prime.size(), n, 0.8, opt, 12345, d.out.data(), threads);
+    return d;
+}
+
+// A team draws what one thread draws: the same characters and the same
+// state; a shorter call the same first characters; with n = 0, the state
+// after the prime alone.
+template <typename T>
+void test_sampling_threads(Cell cell, const char* type) {
+    const NetLayout lay{cell, 13, 70, 2};  // 70 units: more than one panel of units for the threads to share
+    Net<T> net(lay, 21, 0.4, 0.3);
+    const std::vector<T> h0 = random_states<T>(lay, 1, 22);
+    const std::vector<int> prime{3, 1, 4, 1, 5};
+    SampleOptions filtered;
+    filtered.top_k = 6;
+    filtered.top_p = 0.9;
+    SampleOptions greedy;
+    greedy.greedy = true;
+    const std::string what = "sampling, " + describe(lay) + " " + type;
+    for (const SampleOptions& opt : {SampleOptions{}, filtered, greedy}) {
+        const Drawn<T> one = draw(net, h0, prime, 150, opt, 1);
+        std::set<std::int32_t> chars(one.out.begin(), one.out.end());
+        check(chars.size() >= (opt.greedy ? 1u : 4u) && one.state != h0,
+              what + ": the draws vary and the state moved (the comparison below has something to compare)");
+        for (std::size_t threads : {2, 3}) {
+            const Drawn<T> team = draw(net, h0, prime, 150, opt, threads);
+            const Drawn<T> shorter = draw(net, h0, prime, 60, opt, threads);
+            const bool prefix = bits_equal(shorter.out, std::vector<std::int32_t>(one.out.begin(), one.out.begin() + 60));
+            const bool primed = draw(net, h0, prime, 0, opt, threads) == draw(net, h0, prime, 0, opt, 1);
+            check(team == one && prefix && primed,
+                  what + (opt.greedy ? ", greedy" : opt.filters() ? ", top-k and top-p" : "") + ": " +
+                      std::to_string(threads) + " threads draw the characters and leave the state of 1");
+        }
+    }
+}
+
 template <typename T>
 void test_paired_products(const char* type) {
     std::mt19937 rng(11);
@@ -521,6 +604,11 @@ int main() {
         test_trace<double>(cell, "float64");
         test_trace<float>(cell, "float32");
         test_bf16_evaluation(cell);
+    }
+    test_stream_team();
+    for (Cell cell : {Cell::rnn, Cell::lstm, Cell::gru}) {
+        test_sampling_threads<double>(cell, "float64");
+        test_sampling_threads<float>(cell, "float32");
     }
     return charrnn_test::tally.finish();
 }
