@@ -402,6 +402,16 @@ def other_figures(q: bool, repeats: int, min_s: float, out: Callable[..., None],
         f"Sampling {n_sample:,} characters from the classic m=100 model (float64): {ts.median:.2f} s "
         f"({ts.low:.2f}-{ts.high:.2f})."
     )
+    # a large network's single stream: the team splits the weights (stream_team in cpp/engine.hpp)
+    n_net = 200 if q else 5_000
+    pn = cx.net_init("lstm", K, 256, 2, seed=2, dtype=np.float32, sig=0.05)
+    runs = {t: (lambda t=t: cx.sample(pn, None, [0], n_net, 1.0, 0, threads=t), 1) for t in (1, 2)}
+    st = timed_together({str(t): r for t, r in runs.items()}, repeats, min_s)
+    one, two = st["1"], st["2"]
+    out(
+        f"Sampling {n_net:,} characters from an LSTM 2x256 (float32), timed together: {fmt_ms(one)} ms on one "
+        f"thread, {fmt_ms(two)} ms on two, **{one.median / two.median:.2f}×**."
+    )
     text = make_text(200_000)
     pc = cx.init_params(K, 100, seed=1)
     sc = cx.zeros_like_params(pc)
