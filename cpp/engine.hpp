@@ -68,16 +68,18 @@ inline std::size_t team_size(const NetLayout& lay, std::size_t B, std::size_t th
 }
 
 // The threads worth using for a single stream (sampling, a one-stream
-// evaluation or trace), where team_size says one. Its step multiplies each
-// layer's weights by one row, so it reads every weight once a character and
-// waits on memory, not arithmetic: a team of k splits the gate columns, and
-// each thread reads 1/k of every layer, from its own core's cache once that
-// share fits there. One thread per kStreamBytesPerThread of the largest
-// layer's packed weights (`bytes` each), at most `threads`; with less, the
-// barrier ending each layer's step costs about what a second thread saves
-// (sampling on an Intel Xeon, two threads: 1.2-1.3x faster at 256 KB a
-// layer, slower at 80 KB, 3.5x faster at 2 MB). CHARRNN_TEAM=full uses every
-// thread asked for. Results do not depend on it.
+// evaluation or trace), more than team_size gives it. Its step multiplies
+// each layer's weights by one row, so it reads every weight once a character
+// and waits on memory, not arithmetic: a team of k splits the gate columns,
+// and each thread reads 1/k of every layer, from its own core's cache once
+// that share fits there. One thread per whole kStreamBytesPerThread of the
+// largest layer's packed weights (`bytes` each; W_x and W_h above layer 0),
+// at most `threads`: a second thread from 512 KB. Sampling on an idle Intel
+// Xeon, two threads against one: 3.5x faster at 2 MB (LSTM 2 x 256, float32),
+// 1.2x at 512 KB and 1.2x at 256 KB, slower at 80 KB (the classic m = 100);
+// with the other core busy, an LSTM 2 x 256 drew 2-3.3x slower on two threads,
+// so the rule asks for weights worth it. Never fewer than team_size.
+// CHARRNN_TEAM=full uses every thread asked for. Results do not depend on it.
 constexpr std::size_t kStreamBytesPerThread = std::size_t(1) << 18;
 
 inline std::size_t stream_team(const NetLayout& lay, std::size_t threads, std::size_t bytes) {
@@ -86,7 +88,7 @@ inline std::size_t stream_team(const NetLayout& lay, std::size_t threads, std::s
     if (team != nullptr && std::strcmp(team, "full") == 0) return threads;
     const std::size_t depth = lay.L > 1 ? 2 * lay.m : lay.m;  // W_h, and W_x above layer 0
     const std::size_t layer_bytes = depth * lay.Gm() * bytes;
-    return std::max<std::size_t>(1, std::min(threads, layer_bytes / kStreamBytesPerThread));
+    return std::max(team_size(lay, 1, threads), std::min(threads, layer_bytes / kStreamBytesPerThread));
 }
 
 // Whether a team splits the recurrences of B streams by streams rather than

@@ -3,9 +3,11 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <numeric>
 #include <vector>
 
@@ -116,7 +118,7 @@ inline std::size_t choose_index(T* p, std::size_t K, const SampleOptions& opt, S
     return draw_index(p, K, rng.uniform());
 }
 
-// The loop every sampler shares: feeds the prime characters, then draws n
+// The sampler's loop: feeds the prime characters, then draws n
 // characters into out from softmax(logits / temperature). advance(x) feeds
 // character x into the model's state; logits(o) writes the K output logits
 // of the current state into o. The state is left as it was *before* the
@@ -142,7 +144,8 @@ void sample_loop(const Kernels<T>& kn, std::size_t K, const I* prime, std::size_
 
 // The sampler: `state` (one stream's state_size values) is updated in
 // place; see sample_loop. A team of up to `threads` (stream_team) feeds the
-// characters; thread 0 draws them and the others follow it step for step.
+// characters: thread 0 draws them, and before each step's barrier it either
+// sets the step's input or tells the others to stop.
 template <typename T, typename I>
 void sample(const NetLayout& lay, const std::vector<T*>& params, T* state, const I* prime, std::size_t n_prime,
             std::size_t n, double temperature, const SampleOptions& opt, std::uint64_t seed, std::int32_t* out,
@@ -152,30 +155,36 @@ void sample(const NetLayout& lay, const std::vector<T*>& params, T* state, const
     eng.resize(1, 1);
     eng.targets()[0] = 0;
     eng.set_state(0, state);
-    // one step of the stream, every thread; thread 0 has set the input and
-    // then moves the new state into the step's starting rows
-    auto step = [&](std::size_t id) {
-        eng.barrier.wait();
-        eng.forward(id);
-        if (id == 0) {
-            eng.get_state(0, state);
-            eng.set_state(0, state);
-        }
-    };
-    const std::size_t steps = n_prime + (n > 0 ? n - 1 : 0);  // the calls of advance in sample_loop
+    std::atomic<bool> done{false};
+    std::exception_ptr error;
     run_team(eng.threads, [&](std::size_t id) {
         eng.prepare(P, id);
         if (id != 0) {
-            for (std::size_t i = 0; i < steps; ++i) step(id);
-            return;
+            for (;;) {
+                eng.barrier.wait();
+                if (done.load(std::memory_order_relaxed)) return;  // the barrier orders it
+                eng.forward(id);
+            }
         }
+        // one step: the input set, every thread's forward, then the new state
+        // moved into the step's starting rows
         auto advance = [&](std::size_t x) {
             eng.inputs()[0] = static_cast<std::int32_t>(x);
-            step(0);
+            eng.barrier.wait();
+            eng.forward(0);
+            eng.get_state(0, state);
+            eng.set_state(0, state);
         };
         auto logits = [&](T* o) { eng.logits(P, o); };
-        sample_loop<T>(eng.kn, lay.K, prime, n_prime, n, temperature, opt, seed, out, advance, logits);
+        try {
+            sample_loop<T>(eng.kn, lay.K, prime, n_prime, n, temperature, opt, seed, out, advance, logits);
+        } catch (...) {  // (an allocation) let the others go first, then throw
+            error = std::current_exception();
+        }
+        done.store(true, std::memory_order_relaxed);
+        eng.barrier.wait();
     });
+    if (error) std::rethrow_exception(error);
 }
 
 }  // namespace charrnn

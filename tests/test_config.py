@@ -458,8 +458,8 @@ def test_sample_parser_options_come_from_OPTIONS():
     for o in opts:
         _check_action(acts[o.name], o, o.default, flag="-n" if o.name == "length" else None)
     assert acts["seed"].default is None and acts["seed"].type("5") == 5
-    # --threads parses and checks as the threads option does, default 1
-    assert acts["threads"].default == 1 and acts["threads"].type("3") == 3
+    # --threads parses and checks as the threads option does, with its default
+    assert acts["threads"].default == option("threads").default and acts["threads"].type("3") == 3
     with pytest.raises(argparse.ArgumentTypeError, match=r"^threads must be "):
         acts["threads"].type("0")
     args = cli.build_parser().parse_args(["sample", "x.npz"])

@@ -293,6 +293,22 @@ def test_the_engine_uses_a_second_thread_only_for_work_worth_sharing(monkeypatch
         assert np.array_equal(out["capped"][1][k], out["full"][1][k]), k
 
 
+@pytest.mark.parametrize(
+    "cell, m, layers, dtype, team", [("rnn", 100, 1, np.float64, 1), ("lstm", 128, 2, np.float32, 2)]
+)
+def test_sampling_uses_a_second_thread_only_for_large_weights(monkeypatch, cell, m, layers, dtype, team):
+    # One stream, asked for 2 threads: the classic network's 80 KB of W_h stay
+    # on one thread, an LSTM 2 x 128 in float32 (512 KB in layer 1, W_x and
+    # W_h) takes two (stream_team in cpp/engine.hpp). The text is the same.
+    monkeypatch.delenv("CHARRNN_TEAM", raising=False)
+    p = net_init(cell, 40, m, layers, 0.3, seed=2, dtype=dtype)
+    out = {}
+    added = _threads_while(lambda: out.__setitem__("two", cx.sample(p, None, [0], 20_000, seed=1, threads=2)))
+    assert added == team - 1
+    one, h_one = cx.sample(p, None, [0], 20_000, seed=1, threads=1)
+    assert np.array_equal(one, out["two"][0]) and np.array_equal(h_one, out["two"][1])
+
+
 def test_threads_more_than_streams_and_units():
     # More threads than streams or panels: still the one-thread result.
     p, X, Y, h0 = random_classic_case(np.random.default_rng(12), 9, 5, 2, 7)

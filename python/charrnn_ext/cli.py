@@ -190,9 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--threads",
         type=_parser_type(option("threads")),
-        default=1,
+        default=option("threads").default,
         metavar="N",
-        help="worker threads sharing each step of a large network (the text does not depend on it); default 1",
+        help="worker threads sharing each step of a large network (the text does not depend on it); "
+        f"default {option('threads').default}",
     )
 
     c = sub.add_parser(
@@ -280,7 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"trace at most the first N characters of the text; default {EXPLAIN_MAX_CHARS:,}".replace(",", "_"),
     )
     x.add_argument(
-        "--threads", type=_parser_type(option("threads")), default=1, metavar="N", help="worker threads; default 1"
+        "--threads",
+        type=_parser_type(option("threads")),
+        default=option("threads").default,
+        metavar="N",
+        help=f"worker threads; default {option('threads').default}",
     )
 
     w = sub.add_parser(
