@@ -58,7 +58,8 @@ void bind_sample(py::module_& m) {
         py::arg("temperature"), py::arg("seed"), py::arg("top_k"), py::arg("top_p"), py::arg("greedy"),
         py::arg("threads"),
         "Feed prime from h0 (None: zeros), then draw n characters from softmax(o / temperature), filtered by "
-        "top_k (0: off), top_p (1: off) or greedy, by up to `threads` threads (one where the weights are small). Returns (indices (n,) int32, h (layers, S*m)).");
+        "top_k (0: off), top_p (1: off) or greedy, by up to `threads` threads (one where the weights are small). "
+        "Returns (indices (n,) int32, h (layers, S*m)).");
 }
 
 }  // namespace charrnn::binding
