@@ -140,6 +140,12 @@ struct Operand {
     PackedBf16 h;
 };
 
+// The row stride of an engine's gate arrays (Engine::ldg).
+template <typename T>
+constexpr std::size_t gate_stride(std::size_t Gm) {
+    return Gm * sizeof(T) % 2048 == 0 ? Gm + 64 / sizeof(T) : Gm;
+}
+
 template <typename T>
 class Engine {
 public:
@@ -152,15 +158,22 @@ public:
     const Precision precision;
     SpinBarrier barrier;
     Dropout dropout;  // p = 0: off (evaluation and sampling)
-    // No backward pass follows (evaluation, traces). Split by streams, each
-    // step's gate values (and an LSTM's tanh(c), a GRU's ah_n) then go to one
-    // step's worth of rows, reused every step and so kept in cache, instead of
-    // the chunk's rows the backward pass reads. The same sums either way.
+    // No backward pass follows (evaluation, traces). Each step's gate values
+    // (and an LSTM's tanh(c), a GRU's ah_n) then go to one step's worth of
+    // rows, reused every step and so kept in cache, instead of the chunk's
+    // rows the backward pass reads. The same sums either way.
     bool forward_only = false;
+    // Row stride of the gate arrays (Z, AH, dA, dAh): G*m, and one cache line
+    // more when G*m values fill a multiple of 2 KB (an LSTM of 256 units in
+    // float32: 4 KB). Rows that far apart fall in one or two L1 sets, so the
+    // 16 rows of a product's C tile, or the 32 of a transposed A panel, would
+    // need more lines of a set than it has ways (12 on the Xeon).
+    const std::size_t ldg;
 
     Engine(const NetLayout& l, std::size_t n_threads, Precision prec = Precision::full)
         : lay(l), kn(kernels<T>()), threads(std::max<std::size_t>(1, n_threads)), precision(checked(prec)),
-          barrier(threads), order(l.G(), l.m, kn.NR), col_rows(order.rows_of_columns()), layers(l.L) {
+          barrier(threads), ldg(gate_stride<T>(l.Gm())), order(l.G(), l.m, kn.NR), col_rows(order.rows_of_columns()),
+          layers(l.L) {
         const std::size_t m = l.m, Gm = l.Gm();
         for (std::size_t i = 0; i < l.L; ++i) {
             Layer& a = layers[i];
@@ -187,12 +200,12 @@ public:
         B = streams;
         n = steps;
         by_streams = split_by_streams(lay, B, threads, precision, sizeof(T));
-        const std::size_t m = lay.m, Gm = lay.Gm(), rows = n * B;
+        const std::size_t m = lay.m, rows = n * B;
         for (std::size_t i = 0; i < lay.L; ++i) {
             Layer& a = layers[i];
-            a.Z.resize(rows * Gm);
+            a.Z.resize(rows * ldg);
             a.H.resize((n + 1) * B * m);
-            a.dA.resize(rows * Gm);
+            a.dA.resize(rows * ldg);
             a.dH.resize(rows * m);
             a.dh_next.resize(B * m);
             a.dh.resize(B * m);
@@ -203,10 +216,10 @@ public:
             }
             if (lay.cell == Cell::gru) {
                 a.HN.resize(rows * m);
-                a.AH.resize(B * Gm);
-                a.dAh.resize(rows * Gm);
+                a.AH.resize(B * ldg);
+                a.dAh.resize(rows * ldg);
             }
-            a.Zs.resize(B * Gm);  // (one step's rows, whatever forward_only says now: it may change)
+            a.Zs.resize(B * ldg);  // (one step's rows, whatever forward_only says now: it may change)
             if (lay.cell == Cell::lstm) a.TS.resize(B * m);
             if (lay.cell == Cell::gru) a.HS.resize(B * m);
             resize_operand(a.Hprev_pk, rows, m);
@@ -293,43 +306,43 @@ public:
         const std::size_t m = lay.m, Gm = lay.Gm(), G = lay.G(), rows = n * B;
         const Share w = share(id);
         const std::size_t c0 = w.u.begin * G, c1 = w.u.end * G, s0 = w.s.begin, Bs = w.s.size();
-        const bool one_step = forward_only && by_streams;  // write the step rows of Zs, TS, HS (s0 on)
+        const bool one_step = forward_only;  // write the step rows of Zs, TS, HS (s0 on)
         for (std::size_t l = 0; l < lay.L; ++l) {
             Layer& a = layers[l];
-            if (l > 0 && !by_streams && w.u.size()) {
+            if (l > 0 && !by_streams && !one_step && w.u.size()) {
                 // Z = b + X W_x^T for this thread's gate columns, all steps at once
-                for (std::size_t r = 0; r < rows; ++r) std::copy(a.b.data() + c0, a.b.data() + c1, a.Z.data() + r * Gm + c0);
-                mm(rows, c0, c1, input(l), m, 1, a.WxT, a.Z.data(), Gm, true);
+                for (std::size_t r = 0; r < rows; ++r) std::copy(a.b.data() + c0, a.b.data() + c1, a.Z.data() + r * ldg + c0);
+                mm(rows, c0, c1, input(l), m, 1, a.WxT, a.Z.data(), ldg, true);
             }
             for (std::size_t t = 0; t < n; ++t) {
                 if (w.size()) {
                     const std::size_t r0 = t * B + s0;  // this thread's first row at step t
-                    T* Zt = one_step ? a.Zs.data() + s0 * Gm : a.Z.data() + r0 * Gm;
+                    T* Zt = one_step ? a.Zs.data() + s0 * ldg : a.Z.data() + r0 * ldg;
                     const T* Hp = a.H.data() + r0 * m;
                     // Z_t = (layer 0) XB[x_t] or (above) b + X_t W_x^T, the latter for this thread's
-                    // streams here (the same sums as above); then, but for the GRU, + H_{t-1} W_h^T
+                    // share here (the same sums as above); then, but for the GRU, + H_{t-1} W_h^T
                     const bool gru = lay.cell == Cell::gru;
                     const std::int32_t* xt = x.data() + r0;
                     if (l == 0 && gru) {
                         for (std::size_t s = 0; s < Bs; ++s) {
                             const T* xb = a.XB.data() + static_cast<std::size_t>(xt[s]) * Gm;
-                            std::copy(xb + c0, xb + c1, Zt + s * Gm + c0);
+                            std::copy(xb + c0, xb + c1, Zt + s * ldg + c0);
                         }
                     } else if (l == 0) {
-                        mm_init(Bs, c0, c1, Hp, m, 1, a.WhT, Zt, Gm, a.XB.data(), xt, Gm);
-                    } else if (by_streams) {
-                        mm_init(Bs, 0, Gm, input(l) + r0 * m, m, 1, a.WxT, Zt, Gm, a.b.data(), nullptr, 0);
+                        mm_init(Bs, c0, c1, Hp, m, 1, a.WhT, Zt, ldg, a.XB.data(), xt, Gm);
+                    } else if (by_streams || one_step) {
+                        mm_init(Bs, c0, c1, input(l) + r0 * m, m, 1, a.WxT, Zt, ldg, a.b.data(), nullptr, 0);
                     }
                     CellStep<T> cs{lay.cell, Bs, m, order, Zt, nullptr, Hp, a.H.data() + (r0 + B) * m,
-                                   nullptr, nullptr, nullptr, nullptr, w.u.begin, w.u.end};
+                                   nullptr, nullptr, nullptr, nullptr, w.u.begin, w.u.end, ldg};
                     if (gru) {
                         // AH_t = bh + H_{t-1} W_h^T
-                        T* AH = a.AH.data() + s0 * Gm;
-                        mm_init(Bs, c0, c1, Hp, m, 1, a.WhT, AH, Gm, a.bh.data(), nullptr, 0);
+                        T* AH = a.AH.data() + s0 * ldg;
+                        mm_init(Bs, c0, c1, Hp, m, 1, a.WhT, AH, ldg, a.bh.data(), nullptr, 0);
                         cs.AH = AH;
                         cs.HN = one_step ? a.HS.data() + s0 * m : a.HN.data() + r0 * m;
                     } else if (l > 0) {
-                        mm(Bs, c0, c1, Hp, m, 1, a.WhT, Zt, Gm, true);
+                        mm(Bs, c0, c1, Hp, m, 1, a.WhT, Zt, ldg, true);
                     }
                     if (lay.cell == Cell::lstm) {
                         cs.Cprev = a.C.data() + r0 * m;
@@ -399,24 +412,24 @@ public:
             for (std::size_t t = n; t-- > 0;) {
                 const std::size_t r0 = t * B + s0, hb = r0 * m;  // this thread's first row at step t
                 if (w.size()) {
-                    CellBackStep<T> cs{lay.cell, Bs, m, order, a.Z.data() + r0 * Gm, a.H.data() + hb,
+                    CellBackStep<T> cs{lay.cell, Bs, m, order, a.Z.data() + r0 * ldg, a.H.data() + hb,
                                        a.H.data() + hb + B * m, nullptr, nullptr, nullptr, a.dH.data() + hb,
                                        a.dh_next.data() + s0 * m, a.dc.data() + s0 * m, a.dh.data() + s0 * m,
-                                       a.dA.data() + r0 * Gm, nullptr, w.u.begin, w.u.end};
+                                       a.dA.data() + r0 * ldg, nullptr, w.u.begin, w.u.end, ldg};
                     if (lay.cell == Cell::lstm) {
                         cs.Cprev = a.C.data() + hb;
                         cs.TC = a.TC.data() + hb;
                     }
                     if (lay.cell == Cell::gru) {
                         cs.HN = a.HN.data() + hb;
-                        cs.dAh = a.dAh.data() + r0 * Gm;
+                        cs.dAh = a.dAh.data() + r0 * ldg;
                     }
                     kn.cell_backward[static_cast<int>(lay.cell)](cs);
                 }
                 if (!by_streams) barrier.wait();
                 // dh_{t-1} (+)= dAh_t Wh for this thread's share (gru: on top of the direct part)
                 if (t > 0 && w.size())
-                    mm(Bs, w.u.begin, w.u.end, dAh + r0 * Gm, Gm, 1, a.Wh, a.dh_next.data() + s0 * m, m,
+                    mm(Bs, w.u.begin, w.u.end, dAh + r0 * ldg, ldg, 1, a.Wh, a.dh_next.data() + s0 * m, m,
                        lay.cell == Cell::gru);
             }
             // Weight gradients from the whole chunk:
@@ -431,20 +444,20 @@ public:
             if (rg.size()) {
                 if (l > 0 && dAh == a.dA.data()) {
                     // dWh and dWx share A = dA: one product reads it for both
-                    mm(rg.size(), 0, m, dAh + rg.begin, 1, Gm, a.Hprev_pk, gWh + rg.begin * m, m, false, &a.X_pk,
+                    mm(rg.size(), 0, m, dAh + rg.begin, 1, ldg, a.Hprev_pk, gWh + rg.begin * m, m, false, &a.X_pk,
                        gWx + rg.begin * m);
                 } else {
-                    mm(rg.size(), 0, m, dAh + rg.begin, 1, Gm, a.Hprev_pk, gWh + rg.begin * m, m, false);
-                    if (l > 0) mm(rg.size(), 0, m, a.dA.data() + rg.begin, 1, Gm, a.X_pk, gWx + rg.begin * m, m, false);
+                    mm(rg.size(), 0, m, dAh + rg.begin, 1, ldg, a.Hprev_pk, gWh + rg.begin * m, m, false);
+                    if (l > 0) mm(rg.size(), 0, m, a.dA.data() + rg.begin, 1, ldg, a.X_pk, gWx + rg.begin * m, m, false);
                 }
-                kn.column_sums(a.dA.data(), rows, Gm, rg.begin, rg.end, g[l * A_ + 2]);
-                if (lay.cell == Cell::gru) kn.column_sums(a.dAh.data(), rows, Gm, rg.begin, rg.end, g[l * A_ + 3]);
+                kn.column_sums(a.dA.data(), rows, ldg, rg.begin, rg.end, g[l * A_ + 2]);
+                if (lay.cell == Cell::gru) kn.column_sums(a.dAh.data(), rows, ldg, rg.begin, rg.end, g[l * A_ + 3]);
                 if (l == 0) {
                     // sum the rows of dA by input character (contiguous rows of dWx^T), then transpose
                     T* acc = dWx0T.data();
                     for (std::size_t xi = 0; xi < K; ++xi) std::fill(acc + xi * Gm + rg.begin, acc + xi * Gm + rg.end, T(0));
                     for (std::size_t i = 0; i < rows; ++i) {
-                        const T* da = a.dA.data() + i * Gm;
+                        const T* da = a.dA.data() + i * ldg;
                         T* dst = acc + static_cast<std::size_t>(x[i]) * Gm;
                         for (std::size_t j = rg.begin; j < rg.end; ++j) dst[j] += da[j];
                     }
@@ -457,7 +470,7 @@ public:
                 const Range rr = split_range(rows, id, threads, 8);
                 if (rr.size()) {
                     T* dst = dropout.on() ? dXo.data() + rr.begin * m : below.dH.data() + rr.begin * m;
-                    mm(rr.size(), 0, m, a.dA.data() + rr.begin * Gm, Gm, 1, a.Wx, dst, m, false);
+                    mm(rr.size(), 0, m, a.dA.data() + rr.begin * ldg, ldg, 1, a.Wx, dst, m, false);
                     if (dropout.on()) undrop(below, dXo.data(), below.dH.data(), rr.begin, rr.end);
                 }
             }

@@ -48,6 +48,7 @@ struct CellStep {
     T* TC;                      // lstm: tanh(c)
     T* HN;                      // gru: B x m, ah_n
     std::size_t k0, k1;
+    std::size_t ld;             // row stride of Z and AH (at least G*m)
 };
 
 template <typename T>
@@ -68,22 +69,22 @@ struct CellBackStep {
     T* dA;                      // B x G*m, natural order: dL/d(pre-activations)
     T* dAh;                     // gru: the recurrent-side ones
     std::size_t k0, k1;
+    std::size_t ld;             // row stride of Z, dA and dAh (at least G*m)
 };
 
 template <typename T, Cell C>
 CHARRNN_ALWAYS_INLINE void cell_forward_cell(const CellStep<T>& s) {
-    const std::size_t Gm = s.order.G * s.m;
     for (std::size_t r = 0; r < s.B; ++r) {
         for (std::size_t k0 = s.k0; k0 < s.k1; k0 += s.order.u) {
             // the block's gates: u units of gate 0, then of gate 1, ...
             const std::size_t ub = s.order.block_units(k0), hr = r * s.m + k0;
-            T* z = s.Z + r * Gm + k0 * s.order.G;
+            T* z = s.Z + r * s.ld + k0 * s.order.G;
             if constexpr (C == Cell::rnn) {
                 rnn_forward(z, s.H + hr, ub);
             } else if constexpr (C == Cell::lstm) {
                 lstm_forward(z, z + ub, z + 2 * ub, z + 3 * ub, s.Cprev + hr, s.C + hr, s.TC + hr, s.H + hr, ub);
             } else {
-                const T* ah = s.AH + r * Gm + k0 * s.order.G;
+                const T* ah = s.AH + r * s.ld + k0 * s.order.G;
                 gru_forward(z, z + ub, z + 2 * ub, ah, ah + ub, ah + 2 * ub, s.Hprev + hr, s.HN + hr, s.H + hr, ub);
             }
         }
@@ -92,21 +93,21 @@ CHARRNN_ALWAYS_INLINE void cell_forward_cell(const CellStep<T>& s) {
 
 template <typename T, Cell C>
 CHARRNN_ALWAYS_INLINE void cell_backward_cell(const CellBackStep<T>& s) {
-    const std::size_t m = s.m, Gm = s.order.G * m;
+    const std::size_t m = s.m;
     for (std::size_t r = 0; r < s.B; ++r) {
         for (std::size_t k0 = s.k0; k0 < s.k1; k0 += s.order.u) {
             const std::size_t ub = s.order.block_units(k0), hr = r * m + k0;
             T* dh = s.dh + hr;
             for (std::size_t k = 0; k < ub; ++k) dh[k] = s.dHin[hr + k] + s.dh_next[hr + k];
-            const T* z = s.Z + r * Gm + k0 * s.order.G;  // gate order
-            T* dA = s.dA + r * Gm + k0;                    // natural order: gate g at g*m
+            const T* z = s.Z + r * s.ld + k0 * s.order.G;  // gate order
+            T* dA = s.dA + r * s.ld + k0;                    // natural order: gate g at g*m
             if constexpr (C == Cell::rnn) {
                 rnn_backward(s.H + hr, dh, dA, ub);
             } else if constexpr (C == Cell::lstm) {
                 lstm_backward(z, z + ub, z + 2 * ub, z + 3 * ub, s.Cprev + hr, s.TC + hr, dh, s.dc + hr, dA, dA + m,
                               dA + 2 * m, dA + 3 * m, ub);
             } else {
-                T* dAh = s.dAh + r * Gm + k0;
+                T* dAh = s.dAh + r * s.ld + k0;
                 gru_backward(z, z + ub, z + 2 * ub, s.HN + hr, s.Hprev + hr, dh, dA, dA + m, dA + 2 * m, dAh, dAh + m,
                              dAh + 2 * m, s.dh_next + hr, ub);
             }

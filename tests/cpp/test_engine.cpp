@@ -184,6 +184,52 @@ void test_gradients(Cell cell, std::size_t L, double dropout) {
     check(again == h && h != h0, "states, " + describe(lay) + ": the final states are reproducible and moved");
 }
 
+// The gate arrays' rows get one cache line more exactly where G*m values
+// fill a multiple of 2 KB. An LSTM of 64 units has such rows in float64 and
+// not in float32: the two engines, given the same parameters (float32
+// values), must agree to float32 rounding. Rows misplaced by the padding
+// would give gradients wrong by their own size, not by 1e-6 of it.
+void test_gate_stride() {
+    check(gate_stride<float>(1024) == 1040 && gate_stride<float>(512) == 528 && gate_stride<double>(256) == 264,
+          "gate stride: rows of 4 KB and 2 KB get 64 bytes more (LSTM 256 and 128 in float32, 64 in float64)");
+    check(gate_stride<float>(1152) == 1152 && gate_stride<double>(100) == 100 && gate_stride<float>(256) == 256,
+          "gate stride: other rows keep G*m (GRU 384, the classic m = 100, LSTM 64 in float32)");
+
+    const NetLayout lay{Cell::lstm, 7, 64, 2};
+    Net<float> nf(lay, 41, 0.15, 0.2);
+    Net<double> nd(lay, 41, 0.15, 0.2);
+    for (std::size_t i = 0; i < nf.arrays.size(); ++i)
+        std::copy(nf.arrays[i].begin(), nf.arrays[i].end(), nd.arrays[i].begin());
+    const Chunk ch = random_chunk(lay.K, 3, 20, 42);
+    const std::vector<float> h0 = random_states<float>(lay, ch.B, 43);
+    std::vector<float> hf = h0;
+    std::vector<double> hd(h0.begin(), h0.end());
+    auto gf = nf.zeros();
+    auto gd = nd.zeros();
+    for (const char* split : {"units", "streams"}) {
+        setenv("CHARRNN_SPLIT", split, 1);
+        const double lf = chunk_loss_and_grads<float>(lay, 2, nf.ptrs(), Dropout{}, ch.X.data(), ch.Y.data(), ch.B,
+                                                      ch.n, hf.data(), pointers(gf));
+        const double ld = chunk_loss_and_grads<double>(lay, 2, nd.ptrs(), Dropout{}, ch.X.data(), ch.Y.data(), ch.B,
+                                                       ch.n, hd.data(), pointers(gd));
+        double worst = 0.0;  // the largest of the arrays' relative errors, in the 2-norm
+        for (std::size_t i = 0; i < gd.size(); ++i) {
+            double diff = 0.0, norm = 0.0;
+            for (std::size_t j = 0; j < gd[i].size(); ++j) {
+                diff += (gd[i][j] - gf[i][j]) * (gd[i][j] - gf[i][j]);
+                norm += gd[i][j] * gd[i][j];
+            }
+            worst = std::max(worst, std::sqrt(diff / norm));
+        }
+        char line[200];
+        std::snprintf(line, sizeof line, "gate stride, %s, 2 threads split by %s: padded float64 rows and unpadded "
+                      "float32 rows agree (loss %.2e, gradients %.2e, relative, < 1e-5)",
+                      describe(lay).c_str(), split, std::fabs(lf - ld) / ld, worst);
+        check(std::fabs(lf - ld) < 1e-5 * ld && worst < 1e-5, line);
+    }
+    unsetenv("CHARRNN_SPLIT");
+}
+
 // ---------------------------------------------------------------- threads
 
 // team_size: one thread per kStepWorkPerThread multiply-adds of a step's
@@ -592,6 +638,7 @@ int main() {
         test_gradients(cell, 2, 0.0);
         test_gradients(cell, 2, 0.3);
     }
+    test_gate_stride();
     for (Cell cell : {Cell::rnn, Cell::lstm, Cell::gru}) {
         test_threads<double>(cell, "float64");
         test_threads<float>(cell, "float32");
