@@ -9,6 +9,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from charrnn_ext import data
 from charrnn_ext.data import (
@@ -98,6 +100,30 @@ def test_encode_unknown_character_message() -> None:
     assert repr("x") in msg and repr("z") in msg
     assert "not in the 3-character vocabulary" in msg
     assert "position 2" in msg
+
+
+@given(chars=st.text(min_size=1), text=st.text())
+def test_encode_agrees_with_a_dictionary(chars: str, text: str) -> None:
+    """encode looks code points up in a table as long as the vocabulary's
+    largest one; a dictionary of the same characters says what it must give,
+    for vocabularies in any order and characters below, between and above
+    theirs (U+10FFFF included)."""
+    v = Vocabulary("".join(dict.fromkeys(chars)))
+    index = {c: i for i, c in enumerate(v.chars)}
+    unknown = [i for i, c in enumerate(text) if c not in index]
+    if unknown:
+        with pytest.raises(ValueError, match=rf"first one at position {unknown[0]}\)"):
+            v.encode(text)
+    else:
+        np.testing.assert_array_equal(v.encode(text), np.array([index[c] for c in text], dtype=np.int64))
+
+
+def test_encode_refuses_code_points_past_the_vocabulary() -> None:
+    v = Vocabulary("zb")  # not sorted: indices follow the given order
+    np.testing.assert_array_equal(v.encode("bzzb"), [1, 0, 0, 1])
+    for text, pos in (("bza", 2), ("b{", 1), ("\U0010ffff", 0), ("zb\x00", 2)):
+        with pytest.raises(ValueError, match=rf"first one at position {pos}\)"):
+            v.encode(text)
 
 
 def test_decode_out_of_range() -> None:

@@ -89,9 +89,8 @@ class Vocabulary:
 
     chars: str
     _codes: np.ndarray = field(init=False, repr=False, compare=False)
-    # the code points sorted, and the index of each of them (None: _codes is sorted)
-    _sorted: np.ndarray = field(init=False, repr=False, compare=False)
-    _index: np.ndarray | None = field(init=False, repr=False, compare=False)
+    # index of each code point 0..max + 1 (-1: not in the vocabulary), built by the first encode
+    _lookup: np.ndarray | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.chars, str):
@@ -100,21 +99,14 @@ class Vocabulary:
             raise ValueError("a vocabulary needs at least one character")
         codes = _code_points(self.chars).copy()
         codes.flags.writeable = False
-        index = None
-        ordered = codes
         if codes.size > 1 and not bool(np.all(codes[1:] > codes[:-1])):
-            index = np.argsort(codes, kind="stable")
-            ordered = codes[index]
+            ordered = np.sort(codes, kind="stable")
             repeated = ordered[1:] == ordered[:-1]
             if repeated.any():
                 ch = chr(int(ordered[1:][repeated][0]))
                 raise ValueError(f"vocabulary characters must be distinct; {ch!r} appears more than once")
-            index = index.astype(np.uint32)
-            index.flags.writeable = False
-            ordered.flags.writeable = False
         object.__setattr__(self, "_codes", codes)
-        object.__setattr__(self, "_sorted", ordered)
-        object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_lookup", None)
 
     # -- construction -----------------------------------------------------
 
@@ -207,18 +199,27 @@ class Vocabulary:
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         step = _chunk_size(chunk_chars)
-        codes, index = self._sorted, self._index
-        last = codes.size - 1
+        lookup = self._index_of_code_points()
+        above = lookup.size - 1  # where every code point past the vocabulary's largest looks up -1
         out = np.empty(len(text), dtype=self.dtype)
         for start in range(0, len(text), step):
             cps = _code_points(text[start : start + step])
-            idx = np.searchsorted(codes, cps)
-            np.minimum(idx, last, out=idx)
-            bad = codes[idx] != cps
+            idx = lookup[np.minimum(cps, above)]
+            bad = idx < 0
             if bad.any():
                 self._raise_unknown(cps[bad], start + int(np.argmax(bad)))
-            out[start : start + cps.size] = idx if index is None else index[idx]
+            out[start : start + cps.size] = idx
         return out
+
+    def _index_of_code_points(self) -> np.ndarray:
+        """The table encode reads: entry c is the index of code point c, or -1,
+        for c = 0 .. the largest code point + 1 (at most 4.4 MB: U+10FFFF)."""
+        if self._lookup is None:
+            lookup = np.full(int(self._codes.max()) + 2, -1, dtype=np.int32)
+            lookup[self._codes] = np.arange(self._codes.size, dtype=np.int32)
+            lookup.flags.writeable = False
+            object.__setattr__(self, "_lookup", lookup)
+        return self._lookup
 
     def _raise_unknown(self, bad_codes: np.ndarray, first_pos: int) -> None:
         unknown = np.unique(bad_codes)
