@@ -214,12 +214,13 @@ class Vocabulary:
     def _index_of_code_points(self) -> np.ndarray:
         """The table encode reads: entry c is the index of code point c, or -1,
         for c = 0 .. the largest code point + 1 (at most 4.4 MB: U+10FFFF)."""
-        if self._lookup is None:
-            lookup = np.full(int(self._codes.max()) + 2, -1, dtype=np.int32)
-            lookup[self._codes] = np.arange(self._codes.size, dtype=np.int32)
-            lookup.flags.writeable = False
-            object.__setattr__(self, "_lookup", lookup)
-        return self._lookup
+        if self._lookup is not None:
+            return self._lookup
+        lookup = np.full(int(self._codes.max()) + 2, -1, dtype=np.int32)
+        lookup[self._codes] = np.arange(self._codes.size, dtype=np.int32)
+        lookup.flags.writeable = False
+        object.__setattr__(self, "_lookup", lookup)
+        return lookup
 
     def _raise_unknown(self, bad_codes: np.ndarray, first_pos: int) -> None:
         unknown = np.unique(bad_codes)
