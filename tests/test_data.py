@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import importlib.util
 import os
+import pickle
 import re
 
 import numpy as np
@@ -116,6 +117,16 @@ def test_encode_agrees_with_a_dictionary(chars: str, text: str) -> None:
             v.encode(text)
     else:
         np.testing.assert_array_equal(v.encode(text), np.array([index[c] for c in text], dtype=np.int64))
+
+
+def test_pickled_vocabulary_leaves_its_lookup_table_behind() -> None:
+    v = Vocabulary("ab\U0010ffff")
+    v.encode("ab")  # builds the 4.4 MB table
+    raw = pickle.dumps(v)
+    assert len(raw) < 1000
+    w = pickle.loads(raw)
+    assert w == v and hash(w) == hash(v)
+    np.testing.assert_array_equal(w.encode("b\U0010ffffa"), [1, 2, 0])
 
 
 def test_encode_refuses_code_points_past_the_vocabulary() -> None:

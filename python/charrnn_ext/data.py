@@ -42,9 +42,11 @@ __all__ = [
 ]
 
 #: Number of characters converted per numpy batch in :meth:`Vocabulary.encode`
-#: and :meth:`Vocabulary.from_text`. Each batch needs about 4 bytes per
-#: character of scratch space for the code points plus 8 bytes for the search
-#: result, so 1 M characters per chunk costs roughly 13 MB of temporary memory.
+#: and :meth:`Vocabulary.from_text`. Each batch needs about 13 bytes per
+#: character of scratch space (the code points, the clamped code points, their
+#: int32 indices and the unknown mask), so 1 M characters per chunk costs
+#: roughly 13 MB of temporary memory, besides the vocabulary's own lookup table
+#: (4 bytes per code point up to its largest: at most 4.4 MB).
 CHUNK_CHARS: int = 1 << 20
 
 #: ``Corpus.source`` value used for the built-in Shakespeare corpus.
@@ -107,6 +109,10 @@ class Vocabulary:
                 raise ValueError(f"vocabulary characters must be distinct; {ch!r} appears more than once")
         object.__setattr__(self, "_codes", codes)
         object.__setattr__(self, "_lookup", None)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # only the characters: the lookup table (up to 4.4 MB) is rebuilt on first use
+        return (Vocabulary, (self.chars,))
 
     # -- construction -----------------------------------------------------
 

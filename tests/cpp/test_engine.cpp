@@ -339,8 +339,9 @@ Trace<T> run_trace(Net<T>& net, const std::vector<int>& data, const std::vector<
 }
 
 template <typename T>
-void test_trace(Cell cell, const char* type) {
-    const NetLayout lay{cell, 13, 70, 2};  // 70 units: more than one panel of units for the threads to share
+void test_trace(Cell cell, const char* type, std::size_t m_units = 70) {
+    // 70 units: more than one panel of units for the threads to share
+    const NetLayout lay{cell, 13, m_units, 2};
     Net<T> net(lay, 5, 0.2, 0.3);
     std::mt19937_64 rng(6);
     std::uniform_int_distribution<int> c(0, static_cast<int>(lay.K) - 1);
@@ -399,6 +400,18 @@ void test_trace(Cell cell, const char* type) {
     }
     check(same && SS > 0, "trace, " + what + ": the states at position i are bit for bit those of evaluating the "
           "text up to i");
+
+    // An evaluation is training's forward pass: over one chunk of one stream, the same loss and final state.
+    {
+        const std::size_t n = 40;
+        std::vector<T> he = h0, ht = h0;
+        const double le = evaluate_text(lay, net.ptrs(), data.data(), n + 1, he.data(), 1, 1);
+        auto g = net.zeros();
+        const double lt = chunk_loss_and_grads<T>(lay, 1, net.ptrs(), Dropout{}, data.data(), data.data() + 1, 1, n,
+                                                  ht.data(), pointers(g));
+        check(std::memcmp(&le, &lt, sizeof le) == 0 && bits_equal(he, ht),
+              "trace, " + what + ": evaluating 40 steps gives the loss and final state of training's forward pass");
+    }
 
     const Trace<T> one = run_trace(net, data, h0, 5, 1, 1), three = run_trace(net, data, h0, 5, 3, 1);
     for (const char* split : {"units", "streams"})
@@ -608,8 +621,8 @@ void test_depth_blocks(const char* type) {
 // (bfloat16 keeps 8 significant bits: unit roundoff u = 2^-8; each product
 // term carries at most 2u, far more than float32's ~1e-7, far less than a
 // wrong index).
-void test_bf16_evaluation(Cell cell) {
-    const NetLayout lay{cell, 13, 70, 2};
+void test_bf16_evaluation(Cell cell, std::size_t m = 70) {
+    const NetLayout lay{cell, 13, m, 2};
     Net<float> net(lay, 5, 0.2, 0.3);
     std::mt19937_64 rng(8);
     std::uniform_int_distribution<int> c(0, static_cast<int>(lay.K) - 1);
@@ -652,6 +665,10 @@ int main() {
         test_trace<float>(cell, "float32");
         test_bf16_evaluation(cell);
     }
+    // padded gate rows (gate_stride): LSTM 128 in float32, 64 in float64
+    test_trace<float>(Cell::lstm, "float32", 128);
+    test_trace<double>(Cell::lstm, "float64", 64);
+    test_bf16_evaluation(Cell::lstm, 128);
     test_stream_team();
     for (Cell cell : {Cell::rnn, Cell::lstm, Cell::gru}) {
         test_sampling_threads<double>(cell, "float64");
