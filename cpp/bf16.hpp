@@ -230,6 +230,9 @@ struct Gemm16Args {
     std::size_t ld_init = 0;
 };
 
+// A bfloat16 product kernel (the table in kernels.hpp holds one per level).
+using Gemm16Fn = void (*)(const Gemm16Args&);
+
 // Row r of a product's initial value (Gemm16Args::init).
 inline const float* init_row(const Gemm16Args& g, std::size_t r) {
     return g.init + (g.init_rows ? static_cast<std::size_t>(g.init_rows[r]) : r) * g.ld_init;

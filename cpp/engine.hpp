@@ -111,6 +111,18 @@ inline bool split_by_streams(const NetLayout& lay, std::size_t B, std::size_t th
     return prec == Precision::bf16 || lay.m * lay.Gm() * bytes <= (std::size_t(1) << 20);
 }
 
+// Fewest streams a chunk has for one step's bfloat16 products to use AMX
+// tiles. A tile computes 16 rows whatever the count; below this the steps'
+// products (their rows: a thread's streams) take the row kernel,
+// Kernels::gemm16_rows (vdpbf16ps), and so does the input projection of the
+// layers above the first, which a split by units computes for the whole
+// chunk at once and a split by streams step by step. Measured on an Intel Xeon, validation of
+// an LSTM 2 x 256, one thread, microseconds a character by AMX against
+// vdpbf16ps: 1 stream 119 / 33, 4 streams 33 / 21, 8 streams 18 / 21. The
+// rule reads the chunk's streams, never a thread's share of them, so no
+// result depends on the thread count (the two kernels may round differently).
+constexpr std::size_t kTileStreams = 8;
+
 // Read-only view of the parameter arrays (flat list in NetLayout::arrays() order).
 template <typename T>
 struct NetParams {
@@ -200,6 +212,7 @@ public:
         B = streams;
         n = steps;
         by_streams = split_by_streams(lay, B, threads, precision, sizeof(T));
+        step16 = B < kTileStreams ? kn.gemm16_rows : kn.gemm16;
         const std::size_t m = lay.m, rows = n * B;
         for (std::size_t i = 0; i < lay.L; ++i) {
             Layer& a = layers[i];
@@ -310,9 +323,10 @@ public:
         for (std::size_t l = 0; l < lay.L; ++l) {
             Layer& a = layers[l];
             if (l > 0 && !by_streams && !one_step && w.u.size()) {
-                // Z = b + X W_x^T for this thread's gate columns, all steps at once
+                // Z = b + X W_x^T for this thread's gate columns, all steps at once (by the
+                // kernel of the steps, which compute it step by step when split by streams)
                 for (std::size_t r = 0; r < rows; ++r) std::copy(a.b.data() + c0, a.b.data() + c1, a.Z.data() + r * ldg + c0);
-                mm(rows, c0, c1, input(l), m, 1, a.WxT, a.Z.data(), ldg, true);
+                mm(rows, c0, c1, input(l), m, 1, a.WxT, a.Z.data(), ldg, true, nullptr, nullptr, step16);
             }
             for (std::size_t t = 0; t < n; ++t) {
                 if (w.size()) {
@@ -329,20 +343,20 @@ public:
                             std::copy(xb + c0, xb + c1, Zt + s * ldg + c0);
                         }
                     } else if (l == 0) {
-                        mm_init(Bs, c0, c1, Hp, m, 1, a.WhT, Zt, ldg, a.XB.data(), xt, Gm);
+                        mm_init(Bs, c0, c1, Hp, m, 1, a.WhT, Zt, ldg, a.XB.data(), xt, Gm, step16);
                     } else if (by_streams || one_step) {
-                        mm_init(Bs, c0, c1, input(l) + r0 * m, m, 1, a.WxT, Zt, ldg, a.b.data(), nullptr, 0);
+                        mm_init(Bs, c0, c1, input(l) + r0 * m, m, 1, a.WxT, Zt, ldg, a.b.data(), nullptr, 0, step16);
                     }
                     CellStep<T> cs{lay.cell, Bs, m, order, Zt, nullptr, Hp, a.H.data() + (r0 + B) * m,
                                    nullptr, nullptr, nullptr, nullptr, w.u.begin, w.u.end, ldg};
                     if (gru) {
                         // AH_t = bh + H_{t-1} W_h^T
                         T* AH = a.AH.data() + s0 * ldg;
-                        mm_init(Bs, c0, c1, Hp, m, 1, a.WhT, AH, ldg, a.bh.data(), nullptr, 0);
+                        mm_init(Bs, c0, c1, Hp, m, 1, a.WhT, AH, ldg, a.bh.data(), nullptr, 0, step16);
                         cs.AH = AH;
                         cs.HN = one_step ? a.HS.data() + s0 * m : a.HN.data() + r0 * m;
                     } else if (l > 0) {
-                        mm(Bs, c0, c1, Hp, m, 1, a.WhT, Zt, ldg, true);
+                        mm(Bs, c0, c1, Hp, m, 1, a.WhT, Zt, ldg, true, nullptr, nullptr, step16);
                     }
                     if (lay.cell == Cell::lstm) {
                         cs.Cprev = a.C.data() + r0 * m;
@@ -430,7 +444,7 @@ public:
                 // dh_{t-1} (+)= dAh_t Wh for this thread's share (gru: on top of the direct part)
                 if (t > 0 && w.size())
                     mm(Bs, w.u.begin, w.u.end, dAh + r0 * ldg, ldg, 1, a.Wh, a.dh_next.data() + s0 * m, m,
-                       lay.cell == Cell::gru);
+                       lay.cell == Cell::gru, nullptr, nullptr, step16);
             }
             // Weight gradients from the whole chunk:
             //   dWh = dAh^T H_prev,  db = sum dA,  dbh = sum dAh
@@ -485,6 +499,7 @@ public:
     // output(grad = false), the softmax probabilities (K per row) and the row
     // losses -log p(y). Valid until the next resize.
     std::size_t streams() const { return B; }
+    Gemm16Fn step_kernel() const { return step16; }  // the kernel of one step's bfloat16 products
     std::size_t steps() const { return n; }
     const T* hidden(std::size_t l) const { return layers[l].H.data() + B * lay.m; }
     const T* cell_state(std::size_t l) const { return layers[l].C.data() + B * lay.m; }
@@ -514,6 +529,7 @@ private:
 
     std::size_t B = 0, n = 0;
     bool by_streams = false;  // how the recurrences are split (share())
+    Gemm16Fn step16 = nullptr;  // the bfloat16 kernel of the steps' products (kTileStreams)
     GateOrder order;
     std::vector<std::uint32_t> col_rows;  // gate-order column -> natural row
     std::vector<Layer> layers;
@@ -574,12 +590,13 @@ private:
 
     // C[0..M) x [c0, c1) (+)= A B, A(r, p) = A[r*rsa + p*csa]; c0 on a panel boundary.
     // With B2, also C2 (+)= A B2 (same depth, width and ldc), A read once.
+    // g16: the bfloat16 kernel (null: kn.gemm16).
     void mm(std::size_t M, std::size_t c0, std::size_t c1, const T* A, std::size_t rsa, std::size_t csa,
             const Operand<T>& B, T* C, std::size_t ldc, bool accumulate, const Operand<T>* B2 = nullptr,
-            T* C2 = nullptr) const {
+            T* C2 = nullptr, [[maybe_unused]] Gemm16Fn g16 = nullptr) const {
         if constexpr (std::is_same_v<T, float>) {
             if (bf16()) {
-                kn.gemm16({M, c0, c1, A, rsa, csa, &B.h, C, ldc, accumulate, B2 ? &B2->h : nullptr, C2});
+                (g16 ? g16 : kn.gemm16)({M, c0, c1, A, rsa, csa, &B.h, C, ldc, accumulate, B2 ? &B2->h : nullptr, C2});
                 return;
             }
         }
@@ -592,10 +609,10 @@ private:
     // accumulators from I; the float ones from I copied into C first.
     void mm_init(std::size_t M, std::size_t c0, std::size_t c1, const T* A, std::size_t rsa, std::size_t csa,
                  const Operand<T>& B, T* C, std::size_t ldc, const T* init, const std::int32_t* rows,
-                 std::size_t ld_init) const {
+                 std::size_t ld_init, [[maybe_unused]] Gemm16Fn g16 = nullptr) const {
         if constexpr (std::is_same_v<T, float>) {
             if (bf16()) {
-                kn.gemm16({M, c0, c1, A, rsa, csa, &B.h, C, ldc, false, nullptr, nullptr, init, rows, ld_init});
+                (g16 ? g16 : kn.gemm16)({M, c0, c1, A, rsa, csa, &B.h, C, ldc, false, nullptr, nullptr, init, rows, ld_init});
                 return;
             }
         }

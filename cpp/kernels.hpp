@@ -159,7 +159,8 @@ struct Kernels {
     std::size_t NR;  // panel width of the packed products
     void (*gemm)(const GemmArgs<T>&);
     Isa isa16;                                // float: the level of gemm16 (amx, avx512bf16, or portable below them)
-    void (*gemm16)(const Gemm16Args&);        // float: bfloat16 products (bf16.hpp); else null
+    Gemm16Fn gemm16;                          // float: bfloat16 products (bf16.hpp); else null
+    Gemm16Fn gemm16_rows;                     // float: the same for products of few rows (kTileStreams)
     // Packing of B operands (gemm.hpp, bf16.hpp; pack16 null unless float) and column sums.
     void (*pack)(const T*, std::size_t, std::size_t, const std::uint32_t*, Packed<T>&, std::size_t, std::size_t);
     void (*pack16)(const float*, std::size_t, std::size_t, const std::uint32_t*, PackedBf16&, std::size_t,
@@ -254,6 +255,7 @@ constexpr std::size_t kLargeL1 = 48 * 1024;
             return {isa,         static_cast<std::size_t>(S::NV * S::VL),                                           \
                     &gemm,       isa,                                                                               \
                     std::is_same_v<T, float> ? &gemm16 : nullptr,                                                   \
+                    std::is_same_v<T, float> ? &gemm16 : nullptr,                                                   \
                     &pack,       std::is_same_v<T, float> ? &pack16 : nullptr,                                     \
                     &col_sums,                                                                                      \
                     {&fwd_rnn, &fwd_lstm, &fwd_gru},                                                                \
@@ -296,8 +298,11 @@ Kernels<T> select_kernels(Isa isa, Isa isa16 = Isa::baseline) {
         if (isa16 == Isa::amx && amx_permitted()) {
             k.gemm16 = &gemm16_amx;
             k.isa16 = Isa::amx;
+            // A tile computes 16 rows whatever the count, vdpbf16ps one row's
+            // work for one row (detect_bf16 grants AMX only beside AVX512-BF16).
+            k.gemm16_rows = &gemm16_avx512bf16;
         } else if (isa16 == Isa::avx512bf16) {
-            k.gemm16 = &gemm16_avx512bf16;
+            k.gemm16 = k.gemm16_rows = &gemm16_avx512bf16;
             k.isa16 = Isa::avx512bf16;
         }
     }

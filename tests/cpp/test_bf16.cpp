@@ -296,6 +296,8 @@ void test_hardware_packing() {
 // ---------------------------------------------------------------- the engine
 
 void test_engine_threads() {
+    // 5 streams: one step's products take the row kernel (kTileStreams); 11: the tiles
+    for (std::size_t B : {5, 11})
     for (Cell cell : {Cell::rnn, Cell::lstm, Cell::gru}) {
         // 200 units: over three panel blocks of 64 (the AVX-512 split) and a partial one
         const NetLayout lay{cell, 23, 200, 2};
@@ -308,7 +310,7 @@ void test_engine_threads() {
             for (auto& v : params.back()) v = nd(rng);
         }
         for (auto& a : params) p.push_back(a.data());
-        const std::size_t B = 5, n = 6;
+        const std::size_t n = 6;
         std::vector<std::int32_t> X(B * n), Y(B * n);
         for (auto& v : X) v = static_cast<std::int32_t>(rng() % lay.K);
         for (auto& v : Y) v = static_cast<std::int32_t>(rng() % lay.K);
@@ -332,9 +334,29 @@ void test_engine_threads() {
             }
         }
         unsetenv("CHARRNN_SPLIT");
-        check(same, std::string("bfloat16 gradients of a 2-layer ") + name_of(cell) +
-                        " are identical for 1, 2 and 3 threads, split by units and by streams");
+        check(same, std::string("bfloat16 gradients of a 2-layer ") + name_of(cell) + ", " + std::to_string(B) +
+                        " streams, are identical for 1, 2 and 3 threads, split by units and by streams");
     }
+}
+
+// Which kernel one step's bfloat16 products take: the row kernel below
+// kTileStreams streams in the chunk, the tiles from there on, for every
+// thread count (a thread's share of the streams does not choose it).
+void test_step_kernel() {
+    const NetLayout lay{Cell::lstm, 23, 64, 2};
+    const Kernels<float>& kn = kernels<float>();
+    bool ok = true;
+    for (std::size_t threads : {1, 2, 3}) {
+        Engine<float> eng(lay, threads, Precision::bf16);
+        for (std::size_t B : {std::size_t(1), kTileStreams - 1, kTileStreams, 4 * kTileStreams}) {
+            eng.resize(B, 4);
+            ok = ok && eng.step_kernel() == (B < kTileStreams ? kn.gemm16_rows : kn.gemm16);
+        }
+    }
+    const bool rows_differ = kn.isa16 == Isa::amx ? kn.gemm16_rows != kn.gemm16 : kn.gemm16_rows == kn.gemm16;
+    check(ok && rows_differ, std::string("one step's bfloat16 products: the row kernel below ") +
+                                 std::to_string(kTileStreams) + " streams, whatever the threads (" +
+                                 isa_name(kn.isa16) + (kn.isa16 == Isa::amx ? ": vdpbf16ps below, tiles above)" : ": one kernel)"));
 }
 
 }  // namespace
@@ -349,5 +371,6 @@ int main() {
     test_depth_blocks();
     test_hardware_packing();
     test_engine_threads();
+    test_step_kernel();
     return charrnn_test::tally.finish();
 }
