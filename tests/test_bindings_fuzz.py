@@ -1809,7 +1809,8 @@ def test_fuzz_numerical_grads(data):
     shape = (B, T) if batched else (T,)
     target = target_of(
         draw,
-        ["params", "params", "X", "Y", "h0", "h", "dropout", "seed", "update"] + (["cell"] if via == "core" else []),
+        ["params", "params", "X", "Y", "h0", "h", "dropout", "seed", "update", "threads"]
+        + (["cell"] if via == "core" else []),
         clean=12,
     )
     p = spoil_params(draw, net) if target == "params" else net.params
@@ -1821,6 +1822,7 @@ def test_fuzz_numerical_grads(data):
     dropout = draw.pick(BAD_UNIT) if target == "dropout" else draw.pick([0.0, 0.0, 0.4])
     seed = draw.pick(BAD_SEEDS) if target == "seed" else draw.int((0, 2**64 - 1))
     update = draw.pick(BAD_COUNTS) if target == "update" else draw.int((0, 10))
+    threads = draw.pick(BAD_THREADS if target == "threads" else GOOD_THREADS)
     cell = spoil_cell(draw, net.cell) if target == "cell" else draw.pick([None, net.cell])
     Xa, Ya = as_index_array(X, True), as_index_array(Y, True)
     lay = params_layout(p)
@@ -1837,6 +1839,7 @@ def test_fuzz_numerical_grads(data):
         real_ok(dropout, unit_interval),
         seed_ok(seed),
         int_ok(update),
+        int_ok(threads, 1, 256),
     )
     if verdict and lay:
         verdict = settle(
@@ -1858,6 +1861,7 @@ def test_fuzz_numerical_grads(data):
                 dropout=dropout,
                 seed=seed,
                 update=update,
+                threads=threads,
             )
     else:
 
@@ -1872,6 +1876,7 @@ def test_fuzz_numerical_grads(data):
                 dropout=dropout,
                 seed=seed,
                 update=update,
+                threads=threads,
             )
 
     out = run_call("numerical_grads", verdict, fragments, call)

@@ -52,7 +52,7 @@ CORE_DEFAULTS = {
     ),
     "evaluate_loss": dict(cell=None, batch_size=1, threads=1, precision="full"),
     "sample": dict(cell=None, n=5, temperature=1.0, seed=0, top_k=0, top_p=1.0, greedy=False, threads=1),
-    "numerical_grads": dict(cell=None, h=1e-4, dropout=0.0, seed=0, update=0),
+    "numerical_grads": dict(cell=None, h=1e-4, dropout=0.0, seed=0, update=0, threads=1),
 }
 
 

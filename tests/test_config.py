@@ -468,8 +468,8 @@ def test_sample_parser_options_come_from_OPTIONS():
 
 def test_gradcheck_parser_options_come_from_OPTIONS():
     acts = _actions(_subparsers()["gradcheck"])
-    assert set(acts) == {"cell", "layers", "hidden", "seq_length", "dropout", "seed", "text", "tolerance"}
-    for name in ("cell", "layers", "seq_length", "dropout", "seed", "text"):
+    assert set(acts) == {"cell", "layers", "hidden", "seq_length", "dropout", "seed", "threads", "text", "tolerance"}
+    for name in ("cell", "layers", "seq_length", "dropout", "seed", "threads", "text"):
         _check_action(acts[name], option(name), option(name).default)
     _check_action(acts["hidden"], option("hidden"), 5)
     _check_action(acts["tolerance"], option("tolerance"), 1e-6)

@@ -13,7 +13,7 @@ import pytest
 import charrnn_ext as cx
 from charrnn_ext import reference
 from charrnn_ext.gradcheck import GradCheckReport, check_gradients, gradient_check, relative_error
-from charrnn_ext.layout import PARAM_NAMES, init_params
+from charrnn_ext.layout import PARAM_NAMES, init_params, net_init
 from helpers import net_problem
 
 # The report's relative error is |ga - gn| / max(1e-12, |ga| + |gn|) per entry.
@@ -148,6 +148,24 @@ def test_numerical_gradients_match_closed_forms():
         assert np.abs(closed[k]).max() > 1e-3, k
         assert np.allclose(num[k], closed[k], rtol=0, atol=1e-8), k
     assert np.all(num["U"][:, [0, 1, 3]] == 0)  # columns that never enter the loss: exactly zero
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_numerical_gradients_do_not_depend_on_the_threads(cell):
+    """The centred differences are shared out entry by entry: 2, 3 and 64
+    workers (more than some arrays have entries) give one worker's values bit
+    for bit, and the check's report is the same."""
+    params = net_init(cell, 6, 4, 2, 0.3, seed=1)
+    rng = np.random.default_rng(2)
+    X, Y = rng.integers(0, 6, (2, 5)), rng.integers(0, 6, (2, 5))
+    one = cx.numerical_grads(params, X, Y, threads=1)
+    for threads in (2, 3, 64):
+        many = cx.numerical_grads(params, X, Y, threads=threads)
+        for k in one:
+            assert np.array_equal(one[k], many[k]), (threads, k)
+    assert np.abs(np.concatenate([v.ravel() for v in one.values()])).max() > 1e-3
+    a = cx.gradient_check(cell=cell, layers=2, seed=0, threads=1).table()
+    assert cx.gradient_check(cell=cell, layers=2, seed=0, threads=2).table() == a
 
 
 def test_relative_error_definition():

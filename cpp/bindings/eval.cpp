@@ -29,7 +29,7 @@ py::tuple evaluate_impl(py::handle params, const ParamInfo& info, py::handle dat
 
 template <typename T>
 py::dict numerical_impl(py::handle params, const ParamInfo& info, py::handle X, py::handle Y, py::handle h0,
-                        const Dropout& drop, double step) {
+                        const Dropout& drop, double step, std::size_t threads) {
     const Arrays<T> P = load_params<T>(params, info, false);
     const Chunk c = read_chunk(X, Y, info.lay.K);
     py::array_t<T> h = initial_states<T>(h0, info.lay, c.B);
@@ -51,7 +51,7 @@ py::dict numerical_impl(py::handle params, const ParamInfo& info, py::handle X, 
     }
     with_chunk(c, [&](auto* x, auto* y) {
         py::gil_scoped_release nogil;
-        numerical_grads(info.lay, in, drop, x, y, c.B, c.n, states.data(), step, ptrs);
+        numerical_grads(info.lay, in, drop, x, y, c.B, c.n, states.data(), step, ptrs, threads);
     });
     return out;
 }
@@ -80,19 +80,21 @@ void bind_eval(py::module_& m) {
     m.def(
         "numerical_grads",
         [](py::handle params, py::handle X, py::handle Y, py::handle h0, py::handle cell, py::handle h,
-           py::handle dropout, py::handle seed, py::handle update) {
+           py::handle dropout, py::handle seed, py::handle update, py::handle threads) {
             const ParamInfo info = inspect_params(params, cell);
             const double step = positive_finite(h, "h");
             Dropout drop = dropout_config(dropout, seed);
             drop.update = count(update, "update");
+            const std::size_t nt = thread_count(threads);
             return with_scalar(info.scalar, [&](auto v) {
-                return numerical_impl<decltype(v)>(params, info, X, Y, h0, drop, step);
+                return numerical_impl<decltype(v)>(params, info, X, Y, h0, drop, step, nt);
             });
         },
         py::arg("params"), py::arg("X"), py::arg("Y"), py::arg("h0"), py::kw_only(), py::arg("cell"), py::arg("h"),
-        py::arg("dropout"), py::arg("seed"), py::arg("update"),
+        py::arg("dropout"), py::arg("seed"), py::arg("update"), py::arg("threads"),
         "Centred differences (L(p + h) - L(p - h)) / 2h of the chunk's summed loss for every parameter entry, "
-        "the losses evaluated in long double. Returns a dict of float64 arrays keyed like params.");
+        "the losses evaluated in long double, the entries shared by `threads` workers (the result does not "
+        "depend on how many). Returns a dict of float64 arrays keyed like params.");
 }
 
 }  // namespace charrnn::binding

@@ -94,6 +94,7 @@ def numerical_grads(
     dropout: float,
     seed: int,
     update: int,
+    threads: int,
 ) -> dict[str, np.ndarray]:
     """Centred differences of the summed loss, losses in long double."""
 

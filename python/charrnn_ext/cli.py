@@ -209,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("seq_length", None),
         ("dropout", None),
         ("seed", None),
+        ("threads", None),
     ):
         o = option(name)
         _add(c, o, default_value=o.default if value is None else value, show_default=value)
@@ -809,6 +810,7 @@ def _cmd_gradcheck(args: argparse.Namespace) -> int:
         cell=args.cell,
         layers=args.layers,
         dropout=args.dropout,
+        threads=args.threads,
     )
     worst = report.worst()["cpp_vs_numerical"]
     ok = worst < args.tolerance

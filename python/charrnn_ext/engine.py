@@ -392,7 +392,11 @@ def numerical_grads(
     dropout: float = default("dropout"),
     seed: int = default("seed"),
     update: int = 0,
+    threads: int = default("threads"),
 ) -> dict[str, np.ndarray]:
     """Centred differences of the chunk's summed loss for every parameter
-    entry, the losses evaluated in long double by the engine."""
-    return _core.numerical_grads(params, X, Y, h0, cell=None, h=h, dropout=dropout, seed=seed, update=update)
+    entry, the losses evaluated in long double by the engine, the entries
+    shared by ``threads`` workers (the result does not depend on how many)."""
+    return _core.numerical_grads(
+        params, X, Y, h0, cell=None, h=h, dropout=dropout, seed=seed, update=update, threads=threads
+    )

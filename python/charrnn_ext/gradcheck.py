@@ -114,12 +114,14 @@ def check_gradients(
     seed: int = default("seed"),
     update: int = 0,
     floor: float | None = None,
+    threads: int = default("threads"),
 ) -> GradCheckReport:
     """Compare the C++ float64 gradients, the NumPy reference and centred
     differences on the chunk X -> Y ((T,) or (B, T)). ``floor`` None is 0
     for the classic RNN and :data:`NET_FLOOR` for other networks. ``h`` None
     is 1e-4 for the classic RNN and 1e-5 for other networks (gated cells have larger
-    third derivatives; at 1e-4 the truncation error reaches ~7e-7 there)."""
+    third derivatives; at 1e-4 the truncation error reaches ~7e-7 there).
+    ``threads`` share the centred differences (the result does not depend on it)."""
     params64 = copy_params(params, dtype=np.float64)
     cell, K, m, layers = describe(params64)
     X = np.ascontiguousarray(X)
@@ -131,7 +133,7 @@ def check_gradients(
         floor = 0.0 if (cell, layers) == ("rnn", 1) else NET_FLOOR
     drop: dict[str, Any] = {"dropout": dropout, "seed": seed, "update": update}
     _, g_cpp, _ = engine.loss_and_grads(params64, X, Y, h0_64, **drop)
-    g_num = engine.numerical_grads(params64, X, Y, h0_64, h=h, **drop)
+    g_num = engine.numerical_grads(params64, X, Y, h0_64, h=h, threads=threads, **drop)
     classic = "U" in params64
     if classic and X.ndim == 1 and dropout == 0:
         _, g_ref, _ = reference.loss_and_grads(params64, X, Y, h0_64)
@@ -209,12 +211,14 @@ def gradient_check(
     cell: str = default("cell"),
     layers: int = default("layers"),
     dropout: float = default("dropout"),
+    threads: int = default("threads"),
 ) -> GradCheckReport:
     """The standard check on the first seq_length + 1 characters of data (an
     index array), or random characters from a K-letter alphabet when data is
     None. The classic RNN (with its U, W, V, b, c names) is checked at its
     training initialisation (sig None: 0.01); other networks at weights of
-    scale sig (None: NET_CHECK_SIG) with biases ~ N(0, NET_CHECK_BIAS^2)."""
+    scale sig (None: NET_CHECK_SIG) with biases ~ N(0, NET_CHECK_BIAS^2).
+    ``threads`` share the centred differences (the report does not depend on it)."""
     rng = np.random.default_rng(seed)
     if data is None:
         K = 80 if K is None else K
@@ -238,4 +242,4 @@ def gradient_check(
         for v in params.values():
             if v.ndim == 1:
                 v += NET_CHECK_BIAS * rng.standard_normal(v.shape)
-    return check_gradients(params, X, Y, h=h, eps=eps, dropout=dropout, seed=seed)
+    return check_gradients(params, X, Y, h=h, eps=eps, dropout=dropout, seed=seed, threads=threads)

@@ -757,6 +757,7 @@ class Trainer:
             cell=model.cell,
             layers=layers,
             dropout=self.config.dropout,
+            threads=self.config.threads,
         )
         if layers < model.layers:
             note += f"; a {layers}-layer model of the run's cell (the run has {model.layers} layers)"

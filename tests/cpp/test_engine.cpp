@@ -175,6 +175,16 @@ void test_gradients(Cell cell, std::size_t L, double dropout) {
                   describe(lay).c_str(), dropout, err, loss);
     check(std::isfinite(loss) && err < 1e-6, line);
 
+    // Workers share the entries, each computing its own as one thread would:
+    // 2 and 3 of them (3 splits inside arrays) give every entry bit for bit.
+    for (std::size_t threads : {2, 3}) {
+        auto shared = net.zeros();
+        numerical_grads(lay, net.const_ptrs(), drop, ch.X.data(), ch.Y.data(), ch.B, ch.n, h0.data(), 1e-4,
+                        pointers(shared), threads);
+        check(shared == numeric, "numerical gradients, " + describe(lay) + ", " + std::to_string(threads) +
+                                     " threads: bit for bit those of one thread");
+    }
+
     // The final states are those of the forward pass: a second call from them
     // continues the text, so running the chunk again from h0 gives them again.
     std::vector<double> again = h0;
