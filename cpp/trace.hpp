@@ -36,10 +36,11 @@ struct TraceOut {
 // Traces data[0..N) (N >= 2) from `state` (one stream's state_size values,
 // replaced by the state at the end of the text) by up to B_max streams, as
 // forward_text walks it (B_max = 1: one stream, every state the one of a
-// single pass from the start). Returns the summed loss.
+// single pass from the start), its matrix products in precision `prec` as
+// in evaluate_text. Returns the summed loss.
 template <typename T, typename I>
 double trace_text(const NetLayout& lay, const std::vector<T*>& params, const I* data, std::size_t N, T* state,
-                  std::size_t B_max, std::size_t threads, const TraceOut<T>& out) {
+                  std::size_t B_max, std::size_t threads, const TraceOut<T>& out, Precision prec = Precision::full) {
     const std::size_t K = lay.K, m = lay.m, rows_total = N - 1;
     T* const cells = lay.S() == 2 ? out.cell : nullptr;  // only an LSTM has cell states
     std::vector<std::vector<std::uint32_t>> order(std::max<std::size_t>(1, threads));  // each worker's scratch
@@ -67,7 +68,7 @@ double trace_text(const NetLayout& lay, const std::vector<T*>& params, const I* 
             }
         }
     };
-    return forward_text(lay, params, data, N, state, B_max, threads, Precision::full, keep);
+    return forward_text(lay, params, data, N, state, B_max, threads, prec, keep);
 }
 
 }  // namespace charrnn

@@ -131,6 +131,18 @@ def test_payload_is_json_and_matches_the_trace(model):
         assert all(-1 <= u["r"] <= 1 for u in f["top"])
 
 
+def test_a_bfloat16_models_payload_is_traced_as_it_trains():
+    """A bfloat16 model's page shows what its validation computes: the trace
+    with bfloat16 products, not the float32 one."""
+    m = CharRNN.new(corpus_from_string(TEXT), hidden=24, seed=2, cell="lstm", layers=2, dtype="bfloat16")
+    m.fit(TEXT, steps=5, **TINY)
+    payload = build_payload(m, TEXT, top_k=4)
+    bf16, full = m.trace(TEXT, top_k=4, precision="bfloat16"), m.trace(TEXT, top_k=4)
+    assert payload["model"]["dtype"] == "bfloat16"
+    assert payload["surprisal"] == np.round(bf16.surprisal, 3).tolist()
+    assert payload["surprisal"] != np.round(full.surprisal, 3).tolist()
+
+
 def test_payload_of_chosen_layers_and_bad_ones(model):
     payload = build_payload(model, TEXT, layers=[1])
     assert [(s["layer"], s["kind"]) for s in payload["states"]] == [(1, "h"), (1, "c")]

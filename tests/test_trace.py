@@ -109,6 +109,28 @@ def test_a_bfloat16_model_is_traced_in_float32():
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_a_bfloat16_trace_is_the_bfloat16_evaluation(cell):
+    """precision='bfloat16' traces with bfloat16 products, as the model's
+    validation computes them: its row losses sum to that loss (in another
+    order), whatever the thread count, and they differ from float32's by
+    bfloat16 rounding: operands rounded to 8 bits (relative 2^-9) move a
+    logit of this small model by well under 0.05, and so -ln p too."""
+    model = CharRNN.new(corpus_from_string(SMALL_TEXT), hidden=32, seed=3, cell=cell, layers=2, dtype="bfloat16")
+    model.fit(SMALL_TEXT, steps=10, **TINY)
+    text = SMALL_TEXT[:700]
+    tr = model.trace(text, precision="bfloat16")
+    loss = model.loss(text, precision="bfloat16")
+    assert abs(tr.loss - loss) < 1e-6 * loss
+    two = model.trace(text, precision="bfloat16", threads=2)
+    assert np.array_equal(two.nll, tr.nll) and np.array_equal(two.hidden[1], tr.hidden[1])
+    full = model.trace(text)
+    gap = np.max(np.abs(tr.nll - full.nll))
+    assert 0 < gap < 0.05
+    with pytest.raises(ValueError, match="float32 parameters"):
+        random_model(cell, 1, "float64").trace(TEXT, precision="bfloat16")
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_states_are_those_of_the_training_forward(cell):
     """At position i the trace holds, bit for bit, the final state of the
     engine's training forward (loss_and_grads) over text[:i+1] -> text[1:i+2]."""

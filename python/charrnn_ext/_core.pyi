@@ -124,6 +124,7 @@ def trace(
     states: bool,
     batch_size: int,
     threads: int,
+    precision: str,
 ) -> tuple[
     npt.NDArray[np.float64],
     np.ndarray,

@@ -333,6 +333,7 @@ def trace(
     states: bool = True,
     batch_size: int = default("batch_size"),
     threads: int = default("threads"),
+    precision: str = "full",
 ) -> TraceArrays:
     """The forward pass of :func:`evaluate_loss`, kept at every position i
     (having read data[i], predicting data[i+1]) instead of summed: the row
@@ -340,9 +341,17 @@ def trace(
     probable next characters, and (``states``) every layer's hidden state and
     an LSTM's cell state (:class:`TraceArrays`). ``batch_size`` as in
     :func:`evaluate_loss` (1: one pass from h0, every state that of a single
-    reading)."""
+    reading), and ``precision`` too."""
     nll, prob, top_index, top_prob, hidden, cell, h = _core.trace(
-        params, data, h0, cell=None, top_k=top_k, states=states, batch_size=batch_size, threads=threads
+        params,
+        data,
+        h0,
+        cell=None,
+        top_k=top_k,
+        states=states,
+        batch_size=batch_size,
+        threads=threads,
+        precision=precision,
     )
     return TraceArrays(nll, prob, top_index, top_prob, hidden, cell, _one_stream(params, h))
 

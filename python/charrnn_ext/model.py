@@ -423,6 +423,7 @@ class CharRNN:
         states: bool = True,
         batch_size: int = default("batch_size"),
         threads: int = default("threads"),
+        precision: str = "full",
     ) -> Trace:
         """What the network computes at every character of ``text``, from
         :attr:`start_state` like :meth:`loss`, in one call of the C++ engine:
@@ -431,8 +432,8 @@ class CharRNN:
         actual next character and its surprisal in bits, the ``top_k`` most
         probable next characters, and every layer's hidden state (and an
         LSTM's cell state) unless ``states`` is False. The mean of its
-        ``nll`` is ``self.loss(text, batch_size)``. Characters outside the
-        vocabulary raise ValueError naming them."""
+        ``nll`` is ``self.loss(text, batch_size, precision=precision)``.
+        Characters outside the vocabulary raise ValueError naming them."""
         return trace_text(
             self.params,
             self.vocab,
@@ -442,6 +443,7 @@ class CharRNN:
             states=states,
             batch_size=batch_size,
             threads=threads,
+            precision=precision,
         )
 
     # -- persistence --------------------------------------------------------------

@@ -93,6 +93,7 @@ def trace_text(
     states: bool = True,
     batch_size: int = default("batch_size"),
     threads: int = default("threads"),
+    precision: str = "full",
 ) -> Trace:
     """The :class:`Trace` of ``text`` by the network ``params`` from state
     ``h0`` (None: zeros). Every character of the text must be in ``vocab``
@@ -100,7 +101,9 @@ def trace_text(
     in [0, K]; ``states`` False keeps no hidden or cell states (a long text's
     states take layers x H numbers per character, twice for an LSTM);
     ``batch_size`` as in :meth:`CharRNN.loss` (B > 1: B segments read at
-    once, each but the first from a zero state)."""
+    once, each but the first from a zero state); ``precision`` 'bfloat16'
+    (float32 parameters) computes the matrix products as bfloat16 training
+    does, as in :meth:`CharRNN.loss`."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     if len(text) < 2:
@@ -119,7 +122,14 @@ def trace_text(
         "trace a shorter text, or ask for no states",
     )
     nll, prob, top_index, top_prob, hidden, cells, h = engine.trace(
-        params, indices, h0, top_k=int(top_k), states=states, batch_size=batch_size, threads=threads
+        params,
+        indices,
+        h0,
+        top_k=int(top_k),
+        states=states,
+        batch_size=batch_size,
+        threads=threads,
+        precision=precision,
     )
     return Trace(
         text=text,

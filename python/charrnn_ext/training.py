@@ -837,7 +837,8 @@ class Trainer:
 
     def _explain(self, params: dict[str, np.ndarray], h: np.ndarray | None) -> dict[str, Any] | None:
         """explain.html's data: the best model on the first EXPLAIN_CHARS
-        held-out characters (the training text's last ones if none are held out)."""
+        held-out characters (the training text's last ones if none are held
+        out), its products in the precision the model trains in, as validation's."""
         from .explain.payload import model_info, payload_from_trace
         from .tracing import trace_text
 
@@ -846,7 +847,14 @@ class Trainer:
         part = data[:EXPLAIN_CHARS] if val.size >= 2 else data[-EXPLAIN_CHARS:]
         if part.size < 2:
             return None
-        trace = trace_text(params, self.model.vocab, self.model.vocab.decode(part), h, threads=self.config.threads)
+        trace = trace_text(
+            params,
+            self.model.vocab,
+            self.model.vocab.decode(part),
+            h,
+            threads=self.config.threads,
+            precision=self.model.precision,
+        )
         return payload_from_trace(trace, model_info(self.model), source=source)
 
 
