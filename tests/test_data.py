@@ -189,6 +189,16 @@ def test_from_array_names_the_surrogate() -> None:
     assert v.chars == "\ud7ff\ue000" and v.size == 2
 
 
+@given(text=st.text(st.characters(exclude_categories=()), min_size=1), step=st.integers(1, 7))
+def test_vocabulary_is_every_character_once_in_code_point_order(text, step) -> None:
+    """Built from counts of code points (lone surrogates included, as a str
+    may hold them), read whole or in pieces of `step` characters."""
+    want = "".join(sorted(set(text + "\x00\U0010ffff")))
+    text += "\x00\U0010ffff"
+    assert Vocabulary.from_text(text).chars == want
+    assert Vocabulary.from_pieces(text[i : i + step] for i in range(0, len(text), step)).chars == want
+
+
 def test_from_pieces_equals_from_text() -> None:
     pieces = ["hello, ", "", "world", "!\n", "é🎭"]
     assert Vocabulary.from_pieces(pieces) == Vocabulary.from_text("".join(pieces))
