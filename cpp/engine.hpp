@@ -116,11 +116,14 @@ inline bool split_by_streams(const NetLayout& lay, std::size_t B, std::size_t th
 // products (their rows: a thread's streams) take the row kernel,
 // Kernels::gemm16_rows (vdpbf16ps), and so does the input projection of the
 // layers above the first, which a split by units computes for the whole
-// chunk at once and a split by streams step by step. Measured on an Intel Xeon, validation of
-// an LSTM 2 x 256, one thread, microseconds a character by AMX against
-// vdpbf16ps: 1 stream 119 / 33, 4 streams 33 / 21, 8 streams 18 / 21. The
-// rule reads the chunk's streams, never a thread's share of them, so no
-// result depends on the thread count (the two kernels may round differently).
+// chunk at once and a split by streams step by step. Measured on an Intel
+// Xeon, LSTM 2 x 256: validation on one thread, microseconds a character
+// with the tiles against vdpbf16ps, 1 stream 119 / 33, 4 streams 33 / 21,
+// 8 streams 18 / 21; a chunk of 64 steps' gradients on two threads, 1
+// stream 9.2 / 4.3 ms, 4 streams 14 / 6.3 ms, 8 streams 15-23 / 16 ms (and
+// 20 / 25 on one thread, so 8 streams keep the tiles). The rule reads the
+// chunk's streams, never a thread's share of them, so no result depends on
+// the thread count (the two kernels may round differently).
 constexpr std::size_t kTileStreams = 8;
 
 // Read-only view of the parameter arrays (flat list in NetLayout::arrays() order).
