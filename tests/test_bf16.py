@@ -124,6 +124,30 @@ def test_bfloat16_evaluation_is_the_forward_pass_of_bfloat16_training(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("streams", [5, 8])
+def test_an_evaluation_of_b_streams_is_their_training_forward(cell, streams, monkeypatch):
+    """With an AMX machine's kernels, 5 streams take the row kernel for their
+    steps' products and 8 the tiles (kTileStreams in engine.hpp): an
+    evaluation of exactly B streams (stream 0 from the given state, the others
+    from zeros) gives the loss and last stream's state of bfloat16 training's
+    forward pass on them, bit for bit, on either split and 1-3 threads."""
+    p64, _, _, h0 = _problem(cell, 2, streams=None)
+    p32, h32 = copy_params(p64, np.float32), h0.astype(np.float32)
+    E = 40  # steps a stream: one chunk
+    data = np.random.default_rng(5).integers(0, 30, streams * E + 1)
+    X = np.stack([data[s * E : (s + 1) * E] for s in range(streams)])
+    Y = np.stack([data[s * E + 1 : (s + 1) * E + 1] for s in range(streams)])
+    H0 = np.zeros((streams, *h32.shape), np.float32)
+    H0[0] = h32
+    train, _, htrain = engine.loss_and_grads(p32, X, Y, H0, precision="bfloat16")
+    monkeypatch.setenv("CHARRNN_TEAM", "full")  # share this small network's steps too
+    for split, threads in [("units", 1), ("units", 2), ("streams", 2), ("streams", 3)]:
+        monkeypatch.setenv("CHARRNN_SPLIT", split)
+        loss, h = engine.evaluate_loss(p32, data, h32, batch_size=streams, threads=threads, precision="bfloat16")
+        assert loss == train and np.array_equal(h, htrain[-1]), (split, threads)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("precision", ["full", "bfloat16"])
 def test_evaluation_split_by_streams_keeps_one_step_and_the_same_bits(cell, precision, monkeypatch):
     """Split by streams, an evaluation keeps only one step of gate values (no

@@ -109,20 +109,29 @@ def test_a_bfloat16_model_is_traced_in_float32():
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_a_bfloat16_trace_is_the_bfloat16_evaluation(cell):
+def test_a_bfloat16_trace_is_the_bfloat16_evaluation(cell, monkeypatch):
     """precision='bfloat16' traces with bfloat16 products, as the model's
     validation computes them: its row losses sum to that loss (in another
-    order), whatever the thread count, and they differ from float32's by
-    bfloat16 rounding: operands rounded to 8 bits (relative 2^-9) move a
-    logit of this small model by well under 0.05, and so -ln p too."""
+    order), whatever the thread count and split, and they differ from
+    float32's by bfloat16 rounding: operands rounded to 8 bits (relative
+    2^-9) move a logit of this small model by well under 0.05, and so -ln p too."""
     model = CharRNN.new(corpus_from_string(SMALL_TEXT), hidden=32, seed=3, cell=cell, layers=2, dtype="bfloat16")
     model.fit(SMALL_TEXT, steps=10, **TINY)
     text = SMALL_TEXT[:700]
     tr = model.trace(text, precision="bfloat16")
     loss = model.loss(text, precision="bfloat16")
     assert abs(tr.loss - loss) < 1e-6 * loss
-    two = model.trace(text, precision="bfloat16", threads=2)
-    assert np.array_equal(two.nll, tr.nll) and np.array_equal(two.hidden[1], tr.hidden[1])
+    # 5 streams (an AMX machine's row kernel, engine.hpp kTileStreams), each split on 2 and 3 threads
+    five = model.trace(text, precision="bfloat16", batch_size=5)
+    assert abs(five.loss - model.loss(text, batch_size=5, precision="bfloat16")) < 1e-6 * loss
+    monkeypatch.setenv("CHARRNN_TEAM", "full")  # share this small network's steps too
+    for split, threads in [("units", 2), ("streams", 2), ("streams", 3)]:
+        monkeypatch.setenv("CHARRNN_SPLIT", split)
+        again = model.trace(text, precision="bfloat16", batch_size=5, threads=threads)
+        assert np.array_equal(again.nll, five.nll) and np.array_equal(again.state, five.state), (split, threads)
+        assert all(np.array_equal(a, b) for a, b in zip(again.hidden, five.hidden)), (split, threads)
+    monkeypatch.delenv("CHARRNN_SPLIT")
+    monkeypatch.delenv("CHARRNN_TEAM")
     full = model.trace(text)
     gap = np.max(np.abs(tr.nll - full.nll))
     assert 0 < gap < 0.05

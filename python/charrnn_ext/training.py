@@ -838,7 +838,8 @@ class Trainer:
     def _explain(self, params: dict[str, np.ndarray], h: np.ndarray | None) -> dict[str, Any] | None:
         """explain.html's data: the best model on the first EXPLAIN_CHARS
         held-out characters (the training text's last ones if none are held
-        out), its products in the precision the model trains in, as validation's."""
+        out), its products in the precision the model trains in, as validation's
+        are (validation reads batch_size streams, this one stream)."""
         from .explain.payload import model_info, payload_from_trace
         from .tracing import trace_text
 

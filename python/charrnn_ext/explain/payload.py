@@ -127,7 +127,7 @@ def build_payload(
 ) -> dict[str, Any]:
     """The payload of ``model`` (a :class:`~charrnn_ext.model.CharRNN`) on
     ``text``: its trace in one pass from the model's start state, its matrix
-    products in the precision the model trains in (as its validation), with
+    products in the precision the model trains in (as its validation's are), with
     the states of ``layers`` (default: all) and the units ranked per feature."""
     trace = model.trace(text, top_k=top_k, threads=threads, precision=model.precision)
     return payload_from_trace(trace, model_info(model), layers=layers, source=source)
