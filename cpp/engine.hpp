@@ -599,7 +599,8 @@ private:
             T* C2 = nullptr, [[maybe_unused]] Gemm16Fn g16 = nullptr) const {
         if constexpr (std::is_same_v<T, float>) {
             if (bf16()) {
-                (g16 ? g16 : kn.gemm16)({M, c0, c1, A, rsa, csa, &B.h, C, ldc, accumulate, B2 ? &B2->h : nullptr, C2});
+                const Gemm16Fn kernel = g16 ? g16 : kn.gemm16;
+                kernel({M, c0, c1, A, rsa, csa, &B.h, C, ldc, accumulate, B2 ? &B2->h : nullptr, C2});
                 return;
             }
         }
@@ -615,7 +616,8 @@ private:
                  std::size_t ld_init, [[maybe_unused]] Gemm16Fn g16 = nullptr) const {
         if constexpr (std::is_same_v<T, float>) {
             if (bf16()) {
-                (g16 ? g16 : kn.gemm16)({M, c0, c1, A, rsa, csa, &B.h, C, ldc, false, nullptr, nullptr, init, rows, ld_init});
+                const Gemm16Fn kernel = g16 ? g16 : kn.gemm16;
+                kernel({M, c0, c1, A, rsa, csa, &B.h, C, ldc, false, nullptr, nullptr, init, rows, ld_init});
                 return;
             }
         }

@@ -68,11 +68,12 @@ void bind_trace(py::module_& m) {
         },
         py::arg("params"), py::arg("data"), py::arg("h0"), py::kw_only(), py::arg("cell"), py::arg("top_k"),
         py::arg("states"), py::arg("batch_size"), py::arg("threads"), py::arg("precision"),
-        "The forward pass of evaluate_loss over data (its matrix products in `precision`, as there), kept at every position i (having read data[i], predicting "
-        "data[i+1]). Returns (nll (N-1,) float64: -log p(data[i+1]); prob (N-1,): p(data[i+1]); top_index "
-        "(N-1, top_k) int32 and top_prob (N-1, top_k): the most probable next characters, ties by the lower "
-        "index; hidden (layers, N-1, m) or None unless states; cell (layers, N-1, m) for an lstm, else None; "
-        "h (layers, S*m) at the end of the text).");
+        "The forward pass of evaluate_loss over data (its matrix products in `precision`, as there), kept at "
+        "every position i (having read data[i], predicting data[i+1]). Returns (nll (N-1,) float64: "
+        "-log p(data[i+1]); prob (N-1,): p(data[i+1]); top_index (N-1, top_k) int32 and top_prob (N-1, "
+        "top_k): the most probable next characters, ties by the lower index; hidden (layers, N-1, m) or "
+        "None unless states; cell (layers, N-1, m) for an lstm, else None; h (layers, S*m) at the end of "
+        "the text).");
 }
 
 }  // namespace charrnn::binding
